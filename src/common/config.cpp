@@ -1,0 +1,429 @@
+// Config table, INI reader and validation. The INI reader is ours (not program_options'
+// parse_config_file) because every error must name the line it came from.
+#include "common/config.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+namespace iarelay {
+namespace {
+
+constexpr ConfigKey kKeys[] = {
+    {"", "journal", "path", "var/journal.db", "", false,
+     "SQLite journal file; created 0600 with its directory"},
+    {"", "sync", "enum", "full", "full|normal", false,
+     "full: a 202 survives power loss (fsync per commit); normal: survives a process crash"},
+    {"", "log_level", "enum", "info", "debug|info|warn|error", true, "log verbosity"},
+    {"", "log_format", "enum", "text", "text|json", false, "one line per event on stderr"},
+    {"", "retain_delivered", "duration", "", "", true,
+     "purge delivered webhooks and their attempts older than this (empty: keep forever)"},
+    {"", "drain_grace", "duration", "10s", "", true,
+     "on SIGTERM, how long in-flight callback calls may finish"},
+    {"listen", "address", "address", "127.0.0.1:8080", "", false,
+     "host:port of the HTTP intake, feed and admin endpoints"},
+    {"listen", "token_file", "path", "", "", false,
+     "if set, requests need 'Authorization: Bearer <token>' (env IARELAY_LISTEN_TOKEN)"},
+    {"listen", "max_body", "size", "1MiB", "", false, "largest accepted webhook body"},
+    {"listen", "tls_cert", "path", "", "", false, "PEM certificate; with tls_key: HTTPS"},
+    {"listen", "tls_key", "path", "", "", false, "PEM private key"},
+    {"upstream", "url", "url", "", "", false, "base URL of the upstream relay's feed"},
+    {"upstream", "token_file", "path", "", "", false,
+     "bearer token for the upstream (env IARELAY_UPSTREAM_TOKEN)"},
+    {"upstream", "name", "string", "upstream", "", false, "recorded as each webhook's source"},
+    {"upstream", "consumer", "string", "inner", "", false, "this relay's name on the upstream"},
+    {"upstream", "poll_wait", "duration", "25s", "", false, "long-poll duration"},
+    {"upstream", "batch", "int", "500", "", false, "most webhooks fetched per poll"},
+    {"upstream", "proxy", "url", "", "", false,
+     "HTTP proxy; empty: the usual *_proxy environment variables apply"},
+    {"upstream", "ca_file", "path", "", "", false, "CA bundle for the upstream's certificate"},
+    {"service.*", "unrouted", "enum", "discard", "discard|hold", true,
+     "no agent available at arrival: discard (xMatters behaviour) or hold until one is"},
+    {"agent.*", "id", "string", "", "", true,
+     "the agent identifier webhooks carry (default: the section's name)"},
+    {"agent.*", "callback", "url", "", "", true, "apia_callback URL (required)"},
+    {"agent.*", "services", "list", "", "", true, "integration services this agent hosts"},
+    {"agent.*", "format", "enum", "ia", "ia|raw", true,
+     "ia: the apia_callback message; raw: the payload as received"},
+    {"agent.*", "secret_file", "path", "", "", true,
+     "if set, deliveries are signed (env IARELAY_AGENT_<HANDLE>_SECRET)"},
+    {"agent.*", "max_inflight", "int", "8", "", true, "concurrent calls to this agent"},
+    {"agent.*", "ordering", "enum", "event", "event|fifo|none", true,
+     "event: one alert at a time; fifo: one webhook at a time; none: no ordering"},
+    {"agent.*", "timeout", "duration", "10s", "", true, "per-call timeout"},
+    {"agent.*", "down_after", "int", "5", "", true,
+     "consecutive failed attempts that mark the agent down"},
+    {"agent.*", "max_attempts", "int", "25", "", true, "real attempts before a webhook fails"},
+    {"agent.*", "backoff_initial", "duration", "1s", "", true, "first retry delay"},
+    {"agent.*", "backoff_max", "duration", "5m", "", true, "longest retry delay"},
+};
+
+struct Entry {
+  std::string value;
+  std::string where;  // "file:line" or "command line"
+};
+// section -> key -> entry; section as written ("", "listen", "agent.nnmi1").
+using Entries = std::map<std::string, std::map<std::string, Entry>>;
+
+std::string trim(std::string_view s) {
+  size_t b = 0, e = s.size();
+  while (b < e && (s[b] == ' ' || s[b] == '\t' || s[b] == '\r')) ++b;
+  while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t' || s[e - 1] == '\r')) --e;
+  return std::string(s.substr(b, e - b));
+}
+
+// The table's pattern for a concrete section name, or nullptr if no such section kind.
+const char* section_kind(const std::string& section) {
+  if (section.empty() || section == "listen" || section == "upstream") return section.c_str();
+  if (section.rfind("service.", 0) == 0 && section.size() > 8) return "service.*";
+  if (section.rfind("agent.", 0) == 0 && section.size() > 6) return "agent.*";
+  return nullptr;
+}
+
+const ConfigKey* find_key(const std::string& section, const std::string& key) {
+  const char* kind = section_kind(section);
+  if (!kind) return nullptr;
+  for (const auto& k : kKeys)
+    if (std::string_view(k.section) == kind && key == k.key) return &k;
+  return nullptr;
+}
+
+Status error_at(const std::string& where, const std::string& section, const std::string& key,
+                const std::string& what) {
+  std::string name = section.empty() ? key : "[" + section + "] " + key;
+  return Status::invalid_argument(where + ": " + name + ": " + what);
+}
+
+Status read_ini(const std::string& file, Entries& out) {
+  std::ifstream in(file);
+  if (!in) return Status::io_error(file + ": cannot read configuration file");
+  std::string line, section;
+  int lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    std::string where = file + ":" + std::to_string(lineno);
+    // Strip comments: a line starting with # or ;, or " #" / " ;" after a value.
+    std::string t = trim(line);
+    if (t.empty() || t[0] == '#' || t[0] == ';') continue;
+    for (size_t i = 1; i < t.size(); ++i) {
+      if ((t[i] == '#' || t[i] == ';') && (t[i - 1] == ' ' || t[i - 1] == '\t')) {
+        t = trim(t.substr(0, i));
+        break;
+      }
+    }
+    if (t[0] == '[') {
+      if (t.back() != ']') return Status::invalid_argument(where + ": unterminated section header");
+      section = trim(t.substr(1, t.size() - 2));
+      if (!section_kind(section))
+        return Status::invalid_argument(where + ": unknown section [" + section +
+                                        "] (expected listen, upstream, service.NAME, agent.NAME)");
+      out[section];  // an empty [agent.x] still declares the agent
+      continue;
+    }
+    size_t eq = t.find('=');
+    if (eq == std::string::npos)
+      return Status::invalid_argument(where + ": expected 'key = value', got '" + t + "'");
+    std::string key = trim(t.substr(0, eq));
+    std::string value = trim(t.substr(eq + 1));
+    if (!find_key(section, key)) return error_at(where, section, key, "unknown key");
+    auto& sec = out[section];
+    if (auto it = sec.find(key); it != sec.end())
+      return error_at(where, section, key, "set twice (first at " + it->second.where + ")");
+    sec[key] = Entry{value, where};
+  }
+  return Status::ok();
+}
+
+Status apply_overrides(const ConfigOverrides& overrides, Entries& out) {
+  for (const auto& [name, value] : overrides) {
+    // "agent.nnmi1.timeout" -> section "agent.nnmi1", key "timeout"; "sync" -> top level.
+    size_t dot = name.rfind('.');
+    std::string section = dot == std::string::npos ? "" : name.substr(0, dot);
+    std::string key = dot == std::string::npos ? name : name.substr(dot + 1);
+    if (!find_key(section, key)) return error_at("command line", section, key, "unknown key");
+    out[section][key] = Entry{value, "command line"};
+  }
+  return Status::ok();
+}
+
+// Typed accessors: value from the entries, else the table's default.
+class SectionReader {
+ public:
+  SectionReader(const Entries& entries, std::string section)
+      : section_(std::move(section)) {
+    if (auto it = entries.find(section_); it != entries.end()) values_ = &it->second;
+  }
+
+  std::string where(const char* key) const {
+    if (values_)
+      if (auto it = values_->find(key); it != values_->end()) return it->second.where;
+    return "default";
+  }
+  std::string str(const char* key) const {
+    if (values_)
+      if (auto it = values_->find(key); it != values_->end()) return it->second.value;
+    return find_key(section_, key)->default_value;
+  }
+  Status choice(const char* key, std::string& out) const {
+    out = str(key);
+    std::string choices = find_key(section_, key)->choices;
+    std::stringstream ss(choices);
+    std::string c;
+    while (std::getline(ss, c, '|'))
+      if (c == out) return Status::ok();
+    return error_at(where(key), section_, key,
+                    "'" + out + "' is not one of " + choices);
+  }
+  Status duration(const char* key, Millis& out) const {
+    std::string v = str(key);
+    if (v.empty()) {
+      out = 0;
+      return Status::ok();
+    }
+    auto d = parse_duration(v);
+    if (!d) return error_at(where(key), section_, key, d.status().message());
+    out = *d;
+    return Status::ok();
+  }
+  Status size(const char* key, std::int64_t& out) const {
+    auto s = parse_size(str(key));
+    if (!s) return error_at(where(key), section_, key, s.status().message());
+    out = *s;
+    return Status::ok();
+  }
+  Status integer(const char* key, int& out, int min, int max) const {
+    std::string v = str(key);
+    char* end = nullptr;
+    long n = std::strtol(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || n < min || n > max)
+      return error_at(where(key), section_, key,
+                      "'" + v + "' is not a whole number from " + std::to_string(min) + " to " +
+                          std::to_string(max));
+    out = static_cast<int>(n);
+    return Status::ok();
+  }
+  Status url(const char* key, std::string& out, bool required) const {
+    out = str(key);
+    if (out.empty()) {
+      if (required) return error_at(where(key), section_, key, "is required");
+      return Status::ok();
+    }
+    if (out.rfind("http://", 0) != 0 && out.rfind("https://", 0) != 0)
+      return error_at(where(key), section_, key, "'" + out + "' is not an http:// or https:// URL");
+    return Status::ok();
+  }
+
+ private:
+  std::string section_;
+  const std::map<std::string, Entry>* values_ = nullptr;
+};
+
+std::vector<std::string> split_list(const std::string& v) {
+  std::vector<std::string> out;
+  std::stringstream ss(v);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    item = trim(item);
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+#define IARELAY_TRY(expr)         \
+  do {                            \
+    Status s_ = (expr);           \
+    if (!s_.is_ok()) return s_;   \
+  } while (0)
+
+}  // namespace
+
+std::span<const ConfigKey> config_keys() { return kKeys; }
+
+bool AgentConfig::hosts(std::string_view service) const {
+  return std::find(services.begin(), services.end(), service) != services.end();
+}
+
+const AgentConfig* Config::find_agent(std::string_view id_or_handle) const {
+  for (const auto& a : agents)
+    if (a.id == id_or_handle) return &a;
+  for (const auto& a : agents)
+    if (a.handle == id_or_handle) return &a;
+  return nullptr;
+}
+
+bool Config::service_holds(std::string_view service) const {
+  for (const auto& s : services)
+    if (s.name == service) return s.hold;
+  return false;
+}
+
+Result<Config> load_config(const std::string& file, const ConfigOverrides& overrides) {
+  Entries entries;
+  if (!file.empty()) IARELAY_TRY(read_ini(file, entries));
+  IARELAY_TRY(apply_overrides(overrides, entries));
+
+  Config c;
+  c.file = file;
+  SectionReader top(entries, "");
+  c.journal = top.str("journal");
+  if (c.journal.empty()) return error_at(top.where("journal"), "", "journal", "must not be empty");
+  std::string sync;
+  IARELAY_TRY(top.choice("sync", sync));
+  c.sync = sync == "full" ? SyncLevel::kFull : SyncLevel::kNormal;
+  IARELAY_TRY(top.choice("log_level", c.log_level));
+  IARELAY_TRY(top.choice("log_format", c.log_format));
+  IARELAY_TRY(top.duration("retain_delivered", c.retain_delivered));
+  IARELAY_TRY(top.duration("drain_grace", c.drain_grace));
+
+  if (entries.count("listen")) {
+    SectionReader r(entries, "listen");
+    ListenConfig l;
+    l.address = r.str("address");
+    size_t colon = l.address.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == l.address.size())
+      return error_at(r.where("address"), "listen", "address",
+                      "'" + l.address + "' is not host:port");
+    l.token_file = r.str("token_file");
+    IARELAY_TRY(r.size("max_body", l.max_body));
+    if (l.max_body <= 0) return error_at(r.where("max_body"), "listen", "max_body", "must be > 0");
+    l.tls_cert = r.str("tls_cert");
+    l.tls_key = r.str("tls_key");
+    if (l.tls_cert.empty() != l.tls_key.empty())
+      return error_at(r.where(l.tls_cert.empty() ? "tls_key" : "tls_cert"), "listen",
+                      l.tls_cert.empty() ? "tls_key" : "tls_cert",
+                      "tls_cert and tls_key must be set together");
+    c.listen = l;
+  }
+  if (entries.count("upstream")) {
+    SectionReader r(entries, "upstream");
+    UpstreamConfig u;
+    IARELAY_TRY(r.url("url", u.url, true));
+    u.token_file = r.str("token_file");
+    u.name = r.str("name");
+    u.consumer = r.str("consumer");
+    if (u.name.empty()) return error_at(r.where("name"), "upstream", "name", "must not be empty");
+    if (u.consumer.empty())
+      return error_at(r.where("consumer"), "upstream", "consumer", "must not be empty");
+    IARELAY_TRY(r.duration("poll_wait", u.poll_wait));
+    IARELAY_TRY(r.integer("batch", u.batch, 1, 10000));
+    IARELAY_TRY(r.url("proxy", u.proxy, false));
+    u.ca_file = r.str("ca_file");
+    c.upstream = u;
+  }
+  std::map<std::string, std::string> seen_ids;  // agent id -> where
+  for (const auto& [section, values] : entries) {
+    if (section.rfind("service.", 0) == 0) {
+      SectionReader r(entries, section);
+      ServiceConfig s;
+      s.name = section.substr(8);
+      std::string unrouted;
+      IARELAY_TRY(r.choice("unrouted", unrouted));
+      s.hold = unrouted == "hold";
+      c.services.push_back(s);
+    }
+  }
+  // Agents in file order: std::map sorts by name, so recover order from the line numbers.
+  std::vector<std::pair<int, std::string>> agent_sections;
+  for (const auto& [section, values] : entries) {
+    if (section.rfind("agent.", 0) != 0) continue;
+    int first = 1 << 30;
+    for (const auto& [k, e] : values) {
+      size_t colon = e.where.rfind(':');
+      if (colon != std::string::npos) first = std::min(first, std::atoi(e.where.c_str() + colon + 1));
+    }
+    agent_sections.emplace_back(first, section);
+  }
+  std::stable_sort(agent_sections.begin(), agent_sections.end());
+  for (const auto& [line, section] : agent_sections) {
+    SectionReader r(entries, section);
+    AgentConfig a;
+    a.handle = section.substr(6);
+    a.id = trim(r.str("id"));
+    if (a.id.empty()) a.id = a.handle;
+    if (auto it = seen_ids.find(a.id); it != seen_ids.end())
+      return error_at(r.where("id"), section, "id",
+                      "agent identifier '" + a.id + "' is already used by [" + it->second + "]");
+    seen_ids[a.id] = section;
+    IARELAY_TRY(r.url("callback", a.callback, true));
+    a.services = split_list(r.str("services"));
+    for (auto& s : a.services)
+      if (s.rfind("applications|", 0) == 0) s = s.substr(13);
+    std::string v;
+    IARELAY_TRY(r.choice("format", v));
+    a.format = v == "ia" ? AgentFormat::kIa : AgentFormat::kRaw;
+    a.secret_file = r.str("secret_file");
+    IARELAY_TRY(r.integer("max_inflight", a.max_inflight, 1, 1024));
+    IARELAY_TRY(r.choice("ordering", v));
+    a.ordering = v == "event" ? Ordering::kEvent : v == "fifo" ? Ordering::kFifo : Ordering::kNone;
+    IARELAY_TRY(r.duration("timeout", a.timeout));
+    if (a.timeout <= 0) return error_at(r.where("timeout"), section, "timeout", "must be > 0");
+    IARELAY_TRY(r.integer("down_after", a.down_after, 1, 1000));
+    IARELAY_TRY(r.integer("max_attempts", a.max_attempts, 1, 1000000));
+    IARELAY_TRY(r.duration("backoff_initial", a.backoff_initial));
+    IARELAY_TRY(r.duration("backoff_max", a.backoff_max));
+    if (a.backoff_initial <= 0 || a.backoff_max < a.backoff_initial)
+      return error_at(r.where("backoff_max"), section, "backoff_max",
+                      "must be at least backoff_initial, which must be > 0");
+    c.agents.push_back(std::move(a));
+  }
+  return c;
+}
+
+std::string config_example() {
+  std::string out =
+      "# iarelay configuration (SPEC §3). Generated from the key table by\n"
+      "# `iarelayd --print-config-example`; every key is shown with its default.\n";
+  std::string current = "-";
+  for (const auto& k : kKeys) {
+    std::string section = k.section;
+    if (section != current) {
+      current = section;
+      if (section == "service.*") section = "service.hpnnmi";
+      if (section == "agent.*") section = "agent.nnmi1";
+      if (!section.empty()) out += "\n[" + section + "]\n";
+    }
+    std::string value = k.default_value;
+    std::string kk = k.key;
+    if (current == "agent.*") {
+      if (kk == "id") value = "ws-198/127.0.0.1:8081";
+      if (kk == "callback") value = "http://127.0.0.1:8081/apia_callback";
+      if (kk == "services") value = "hpnnmi, remedy";
+    }
+    if (current == "upstream" && kk == "url") value = "https://edge.example.net:8443";
+    out += "# " + std::string(k.help) +
+           (std::string(k.choices).empty() ? "" : " (" + std::string(k.choices) + ")") + "\n";
+    out += kk + " = " + value + "\n";
+  }
+  return out;
+}
+
+std::string config_reference_markdown() {
+  std::string out = "| section | key | type | default | reload | meaning |\n|---|---|---|---|---|---|\n";
+  for (const auto& k : kKeys) {
+    std::string type = k.type;
+    if (std::string(k.choices).size()) type = std::string(k.choices);
+    std::string choices = type;
+    for (auto& ch : choices)
+      if (ch == '|') ch = '/';
+    out += "| " + std::string(*k.section ? k.section : "(top)") + " | `" + k.key + "` | " +
+           choices + " | " + (*k.default_value ? "`" + std::string(k.default_value) + "`" : "") +
+           " | " + (k.reloadable ? "yes" : "no") + " | " + k.help + " |\n";
+  }
+  return out;
+}
+
+Result<std::string> read_secret(const std::string& file, const std::string& env_name) {
+  if (const char* v = std::getenv(env_name.c_str()); v && *v) return std::string(v);
+  if (file.empty()) return std::string();
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return Status::io_error(file + ": cannot read secret file");
+  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  if (s.empty()) return Status::invalid_argument(file + ": secret file is empty");
+  return s;
+}
+
+}  // namespace iarelay

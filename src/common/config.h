@@ -1,0 +1,109 @@
+// The configuration of SPEC §3: one declarative table of keys (kConfigKeys) drives parsing of
+// the INI file and command-line overrides, `--help`, examples/iarelay.conf and the reference in
+// docs/operations.md. Parsing never throws; errors name the file and line (or "command line").
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+#include "common/time.h"
+
+namespace iarelay {
+
+enum class SyncLevel { kFull, kNormal };
+enum class AgentFormat { kIa, kRaw };
+enum class Ordering { kEvent, kFifo, kNone };
+
+// One row of the key table. `section` is "" (top level), "listen", "upstream", "service.*" or
+// "agent.*" (one section per service or agent; * is the section's name).
+struct ConfigKey {
+  const char* section;
+  const char* key;
+  const char* type;  // path|enum|duration|size|int|string|list|url|address|time
+  const char* default_value;  // as written in the file; "" means unset
+  const char* choices;        // for enums: "full|normal"; else ""
+  bool reloadable;            // takes effect on SIGHUP without a restart
+  const char* help;
+};
+std::span<const ConfigKey> config_keys();
+
+struct ListenConfig {
+  std::string address;  // host:port
+  std::string token_file;
+  std::int64_t max_body = 1 << 20;
+  std::string tls_cert, tls_key;
+};
+
+struct UpstreamConfig {
+  std::string url;
+  std::string token_file;
+  std::string name;
+  std::string consumer;
+  Millis poll_wait = 25'000;
+  int batch = 500;
+  std::string proxy;
+  std::string ca_file;
+};
+
+struct ServiceConfig {
+  std::string name;
+  bool hold = false;  // unrouted = hold
+};
+
+struct AgentConfig {
+  std::string handle;  // the section name
+  std::string id;      // the identifier webhooks carry
+  std::string callback;
+  std::vector<std::string> services;
+  AgentFormat format = AgentFormat::kIa;
+  std::string secret_file;
+  int max_inflight = 8;
+  Ordering ordering = Ordering::kEvent;
+  Millis timeout = 10'000;
+  int down_after = 5;
+  int max_attempts = 25;
+  Millis backoff_initial = 1'000;
+  Millis backoff_max = 300'000;
+
+  bool hosts(std::string_view service) const;
+};
+
+struct Config {
+  std::string file;  // where it was read from ("" if only defaults and overrides)
+  std::string journal = "var/journal.db";
+  SyncLevel sync = SyncLevel::kFull;
+  std::string log_level = "info";
+  std::string log_format = "text";
+  Millis retain_delivered = 0;  // 0: keep delivered webhooks forever
+  Millis drain_grace = 10'000;
+  std::optional<ListenConfig> listen;
+  std::optional<UpstreamConfig> upstream;
+  std::vector<ServiceConfig> services;
+  std::vector<AgentConfig> agents;  // in configuration order
+
+  const AgentConfig* find_agent(std::string_view id_or_handle) const;
+  bool service_holds(std::string_view service) const;
+};
+
+// "section.key=value" pairs from the command line; they win over the file.
+using ConfigOverrides = std::vector<std::pair<std::string, std::string>>;
+
+// Reads `file` (may be empty: defaults only) and applies `overrides`. Every error is one line
+// naming file:line (or "command line") and the key.
+Result<Config> load_config(const std::string& file, const ConfigOverrides& overrides = {});
+
+// The documented example configuration (examples/iarelay.conf), generated from the table.
+std::string config_example();
+// The Markdown reference table for docs/operations.md, generated from the table.
+std::string config_reference_markdown();
+
+// A secret: the environment variable `env_name` if set, else the file's content with the
+// trailing newline removed; empty `file` and no variable yields an empty string.
+Result<std::string> read_secret(const std::string& file, const std::string& env_name);
+
+}  // namespace iarelay

@@ -1,0 +1,98 @@
+// Routing decisions and agent availability.
+#include "journal/routing.h"
+
+#include <mutex>
+
+namespace iarelay {
+
+std::string_view to_string(Availability a) {
+  switch (a) {
+    case Availability::kUp: return "up";
+    case Availability::kDown: return "down";
+    case Availability::kPaused: return "paused";
+  }
+  return "up";
+}
+
+AgentDirectory::AgentDirectory(std::vector<AgentConfig> agents, std::vector<ServiceConfig> services) {
+  reconfigure(std::move(agents), std::move(services));
+}
+
+void AgentDirectory::reconfigure(std::vector<AgentConfig> agents,
+                                 std::vector<ServiceConfig> services) {
+  std::unique_lock lock(mu_);
+  std::map<std::string, Availability> kept;
+  for (const auto& a : agents) {
+    auto it = availability_.find(a.id);
+    kept[a.id] = it == availability_.end() ? Availability::kUp : it->second;
+  }
+  agents_ = std::move(agents);
+  services_ = std::move(services);
+  availability_ = std::move(kept);
+}
+
+void AgentDirectory::set_availability(const std::string& agent_id, Availability a) {
+  std::unique_lock lock(mu_);
+  if (auto it = availability_.find(agent_id); it != availability_.end()) it->second = a;
+}
+
+Availability AgentDirectory::availability(const std::string& agent_id) const {
+  std::shared_lock lock(mu_);
+  auto it = availability_.find(agent_id);
+  return it == availability_.end() ? Availability::kDown : it->second;
+}
+
+std::vector<AgentConfig> AgentDirectory::agents() const {
+  std::shared_lock lock(mu_);
+  return agents_;
+}
+
+std::optional<AgentConfig> AgentDirectory::agent(const std::string& agent_id) const {
+  std::shared_lock lock(mu_);
+  for (const auto& a : agents_)
+    if (a.id == agent_id) return a;
+  return std::nullopt;
+}
+
+bool AgentDirectory::is_edge() const {
+  std::shared_lock lock(mu_);
+  return agents_.empty();
+}
+
+std::optional<std::string> AgentDirectory::available_agent_for(const std::string& service,
+                                                               const std::string& except) const {
+  std::shared_lock lock(mu_);
+  for (const auto& a : agents_) {
+    if (a.id == except || !a.hosts(service)) continue;
+    auto it = availability_.find(a.id);
+    if (it != availability_.end() && it->second == Availability::kUp) return a.id;
+  }
+  return std::nullopt;
+}
+
+RouteDecision AgentDirectory::route(const std::string& service,
+                                    const std::optional<std::string>& agent) const {
+  std::shared_lock lock(mu_);
+  if (agents_.empty()) return {WebhookState::kStored, std::nullopt, std::nullopt};
+  // Rule 1: a named agent's queue, configured or not (a late-configured agent receives it).
+  if (agent) return {WebhookState::kQueued, *agent, std::nullopt};
+  // Rule 2: the first available agent hosting the service, in configuration order.
+  bool hosted = false;
+  std::string unavailable;
+  for (const auto& a : agents_) {
+    if (!a.hosts(service)) continue;
+    hosted = true;
+    auto it = availability_.find(a.id);
+    Availability av = it == availability_.end() ? Availability::kDown : it->second;
+    if (av == Availability::kUp) return {WebhookState::kQueued, a.id, std::nullopt};
+    unavailable += (unavailable.empty() ? "" : ", ") + a.id + " " + std::string(to_string(av));
+  }
+  // Rule 4: nobody hosts it.
+  if (!hosted) return {WebhookState::kDiscarded, std::nullopt, "unknown service"};
+  // Rule 3: discard as xMatters does, unless the service holds.
+  for (const auto& s : services_)
+    if (s.name == service && s.hold) return {WebhookState::kQueued, std::nullopt, std::nullopt};
+  return {WebhookState::kDiscarded, std::nullopt, "no agent available (" + unavailable + ")"};
+}
+
+}  // namespace iarelay

@@ -1,0 +1,54 @@
+// The routing rules of SPEC §1 over the configured agents and their current availability.
+// Shared by intake (where a webhook goes on arrival) and dispatch (failover, held webhooks,
+// and the availability it observes). Thread-safe: readers and writers may be on any thread.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "journal/store.h"
+
+namespace iarelay {
+
+enum class Availability { kUp, kDown, kPaused };
+std::string_view to_string(Availability a);
+
+struct RouteDecision {
+  WebhookState state;
+  std::optional<std::string> assigned_agent;
+  std::optional<std::string> reason;  // why discarded
+};
+
+class AgentDirectory {
+ public:
+  AgentDirectory(std::vector<AgentConfig> agents, std::vector<ServiceConfig> services);
+
+  // SIGHUP: new agents and services; availability of agents that remain is kept.
+  void reconfigure(std::vector<AgentConfig> agents, std::vector<ServiceConfig> services);
+  // Agents unknown to the configuration are ignored.
+  void set_availability(const std::string& agent_id, Availability a);
+  Availability availability(const std::string& agent_id) const;
+  std::vector<AgentConfig> agents() const;
+  std::optional<AgentConfig> agent(const std::string& agent_id) const;
+
+  // Where a webhook arriving now goes (SPEC §1 rules 1-4; edge relays store everything).
+  RouteDecision route(const std::string& service, const std::optional<std::string>& agent) const;
+  // Failover: the first available agent hosting `service` other than `except`, in
+  // configuration order.
+  std::optional<std::string> available_agent_for(const std::string& service,
+                                                 const std::string& except = "") const;
+  // True when no agent is configured: the relay is an edge that stores for its feed.
+  bool is_edge() const;
+
+ private:
+  mutable std::shared_mutex mu_;
+  std::vector<AgentConfig> agents_;                 // GUARDED_BY(mu_)
+  std::vector<ServiceConfig> services_;             // GUARDED_BY(mu_)
+  std::map<std::string, Availability> availability_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace iarelay

@@ -1,0 +1,343 @@
+// Journal operations and queries over SQLiteCpp.
+#include "journal/store.h"
+
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <unistd.h>
+
+#include <map>
+#include <memory>
+
+#include "journal/statement_cache.h"
+
+namespace iarelay {
+namespace {
+
+constexpr std::string_view kStateNames[] = {"stored", "queued", "inflight",
+                                            "delivered", "failed", "discarded"};
+
+template <typename T>
+void bind_opt(SQLite::Statement& s, int i, const std::optional<T>& v) {
+  if (v) s.bind(i, *v);
+  else s.bind(i);
+}
+
+std::optional<std::string> opt_text(const SQLite::Column& c) {
+  if (c.isNull()) return std::nullopt;
+  return c.getString();
+}
+std::optional<int> opt_int(const SQLite::Column& c) {
+  if (c.isNull()) return std::nullopt;
+  return c.getInt();
+}
+std::optional<Millis> opt_time(const SQLite::Column& c) {
+  if (c.isNull()) return std::nullopt;
+  auto t = parse_time(c.getString(), 0);
+  if (!t) return std::nullopt;
+  return *t;
+}
+
+}  // namespace
+
+std::string_view to_string(WebhookState s) { return kStateNames[static_cast<int>(s)]; }
+
+std::optional<WebhookState> parse_state(std::string_view s) {
+  for (int i = 0; i < 6; ++i)
+    if (kStateNames[i] == s) return static_cast<WebhookState>(i);
+  return std::nullopt;
+}
+
+InsertOutcome insert_webhook(SQLite::Database& db, const NewWebhook& w) {
+  if (w.source_id) {
+    auto q = cached_statement(db, "SELECT id, state, seq FROM webhooks WHERE source=? AND source_id=?");
+    q->bind(1, w.source);
+    q->bind(2, *w.source_id);
+    if (q->executeStep())
+      return {q->getColumn(0).getString(), *parse_state(q->getColumn(1).getString()), true,
+              q->getColumn(2).getInt64()};
+  }
+  if (w.idempotency_key) {
+    auto q = cached_statement(
+        db, "SELECT id, state, seq FROM webhooks WHERE service=? AND idempotency_key=?");
+    q->bind(1, w.service);
+    q->bind(2, *w.idempotency_key);
+    if (q->executeStep())
+      return {q->getColumn(0).getString(), *parse_state(q->getColumn(1).getString()), true,
+              q->getColumn(2).getInt64()};
+  }
+  auto ins = cached_statement(
+      db,
+      "INSERT INTO webhooks (id, source, source_id, idempotency_key, received_at, service, agent, "
+      "type, event_id, state, assigned_agent, last_error, payload) "
+      "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)");
+  ins->bind(1, w.id);
+  ins->bind(2, w.source);
+  bind_opt(*ins, 3, w.source_id);
+  bind_opt(*ins, 4, w.idempotency_key);
+  ins->bind(5, format_time(w.received_at));
+  ins->bind(6, w.service);
+  bind_opt(*ins, 7, w.agent);
+  ins->bind(8, w.type);
+  bind_opt(*ins, 9, w.event_id);
+  ins->bind(10, std::string(to_string(w.state)));
+  bind_opt(*ins, 11, w.assigned_agent);
+  bind_opt(*ins, 12, w.reason);
+  ins->bindNoCopy(13, w.payload);
+  ins->exec();
+  return {w.id, w.state, false, db.getLastInsertRowid()};
+}
+
+bool transition(SQLite::Database& db, std::string_view id, WebhookState from, WebhookState to,
+                const TransitionFields& f) {
+  std::string sql = "UPDATE webhooks SET state=?";
+  if (f.assigned_agent) sql += ", assigned_agent=?";
+  if (f.next_attempt_at) sql += ", next_attempt_at=?";
+  if (f.attempts) sql += ", attempts=?";
+  if (f.increment_attempts) sql += ", attempts=attempts+1";
+  if (f.delivered_at) sql += ", delivered_at=?";
+  if (f.last_status) sql += ", last_status=?";
+  if (f.last_error) sql += ", last_error=?";
+  sql += " WHERE id=? AND state=?";
+  auto u = cached_statement(db, sql);
+  int i = 1;
+  u->bind(i++, std::string(to_string(to)));
+  if (f.assigned_agent) bind_opt(*u, i++, *f.assigned_agent);
+  if (f.next_attempt_at) {
+    if (*f.next_attempt_at) u->bind(i++, format_time(**f.next_attempt_at));
+    else u->bind(i++);
+  }
+  if (f.attempts) u->bind(i++, *f.attempts);
+  if (f.delivered_at) u->bind(i++, format_time(*f.delivered_at));
+  if (f.last_status) bind_opt(*u, i++, *f.last_status);
+  if (f.last_error) bind_opt(*u, i++, *f.last_error);
+  u->bind(i++, std::string(id));
+  u->bind(i++, std::string(to_string(from)));
+  return u->exec() == 1;
+}
+
+int requeue_inflight(SQLite::Database& db) {
+  return db.exec("UPDATE webhooks SET state='queued' WHERE state='inflight'");
+}
+
+void record_attempt(SQLite::Database& db, const AttemptRecord& a) {
+  auto s = cached_statement(db,
+                            "INSERT INTO attempts (webhook_id, attempt, agent, started_at, "
+                            "duration_ms, http_status, error, outcome) VALUES (?,?,?,?,?,?,?,?)");
+  s->bind(1, a.webhook_id);
+  s->bind(2, a.attempt);
+  s->bind(3, a.agent);
+  s->bind(4, format_time(a.started_at));
+  s->bind(5, static_cast<std::int64_t>(a.duration_ms));
+  bind_opt(*s, 6, a.http_status);
+  bind_opt(*s, 7, a.error);
+  s->bind(8, a.outcome);
+  s->exec();
+}
+
+namespace {
+AgentRow read_agent(SQLite::Statement& q) {
+  AgentRow r;
+  r.id = q.getColumn(0).getString();
+  r.state = q.getColumn(1).getString();
+  r.state_since = q.getColumn(2).getString();
+  r.reason = opt_text(q.getColumn(3));
+  r.paused_until = opt_time(q.getColumn(4));
+  return r;
+}
+}  // namespace
+
+std::vector<AgentRow> load_agents(SQLite::Database& db) {
+  SQLite::Statement q(db, "SELECT id, state, state_since, reason, paused_until FROM agents ORDER BY id");
+  std::vector<AgentRow> out;
+  while (q.executeStep()) out.push_back(read_agent(q));
+  return out;
+}
+
+std::optional<AgentRow> load_agent(SQLite::Database& db, std::string_view id) {
+  SQLite::Statement q(db,
+                      "SELECT id, state, state_since, reason, paused_until FROM agents WHERE id=?");
+  q.bind(1, std::string(id));
+  if (!q.executeStep()) return std::nullopt;
+  return read_agent(q);
+}
+
+bool set_agent_state(SQLite::Database& db, std::string_view id, std::string_view state,
+                     std::optional<std::string> reason, std::optional<Millis> paused_until,
+                     bool unless_paused) {
+  std::string now = format_time(now_millis());
+  // state_since moves only when the state really changes.
+  std::string sql =
+      "INSERT INTO agents (id, state, state_since, reason, paused_until) VALUES (?1,?2,?3,?4,?5) "
+      "ON CONFLICT(id) DO UPDATE SET state_since=CASE WHEN state=?2 THEN state_since ELSE ?3 END, "
+      "state=?2, reason=?4, paused_until=?5";
+  if (unless_paused) sql += " WHERE state<>'paused'";
+  auto s = cached_statement(db, sql);
+  s->bind(1, std::string(id));
+  s->bind(2, std::string(state));
+  s->bind(3, now);
+  bind_opt(*s, 4, reason);
+  if (paused_until) s->bind(5, format_time(*paused_until));
+  else s->bind(5);
+  return s->exec() == 1;
+}
+
+std::int64_t load_cursor(SQLite::Database& db, std::string_view name) {
+  SQLite::Statement q(db, "SELECT seq FROM cursors WHERE name=?");
+  q.bind(1, std::string(name));
+  return q.executeStep() ? q.getColumn(0).getInt64() : 0;
+}
+
+void save_cursor(SQLite::Database& db, std::string_view name, std::int64_t seq) {
+  auto s = cached_statement(db,
+                            "INSERT INTO cursors (name, seq, updated_at) VALUES (?1,?2,?3) "
+                            "ON CONFLICT(name) DO UPDATE SET seq=max(seq, ?2), updated_at=?3");
+  s->bind(1, std::string(name));
+  s->bind(2, seq);
+  s->bind(3, format_time(now_millis()));
+  s->exec();
+}
+
+void ack_consumer(SQLite::Database& db, std::string_view name, std::int64_t seq) {
+  auto s = cached_statement(db,
+                            "INSERT INTO consumers (name, acked_seq, acked_at) VALUES (?1,?2,?3) "
+                            "ON CONFLICT(name) DO UPDATE SET acked_seq=max(acked_seq, ?2), "
+                            "acked_at=?3");
+  s->bind(1, std::string(name));
+  s->bind(2, seq);
+  s->bind(3, format_time(now_millis()));
+  s->exec();
+}
+
+void add_audit(SQLite::Database& db, std::string_view actor, std::string_view action,
+               std::string_view filter, std::int64_t affected, std::string_view detail) {
+  SQLite::Statement s(db,
+                      "INSERT INTO audit (at, actor, action, filter, affected, detail) "
+                      "VALUES (?,?,?,?,?,?)");
+  s.bind(1, format_time(now_millis()));
+  s.bind(2, std::string(actor));
+  s.bind(3, std::string(action));
+  s.bind(4, std::string(filter));
+  s.bind(5, affected);
+  if (detail.empty()) s.bind(6);
+  else s.bind(6, std::string(detail));
+  s.exec();
+}
+
+std::vector<QueuedWebhook> scan_queue(SQLite::Database& db, const std::optional<std::string>& agent,
+                                      std::int64_t after_seq, int limit) {
+  auto q = cached_statement(
+      db, agent ? "SELECT seq, id, service, agent, type, event_id, attempts, next_attempt_at, "
+                  "received_at FROM webhooks WHERE assigned_agent=? AND state='queued' AND seq>? "
+                  "ORDER BY seq LIMIT ?"
+                : "SELECT seq, id, service, agent, type, event_id, attempts, next_attempt_at, "
+                  "received_at FROM webhooks WHERE assigned_agent IS ? AND state='queued' AND "
+                  "seq>? ORDER BY seq LIMIT ?");
+  bind_opt(*q, 1, agent);
+  q->bind(2, after_seq);
+  q->bind(3, limit);
+  std::vector<QueuedWebhook> out;
+  while (q->executeStep()) {
+    QueuedWebhook w;
+    w.seq = q->getColumn(0).getInt64();
+    w.id = q->getColumn(1).getString();
+    w.service = q->getColumn(2).getString();
+    w.agent = opt_text(q->getColumn(3));
+    w.type = q->getColumn(4).getString();
+    w.event_id = q->getColumn(5).isNull() ? "" : q->getColumn(5).getString();
+    w.attempts = q->getColumn(6).getInt();
+    w.next_attempt_at = opt_time(q->getColumn(7));
+    w.received_at = opt_time(q->getColumn(8)).value_or(0);
+    out.push_back(std::move(w));
+  }
+  return out;
+}
+
+std::optional<std::string> load_payload(SQLite::Database& db, std::string_view id) {
+  auto q = cached_statement(db, "SELECT payload FROM webhooks WHERE id=?");
+  q->bind(1, std::string(id));
+  if (!q->executeStep()) return std::nullopt;
+  return q->getColumn(0).getString();
+}
+
+std::vector<FeedMessage> feed_after(SQLite::Database& db, std::int64_t after, int max) {
+  auto q = cached_statement(db,
+                            "SELECT seq, id, service, type, agent, received_at, payload FROM "
+                            "webhooks WHERE seq>? AND state='stored' ORDER BY seq LIMIT ?");
+  q->bind(1, after);
+  q->bind(2, max);
+  std::vector<FeedMessage> out;
+  while (q->executeStep()) {
+    FeedMessage m;
+    m.seq = q->getColumn(0).getInt64();
+    m.id = q->getColumn(1).getString();
+    m.service = q->getColumn(2).getString();
+    m.type = q->getColumn(3).getString();
+    m.agent = opt_text(q->getColumn(4));
+    m.received_at = opt_time(q->getColumn(5)).value_or(0);
+    m.payload = q->getColumn(6).getString();
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+void for_each_webhook(SQLite::Database& db, const WebhookFilter& f, bool with_payload,
+                      const std::function<bool(const WebhookRow&)>& fn) {
+  std::string sql =
+      "SELECT seq, id, source, source_id, received_at, service, agent, type, event_id, state, "
+      "assigned_agent, attempts, next_attempt_at, delivered_at, last_status, last_error";
+  sql += with_payload ? ", payload" : ", NULL";
+  sql += " FROM webhooks WHERE 1=1";
+  if (!f.states.empty()) {
+    sql += " AND state IN (";
+    for (size_t i = 0; i < f.states.size(); ++i) sql += i ? ",?" : "?";
+    sql += ")";
+  }
+  if (f.agent) sql += " AND (agent=? OR assigned_agent=?)";
+  if (f.service) sql += " AND service=?";
+  if (f.type) sql += " AND type=?";
+  if (f.event) sql += " AND event_id=?";
+  if (f.since) sql += " AND received_at>=?";
+  if (f.until) sql += " AND received_at<?";
+  if (!f.ids.empty()) {
+    sql += " AND id IN (";
+    for (size_t i = 0; i < f.ids.size(); ++i) sql += i ? ",?" : "?";
+    sql += ")";
+  }
+  sql += f.oldest_first ? " ORDER BY seq" : " ORDER BY seq DESC";
+  if (f.limit) sql += " LIMIT " + std::to_string(*f.limit);
+  SQLite::Statement q(db, sql);
+  int i = 1;
+  for (auto s : f.states) q.bind(i++, std::string(to_string(s)));
+  if (f.agent) {
+    q.bind(i++, *f.agent);
+    q.bind(i++, *f.agent);
+  }
+  if (f.service) q.bind(i++, *f.service);
+  if (f.type) q.bind(i++, *f.type);
+  if (f.event) q.bind(i++, *f.event);
+  if (f.since) q.bind(i++, format_time(*f.since));
+  if (f.until) q.bind(i++, format_time(*f.until));
+  for (const auto& id : f.ids) q.bind(i++, id);
+  while (q.executeStep()) {
+    WebhookRow r;
+    r.seq = q.getColumn(0).getInt64();
+    r.id = q.getColumn(1).getString();
+    r.source = q.getColumn(2).getString();
+    r.source_id = opt_text(q.getColumn(3));
+    r.received_at = q.getColumn(4).getString();
+    r.service = q.getColumn(5).getString();
+    r.agent = opt_text(q.getColumn(6));
+    r.type = q.getColumn(7).getString();
+    r.event_id = opt_text(q.getColumn(8));
+    r.state = q.getColumn(9).getString();
+    r.assigned_agent = opt_text(q.getColumn(10));
+    r.attempts = q.getColumn(11).getInt();
+    r.next_attempt_at = opt_text(q.getColumn(12));
+    r.delivered_at = opt_text(q.getColumn(13));
+    r.last_status = opt_int(q.getColumn(14));
+    r.last_error = opt_text(q.getColumn(15));
+    r.payload = opt_text(q.getColumn(16));
+    if (!fn(r)) break;
+  }
+}
+
+}  // namespace iarelay

@@ -1,0 +1,173 @@
+// The journal's operations and queries: the only code that writes webhook, attempt, agent,
+// cursor and audit rows. Each function takes the connection it runs on: a Writer op's
+// connection for writes, a reader's for queries. They throw SQLite::Exception on database
+// errors (caught by the Writer or the caller's entry point); expected outcomes are values.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/time.h"
+
+namespace SQLite {
+class Database;
+}
+
+namespace iarelay {
+
+// The delivery state of a webhook (SPEC §1). Changes only through transition().
+enum class WebhookState {
+  kStored,     // on an edge relay for its feed; no local agent will be called
+  kQueued,     // waiting for its agent (or, assigned_agent NULL, for any agent of its service)
+  kInflight,   // a callback call is under way; returns to queued on restart
+  kDelivered,  // an agent answered 2xx
+  kFailed,     // permanent error or attempt budget spent; only `iarelay resend` revives it
+  kDiscarded,  // no agent could take it on arrival (reason in last_error); resend revives it
+};
+std::string_view to_string(WebhookState s);
+std::optional<WebhookState> parse_state(std::string_view s);
+
+struct NewWebhook {
+  std::string id;
+  std::string source = "direct";
+  std::optional<std::string> source_id;
+  std::optional<std::string> idempotency_key;
+  Millis received_at = 0;
+  std::string service;
+  std::optional<std::string> agent;
+  std::string type;
+  std::optional<std::string> event_id;
+  WebhookState state = WebhookState::kQueued;
+  std::optional<std::string> assigned_agent;
+  std::optional<std::string> reason;  // stored in last_error (why discarded)
+  std::string payload;
+};
+
+struct InsertOutcome {
+  std::string id;
+  WebhookState state;
+  bool duplicate = false;
+  std::int64_t seq = 0;
+};
+// Inserts the webhook, or, when (source, source_id) or (service, idempotency_key) is already
+// stored, returns the stored one with duplicate = true and changes nothing.
+InsertOutcome insert_webhook(SQLite::Database& db, const NewWebhook& w);
+
+// Fields a transition may set besides the state; unset fields keep their value.
+struct TransitionFields {
+  std::optional<std::optional<std::string>> assigned_agent;  // nullopt: keep; {nullopt}: NULL
+  std::optional<std::optional<Millis>> next_attempt_at;
+  std::optional<int> attempts;        // set to
+  bool increment_attempts = false;    // attempts = attempts + 1
+  std::optional<Millis> delivered_at;
+  std::optional<std::optional<int>> last_status;
+  std::optional<std::optional<std::string>> last_error;
+};
+// The state machine's one door: UPDATE ... WHERE id = :id AND state = :from. Returns whether
+// the row was in `from` (and so changed); false means someone else moved it first.
+bool transition(SQLite::Database& db, std::string_view id, WebhookState from, WebhookState to,
+                const TransitionFields& fields = {});
+
+// On start: every inflight webhook back to queued. Returns how many.
+int requeue_inflight(SQLite::Database& db);
+
+struct AttemptRecord {
+  std::string webhook_id;
+  int attempt = 0;
+  std::string agent;
+  Millis started_at = 0;
+  Millis duration_ms = 0;
+  std::optional<int> http_status;
+  std::optional<std::string> error;
+  std::string outcome;  // delivered|retry|failed
+};
+void record_attempt(SQLite::Database& db, const AttemptRecord& a);
+
+// --- agents -------------------------------------------------------------------------------
+struct AgentRow {
+  std::string id;
+  std::string state;  // up|down|paused
+  std::string state_since;
+  std::optional<std::string> reason;
+  std::optional<Millis> paused_until;
+};
+std::vector<AgentRow> load_agents(SQLite::Database& db);
+std::optional<AgentRow> load_agent(SQLite::Database& db, std::string_view id);
+// Sets the agent's state. With `unless_paused`, a paused agent is left alone (the daemon's
+// up/down changes must not undo an operator's pause). Returns whether a row changed.
+bool set_agent_state(SQLite::Database& db, std::string_view id, std::string_view state,
+                     std::optional<std::string> reason, std::optional<Millis> paused_until,
+                     bool unless_paused);
+
+// --- cursors, consumers, audit --------------------------------------------------------------
+std::int64_t load_cursor(SQLite::Database& db, std::string_view name);  // 0 if none
+void save_cursor(SQLite::Database& db, std::string_view name, std::int64_t seq);
+void ack_consumer(SQLite::Database& db, std::string_view name, std::int64_t seq);
+void add_audit(SQLite::Database& db, std::string_view actor, std::string_view action,
+               std::string_view filter, std::int64_t affected, std::string_view detail = "");
+
+// --- queries --------------------------------------------------------------------------------
+struct QueuedWebhook {
+  std::int64_t seq = 0;
+  std::string id;
+  std::string service;
+  std::optional<std::string> agent;
+  std::string type;
+  std::string event_id;
+  int attempts = 0;
+  std::optional<Millis> next_attempt_at;
+  Millis received_at = 0;
+};
+// Queued webhooks of one agent (or, `agent` nullopt, those held for any agent) with
+// seq > after_seq, in arrival order, at most `limit`, by index. Payloads are not loaded.
+std::vector<QueuedWebhook> scan_queue(SQLite::Database& db, const std::optional<std::string>& agent,
+                                      std::int64_t after_seq, int limit);
+std::optional<std::string> load_payload(SQLite::Database& db, std::string_view id);
+
+struct FeedMessage {
+  std::int64_t seq = 0;
+  std::string id, service, type;
+  std::optional<std::string> agent;
+  Millis received_at = 0;
+  std::string payload;
+};
+// Stored webhooks with seq > after, oldest first, at most max.
+std::vector<FeedMessage> feed_after(SQLite::Database& db, std::int64_t after, int max);
+
+// Filters of `iarelay list|resend|purge`; empty fields do not filter.
+struct WebhookFilter {
+  std::vector<WebhookState> states;
+  std::optional<std::string> agent;  // matches agent or assigned_agent
+  std::optional<std::string> service;
+  std::optional<std::string> type;
+  std::optional<std::string> event;
+  std::optional<Millis> since, until;  // received_at
+  std::optional<std::int64_t> limit;
+  std::vector<std::string> ids;
+  bool oldest_first = false;
+};
+struct WebhookRow {
+  std::int64_t seq = 0;
+  std::string id, source;
+  std::optional<std::string> source_id;
+  std::string received_at, service;
+  std::optional<std::string> agent;
+  std::string type;
+  std::optional<std::string> event_id;
+  std::string state;
+  std::optional<std::string> assigned_agent;
+  int attempts = 0;
+  std::optional<std::string> next_attempt_at, delivered_at;
+  std::optional<int> last_status;
+  std::optional<std::string> last_error;
+  std::optional<std::string> payload;  // only when asked for
+};
+// Streams matching rows (newest first unless oldest_first); stop early by returning false.
+void for_each_webhook(SQLite::Database& db, const WebhookFilter& f, bool with_payload,
+                      const std::function<bool(const WebhookRow&)>& fn);
+
+}  // namespace iarelay

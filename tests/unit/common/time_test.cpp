@@ -1,0 +1,72 @@
+#include "common/time.h"
+
+#include <gtest/gtest.h>
+
+namespace iarelay {
+namespace {
+
+TEST(Time, FormatsFixedWidthUtc) {
+  EXPECT_EQ(format_time(0), "1970-01-01T00:00:00.000Z");
+  EXPECT_EQ(format_time(1764427171123), "2025-11-29T14:39:31.123Z");
+}
+
+TEST(Time, ParsesRfc3339RoundTrip) {
+  auto t = parse_time("2025-11-29T14:39:31.123Z", 0);
+  ASSERT_TRUE(t.is_ok());
+  EXPECT_EQ(*t, 1764427171123);
+  auto off = parse_time("2025-11-29T16:39:31+02:00", 0);
+  ASSERT_TRUE(off.is_ok());
+  EXPECT_EQ(*off, 1764427171000);
+  auto date = parse_time("2025-11-29", 0);
+  ASSERT_TRUE(date.is_ok());
+  EXPECT_EQ(format_time(*date), "2025-11-29T00:00:00.000Z");
+}
+
+TEST(Time, ParsesRelativeTimes) {
+  EXPECT_EQ(*parse_time("-2h", 10'000'000), 10'000'000 - 7'200'000);
+  EXPECT_EQ(*parse_time("-30m", 10'000'000), 10'000'000 - 1'800'000);
+  EXPECT_EQ(*parse_time("+10s", 0), 10'000);
+  EXPECT_EQ(*parse_time("now", 42), 42);
+}
+
+TEST(Time, RejectsMalformedTimes) {
+  for (const char* bad : {"", "yesterday", "2025-13-01", "2025-11-29T14:39", "2025-11-29T14:39:31",
+                          "-2x", "-", "2025-11-29T25:00:00Z", "2025-11-29T14:39:31Zjunk"}) {
+    auto t = parse_time(bad, 0);
+    EXPECT_FALSE(t.is_ok()) << bad;
+    if (!t.is_ok()) {
+      EXPECT_NE(t.status().message().find("time"), std::string::npos) << bad;
+    }
+  }
+}
+
+TEST(Duration, ParsesUnits) {
+  EXPECT_EQ(*parse_duration("250ms"), 250);
+  EXPECT_EQ(*parse_duration("10s"), 10'000);
+  EXPECT_EQ(*parse_duration("5m"), 300'000);
+  EXPECT_EQ(*parse_duration("2h"), 7'200'000);
+  EXPECT_EQ(*parse_duration("1h30m"), 5'400'000);
+}
+
+TEST(Duration, RejectsBareNumbersAndUnknownUnits) {
+  for (const char* bad : {"", "10", "10x", "s", "ten seconds", "-5s"})
+    EXPECT_FALSE(parse_duration(bad).is_ok()) << bad;
+}
+
+TEST(Duration, FormatsForHumans) {
+  EXPECT_EQ(format_duration(350), "350ms");
+  EXPECT_EQ(format_duration(3'723'000), "1h2m3s");
+  EXPECT_EQ(format_duration(60'000), "1m");
+}
+
+TEST(Size, ParsesBinaryUnits) {
+  EXPECT_EQ(*parse_size("1MiB"), 1 << 20);
+  EXPECT_EQ(*parse_size("512KiB"), 512 << 10);
+  EXPECT_EQ(*parse_size("100"), 100);
+  EXPECT_EQ(*parse_size("2GiB"), 2LL << 30);
+  for (const char* bad : {"", "1MB", "MiB", "1.5MiB", "-1KiB"})
+    EXPECT_FALSE(parse_size(bad).is_ok()) << bad;
+}
+
+}  // namespace
+}  // namespace iarelay
