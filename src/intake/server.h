@@ -1,0 +1,43 @@
+// The HTTP listener of iarelayd (SPEC §4): direct intake POST /v1/webhooks/{service}, the edge
+// feed (GET /v1/feed, POST /v1/feed/ack) and admin (/healthz, /readyz, /metrics, /v1/status).
+// A 202 is sent only after the webhook's group commit is durable. Handlers never throw past
+// the routing boundary. start() binds and serves on its own threads; stop() is idempotent.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/config.h"
+#include "common/status.h"
+
+namespace iarelay {
+
+class Writer;
+class AgentDirectory;
+class Metrics;
+
+struct ServerContext {
+  Writer* writer = nullptr;             // not owned; outlives the server
+  AgentDirectory* directory = nullptr;  // not owned
+  Metrics* metrics = nullptr;           // not owned
+  std::string journal_path;             // for read connections (feed, status)
+  ListenConfig listen;
+  std::string token;                             // empty: no authentication
+  std::function<std::string()> status_json;      // body of GET /v1/status
+  std::function<bool()> ready;                   // GET /readyz: 200 when true
+};
+
+class Server {
+ public:
+  // Binds listen.address (port 0: an ephemeral port) and starts serving.
+  static Result<std::unique_ptr<Server>> start(ServerContext ctx);
+  virtual ~Server() = default;
+  // Stops accepting and returns when handlers have finished.
+  virtual void stop() = 0;
+  virtual int port() const = 0;
+  // Wakes feed long-polls; call after each journal commit.
+  virtual void notify_committed() = 0;
+};
+
+}  // namespace iarelay
