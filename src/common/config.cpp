@@ -152,8 +152,7 @@ Status apply_overrides(const ConfigOverrides& overrides, Entries& out) {
 // Typed accessors: value from the entries, else the table's default.
 class SectionReader {
  public:
-  SectionReader(const Entries& entries, std::string section)
-      : section_(std::move(section)) {
+  SectionReader(const Entries& entries, std::string section) : section_(std::move(section)) {
     if (auto it = entries.find(section_); it != entries.end()) values_ = &it->second;
   }
 
@@ -174,8 +173,7 @@ class SectionReader {
     std::string c;
     while (std::getline(ss, c, '|'))
       if (c == out) return Status::ok();
-    return error_at(where(key), section_, key,
-                    "'" + out + "' is not one of " + choices);
+    return error_at(where(key), section_, key, "'" + out + "' is not one of " + choices);
   }
   Status duration(const char* key, Millis& out) const {
     std::string v = str(key);
@@ -232,15 +230,17 @@ std::vector<std::string> split_list(const std::string& v) {
   return out;
 }
 
-#define IARELAY_TRY(expr)         \
-  do {                            \
-    Status s_ = (expr);           \
-    if (!s_.is_ok()) return s_;   \
+#define IARELAY_TRY(expr)       \
+  do {                          \
+    Status s_ = (expr);         \
+    if (!s_.is_ok()) return s_; \
   } while (0)
 
 }  // namespace
 
-std::span<const ConfigKey> config_keys() { return kKeys; }
+std::span<const ConfigKey> config_keys() {
+  return kKeys;
+}
 
 bool AgentConfig::hosts(std::string_view service) const {
   return std::find(services.begin(), services.end(), service) != services.end();
@@ -332,7 +332,8 @@ Result<Config> load_config(const std::string& file, const ConfigOverrides& overr
     int first = 1 << 30;
     for (const auto& [k, e] : values) {
       size_t colon = e.where.rfind(':');
-      if (colon != std::string::npos) first = std::min(first, std::atoi(e.where.c_str() + colon + 1));
+      if (colon != std::string::npos)
+        first = std::min(first, std::atoi(e.where.c_str() + colon + 1));
     }
     agent_sections.emplace_back(first, section);
   }
@@ -401,7 +402,8 @@ std::string config_example() {
 }
 
 std::string config_reference_markdown() {
-  std::string out = "| section | key | type | default | reload | meaning |\n|---|---|---|---|---|---|\n";
+  std::string out =
+      "| section | key | type | default | reload | meaning |\n|---|---|---|---|---|---|\n";
   for (const auto& k : kKeys) {
     std::string type = k.type;
     if (std::string(k.choices).size()) type = std::string(k.choices);

@@ -24,7 +24,7 @@ enum class Ordering { kEvent, kFifo, kNone };
 struct ConfigKey {
   const char* section;
   const char* key;
-  const char* type;  // path|enum|duration|size|int|string|list|url|address|time
+  const char* type;           // path|enum|duration|size|int|string|list|url|address|time
   const char* default_value;  // as written in the file; "" means unset
   const char* choices;        // for enums: "full|normal"; else ""
   bool reloadable;            // takes effect on SIGHUP without a restart

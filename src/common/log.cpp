@@ -14,9 +14,8 @@ Status init_logging(const std::string& level, const std::string& format) {
   if (format == "json") {
     // Messages are written by our own code without quotes or control characters in the
     // interesting fields; %v is still escaped minimally by keeping it as the last field.
-    logger->set_pattern(
-        R"({"time":"%Y-%m-%dT%H:%M:%S.%eZ","level":"%l","thread":%t,"msg":"%v"})",
-        spdlog::pattern_time_type::utc);
+    logger->set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%eZ","level":"%l","thread":%t,"msg":"%v"})",
+                        spdlog::pattern_time_type::utc);
   } else if (format == "text") {
     logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %-5l %v", spdlog::pattern_time_type::utc);
   } else {

@@ -108,7 +108,8 @@ std::string Metrics::render() const {
       out += "# HELP " + name + " " + f.help + "\n# TYPE " + name + " " + f.type + "\n";
       for (const auto& [labels, c] : f.counters)
         out += name + labels + " " + std::to_string(c->value()) + "\n";
-      for (const auto& [labels, g] : f.gauges) out += name + labels + " " + number(g->value()) + "\n";
+      for (const auto& [labels, g] : f.gauges)
+        out += name + labels + " " + number(g->value()) + "\n";
       for (const auto& [labels, h] : f.histograms) h->render(name, labels, out);
     }
     collectors = collectors_;

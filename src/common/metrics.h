@@ -68,8 +68,8 @@ class Metrics {
     std::map<std::string, std::unique_ptr<Histogram>> histograms;
   };
   mutable std::mutex mu_;
-  std::map<std::string, Family> families_;                        // GUARDED_BY(mu_)
-  std::vector<std::function<void(std::string&)>> collectors_;    // GUARDED_BY(mu_)
+  std::map<std::string, Family> families_;                     // GUARDED_BY(mu_)
+  std::vector<std::function<void(std::string&)>> collectors_;  // GUARDED_BY(mu_)
 };
 
 }  // namespace iarelay

@@ -29,15 +29,16 @@ Result<PayloadInfo> inspect_payload(std::string_view body, std::string_view give
   if (doc.is_discarded()) return Status::invalid_argument("body is not valid JSON");
   if (!doc.is_object()) return Status::invalid_argument("body is not a JSON object");
   PayloadInfo info;
-  if (auto it = doc.find("eventIdentifier"); it != doc.end()) info.event_id = scalar_text(*it);
+  if (auto it = doc.find("eventIdentifier"); it != doc.end())
+    info.event_id = scalar_text(*it);
   else if (auto it2 = doc.find("eventidentifier"); it2 != doc.end())
     info.event_id = scalar_text(*it2);
 
   std::string given = trim(given_type);
   if (!given.empty()) {
     info.type = given;
-  } else if (auto it = doc.find("xmatters_callback_type"); it != doc.end() && it->is_string() &&
-                                                           !it->get<std::string>().empty()) {
+  } else if (auto it = doc.find("xmatters_callback_type");
+             it != doc.end() && it->is_string() && !it->get<std::string>().empty()) {
     info.type = it->get<std::string>();
   } else if (doc.contains("deliveryStatus") || doc.contains("deliverystatus")) {
     info.type = "deliveryStatus";
@@ -62,6 +63,8 @@ std::string normalize_service(std::string_view service) {
   return s;
 }
 
-std::string normalize_agent(std::string_view agent) { return trim(agent); }
+std::string normalize_agent(std::string_view agent) {
+  return trim(agent);
+}
 
 }  // namespace iarelay

@@ -23,7 +23,9 @@ class [[nodiscard]] Status {
  public:
   Status() = default;
   static Status ok() { return Status(); }
-  static Status invalid_argument(std::string m) { return {StatusKind::kInvalidArgument, std::move(m)}; }
+  static Status invalid_argument(std::string m) {
+    return {StatusKind::kInvalidArgument, std::move(m)};
+  }
   static Status not_found(std::string m) { return {StatusKind::kNotFound, std::move(m)}; }
   static Status unavailable(std::string m) { return {StatusKind::kUnavailable, std::move(m)}; }
   static Status corruption(std::string m) { return {StatusKind::kCorruption, std::move(m)}; }
@@ -45,7 +47,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}          // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {}  // NOLINT: implicit by design
 
   bool is_ok() const { return value_.has_value(); }

@@ -47,11 +47,16 @@ Result<Millis> parse_unit_sequence(std::string_view text, std::string_view what)
     while (pos < text.size() && !(text[pos] >= '0' && text[pos] <= '9')) ++pos;
     std::string_view unit = text.substr(ustart, pos - ustart);
     Millis mul;
-    if (unit == "ms") mul = 1;
-    else if (unit == "s") mul = 1000;
-    else if (unit == "m") mul = 60'000;
-    else if (unit == "h") mul = 3'600'000;
-    else if (unit == "d") mul = 86'400'000;
+    if (unit == "ms")
+      mul = 1;
+    else if (unit == "s")
+      mul = 1000;
+    else if (unit == "m")
+      mul = 60'000;
+    else if (unit == "h")
+      mul = 3'600'000;
+    else if (unit == "d")
+      mul = 86'400'000;
     else
       return Status::invalid_argument("bad " + std::string(what) + " '" + std::string(text) +
                                       "': unit must be ms, s, m, h or d");

@@ -29,7 +29,9 @@ Status create_parent_dir(const std::string& path) {
   if (!p.has_parent_path()) return Status::ok();
   std::error_code ec;
   std::filesystem::create_directories(p.parent_path(), ec);
-  if (ec) return Status::io_error(p.parent_path().string() + ": cannot create directory: " + ec.message());
+  if (ec)
+    return Status::io_error(p.parent_path().string() +
+                            ": cannot create directory: " + ec.message());
   return Status::ok();
 }
 
@@ -41,7 +43,9 @@ bool has_table(SQLite::Database& db, const char* name) {
 
 }  // namespace
 
-const std::vector<Migration>& embedded_migrations() { return embedded_migrations_table(); }
+const std::vector<Migration>& embedded_migrations() {
+  return embedded_migrations_table();
+}
 
 Result<DatabasePtr> open_journal_for_write(const std::string& path, SyncLevel sync) {
   if (Status s = create_parent_dir(path); !s) return s;
@@ -50,8 +54,8 @@ Result<DatabasePtr> open_journal_for_write(const std::string& path, SyncLevel sy
   if (fd < 0) return Status::io_error(path + ": cannot open journal: " + std::strerror(errno));
   ::close(fd);
   try {
-    auto db = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE |
-                                                           SQLite::OPEN_FULLMUTEX);
+    auto db = std::make_unique<SQLite::Database>(
+        path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE | SQLite::OPEN_FULLMUTEX);
     db->setBusyTimeout(kBusyTimeoutMs);
     // journal_mode=WAL is persistent; the query also proves the file is a database.
     std::string mode = db->execAndGet("PRAGMA journal_mode=WAL").getString();
@@ -88,7 +92,8 @@ Status verify_migrations(SQLite::Database& db, std::vector<std::string>* pending
     const auto& known = embedded_migrations();
     std::vector<bool> applied(known.size(), false);
     if (has_table(db, "schema_migrations")) {
-      SQLite::Statement q(db, "SELECT version, name, checksum FROM schema_migrations ORDER BY version");
+      SQLite::Statement q(db,
+                          "SELECT version, name, checksum FROM schema_migrations ORDER BY version");
       while (q.executeStep()) {
         int version = q.getColumn(0).getInt();
         std::string name = q.getColumn(1).getString();

@@ -7,14 +7,18 @@ namespace iarelay {
 
 std::string_view to_string(Availability a) {
   switch (a) {
-    case Availability::kUp: return "up";
-    case Availability::kDown: return "down";
-    case Availability::kPaused: return "paused";
+    case Availability::kUp:
+      return "up";
+    case Availability::kDown:
+      return "down";
+    case Availability::kPaused:
+      return "paused";
   }
   return "up";
 }
 
-AgentDirectory::AgentDirectory(std::vector<AgentConfig> agents, std::vector<ServiceConfig> services) {
+AgentDirectory::AgentDirectory(std::vector<AgentConfig> agents,
+                               std::vector<ServiceConfig> services) {
   reconfigure(std::move(agents), std::move(services));
 }
 

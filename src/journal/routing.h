@@ -46,8 +46,8 @@ class AgentDirectory {
 
  private:
   mutable std::shared_mutex mu_;
-  std::vector<AgentConfig> agents_;                 // GUARDED_BY(mu_)
-  std::vector<ServiceConfig> services_;             // GUARDED_BY(mu_)
+  std::vector<AgentConfig> agents_;                   // GUARDED_BY(mu_)
+  std::vector<ServiceConfig> services_;               // GUARDED_BY(mu_)
   std::map<std::string, Availability> availability_;  // GUARDED_BY(mu_)
 };
 

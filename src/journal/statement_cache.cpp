@@ -34,7 +34,8 @@ StatementRef::~StatementRef() {
 StatementRef cached_statement(SQLite::Database& db, const std::string& sql) {
   if (t_db == &db && t_cache) {
     auto& slot = (*t_cache)[sql];
-    if (!slot) slot = std::make_unique<SQLite::Statement>(db, sql);
+    if (!slot)
+      slot = std::make_unique<SQLite::Statement>(db, sql);
     else {
       try {
         slot->reset();

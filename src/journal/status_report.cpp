@@ -3,6 +3,8 @@
 
 namespace iarelay {
 
-std::string status_json(SQLite::Database&, const Config*, const std::string&) { return "{}"; }
+std::string status_json(SQLite::Database&, const Config*, const std::string&) {
+  return "{}";
+}
 
 }  // namespace iarelay

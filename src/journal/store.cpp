@@ -12,13 +12,15 @@
 namespace iarelay {
 namespace {
 
-constexpr std::string_view kStateNames[] = {"stored", "queued", "inflight",
+constexpr std::string_view kStateNames[] = {"stored",    "queued", "inflight",
                                             "delivered", "failed", "discarded"};
 
 template <typename T>
 void bind_opt(SQLite::Statement& s, int i, const std::optional<T>& v) {
-  if (v) s.bind(i, *v);
-  else s.bind(i);
+  if (v)
+    s.bind(i, *v);
+  else
+    s.bind(i);
 }
 
 std::optional<std::string> opt_text(const SQLite::Column& c) {
@@ -38,7 +40,9 @@ std::optional<Millis> opt_time(const SQLite::Column& c) {
 
 }  // namespace
 
-std::string_view to_string(WebhookState s) { return kStateNames[static_cast<int>(s)]; }
+std::string_view to_string(WebhookState s) {
+  return kStateNames[static_cast<int>(s)];
+}
 
 std::optional<WebhookState> parse_state(std::string_view s) {
   for (int i = 0; i < 6; ++i)
@@ -48,7 +52,8 @@ std::optional<WebhookState> parse_state(std::string_view s) {
 
 InsertOutcome insert_webhook(SQLite::Database& db, const NewWebhook& w) {
   if (w.source_id) {
-    auto q = cached_statement(db, "SELECT id, state, seq FROM webhooks WHERE source=? AND source_id=?");
+    auto q =
+        cached_statement(db, "SELECT id, state, seq FROM webhooks WHERE source=? AND source_id=?");
     q->bind(1, w.source);
     q->bind(2, *w.source_id);
     if (q->executeStep())
@@ -102,8 +107,10 @@ bool transition(SQLite::Database& db, std::string_view id, WebhookState from, We
   u->bind(i++, std::string(to_string(to)));
   if (f.assigned_agent) bind_opt(*u, i++, *f.assigned_agent);
   if (f.next_attempt_at) {
-    if (*f.next_attempt_at) u->bind(i++, format_time(**f.next_attempt_at));
-    else u->bind(i++);
+    if (*f.next_attempt_at)
+      u->bind(i++, format_time(**f.next_attempt_at));
+    else
+      u->bind(i++);
   }
   if (f.attempts) u->bind(i++, *f.attempts);
   if (f.delivered_at) u->bind(i++, format_time(*f.delivered_at));
@@ -146,7 +153,8 @@ AgentRow read_agent(SQLite::Statement& q) {
 }  // namespace
 
 std::vector<AgentRow> load_agents(SQLite::Database& db) {
-  SQLite::Statement q(db, "SELECT id, state, state_since, reason, paused_until FROM agents ORDER BY id");
+  SQLite::Statement q(
+      db, "SELECT id, state, state_since, reason, paused_until FROM agents ORDER BY id");
   std::vector<AgentRow> out;
   while (q.executeStep()) out.push_back(read_agent(q));
   return out;
@@ -175,8 +183,10 @@ bool set_agent_state(SQLite::Database& db, std::string_view id, std::string_view
   s->bind(2, std::string(state));
   s->bind(3, now);
   bind_opt(*s, 4, reason);
-  if (paused_until) s->bind(5, format_time(*paused_until));
-  else s->bind(5);
+  if (paused_until)
+    s->bind(5, format_time(*paused_until));
+  else
+    s->bind(5);
   return s->exec() == 1;
 }
 
@@ -217,8 +227,10 @@ void add_audit(SQLite::Database& db, std::string_view actor, std::string_view ac
   s.bind(3, std::string(action));
   s.bind(4, std::string(filter));
   s.bind(5, affected);
-  if (detail.empty()) s.bind(6);
-  else s.bind(6, std::string(detail));
+  if (detail.empty())
+    s.bind(6);
+  else
+    s.bind(6, std::string(detail));
   s.exec();
 }
 

@@ -61,8 +61,8 @@ InsertOutcome insert_webhook(SQLite::Database& db, const NewWebhook& w);
 struct TransitionFields {
   std::optional<std::optional<std::string>> assigned_agent;  // nullopt: keep; {nullopt}: NULL
   std::optional<std::optional<Millis>> next_attempt_at;
-  std::optional<int> attempts;        // set to
-  bool increment_attempts = false;    // attempts = attempts + 1
+  std::optional<int> attempts;      // set to
+  bool increment_attempts = false;  // attempts = attempts + 1
   std::optional<Millis> delivered_at;
   std::optional<std::optional<int>> last_status;
   std::optional<std::optional<std::string>> last_error;

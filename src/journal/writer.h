@@ -39,7 +39,7 @@ class Writer {
     std::uint64_t ops = 0;
     std::uint64_t failed_ops = 0;
     std::uint64_t failed_commits = 0;
-    double commit_seconds_total = 0;  // time spent in COMMIT (the fsync)
+    double commit_seconds_total = 0;       // time spent in COMMIT (the fsync)
     std::uint64_t commit_buckets[8] = {};  // commits by duration: <=1,2,5,10,25,50,100,+inf ms
   };
   static constexpr double kCommitBucketsMs[7] = {1, 2, 5, 10, 25, 50, 100};
@@ -77,8 +77,8 @@ class Writer {
   std::unique_ptr<SQLite::Database> db_;  // owned by the writer thread after construction
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Pending> queue_;  // GUARDED_BY(mu_)
-  bool stopping_ = false;      // GUARDED_BY(mu_)
+  std::deque<Pending> queue_;       // GUARDED_BY(mu_)
+  bool stopping_ = false;           // GUARDED_BY(mu_)
   std::function<void()> listener_;  // GUARDED_BY(mu_)
   Stats stats_;                     // GUARDED_BY(mu_)
   std::atomic<bool> healthy_{true};

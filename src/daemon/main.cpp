@@ -1,0 +1,135 @@
+// iarelayd: parses options and configuration, starts the Relay, and turns signals into
+// stop (SIGTERM/SIGINT; a second one exits at once) and reload (SIGHUP). Only wiring here.
+#include <SQLiteCpp/Database.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include "common/config.h"
+#include "common/log.h"
+#include "daemon/options.h"
+#include "daemon/relay.h"
+#include "daemon/systemd_notify.h"
+#include "journal/journal.h"
+
+using namespace iarelay;
+
+namespace {
+
+int check_only(const Config& config) {
+  auto db = open_journal_for_read(config.journal);
+  if (!db) {
+    if (db.status().kind() == StatusKind::kNotFound) {
+      std::cout << "configuration ok; journal " << config.journal << " will be created\n";
+      return 0;
+    }
+    std::cerr << "iarelayd: " << db.status().message() << "\n";
+    return 1;
+  }
+  std::vector<std::string> pending;
+  if (Status s = verify_migrations(**db, &pending); !s) {
+    std::cerr << "iarelayd: " << config.journal << ": " << s.message() << "\n";
+    return 1;
+  }
+  std::cout << "configuration ok; journal " << config.journal << " ok, " << pending.size()
+            << " migrations pending\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto options = parse_daemon_options(argc, argv);
+  if (!options) {
+    std::cerr << "iarelayd: " << options.status().message() << " (see --help)\n";
+    return 2;
+  }
+  switch (options->action) {
+    case DaemonOptions::Action::kHelp:
+      std::cout << options->help_text;
+      return 0;
+    case DaemonOptions::Action::kVersion:
+      std::cout << "iarelayd " << IARELAY_VERSION << "\n";
+      return 0;
+    case DaemonOptions::Action::kPrintExample:
+      std::cout << config_example();
+      return 0;
+    case DaemonOptions::Action::kPrintReference:
+      std::cout << config_reference_markdown();
+      return 0;
+    default:
+      break;
+  }
+  auto config = load_config(options->config_file, options->overrides);
+  if (!config) {
+    std::cerr << "iarelayd: " << config.status().message() << "\n";
+    return 2;
+  }
+  if (options->action == DaemonOptions::Action::kCheck) return check_only(*config);
+  if (Status s = init_logging(config->log_level, config->log_format); !s) {
+    std::cerr << "iarelayd: " << s.message() << "\n";
+    return 2;
+  }
+
+  // Signals are taken synchronously by this thread; every thread started later inherits the
+  // blocked mask, so none of them is interrupted.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  Relay relay(*config);
+  if (Status s = relay.start(); !s) {
+    spdlog::error("cannot start: {}", s.message());
+    relay.stop();
+    return 1;
+  }
+  sd_notify("READY=1\nSTATUS=relaying");
+
+  std::atomic<bool> done{false};
+  std::thread watchdog;
+  if (std::int64_t interval = watchdog_interval_ms(); interval > 0) {
+    watchdog = std::thread([&done, interval] {
+      while (!done) {
+        sd_notify("WATCHDOG=1");
+        for (std::int64_t waited = 0; waited < interval / 2 && !done; waited += 100)
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    });
+  }
+
+  std::thread stopper;
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      spdlog::info("SIGHUP: reloading {}", config->file.empty() ? "(no file)" : config->file);
+      if (Status s = relay.reload(options->overrides); !s)
+        spdlog::error("reload failed, keeping the running configuration: {}", s.message());
+      continue;
+    }
+    if (stopper.joinable()) {
+      spdlog::warn("second {}: exiting at once", sig == SIGINT ? "SIGINT" : "SIGTERM");
+      std::_Exit(1);
+    }
+    spdlog::info("{}: stopping (intake first, then in-flight calls, then the journal)",
+                 sig == SIGINT ? "SIGINT" : "SIGTERM");
+    sd_notify("STOPPING=1");
+    stopper = std::thread([&] {
+      relay.stop();
+      spdlog::info("stopped cleanly");
+      spdlog::shutdown();
+      done = true;
+      std::fflush(stderr);
+      std::_Exit(0);
+    });
+  }
+}

@@ -1,0 +1,251 @@
+// Wiring of the relay's parts, their start and stop order, reload, and scrape-time metrics.
+#include "daemon/relay.h"
+
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "common/log.h"
+#include "dispatch/dispatcher.h"
+#include "intake/poller.h"
+#include "intake/server.h"
+#include "journal/journal.h"
+#include "journal/routing.h"
+#include "journal/status_report.h"
+#include "journal/store.h"
+#include "journal/writer.h"
+
+namespace iarelay {
+
+Relay::Relay(Config config) : config_(std::move(config)) {}
+
+Relay::~Relay() {
+  stop();
+}
+
+int Relay::port() const {
+  return server_ ? server_->port() : 0;
+}
+
+Status Relay::start() {
+  auto lock = DaemonLock::acquire(config_.journal);
+  if (!lock) return lock.status();
+  lock_ = std::move(*lock);
+
+  auto writer = Writer::open(config_.journal, config_.sync);
+  if (!writer) return writer.status();
+  writer_ = std::move(*writer);
+
+  // At-least-once: a call that was under way when the last process died is made again.
+  int requeued = 0;
+  if (Status s = writer_->run([&](SQLite::Database& db) { requeued = requeue_inflight(db); }); !s)
+    return s;
+  if (requeued) spdlog::info("requeued {} webhooks left inflight by the previous run", requeued);
+
+  directory_ = std::make_unique<AgentDirectory>(config_.agents, config_.services);
+  // Availability as the journal last knew it; a configured agent without a row starts up.
+  try {
+    auto reader = open_journal_for_read(config_.journal);
+    if (!reader) return reader.status();
+    std::vector<std::string> known;
+    for (const AgentRow& row : load_agents(**reader)) {
+      known.push_back(row.id);
+      Availability a = row.state == "paused" ? Availability::kPaused
+                       : row.state == "down" ? Availability::kDown
+                                             : Availability::kUp;
+      directory_->set_availability(row.id, a);
+    }
+    std::vector<std::string> missing;
+    for (const auto& a : config_.agents)
+      if (std::find(known.begin(), known.end(), a.id) == known.end()) missing.push_back(a.id);
+    if (!missing.empty()) {
+      Status s = writer_->run([&](SQLite::Database& db) {
+        for (const auto& id : missing)
+          set_agent_state(db, id, "up", std::nullopt, std::nullopt, true);
+      });
+      if (!s) return s;
+    }
+  } catch (const std::exception& e) {
+    return Status::io_error(config_.journal + ": " + e.what());
+  }
+
+  register_collectors();
+
+  DispatcherContext dctx;
+  dctx.writer = writer_.get();
+  dctx.directory = directory_.get();
+  dctx.metrics = &metrics_;
+  dctx.journal_path = config_.journal;
+  auto dispatcher = Dispatcher::start(dctx);
+  if (!dispatcher) return dispatcher.status();
+  dispatcher_ = std::move(*dispatcher);
+
+  if (config_.listen) {
+    auto token = read_secret(config_.listen->token_file, "IARELAY_LISTEN_TOKEN");
+    if (!token) return token.status();
+    ServerContext sctx;
+    sctx.writer = writer_.get();
+    sctx.directory = directory_.get();
+    sctx.metrics = &metrics_;
+    sctx.journal_path = config_.journal;
+    sctx.listen = *config_.listen;
+    sctx.token = *token;
+    sctx.status_json = [this] { return status_document(); };
+    sctx.ready = [this] { return writer_ && writer_->healthy(); };
+    auto server = Server::start(std::move(sctx));
+    if (!server) return server.status();
+    server_ = std::move(*server);
+    spdlog::info("listening on {} (port {}){}", config_.listen->address, server_->port(),
+                 config_.listen->tls_cert.empty() ? "" : " with TLS");
+  }
+
+  writer_->set_commit_listener([this] {
+    if (server_) server_->notify_committed();
+    if (dispatcher_) dispatcher_->wake();
+  });
+
+  if (config_.upstream) {
+    auto token = read_secret(config_.upstream->token_file, "IARELAY_UPSTREAM_TOKEN");
+    if (!token) return token.status();
+    PollerContext pctx;
+    pctx.writer = writer_.get();
+    pctx.directory = directory_.get();
+    pctx.metrics = &metrics_;
+    pctx.journal_path = config_.journal;
+    pctx.upstream = *config_.upstream;
+    pctx.token = *token;
+    auto poller = Poller::start(std::move(pctx));
+    if (!poller) return poller.status();
+    poller_ = std::move(*poller);
+    spdlog::info("polling {} as consumer '{}'", config_.upstream->url, config_.upstream->consumer);
+  }
+
+  janitor_ = std::thread([this] { janitor_loop(); });
+  spdlog::info("iarelayd {} started: journal {} (sync={}), {} agents{}", IARELAY_VERSION,
+               config_.journal, config_.sync == SyncLevel::kFull ? "full" : "normal",
+               config_.agents.size(), directory_->is_edge() ? " (edge: storing for the feed)" : "");
+  return Status::ok();
+}
+
+void Relay::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  {
+    std::lock_guard lock(janitor_mu_);
+    stopping_ = true;
+  }
+  janitor_cv_.notify_all();
+  if (janitor_.joinable()) janitor_.join();
+  // Reverse order of start: no new webhooks in, then no new calls out, then drain the journal.
+  if (poller_) poller_->stop();
+  if (server_) server_->stop();
+  if (dispatcher_) dispatcher_->stop(config_.drain_grace);
+  if (writer_) writer_->set_commit_listener(nullptr);
+  poller_.reset();
+  server_.reset();
+  dispatcher_.reset();
+  writer_.reset();  // drains pending commits
+  directory_.reset();
+  lock_.reset();
+}
+
+Status Relay::reload(const ConfigOverrides& overrides) {
+  std::string file;
+  {
+    std::lock_guard lock(config_mu_);
+    file = config_.file;
+  }
+  auto fresh = load_config(file, overrides);
+  if (!fresh) return fresh.status();
+  std::lock_guard lock(config_mu_);
+  // Only reloadable keys change; others need a restart and are reported.
+  if (fresh->journal != config_.journal || fresh->sync != config_.sync ||
+      fresh->listen.has_value() != config_.listen.has_value() ||
+      fresh->upstream.has_value() != config_.upstream.has_value())
+    spdlog::warn("reload: journal, sync, [listen] and [upstream] changes need a restart; ignored");
+  config_.agents = fresh->agents;
+  config_.services = fresh->services;
+  config_.retain_delivered = fresh->retain_delivered;
+  config_.drain_grace = fresh->drain_grace;
+  config_.log_level = fresh->log_level;
+  spdlog::set_level(
+      spdlog::level::from_str(config_.log_level == "warn" ? "warning" : config_.log_level));
+  directory_->reconfigure(config_.agents, config_.services);
+  if (dispatcher_) dispatcher_->reconfigured();
+  spdlog::info("reloaded {}: {} agents, {} services", file, config_.agents.size(),
+               config_.services.size());
+  return Status::ok();
+}
+
+std::string Relay::status_document() {
+  auto reader = open_journal_for_read(config_.journal);
+  if (!reader) return std::string(R"({"error":"journal unreadable"})");
+  std::lock_guard lock(config_mu_);
+  return status_json(**reader, &config_, config_.journal);
+}
+
+void Relay::register_collectors() {
+  // Queue depth and oldest age per agent and state, read from the journal at scrape time (an
+  // index range scan of the queue, not of the whole table).
+  metrics_.add_collector([this](std::string& out) {
+    auto reader = open_journal_for_read(config_.journal);
+    if (!reader) return;
+    try {
+      SQLite::Statement q(**reader,
+                          "SELECT coalesce(assigned_agent,''), state, count(*), min(received_at) "
+                          "FROM webhooks WHERE state IN ('queued','inflight') GROUP BY 1, 2");
+      std::string depth =
+          "# HELP iarelay_queue_depth Webhooks waiting or in flight, per agent and state "
+          "(agent \"\": held for any agent of its service)\n# TYPE iarelay_queue_depth gauge\n";
+      std::string age =
+          "# HELP iarelay_queue_oldest_age_seconds Age of the oldest webhook per agent and "
+          "state\n# TYPE iarelay_queue_oldest_age_seconds gauge\n";
+      Millis now = now_millis();
+      while (q.executeStep()) {
+        std::string labels = Metrics::render_labels(
+            {{"agent", q.getColumn(0).getString()}, {"state", q.getColumn(1).getString()}});
+        depth +=
+            "iarelay_queue_depth" + labels + " " + std::to_string(q.getColumn(2).getInt64()) + "\n";
+        auto oldest = parse_time(q.getColumn(3).getString(), now);
+        double seconds = oldest ? static_cast<double>(now - *oldest) / 1000.0 : 0.0;
+        age += "iarelay_queue_oldest_age_seconds" + labels + " " + std::to_string(seconds) + "\n";
+      }
+      out += depth + age;
+    } catch (const std::exception& e) {
+      spdlog::warn("metrics: queue depth query failed: {}", e.what());
+    }
+  });
+  metrics_.add_collector([this](std::string& out) {
+    if (!writer_) return;
+    Writer::Stats s = writer_->stats();
+    out += "# HELP iarelay_journal_commit_seconds Time spent in each journal COMMIT (fsync)\n";
+    out += "# TYPE iarelay_journal_commit_seconds histogram\n";
+    std::uint64_t cumulative = 0;
+    for (int i = 0; i < 8; ++i) {
+      cumulative += s.commit_buckets[i];
+      std::string le = i < 7 ? std::to_string(Writer::kCommitBucketsMs[i] / 1000.0) : "+Inf";
+      out += "iarelay_journal_commit_seconds_bucket{le=\"" + le + "\"} " +
+             std::to_string(cumulative) + "\n";
+    }
+    out += "iarelay_journal_commit_seconds_sum " + std::to_string(s.commit_seconds_total) + "\n";
+    out += "iarelay_journal_commit_seconds_count " + std::to_string(s.commits) + "\n";
+    out += "# HELP iarelay_journal_operations_total Operations committed by the journal writer\n";
+    out += "# TYPE iarelay_journal_operations_total counter\n";
+    out += "iarelay_journal_operations_total " + std::to_string(s.ops) + "\n";
+    out += "# HELP iarelay_journal_failed_commits_total Journal commits that failed\n";
+    out += "# TYPE iarelay_journal_failed_commits_total counter\n";
+    out += "iarelay_journal_failed_commits_total " + std::to_string(s.failed_commits) + "\n";
+  });
+}
+
+void Relay::janitor_loop() {
+  // Periodic maintenance: retention of delivered webhooks (off unless retain_delivered > 0).
+  std::unique_lock lock(janitor_mu_);
+  while (!stopping_) {
+    janitor_cv_.wait_for(lock, std::chrono::seconds(30), [&] { return stopping_; });
+  }
+}
+
+}  // namespace iarelay

@@ -1,0 +1,66 @@
+// The running relay: owns the journal writer, the agent directory, metrics, the HTTP server,
+// the poller, the dispatcher and the janitor, built in dependency order and torn down in
+// reverse. start() and stop() are called from the main thread only; reload() too.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "common/config.h"
+#include "common/metrics.h"
+#include "common/status.h"
+
+namespace iarelay {
+
+class AgentDirectory;
+class DaemonLock;
+class Dispatcher;
+class Poller;
+class Server;
+class Writer;
+
+class Relay {
+ public:
+  explicit Relay(Config config);
+  ~Relay();
+  Relay(const Relay&) = delete;
+  Relay& operator=(const Relay&) = delete;
+
+  // Takes the journal lock, opens and migrates the journal, requeues inflight webhooks and
+  // starts every configured part. On failure everything started is stopped again.
+  Status start();
+  // Stops intake and polling, lets in-flight calls finish up to drain_grace, drains the
+  // writer. Idempotent.
+  void stop();
+  // SIGHUP: re-reads the configuration file; agents, services, log level and retention take
+  // effect; a bad file keeps the running configuration and says why.
+  Status reload(const ConfigOverrides& overrides);
+  // Listening port (0 without a listener).
+  int port() const;
+
+ private:
+  std::string status_document();
+  void janitor_loop();
+  void register_collectors();
+
+  Config config_;
+  std::mutex config_mu_;  // guards config_ between reload() and the janitor / status
+  Metrics metrics_;
+  std::unique_ptr<DaemonLock> lock_;
+  std::unique_ptr<Writer> writer_;
+  std::unique_ptr<AgentDirectory> directory_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+  std::unique_ptr<Server> server_;
+  std::unique_ptr<Poller> poller_;
+  std::thread janitor_;
+  std::mutex janitor_mu_;
+  std::condition_variable janitor_cv_;
+  bool stopping_ = false;  // GUARDED_BY(janitor_mu_)
+  bool stopped_ = false;
+};
+
+}  // namespace iarelay
