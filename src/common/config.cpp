@@ -396,7 +396,7 @@ std::string config_example() {
     if (current == "upstream" && kk == "url") value = "https://edge.example.net:8443";
     out += "# " + std::string(k.help) +
            (std::string(k.choices).empty() ? "" : " (" + std::string(k.choices) + ")") + "\n";
-    out += kk + " = " + value + "\n";
+    out += kk + " =" + (value.empty() ? "" : " " + value) + "\n";
   }
   return out;
 }
