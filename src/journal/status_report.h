@@ -13,8 +13,32 @@ namespace iarelay {
 
 struct Config;
 
-// `config` may be null (then only agents known to the journal are listed). Throws
-// SQLite::Exception on database errors.
+// The document is one JSON object (times RFC 3339 UTC text, ages and durations integer ms,
+// absent values null):
+//   "generated_at"  when the document was made
+//   "journal"       the journal path
+//   "daemon"        {"running": bool, "pid": int|null}  an iarelayd holds "<journal>.lock"
+//   "totals"        {"stored","queued","inflight","delivered","failed","discarded": int}
+//   "held"          {"queued": int, "oldest_queued_at", "oldest_queued_age_ms"}: queued webhooks
+//                   with no assigned agent (waiting for any agent of their service)
+//   "agents"        array, configured agents first in configuration order, then agents known
+//                   only to the journal (agents table, or queued/inflight/recent work):
+//                   {"id", "handle" (config section name or null), "configured": bool,
+//                    "state": "up"|"down"|"paused"|null (null: unconfigured, no agents row;
+//                    a configured agent without a row is "up"), "state_since", "reason",
+//                    "paused_until", "queued", "inflight", "oldest_queued_at",
+//                    "oldest_queued_age_ms", "delivered_last_hour", "failed_last_hour",
+//                    "retried_last_hour"}  (the *_last_hour counts are attempts started in
+//                    the last hour by outcome: delivered, failed (permanent), retry)
+//   "upstream"      array of {"name", "seq", "updated_at", "configured": bool}: the cursors
+//                   of polled upstream feeds (the configured one listed even before its first
+//                   batch, with seq 0)
+//   "feed"          {"max_seq": int (newest stored webhook's seq, 0 if none),
+//                    "consumers": [{"name", "acked_seq", "acked_at", "lag"}]} where lag is
+//                   max_seq - acked_seq (never negative)
+// `config` may be null (then only agents known to the journal are listed). Reads run on
+// `reader` (a read-only connection owned by the caller's thread). Throws SQLite::Exception on
+// database errors.
 std::string status_json(SQLite::Database& reader, const Config* config,
                         const std::string& journal_path);
 

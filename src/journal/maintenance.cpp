@@ -1,0 +1,328 @@
+// Resend and purge in batches: each batch reads its rows through the (state, received_at) index
+// with a keyset cursor, so every batch costs its own size, not the size of the backlog.
+#include "journal/maintenance.h"
+
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+
+namespace iarelay {
+namespace {
+
+Status from_sqlite(const SQLite::Exception& e, const std::string& what) {
+  int code = e.getErrorCode();
+  std::string msg = what + ": " + e.getErrorStr();
+  if (code == SQLITE_BUSY || code == SQLITE_LOCKED) return Status::unavailable(msg);
+  if (code == SQLITE_CORRUPT || code == SQLITE_NOTADB) return Status::corruption(msg);
+  return Status::io_error(msg);
+}
+
+// Runs `fn` in its own IMMEDIATE transaction when the connection is in autocommit mode, or
+// inside the caller's transaction otherwise.
+template <typename Fn>
+void in_transaction(SQLite::Database& db, bool own, Fn&& fn) {
+  if (!own) {
+    fn();
+    return;
+  }
+  SQLite::Transaction tx(db, SQLite::TransactionBehavior::IMMEDIATE);
+  fn();
+  tx.commit();
+}
+
+// The audit row of one command, written in the first batch and kept current afterwards.
+class AuditRow {
+ public:
+  AuditRow(const AuditInfo& info, std::string action) : info_(info), action_(std::move(action)) {}
+  void update(SQLite::Database& db, std::int64_t affected) {
+    if (info_.actor.empty()) return;
+    if (!id_) {
+      add_audit(db, info_.actor, action_, info_.filter, affected);
+      id_ = db.getLastInsertRowid();
+      return;
+    }
+    SQLite::Statement u(db, "UPDATE audit SET affected=? WHERE id=?");
+    u.bind(1, affected);
+    u.bind(2, *id_);
+    u.exec();
+  }
+
+ private:
+  const AuditInfo& info_;
+  std::string action_;
+  std::optional<std::int64_t> id_;
+};
+
+std::string placeholders(size_t n) {
+  std::string s;
+  for (size_t i = 0; i < n; ++i) s += i ? ",?" : "?";
+  return s;
+}
+
+// Filters other than state and ids as SQL, and their bindings in the same order.
+struct ExtraFilter {
+  std::string sql;
+  std::vector<std::string> values;
+};
+ExtraFilter extra_filter(const WebhookFilter& f) {
+  ExtraFilter x;
+  if (f.agent) {
+    x.sql += " AND (agent=? OR assigned_agent=?)";
+    x.values.push_back(*f.agent);
+    x.values.push_back(*f.agent);
+  }
+  if (f.service) {
+    x.sql += " AND service=?";
+    x.values.push_back(*f.service);
+  }
+  if (f.type) {
+    x.sql += " AND type=?";
+    x.values.push_back(*f.type);
+  }
+  if (f.event) {
+    x.sql += " AND event_id=?";
+    x.values.push_back(*f.event);
+  }
+  if (f.since) {
+    x.sql += " AND received_at>=?";
+    x.values.push_back(format_time(*f.since));
+  }
+  if (f.until) {
+    x.sql += " AND received_at<?";
+    x.values.push_back(format_time(*f.until));
+  }
+  return x;
+}
+
+bool resendable(WebhookState s) { return s == WebhookState::kFailed || s == WebhookState::kDiscarded; }
+
+TransitionFields resend_fields(const std::optional<std::string>& to_agent) {
+  TransitionFields f;
+  f.attempts = 0;
+  f.next_attempt_at = std::optional<Millis>();
+  if (to_agent) f.assigned_agent = std::optional<std::string>(*to_agent);
+  return f;
+}
+
+struct Candidate {
+  std::string id;
+  WebhookState state;
+};
+
+// Looks up `ids` and refuses (InvalidArgument, naming them) any that is missing or not
+// failed/discarded.
+Result<std::vector<Candidate>> check_ids(SQLite::Database& db, const std::vector<std::string>& ids) {
+  std::vector<Candidate> found;
+  std::vector<std::string> problems;
+  constexpr size_t kChunk = 500;
+  for (size_t start = 0; start < ids.size(); start += kChunk) {
+    size_t n = std::min(kChunk, ids.size() - start);
+    SQLite::Statement q(db, "SELECT id, state FROM webhooks WHERE id IN (" + placeholders(n) + ")");
+    for (size_t i = 0; i < n; ++i) q.bind(static_cast<int>(i + 1), ids[start + i]);
+    std::map<std::string, std::string> states;
+    while (q.executeStep()) states[q.getColumn(0).getString()] = q.getColumn(1).getString();
+    for (size_t i = 0; i < n; ++i) {
+      const std::string& id = ids[start + i];
+      auto it = states.find(id);
+      if (it == states.end()) {
+        problems.push_back(id + " not found");
+        continue;
+      }
+      auto s = parse_state(it->second);
+      if (!s || !resendable(*s)) {
+        problems.push_back(id + " is " + it->second);
+        continue;
+      }
+      found.push_back({id, *s});
+    }
+  }
+  if (!problems.empty()) {
+    std::string msg = "cannot resend (only failed or discarded webhooks can be): ";
+    for (size_t i = 0; i < problems.size() && i < 5; ++i) msg += (i ? ", " : "") + problems[i];
+    if (problems.size() > 5) msg += ", and " + std::to_string(problems.size() - 5) + " more";
+    return Status::invalid_argument(msg);
+  }
+  // The same id given twice is resent once.
+  std::sort(found.begin(), found.end(), [](auto& a, auto& b) { return a.id < b.id; });
+  found.erase(std::unique(found.begin(), found.end(), [](auto& a, auto& b) { return a.id == b.id; }),
+              found.end());
+  return found;
+}
+
+// Up to `limit` rows of `state` matching the filter after the keyset cursor, in index order.
+std::vector<Candidate> next_batch(SQLite::Database& db, WebhookState state, const ExtraFilter& x,
+                                  std::string& cursor_time, std::int64_t& cursor_seq, int limit) {
+  SQLite::Statement q(db,
+                      "SELECT id, seq, received_at FROM webhooks WHERE state=? AND "
+                      "(received_at, seq) > (?, ?)" +
+                          x.sql + " ORDER BY received_at, seq LIMIT ?");
+  int i = 1;
+  q.bind(i++, std::string(to_string(state)));
+  q.bind(i++, cursor_time);
+  q.bind(i++, cursor_seq);
+  for (const auto& v : x.values) q.bind(i++, v);
+  q.bind(i++, limit);
+  std::vector<Candidate> out;
+  while (q.executeStep()) {
+    out.push_back({q.getColumn(0).getString(), state});
+    cursor_seq = q.getColumn(1).getInt64();
+    cursor_time = q.getColumn(2).getString();
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<std::int64_t> resend(SQLite::Database& db, const WebhookFilter& filter,
+                            const std::optional<std::string>& to_agent,
+                            const MaintenanceOptions& options) {
+  const int batch = std::max(1, options.batch_size);
+  if (filter.ids.empty()) {
+    if (filter.states.empty())
+      return Status::invalid_argument("resend needs webhook ids or a state (failed or discarded)");
+    for (auto s : filter.states)
+      if (!resendable(s))
+        return Status::invalid_argument("cannot resend webhooks in state '" +
+                                        std::string(to_string(s)) +
+                                        "' (only failed or discarded)");
+  }
+  if (to_agent && to_agent->empty()) return Status::invalid_argument("empty agent for --to-agent");
+  const bool own_tx = sqlite3_get_autocommit(db.getHandle()) != 0;
+  const TransitionFields fields = resend_fields(to_agent);
+  std::int64_t total = 0;
+  AuditRow audit(options.audit, "resend");
+  try {
+    if (!filter.ids.empty()) {
+      auto checked = check_ids(db, filter.ids);
+      if (!checked) return checked.status();
+      if (options.dry_run) return static_cast<std::int64_t>(checked->size());
+      const auto& rows = *checked;
+      size_t pos = 0;
+      do {
+        size_t end = std::min(rows.size(), pos + static_cast<size_t>(batch));
+        in_transaction(db, own_tx, [&] {
+          std::int64_t changed = 0;
+          for (size_t i = pos; i < end; ++i)
+            if (transition(db, rows[i].id, rows[i].state, WebhookState::kQueued, fields)) ++changed;
+          audit.update(db, total + changed);
+          total += changed;
+        });
+        pos = end;
+        if (options.progress) options.progress(total);
+      } while (pos < rows.size());
+      return total;
+    }
+
+    const ExtraFilter x = extra_filter(filter);
+    std::vector<WebhookState> states = filter.states;
+    std::sort(states.begin(), states.end());
+    states.erase(std::unique(states.begin(), states.end()), states.end());
+    bool first = true;
+    for (WebhookState state : states) {
+      std::string cursor_time;
+      std::int64_t cursor_seq = 0;
+      for (;;) {
+        size_t fetched = 0;
+        if (options.dry_run) {
+          fetched = next_batch(db, state, x, cursor_time, cursor_seq, batch).size();
+          total += static_cast<std::int64_t>(fetched);
+        } else {
+          in_transaction(db, own_tx, [&] {
+            auto rows = next_batch(db, state, x, cursor_time, cursor_seq, batch);
+            fetched = rows.size();
+            std::int64_t changed = 0;
+            for (const auto& r : rows)
+              if (transition(db, r.id, r.state, WebhookState::kQueued, fields)) ++changed;
+            // Write the audit row even when nothing matched: the operator's action is recorded.
+            if (changed > 0 || first) audit.update(db, total + changed);
+            total += changed;
+          });
+          first = false;
+        }
+        if (fetched > 0 && options.progress) options.progress(total);
+        if (fetched < static_cast<size_t>(batch)) break;
+      }
+    }
+    return total;
+  } catch (const SQLite::Exception& e) {
+    return from_sqlite(e, "resend");
+  }
+}
+
+Result<std::int64_t> purge_webhooks(SQLite::Database& db, Millis before,
+                                    const std::vector<WebhookState>& states_in,
+                                    const MaintenanceOptions& options) {
+  std::vector<WebhookState> states = states_in;
+  if (states.empty()) states.push_back(WebhookState::kDelivered);
+  for (auto s : states)
+    if (s == WebhookState::kQueued || s == WebhookState::kInflight)
+      return Status::invalid_argument("purge never deletes " + std::string(to_string(s)) +
+                                      " webhooks (they are still to be delivered)");
+  std::sort(states.begin(), states.end());
+  states.erase(std::unique(states.begin(), states.end()), states.end());
+  const int batch = std::max(1, options.batch_size);
+  const bool own_tx = sqlite3_get_autocommit(db.getHandle()) != 0;
+  const std::string before_text = format_time(before);
+  std::int64_t total = 0;
+  AuditRow audit(options.audit, "purge");
+  try {
+    if (options.dry_run) {
+      for (auto s : states) {
+        SQLite::Statement q(db, "SELECT count(*) FROM webhooks WHERE state=? AND received_at<?");
+        q.bind(1, std::string(to_string(s)));
+        q.bind(2, before_text);
+        q.executeStep();
+        total += q.getColumn(0).getInt64();
+      }
+      return total;
+    }
+    bool first = true;
+    for (auto state : states) {
+      const std::string state_text(to_string(state));
+      for (;;) {
+        size_t fetched = 0;
+        in_transaction(db, own_tx, [&] {
+          // Deleted rows leave the range, so each batch simply takes the oldest remaining.
+          SQLite::Statement q(db,
+                              "SELECT seq, id FROM webhooks WHERE state=? AND received_at<? "
+                              "ORDER BY received_at, seq LIMIT ?");
+          q.bind(1, state_text);
+          q.bind(2, before_text);
+          q.bind(3, batch);
+          std::vector<std::int64_t> seqs;
+          std::vector<std::string> ids;
+          while (q.executeStep()) {
+            seqs.push_back(q.getColumn(0).getInt64());
+            ids.push_back(q.getColumn(1).getString());
+          }
+          fetched = seqs.size();
+          std::int64_t deleted = 0;
+          if (fetched > 0) {
+            SQLite::Statement da(
+                db, "DELETE FROM attempts WHERE webhook_id IN (" + placeholders(ids.size()) + ")");
+            for (size_t i = 0; i < ids.size(); ++i) da.bind(static_cast<int>(i + 1), ids[i]);
+            da.exec();
+            SQLite::Statement dw(db, "DELETE FROM webhooks WHERE state=? AND seq IN (" +
+                                         placeholders(seqs.size()) + ")");
+            dw.bind(1, state_text);
+            for (size_t i = 0; i < seqs.size(); ++i) dw.bind(static_cast<int>(i + 2), seqs[i]);
+            deleted = dw.exec();
+          }
+          if (deleted > 0 || first) audit.update(db, total + deleted);
+          total += deleted;
+        });
+        first = false;
+        if (fetched > 0 && options.progress) options.progress(total);
+        if (fetched < static_cast<size_t>(batch)) break;
+      }
+    }
+    return total;
+  } catch (const SQLite::Exception& e) {
+    return from_sqlite(e, "purge");
+  }
+}
+
+}  // namespace iarelay

@@ -1,0 +1,65 @@
+// Operator maintenance of the journal, shared by `iarelay` and the daemon: resending failed and
+// discarded webhooks (back to queued with a fresh attempt budget) and purging old webhooks with
+// their attempts. Both work in batches so a large change never holds the write lock for long.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "common/time.h"
+#include "journal/store.h"
+
+namespace SQLite {
+class Database;
+}
+
+namespace iarelay {
+
+// Called after each committed batch with the running total of rows changed (or, for a dry
+// run, counted).
+using ProgressFn = std::function<void(std::int64_t done)>;
+
+// Who asked, for the audit row; `actor` empty means no audit row is written.
+struct AuditInfo {
+  std::string actor;   // "$USER@host" of the operator, or "iarelayd"
+  std::string filter;  // the command's arguments as given
+};
+
+struct MaintenanceOptions {
+  int batch_size = 1000;  // rows per transaction
+  bool dry_run = false;   // count what would change; write nothing (no audit row either)
+  ProgressFn progress;    // may be empty
+  AuditInfo audit;
+};
+
+// Resend: every webhook selected by `filter` goes from failed or discarded to queued with
+// attempts = 0 and next_attempt_at NULL; with `to_agent`, assigned_agent is set to it (else it
+// keeps its agent; a discarded webhook has none and so is held for any agent of its service).
+// Each change goes through transition(); a row moved by someone else meanwhile is skipped.
+//
+// Selection: `filter.ids` non-empty selects those ids (then every id must exist and be failed
+// or discarded, else InvalidArgument naming them and nothing changes); otherwise
+// `filter.states` (only failed and/or discarded, required) plus the other fields of the filter
+// (agent, service, type, event, since, until; limit and order are ignored).
+//
+// Transactions: when `db` is not inside a transaction, each batch runs in its own IMMEDIATE
+// transaction, the audit row (action "resend", kept up to date with the running count) in the
+// first one, so an interrupted run leaves an accurate audit. When the caller already holds a
+// transaction (e.g. a Writer op), everything runs inside it. Returns the number of rows
+// changed (or, dry run, that would change). SQLite errors come back as IoError/Unavailable.
+Result<std::int64_t> resend(SQLite::Database& db, const WebhookFilter& filter,
+                            const std::optional<std::string>& to_agent,
+                            const MaintenanceOptions& options = {});
+
+// Purge: deletes webhooks in `states` received before `before`, with their attempts rows.
+// `states` empty means {delivered}; queued or inflight among them is refused (InvalidArgument)
+// before anything is read. Transactions and audit (action "purge") as for resend().
+Result<std::int64_t> purge_webhooks(SQLite::Database& db, Millis before,
+                                    const std::vector<WebhookState>& states,
+                                    const MaintenanceOptions& options = {});
+
+}  // namespace iarelay
