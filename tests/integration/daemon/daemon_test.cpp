@@ -1,0 +1,200 @@
+// iarelayd as a process: usage, configuration errors, the journal lock, signals, metrics.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <signal.h>
+
+#include <thread>
+
+#include "support/process.h"
+#include "support/temp_dir.h"
+
+namespace iarelay::testing {
+namespace {
+
+bool wait_for_text(const std::string& path, const std::string& needle,
+                   std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (read_file(path).find(needle) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+// A relay configuration with a listener and one agent whose callback nobody answers.
+std::string relay_config(const TempDir& dir, int port, const std::string& extra = "") {
+  return "journal = " + dir.file("journal.db") + "\n[listen]\naddress = 127.0.0.1:" +
+         std::to_string(port) +
+         "\n[agent.a1]\nid = host/127.0.0.1:1\ncallback = http://127.0.0.1:1/apia_callback\n"
+         "services = svc\n" +
+         extra;
+}
+
+TEST(Daemon, HelpAndVersionExitZero) {
+  CommandResult help = run({bin("iarelayd"), "--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_NE(help.out.find("--config"), std::string::npos);
+  CommandResult version = run({bin("iarelayd"), "--version"});
+  EXPECT_EQ(version.exit_code, 0);
+  EXPECT_NE(version.out.find("iarelayd "), std::string::npos);
+}
+
+TEST(Daemon, BadConfigurationExitsTwoNamingFileAndLine) {
+  TempDir dir;
+  write_file(dir.file("bad.conf"), "journal = j.db\n\n[agent.a]\ncallback = http://x/\ntimeout = soon\n");
+  CommandResult r = run({bin("iarelayd"), "--config", dir.file("bad.conf")});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find(dir.file("bad.conf") + ":5: [agent.a] timeout"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+TEST(Daemon, UnknownOptionIsBadUsage) {
+  CommandResult r = run({bin("iarelayd"), "--no-such-key=1"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("no-such-key"), std::string::npos) << r.err;
+}
+
+TEST(Daemon, SecondDaemonOnTheSameJournalIsRefusedNamingThePid) {
+  TempDir dir;
+  int port = free_port();
+  write_file(dir.file("relay.conf"), relay_config(dir, port));
+  Process first({bin("iarelayd"), "--config", dir.file("relay.conf")}, "", dir.file("first.log"));
+  ASSERT_TRUE(wait_for_port(port)) << read_file(dir.file("first.log"));
+  CommandResult second = run({bin("iarelayd"), "--config", dir.file("relay.conf"),
+                              "--listen.address=127.0.0.1:" + std::to_string(free_port())});
+  EXPECT_EQ(second.exit_code, 1);
+  EXPECT_NE(second.err.find("pid " + std::to_string(first.pid())), std::string::npos)
+      << second.err;
+  first.signal(SIGTERM);
+  EXPECT_EQ(first.wait(), 0);
+}
+
+TEST(Daemon, SigtermStopsCleanlyWithExitZero) {
+  TempDir dir;
+  int port = free_port();
+  write_file(dir.file("relay.conf"), relay_config(dir, port));
+  Process relay({bin("iarelayd"), "--config", dir.file("relay.conf")}, "", dir.file("relay.log"));
+  ASSERT_TRUE(wait_for_port(port)) << read_file(dir.file("relay.log"));
+  httplib::Client client("127.0.0.1", port);
+  auto res = client.Post("/v1/webhooks/svc", R"({"status":"active","eventIdentifier":1})",
+                         "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 202);
+  relay.signal(SIGTERM);
+  EXPECT_EQ(relay.wait(std::chrono::seconds(20)), 0) << read_file(dir.file("relay.log"));
+  EXPECT_TRUE(wait_for_text(dir.file("relay.log"), "stopped cleanly", std::chrono::seconds(1)));
+  // The lock is released: a new daemon starts on the same journal.
+  Process again({bin("iarelayd"), "--config", dir.file("relay.conf")}, "", dir.file("again.log"));
+  EXPECT_TRUE(wait_for_port(port)) << read_file(dir.file("again.log"));
+}
+
+TEST(Daemon, SighupWithABadFileKeepsTheRunningConfiguration) {
+  TempDir dir;
+  int port = free_port();
+  write_file(dir.file("relay.conf"), relay_config(dir, port));
+  Process relay({bin("iarelayd"), "--config", dir.file("relay.conf")}, "", dir.file("relay.log"));
+  ASSERT_TRUE(wait_for_port(port)) << read_file(dir.file("relay.log"));
+  write_file(dir.file("relay.conf"), relay_config(dir, port, "max_inflight = lots\n"));
+  relay.signal(SIGHUP);
+  EXPECT_TRUE(wait_for_text(dir.file("relay.log"), "reload failed"));
+  EXPECT_TRUE(wait_for_text(dir.file("relay.log"), "max_inflight"));
+  EXPECT_TRUE(relay.running());
+  // A good file with a second agent for another service: webhooks for it are routed there.
+  write_file(dir.file("relay.conf"),
+             relay_config(dir, port,
+                          "[agent.a2]\nid = a2\ncallback = http://127.0.0.1:1/cb\nservices = other\n"));
+  relay.signal(SIGHUP);
+  EXPECT_TRUE(wait_for_text(dir.file("relay.log"), "reloaded"));
+  httplib::Client client("127.0.0.1", port);
+  auto res = client.Post("/v1/webhooks/other", R"({"status":"active"})", "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 202);
+  EXPECT_NE(res->body.find("\"queued\""), std::string::npos) << res->body;
+  relay.signal(SIGTERM);
+  EXPECT_EQ(relay.wait(std::chrono::seconds(20)), 0);
+}
+
+TEST(Daemon, SecondSignalExitsAtOnce) {
+  TempDir dir;
+  int port = free_port();
+  // A long drain_grace and a callback that never answers keep the first stop busy.
+  write_file(dir.file("relay.conf"), relay_config(dir, port));
+  Process relay({bin("iarelayd"), "--config", dir.file("relay.conf"), "--drain_grace=60s"}, "",
+                dir.file("relay.log"));
+  ASSERT_TRUE(wait_for_port(port));
+  relay.signal(SIGTERM);
+  relay.signal(SIGTERM);
+  int code = relay.wait(std::chrono::seconds(5));
+  EXPECT_TRUE(code == 0 || code == 1) << code;
+}
+
+TEST(Metrics, EveryDocumentedMetricIsExposedAndCountersMove) {
+  TempDir dir;
+  int port = free_port();
+  write_file(dir.file("relay.conf"), relay_config(dir, port));
+  Process relay({bin("iarelayd"), "--config", dir.file("relay.conf")}, "", dir.file("relay.log"));
+  ASSERT_TRUE(wait_for_port(port)) << read_file(dir.file("relay.log"));
+  httplib::Client client("127.0.0.1", port);
+  auto count_of = [&](const std::string& metrics, const std::string& series) {
+    size_t at = metrics.find("\n" + series + " ");
+    if (at == std::string::npos) return -1.0;
+    return std::stod(metrics.substr(at + series.size() + 2));
+  };
+  for (int i = 0; i < 3; ++i) {
+    auto res = client.Post("/v1/webhooks/svc", R"({"status":"active","eventIdentifier":7})",
+                           "application/json");
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 202);
+  }
+  auto res = client.Post("/v1/webhooks/nobody", R"({"status":"active"})", "application/json");
+  ASSERT_TRUE(res);
+  // Give the dispatcher a moment to attempt (and fail against the dead callback).
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  auto metrics = client.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  ASSERT_EQ(metrics->status, 200);
+  std::string text = metrics->body;
+  // Every name in the documented table is present.
+  std::string doc = read_file(std::string(IARELAY_SOURCE_DIR) + "/docs/operations.md");
+  size_t b = doc.find("<!-- metrics:begin -->"), e = doc.find("<!-- metrics:end -->");
+  ASSERT_NE(b, std::string::npos);
+  int names = 0;
+  for (size_t pos = doc.find("| `iarelay_", b); pos != std::string::npos && pos < e;
+       pos = doc.find("| `iarelay_", pos + 1)) {
+    size_t start = pos + 3, end = doc.find('`', start);
+    std::string name = doc.substr(start, end - start);
+    ++names;
+    EXPECT_NE(text.find("# TYPE " + name + " "), std::string::npos) << name << "\n" << text;
+  }
+  EXPECT_GE(names, 10);
+  EXPECT_EQ(count_of(text, R"(iarelay_intake_webhooks_total{service="svc",state="queued"})"), 3)
+      << text;
+  EXPECT_EQ(count_of(text, R"(iarelay_intake_webhooks_total{service="nobody",state="discarded"})"),
+            1)
+      << text;
+  EXPECT_GE(count_of(text, R"(iarelay_deliveries_total{agent="host/127.0.0.1:1",outcome="retry"})"),
+            1)
+      << text;
+}
+
+TEST(Status, AdminEndpointsAnswer) {
+  TempDir dir;
+  int port = free_port();
+  write_file(dir.file("relay.conf"), relay_config(dir, port));
+  Process relay({bin("iarelayd"), "--config", dir.file("relay.conf")}, "", dir.file("relay.log"));
+  ASSERT_TRUE(wait_for_port(port));
+  httplib::Client client("127.0.0.1", port);
+  auto health = client.Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  auto ready = client.Get("/readyz");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 200);
+  auto status = client.Get("/v1/status");
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->status, 200);
+  EXPECT_NE(status->body.find("host/127.0.0.1:1"), std::string::npos) << status->body;
+}
+
+}  // namespace
+}  // namespace iarelay::testing
