@@ -45,6 +45,7 @@ Writer::~Writer() {
     stopping_ = true;
   }
   cv_.notify_all();
+  checkpoint_cv_.notify_all();
   thread_.join();
   checkpointer_.join();
 }
@@ -54,7 +55,8 @@ void Writer::submit(Op op, Done done) {
     std::lock_guard lock(mu_);
     if (!stopping_) {
       queue_.push_back(Pending{std::move(op), std::move(done)});
-      cv_.notify_all();
+      // While the writer runs a batch, submitters only queue: no wake-up system call per op.
+      if (writer_waiting_) cv_.notify_one();
       return;
     }
   }
@@ -80,13 +82,23 @@ Writer::Stats Writer::stats() const {
 
 void Writer::run_loop() {
   StatementCacheScope cache(*db_);
+  // Prepared once: exec() would parse these four statements again for every operation.
+  SQLite::Statement savepoint(*db_, "SAVEPOINT op");
+  SQLite::Statement release(*db_, "RELEASE op");
+  SQLite::Statement rollback_to(*db_, "ROLLBACK TO op");
+  auto step = [](SQLite::Statement& st) {
+    st.reset();
+    st.exec();
+  };
   std::vector<Pending> batch;
   std::vector<Status> results;
   for (;;) {
     std::function<void()> listener;
     {
       std::unique_lock lock(mu_);
+      writer_waiting_ = true;
       cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      writer_waiting_ = false;
       if (queue_.empty()) break;  // stopping and drained
       size_t n = std::min(queue_.size(), kMaxOpsPerCommit);
       for (size_t i = 0; i < n; ++i) {
@@ -102,10 +114,10 @@ void Writer::run_loop() {
     try {
       db_->exec("BEGIN IMMEDIATE");
       for (size_t i = 0; i < batch.size(); ++i) {
-        db_->exec("SAVEPOINT op");
+        step(savepoint);
         try {
           batch[i].op(*db_);
-          db_->exec("RELEASE op");
+          step(release);
         } catch (const std::exception& e) {
           ++failed_ops;
           results[i] = Status::invalid_argument(e.what());
@@ -114,8 +126,8 @@ void Writer::run_loop() {
             // this batch is stored, so nobody may be told otherwise.
             throw;
           }
-          db_->exec("ROLLBACK TO op");
-          db_->exec("RELEASE op");
+          step(rollback_to);
+          step(release);
         }
       }
       auto t0 = std::chrono::steady_clock::now();
@@ -171,7 +183,7 @@ void Writer::checkpoint_loop() {
   for (;;) {
     {
       std::unique_lock lock(mu_);
-      cv_.wait_for(lock, std::chrono::milliseconds(500), [&] { return stopping_; });
+      checkpoint_cv_.wait_for(lock, std::chrono::milliseconds(500), [&] { return stopping_; });
       if (stopping_) break;
     }
     if (commits_since_checkpoint_.exchange(0) == 0) continue;
