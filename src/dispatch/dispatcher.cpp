@@ -1,8 +1,935 @@
-// Placeholder: the dispatch issue replaces this with the libcurl multi dispatcher.
+// The dispatcher: one thread driving libcurl's multi interface. It walks each agent's queue in
+// bounded windows, claims due webhooks through the Writer (durable before the call), sends them,
+// and journals every attempt and outcome asynchronously; agent availability, pauses read from
+// the journal, failover and held webhooks are handled here too.
 #include "dispatch/dispatcher.h"
 
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <curl/curl.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "common/config.h"
+#include "common/metrics.h"
+#include "dispatch/agent_state.h"
+#include "dispatch/ia_format.h"
+#include "dispatch/retry_policy.h"
+#include "dispatch/scheduler.h"
+#include "dispatch/signature.h"
+#include "journal/journal.h"
+#include "journal/routing.h"
+#include "journal/statement_cache.h"
+#include "journal/store.h"
+#include "journal/writer.h"
+
 namespace iarelay {
-Result<std::unique_ptr<Dispatcher>> Dispatcher::start(DispatcherContext) {
-  return Status::unavailable("dispatcher not implemented yet");
+namespace {
+
+constexpr int kScanPage = 256;              // rows per scan_queue call
+constexpr std::size_t kMaxWalkRows = 4096;  // rows walked per fill: bounds time and memory
+constexpr std::size_t kMaxCandidates = 1024;
+constexpr Millis kAgentsCheckEvery = 250;  // PRAGMA data_version
+constexpr Millis kForcedReloadEvery = 1000;
+constexpr Millis kWriteRetryDelay = 1000;  // a failed journal write is submitted again
+constexpr std::size_t kMaxStreak = 4096;
+constexpr Millis kNever = INT64_MAX;
+
+// Work handed from the Writer's thread (Done callbacks) and from wake() to the dispatcher
+// thread. Outlives the dispatcher thread's use of curl: once closed, posts are dropped.
+struct Mailbox {
+  std::mutex mu;
+  std::vector<std::function<void()>> items;  // GUARDED_BY(mu)
+  CURLM* multi = nullptr;                    // GUARDED_BY(mu); null once closed
+  void post(std::function<void()> fn) {
+    std::lock_guard lock(mu);
+    if (!multi) return;  // the dispatcher is gone; its rows are requeued at next start
+    items.push_back(std::move(fn));
+    curl_multi_wakeup(multi);
+  }
+  void poke() {
+    std::lock_guard lock(mu);
+    if (multi) curl_multi_wakeup(multi);
+  }
+};
+
+struct Agent;
+
+// One webhook in hand: claimed (or being claimed), in flight, or awaiting its outcome's commit.
+struct InHand {
+  QueuedWebhook w;
+  std::string key;
+  int attempt = 0;  // the attempt this claim makes (attempts + 1)
+  bool probe = false;
+};
+
+struct Call {
+  Agent* agent = nullptr;
+  InHand item;
+  CURL* easy = nullptr;
+  curl_slist* headers = nullptr;
+  std::string body;
+  std::string excerpt;
+  std::optional<std::string> retry_after;
+  Millis started_at = 0;
+  Millis steady_start = 0;
+  char errbuf[CURL_ERROR_SIZE] = {};
+};
+
+struct Agent {
+  AgentConfig cfg;
+  std::string signing_key;  // empty: unsigned
+  bool usable = true;       // false when its secret cannot be read: nothing is sent
+  AgentHealth health{5};
+  bool removed = false;  // no longer configured (SIGHUP): finishes what it has, takes nothing
+
+  std::unordered_set<std::string> busy_keys;  // keys of webhooks in hand
+  std::unordered_set<std::int64_t> in_hand;   // their seqs
+  std::deque<QueuedWebhook> candidates;       // picked by the last fill, not yet claimed
+  bool dirty = true;                          // something changed: a fill may find work
+  Millis wake_at = kNever;                    // earliest not-due row seen by the last fill
+  std::size_t claiming = 0;                   // claims submitted, not yet committed
+  std::size_t calls = 0;                      // HTTP calls in flight
+  std::unordered_set<std::int64_t> streak;    // backed off during the current failure run
+  std::unordered_set<std::int64_t> expedite;  // due at once: backed off before it came back
+  std::int64_t failover_cursor = 0;
+  bool failover_pending = false;
+
+  Counter* delivered = nullptr;
+  Counter* retried = nullptr;
+  Counter* failed = nullptr;
+  Histogram* duration = nullptr;
+  Gauge* state_gauges[3] = {nullptr, nullptr, nullptr};  // up, down, paused
+};
+
+std::string truncate(std::string s, std::size_t n) {
+  if (s.size() > n) s.resize(n);
+  return s;
 }
+
+size_t on_body(char* data, size_t size, size_t n, void* user) {
+  auto* call = static_cast<Call*>(user);
+  size_t bytes = size * n;
+  if (call->excerpt.size() < kBodyExcerptBytes)
+    call->excerpt.append(data, std::min(bytes, kBodyExcerptBytes - call->excerpt.size()));
+  return bytes;  // the rest of the body is read and dropped
+}
+
+size_t on_header(char* data, size_t size, size_t n, void* user) {
+  auto* call = static_cast<Call*>(user);
+  std::string_view line(data, size * n);
+  constexpr std::string_view kName = "retry-after:";
+  if (line.size() > kName.size()) {
+    bool match = true;
+    for (size_t i = 0; i < kName.size() && match; ++i)
+      match = std::tolower(static_cast<unsigned char>(line[i])) == kName[i];
+    if (match) {
+      std::string v(line.substr(kName.size()));
+      while (!v.empty() && (v.back() == '\r' || v.back() == '\n' || v.back() == ' ')) v.pop_back();
+      while (!v.empty() && v.front() == ' ') v.erase(v.begin());
+      call->retry_after = v;
+    }
+  }
+  return size * n;
+}
+
+class DispatcherImpl final : public Dispatcher {
+ public:
+  explicit DispatcherImpl(DispatcherContext ctx)
+      : ctx_(std::move(ctx)), mailbox_(std::make_shared<Mailbox>()), rng_(std::random_device{}()) {}
+
+  ~DispatcherImpl() override { stop(0); }
+
+  Status init() {
+    multi_ = curl_multi_init();
+    if (!multi_) return Status::unavailable("curl_multi_init failed");
+    mailbox_->multi = multi_;
+    auto db = open_journal_for_read(ctx_.journal_path);
+    if (!db) return db.status();
+    db_ = std::move(*db);
+    configure_agents(ctx_.directory->agents(), /*initial=*/true);
+    thread_ = std::thread([this] { run(); });
+    return Status::ok();
+  }
+
+  void stop(Millis grace) override {
+    std::lock_guard lock(stop_mu_);
+    if (!thread_.joinable()) return;
+    grace_ = grace;
+    stopping_ = true;
+    mailbox_->poke();
+    thread_.join();
+  }
+
+  void reconfigured() override {
+    mailbox_->post([this] { configure_agents(ctx_.directory->agents(), false); });
+  }
+
+  void wake() override {
+    woken_.store(true, std::memory_order_relaxed);
+    mailbox_->poke();
+  }
+
+ private:
+  // --- configuration ------------------------------------------------------------------------
+  void configure_agents(const std::vector<AgentConfig>& configs, bool initial) {
+    const Millis now = now_millis();
+    std::set<std::string> seen;
+    for (const auto& cfg : configs) {
+      seen.insert(cfg.id);
+      auto& slot = agents_[cfg.id];
+      if (!slot) {
+        slot = std::make_unique<Agent>();
+        AgentHealth::State initial_state = AgentHealth::State::kUp;
+        switch (ctx_.directory->availability(cfg.id)) {
+          case Availability::kUp:
+            break;
+          case Availability::kDown:
+            initial_state = AgentHealth::State::kDown;
+            break;
+          case Availability::kPaused:
+            initial_state = AgentHealth::State::kPaused;
+            break;
+        }
+        slot->health = AgentHealth(cfg.down_after, initial_state, now);
+        if (ctx_.metrics) {
+          const std::string help_d = "Callback attempts by agent and outcome";
+          Labels base{{"agent", cfg.id}};
+          slot->delivered = &ctx_.metrics->counter("iarelay_deliveries_total", help_d,
+                                                   {{"agent", cfg.id}, {"outcome", "delivered"}});
+          slot->retried = &ctx_.metrics->counter("iarelay_deliveries_total", help_d,
+                                                 {{"agent", cfg.id}, {"outcome", "retry"}});
+          slot->failed = &ctx_.metrics->counter("iarelay_deliveries_total", help_d,
+                                                {{"agent", cfg.id}, {"outcome", "failed"}});
+          slot->duration = &ctx_.metrics->histogram(
+              "iarelay_attempt_duration_seconds", "Duration of callback attempts",
+              {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}, base);
+          const char* names[3] = {"up", "down", "paused"};
+          for (int i = 0; i < 3; ++i)
+            slot->state_gauges[i] = &ctx_.metrics->gauge("iarelay_agent_state",
+                                                         "1 for the agent's current availability",
+                                                         {{"agent", cfg.id}, {"state", names[i]}});
+        }
+      }
+      Agent& a = *slot;
+      a.cfg = cfg;
+      a.removed = false;
+      a.dirty = true;
+      a.candidates.clear();
+      a.usable = true;
+      a.signing_key.clear();
+      auto secret = read_secret(cfg.secret_file, agent_secret_env(cfg.handle));
+      if (!secret) {
+        a.usable = false;
+        spdlog::error("agent {}: {}; holding its webhooks until fixed", cfg.id,
+                      secret.status().message());
+      } else if (!secret->empty()) {
+        auto key = signing_key(*secret);
+        if (!key) {
+          a.usable = false;
+          spdlog::error("agent {}: {}; holding its webhooks until fixed", cfg.id,
+                        key.status().message());
+        } else {
+          a.signing_key = std::move(*key);
+        }
+      }
+      update_gauges(a);
+    }
+    for (auto& [id, a] : agents_)
+      if (!seen.count(id)) a->removed = true;
+    max_connections_ = 0;
+    for (const auto& cfg : configs) max_connections_ += std::max(cfg.max_inflight, 1);
+    curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, static_cast<long>(max_connections_ + 4));
+    held_dirty_ = true;
+    if (!initial) spdlog::info("dispatcher: {} agents configured", configs.size());
+  }
+
+  void update_gauges(Agent& a) {
+    int current = static_cast<int>(a.health.state());  // kUp, kDown, kPaused in that order
+    for (int i = 0; i < 3; ++i)
+      if (a.state_gauges[i]) a.state_gauges[i]->set(i == current ? 1 : 0);
+  }
+
+  // --- the loop -------------------------------------------------------------------------------
+  void run() {
+    try {
+      StatementCacheScope cache(*db_);
+      loop();
+    } catch (const std::exception& e) {
+      spdlog::critical("dispatcher stopped: {}", e.what());
+    }
+    shutdown();
+  }
+
+  void loop() {
+    Millis stop_deadline = kNever;
+    for (;;) {
+      drain_mailbox();
+      const Millis now = now_millis();
+      if (stopping_) {
+        if (stop_deadline == kNever) {
+          stop_deadline = steady_millis() + grace_;
+          for (auto& [id, a] : agents_) a->candidates.clear();
+        }
+        if (outstanding_ == 0 || steady_millis() >= stop_deadline) return;
+      } else {
+        if (woken_.exchange(false, std::memory_order_relaxed))
+          for (auto& [id, a] : agents_) a->dirty = true;
+        check_agents_table(now);
+        retry_failed_writes(now);
+        sweep_held(now);
+        for (auto& [id, a] : agents_) {
+          sweep_failover(*a, now);
+          schedule(*a, now);
+        }
+      }
+      int running = 0;
+      curl_multi_perform(multi_, &running);
+      bool progressed = read_finished_calls();
+      Millis timeout = progressed ? 0 : next_timeout(now_millis());
+      if (stopping_) timeout = std::min<Millis>(timeout, 50);
+      curl_multi_poll(multi_, nullptr, 0, static_cast<int>(timeout), nullptr);
+    }
+  }
+
+  Millis next_timeout(Millis now) const {
+    Millis at = now + kAgentsCheckEvery;
+    for (const auto& [id, a] : agents_) {
+      if (a->removed || !a->usable) continue;
+      // Times already past are acted on by schedule() when it can; they must not spin here.
+      if (a->wake_at > now) at = std::min(at, a->wake_at);
+      if (a->health.state() == AgentHealth::State::kDown && a->calls + a->claiming == 0 &&
+          a->health.next_probe_at() > now)
+        at = std::min(at, a->health.next_probe_at());
+    }
+    for (const auto& w : write_retries_) at = std::min(at, w.at);
+    return std::clamp<Millis>(at - now, 0, kAgentsCheckEvery);
+  }
+
+  void drain_mailbox() {
+    std::vector<std::function<void()>> items;
+    {
+      std::lock_guard lock(mailbox_->mu);
+      items.swap(mailbox_->items);
+    }
+    for (auto& fn : items) fn();
+  }
+
+  // Abandons calls still under way (their rows stay inflight and are requeued at next start)
+  // and closes the mailbox so late Writer callbacks are dropped.
+  void shutdown() {
+    {
+      std::lock_guard lock(mailbox_->mu);
+      mailbox_->multi = nullptr;
+      mailbox_->items.clear();
+    }
+    for (Call* call : calls_) {
+      curl_multi_remove_handle(multi_, call->easy);
+      curl_easy_cleanup(call->easy);
+      curl_slist_free_all(call->headers);
+      delete call;
+    }
+    if (!calls_.empty())
+      spdlog::warn("dispatcher: abandoned {} calls in flight at stop; redelivered at next start",
+                   calls_.size());
+    calls_.clear();
+    for (CURL* e : easy_pool_) curl_easy_cleanup(e);
+    easy_pool_.clear();
+    curl_multi_cleanup(multi_);
+    multi_ = nullptr;
+    db_.reset();
+  }
+
+  // --- operator changes: pauses, resumes, resends ---------------------------------------------
+  void check_agents_table(Millis now) {
+    if (now - last_check_ < kAgentsCheckEvery) return;
+    last_check_ = now;
+    std::int64_t version = 0;
+    {
+      auto q = cached_statement(*db_, "PRAGMA data_version");
+      if (q->executeStep()) version = q->getColumn(0).getInt64();
+    }
+    if (version == data_version_ && now - last_reload_ < kForcedReloadEvery) return;
+    data_version_ = version;
+    last_reload_ = now;
+    std::map<std::string, AgentRow> rows;
+    for (auto& r : load_agents(*db_)) rows.emplace(r.id, std::move(r));
+    for (auto& [id, a] : agents_) {
+      // Resends and other outside changes may have queued older rows: walk again from the start.
+      a->candidates.clear();
+      a->dirty = true;
+      auto it = rows.find(id);
+      bool paused = it != rows.end() && it->second.state == "paused";
+      if (paused && it->second.paused_until && *it->second.paused_until <= now) {
+        paused = false;
+        end_pause(id, *it->second.paused_until);
+      }
+      if (a->health.set_paused(paused, now)) {
+        ctx_.directory->set_availability(id, paused ? Availability::kPaused : Availability::kUp);
+        update_gauges(*a);
+        spdlog::info("agent {} {}", id, paused ? "paused by operator" : "resumed");
+        if (!paused) held_dirty_ = true;
+      }
+    }
+    held_dirty_ = true;
+  }
+
+  void end_pause(const std::string& id, Millis until) {
+    // Only if the pause is still the one that ended (an operator may have paused again).
+    ctx_.writer->submit(
+        [id, until](SQLite::Database& db) {
+          auto row = load_agent(db, id);
+          if (row && row->state == "paused" && row->paused_until && *row->paused_until == until)
+            set_agent_state(db, id, "up", std::string("pause ended"), std::nullopt, false);
+        },
+        [](const Status& s) {
+          if (!s) spdlog::warn("could not record the end of a pause: {}", s.message());
+        });
+  }
+
+  // --- held webhooks and failover ---------------------------------------------------------------
+  // Held webhooks (assigned_agent NULL, from `unrouted = hold` or a resend) go to an available
+  // agent of their service.
+  void sweep_held(Millis now) {
+    if (held_pending_) return;
+    if (!held_dirty_ && now - last_held_sweep_ < kForcedReloadEvery) return;
+    held_dirty_ = false;
+    last_held_sweep_ = now;
+    auto rows = scan_queue(*db_, std::nullopt, held_cursor_, kScanPage);
+    held_cursor_ = rows.size() == static_cast<size_t>(kScanPage) ? rows.back().seq : 0;
+    if (held_cursor_) held_dirty_ = true;  // more pages: continue on the next turn
+    std::vector<std::pair<std::string, std::string>> moves;  // id → agent
+    for (const auto& r : rows)
+      if (auto target = ctx_.directory->available_agent_for(r.service))
+        moves.emplace_back(r.id, *target);
+    if (moves.empty()) return;
+    held_pending_ = true;
+    submit_moves(std::move(moves), [this] { held_pending_ = false; });
+  }
+
+  // Webhooks without an agent identifier waiting on a down or paused agent move to the next
+  // available agent hosting their service.
+  void sweep_failover(Agent& a, Millis now) {
+    if (a.failover_pending || a.health.state() == AgentHealth::State::kUp) return;
+    if (now - last_failover_sweep_[a.cfg.id] < kForcedReloadEvery && a.failover_cursor == 0) return;
+    last_failover_sweep_[a.cfg.id] = now;
+    std::vector<std::pair<std::string, std::string>> moves;
+    std::size_t walked = 0;
+    std::int64_t cursor = a.failover_cursor;
+    for (;;) {
+      auto rows = scan_queue(*db_, a.cfg.id, cursor, kScanPage);
+      for (const auto& r : rows) {
+        cursor = r.seq;
+        if (r.agent || a.in_hand.count(r.seq)) continue;
+        if (auto target = ctx_.directory->available_agent_for(r.service, a.cfg.id))
+          moves.emplace_back(r.id, *target);
+      }
+      walked += rows.size();
+      if (rows.size() < static_cast<size_t>(kScanPage)) {
+        cursor = 0;
+        break;
+      }
+      if (walked >= kMaxWalkRows) break;
+    }
+    a.failover_cursor = cursor;
+    if (moves.empty()) return;
+    a.failover_pending = true;
+    a.candidates.clear();
+    std::string from = a.cfg.id;
+    submit_moves(std::move(moves), [this, from] {
+      if (auto it = agents_.find(from); it != agents_.end()) it->second->failover_pending = false;
+    });
+  }
+
+  // queued → queued with a new assigned agent, one writer op for the batch.
+  void submit_moves(std::vector<std::pair<std::string, std::string>> moves,
+                    std::function<void()> after) {
+    ++outstanding_;
+    auto shared =
+        std::make_shared<std::vector<std::pair<std::string, std::string>>>(std::move(moves));
+    ctx_.writer->submit(
+        [shared](SQLite::Database& db) {
+          for (const auto& [id, agent] : *shared) {
+            TransitionFields f;
+            f.assigned_agent = std::optional<std::string>(agent);
+            f.next_attempt_at = std::optional<Millis>();
+            transition(db, id, WebhookState::kQueued, WebhookState::kQueued, f);
+          }
+        },
+        [this, shared, after = std::move(after), mailbox = mailbox_](const Status& s) {
+          mailbox->post([this, shared, after, s] {
+            --outstanding_;
+            if (!s) spdlog::warn("reassigning {} webhooks failed: {}", shared->size(), s.message());
+            for (const auto& [id, agent] : *shared)
+              if (auto it = agents_.find(agent); it != agents_.end()) it->second->dirty = true;
+            after();
+          });
+        });
+  }
+
+  // --- scheduling and claims
+  // ----------------------------------------------------------------------
+  void schedule(Agent& a, Millis now) {
+    if (a.removed || !a.usable) return;
+    std::size_t free = a.health.may_start(
+        a.calls + a.claiming, static_cast<size_t>(std::max(a.cfg.max_inflight, 1)), now);
+    if (free == 0) return;
+    const bool probe = a.health.probing();
+    if (a.candidates.empty()) {
+      if (!a.dirty && now < a.wake_at && !probe) return;
+      fill(a, now, probe);
+    }
+    std::vector<InHand> batch;
+    while (free > 0 && !a.candidates.empty()) {
+      QueuedWebhook w = std::move(a.candidates.front());
+      a.candidates.pop_front();
+      InHand item;
+      item.key = ordering_key(a.cfg.ordering, w);
+      item.attempt = w.attempts + 1;
+      item.probe = probe;
+      item.w = std::move(w);
+      a.busy_keys.insert(item.key);
+      a.in_hand.insert(item.w.seq);
+      a.expedite.erase(item.w.seq);
+      batch.push_back(std::move(item));
+      --free;
+    }
+    if (probe) a.candidates.clear();  // a probe's pick is not kept: the next one walks again
+    if (!batch.empty()) claim(a, std::move(batch));
+  }
+
+  void fill(Agent& a, Millis now, bool probe) {
+    a.candidates.clear();
+    a.dirty = false;
+    a.wake_at = kNever;
+    std::size_t cap =
+        probe ? 1 : std::min(kMaxCandidates, std::max<std::size_t>(32, 2 * a.cfg.max_inflight));
+    KeyScheduler ks(a.cfg.ordering, now, a.busy_keys, cap);
+    std::int64_t after = 0;
+    std::size_t walked = 0;
+    for (;;) {
+      auto rows = scan_queue(*db_, a.cfg.id, after, kScanPage);
+      for (auto& r : rows) {
+        after = r.seq;
+        ++walked;
+        bool ignore_due = probe || a.expedite.count(r.seq);
+        if (ks.offer(r, a.in_hand.count(r.seq) > 0, ignore_due))
+          a.candidates.push_back(std::move(r));
+        if (ks.saturated()) break;
+      }
+      if (ks.saturated() || rows.size() < static_cast<size_t>(kScanPage) || walked >= kMaxWalkRows)
+        break;
+    }
+    if (auto due = ks.earliest_not_due()) a.wake_at = *due;
+    // Walked the whole window without finding work behind busy keys: completions will mark the
+    // agent dirty; a deeper backlog is looked at again at the next forced reload.
+  }
+
+  void claim(Agent& a, std::vector<InHand> batch) {
+    a.claiming += batch.size();
+    ++outstanding_;
+    auto items = std::make_shared<std::vector<InHand>>(std::move(batch));
+    auto claimed = std::make_shared<std::vector<bool>>(items->size(), false);
+    std::string agent_id = a.cfg.id;
+    ctx_.writer->submit(
+        [items, claimed, agent_id](SQLite::Database& db) {
+          for (size_t i = 0; i < items->size(); ++i) {
+            TransitionFields f;
+            f.assigned_agent = std::optional<std::string>(agent_id);
+            f.increment_attempts = true;
+            (*claimed)[i] =
+                transition(db, (*items)[i].w.id, WebhookState::kQueued, WebhookState::kInflight, f);
+          }
+        },
+        [this, items, claimed, agent_id, mailbox = mailbox_](const Status& s) {
+          mailbox->post([this, items, claimed, agent_id, s] {
+            --outstanding_;
+            on_claimed(agent_id, *items, s ? *claimed : std::vector<bool>(items->size(), false), s);
+          });
+        });
+  }
+
+  void on_claimed(const std::string& agent_id, std::vector<InHand>& items,
+                  const std::vector<bool>& claimed, const Status& s) {
+    Agent& a = *agents_.at(agent_id);
+    a.claiming -= items.size();
+    if (!s)
+      spdlog::warn("claiming {} webhooks for {} failed: {}", items.size(), agent_id, s.message());
+    std::vector<InHand> give_back;
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (!claimed[i]) {
+        release(a, items[i]);  // someone else moved it first, or the write failed
+        continue;
+      }
+      if (stopping_) {
+        give_back.push_back(std::move(items[i]));
+        continue;
+      }
+      start_call(a, std::move(items[i]));
+    }
+    if (!give_back.empty()) unclaim(a, std::move(give_back));
+  }
+
+  // Claimed but not sent (stopping): back to queued with the attempt not counted.
+  void unclaim(Agent& a, std::vector<InHand> items) {
+    ++outstanding_;
+    auto shared = std::make_shared<std::vector<InHand>>(std::move(items));
+    std::string agent_id = a.cfg.id;
+    ctx_.writer->submit(
+        [shared](SQLite::Database& db) {
+          for (const auto& it : *shared) {
+            TransitionFields f;
+            f.attempts = it.w.attempts;
+            transition(db, it.w.id, WebhookState::kInflight, WebhookState::kQueued, f);
+          }
+        },
+        [this, shared, agent_id, mailbox = mailbox_](const Status&) {
+          mailbox->post([this, shared, agent_id] {
+            --outstanding_;
+            Agent& ag = *agents_.at(agent_id);
+            for (const auto& it : *shared) release(ag, it);
+          });
+        });
+  }
+
+  void release(Agent& a, const InHand& item) {
+    a.busy_keys.erase(item.key);
+    a.in_hand.erase(item.w.seq);
+    a.dirty = true;
+  }
+
+  // --- calls
+  // --------------------------------------------------------------------------------------
+  CURL* take_easy() {
+    if (!easy_pool_.empty()) {
+      CURL* e = easy_pool_.back();
+      easy_pool_.pop_back();
+      curl_easy_reset(e);
+      return e;
+    }
+    return curl_easy_init();
+  }
+
+  void start_call(Agent& a, InHand item) {
+    const Millis now = now_millis();
+    auto payload = load_payload(*db_, item.w.id);
+    std::string body;
+    std::string problem;
+    if (!payload) {
+      problem = "payload missing from the journal";
+    } else if (a.cfg.format == AgentFormat::kIa) {
+      auto converted = to_ia_message(item.w.type, *payload);
+      if (converted)
+        body = std::move(*converted);
+      else
+        problem = "cannot convert payload to the ia format: " + converted.status().message();
+    } else {
+      body = std::move(*payload);
+    }
+    if (!problem.empty()) {
+      // Not the agent's fault and not going to improve by retrying: fail it at once.
+      CallOutcome none;
+      RetryDecision d;
+      d.kind = RetryDecision::Kind::kPermanent;
+      d.reason = problem;
+      finish(a, std::move(item), none, d, now, 0, /*called=*/false);
+      return;
+    }
+    auto* call = new Call;
+    call->agent = &a;
+    call->item = std::move(item);
+    call->body = std::move(body);
+    call->easy = take_easy();
+    call->started_at = now;
+    call->steady_start = steady_millis();
+    const std::string ts = std::to_string(now / 1000);
+    const auto& w = call->item.w;
+    auto add = [&](const std::string& h) {
+      call->headers = curl_slist_append(call->headers, h.c_str());
+    };
+    add("Content-Type: application/json");
+    add("webhook-id: " + w.id);
+    add("webhook-timestamp: " + ts);
+    if (!a.signing_key.empty())
+      add("webhook-signature: " + sign_webhook(a.signing_key, w.id, ts, call->body));
+    add("X-Iarelay-Attempt: " + std::to_string(call->item.attempt));
+    add("X-Iarelay-Service: " + w.service);
+    add("X-Iarelay-Type: " + w.type);
+    add("Expect:");
+    CURL* e = call->easy;
+    curl_easy_setopt(e, CURLOPT_URL, a.cfg.callback.c_str());
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, call->body.data());
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(call->body.size()));
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, call->headers);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(std::max<Millis>(a.cfg.timeout, 1)));
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, call);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, call);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, call);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "iarelay/" IARELAY_VERSION);
+    ++a.calls;
+    ++outstanding_;
+    calls_.insert(call);
+    curl_multi_add_handle(multi_, e);
+  }
+
+  bool read_finished_calls() {
+    bool any = false;
+    int left = 0;
+    while (CURLMsg* msg = curl_multi_info_read(multi_, &left)) {
+      if (msg->msg != CURLMSG_DONE) continue;
+      any = true;
+      Call* call = nullptr;
+      curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &call);
+      CURLcode rc = msg->data.result;
+      curl_multi_remove_handle(multi_, call->easy);
+      on_call_done(call, rc);
+    }
+    return any;
+  }
+
+  void on_call_done(Call* call, CURLcode rc) {
+    Agent& a = *call->agent;
+    const Millis now = now_millis();
+    const Millis duration = steady_millis() - call->steady_start;
+    CallOutcome outcome;
+    if (rc == CURLE_OK) {
+      long status = 0;
+      curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
+      outcome.kind = CallOutcome::Kind::kHttp;
+      outcome.status = static_cast<int>(status);
+      outcome.retry_after = call->retry_after;
+      outcome.body_excerpt = call->excerpt;
+    } else {
+      outcome.kind = rc == CURLE_OPERATION_TIMEDOUT ? CallOutcome::Kind::kTimeout
+                                                    : CallOutcome::Kind::kTransport;
+      outcome.error = call->errbuf[0] ? std::string(call->errbuf) : curl_easy_strerror(rc);
+    }
+    calls_.erase(call);
+    easy_pool_.push_back(call->easy);
+    curl_slist_free_all(call->headers);
+    --a.calls;
+    --outstanding_;
+    InHand item = std::move(call->item);
+    Millis started = call->started_at;
+    delete call;
+
+    RetryPolicy policy{a.cfg.max_attempts, a.cfg.backoff_initial, a.cfg.backoff_max};
+    RetryDecision d = decide_retry(item.attempt, outcome, now, policy, draw_(rng_));
+    if (item.probe && d.kind == RetryDecision::Kind::kPermanent && d.agent_failure &&
+        outcome.kind != CallOutcome::Kind::kHttp) {
+      // A probe that found the agent unreachable says nothing about the webhook: it keeps
+      // waiting for its agent instead of failing on the budget (documented in the header).
+      d.kind = RetryDecision::Kind::kRetryable;
+      d.next_attempt_at = now;
+    }
+    if (a.duration) a.duration->observe(static_cast<double>(duration) / 1000.0);
+    track_health(a, item, d, now);
+    finish(a, std::move(item), outcome, d, started, duration, /*called=*/true);
+  }
+
+  void track_health(Agent& a, const InHand& item, const RetryDecision& d, Millis now) {
+    if (d.kind == RetryDecision::Kind::kRetryable && a.streak.size() < kMaxStreak)
+      a.streak.insert(item.w.seq);
+    auto change = a.health.on_result(d.agent_failure, item.probe, now);
+    if (!d.agent_failure && change == AgentHealth::Change::kNone) a.streak.clear();
+    if (change == AgentHealth::Change::kWentDown) {
+      std::string reason = std::to_string(a.health.consecutive_failures()) +
+                           " consecutive failures; last: " + truncate(d.reason, 200);
+      spdlog::warn("agent {} down: {}", a.cfg.id, reason);
+      a.candidates.clear();
+      ctx_.directory->set_availability(a.cfg.id, Availability::kDown);
+      record_agent_state(a.cfg.id, "down", reason);
+      update_gauges(a);
+    } else if (change == AgentHealth::Change::kCameUp) {
+      spdlog::info("agent {} up again", a.cfg.id);
+      a.expedite = std::move(a.streak);
+      a.streak.clear();
+      a.dirty = true;
+      held_dirty_ = true;
+      ctx_.directory->set_availability(a.cfg.id, Availability::kUp);
+      record_agent_state(a.cfg.id, "up", std::nullopt);
+      update_gauges(a);
+    }
+  }
+
+  void record_agent_state(const std::string& id, const std::string& state,
+                          std::optional<std::string> reason) {
+    ctx_.writer->submit(
+        [id, state, reason](SQLite::Database& db) {
+          set_agent_state(db, id, state, reason, std::nullopt, /*unless_paused=*/true);
+        },
+        [id](const Status& s) {
+          if (!s) spdlog::warn("could not record the state of agent {}: {}", id, s.message());
+        });
+  }
+
+  // Journals the attempt (when a call was made) and the outcome; the key stays busy until the
+  // outcome is durable so the next webhook of the key cannot overtake it.
+  void finish(Agent& a, InHand item, const CallOutcome& outcome, const RetryDecision& d,
+              Millis started, Millis duration, bool called) {
+    const Millis now = now_millis();
+    auto attempt = std::make_shared<AttemptRecord>();
+    attempt->webhook_id = item.w.id;
+    attempt->attempt = item.attempt;
+    attempt->agent = a.cfg.id;
+    attempt->started_at = started;
+    attempt->duration_ms = duration;
+    if (outcome.kind == CallOutcome::Kind::kHttp && called) attempt->http_status = outcome.status;
+    TransitionFields f;
+    WebhookState to = WebhookState::kDelivered;
+    std::optional<int> status;
+    if (called && outcome.kind == CallOutcome::Kind::kHttp) status = outcome.status;
+    std::string target;  // failover destination
+    switch (d.kind) {
+      case RetryDecision::Kind::kDelivered:
+        attempt->outcome = "delivered";
+        f.delivered_at = now;
+        f.last_status = status;
+        f.last_error = std::optional<std::string>();
+        f.next_attempt_at = std::optional<Millis>();
+        if (a.delivered) a.delivered->inc();
+        break;
+      case RetryDecision::Kind::kRetryable: {
+        attempt->outcome = "retry";
+        attempt->error = truncate(d.reason, 1000);
+        to = WebhookState::kQueued;
+        f.last_status = status;
+        f.last_error = std::optional<std::string>(truncate(d.reason, 1000));
+        f.next_attempt_at = std::optional<Millis>(d.next_attempt_at);
+        if (!item.w.agent) {
+          if (auto other = ctx_.directory->available_agent_for(item.w.service, a.cfg.id)) {
+            target = *other;
+            f.assigned_agent = std::optional<std::string>(target);
+            f.next_attempt_at = std::optional<Millis>();
+          }
+        }
+        if (a.retried) a.retried->inc();
+        break;
+      }
+      case RetryDecision::Kind::kPermanent:
+        attempt->outcome = "failed";
+        attempt->error = truncate(d.reason, 1000);
+        to = WebhookState::kFailed;
+        f.last_status = status;
+        f.last_error = std::optional<std::string>(truncate(d.reason, 1000));
+        if (a.failed) a.failed->inc();
+        if (d.reason.rfind("attempt budget", 0) == 0)
+          spdlog::warn("webhook {} failed for {}: {}", item.w.id, a.cfg.id,
+                       truncate(d.reason, 200));
+        break;
+    }
+    if (!called) attempt.reset();
+    const std::string id = item.w.id;
+    auto op = std::make_shared<Writer::Op>([attempt, id, to, f](SQLite::Database& db) {
+      if (attempt) record_attempt(db, *attempt);
+      transition(db, id, WebhookState::kInflight, to, f);
+    });
+    submit_outcome(a.cfg.id, std::move(item), std::move(op), std::move(target));
+  }
+
+  void submit_outcome(std::string agent_id, InHand item, std::shared_ptr<Writer::Op> op,
+                      std::string target) {
+    ++outstanding_;
+    auto shared_item = std::make_shared<InHand>(std::move(item));
+    ctx_.writer->submit(
+        [op](SQLite::Database& db) { (*op)(db); },
+        [this, agent_id, shared_item, op, target, mailbox = mailbox_](const Status& s) {
+          mailbox->post([this, agent_id, shared_item, op, target, s] {
+            --outstanding_;
+            Agent& a = *agents_.at(agent_id);
+            if (!s) {
+              // The outcome is not journaled: keep the key busy and write it again shortly
+              // (should the process die first, the row is requeued as inflight at start).
+              spdlog::warn("journaling the outcome of {} failed: {}; retrying", shared_item->w.id,
+                           s.message());
+              write_retries_.push_back(
+                  {now_millis() + kWriteRetryDelay, agent_id, *shared_item, op, target});
+              return;
+            }
+            release(a, *shared_item);
+            if (!target.empty())
+              if (auto it = agents_.find(target); it != agents_.end()) it->second->dirty = true;
+          });
+        });
+  }
+
+  struct WriteRetry {
+    Millis at;
+    std::string agent_id;
+    InHand item;
+    std::shared_ptr<Writer::Op> op;
+    std::string target;
+  };
+
+  void retry_failed_writes(Millis now) {
+    if (write_retries_.empty()) return;
+    std::vector<WriteRetry> due;
+    for (auto it = write_retries_.begin(); it != write_retries_.end();) {
+      if (it->at <= now) {
+        due.push_back(std::move(*it));
+        it = write_retries_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (auto& w : due) submit_outcome(w.agent_id, std::move(w.item), w.op, w.target);
+  }
+
+  DispatcherContext ctx_;
+  std::shared_ptr<Mailbox> mailbox_;
+  CURLM* multi_ = nullptr;
+  DatabasePtr db_;  // the dispatcher thread's read connection
+  std::thread thread_;
+  std::mutex stop_mu_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> woken_{false};
+  std::atomic<Millis> grace_{0};
+
+  // Everything below belongs to the dispatcher thread.
+  std::map<std::string, std::unique_ptr<Agent>> agents_;
+  std::unordered_set<Call*> calls_;
+  std::vector<CURL*> easy_pool_;
+  std::size_t outstanding_ = 0;  // claims, calls and journal writes not yet finished
+  std::size_t max_connections_ = 0;
+  std::vector<WriteRetry> write_retries_;
+  std::mt19937_64 rng_;
+  std::uniform_real_distribution<double> draw_{0.0, 1.0};
+  Millis last_check_ = 0;
+  Millis last_reload_ = 0;
+  std::int64_t data_version_ = -1;
+  bool held_dirty_ = true;
+  bool held_pending_ = false;
+  std::int64_t held_cursor_ = 0;
+  Millis last_held_sweep_ = 0;
+  std::map<std::string, Millis> last_failover_sweep_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Dispatcher>> Dispatcher::start(DispatcherContext ctx) {
+  if (!ctx.writer || !ctx.directory)
+    return Status::invalid_argument("dispatcher: missing writer or directory");
+  static std::once_flag curl_once;
+  std::call_once(curl_once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  auto d = std::make_unique<DispatcherImpl>(std::move(ctx));
+  if (Status s = d->init(); !s) return s;
+  return std::unique_ptr<Dispatcher>(std::move(d));
+}
+
 }  // namespace iarelay

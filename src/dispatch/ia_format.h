@@ -1,0 +1,26 @@
+// `format = ia` (SPEC §5): converts a stored payload of either dialect (SPEC §6) into the
+// message object an Integration Agent's apia_callback(msg) receives. Pure; thread-safe.
+//
+// The message: "xmatters_callback_type" (the webhook's trigger type), "eventidentifier", then
+// the payload's other fields with lower-cased keys and string values:
+// - numbers become their decimal text, booleans "true"/"false", JSON null "null";
+// - an object with firstName/lastName (Integration Builder's `author`, `recipient`, ...)
+//   becomes "First Last"; any other object or array becomes its compact JSON text;
+// - `eventProperties` (an array of one-key objects) becomes the object "additionalTokens" with
+//   the keys as given and string values; an Integration Agent payload's "additionalTokens" is
+//   kept as it is (values made strings);
+// - a `response` without an annotation carries "annotation": "null" (the string), as the
+//   Integration Agent did; one with a `comment` carries it as its annotation too.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+
+namespace iarelay {
+
+// InvalidArgument when `payload` is not a JSON object.
+Result<std::string> to_ia_message(std::string_view type, std::string_view payload);
+
+}  // namespace iarelay

@@ -1,0 +1,55 @@
+// Ordering keys (SPEC §1 "Ordering") and the choice of what an agent may be sent next from a
+// window of its queue. Pure: the dispatcher feeds rows in arrival order with what it knows
+// (keys in hand, the time); no journal or clock here. Not thread-safe (one per use).
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <unordered_set>
+
+#include "common/config.h"
+#include "common/time.h"
+#include "journal/store.h"
+
+namespace iarelay {
+
+// The key under which webhooks are delivered one at a time, in arrival order:
+// event → the alert's event id (a webhook without one is its own key: its webhook id);
+// fifo → "" (the whole agent is one sequence); none → the webhook id (no constraint).
+std::string ordering_key(Ordering ordering, const QueuedWebhook& w);
+
+// Walks one agent's queued rows in arrival order and picks those that may be claimed now:
+// a row is picked when it is due (next_attempt_at <= now, or `ignore_due`), its key is not
+// busy (an earlier webhook of the key in hand: claimed, in flight, or its outcome not yet
+// committed) and no earlier row of its key was passed over or picked in this walk.
+class KeyScheduler {
+ public:
+  // `busy` must outlive the scheduler. At most `max_pick` rows are picked.
+  KeyScheduler(Ordering ordering, Millis now, const std::unordered_set<std::string>& busy,
+               std::size_t max_pick);
+
+  // Offers the next row (rows must come in increasing seq). `in_hand`: the row itself is
+  // already claimed (its claim not yet visible to the reader). `ignore_due`: treat it as due
+  // (probes, and webhooks backed off during an outage that has ended).
+  // Returns true when the caller should claim it.
+  bool offer(const QueuedWebhook& w, bool in_hand = false, bool ignore_due = false);
+
+  std::size_t picked() const { return picked_; }
+  // Nothing more can be picked in this walk (max reached, or fifo blocked).
+  bool saturated() const;
+  // The earliest next_attempt_at among rows passed over only because they were not due.
+  std::optional<Millis> earliest_not_due() const { return earliest_not_due_; }
+
+ private:
+  Ordering ordering_;
+  Millis now_;
+  const std::unordered_set<std::string>& busy_;
+  std::size_t max_pick_;
+  std::size_t picked_ = 0;
+  bool fifo_blocked_ = false;
+  std::unordered_set<std::string> blocked_;  // keys passed over or picked in this walk
+  std::optional<Millis> earliest_not_due_;
+};
+
+}  // namespace iarelay

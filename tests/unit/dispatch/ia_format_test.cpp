@@ -1,0 +1,111 @@
+// format = ia: every fixture of ../shared/fixtures/xmatters converted to the apia_callback
+// message (lower-cased keys, string values, additionalTokens, the "annotation": "null" quirk).
+#include "dispatch/ia_format.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "support/process.h"
+
+namespace iarelay {
+namespace {
+
+using Json = nlohmann::json;
+
+Json convert(const std::string& type, const std::string& fixture_name) {
+  auto out = to_ia_message(type, testing::read_file(testing::fixture(fixture_name)));
+  EXPECT_TRUE(out) << out.status().message();
+  return out ? Json::parse(*out) : Json();
+}
+
+// Every key but additionalTokens is lower-case and every value a string.
+void expect_ia_shape(const Json& m) {
+  ASSERT_TRUE(m.is_object());
+  for (const auto& [k, v] : m.items()) {
+    if (k == "additionalTokens") {
+      ASSERT_TRUE(v.is_object());
+      for (const auto& [tk, tv] : v.items()) EXPECT_TRUE(tv.is_string()) << tk;
+      continue;
+    }
+    for (char c : k) EXPECT_FALSE(std::isupper(static_cast<unsigned char>(c))) << k;
+    EXPECT_TRUE(v.is_string()) << k;
+  }
+}
+
+TEST(IaFormat, IntegrationBuilderStatus) {
+  Json m = convert("status", "ib_status.json");
+  expect_ia_shape(m);
+  EXPECT_EQ(m, Json::parse(R"({
+    "xmatters_callback_type": "status", "eventidentifier": "4412901",
+    "date": "2026-11-20T09:14:03Z", "status": "terminated_external", "username": "mgarcia",
+    "additionalTokens": {"Incident ID": "INC0042177", "Severity": "2 - High"}})"));
+}
+
+TEST(IaFormat, IntegrationBuilderDelivery) {
+  Json m = convert("deliveryStatus", "ib_delivery.json");
+  expect_ia_shape(m);
+  EXPECT_EQ(m, Json::parse(R"({
+    "xmatters_callback_type": "deliveryStatus", "eventidentifier": "4412901",
+    "date": "2026-11-20T09:12:41Z", "recipient": "mgarcia", "device": "Work Email",
+    "deliverystatus": "Delivered", "additionalTokens": {"Incident ID": "INC0042177"}})"));
+}
+
+TEST(IaFormat, IntegrationBuilderResponseWithoutCommentCarriesAnnotationNullString) {
+  Json m = convert("response", "ib_response.json");
+  expect_ia_shape(m);
+  EXPECT_EQ(m, Json::parse(R"({
+    "xmatters_callback_type": "response", "eventidentifier": "4412901",
+    "date": "2026-11-20T09:13:10Z", "recipient": "mgarcia", "device": "Mobile Phone",
+    "response": "Acknowledge", "annotation": "null",
+    "additionalTokens": {"Incident ID": "INC0042177", "Assignment Group": "Network Operations"}})"));
+}
+
+TEST(IaFormat, IntegrationBuilderAnnotationFlattensAuthor) {
+  Json m = convert("annotation", "ib_annotation.json");
+  expect_ia_shape(m);
+  EXPECT_EQ(m, Json::parse(R"({
+    "xmatters_callback_type": "annotation", "eventidentifier": "4412901",
+    "date": "2026-11-20T09:13:55Z", "author": "Maria Garcia",
+    "comment": "Router rebooted, watching traffic",
+    "additionalTokens": {"Incident ID": "INC0042177"}})"));
+}
+
+TEST(IaFormat, IntegrationAgentDialectPassesThrough) {
+  for (auto [type, name] :
+       {std::pair{"status", "ia_status.json"}, std::pair{"deliveryStatus", "ia_delivery.json"},
+        std::pair{"response", "ia_response.json"}}) {
+    Json m = convert(type, name);
+    expect_ia_shape(m);
+    EXPECT_EQ(m, Json::parse(testing::read_file(testing::fixture(name)))) << name;
+  }
+}
+
+TEST(IaFormat, ResponseWithCommentUsesItAsAnnotation) {
+  auto out = to_ia_message("response", R"({"eventIdentifier": 7, "response": "Ack",
+                                            "comment": "on my way"})");
+  ASSERT_TRUE(out);
+  Json m = Json::parse(*out);
+  EXPECT_EQ(m["annotation"], "on my way");
+  EXPECT_EQ(m["eventidentifier"], "7");
+}
+
+TEST(IaFormat, ScalarsBecomeText) {
+  auto out = to_ia_message("status", R"({"eventIdentifier": 1, "Count": 2.5, "Flag": true,
+                                          "Gone": null, "List": [1, "a"], "Obj": {"k": 1}})");
+  ASSERT_TRUE(out);
+  Json m = Json::parse(*out);
+  EXPECT_EQ(m["count"], "2.5");
+  EXPECT_EQ(m["flag"], "true");
+  EXPECT_EQ(m["gone"], "null");
+  EXPECT_EQ(m["list"], R"([1,"a"])");
+  EXPECT_EQ(m["obj"], R"({"k":1})");
+}
+
+TEST(IaFormat, RejectsNonObjects) {
+  EXPECT_FALSE(to_ia_message("status", "[1,2]"));
+  EXPECT_FALSE(to_ia_message("status", "not json"));
+}
+
+}  // namespace
+}  // namespace iarelay

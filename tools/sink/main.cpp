@@ -1,0 +1,245 @@
+// iarelay-sink (SPEC §9): a stand-in apia_callback endpoint for trials and tests. Answers 204 or
+// an injected fault, verifies Standard Webhooks signatures, records one JSON line per request
+// and prints a summary (one JSON object on stdout) on SIGTERM or SIGINT.
+//
+// --down-for D: the sink does not listen at all for the first D (callers see "connection
+// refused", as with an agent that is stopped), then starts serving.
+#include <httplib.h>
+#include <signal.h>
+
+#include <atomic>
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <iostream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <thread>
+#include <unordered_set>
+
+#include "common/config.h"
+#include "common/time.h"
+#include "dispatch/signature.h"
+
+namespace po = boost::program_options;
+using iarelay::Millis;
+
+namespace {
+
+struct Options {
+  std::string listen;
+  std::string record;
+  std::string secret_file;
+  double fail_rate = 0;
+  int fail_status = 503;
+  Millis latency = 0;
+  Millis down_for = 0;
+  std::string retry_after;
+  std::uint64_t seed = 0;
+  bool seeded = false;
+};
+
+struct Totals {
+  std::uint64_t requests = 0, ok = 0, faults = 0, valid = 0, invalid = 0, unsigned_ = 0;
+  std::uint64_t duplicates = 0;
+  std::unordered_set<std::string> ids;
+};
+
+int usage_error(const std::string& msg) {
+  std::cerr << "iarelay-sink: " << msg << " (see --help)\n";
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  std::string latency_text = "0ms", down_text = "0ms";
+  po::options_description desc(
+      "iarelay-sink: a stand-in apia_callback endpoint that records deliveries\n"
+      "Usage: iarelay-sink --listen HOST:PORT [options]\nOptions");
+  desc.add_options()("help", "show this help and exit")("version", "show the version and exit")(
+      "listen", po::value(&o.listen), "address to listen on, HOST:PORT (port 0: any free port)")(
+      "record", po::value(&o.record), "append one JSON line per request to this file")(
+      "secret-file", po::value(&o.secret_file),
+      "verify webhook-signature with this secret (or IARELAY_SINK_SECRET)")(
+      "fail-rate", po::value(&o.fail_rate), "fraction of requests answered with --fail-status")(
+      "fail-status", po::value(&o.fail_status), "status of injected failures (default 503)")(
+      "retry-after", po::value(&o.retry_after), "Retry-After header sent with injected failures")(
+      "latency", po::value(&latency_text), "delay before each answer, e.g. 20ms")(
+      "down-for", po::value(&down_text), "do not listen at all for this long after start")(
+      "seed", po::value(&o.seed), "seed of the failure draw (default: random)");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+  } catch (const std::exception& e) {
+    return usage_error(e.what());
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  if (vm.count("version")) {
+    std::cout << "iarelay-sink " << IARELAY_VERSION << "\n";
+    return 0;
+  }
+  o.seeded = vm.count("seed") > 0;
+  if (o.listen.empty()) return usage_error("--listen is required");
+  auto colon = o.listen.rfind(':');
+  if (colon == std::string::npos) return usage_error("--listen: expected HOST:PORT");
+  std::string host = o.listen.substr(0, colon);
+  int port = 0;
+  try {
+    port = std::stoi(o.listen.substr(colon + 1));
+  } catch (const std::exception&) {
+    return usage_error("--listen: bad port");
+  }
+  if (o.fail_rate < 0 || o.fail_rate > 1) return usage_error("--fail-rate: expected 0..1");
+  auto latency = iarelay::parse_duration(latency_text);
+  if (!latency) return usage_error("--latency: " + latency.status().message());
+  auto down = iarelay::parse_duration(down_text);
+  if (!down) return usage_error("--down-for: " + down.status().message());
+  o.latency = *latency;
+  o.down_for = *down;
+
+  std::string key;
+  auto secret = iarelay::read_secret(o.secret_file, "IARELAY_SINK_SECRET");
+  if (!secret) {
+    std::cerr << "iarelay-sink: " << secret.status().message() << "\n";
+    return 1;
+  }
+  if (!secret->empty()) {
+    auto k = iarelay::signing_key(*secret);
+    if (!k) {
+      std::cerr << "iarelay-sink: " << o.secret_file << ": " << k.status().message() << "\n";
+      return 1;
+    }
+    key = *k;
+  }
+  FILE* record = nullptr;
+  if (!o.record.empty()) {
+    record = std::fopen(o.record.c_str(), "a");
+    if (!record) {
+      std::cerr << "iarelay-sink: " << o.record << ": cannot open for appending\n";
+      return 1;
+    }
+  }
+
+  // Signals are taken by one thread with sigwait, so handlers need no async-signal care.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  httplib::Server server;
+  std::mutex mu;
+  Totals totals;                                                    // GUARDED_BY(mu)
+  std::mt19937_64 rng(o.seeded ? o.seed : std::random_device{}());  // GUARDED_BY(mu)
+  std::uniform_real_distribution<double> draw(0.0, 1.0);
+  std::atomic<bool> stopping{false};
+  std::mutex stop_mu;
+  std::condition_variable stop_cv;
+
+  server.new_task_queue = [] { return new httplib::ThreadPool(128); };
+  server.set_keep_alive_max_count(1000000);
+  server.set_payload_max_length(64 << 20);
+  server.Post(".*", [&](const httplib::Request& req, httplib::Response& res) {
+    const Millis received = iarelay::now_millis();
+    if (o.latency > 0) std::this_thread::sleep_for(std::chrono::milliseconds(o.latency));
+    const std::string id = req.get_header_value("webhook-id");
+    const std::string ts = req.get_header_value("webhook-timestamp");
+    const std::string sig = req.get_header_value("webhook-signature");
+    std::string verdict = "unsigned";
+    if (!sig.empty())
+      verdict =
+          !key.empty() && iarelay::verify_webhook(key, id, ts, req.body, sig) ? "valid" : "invalid";
+    int status = 204;
+    {
+      std::lock_guard lock(mu);
+      if (o.fail_rate > 0 && draw(rng) < o.fail_rate) status = o.fail_status;
+      ++totals.requests;
+      if (status >= 200 && status < 300) {
+        ++totals.ok;
+        if (!totals.ids.insert(id).second) ++totals.duplicates;
+      } else {
+        ++totals.faults;
+      }
+      if (verdict == "valid")
+        ++totals.valid;
+      else if (verdict == "invalid")
+        ++totals.invalid;
+      else
+        ++totals.unsigned_;
+      if (record) {
+        nlohmann::json line = {{"webhook_id", id},
+                               {"attempt", req.get_header_value("X-Iarelay-Attempt")},
+                               {"type", req.get_header_value("X-Iarelay-Type")},
+                               {"service", req.get_header_value("X-Iarelay-Service")},
+                               {"timestamp", ts},
+                               {"received_at", iarelay::format_time(received)},
+                               {"signature", verdict},
+                               {"status", status},
+                               {"body", req.body}};
+        std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        text += '\n';
+        std::fwrite(text.data(), 1, text.size(), record);
+        std::fflush(record);
+      }
+    }
+    res.status = status;
+    if (status >= 200 && status < 300) return;
+    if (!o.retry_after.empty()) res.set_header("Retry-After", o.retry_after);
+    res.set_content("{\"error\":\"injected failure\"}", "application/json");
+  });
+
+  std::atomic<bool> served{false};
+  std::thread signal_thread([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    stopping = true;
+    stop_cv.notify_all();
+    // stop() before listen has started is a no-op in httplib: repeat until main is done.
+    while (!served) {
+      server.stop();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+
+  if (o.down_for > 0) {
+    std::cerr << "iarelay-sink: down (not listening) for " << down_text << "\n";
+    std::unique_lock lock(stop_mu);
+    stop_cv.wait_for(lock, std::chrono::milliseconds(o.down_for), [&] { return stopping.load(); });
+  }
+  int exit_code = 0;
+  if (!stopping) {
+    int bound =
+        port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
+    if (bound < 0) {
+      std::cerr << "iarelay-sink: cannot listen on " << o.listen << "\n";
+      exit_code = 1;
+    } else {
+      std::cerr << "iarelay-sink: listening on " << host << ":" << bound << "\n";
+      if (!stopping) server.listen_after_bind();
+    }
+  }
+  served = true;
+  if (exit_code != 0 && !stopping) pthread_kill(signal_thread.native_handle(), SIGTERM);
+  signal_thread.join();
+  if (record) std::fclose(record);
+  std::lock_guard lock(mu);
+  nlohmann::json summary = {
+      {"requests", totals.requests},
+      {"answered_2xx", totals.ok},
+      {"faults", totals.faults},
+      {"distinct_delivered", totals.ids.size()},
+      {"duplicates", totals.duplicates},
+      {"signatures",
+       {{"valid", totals.valid}, {"invalid", totals.invalid}, {"unsigned", totals.unsigned_}}}};
+  std::cout << summary.dump() << std::endl;
+  return exit_code;
+}
