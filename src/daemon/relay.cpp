@@ -12,6 +12,7 @@
 #include "intake/poller.h"
 #include "intake/server.h"
 #include "journal/journal.h"
+#include "journal/maintenance.h"
 #include "journal/routing.h"
 #include "journal/status_report.h"
 #include "journal/store.h"
@@ -242,9 +243,47 @@ void Relay::register_collectors() {
 
 void Relay::janitor_loop() {
   // Periodic maintenance: retention of delivered webhooks (off unless retain_delivered > 0).
+  // It uses its own connection and small transactions (purge_webhooks batches), like
+  // `iarelay purge` would, so intake and dispatch commits interleave with it.
   std::unique_lock lock(janitor_mu_);
-  while (!stopping_) {
-    janitor_cv_.wait_for(lock, std::chrono::seconds(30), [&] { return stopping_; });
+  for (auto wait = std::chrono::seconds(2); !stopping_; wait = std::chrono::seconds(60)) {
+    janitor_cv_.wait_for(lock, wait, [&] { return stopping_; });
+    if (stopping_) break;
+    Millis keep;
+    {
+      std::lock_guard config_lock(config_mu_);
+      keep = config_.retain_delivered;
+    }
+    if (keep <= 0) continue;
+    lock.unlock();
+    purge_expired(now_millis() - keep, format_duration(keep));
+    lock.lock();
+  }
+}
+
+void Relay::purge_expired(Millis before, const std::string& age) {
+  try {
+    auto db = open_journal_for_write(config_.journal, config_.sync);
+    if (!db) {
+      spdlog::warn("retention: {}", db.status().message());
+      return;
+    }
+    // Cheap probe by index so an idle relay writes no audit rows.
+    SQLite::Statement probe(**db,
+                            "SELECT 1 FROM webhooks WHERE state='delivered' AND received_at<? "
+                            "LIMIT 1");
+    probe.bind(1, format_time(before));
+    if (!probe.executeStep()) return;
+    probe.reset();
+    MaintenanceOptions options;
+    options.audit = {"iarelayd", "retention: delivered, older than " + age};
+    auto purged = purge_webhooks(**db, before, {WebhookState::kDelivered}, options);
+    if (!purged)
+      spdlog::warn("retention: purge failed: {}", purged.status().message());
+    else
+      spdlog::info("retention: purged {} delivered webhooks older than {}", *purged, age);
+  } catch (const std::exception& e) {
+    spdlog::warn("retention: {}", e.what());
   }
 }
 

@@ -45,6 +45,7 @@ class Relay {
  private:
   std::string status_document();
   void janitor_loop();
+  void purge_expired(Millis before, const std::string& age);
   void register_collectors();
 
   Config config_;

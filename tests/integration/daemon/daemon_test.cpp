@@ -3,7 +3,11 @@
 #include <httplib.h>
 #include <signal.h>
 
+#include <SQLiteCpp/SQLiteCpp.h>
+
 #include <thread>
+
+#include "journal/writer.h"
 
 #include "support/process.h"
 #include "support/temp_dir.h"
@@ -23,8 +27,8 @@ bool wait_for_text(const std::string& path, const std::string& needle,
 
 // A relay configuration with a listener and one agent whose callback nobody answers.
 std::string relay_config(const TempDir& dir, int port, const std::string& extra = "") {
-  return "journal = " + dir.file("journal.db") + "\n[listen]\naddress = 127.0.0.1:" +
-         std::to_string(port) +
+  return "journal = " + dir.file("journal.db") +
+         "\n[listen]\naddress = 127.0.0.1:" + std::to_string(port) +
          "\n[agent.a1]\nid = host/127.0.0.1:1\ncallback = http://127.0.0.1:1/apia_callback\n"
          "services = svc\n" +
          extra;
@@ -41,7 +45,8 @@ TEST(Daemon, HelpAndVersionExitZero) {
 
 TEST(Daemon, BadConfigurationExitsTwoNamingFileAndLine) {
   TempDir dir;
-  write_file(dir.file("bad.conf"), "journal = j.db\n\n[agent.a]\ncallback = http://x/\ntimeout = soon\n");
+  write_file(dir.file("bad.conf"),
+             "journal = j.db\n\n[agent.a]\ncallback = http://x/\ntimeout = soon\n");
   CommandResult r = run({bin("iarelayd"), "--config", dir.file("bad.conf")});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find(dir.file("bad.conf") + ":5: [agent.a] timeout"), std::string::npos) << r.err;
@@ -63,8 +68,7 @@ TEST(Daemon, SecondDaemonOnTheSameJournalIsRefusedNamingThePid) {
   CommandResult second = run({bin("iarelayd"), "--config", dir.file("relay.conf"),
                               "--listen.address=127.0.0.1:" + std::to_string(free_port())});
   EXPECT_EQ(second.exit_code, 1);
-  EXPECT_NE(second.err.find("pid " + std::to_string(first.pid())), std::string::npos)
-      << second.err;
+  EXPECT_NE(second.err.find("pid " + std::to_string(first.pid())), std::string::npos) << second.err;
   first.signal(SIGTERM);
   EXPECT_EQ(first.wait(), 0);
 }
@@ -100,9 +104,10 @@ TEST(Daemon, SighupWithABadFileKeepsTheRunningConfiguration) {
   EXPECT_TRUE(wait_for_text(dir.file("relay.log"), "max_inflight"));
   EXPECT_TRUE(relay.running());
   // A good file with a second agent for another service: webhooks for it are routed there.
-  write_file(dir.file("relay.conf"),
-             relay_config(dir, port,
-                          "[agent.a2]\nid = a2\ncallback = http://127.0.0.1:1/cb\nservices = other\n"));
+  write_file(
+      dir.file("relay.conf"),
+      relay_config(dir, port,
+                   "[agent.a2]\nid = a2\ncallback = http://127.0.0.1:1/cb\nservices = other\n"));
   relay.signal(SIGHUP);
   EXPECT_TRUE(wait_for_text(dir.file("relay.log"), "reloaded"));
   httplib::Client client("127.0.0.1", port);
@@ -175,6 +180,51 @@ TEST(Metrics, EveryDocumentedMetricIsExposedAndCountersMove) {
   EXPECT_GE(count_of(text, R"(iarelay_deliveries_total{agent="host/127.0.0.1:1",outcome="retry"})"),
             1)
       << text;
+}
+
+TEST(Retention, PurgesOldDeliveredWebhooksOnlyAndAudits) {
+  TempDir dir;
+  {
+    auto writer = Writer::open(dir.file("journal.db"), SyncLevel::kFull);
+    ASSERT_TRUE(writer.is_ok()) << writer.status().message();
+  }
+  {
+    SQLite::Database db(dir.file("journal.db"), SQLite::OPEN_READWRITE);
+    const char* rows[][3] = {{"old-delivered", "delivered", "2020-01-01T00:00:00.000Z"},
+                             {"old-failed", "failed", "2020-01-01T00:00:00.000Z"},
+                             {"old-discarded", "discarded", "2020-01-01T00:00:00.000Z"},
+                             {"old-queued", "queued", "2020-01-01T00:00:00.000Z"},
+                             {"new-delivered", "delivered", "2099-01-01T00:00:00.000Z"}};
+    for (auto& r : rows) {
+      SQLite::Statement ins(db,
+                            "INSERT INTO webhooks (id, source, received_at, service, type, state, "
+                            "assigned_agent, payload) VALUES (?, 'direct', ?, 'svc', 'status', ?, "
+                            "'nobody-configured', '{}')");
+      ins.bind(1, r[0]);
+      ins.bind(2, r[2]);
+      ins.bind(3, r[1]);
+      ins.exec();
+    }
+    db.exec(
+        "INSERT INTO attempts (webhook_id, attempt, agent, started_at, outcome) VALUES "
+        "('old-delivered', 1, 'x', '2020-01-01T00:00:00.000Z', 'delivered')");
+  }
+  int port = free_port();
+  write_file(dir.file("relay.conf"), relay_config(dir, port, ""));
+  Process relay({bin("iarelayd"), "--config", dir.file("relay.conf"), "--retain_delivered=1h"}, "",
+                dir.file("relay.log"));
+  ASSERT_TRUE(wait_for_port(port));
+  ASSERT_TRUE(wait_for_text(dir.file("relay.log"), "retention: purged 1"))
+      << read_file(dir.file("relay.log"));
+  SQLite::Database db(dir.file("journal.db"));
+  std::string left;
+  SQLite::Statement q(db, "SELECT id FROM webhooks ORDER BY id");
+  while (q.executeStep()) left += q.getColumn(0).getString() + " ";
+  EXPECT_EQ(left, "new-delivered old-discarded old-failed old-queued ");
+  EXPECT_EQ(db.execAndGet("SELECT count(*) FROM attempts").getInt(), 0);
+  EXPECT_EQ(
+      db.execAndGet("SELECT count(*) FROM audit WHERE actor='iarelayd' AND affected=1").getInt(),
+      1);
 }
 
 TEST(Status, AdminEndpointsAnswer) {

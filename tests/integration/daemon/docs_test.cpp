@@ -34,9 +34,9 @@ TEST(ConfigDocs, OperationsReferenceMatchesTheKeyTable) {
 }
 
 TEST(ConfigDocs, ExampleFileIsAValidConfiguration) {
-  CommandResult r = run({bin("iarelayd"), "--config",
-                         std::string(IARELAY_SOURCE_DIR) + "/examples/iarelay.conf",
-                         "--journal=/nonexistent-dir-for-check/journal.db", "--check"});
+  CommandResult r =
+      run({bin("iarelayd"), "--config", std::string(IARELAY_SOURCE_DIR) + "/examples/iarelay.conf",
+           "--journal=/nonexistent-dir-for-check/journal.db", "--check"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
