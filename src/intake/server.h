@@ -23,9 +23,9 @@ struct ServerContext {
   Metrics* metrics = nullptr;           // not owned
   std::string journal_path;             // for read connections (feed, status)
   ListenConfig listen;
-  std::string token;                             // empty: no authentication
-  std::function<std::string()> status_json;      // body of GET /v1/status
-  std::function<bool()> ready;                   // GET /readyz: 200 when true
+  std::string token;                         // empty: no authentication
+  std::function<std::string()> status_json;  // body of GET /v1/status
+  std::function<bool()> ready;               // GET /readyz: 200 when true
 };
 
 class Server {

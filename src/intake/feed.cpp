@@ -1,0 +1,214 @@
+// Feed bodies: rendering stored rows with their payload text embedded unchanged, and parsing
+// them back with the payload's exact bytes (nlohmann validates; a small scanner finds spans).
+#include "intake/feed.h"
+
+#include <nlohmann/json.hpp>
+
+#include "common/time.h"
+
+namespace iarelay {
+namespace {
+
+using nlohmann::json;
+
+constexpr std::string_view kBom = "\xEF\xBB\xBF";
+
+// Service names and agent identifiers come from URLs and may hold invalid UTF-8; replacing
+// such bytes keeps the document valid instead of throwing.
+void append_string(std::string& out, std::string_view s) {
+  out += json(s).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+bool is_ws(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+size_t skip_ws(std::string_view t, size_t i) {
+  while (i < t.size() && is_ws(t[i])) ++i;
+  return i;
+}
+
+// `i` at the opening quote; returns the index after the closing quote.
+size_t skip_string(std::string_view t, size_t i) {
+  for (++i; i < t.size(); ++i) {
+    if (t[i] == '\\')
+      ++i;
+    else if (t[i] == '"')
+      return i + 1;
+  }
+  return t.size();
+}
+
+size_t skip_value(std::string_view t, size_t i) {
+  if (i >= t.size()) return i;
+  char c = t[i];
+  if (c == '"') return skip_string(t, i);
+  if (c == '{' || c == '[') {
+    int depth = 0;
+    while (i < t.size()) {
+      char d = t[i];
+      if (d == '"') {
+        i = skip_string(t, i);
+        continue;
+      }
+      if (d == '{' || d == '[')
+        ++depth;
+      else if (d == '}' || d == ']') {
+        if (--depth == 0) return i + 1;
+      }
+      ++i;
+    }
+    return i;
+  }
+  while (i < t.size() && t[i] != ',' && t[i] != '}' && t[i] != ']' && !is_ws(t[i])) ++i;
+  return i;
+}
+
+// Calls fn(raw_key, value_begin) for each member of the object at `i` ('{'); returns the
+// index after the closing brace. fn returns the index after the value it was given.
+template <typename Fn>
+size_t for_each_member(std::string_view t, size_t i, Fn fn) {
+  i = skip_ws(t, i + 1);
+  if (i < t.size() && t[i] == '}') return i + 1;
+  while (i < t.size() && t[i] == '"') {
+    size_t key_end = skip_string(t, i);
+    std::string_view key = t.substr(i + 1, key_end - i - 2);
+    i = skip_ws(t, key_end);
+    if (i >= t.size() || t[i] != ':') return t.size();
+    i = skip_ws(t, i + 1);
+    i = skip_ws(t, fn(key, i));
+    if (i < t.size() && t[i] == ',')
+      i = skip_ws(t, i + 1);
+    else
+      break;
+  }
+  return i < t.size() ? i + 1 : i;
+}
+
+// The raw payload spans of messages[*], in order, in a document nlohmann accepted.
+std::vector<std::pair<size_t, size_t>> payload_spans(std::string_view t) {
+  std::vector<std::pair<size_t, size_t>> spans;
+  size_t i = skip_ws(t, t.rfind(kBom, 0) == 0 ? kBom.size() : 0);
+  if (i >= t.size() || t[i] != '{') return spans;
+  for_each_member(t, i, [&](std::string_view key, size_t v) -> size_t {
+    if (key != "messages" || t[v] != '[') return skip_value(t, v);
+    spans.clear();  // a repeated key: the last one wins, as in nlohmann
+    size_t j = skip_ws(t, v + 1);
+    if (j < t.size() && t[j] == ']') return j + 1;
+    while (j < t.size()) {
+      std::pair<size_t, size_t> span{0, 0};
+      if (t[j] == '{') {
+        j = for_each_member(t, j, [&](std::string_view k, size_t w) -> size_t {
+          size_t end = skip_value(t, w);
+          if (k == "payload") span = {w, end};
+          return end;
+        });
+      } else {
+        j = skip_value(t, j);
+      }
+      spans.push_back(span);
+      j = skip_ws(t, j);
+      if (j < t.size() && t[j] == ',')
+        j = skip_ws(t, j + 1);
+      else
+        return j < t.size() ? j + 1 : j;
+    }
+    return j;
+  });
+  return spans;
+}
+
+std::optional<std::string> string_field(const json& m, const char* key) {
+  auto it = m.find(key);
+  if (it == m.end() || !it->is_string()) return std::nullopt;
+  return it->get<std::string>();
+}
+
+}  // namespace
+
+std::pair<size_t, size_t> json_value_span(std::string_view text, size_t pos) {
+  size_t b = skip_ws(text, pos);
+  return {b, skip_value(text, b)};
+}
+
+std::string render_feed(const std::vector<FeedMessage>& messages, std::int64_t after) {
+  std::string out;
+  size_t estimate = 32;
+  for (const auto& m : messages) estimate += m.payload.size() + 200;
+  out.reserve(estimate);
+  out += "{\"messages\":[";
+  std::int64_t next = after;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const FeedMessage& m = messages[i];
+    if (i) out += ',';
+    out += "{\"seq\":" + std::to_string(m.seq) + ",\"id\":";
+    append_string(out, m.id);
+    out += ",\"service\":";
+    append_string(out, m.service);
+    out += ",\"agent\":";
+    if (m.agent)
+      append_string(out, *m.agent);
+    else
+      out += "null";
+    out += ",\"type\":";
+    append_string(out, m.type);
+    out += ",\"received_at\":\"" + format_time(m.received_at) + "\",\"payload\":";
+    std::string_view payload = m.payload;
+    // A leading byte order mark is legal at the start of a document but not inside one.
+    if (payload.rfind(kBom, 0) == 0) payload.remove_prefix(kBom.size());
+    if (json::accept(payload))
+      out += payload;
+    else
+      append_string(out, m.payload);
+    out += '}';
+    next = m.seq;
+  }
+  out += "],\"next\":" + std::to_string(next) + "}";
+  return out;
+}
+
+Result<FeedBatch> parse_feed(std::string_view body) {
+  json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) return Status::invalid_argument("feed body is not valid JSON");
+  if (!doc.is_object()) return Status::invalid_argument("feed body is not a JSON object");
+  auto messages = doc.find("messages");
+  if (messages == doc.end() || !messages->is_array())
+    return Status::invalid_argument("feed body has no \"messages\" array");
+  auto next = doc.find("next");
+  if (next == doc.end() || !next->is_number_integer())
+    return Status::invalid_argument("feed body has no integer \"next\"");
+  FeedBatch batch;
+  batch.next = next->get<std::int64_t>();
+  auto spans = payload_spans(body);
+  if (spans.size() != messages->size())
+    return Status::invalid_argument("feed body: cannot locate the messages' payloads");
+  batch.messages.reserve(messages->size());
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const json& m = (*messages)[i];
+    std::string where = "feed message " + std::to_string(i);
+    if (!m.is_object()) return Status::invalid_argument(where + " is not an object");
+    FeedItem item;
+    auto seq = m.find("seq");
+    if (seq == m.end() || !seq->is_number_integer())
+      return Status::invalid_argument(where + " has no integer \"seq\"");
+    item.seq = seq->get<std::int64_t>();
+    auto id = string_field(m, "id");
+    if (!id || id->empty()) return Status::invalid_argument(where + " has no \"id\"");
+    item.id = std::move(*id);
+    item.service = string_field(m, "service").value_or("");
+    item.type = string_field(m, "type").value_or("");
+    item.agent = string_field(m, "agent");
+    item.received_at = string_field(m, "received_at").value_or("");
+    auto payload = m.find("payload");
+    if (payload == m.end() || spans[i].second <= spans[i].first)
+      return Status::invalid_argument(where + " has no \"payload\"");
+    item.payload_is_object = payload->is_object();
+    item.payload.assign(body.substr(spans[i].first, spans[i].second - spans[i].first));
+    batch.messages.push_back(std::move(item));
+  }
+  if (!batch.messages.empty() && batch.next < batch.messages.back().seq)
+    return Status::invalid_argument("feed body: \"next\" is below the last message's seq");
+  return batch;
+}
+
+}  // namespace iarelay

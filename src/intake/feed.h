@@ -1,0 +1,47 @@
+// The feed's wire format (SPEC §4.2), both ends: the edge renders GET /v1/feed bodies from
+// stored rows; the inner relay's poller parses them. Payloads travel byte for byte: the edge
+// embeds each stored JSON text as the message's "payload" value unchanged, and the parser hands
+// back that exact text (not a re-serialisation), so the inner journal stores what the edge got.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "journal/store.h"
+
+namespace iarelay {
+
+// The body of GET /v1/feed: {"messages":[...],"next":N}. `next` is the last message's seq, or
+// `after` when there are none. A stored payload that is not valid JSON (possible only if the
+// journal was edited by hand) is sent as a JSON string, so the document stays valid.
+std::string render_feed(const std::vector<FeedMessage>& messages, std::int64_t after);
+
+struct FeedItem {
+  std::int64_t seq = 0;
+  std::string id, service, type;
+  std::optional<std::string> agent;
+  std::string received_at;
+  std::string payload;  // the raw JSON text of "payload" exactly as it appears in the body
+  bool payload_is_object = false;
+};
+
+struct FeedBatch {
+  std::vector<FeedItem> messages;
+  std::int64_t next = 0;
+};
+
+// Parses a feed body. InvalidArgument, saying what is wrong, when the body is not a feed
+// document (not JSON, "messages" or "next" missing or of the wrong type, a message without a
+// seq or id). A message whose payload is not an object is returned with payload_is_object
+// false for the caller to judge.
+Result<FeedBatch> parse_feed(std::string_view body);
+
+// The byte range [begin, end) of the JSON value that starts at or after `pos` (leading
+// whitespace skipped) in a document already known to be valid JSON.
+std::pair<size_t, size_t> json_value_span(std::string_view text, size_t pos);
+
+}  // namespace iarelay

@@ -1,0 +1,109 @@
+// The feed's wire format: rendering stored rows and parsing them back byte for byte.
+#include "intake/feed.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+namespace iarelay {
+namespace {
+
+FeedMessage message(std::int64_t seq, std::string payload) {
+  FeedMessage m;
+  m.seq = seq;
+  m.id = "ID" + std::to_string(seq);
+  m.service = "hpnnmi";
+  m.type = "status";
+  m.agent = "ws-198/10.2.0.121:8081";
+  m.received_at = 1'700'000'000'123;
+  m.payload = std::move(payload);
+  return m;
+}
+
+TEST(RenderFeed, EmbedsPayloadTextUnchangedAndSetsNext) {
+  std::string odd =
+      "{ \"status\" : \"active\",\n \"comment\": \"caf\\u00e9 \xE2\x9C\x93 [}{\\\"\",\n "
+      "\"n\": 1.50e2 }";
+  std::string body = render_feed({message(3, odd), message(9, R"({"a":[1,{"b":"]"}]})")}, 2);
+  auto doc = nlohmann::json::parse(body);
+  ASSERT_EQ(doc["messages"].size(), 2u);
+  EXPECT_EQ(doc["next"], 9);
+  EXPECT_EQ(doc["messages"][0]["seq"], 3);
+  EXPECT_EQ(doc["messages"][0]["agent"], "ws-198/10.2.0.121:8081");
+  EXPECT_EQ(doc["messages"][0]["received_at"], "2023-11-14T22:13:20.123Z");
+  EXPECT_TRUE(doc["messages"][0]["payload"].is_object());
+  EXPECT_NE(body.find(odd), std::string::npos);  // byte for byte, not re-serialised
+}
+
+TEST(RenderFeed, EmptyFeedKeepsAfterAsNext) {
+  auto doc = nlohmann::json::parse(render_feed({}, 41));
+  EXPECT_TRUE(doc["messages"].empty());
+  EXPECT_EQ(doc["next"], 41);
+}
+
+TEST(RenderFeed, InvalidStoredPayloadStillYieldsAValidDocument) {
+  auto m = message(1, "{not json");
+  m.agent.reset();
+  auto doc = nlohmann::json::parse(render_feed({m}, 0));
+  EXPECT_EQ(doc["messages"][0]["payload"], "{not json");
+  EXPECT_TRUE(doc["messages"][0]["agent"].is_null());
+}
+
+TEST(ParseFeed, RoundTripsPayloadBytesExactly) {
+  std::vector<FeedMessage> in = {
+      message(1, "{\"status\":\"active\"}"),
+      message(2, "{ \"comment\" : \"quote \\\" brace } bracket ] \\\\\" ,\n\t\"x\": [ {}, [] ] }"),
+      message(5, "{\"k\":\"\xF0\x9F\x9A\xA8 alert\",\"n\":1e3}"),
+  };
+  auto batch = parse_feed(render_feed(in, 0));
+  ASSERT_TRUE(batch.is_ok()) << batch.status().message();
+  ASSERT_EQ(batch->messages.size(), 3u);
+  EXPECT_EQ(batch->next, 5);
+  for (size_t i = 0; i < in.size(); ++i) {
+    EXPECT_EQ(batch->messages[i].payload, in[i].payload);
+    EXPECT_EQ(batch->messages[i].id, in[i].id);
+    EXPECT_EQ(batch->messages[i].seq, in[i].seq);
+    EXPECT_EQ(batch->messages[i].agent, in[i].agent);
+    EXPECT_TRUE(batch->messages[i].payload_is_object);
+  }
+}
+
+TEST(ParseFeed, FindsPayloadWhateverTheFieldOrderAndWhitespace) {
+  std::string body =
+      "\n{ \"next\" : 8 , \"messages\" : [ { \"payload\" : {\"a\" : \"}\"} , \"id\":\"x\", "
+      "\"seq\": 8, \"extra\": [\"payload\"] } ] }\n";
+  auto batch = parse_feed(body);
+  ASSERT_TRUE(batch.is_ok()) << batch.status().message();
+  EXPECT_EQ(batch->messages[0].payload, "{\"a\" : \"}\"}");
+}
+
+TEST(ParseFeed, RejectsGarbageSayingWhatIsWrong) {
+  EXPECT_NE(parse_feed("<html>502</html>").status().message().find("not valid JSON"),
+            std::string::npos);
+  EXPECT_NE(parse_feed("[]").status().message().find("not a JSON object"), std::string::npos);
+  EXPECT_NE(parse_feed(R"({"next":1})").status().message().find("messages"), std::string::npos);
+  EXPECT_NE(parse_feed(R"({"messages":[]})").status().message().find("next"), std::string::npos);
+  EXPECT_FALSE(parse_feed(R"({"messages":[{"seq":1,"payload":{}}],"next":1})").is_ok());
+  EXPECT_FALSE(parse_feed(R"({"messages":[{"seq":1,"id":"a"}],"next":1})").is_ok());
+  EXPECT_FALSE(parse_feed(R"({"messages":[{"seq":3,"id":"a","payload":{}}],"next":1})").is_ok());
+}
+
+TEST(ParseFeed, FlagsNonObjectPayloads) {
+  auto batch = parse_feed(R"({"messages":[{"seq":1,"id":"a","payload":"text"}],"next":1})");
+  ASSERT_TRUE(batch.is_ok());
+  EXPECT_FALSE(batch->messages[0].payload_is_object);
+  EXPECT_EQ(batch->messages[0].payload, "\"text\"");
+}
+
+TEST(JsonValueSpan, CoversNestedValuesAndScalars) {
+  std::string t = R"(  {"a":[1,"]",{"b":"}"}]} , 12.5e3, "s\"x")";
+  auto [b, e] = json_value_span(t, 0);
+  EXPECT_EQ(t.substr(b, e - b), R"({"a":[1,"]",{"b":"}"}]})");
+  auto [b2, e2] = json_value_span(t, t.find(',', e) + 1);
+  EXPECT_EQ(t.substr(b2, e2 - b2), "12.5e3");
+  auto [b3, e3] = json_value_span(t, t.find(',', e2) + 1);
+  EXPECT_EQ(t.substr(b3, e3 - b3), R"("s\"x")");
+}
+
+}  // namespace
+}  // namespace iarelay
