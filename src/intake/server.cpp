@@ -212,7 +212,8 @@ class HttpServer final : public Server {
       res.set_content(ctx_.status_json(), kJson);
     });
     http_->set_error_handler(httplib::Server::HandlerWithResponse(
-        [](const httplib::Request& req, httplib::Response& res) {
+        [this](const httplib::Request& req, httplib::Response& res) {
+          count_request(req, res.status);
           // Called for every status >= 400: fill in a JSON error only where no handler wrote one.
           if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
           send_error(res, res.status, default_error_message(req, res.status));
@@ -231,13 +232,16 @@ class HttpServer final : public Server {
           spdlog::error("{} {}: handler failed: {}", req.method, req.path, what);
           send_error(res, 500, "internal error: " + what);
         });
-    http_->set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-      if (req.path.rfind("/v1/webhooks", 0) == 0 && ctx_.metrics)
-        ctx_.metrics
-            ->counter("iarelay_intake_requests_total", "Intake requests by HTTP status",
-                      {{"code", std::to_string(res.status)}})
-            .inc();
-    });
+  }
+
+  // Counted before the response is written (so a client that got its answer sees it counted):
+  // 2xx in the webhook handler, >= 400 in the error handler, which sees every error response.
+  void count_request(const httplib::Request& req, int status) {
+    if (ctx_.metrics && req.path.rfind("/v1/webhooks", 0) == 0)
+      ctx_.metrics
+          ->counter("iarelay_intake_requests_total", "Intake requests by HTTP status",
+                    {{"code", std::to_string(status)}})
+          .inc();
   }
 
   // 401 unless the request carries the configured bearer token (compared in constant time).
@@ -291,6 +295,7 @@ class HttpServer final : public Server {
           ->counter("iarelay_intake_webhooks_total", "Webhooks taken in, by service and state",
                     {{"service", webhook->service}, {"state", state}})
           .inc();
+    count_request(req, 202);
     send_json(res, 202,
               json{{"id", outcome->id},
                    {"state", std::string(to_string(outcome->state))},
