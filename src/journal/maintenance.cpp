@@ -97,7 +97,9 @@ ExtraFilter extra_filter(const WebhookFilter& f) {
   return x;
 }
 
-bool resendable(WebhookState s) { return s == WebhookState::kFailed || s == WebhookState::kDiscarded; }
+bool resendable(WebhookState s) {
+  return s == WebhookState::kFailed || s == WebhookState::kDiscarded;
+}
 
 TransitionFields resend_fields(const std::optional<std::string>& to_agent) {
   TransitionFields f;
@@ -114,7 +116,8 @@ struct Candidate {
 
 // Looks up `ids` and refuses (InvalidArgument, naming them) any that is missing or not
 // failed/discarded.
-Result<std::vector<Candidate>> check_ids(SQLite::Database& db, const std::vector<std::string>& ids) {
+Result<std::vector<Candidate>> check_ids(SQLite::Database& db,
+                                         const std::vector<std::string>& ids) {
   std::vector<Candidate> found;
   std::vector<std::string> problems;
   constexpr size_t kChunk = 500;
@@ -147,8 +150,9 @@ Result<std::vector<Candidate>> check_ids(SQLite::Database& db, const std::vector
   }
   // The same id given twice is resent once.
   std::sort(found.begin(), found.end(), [](auto& a, auto& b) { return a.id < b.id; });
-  found.erase(std::unique(found.begin(), found.end(), [](auto& a, auto& b) { return a.id == b.id; }),
-              found.end());
+  found.erase(
+      std::unique(found.begin(), found.end(), [](auto& a, auto& b) { return a.id == b.id; }),
+      found.end());
   return found;
 }
 
@@ -186,8 +190,7 @@ Result<std::int64_t> resend(SQLite::Database& db, const WebhookFilter& filter,
     for (auto s : filter.states)
       if (!resendable(s))
         return Status::invalid_argument("cannot resend webhooks in state '" +
-                                        std::string(to_string(s)) +
-                                        "' (only failed or discarded)");
+                                        std::string(to_string(s)) + "' (only failed or discarded)");
   }
   if (to_agent && to_agent->empty()) return Status::invalid_argument("empty agent for --to-agent");
   const bool own_tx = sqlite3_get_autocommit(db.getHandle()) != 0;

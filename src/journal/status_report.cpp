@@ -43,8 +43,8 @@ QueueFigures queue_figures(SQLite::Database& db, const std::optional<std::string
   QueueFigures f;
   const char* match = agent ? "assigned_agent=?" : "assigned_agent IS NULL";
   for (const char* state : {"queued", "inflight"}) {
-    SQLite::Statement q(db, std::string("SELECT count(*) FROM webhooks WHERE ") + match +
-                                " AND state=?");
+    SQLite::Statement q(
+        db, std::string("SELECT count(*) FROM webhooks WHERE ") + match + " AND state=?");
     int i = 1;
     if (agent) q.bind(i++, *agent);
     q.bind(i, state);

@@ -1,0 +1,168 @@
+// Command argument parsing and the shared filter and format options.
+#include "args.h"
+
+#include <iostream>
+
+#include "common/time.h"
+
+namespace iarelay::cli {
+namespace {
+
+// "--since -2h" would read "-2h" as an option; join a value-taking long option with the token
+// that follows it ("--since=-2h") before Boost sees them. Tokens after "--" are left alone.
+std::vector<std::string> join_option_values(const po::options_description& options,
+                                            const std::vector<std::string>& args) {
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--") {
+      out.insert(out.end(), args.begin() + static_cast<long>(i), args.end());
+      break;
+    }
+    if (a.size() > 2 && a.compare(0, 2, "--") == 0 && a.find('=') == std::string::npos &&
+        i + 1 < args.size()) {
+      const po::option_description* d = options.find_nothrow(a.substr(2), false);
+      if (d && d->semantic()->max_tokens() > 0) {
+        out.push_back(a + "=" + args[i + 1]);
+        ++i;
+        continue;
+      }
+    }
+    out.push_back(a);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::optional<int> parse_args(const Context& ctx, const CommandHelp& help,
+                              po::options_description& options,
+                              const po::positional_options_description& positional,
+                              po::variables_map& vm) {
+  po::options_description all;
+  all.add_options()("help,h", "show this help");
+  all.add(options);
+  po::options_description visible("Options");
+  visible.add(all);
+  try {
+    auto parsed = po::command_line_parser(join_option_values(all, ctx.args))
+                      .options(all)
+                      .positional(positional)
+                      .style(po::command_line_style::unix_style)
+                      .run();
+    po::store(parsed, vm);
+    if (vm.count("help")) {
+      std::cout << "Usage: iarelay [--config FILE | --journal PATH] " << help.synopsis << "\n\n"
+                << help.description << "\n\n";
+      // Positional arguments have hidden option entries; they are described above instead.
+      po::options_description shown("Options");
+      for (const auto& o : all.options())
+        if (!o->description().empty()) shown.add(o);
+      std::cout << shown << "\n";
+      return kExitOk;
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    return usage_error(ctx, std::string(e.what()) + " (see iarelay " + ctx.command + " --help)");
+  }
+  return std::nullopt;
+}
+
+void add_filter_options(po::options_description& options, bool with_limit) {
+  options.add_options()(
+      "state", po::value<std::vector<std::string>>()->composing(),
+      "state: stored|queued|inflight|delivered|failed|discarded (repeat or comma-separate)")(
+      "agent", po::value<std::string>(), "assigned or requested agent (identifier or handle)")(
+      "service", po::value<std::string>(), "integration service")(
+      "type", po::value<std::string>(), "trigger type (status, deliveryStatus, ...)")(
+      "event", po::value<std::string>(), "event identifier")(
+      "since", po::value<std::string>(), "received at or after T (RFC 3339, or -2h, -30m)")(
+      "until", po::value<std::string>(), "received before T (RFC 3339, or -2h, -30m)");
+  if (with_limit)
+    options.add_options()("limit", po::value<std::string>(),
+                          "at most N rows (default 50 for table, all for csv and json; 0: all)");
+}
+
+Result<std::vector<WebhookState>> states_from(const std::vector<std::string>& names) {
+  std::vector<WebhookState> out;
+  for (const auto& list : names) {
+    std::size_t start = 0;
+    while (start <= list.size()) {
+      std::size_t comma = list.find(',', start);
+      if (comma == std::string::npos) comma = list.size();
+      std::string name = list.substr(start, comma - start);
+      start = comma + 1;
+      if (name.empty()) continue;
+      auto s = parse_state(name);
+      if (!s)
+        return Status::invalid_argument(
+            "unknown state '" + name +
+            "' (valid: stored, queued, inflight, delivered, failed, discarded)");
+      out.push_back(*s);
+    }
+  }
+  return out;
+}
+
+Result<Millis> time_from(const std::string& option, const std::string& text, Millis now) {
+  auto t = parse_time(text, now);
+  if (!t) return Status::invalid_argument("--" + option + ": " + t.status().message());
+  return *t;
+}
+
+Result<WebhookFilter> filter_from(const Context& ctx, const po::variables_map& vm, Millis now) {
+  WebhookFilter f;
+  if (vm.count("state")) {
+    auto states = states_from(vm["state"].as<std::vector<std::string>>());
+    if (!states) return states.status();
+    f.states = std::move(*states);
+  }
+  auto text = [&](const char* name) -> std::optional<std::string> {
+    if (!vm.count(name)) return std::nullopt;
+    return vm[name].as<std::string>();
+  };
+  f.agent = text("agent");
+  if (f.agent && ctx.config) {
+    // A handle names the agent it configures; an identifier is taken as given.
+    if (const AgentConfig* a = ctx.config->find_agent(*f.agent)) f.agent = a->id;
+  }
+  f.service = text("service");
+  if (f.service && f.service->rfind("applications|", 0) == 0) f.service = f.service->substr(13);
+  f.type = text("type");
+  f.event = text("event");
+  for (const char* name : {"since", "until"}) {
+    if (auto v = text(name)) {
+      auto t = time_from(name, *v, now);
+      if (!t) return t.status();
+      (std::string(name) == "since" ? f.since : f.until) = *t;
+    }
+  }
+  if (auto v = text("limit")) {
+    char* end = nullptr;
+    long long n = std::strtoll(v->c_str(), &end, 10);
+    if (v->empty() || *end != '\0' || n < 0)
+      return Status::invalid_argument("--limit: '" + *v + "' is not a count (0 or more)");
+    if (n > 0)
+      f.limit = n;
+    else
+      f.limit = std::nullopt;
+  }
+  return f;
+}
+
+void add_format_option(po::options_description& options, const char* default_format,
+                       const char* allowed) {
+  options.add_options()("format", po::value<std::string>()->default_value(default_format),
+                        (std::string("output format: ") + allowed).c_str());
+}
+
+Result<Format> format_from(const po::variables_map& vm, const char* allowed) {
+  std::string text = vm["format"].as<std::string>();
+  auto f = parse_format(text);
+  std::string allowed_list = allowed;
+  if (!f || ("|" + allowed_list + "|").find("|" + text + "|") == std::string::npos)
+    return Status::invalid_argument("--format: '" + text + "' is not one of " + allowed_list);
+  return *f;
+}
+
+}  // namespace iarelay::cli

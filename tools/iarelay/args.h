@@ -1,0 +1,46 @@
+// Per-command argument parsing over Boost.Program_options: --help for every command, negative
+// relative times as option values ("--since -2h"), and the options shared by several commands
+// (webhook filters, --format) turned into checked values.
+#pragma once
+
+#include <boost/program_options.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cli.h"
+#include "journal/store.h"
+#include "output.h"
+
+namespace iarelay::cli {
+
+namespace po = boost::program_options;
+
+struct CommandHelp {
+  const char* synopsis;     // "list [--state S]... [--limit N]"
+  const char* description;  // a few lines: what it does, what it prints
+};
+
+// Parses ctx.args. Returns nullopt when the command should run (vm filled); otherwise the
+// exit code: 0 after printing --help, 2 after a usage error (already reported).
+std::optional<int> parse_args(const Context& ctx, const CommandHelp& help,
+                              po::options_description& options,
+                              const po::positional_options_description& positional,
+                              po::variables_map& vm);
+
+// --state --agent --service --type --event --since --until [--limit]
+void add_filter_options(po::options_description& options, bool with_limit);
+// InvalidArgument (a usage error) for unknown states, bad times or limits. `now` anchors
+// relative times. Agent handles of the configuration are turned into identifiers.
+Result<WebhookFilter> filter_from(const Context& ctx, const po::variables_map& vm, Millis now);
+// "failed,discarded" or repeated --state options; InvalidArgument listing the valid states.
+Result<std::vector<WebhookState>> states_from(const std::vector<std::string>& names);
+// A time option: InvalidArgument naming the option.
+Result<Millis> time_from(const std::string& option, const std::string& text, Millis now);
+
+// --format with `default_format`; `allowed` e.g. "table|csv|json".
+void add_format_option(po::options_description& options, const char* default_format,
+                       const char* allowed);
+Result<Format> format_from(const po::variables_map& vm, const char* allowed);
+
+}  // namespace iarelay::cli

@@ -1,0 +1,121 @@
+// Shared command plumbing: errors, opening the journal, actor, agent names.
+#include "cli.h"
+
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include "journal/store.h"
+
+namespace iarelay::cli {
+
+std::string one_line(std::string message) {
+  for (char& c : message)
+    if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+  return message;
+}
+
+int fail(const Context& ctx, const std::string& message) {
+  std::cerr << "iarelay" << (ctx.command.empty() ? "" : " " + ctx.command) << ": "
+            << one_line(message) << std::endl;
+  return kExitFailure;
+}
+
+int usage_error(const Context& ctx, const std::string& message) {
+  fail(ctx, message);
+  return kExitUsage;
+}
+
+Result<DatabasePtr> open_for_read(const Context& ctx) {
+  std::error_code ec;
+  if (!std::filesystem::exists(ctx.journal, ec))
+    return Status::not_found("no journal at " + ctx.journal +
+                             " (give --journal PATH or --config FILE)");
+  if (std::filesystem::is_directory(ctx.journal, ec))
+    return Status::invalid_argument(ctx.journal + " is a directory, not a journal");
+  return open_journal_for_read(ctx.journal);
+}
+
+Result<DatabasePtr> open_for_write(const Context& ctx) {
+  // Everything is checked on a read-only connection first: opening for write switches the file
+  // to WAL mode, which would change a foreign or damaged file.
+  {
+    auto reader = open_for_read(ctx);
+    if (!reader) return reader.status();
+    std::vector<std::string> pending;
+    if (Status s = verify_migrations(**reader, &pending); !s)
+      return Status::corruption(ctx.journal + ": " + s.message());
+    if (!pending.empty())
+      return Status::conflict(ctx.journal + " needs migration " + pending.front() +
+                              " (run iarelay migrate)");
+    // A damaged journal is never written to: a write could spread the damage. quick_check
+    // reads every page once (seconds for gigabytes), a fair price for a rare operator change.
+    std::string verdict;
+    try {
+      SQLite::Statement check(**reader, "PRAGMA quick_check(1)");
+      verdict = check.executeStep() ? check.getColumn(0).getString() : "no answer";
+    } catch (const SQLite::Exception& e) {
+      verdict = e.getErrorStr();
+    }
+    if (verdict != "ok")
+      return Status::corruption(ctx.journal + " is damaged (quick_check: " + verdict +
+                                "); refusing to change it (see iarelay check)");
+  }
+  SyncLevel sync = ctx.config ? ctx.config->sync : SyncLevel::kFull;
+  auto db = open_journal_for_write(ctx.journal, sync);
+  if (!db) return db.status();
+  std::vector<std::string> pending;
+  if (Status s = verify_migrations(**db, &pending); !s)
+    return Status::corruption(ctx.journal + ": " + s.message());
+  if (!pending.empty())
+    return Status::conflict(ctx.journal + " needs migration " + pending.front() +
+                            " (run iarelay migrate)");
+  return db;
+}
+
+std::string actor() {
+  std::string user;
+  if (const char* u = std::getenv("USER"); u && *u) user = u;
+  if (user.empty()) {
+    if (const passwd* pw = ::getpwuid(::getuid())) user = pw->pw_name;
+  }
+  if (user.empty()) user = "uid" + std::to_string(::getuid());
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0 || !*host)
+    std::snprintf(host, sizeof host, "%s", "localhost");
+  return user + "@" + host;
+}
+
+std::string audit_filter(const Context& ctx) {
+  std::string out = ctx.command;
+  for (const auto& a : ctx.args) {
+    bool quote = a.empty() || a.find_first_of(" \t\"'") != std::string::npos;
+    out += " ";
+    if (!quote) {
+      out += a;
+      continue;
+    }
+    out += "'";
+    for (char c : a) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    out += "'";
+  }
+  return out;
+}
+
+Result<std::string> resolve_agent(const Context& ctx, SQLite::Database& reader,
+                                  const std::string& name) {
+  if (ctx.config)
+    if (const AgentConfig* a = ctx.config->find_agent(name)) return a->id;
+  if (load_agent(reader, name)) return name;
+  SQLite::Statement q(reader, "SELECT 1 FROM webhooks WHERE assigned_agent=? LIMIT 1");
+  q.bind(1, name);
+  if (q.executeStep()) return name;
+  return Status::not_found("unknown agent '" + name + "': not in the configuration" +
+                           std::string(ctx.config ? "" : " (none given: --config FILE)") +
+                           " and not known to the journal");
+}
+
+}  // namespace iarelay::cli

@@ -1,0 +1,50 @@
+// What every `iarelay` command shares: the context built from the global options (journal
+// path, optional configuration), exit codes, one-line errors, and opening the journal safely
+// (reads on a read-only connection; writes only on an existing, migrated journal).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/status.h"
+#include "journal/journal.h"
+
+namespace iarelay::cli {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+struct Context {
+  std::string journal;            // the journal path (from --journal, the config, or default)
+  std::optional<Config> config;   // set when --config was given
+  std::string command;            // "list", "agent pause", ... for messages
+  std::vector<std::string> args;  // the command's arguments as given (for audit rows)
+};
+
+// Prints "iarelay COMMAND: MESSAGE" on one line to stderr; returns the exit code.
+int fail(const Context& ctx, const std::string& message);
+int usage_error(const Context& ctx, const std::string& message);
+// The message on one line: newlines and tabs become spaces.
+std::string one_line(std::string message);
+
+// Opens the journal read-only; NotFound as "no journal at PATH", not-a-journal as Corruption.
+Result<DatabasePtr> open_for_read(const Context& ctx);
+// For commands that change the journal: it must exist (never created here), be a journal
+// (checked on a read-only connection first, so a foreign or corrupt file is never written),
+// and have exactly this build's migrations. Opened with open_journal_for_write.
+Result<DatabasePtr> open_for_write(const Context& ctx);
+
+// "$USER@hostname" for audit rows.
+std::string actor();
+// The command line as given, for audit rows: "resend --state failed --agent x".
+std::string audit_filter(const Context& ctx);
+
+// An agent named by identifier or configuration handle: the identifier, if the configuration
+// has it or the journal knows it (agents table or assigned webhooks). NotFound otherwise.
+Result<std::string> resolve_agent(const Context& ctx, SQLite::Database& reader,
+                                  const std::string& name);
+
+}  // namespace iarelay::cli

@@ -1,0 +1,19 @@
+// The commands of `iarelay` (SPEC §8), one function each; main() picks one by name. Each takes
+// the context (ctx.args are the arguments after the command name) and returns the exit code.
+#pragma once
+
+#include "cli.h"
+
+namespace iarelay::cli {
+
+int cmd_status(Context& ctx);
+int cmd_list(Context& ctx);
+int cmd_show(Context& ctx);
+int cmd_resend(Context& ctx);
+int cmd_purge(Context& ctx);
+int cmd_sql(Context& ctx);
+int cmd_agent(Context& ctx);
+int cmd_migrate(Context& ctx);
+int cmd_check(Context& ctx);
+
+}  // namespace iarelay::cli

@@ -1,0 +1,137 @@
+// `iarelay migrate` (create the journal or apply pending migrations) and `iarelay check`
+// (integrity of the journal, its migrations, and the configuration's files).
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include "args.h"
+#include "commands.h"
+
+namespace iarelay::cli {
+namespace {
+
+constexpr CommandHelp kMigrateHelp = {
+    "migrate",
+    "Creates the journal (0600, with its directory) if it does not exist, or applies the\n"
+    "migrations this build has and the journal lacks. Prints what it applied. Refuses while\n"
+    "an iarelayd holds the journal (the daemon migrates at start)."};
+
+constexpr CommandHelp kCheckHelp = {
+    "check",
+    "Checks the journal (PRAGMA integrity_check, applied migrations against this build's)\n"
+    "and, with --config, the configuration (its keys, and that the files it names are\n"
+    "readable). Prints what is fine; exits 1 naming every problem."};
+
+// A read-only look at an existing file before it is opened for writing, so that a foreign or
+// damaged file is refused without a byte of it changing.
+Status precheck_existing(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec) || std::filesystem::file_size(path, ec) == 0)
+    return Status::ok();
+  if (std::filesystem::is_directory(path, ec))
+    return Status::invalid_argument(path + " is a directory, not a journal");
+  try {
+    SQLite::Database db(path, SQLite::OPEN_READONLY);
+    db.exec("PRAGMA query_only=ON");
+    if (Status s = verify_migrations(db); !s) return Status::corruption(path + ": " + s.message());
+  } catch (const SQLite::Exception& e) {
+    return Status::corruption(path + ": " + e.getErrorStr());
+  }
+  return Status::ok();
+}
+
+void check_readable(const std::string& what, const std::string& path,
+                    std::vector<std::string>& problems) {
+  if (path.empty()) return;
+  if (::access(path.c_str(), R_OK) != 0)
+    problems.push_back(what + " " + path + ": " + std::strerror(errno));
+}
+
+}  // namespace
+
+int cmd_migrate(Context& ctx) {
+  po::options_description options;
+  po::variables_map vm;
+  if (auto code = parse_args(ctx, kMigrateHelp, options, {}, vm)) return *code;
+  if (auto pid = daemon_holding(ctx.journal))
+    return fail(ctx, "iarelayd pid " + std::to_string(*pid) + " holds " + ctx.journal +
+                         "; it applies migrations itself at start (stop it first)");
+  if (Status s = precheck_existing(ctx.journal); !s) return fail(ctx, s.message());
+  SyncLevel sync = ctx.config ? ctx.config->sync : SyncLevel::kFull;
+  auto db = open_journal_for_write(ctx.journal, sync);
+  if (!db) return fail(ctx, db.status().message());
+  std::vector<std::string> applied;
+  if (Status s = migrate(**db, &applied); !s) return fail(ctx, ctx.journal + ": " + s.message());
+  for (const auto& m : applied) std::cout << "applied " << m << "\n";
+  std::cout << "journal " << ctx.journal << " is up to date (" << embedded_migrations().size()
+            << " migrations, " << applied.size() << " applied now)\n";
+  return kExitOk;
+}
+
+int cmd_check(Context& ctx) {
+  po::options_description options;
+  po::variables_map vm;
+  if (auto code = parse_args(ctx, kCheckHelp, options, {}, vm)) return *code;
+  std::vector<std::string> problems;
+
+  if (ctx.config) {
+    const Config& c = *ctx.config;
+    std::size_t before = problems.size();
+    if (c.listen) {
+      check_readable("[listen] token_file", c.listen->token_file, problems);
+      check_readable("[listen] tls_cert", c.listen->tls_cert, problems);
+      check_readable("[listen] tls_key", c.listen->tls_key, problems);
+    }
+    if (c.upstream) {
+      check_readable("[upstream] token_file", c.upstream->token_file, problems);
+      check_readable("[upstream] ca_file", c.upstream->ca_file, problems);
+    }
+    for (const auto& a : c.agents)
+      check_readable("[agent." + a.handle + "] secret_file", a.secret_file, problems);
+    if (problems.size() == before)
+      std::cout << "config " << c.file << ": ok (" << c.agents.size() << " agents, "
+                << c.services.size() << " services"
+                << (c.listen ? ", listening on " + c.listen->address : std::string())
+                << (c.upstream ? ", polling " + c.upstream->url : std::string()) << ")\n";
+  }
+
+  auto db = open_for_read(ctx);
+  if (!db) {
+    problems.push_back(db.status().message());
+  } else {
+    std::vector<std::string> integrity;
+    SQLite::Statement q(**db, "PRAGMA integrity_check");
+    while (q.executeStep()) integrity.push_back(q.getColumn(0).getString());
+    bool intact = integrity.size() == 1 && integrity[0] == "ok";
+    if (!intact)
+      problems.push_back(
+          ctx.journal +
+          ": integrity_check: " + (integrity.empty() ? std::string("no answer") : integrity[0]) +
+          (integrity.size() > 1 ? " (and " + std::to_string(integrity.size() - 1) + " more)"
+                                : std::string()));
+    std::vector<std::string> pending;
+    Status migrations = verify_migrations(**db, &pending);
+    if (!migrations)
+      problems.push_back(ctx.journal + ": " + migrations.message());
+    else if (!pending.empty())
+      problems.push_back(ctx.journal + " needs migration " + pending.front() +
+                         " (run iarelay migrate)");
+    if (intact && migrations && pending.empty()) {
+      std::int64_t webhooks = (*db)->execAndGet("SELECT count(*) FROM webhooks").getInt64();
+      auto pid = daemon_holding(ctx.journal);
+      std::cout << "journal " << ctx.journal << ": ok (integrity ok, "
+                << embedded_migrations().size() << " migrations applied, " << webhooks
+                << " webhooks"
+                << (pid ? ", held by iarelayd pid " + std::to_string(*pid) : std::string())
+                << ")\n";
+    }
+  }
+  if (problems.empty()) return kExitOk;
+  std::string message;
+  for (const auto& p : problems) message += (message.empty() ? "" : "; ") + p;
+  return fail(ctx, message);
+}
+
+}  // namespace iarelay::cli

@@ -1,0 +1,157 @@
+// `iarelay resend` and `iarelay purge`: the batched, audited changes of journal/maintenance.h,
+// with progress on stderr for long runs. A running daemon notices the changes by itself.
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include <iostream>
+
+#include "args.h"
+#include "commands.h"
+#include "common/time.h"
+#include "journal/maintenance.h"
+
+namespace iarelay::cli {
+namespace {
+
+constexpr std::int64_t kProgressEvery = 10'000;
+
+constexpr CommandHelp kResendHelp = {
+    "resend ID... | resend --state failed|discarded [--agent A] [--service S] [--type T] "
+    "[--event E] [--since T] [--until T]  [--to-agent A] [--dry-run]",
+    "Puts failed or discarded webhooks back to queued with a fresh attempt budget (attempts 0,\n"
+    "due now), either the given ids (all must be failed or discarded, else nothing changes)\n"
+    "or every webhook matching the filters. --to-agent assigns them to that agent (identifier\n"
+    "or handle); otherwise a failed webhook stays with its agent and a discarded one waits for\n"
+    "any agent of its service. Prints how many; recorded in the audit table. A running\n"
+    "iarelayd starts on them by itself."};
+
+constexpr CommandHelp kPurgeHelp = {
+    "purge --before T [--state S]... [--dry-run]",
+    "Deletes webhooks received before T in the given states (default: delivered), with their\n"
+    "attempts. Never deletes queued or inflight webhooks. Prints how many; recorded in the\n"
+    "audit table."};
+
+// Reports progress on stderr each time the running total passes another kProgressEvery rows.
+ProgressFn progress_printer(const std::string& what) {
+  auto next = std::make_shared<std::int64_t>(kProgressEvery);
+  return [what, next](std::int64_t done) {
+    if (done < *next) return;
+    std::cerr << "iarelay " << what << ": " << done << " rows so far..." << std::endl;
+    while (*next <= done) *next += kProgressEvery;
+  };
+}
+
+std::string rows_text(std::int64_t n) {
+  return std::to_string(n) + (n == 1 ? " webhook" : " webhooks");
+}
+
+}  // namespace
+
+int cmd_resend(Context& ctx) {
+  po::options_description options;
+  options.add_options()("id", po::value<std::vector<std::string>>(), "");
+  add_filter_options(options, false);
+  options.add_options()("to-agent", po::value<std::string>(),
+                        "assign them to this agent (identifier or handle)")(
+      "dry-run", "count what would be resent; change nothing");
+  po::positional_options_description positional;
+  positional.add("id", -1);
+  po::variables_map vm;
+  if (auto code = parse_args(ctx, kResendHelp, options, positional, vm)) return *code;
+  auto filter = filter_from(ctx, vm, now_millis());
+  if (!filter) return usage_error(ctx, filter.status().message());
+  if (vm.count("id")) {
+    filter->ids = vm["id"].as<std::vector<std::string>>();
+    for (const char* name : {"state", "agent", "service", "type", "event", "since", "until"})
+      if (vm.count(name))
+        return usage_error(ctx,
+                           std::string("give webhook ids or --") + name + " filters, not both");
+  } else if (filter->states.empty()) {
+    return usage_error(ctx, "give webhook ids, or --state failed|discarded with optional filters");
+  }
+  for (auto s : filter->states)
+    if (s != WebhookState::kFailed && s != WebhookState::kDiscarded)
+      return usage_error(ctx, "--state " + std::string(to_string(s)) +
+                                  ": only failed or discarded webhooks can be resent");
+  const bool dry_run = vm.count("dry-run") > 0;
+
+  // Everything that can be refused is checked on a read-only connection (a dry run is exactly
+  // that), so a refusal never opens the journal for writing.
+  auto reader = open_for_read(ctx);
+  if (!reader) return fail(ctx, reader.status().message());
+  std::optional<std::string> to_agent;
+  if (vm.count("to-agent")) {
+    auto agent = resolve_agent(ctx, **reader, vm["to-agent"].as<std::string>());
+    if (!agent) return fail(ctx, "--to-agent: " + agent.status().message());
+    to_agent = *agent;
+  }
+  if (dry_run || !filter->ids.empty()) {
+    MaintenanceOptions check;
+    check.dry_run = true;
+    if (dry_run) check.progress = progress_printer("resend --dry-run");
+    auto would = resend(**reader, *filter, to_agent, check);
+    if (!would) return fail(ctx, would.status().message());
+    if (dry_run) {
+      std::cout << "would resend " << rows_text(*would) << " (dry run: nothing changed)\n";
+      return kExitOk;
+    }
+  }
+  reader->reset();
+
+  auto db = open_for_write(ctx);
+  if (!db) return fail(ctx, db.status().message());
+  MaintenanceOptions run;
+  run.progress = progress_printer("resend");
+  run.audit = {actor(), audit_filter(ctx)};
+  auto done = resend(**db, *filter, to_agent, run);
+  if (!done) return fail(ctx, done.status().message());
+  std::cout << "resent " << rows_text(*done) << (to_agent ? " to " + *to_agent : "") << "\n";
+  return kExitOk;
+}
+
+int cmd_purge(Context& ctx) {
+  po::options_description options;
+  options.add_options()("before", po::value<std::string>()->required(),
+                        "received before T (RFC 3339, or -30d style relative)")(
+      "state", po::value<std::vector<std::string>>()->composing(),
+      "states to delete (default delivered; never queued or inflight)")(
+      "dry-run", "count what would be deleted; change nothing");
+  po::variables_map vm;
+  if (auto code = parse_args(ctx, kPurgeHelp, options, {}, vm)) return *code;
+  auto before = time_from("before", vm["before"].as<std::string>(), now_millis());
+  if (!before) return usage_error(ctx, before.status().message());
+  std::vector<WebhookState> states;
+  if (vm.count("state")) {
+    auto parsed = states_from(vm["state"].as<std::vector<std::string>>());
+    if (!parsed) return usage_error(ctx, parsed.status().message());
+    states = std::move(*parsed);
+  }
+  for (auto s : states)
+    if (s == WebhookState::kQueued || s == WebhookState::kInflight)
+      return usage_error(ctx, "--state " + std::string(to_string(s)) +
+                                  ": purge never deletes queued or inflight webhooks");
+  const bool dry_run = vm.count("dry-run") > 0;
+
+  auto reader = open_for_read(ctx);
+  if (!reader) return fail(ctx, reader.status().message());
+  if (dry_run) {
+    MaintenanceOptions count;
+    count.dry_run = true;
+    auto would = purge_webhooks(**reader, *before, states, count);
+    if (!would) return fail(ctx, would.status().message());
+    std::cout << "would purge " << rows_text(*would) << " received before " << format_time(*before)
+              << " (dry run: nothing changed)\n";
+    return kExitOk;
+  }
+  reader->reset();
+  auto db = open_for_write(ctx);
+  if (!db) return fail(ctx, db.status().message());
+  MaintenanceOptions run;
+  run.progress = progress_printer("purge");
+  run.audit = {actor(), audit_filter(ctx)};
+  auto done = purge_webhooks(**db, *before, states, run);
+  if (!done) return fail(ctx, done.status().message());
+  std::cout << "purged " << rows_text(*done) << " received before " << format_time(*before) << "\n";
+  return kExitOk;
+}
+
+}  // namespace iarelay::cli

@@ -1,0 +1,84 @@
+// `iarelay status`: the status document (journal/status_report.h) as JSON or as tables.
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include <iostream>
+
+#include "args.h"
+#include "commands.h"
+#include "journal/status_report.h"
+
+namespace iarelay::cli {
+namespace {
+
+constexpr CommandHelp kHelp = {
+    "status [--format table|json]",
+    "Per agent: state, queued, inflight, oldest queued age, deliveries and failures in the\n"
+    "last hour; totals by state; webhooks held for any agent; upstream cursors and feed\n"
+    "consumers' lag; whether an iarelayd holds the journal. JSON is the document served by\n"
+    "the daemon at GET /v1/status."};
+
+void print_tables(const Json& doc) {
+  const Json& daemon = doc["daemon"];
+  std::cout << "journal   " << doc["journal"].get<std::string>() << "\n";
+  std::cout << "daemon    "
+            << (daemon["running"].get<bool>()
+                    ? "running (pid " + cell_text(daemon["pid"], "?") + ")"
+                    : std::string("not running"))
+            << "\n";
+  std::cout << "totals   ";
+  for (const auto& [state, n] : doc["totals"].items()) std::cout << " " << state << " " << n;
+  std::cout << "\n";
+  const Json& held = doc["held"];
+  std::cout << "held      " << held["queued"] << " queued for any agent of their service";
+  if (held["queued"].get<std::int64_t>() > 0)
+    std::cout << " (oldest " << age_text(held["oldest_queued_age_ms"]) << ")";
+  std::cout << "\n\n";
+
+  RowWriter agents(std::cout, Format::kTable,
+                   {"agent", "handle", "state", "since", "until", "queued", "inflight", "oldest",
+                    "delivered_1h", "failed_1h", "retried_1h"});
+  for (const auto& a : doc["agents"])
+    agents.row({a["id"], a["handle"], a["state"], a["state_since"], a["paused_until"], a["queued"],
+                a["inflight"], age_text(a["oldest_queued_age_ms"]), a["delivered_last_hour"],
+                a["failed_last_hour"], a["retried_last_hour"]});
+  if (agents.rows() == 0)
+    std::cout << "(no agents configured or known to the journal)\n";
+  else
+    agents.finish();
+
+  if (!doc["upstream"].empty()) {
+    std::cout << "\n";
+    RowWriter up(std::cout, Format::kTable, {"upstream", "seq", "updated_at"});
+    for (const auto& u : doc["upstream"]) up.row({u["name"], u["seq"], u["updated_at"]});
+    up.finish();
+  }
+  const Json& feed = doc["feed"];
+  if (!feed["consumers"].empty()) {
+    std::cout << "\nfeed max seq " << feed["max_seq"] << "\n";
+    RowWriter consumers(std::cout, Format::kTable, {"consumer", "acked_seq", "lag", "acked_at"});
+    for (const auto& c : feed["consumers"])
+      consumers.row({c["name"], c["acked_seq"], c["lag"], c["acked_at"]});
+    consumers.finish();
+  }
+}
+
+}  // namespace
+
+int cmd_status(Context& ctx) {
+  po::options_description options;
+  add_format_option(options, "table", "table|json");
+  po::variables_map vm;
+  if (auto code = parse_args(ctx, kHelp, options, {}, vm)) return *code;
+  auto format = format_from(vm, "table|json");
+  if (!format) return usage_error(ctx, format.status().message());
+  auto db = open_for_read(ctx);
+  if (!db) return fail(ctx, db.status().message());
+  Json doc = Json::parse(status_json(**db, ctx.config ? &*ctx.config : nullptr, ctx.journal));
+  if (*format == Format::kJson)
+    std::cout << doc.dump(2) << "\n";
+  else
+    print_tables(doc);
+  return kExitOk;
+}
+
+}  // namespace iarelay::cli

@@ -1,0 +1,44 @@
+// Printing rows and documents as an aligned table, CSV (RFC 4180, header row) or JSON.
+// Values are JSON values so one row feeds every format: null prints "-" in a table and an
+// empty field in CSV. Not thread-safe; one writer per output stream.
+#pragma once
+
+#include <iosfwd>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace iarelay::cli {
+
+using Json = nlohmann::ordered_json;
+
+enum class Format { kTable, kCsv, kJson };
+std::optional<Format> parse_format(std::string_view text);
+
+// Rows of the same columns. Table output is buffered (to align columns) and printed by
+// finish(); CSV and JSON (an array of objects) stream as rows come.
+class RowWriter {
+ public:
+  RowWriter(std::ostream& out, Format format, std::vector<std::string> columns);
+  void row(const std::vector<Json>& values);
+  void finish();
+  std::size_t rows() const { return count_; }
+
+ private:
+  std::ostream& out_;
+  Format format_;
+  std::vector<std::string> columns_;
+  std::vector<std::vector<std::string>> table_;  // buffered cells (table format)
+  std::size_t count_ = 0;
+};
+
+// A value as text: strings as they are, numbers and booleans as JSON writes them, null as
+// `null_text`.
+std::string cell_text(const Json& value, std::string_view null_text);
+std::string csv_field(const std::string& text);
+// "1h2m" style age of a duration in ms, to whole seconds ("0s" under a second); "-" for null.
+std::string age_text(const Json& ms);
+
+}  // namespace iarelay::cli
