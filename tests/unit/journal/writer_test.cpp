@@ -1,12 +1,60 @@
+// Tests of journal/writer.h: group commit, per-operation failure, draining on destruction,
+// the commit listener and the statistics.
 #include "journal/writer.h"
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <numeric>
+#include <thread>
+#include <vector>
+
+#include "journal/store.h"
 #include "support/temp_dir.h"
 
 namespace iarelay {
 namespace {
+
+void insert_audit(SQLite::Database& db, const std::string& actor) {
+  SQLite::Statement s(db, "INSERT INTO audit (at, actor, action, affected) VALUES ('t',?,'x',1)");
+  s.bind(1, actor);
+  s.exec();
+}
+
+int count_audit(const std::string& path, const std::string& where = "1=1") {
+  SQLite::Database r(path);
+  return r.execAndGet("SELECT count(*) FROM audit WHERE " + where).getInt();
+}
+
+// Holds the writer thread inside one operation until opened, so that everything submitted
+// meanwhile is queued and forms the next batch: group commit becomes deterministic.
+class Gate {
+ public:
+  Gate() : opened_(opened_promise_.get_future().share()) {}
+  // The operation to submit; it reports that the writer runs it, then waits for open().
+  Writer::Op op() {
+    return [this](SQLite::Database&) {
+      entered_.set_value();
+      opened_.wait();
+    };
+  }
+  void wait_entered() { entered_.get_future().wait(); }
+  void open() { opened_promise_.set_value(); }
+
+ private:
+  std::promise<void> entered_;
+  std::promise<void> opened_promise_;
+  std::shared_future<void> opened_;
+};
+
+std::unique_ptr<Writer> open_writer(const std::string& path, SyncLevel sync = SyncLevel::kNormal) {
+  auto w = Writer::open(path, sync);
+  EXPECT_TRUE(w.is_ok()) << w.status().message();
+  return w.is_ok() ? std::move(*w) : nullptr;
+}
 
 TEST(Writer, CommitsSubmittedOperation) {
   testing::TempDir dir;
@@ -18,6 +66,221 @@ TEST(Writer, CommitsSubmittedOperation) {
   EXPECT_TRUE(s.is_ok()) << s.message();
   SQLite::Database r(dir.file("j.db"));
   EXPECT_EQ(r.execAndGet("SELECT count(*) FROM audit").getInt(), 1);
+}
+
+TEST(Writer, OpenAppliesMigrations) {
+  testing::TempDir dir;
+  auto w = open_writer(dir.file("j.db"));
+  ASSERT_TRUE(w);
+  SQLite::Database r(dir.file("j.db"));
+  EXPECT_EQ(r.execAndGet("SELECT count(*) FROM schema_migrations").getInt(), 1);
+  EXPECT_TRUE(w->healthy());
+  EXPECT_EQ(w->path(), dir.file("j.db"));
+}
+
+TEST(Writer, ConcurrentSubmittersShareCommits) {
+  testing::TempDir dir;
+  auto w = open_writer(dir.file("j.db"), SyncLevel::kFull);
+  ASSERT_TRUE(w);
+  constexpr int kThreads = 16, kPerThread = 50;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < kThreads; ++t) {
+    pool.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        std::string actor = std::to_string(t) + "-" + std::to_string(i);
+        Status s = w->run([actor](SQLite::Database& db) { insert_audit(db, actor); });
+        if (!s) failures.fetch_add(1);
+      }
+    });
+  }
+  for (auto& t : pool) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto st = w->stats();
+  EXPECT_EQ(st.ops, static_cast<std::uint64_t>(kThreads * kPerThread));
+  EXPECT_LT(st.commits, st.ops) << "no two submissions ever shared a commit";
+  EXPECT_EQ(count_audit(dir.file("j.db")), kThreads * kPerThread);
+}
+
+TEST(Writer, EverythingQueuedDuringACommitFormsOneBatch) {
+  testing::TempDir dir;
+  auto w = open_writer(dir.file("j.db"));
+  ASSERT_TRUE(w);
+  Gate gate;
+  auto held = w->submit(gate.op());
+  gate.wait_entered();
+  std::vector<std::future<Status>> futures;
+  std::mutex mu;
+  std::vector<std::thread> pool;
+  for (int t = 0; t < 8; ++t) {
+    pool.emplace_back([&, t] {
+      for (int i = 0; i < 25; ++i) {
+        auto f = w->submit([t, i](SQLite::Database& db) {
+          insert_audit(db, std::to_string(t) + "-" + std::to_string(i));
+        });
+        std::lock_guard lock(mu);
+        futures.push_back(std::move(f));
+      }
+    });
+  }
+  for (auto& t : pool) t.join();
+  gate.open();
+  EXPECT_TRUE(held.get().is_ok());
+  for (auto& f : futures) EXPECT_TRUE(f.get().is_ok());
+  auto st = w->stats();
+  EXPECT_EQ(st.ops, 201u);
+  EXPECT_EQ(st.commits, 2u);  // the gate's batch, then all 200 in one transaction
+  EXPECT_EQ(count_audit(dir.file("j.db")), 200);
+}
+
+TEST(Writer, AFailingOperationDoesNotUndoTheOthersInItsBatch) {
+  testing::TempDir dir;
+  auto w = open_writer(dir.file("j.db"));
+  ASSERT_TRUE(w);
+  Gate gate;
+  auto held = w->submit(gate.op());
+  gate.wait_entered();
+  auto a = w->submit([](SQLite::Database& db) { insert_audit(db, "a"); });
+  auto thrower = w->submit([](SQLite::Database& db) {
+    insert_audit(db, "b");  // written, then rolled back to the op's savepoint
+    throw std::runtime_error("op b refuses");
+  });
+  auto violator = w->submit([](SQLite::Database& db) {
+    insert_audit(db, "c");
+    db.exec("INSERT INTO agents (id, state, state_since) VALUES ('x', 'sideways', 't')");
+  });
+  auto d = w->submit([](SQLite::Database& db) { insert_audit(db, "d"); });
+  gate.open();
+  EXPECT_TRUE(held.get().is_ok());
+  EXPECT_TRUE(a.get().is_ok());
+  Status tb = thrower.get();
+  EXPECT_EQ(tb.kind(), StatusKind::kInvalidArgument);
+  EXPECT_NE(tb.message().find("op b refuses"), std::string::npos) << tb.message();
+  Status vc = violator.get();
+  EXPECT_FALSE(vc.is_ok());
+  EXPECT_NE(vc.message().find("CHECK"), std::string::npos) << vc.message();
+  EXPECT_TRUE(d.get().is_ok());
+  auto st = w->stats();
+  EXPECT_EQ(st.commits, 2u);  // the failures shared the batch's one commit
+  EXPECT_EQ(st.failed_ops, 2u);
+  EXPECT_EQ(st.failed_commits, 0u);
+  EXPECT_EQ(count_audit(dir.file("j.db")), 2);
+  EXPECT_EQ(count_audit(dir.file("j.db"), "actor IN ('a','d')"), 2);
+  SQLite::Database r(dir.file("j.db"));
+  EXPECT_EQ(r.execAndGet("SELECT count(*) FROM agents").getInt(), 0);
+  EXPECT_TRUE(w->healthy());
+}
+
+TEST(Writer, DestructorDrainsEverythingSubmitted) {
+  testing::TempDir dir;
+  auto w = open_writer(dir.file("j.db"));
+  ASSERT_TRUE(w);
+  Gate gate;
+  w->submit(gate.op(), nullptr);
+  gate.wait_entered();
+  constexpr int kOps = 300;
+  std::atomic<int> ok{0}, failed{0};
+  for (int i = 0; i < kOps; ++i)
+    w->submit([i](SQLite::Database& db) { insert_audit(db, std::to_string(i)); },
+              [&](const Status& s) { (s.is_ok() ? ok : failed).fetch_add(1); });
+  std::thread opener([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    gate.open();
+  });
+  w.reset();  // returns only once everything queued ran and its callback was called
+  opener.join();
+  EXPECT_EQ(ok.load(), kOps);
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(count_audit(dir.file("j.db")), kOps);
+}
+
+TEST(Writer, SubmissionsOnceStoppingAreRefusedNotLost) {
+  testing::TempDir dir;
+  auto w = open_writer(dir.file("j.db"));
+  ASSERT_TRUE(w);
+  Writer* raw = w.get();
+  Gate gate;
+  std::promise<Status> late;
+  // When the held op's commit is reported, the destructor has already begun: a submission
+  // from that callback must be answered (Unavailable), never silently dropped or run.
+  std::atomic<bool> late_op_ran{false};
+  raw->submit(gate.op(), [&](const Status&) {
+    raw->submit([&](SQLite::Database&) { late_op_ran = true; },
+                [&](const Status& s) { late.set_value(s); });
+  });
+  std::thread opener([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    gate.open();
+  });
+  w.reset();
+  opener.join();
+  auto f = late.get_future();
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  Status s = f.get();
+  EXPECT_EQ(s.kind(), StatusKind::kUnavailable) << s.message();
+  EXPECT_FALSE(late_op_ran.load());
+}
+
+TEST(Writer, CommitListenerRunsAfterTheCommitIsVisible) {
+  testing::TempDir dir;
+  auto w = open_writer(dir.file("j.db"));
+  ASSERT_TRUE(w);
+  std::string path = dir.file("j.db");
+  std::promise<int> seen;
+  std::atomic<int> calls{0};
+  w->set_commit_listener([&] {
+    // Another connection already sees the commit when the listener runs.
+    if (calls.fetch_add(1) == 0) seen.set_value(count_audit(path));
+  });
+  ASSERT_TRUE(w->run([](SQLite::Database& db) { insert_audit(db, "x"); }).is_ok());
+  auto f = seen.get_future();
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(f.get(), 1);
+  w.reset();
+  EXPECT_EQ(calls.load(), 1);  // one commit, one call
+}
+
+TEST(Writer, StatsCountCommitsAndTheirDurations) {
+  testing::TempDir dir;
+  auto w = open_writer(dir.file("j.db"), SyncLevel::kFull);
+  ASSERT_TRUE(w);
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(w->run([i](SQLite::Database& db) { insert_audit(db, std::to_string(i)); }).is_ok());
+  auto st = w->stats();
+  EXPECT_EQ(st.commits, 5u);
+  EXPECT_EQ(st.ops, 5u);
+  EXPECT_EQ(st.failed_ops, 0u);
+  EXPECT_GT(st.commit_seconds_total, 0.0);
+  std::uint64_t bucketed =
+      std::accumulate(std::begin(st.commit_buckets), std::end(st.commit_buckets), std::uint64_t{0});
+  EXPECT_EQ(bucketed, st.commits);
+}
+
+TEST(Writer, OperationsRunStoreFunctionsWithTheStatementCache) {
+  testing::TempDir dir;
+  auto w = open_writer(dir.file("j.db"));
+  ASSERT_TRUE(w);
+  // The same cached INSERT statement reused across operations and batches.
+  for (int i = 0; i < 3; ++i) {
+    NewWebhook h;
+    h.id = "W" + std::to_string(i);
+    h.service = "hpnnmi";
+    h.type = "status";
+    h.payload = "{}";
+    InsertOutcome out;
+    ASSERT_TRUE(w->run([&](SQLite::Database& db) { out = insert_webhook(db, h); }).is_ok());
+    EXPECT_EQ(out.id, h.id);
+    EXPECT_FALSE(out.duplicate);
+  }
+  InsertOutcome dup;
+  NewWebhook again;
+  again.id = "W0";  // same id: the UNIQUE constraint fails this op alone
+  again.service = "hpnnmi";
+  again.type = "status";
+  again.payload = "{}";
+  EXPECT_FALSE(w->run([&](SQLite::Database& db) { dup = insert_webhook(db, again); }).is_ok());
+  SQLite::Database r(dir.file("j.db"));
+  EXPECT_EQ(r.execAndGet("SELECT count(*) FROM webhooks").getInt(), 3);
 }
 
 }  // namespace
