@@ -10,7 +10,6 @@
 #include <atomic>
 #include <boost/program_options.hpp>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <iostream>
 #include <mutex>
@@ -141,9 +140,6 @@ int main(int argc, char** argv) {
   Totals totals;                                                    // GUARDED_BY(mu)
   std::mt19937_64 rng(o.seeded ? o.seed : std::random_device{}());  // GUARDED_BY(mu)
   std::uniform_real_distribution<double> draw(0.0, 1.0);
-  std::atomic<bool> stopping{false};
-  std::mutex stop_mu;
-  std::condition_variable stop_cv;
 
   server.new_task_queue = [] { return new httplib::ThreadPool(128); };
   server.set_keep_alive_max_count(1000000);
@@ -197,49 +193,41 @@ int main(int argc, char** argv) {
     res.set_content("{\"error\":\"injected failure\"}", "application/json");
   });
 
-  std::atomic<bool> served{false};
+  // On SIGTERM/SIGINT: stop accepting, print the summary and exit at once. Waiting for the
+  // server's workers would wait out every idle keep-alive connection (5 s each); records are
+  // already flushed line by line, and the lock keeps a half-written line out.
   std::thread signal_thread([&] {
     int sig = 0;
     sigwait(&signals, &sig);
-    stopping = true;
-    stop_cv.notify_all();
-    // stop() before listen has started is a no-op in httplib: repeat until main is done.
-    while (!served) {
-      server.stop();
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+    server.stop();
+    std::lock_guard lock(mu);
+    if (record) std::fclose(record);
+    nlohmann::json summary = {
+        {"requests", totals.requests},
+        {"answered_2xx", totals.ok},
+        {"faults", totals.faults},
+        {"distinct_delivered", totals.ids.size()},
+        {"duplicates", totals.duplicates},
+        {"signatures",
+         {{"valid", totals.valid}, {"invalid", totals.invalid}, {"unsigned", totals.unsigned_}}}};
+    std::cout << summary.dump() << std::endl;
+    std::_Exit(0);
   });
+  signal_thread.detach();
 
   if (o.down_for > 0) {
     std::cerr << "iarelay-sink: down (not listening) for " << down_text << "\n";
-    std::unique_lock lock(stop_mu);
-    stop_cv.wait_for(lock, std::chrono::milliseconds(o.down_for), [&] { return stopping.load(); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(o.down_for));
   }
-  int exit_code = 0;
-  if (!stopping) {
-    int bound =
-        port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
-    if (bound < 0) {
-      std::cerr << "iarelay-sink: cannot listen on " << o.listen << "\n";
-      exit_code = 1;
-    } else {
-      std::cerr << "iarelay-sink: listening on " << host << ":" << bound << "\n";
-      if (!stopping) server.listen_after_bind();
-    }
+  int bound =
+      port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
+  if (bound < 0) {
+    std::cerr << "iarelay-sink: cannot listen on " << o.listen << "\n";
+    return 1;
   }
-  served = true;
-  if (exit_code != 0 && !stopping) pthread_kill(signal_thread.native_handle(), SIGTERM);
-  signal_thread.join();
-  if (record) std::fclose(record);
-  std::lock_guard lock(mu);
-  nlohmann::json summary = {
-      {"requests", totals.requests},
-      {"answered_2xx", totals.ok},
-      {"faults", totals.faults},
-      {"distinct_delivered", totals.ids.size()},
-      {"duplicates", totals.duplicates},
-      {"signatures",
-       {{"valid", totals.valid}, {"invalid", totals.invalid}, {"unsigned", totals.unsigned_}}}};
-  std::cout << summary.dump() << std::endl;
-  return exit_code;
+  std::cerr << "iarelay-sink: listening on " << host << ":" << bound << "\n";
+  server.listen_after_bind();
+  // Only reached if the listener failed on its own; a signal exits from its thread.
+  std::cerr << "iarelay-sink: listener stopped\n";
+  return 1;
 }

@@ -1,0 +1,507 @@
+// The dispatcher in-process with a real Writer, AgentDirectory and journal file, calling the
+// real iarelay-sink process on loopback: delivery and signing, outages, pauses, failover,
+// permanent failures and resend, Retry-After, held webhooks.
+#include "dispatch/dispatcher.h"
+
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "common/crypto.h"
+#include "common/metrics.h"
+#include "journal/journal.h"
+#include "journal/maintenance.h"
+#include "journal/routing.h"
+#include "journal/store.h"
+#include "journal/writer.h"
+#include "support/process.h"
+#include "support/temp_dir.h"
+
+namespace iarelay {
+namespace {
+
+using Json = nlohmann::json;
+using namespace std::chrono_literals;
+
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+  auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return pred();
+}
+
+// A running iarelay-sink with its record file.
+class Sink {
+ public:
+  Sink(const testing::TempDir& dir, const std::string& name, std::vector<std::string> extra = {},
+       int port = 0)
+      : port_(port ? port : testing::free_port()), record_(dir.file(name + ".jsonl")) {
+    std::vector<std::string> argv = {testing::bin("iarelay-sink"),
+                                     "--listen=127.0.0.1:" + std::to_string(port_),
+                                     "--record=" + record_};
+    bool down = false;
+    for (auto& e : extra) {
+      down = down || e.rfind("--down-for", 0) == 0;
+      argv.push_back(e);
+    }
+    process_ =
+        std::make_unique<testing::Process>(argv, dir.file(name + ".out"), dir.file(name + ".err"));
+    if (!down) {
+      EXPECT_TRUE(testing::wait_for_port(port_));
+    }
+  }
+  ~Sink() { stop(); }
+  void stop() {
+    if (process_ && process_->running()) {
+      process_->signal(SIGTERM);
+      process_->wait();
+    }
+  }
+  int port() const { return port_; }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/apia_callback"; }
+  std::vector<Json> records() const {
+    std::vector<Json> out;
+    std::ifstream in(record_);
+    std::string line;
+    while (std::getline(in, line))
+      if (!line.empty()) out.push_back(Json::parse(line));
+    return out;
+  }
+
+ private:
+  int port_;
+  std::string record_;
+  std::unique_ptr<testing::Process> process_;
+};
+
+AgentConfig agent(const std::string& id, const std::string& callback) {
+  AgentConfig a;
+  a.handle = id;
+  a.id = id;
+  a.callback = callback;
+  a.services = {"svc"};
+  a.format = AgentFormat::kRaw;
+  a.max_inflight = 4;
+  a.timeout = 2'000;
+  a.down_after = 3;
+  a.max_attempts = 25;
+  a.backoff_initial = 100;
+  a.backoff_max = 1'000;
+  return a;
+}
+
+// Writer + directory + dispatcher over a journal in a temp dir.
+class Relay {
+ public:
+  explicit Relay(const testing::TempDir& dir) : path_(dir.file("journal.db")) {
+    auto w = Writer::open(path_, SyncLevel::kNormal);
+    EXPECT_TRUE(w) << w.status().message();
+    writer_ = std::move(*w);
+    auto r = open_journal_for_read(path_);
+    EXPECT_TRUE(r);
+    reader_ = std::move(*r);
+  }
+  ~Relay() {
+    if (dispatcher_) dispatcher_->stop(2'000);
+  }
+
+  void start(std::vector<AgentConfig> agents, std::vector<ServiceConfig> services = {}) {
+    directory_ = std::make_unique<AgentDirectory>(std::move(agents), std::move(services));
+    // As the daemon does: availability from the agents table before the dispatcher starts.
+    for (const auto& row : load_agents(*reader_)) {
+      if (row.state == "paused") directory_->set_availability(row.id, Availability::kPaused);
+      if (row.state == "down") directory_->set_availability(row.id, Availability::kDown);
+    }
+    DispatcherContext ctx;
+    ctx.writer = writer_.get();
+    ctx.directory = directory_.get();
+    ctx.metrics = &metrics_;
+    ctx.journal_path = path_;
+    auto d = Dispatcher::start(ctx);
+    ASSERT_TRUE(d) << d.status().message();
+    dispatcher_ = std::move(*d);
+    writer_->set_commit_listener([this] {
+      if (dispatcher_) dispatcher_->wake();
+    });
+  }
+
+  // Stores a webhook as intake would (routed by the directory) and returns its id.
+  std::string enqueue(const std::string& event, int n, std::optional<std::string> agent_id = {},
+                      const std::string& type = "status") {
+    NewWebhook w;
+    w.id = new_webhook_id();
+    w.received_at = now_millis();
+    w.service = "svc";
+    w.agent = agent_id;
+    w.type = type;
+    w.event_id = event;
+    auto route = directory_->route("svc", agent_id);
+    w.state = route.state;
+    w.assigned_agent = route.assigned_agent;
+    w.reason = route.reason;
+    w.payload = R"({"eventIdentifier": )" + event + R"(, "status": "active", "n": )" +
+                std::to_string(n) + "}";
+    EXPECT_TRUE(writer_->run([&](SQLite::Database& db) { insert_webhook(db, w); }));
+    return w.id;
+  }
+
+  Status write(Writer::Op op) { return writer_->run(std::move(op)); }
+
+  std::vector<WebhookRow> rows() {
+    std::vector<WebhookRow> out;
+    WebhookFilter f;
+    f.oldest_first = true;
+    for_each_webhook(*reader_, f, false, [&](const WebhookRow& r) {
+      out.push_back(r);
+      return true;
+    });
+    return out;
+  }
+  WebhookRow row(const std::string& id) {
+    for (auto& r : rows())
+      if (r.id == id) return r;
+    ADD_FAILURE() << "no webhook " << id;
+    return {};
+  }
+  int count(const std::string& state) {
+    int n = 0;
+    for (auto& r : rows()) n += r.state == state;
+    return n;
+  }
+  std::vector<AttemptRecord> attempts(const std::string& id) {
+    std::vector<AttemptRecord> out;
+    SQLite::Statement q(*reader_,
+                        "SELECT attempt, agent, started_at, http_status, error, outcome FROM "
+                        "attempts WHERE webhook_id=? ORDER BY id");
+    q.bind(1, id);
+    while (q.executeStep()) {
+      AttemptRecord a;
+      a.webhook_id = id;
+      a.attempt = q.getColumn(0).getInt();
+      a.agent = q.getColumn(1).getString();
+      a.started_at = *parse_time(q.getColumn(2).getString(), 0);
+      if (!q.getColumn(3).isNull()) a.http_status = q.getColumn(3).getInt();
+      if (!q.getColumn(4).isNull()) a.error = q.getColumn(4).getString();
+      a.outcome = q.getColumn(5).getString();
+      out.push_back(a);
+    }
+    return out;
+  }
+  int attempts_with(const std::string& outcome) {
+    SQLite::Statement q(*reader_, "SELECT count(*) FROM attempts WHERE outcome=?");
+    q.bind(1, outcome);
+    q.executeStep();
+    return q.getColumn(0).getInt();
+  }
+  std::optional<AgentRow> agent_row(const std::string& id) { return load_agent(*reader_, id); }
+  Metrics& metrics() { return metrics_; }
+
+ private:
+  std::string path_;
+  std::unique_ptr<Writer> writer_;
+  DatabasePtr reader_;
+  std::unique_ptr<AgentDirectory> directory_;
+  Metrics metrics_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+};
+
+// First successful delivery of each webhook id, in the order the sink received them.
+std::vector<std::string> first_deliveries(const std::vector<Json>& records) {
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  for (const auto& r : records)
+    if (r["status"].get<int>() / 100 == 2 && seen.insert(r["webhook_id"]).second)
+      out.push_back(r["webhook_id"]);
+  return out;
+}
+
+// For every event, its webhooks were first delivered in arrival (seq) order.
+void expect_per_event_order(Relay& relay, const std::vector<Json>& records) {
+  std::map<std::string, std::int64_t> seq;
+  std::map<std::string, std::string> event;
+  for (auto& r : relay.rows()) {
+    seq[r.id] = r.seq;
+    event[r.id] = r.event_id.value_or("");
+  }
+  std::map<std::string, std::int64_t> last_seq;
+  for (const auto& id : first_deliveries(records)) {
+    auto& last = last_seq[event[id]];
+    EXPECT_GT(seq[id], last) << "event " << event[id] << ": webhook " << id
+                             << " was delivered before an earlier one";
+    last = seq[id];
+  }
+}
+
+TEST(Dispatch, DeliversSignedIaMessageWithSpecHeaders) {
+  testing::TempDir dir;
+  testing::write_file(dir.file("secret"), "whsec_" + base64_encode("0123456789abcdef") + "\n");
+  Sink sink(dir, "sink", {"--secret-file=" + dir.file("secret")});
+  Relay relay(dir);
+  auto a = agent("nnmi1", sink.url());
+  a.format = AgentFormat::kIa;
+  a.secret_file = dir.file("secret");
+  relay.start({a});
+  std::string id = relay.enqueue("4412901", 1);
+  ASSERT_TRUE(wait_until([&] { return relay.row(id).state == "delivered"; }, 10s));
+  auto recs = sink.records();
+  ASSERT_EQ(recs.size(), 1u);
+  EXPECT_EQ(recs[0]["webhook_id"], id);
+  EXPECT_EQ(recs[0]["signature"], "valid");
+  EXPECT_EQ(recs[0]["attempt"], "1");
+  EXPECT_EQ(recs[0]["type"], "status");
+  EXPECT_EQ(recs[0]["service"], "svc");
+  Json body = Json::parse(recs[0]["body"].get<std::string>());
+  EXPECT_EQ(body["xmatters_callback_type"], "status");
+  EXPECT_EQ(body["eventidentifier"], "4412901");
+  EXPECT_EQ(body["n"], "1");
+  auto row = relay.row(id);
+  EXPECT_EQ(row.attempts, 1);
+  EXPECT_EQ(row.last_status, 204);
+  EXPECT_TRUE(row.delivered_at);
+  auto att = relay.attempts(id);
+  ASSERT_EQ(att.size(), 1u);
+  EXPECT_EQ(att[0].outcome, "delivered");
+  EXPECT_EQ(att[0].http_status, 204);
+  EXPECT_NE(relay.metrics().render().find(
+                R"(iarelay_deliveries_total{agent="nnmi1",outcome="delivered"} 1)"),
+            std::string::npos);
+}
+
+TEST(Dispatch, SinkFlagsSignatureMadeWithAnotherSecret) {
+  testing::TempDir dir;
+  testing::write_file(dir.file("ours"), "s3cret-one");
+  testing::write_file(dir.file("theirs"), "s3cret-two");
+  Sink sink(dir, "sink", {"--secret-file=" + dir.file("theirs")});
+  Relay relay(dir);
+  auto a = agent("a", sink.url());
+  a.secret_file = dir.file("ours");
+  auto b = agent("b", sink.url());  // no secret: unsigned
+  relay.start({a, b});
+  std::string signed_id = relay.enqueue("1", 1, std::string("a"));
+  std::string unsigned_id = relay.enqueue("2", 1, std::string("b"));
+  ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == 2; }, 10s));
+  std::map<std::string, std::string> verdict;
+  for (auto& r : sink.records()) verdict[r["webhook_id"]] = r["signature"];
+  EXPECT_EQ(verdict[signed_id], "invalid");
+  EXPECT_EQ(verdict[unsigned_id], "unsigned");
+}
+
+TEST(Dispatch, RawFormatSendsTheStoredBytes) {
+  testing::TempDir dir;
+  Sink sink(dir, "sink");
+  Relay relay(dir);
+  relay.start({agent("a", sink.url())});
+  std::string id = relay.enqueue("77", 3);
+  ASSERT_TRUE(wait_until([&] { return relay.row(id).state == "delivered"; }, 10s));
+  EXPECT_EQ(sink.records().at(0)["body"], R"({"eventIdentifier": 77, "status": "active", "n": 3})");
+}
+
+TEST(Dispatch, AgentDownForAStretchThenEverythingDeliveredInOrder) {
+  testing::TempDir dir;
+  // Not listening for 3 s: connection refused, as with a stopped agent.
+  Sink sink(dir, "sink", {"--down-for=3s"});
+  Relay relay(dir);
+  auto a = agent("a", sink.url());
+  a.down_after = 2;
+  relay.start({a});
+  std::vector<std::string> ids;
+  for (int i = 0; i < 40; ++i) {
+    ids.push_back(relay.enqueue(std::to_string(100 + i % 8), i, std::string("a")));
+    if (i % 10 == 9) std::this_thread::sleep_for(300ms);  // they keep arriving during the outage
+  }
+  ASSERT_TRUE(wait_until(
+      [&] { return relay.agent_row("a") && relay.agent_row("a")->state == "down"; }, 5s));
+  ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == 40; }, 30s))
+      << relay.count("delivered") << " delivered";
+  EXPECT_EQ(relay.agent_row("a")->state, "up");
+  // While down only one probe at a time: far fewer failed attempts than 40 webhooks retrying
+  // every 100 ms..1 s for 3 s would make.
+  EXPECT_LT(relay.attempts_with("retry"), 25);
+  auto recs = sink.records();
+  EXPECT_EQ(first_deliveries(recs).size(), 40u);
+  expect_per_event_order(relay, recs);
+}
+
+TEST(Dispatch, PausedAgentReceivesNothingUntilResumed) {
+  testing::TempDir dir;
+  Sink sink(dir, "sink");
+  Relay relay(dir);
+  ASSERT_TRUE(relay.write([](SQLite::Database& db) {
+    set_agent_state(db, "a", "paused", std::string("maintenance"), std::nullopt, false);
+  }));
+  relay.start({agent("a", sink.url())});
+  for (int i = 0; i < 5; ++i) relay.enqueue("9", i, std::string("a"));
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_TRUE(sink.records().empty());
+  EXPECT_EQ(relay.count("queued"), 5);
+  // Resume as `iarelay agent resume` does, from outside the dispatcher.
+  auto resumed = std::chrono::steady_clock::now();
+  ASSERT_TRUE(relay.write([](SQLite::Database& db) {
+    set_agent_state(db, "a", "up", std::nullopt, std::nullopt, false);
+  }));
+  ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == 5; }, 10s));
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  resumed);
+  std::cout << "[ info ] resume to all 5 delivered: " << ms.count() << " ms\n";
+  expect_per_event_order(relay, sink.records());
+}
+
+TEST(Dispatch, PauseWhileRunningStopsAttempts) {
+  testing::TempDir dir;
+  Sink sink(dir, "sink");
+  Relay relay(dir);
+  relay.start({agent("a", sink.url())});
+  relay.enqueue("1", 0, std::string("a"));
+  ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == 1; }, 10s));
+  ASSERT_TRUE(relay.write([](SQLite::Database& db) {
+    set_agent_state(db, "a", "paused", std::nullopt, std::nullopt, false);
+  }));
+  std::this_thread::sleep_for(600ms);  // the dispatcher looks at the agents table every 250 ms
+  relay.enqueue("1", 1, std::string("a"));
+  std::this_thread::sleep_for(1000ms);
+  EXPECT_EQ(sink.records().size(), 1u);
+  // A pause with an end time in the past ends by itself.
+  ASSERT_TRUE(relay.write([](SQLite::Database& db) {
+    set_agent_state(db, "a", "paused", std::nullopt, now_millis() - 1, false);
+  }));
+  ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == 2; }, 10s));
+  EXPECT_TRUE(wait_until([&] { return relay.agent_row("a")->state == "up"; }, 5s));
+}
+
+TEST(Dispatch, FailsOverToTheNextAgentOfTheService) {
+  testing::TempDir dir;
+  Sink sink(dir, "sink");
+  Relay relay(dir);
+  // The first agent's port has no listener.
+  auto first = agent("first", "http://127.0.0.1:" + std::to_string(testing::free_port()) + "/x");
+  auto second = agent("second", sink.url());
+  relay.start({first, second});
+  std::vector<std::string> ids;
+  for (int i = 0; i < 10; ++i) ids.push_back(relay.enqueue(std::to_string(i), i));  // no agent id
+  ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == 10; }, 20s));
+  int tried_first = 0;
+  for (auto& id : ids) {
+    EXPECT_EQ(relay.row(id).assigned_agent, "second");
+    for (auto& att : relay.attempts(id)) tried_first += att.agent == "first";
+  }
+  EXPECT_GT(tried_first, 0);  // routed to "first" (configuration order), failed there, moved
+  EXPECT_EQ(first_deliveries(sink.records()).size(), 10u);
+  // A webhook naming its agent never fails over: it waits for "first".
+  std::string pinned = relay.enqueue("99", 0, std::string("first"));
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(relay.row(pinned).state, "queued");
+  EXPECT_EQ(relay.row(pinned).assigned_agent, "first");
+}
+
+TEST(Dispatch, ClientErrorFailsAtOnceAndResendDelivers) {
+  testing::TempDir dir;
+  int port = testing::free_port();
+  auto sink = std::make_unique<Sink>(
+      dir, "sink404", std::vector<std::string>{"--fail-rate=1", "--fail-status=404"}, port);
+  Relay relay(dir);
+  relay.start({agent("a", sink->url())});
+  std::string id = relay.enqueue("5", 0, std::string("a"));
+  ASSERT_TRUE(wait_until([&] { return relay.row(id).state == "failed"; }, 10s));
+  auto row = relay.row(id);
+  EXPECT_EQ(row.attempts, 1);
+  EXPECT_EQ(row.last_status, 404);
+  ASSERT_TRUE(row.last_error);
+  EXPECT_NE(row.last_error->find("HTTP 404: {\"error\":\"injected failure\"}"), std::string::npos)
+      << *row.last_error;
+  sink->stop();
+  sink.reset();
+  Sink healthy(dir, "sink", {}, port);
+  WebhookFilter f;
+  f.ids = {id};
+  ASSERT_TRUE(relay.write([&](SQLite::Database& db) {
+    auto n = resend(db, f, std::nullopt);
+    ASSERT_TRUE(n);
+    EXPECT_EQ(*n, 1);
+  }));
+  ASSERT_TRUE(wait_until([&] { return relay.row(id).state == "delivered"; }, 10s));
+  EXPECT_EQ(relay.row(id).attempts, 1);                  // a fresh budget
+  EXPECT_EQ(healthy.records().at(0)["webhook_id"], id);  // the same webhook-id
+}
+
+TEST(Dispatch, AttemptBudgetSpentFails) {
+  testing::TempDir dir;
+  Sink sink(dir, "sink", {"--fail-rate=1", "--fail-status=500"});
+  Relay relay(dir);
+  auto a = agent("a", sink.url());
+  a.max_attempts = 3;
+  a.down_after = 100;
+  a.backoff_initial = 50;
+  relay.start({a});
+  std::string id = relay.enqueue("5", 0, std::string("a"));
+  ASSERT_TRUE(wait_until([&] { return relay.row(id).state == "failed"; }, 10s));
+  auto row = relay.row(id);
+  EXPECT_EQ(row.attempts, 3);
+  EXPECT_EQ(row.last_error->rfind("attempt budget spent (3 attempts)", 0), 0u) << *row.last_error;
+  EXPECT_EQ(relay.attempts(id).size(), 3u);
+}
+
+TEST(Dispatch, HonoursRetryAfter) {
+  testing::TempDir dir;
+  Sink sink(dir, "sink", {"--fail-rate=1", "--fail-status=503", "--retry-after=2"});
+  Relay relay(dir);
+  auto a = agent("a", sink.url());
+  a.down_after = 100;
+  a.backoff_initial = 50;
+  a.backoff_max = 60'000;
+  relay.start({a});
+  std::string id = relay.enqueue("5", 0, std::string("a"));
+  ASSERT_TRUE(wait_until([&] { return relay.attempts(id).size() >= 2; }, 10s));
+  auto att = relay.attempts(id);
+  Millis gap = att[1].started_at - att[0].started_at;
+  EXPECT_GE(gap, 2'000);  // not the 50 ms backoff
+  EXPECT_LT(gap, 4'000);
+  EXPECT_EQ(att[0].http_status, 503);
+}
+
+TEST(Dispatch, HeldAndResentDiscardedWebhooksGoToAnAgentOnceUp) {
+  testing::TempDir dir;
+  Sink sink(dir, "sink");
+  Relay relay(dir);
+  ASSERT_TRUE(relay.write([](SQLite::Database& db) {
+    set_agent_state(db, "a", "paused", std::nullopt, std::nullopt, false);
+  }));
+  relay.start({agent("a", sink.url())}, {ServiceConfig{"svc", true}});
+  std::string held = relay.enqueue("1", 0);  // no agent available: held (queued, no agent)
+  EXPECT_EQ(relay.row(held).state, "queued");
+  EXPECT_FALSE(relay.row(held).assigned_agent);
+  // A discarded one (as a service without hold would have stored it).
+  NewWebhook w;
+  w.id = new_webhook_id();
+  w.received_at = now_millis();
+  w.service = "svc";
+  w.type = "status";
+  w.event_id = "2";
+  w.state = WebhookState::kDiscarded;
+  w.reason = "no agent available";
+  w.payload = R"({"eventIdentifier": 2, "status": "active"})";
+  ASSERT_TRUE(relay.write([&](SQLite::Database& db) { insert_webhook(db, w); }));
+  std::this_thread::sleep_for(1200ms);
+  EXPECT_TRUE(sink.records().empty());
+  ASSERT_TRUE(relay.write([](SQLite::Database& db) {
+    set_agent_state(db, "a", "up", std::nullopt, std::nullopt, false);
+  }));
+  ASSERT_TRUE(wait_until([&] { return relay.row(held).state == "delivered"; }, 10s));
+  WebhookFilter f;
+  f.states = {WebhookState::kDiscarded};
+  ASSERT_TRUE(relay.write([&](SQLite::Database& db) { ASSERT_TRUE(resend(db, f, std::nullopt)); }));
+  ASSERT_TRUE(wait_until([&] { return relay.row(w.id).state == "delivered"; }, 10s));
+  EXPECT_EQ(relay.row(w.id).assigned_agent, "a");
+}
+
+}  // namespace
+}  // namespace iarelay
