@@ -1,0 +1,290 @@
+// Indirect mode in-process: an edge relay's feed polled by an inner relay's Poller. Exactly
+// once through upstream restarts and redelivery, garbage upstreams, prompt stop, proxy, TLS.
+#include <httplib.h>
+
+#include <atomic>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "harness.h"
+#include "intake/admission.h"
+#include "journal/store.h"
+#include "support/process.h"
+#include "support/temp_dir.h"
+
+namespace iarelay {
+namespace {
+
+using nlohmann::json;
+using testing::eventually;
+using testing::InProcessRelay;
+using testing::make_agent;
+using testing::metric_value;
+
+UpstreamConfig upstream_at(const std::string& url, Millis poll_wait = 2000, int batch = 100) {
+  UpstreamConfig u;
+  u.url = url;
+  u.name = "edge";
+  u.consumer = "inner-1";
+  u.poll_wait = poll_wait;
+  u.batch = batch;
+  return u;
+}
+
+std::string payload(int i) {
+  // Varied bytes that a re-serialisation would change: spacing, escapes, unicode, exponents.
+  return "{ \"eventIdentifier\" : " + std::to_string(100000 + i / 3) +
+         ",\n  \"status\": \"active\", \"comment\": \"n\\u00b0" + std::to_string(i) +
+         " \xE2\x9C\x93 caf\xC3\xA9\", \"weight\": 1.0e2 }";
+}
+
+// Stores `n` webhooks on the edge (as its intake would), in commits of `chunk`.
+void fill_edge(InProcessRelay& edge, int first, int n, int chunk = 50,
+               std::chrono::milliseconds pause = std::chrono::milliseconds(0)) {
+  for (int done = 0; done < n; done += chunk) {
+    auto batch = std::make_shared<std::vector<NewWebhook>>();
+    for (int i = done; i < std::min(n, done + chunk); ++i) {
+      IntakeRequest r;
+      r.service = i % 2 ? "applications|hpnnmi" : "hpnnmi";
+      if (i % 5 == 0) r.agent = "ws-198/10.2.0.121:8081";
+      r.body = payload(first + i);
+      auto w = admit_direct(std::move(r), edge.directory(), now_millis());
+      ASSERT_TRUE(w.is_ok()) << w.status().message();
+      batch->push_back(std::move(*w));
+    }
+    ASSERT_TRUE(edge.writer()
+                    .run([batch](SQLite::Database& db) {
+                      for (const auto& w : *batch) insert_webhook(db, w);
+                    })
+                    .is_ok());
+    if (pause.count()) std::this_thread::sleep_for(pause);
+  }
+}
+
+// Every edge webhook is in the inner journal exactly once, with the same bytes.
+void expect_exactly_once(const InProcessRelay& edge, const InProcessRelay& inner, int n) {
+  auto db = inner.reader();
+  db->exec("ATTACH DATABASE '" + edge.journal() + "' AS e");
+  EXPECT_EQ(db->execAndGet("SELECT count(*) FROM webhooks").getInt64(), n);
+  EXPECT_EQ(db->execAndGet("SELECT count(DISTINCT source_id) FROM webhooks WHERE source='edge'")
+                .getInt64(),
+            n);
+  EXPECT_EQ(db->execAndGet("SELECT count(*) FROM webhooks i JOIN e.webhooks o ON "
+                           "i.source_id = o.id AND i.payload = o.payload AND "
+                           "i.service = o.service AND i.type = o.type AND "
+                           "i.agent IS o.agent AND i.event_id IS o.event_id")
+                .getInt64(),
+            n);
+  EXPECT_EQ(db->execAndGet("SELECT count(*) FROM webhooks WHERE state='queued'").getInt64(), n);
+  EXPECT_EQ(db->execAndGet("SELECT seq FROM cursors WHERE name='edge'").getInt64(),
+            db->execAndGet("SELECT max(seq) FROM e.webhooks").getInt64());
+}
+
+TEST(Poller, ChainCarriesThousandsExactlyOnceThroughUpstreamRestartsAndRedelivery) {
+  testing::TempDir dir;
+  InProcessRelay edge(dir.file("edge.db"));
+  int port = edge.start_server();
+  ASSERT_GT(port, 0);
+  InProcessRelay inner(dir.file("inner.db"), {make_agent("ws-198/10.2.0.121:8081", {"hpnnmi"}),
+                                              make_agent("a2", {"hpnnmi"})});
+  inner.start_poller(upstream_at("http://127.0.0.1:" + std::to_string(port) + "/"));
+
+  constexpr int kTotal = 3000;
+  std::thread producer([&] { fill_edge(edge, 0, kTotal, 50, std::chrono::milliseconds(10)); });
+  // Kill the upstream's listener twice mid-stream, each time for half a second.
+  for (int restart = 0; restart < 2; ++restart) {
+    ASSERT_TRUE(eventually([&] { return inner.count() >= (restart + 1) * kTotal / 3; }));
+    edge.stop_server();
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    ASSERT_EQ(edge.start_server(port), port);
+  }
+  producer.join();
+  ASSERT_TRUE(eventually([&] { return inner.count() >= kTotal; }, std::chrono::seconds(60)))
+      << inner.count();
+  expect_exactly_once(edge, inner, kTotal);
+  // Routed here: those naming an agent went to it, the others to the first available agent.
+  EXPECT_EQ(inner.count("assigned_agent='ws-198/10.2.0.121:8081'"), kTotal);
+  std::string metrics = inner.metrics().render();
+  EXPECT_GE(metric_value(metrics, R"(iarelay_poll_errors_total{kind="connect"})"), 1);
+  EXPECT_EQ(
+      metric_value(metrics, R"(iarelay_poll_webhooks_total{upstream="edge",outcome="stored"})"),
+      kTotal);
+  // The upstream learns how far the consumer got.
+  ASSERT_TRUE(eventually([&] {
+    auto db = edge.reader();
+    SQLite::Statement q(*db, "SELECT acked_seq FROM consumers WHERE name='inner-1'");
+    return q.executeStep() &&
+           q.getColumn(0).getInt64() == db->execAndGet("SELECT max(seq) FROM webhooks").getInt64();
+  }));
+
+  // Redelivery: rewind the stored cursor as if the batch's commit had been lost; everything
+  // comes again and nothing new is stored.
+  inner.poller()->stop();
+  ASSERT_TRUE(inner.writer()
+                  .run([](SQLite::Database& db) { db.exec("UPDATE cursors SET seq=0"); })
+                  .is_ok());
+  inner.start_poller(upstream_at("http://127.0.0.1:" + std::to_string(port)));
+  ASSERT_TRUE(eventually([&] {
+    return metric_value(inner.metrics().render(),
+                        R"(iarelay_poll_webhooks_total{upstream="edge",outcome="duplicate"})") >=
+           kTotal;
+  })) << inner.metrics().render();
+  expect_exactly_once(edge, inner, kTotal);
+}
+
+TEST(Poller, SurvivesAGarbageUpstreamCountingErrorsThenRecovers) {
+  testing::TempDir dir;
+  httplib::Server junk;
+  std::atomic<int> hits{0};
+  junk.Get("/v1/feed", [&](const httplib::Request&, httplib::Response& res) {
+    switch (hits++ % 4) {
+      case 0:
+        res.set_content("<html><body>502 Bad Gateway</body></html>", "text/html");
+        break;
+      case 1:
+        res.status = 500;
+        res.set_content("{\"error\":\"boom\"}", "application/json");
+        break;
+      case 2:
+        res.set_content("{\"messages\":[{\"seq\":1}],\"next\":1}", "application/json");
+        break;
+      default:
+        res.set_content("{\"messages\":[{\"seq\":1,\"id\":\"x\",\"payl", "application/json");
+    }
+  });
+  int port = junk.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(port, 0);
+  std::thread serve([&] { junk.listen_after_bind(); });
+  InProcessRelay inner(dir.file("inner.db"), {make_agent("a1", {"hpnnmi"})});
+  inner.start_poller(upstream_at("http://127.0.0.1:" + std::to_string(port), 1000));
+  ASSERT_TRUE(eventually([&] {
+    std::string m = inner.metrics().render();
+    return metric_value(m, R"(iarelay_poll_errors_total{kind="parse"})") >= 3 &&
+           metric_value(m, R"(iarelay_poll_errors_total{kind="http"})") >= 1;
+  })) << inner.metrics().render();
+  EXPECT_EQ(inner.count(), 0);
+  junk.stop();
+  serve.join();
+
+  // A real upstream appears on the same port: the poller recovers on its own.
+  InProcessRelay edge(dir.file("edge.db"));
+  fill_edge(edge, 0, 40);
+  ASSERT_EQ(edge.start_server(port), port);
+  ASSERT_TRUE(eventually([&] { return inner.count() == 40; }, std::chrono::seconds(60)))
+      << inner.count();
+  expect_exactly_once(edge, inner, 40);
+}
+
+TEST(Poller, StopReturnsPromptlyDuringALongPoll) {
+  testing::TempDir dir;
+  InProcessRelay edge(dir.file("edge.db"));
+  int port = edge.start_server();
+  InProcessRelay inner(dir.file("inner.db"), {make_agent("a1", {"hpnnmi"})});
+  inner.start_poller(upstream_at("http://127.0.0.1:" + std::to_string(port), 25'000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto started = std::chrono::steady_clock::now();
+  inner.poller()->stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(3));
+}
+
+TEST(Poller, SkipsAMessageThatCanNeverBeStoredAndKeepsGoing) {
+  testing::TempDir dir;
+  httplib::Server upstream;
+  upstream.Get("/v1/feed", [&](const httplib::Request& req, httplib::Response& res) {
+    if (req.get_param_value("after") == "0")
+      res.set_content(R"({"messages":[)"
+                      R"({"seq":1,"id":"A","service":"hpnnmi","type":"status","payload":[1]},)"
+                      R"({"seq":2,"id":"B","service":"hpnnmi","type":"","payload":{"x":1}},)"
+                      R"({"seq":3,"id":"C","service":"hpnnmi","type":"status","payload":{"s":1}})"
+                      R"(],"next":3})",
+                      "application/json");
+    else
+      res.set_content(R"({"messages":[],"next":3})", "application/json");
+  });
+  upstream.Post("/v1/feed/ack",
+                [](const httplib::Request&, httplib::Response& res) { res.status = 204; });
+  int port = upstream.bind_to_any_port("127.0.0.1");
+  std::thread serve([&] { upstream.listen_after_bind(); });
+  InProcessRelay inner(dir.file("inner.db"), {make_agent("a1", {"hpnnmi"})});
+  inner.start_poller(upstream_at("http://127.0.0.1:" + std::to_string(port), 1000));
+  ASSERT_TRUE(eventually([&] { return inner.count() == 1; }));
+  EXPECT_EQ(inner.reader()->execAndGet("SELECT source_id FROM webhooks").getString(), "C");
+  EXPECT_EQ(inner.reader()->execAndGet("SELECT payload FROM webhooks").getString(), R"({"s":1})");
+  EXPECT_EQ(metric_value(inner.metrics().render(), R"(iarelay_poll_errors_total{kind="message"})"),
+            2);
+  inner.poller()->stop();
+  upstream.stop();
+  serve.join();
+}
+
+TEST(Poller, GoesThroughTheConfiguredProxy) {
+  testing::TempDir dir;
+  httplib::Server proxy;
+  std::mutex mu;
+  std::vector<std::string> seen;
+  proxy.Get(".*", [&](const httplib::Request& req, httplib::Response& res) {
+    {
+      std::lock_guard lock(mu);
+      seen.push_back(req.path + " host=" + req.get_header_value("Host"));
+    }
+    if (req.get_param_value("after") == "0")
+      res.set_content(R"({"messages":[{"seq":1,"id":"P1","service":"hpnnmi","agent":null,)"
+                      R"("type":"status","payload":{"status":"active"}}],"next":1})",
+                      "application/json");
+    else
+      res.set_content(R"({"messages":[],"next":1})", "application/json");
+  });
+  proxy.Post(".*", [](const httplib::Request&, httplib::Response& res) { res.status = 204; });
+  int port = proxy.bind_to_any_port("127.0.0.1");
+  std::thread serve([&] { proxy.listen_after_bind(); });
+  InProcessRelay inner(dir.file("inner.db"), {make_agent("a1", {"hpnnmi"})});
+  UpstreamConfig u = upstream_at("http://edge.example.invalid:8443", 1000);
+  u.proxy = "http://127.0.0.1:" + std::to_string(port);
+  inner.start_poller(u);
+  ASSERT_TRUE(eventually([&] { return inner.count() == 1; }));
+  inner.poller()->stop();
+  proxy.stop();
+  serve.join();
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(
+      seen[0].rfind("http://edge.example.invalid:8443/v1/feed host=edge.example.invalid:8443", 0),
+      0u)
+      << seen[0];
+}
+
+TEST(Poller, VerifiesTheUpstreamCertificateAgainstTheCaFile) {
+  testing::TempDir dir;
+  auto gen =
+      testing::run({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1",
+                    "-keyout", dir.file("key.pem"), "-out", dir.file("cert.pem")});
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  InProcessRelay edge(dir.file("edge.db"));
+  fill_edge(edge, 0, 20);
+  int port = edge.start_server(0, "feed-token", 1 << 20, dir.file("cert.pem"), dir.file("key.pem"));
+  ASSERT_GT(port, 0);
+  std::string url = "https://127.0.0.1:" + std::to_string(port);
+
+  InProcessRelay trusting(dir.file("trusting.db"), {make_agent("a1", {"hpnnmi"})});
+  UpstreamConfig with_ca = upstream_at(url, 1000);
+  with_ca.ca_file = dir.file("cert.pem");
+  trusting.start_poller(with_ca, "feed-token");
+  InProcessRelay doubting(dir.file("doubting.db"), {make_agent("a1", {"hpnnmi"})});
+  doubting.start_poller(upstream_at(url, 1000), "feed-token");
+  InProcessRelay tokenless(dir.file("tokenless.db"), {make_agent("a1", {"hpnnmi"})});
+  tokenless.start_poller(with_ca);
+
+  ASSERT_TRUE(eventually([&] { return trusting.count() == 20; }));
+  expect_exactly_once(edge, trusting, 20);
+  ASSERT_TRUE(eventually([&] {
+    return metric_value(doubting.metrics().render(),
+                        R"(iarelay_poll_errors_total{kind="connect"})") >= 1 &&
+           metric_value(tokenless.metrics().render(),
+                        R"(iarelay_poll_errors_total{kind="http"})") >= 1;
+  }));
+  EXPECT_EQ(doubting.count(), 0);
+  EXPECT_EQ(tokenless.count(), 0);
+}
+
+}  // namespace
+}  // namespace iarelay
