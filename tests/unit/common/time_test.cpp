@@ -68,5 +68,43 @@ TEST(Size, ParsesBinaryUnits) {
     EXPECT_FALSE(parse_size(bad).is_ok()) << bad;
 }
 
+TEST(Time, FractionsBeyondMillisecondsAreTruncatedAndOffsetsApply) {
+  EXPECT_EQ(*parse_time("2025-11-29T14:39:31.123456Z", 0), 1764427171123);
+  EXPECT_EQ(*parse_time("2025-11-29T14:39:31.5Z", 0), 1764427171500);
+  EXPECT_EQ(*parse_time("2025-11-29T09:39:31-05:00", 0), 1764427171000);
+  EXPECT_EQ(*parse_time("2025-11-29 14:39:31Z", 0), 1764427171000);
+  EXPECT_EQ(*parse_time("+1h30m", 0), 5'400'000);
+}
+
+TEST(Time, FormatAndParseRoundTrip) {
+  for (Millis t : {Millis{0}, Millis{951782400000} /* 2000-02-29 */, Millis{1764427171123},
+                   Millis{4102444799999}}) {
+    auto back = parse_time(format_time(t), 0);
+    ASSERT_TRUE(back.is_ok()) << format_time(t);
+    EXPECT_EQ(*back, t);
+  }
+  // Fixed width: text order is time order.
+  EXPECT_LT(format_time(999), format_time(1000));
+  EXPECT_EQ(format_time(1764427171123).size(), 24u);
+}
+
+TEST(Duration, CombinesUnitsIncludingDays) {
+  EXPECT_EQ(*parse_duration("1h30m15s250ms"), 5'415'250);
+  EXPECT_EQ(*parse_duration("7d"), 7 * 86'400'000LL);
+  EXPECT_EQ(*parse_duration("0s"), 0);
+  EXPECT_EQ(format_duration(90'061'000), "1d1h1m1s");
+  auto bad = parse_duration("10 s");
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("10 s"), std::string::npos);
+}
+
+TEST(Size, AcceptsByteSuffixAndNamesBadInput) {
+  EXPECT_EQ(*parse_size("64B"), 64);
+  EXPECT_EQ(*parse_size("0"), 0);
+  auto bad = parse_size("1TB");
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("1TB"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace iarelay

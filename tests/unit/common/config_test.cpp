@@ -1,0 +1,482 @@
+// Tests of common/config.h: every SPEC §3 key and default read from a real INI file, each bad
+// value reported with file:line and key, command-line overrides, agent order and secrets.
+#include "common/config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <set>
+#include <string>
+
+#include "support/process.h"
+#include "support/temp_dir.h"
+
+namespace iarelay {
+namespace {
+
+class ConfigFile : public ::testing::Test {
+ protected:
+  // Writes `ini` to a file and loads it.
+  Result<Config> load(const std::string& ini, const ConfigOverrides& overrides = {}) {
+    testing::write_file(path(), ini);
+    return load_config(path(), overrides);
+  }
+  std::string path() const { return dir_.file("iarelay.conf"); }
+  // The error of loading `ini`, which must fail.
+  std::string error(const std::string& ini, const ConfigOverrides& overrides = {}) {
+    auto c = load(ini, overrides);
+    EXPECT_FALSE(c.is_ok()) << ini;
+    return c.is_ok() ? "" : c.status().message();
+  }
+  testing::TempDir dir_;
+};
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+const char* kMinimalAgent = "[agent.nnmi1]\ncallback = http://127.0.0.1:8081/apia_callback\n";
+
+TEST_F(ConfigFile, EveryDefaultOfTheSpec) {
+  auto c = load(std::string("[listen]\n[upstream]\nurl = https://edge.example.net:8443\n"
+                            "[service.hpnnmi]\n") +
+                kMinimalAgent);
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  EXPECT_EQ(c->file, path());
+  EXPECT_EQ(c->journal, "var/journal.db");
+  EXPECT_EQ(c->sync, SyncLevel::kFull);
+  EXPECT_EQ(c->log_level, "info");
+  EXPECT_EQ(c->log_format, "text");
+  EXPECT_EQ(c->retain_delivered, 0);
+  EXPECT_EQ(c->drain_grace, 10'000);
+
+  ASSERT_TRUE(c->listen.has_value());
+  EXPECT_EQ(c->listen->address, "127.0.0.1:8080");
+  EXPECT_EQ(c->listen->token_file, "");
+  EXPECT_EQ(c->listen->max_body, 1 << 20);
+  EXPECT_EQ(c->listen->tls_cert, "");
+  EXPECT_EQ(c->listen->tls_key, "");
+
+  ASSERT_TRUE(c->upstream.has_value());
+  EXPECT_EQ(c->upstream->url, "https://edge.example.net:8443");
+  EXPECT_EQ(c->upstream->token_file, "");
+  EXPECT_FALSE(c->upstream->name.empty());
+  EXPECT_FALSE(c->upstream->consumer.empty());
+  EXPECT_EQ(c->upstream->poll_wait, 25'000);
+  EXPECT_EQ(c->upstream->batch, 500);
+  EXPECT_EQ(c->upstream->proxy, "");
+  EXPECT_EQ(c->upstream->ca_file, "");
+
+  ASSERT_EQ(c->services.size(), 1u);
+  EXPECT_EQ(c->services[0].name, "hpnnmi");
+  EXPECT_FALSE(c->services[0].hold);  // unrouted = discard
+
+  ASSERT_EQ(c->agents.size(), 1u);
+  const AgentConfig& a = c->agents[0];
+  EXPECT_EQ(a.handle, "nnmi1");
+  EXPECT_EQ(a.id, "nnmi1");  // the handle by default
+  EXPECT_EQ(a.callback, "http://127.0.0.1:8081/apia_callback");
+  EXPECT_TRUE(a.services.empty());
+  EXPECT_EQ(a.format, AgentFormat::kIa);
+  EXPECT_EQ(a.secret_file, "");
+  EXPECT_EQ(a.max_inflight, 8);
+  EXPECT_EQ(a.ordering, Ordering::kEvent);
+  EXPECT_EQ(a.timeout, 10'000);
+  EXPECT_EQ(a.down_after, 5);
+  EXPECT_EQ(a.max_attempts, 25);
+  EXPECT_EQ(a.backoff_initial, 1'000);
+  EXPECT_EQ(a.backoff_max, 300'000);
+}
+
+TEST_F(ConfigFile, AbsentSectionsMeanNoListenerNoPollingNoAgents) {
+  auto c = load("# nothing but a comment\n");
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  EXPECT_FALSE(c->listen.has_value());
+  EXPECT_FALSE(c->upstream.has_value());
+  EXPECT_TRUE(c->agents.empty());
+  EXPECT_TRUE(c->services.empty());
+  auto none = load_config("");  // no file: defaults only
+  ASSERT_TRUE(none.is_ok()) << none.status().message();
+  EXPECT_EQ(none->journal, "var/journal.db");
+}
+
+TEST_F(ConfigFile, EveryKeyOfTheSpecIsRead) {
+  auto c = load(R"(journal = /srv/iarelay/journal.db   # comment after a value
+sync = normal
+log_level = debug
+log_format = json
+retain_delivered = 7d
+drain_grace = 3s
+
+; a semicolon comment
+[listen]
+address = 0.0.0.0:9443
+token_file = /etc/iarelay/intake.token
+max_body = 512KiB
+tls_cert = /etc/iarelay/cert.pem
+tls_key = /etc/iarelay/key.pem
+
+[upstream]
+url = https://edge.example.net:8443
+token_file = /etc/iarelay/upstream.token
+name = edge
+consumer = inner-1
+poll_wait = 30s
+batch = 250
+proxy = http://proxy.example.net:3128
+ca_file = /etc/iarelay/ca.pem
+
+[service.hpnnmi]
+unrouted = hold
+
+[agent.nnmi1]
+id = ws-198/10.2.0.121:8081
+callback = https://10.2.0.121:8081/apia_callback
+services = hpnnmi, applications|remedy
+format = raw
+secret_file = /etc/iarelay/nnmi1.secret
+max_inflight = 16
+ordering = fifo
+timeout = 2500ms
+down_after = 3
+max_attempts = 100
+backoff_initial = 500ms
+backoff_max = 1h
+)");
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  EXPECT_EQ(c->journal, "/srv/iarelay/journal.db");
+  EXPECT_EQ(c->sync, SyncLevel::kNormal);
+  EXPECT_EQ(c->log_level, "debug");
+  EXPECT_EQ(c->log_format, "json");
+  EXPECT_EQ(c->retain_delivered, 7 * 86'400'000LL);
+  EXPECT_EQ(c->drain_grace, 3'000);
+  EXPECT_EQ(c->listen->address, "0.0.0.0:9443");
+  EXPECT_EQ(c->listen->token_file, "/etc/iarelay/intake.token");
+  EXPECT_EQ(c->listen->max_body, 512 * 1024);
+  EXPECT_EQ(c->listen->tls_cert, "/etc/iarelay/cert.pem");
+  EXPECT_EQ(c->listen->tls_key, "/etc/iarelay/key.pem");
+  EXPECT_EQ(c->upstream->token_file, "/etc/iarelay/upstream.token");
+  EXPECT_EQ(c->upstream->name, "edge");
+  EXPECT_EQ(c->upstream->consumer, "inner-1");
+  EXPECT_EQ(c->upstream->poll_wait, 30'000);
+  EXPECT_EQ(c->upstream->batch, 250);
+  EXPECT_EQ(c->upstream->proxy, "http://proxy.example.net:3128");
+  EXPECT_EQ(c->upstream->ca_file, "/etc/iarelay/ca.pem");
+  ASSERT_EQ(c->services.size(), 1u);
+  EXPECT_TRUE(c->services[0].hold);
+  EXPECT_TRUE(c->service_holds("hpnnmi"));
+  EXPECT_FALSE(c->service_holds("remedy"));
+  const AgentConfig& a = c->agents.at(0);
+  EXPECT_EQ(a.id, "ws-198/10.2.0.121:8081");
+  EXPECT_EQ(a.callback, "https://10.2.0.121:8081/apia_callback");
+  EXPECT_EQ(a.services, (std::vector<std::string>{"hpnnmi", "remedy"}));
+  EXPECT_TRUE(a.hosts("remedy"));
+  EXPECT_FALSE(a.hosts("applications|remedy"));
+  EXPECT_EQ(a.format, AgentFormat::kRaw);
+  EXPECT_EQ(a.secret_file, "/etc/iarelay/nnmi1.secret");
+  EXPECT_EQ(a.max_inflight, 16);
+  EXPECT_EQ(a.ordering, Ordering::kFifo);
+  EXPECT_EQ(a.timeout, 2'500);
+  EXPECT_EQ(a.down_after, 3);
+  EXPECT_EQ(a.max_attempts, 100);
+  EXPECT_EQ(a.backoff_initial, 500);
+  EXPECT_EQ(a.backoff_max, 3'600'000);
+  EXPECT_EQ(c->find_agent("ws-198/10.2.0.121:8081"), &a);
+  EXPECT_EQ(c->find_agent("nnmi1"), &a);  // by handle too
+  EXPECT_EQ(c->find_agent("nobody"), nullptr);
+}
+
+TEST_F(ConfigFile, OrderingNoneAndFormatIa) {
+  auto c = load(std::string(kMinimalAgent) + "ordering = none\nformat = ia\n");
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  EXPECT_EQ(c->agents[0].ordering, Ordering::kNone);
+  EXPECT_EQ(c->agents[0].format, AgentFormat::kIa);
+}
+
+TEST_F(ConfigFile, TheKeyTableCoversTheSpecAndEachKeyIsAccepted) {
+  // The keys SPEC §3 names, by section.
+  std::set<std::string> spec = {".journal",
+                                ".sync",
+                                ".log_level",
+                                ".log_format",
+                                "listen.address",
+                                "listen.token_file",
+                                "listen.max_body",
+                                "listen.tls_cert",
+                                "listen.tls_key",
+                                "upstream.url",
+                                "upstream.token_file",
+                                "upstream.name",
+                                "upstream.consumer",
+                                "upstream.poll_wait",
+                                "upstream.batch",
+                                "upstream.proxy",
+                                "upstream.ca_file",
+                                "service.*.unrouted",
+                                "agent.*.id",
+                                "agent.*.callback",
+                                "agent.*.services",
+                                "agent.*.format",
+                                "agent.*.secret_file",
+                                "agent.*.max_inflight",
+                                "agent.*.ordering",
+                                "agent.*.timeout",
+                                "agent.*.down_after",
+                                "agent.*.max_attempts",
+                                "agent.*.backoff_initial",
+                                "agent.*.backoff_max"};
+  std::set<std::string> table;
+  for (const ConfigKey& k : config_keys()) {
+    table.insert(std::string(k.section) + "." + k.key);
+    EXPECT_STRNE(k.help, "") << k.key;
+    if (std::string(k.type) == "enum") {
+      std::string choices = std::string("|") + k.choices + "|";
+      EXPECT_TRUE(contains(choices, std::string("|") + k.default_value + "|")) << k.key;
+    }
+  }
+  for (const auto& key : spec) EXPECT_TRUE(table.count(key)) << key << " missing from the table";
+
+  // Each key of the table, written with its default (or a sample where it has none) in its
+  // section, is accepted.
+  for (const ConfigKey& k : config_keys()) {
+    std::string section = k.section;
+    std::string value = k.default_value;
+    if (std::string(k.type) == "url") value = "http://127.0.0.1:1/x";
+    if (std::string(k.key) == "tls_cert" || std::string(k.key) == "tls_key") continue;
+    std::string ini;
+    if (section == "service.*")
+      ini = "[service.s]\n";
+    else if (section == "agent.*")
+      ini = "[agent.a]\n";
+    else if (!section.empty())
+      ini = "[" + section + "]\n";
+    ini += std::string(k.key) + " = " + value + "\n";
+    if (section == "upstream" && std::string(k.key) != "url") ini += "url = http://127.0.0.1:1\n";
+    if (section == "agent.*" && std::string(k.key) != "callback")
+      ini += "callback = http://127.0.0.1:1/apia_callback\n";
+    auto c = load(ini);
+    EXPECT_TRUE(c.is_ok()) << ini << "\n" << c.status().message();
+  }
+}
+
+TEST_F(ConfigFile, ExampleConfigurationParsesToTheDefaults) {
+  testing::write_file(path(), config_example());
+  auto c = load_config(path());
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  EXPECT_EQ(c->journal, "var/journal.db");
+  ASSERT_EQ(c->agents.size(), 1u);
+  EXPECT_EQ(c->agents[0].max_inflight, 8);
+  EXPECT_TRUE(c->listen.has_value());
+  EXPECT_TRUE(c->upstream.has_value());
+  EXPECT_TRUE(contains(config_reference_markdown(), "`backoff_max`"));
+}
+
+struct BadValue {
+  const char* ini;
+  int line;         // where the error must point
+  const char* key;  // what it must name
+};
+
+TEST_F(ConfigFile, EachBadValueNamesFileLineAndKey) {
+  const BadValue cases[] = {
+      {"sync = sometimes\n", 1, "sync"},
+      {"\nlog_level = loud\n", 2, "log_level"},
+      {"log_format = xml\n", 1, "log_format"},
+      {"retain_delivered = 10\n", 1, "retain_delivered"},
+      {"drain_grace = soon\n", 1, "drain_grace"},
+      {"journal =\n", 1, "journal"},
+      {"[listen]\naddress = localhost\n", 2, "address"},
+      {"[listen]\nmax_body = 1MB\n", 2, "max_body"},
+      {"[listen]\nmax_body = 0\n", 2, "max_body"},
+      {"[upstream]\nurl = ftp://edge\n", 2, "url"},
+      {"[upstream]\nurl = http://e\npoll_wait = 5\n", 3, "poll_wait"},
+      {"[upstream]\nurl = http://e\nbatch = 0\n", 3, "batch"},
+      {"[upstream]\nurl = http://e\nbatch = many\n", 3, "batch"},
+      {"[upstream]\nurl = http://e\nproxy = socks5://p:1080\n", 3, "proxy"},
+      {"[upstream]\nurl = http://e\nname =\n", 3, "name"},
+      {"[service.hpnnmi]\nunrouted = keep\n", 2, "unrouted"},
+      {"[agent.a]\ncallback = 10.2.0.121:8081/apia_callback\n", 2, "callback"},
+      {"[agent.a]\ncallback = http://x\nformat = xml\n", 3, "format"},
+      {"[agent.a]\ncallback = http://x\nmax_inflight = 0\n", 3, "max_inflight"},
+      {"[agent.a]\ncallback = http://x\nordering = random\n", 3, "ordering"},
+      {"[agent.a]\ncallback = http://x\ntimeout = 0s\n", 3, "timeout"},
+      {"[agent.a]\ncallback = http://x\ntimeout = 10\n", 3, "timeout"},
+      {"[agent.a]\ncallback = http://x\ndown_after = -1\n", 3, "down_after"},
+      {"[agent.a]\ncallback = http://x\nmax_attempts = lots\n", 3, "max_attempts"},
+      {"[agent.a]\ncallback = http://x\nbackoff_initial = 1\n", 3, "backoff_initial"},
+      {"[agent.a]\ncallback = http://x\nbackoff_initial = 10s\nbackoff_max = 1s\n", 4,
+       "backoff_max"},
+  };
+  for (const auto& bad : cases) {
+    std::string e = error(bad.ini);
+    EXPECT_TRUE(contains(e, path() + ":" + std::to_string(bad.line) + ":"))
+        << bad.ini << " -> " << e;
+    EXPECT_TRUE(contains(e, bad.key)) << bad.ini << " -> " << e;
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;  // one line
+  }
+}
+
+TEST_F(ConfigFile, UnknownKeysAndSectionsAreErrors) {
+  std::string e = error("journal = j.db\ncolour = red\n");
+  EXPECT_TRUE(contains(e, path() + ":2:")) << e;
+  EXPECT_TRUE(contains(e, "colour")) << e;
+  EXPECT_TRUE(contains(e, "unknown key")) << e;
+
+  e = error("[agent.a]\ncallback = http://x\nretries = 3\n");
+  EXPECT_TRUE(contains(e, path() + ":3:")) << e;
+  EXPECT_TRUE(contains(e, "retries")) << e;
+
+  e = error("[listen]\nurl = http://x\n");  // a key of another section
+  EXPECT_TRUE(contains(e, path() + ":2:")) << e;
+
+  e = error("sync = full\n\n[database]\npath = x\n");
+  EXPECT_TRUE(contains(e, path() + ":3:")) << e;
+  EXPECT_TRUE(contains(e, "database")) << e;
+  EXPECT_TRUE(contains(e, "unknown section")) << e;
+
+  e = error("[agent.]\n");
+  EXPECT_TRUE(contains(e, path() + ":1:")) << e;
+
+  e = error("just some words\n");
+  EXPECT_TRUE(contains(e, path() + ":1:")) << e;
+}
+
+TEST_F(ConfigFile, DuplicateKeyIsAnError) {
+  std::string e = error("sync = full\nlog_level = info\nsync = normal\n");
+  EXPECT_TRUE(contains(e, path() + ":3:")) << e;
+  EXPECT_TRUE(contains(e, "sync")) << e;
+  EXPECT_TRUE(contains(e, path() + ":1")) << e;  // where it was first set
+}
+
+TEST_F(ConfigFile, DuplicateAgentIdentifierIsAnError) {
+  std::string e = error(
+      "[agent.first]\nid = ws-198/10.2.0.121:8081\ncallback = http://a\n\n"
+      "[agent.second]\nid = ws-198/10.2.0.121:8081 \ncallback = http://b\n");
+  EXPECT_TRUE(contains(e, path() + ":6:")) << e;
+  EXPECT_TRUE(contains(e, "ws-198/10.2.0.121:8081")) << e;
+  EXPECT_TRUE(contains(e, "agent.first")) << e;
+}
+
+TEST_F(ConfigFile, TlsCertAndKeyGoTogether) {
+  std::string e = error("[listen]\ntls_cert = /etc/cert.pem\n");
+  EXPECT_TRUE(contains(e, path() + ":2:")) << e;
+  EXPECT_TRUE(contains(e, "tls_key")) << e;
+  e = error("[listen]\n\ntls_key = /etc/key.pem\n");
+  EXPECT_TRUE(contains(e, path() + ":3:")) << e;
+  EXPECT_TRUE(contains(e, "tls_cert")) << e;
+}
+
+TEST_F(ConfigFile, AgentWithoutCallbackIsAnError) {
+  std::string e = error("[agent.nnmi1]\nservices = hpnnmi\n");
+  EXPECT_TRUE(contains(e, "callback")) << e;
+  EXPECT_TRUE(contains(e, "required")) << e;
+  EXPECT_TRUE(contains(e, "agent.nnmi1")) << e;
+}
+
+TEST_F(ConfigFile, UpstreamWithoutUrlIsAnError) {
+  std::string e = error("[upstream]\nname = edge\n");
+  EXPECT_TRUE(contains(e, "url")) << e;
+  EXPECT_TRUE(contains(e, "required")) << e;
+}
+
+TEST_F(ConfigFile, CommandLineOverridesWin) {
+  auto c = load(std::string("sync = full\n[listen]\naddress = 127.0.0.1:8080\n") + kMinimalAgent +
+                    "timeout = 10s\n",
+                {{"sync", "normal"},
+                 {"listen.address", "127.0.0.1:9999"},
+                 {"agent.nnmi1.timeout", "3s"},
+                 {"agent.nnmi1.services", "applications|hpnnmi"}});
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  EXPECT_EQ(c->sync, SyncLevel::kNormal);
+  EXPECT_EQ(c->listen->address, "127.0.0.1:9999");
+  EXPECT_EQ(c->agents[0].timeout, 3'000);
+  EXPECT_EQ(c->agents[0].services, std::vector<std::string>{"hpnnmi"});
+
+  // An override may create a section the file lacks.
+  auto d = load("sync = full\n", {{"listen.address", "127.0.0.1:7000"}});
+  ASSERT_TRUE(d.is_ok()) << d.status().message();
+  ASSERT_TRUE(d->listen.has_value());
+  EXPECT_EQ(d->listen->address, "127.0.0.1:7000");
+}
+
+TEST_F(ConfigFile, BadOverridesNameTheCommandLine) {
+  std::string e = error("sync = full\n", {{"sync", "sometimes"}});
+  EXPECT_TRUE(contains(e, "command line")) << e;
+  EXPECT_TRUE(contains(e, "sync")) << e;
+  e = error("sync = full\n", {{"listen.colour", "red"}});
+  EXPECT_TRUE(contains(e, "command line")) << e;
+  EXPECT_TRUE(contains(e, "colour")) << e;
+  EXPECT_TRUE(contains(e, "unknown key")) << e;
+}
+
+TEST_F(ConfigFile, AgentsKeepConfigurationOrder) {
+  auto c = load(
+      "[agent.zeta]\ncallback = http://z\nservices = s\n"
+      "[agent.alpha]\ncallback = http://a\nservices = s\n"
+      "[service.s]\nunrouted = hold\n"
+      "[agent.mid]\ncallback = http://m\nservices = s\n");
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  ASSERT_EQ(c->agents.size(), 3u);
+  EXPECT_EQ(c->agents[0].handle, "zeta");
+  EXPECT_EQ(c->agents[1].handle, "alpha");
+  EXPECT_EQ(c->agents[2].handle, "mid");
+}
+
+TEST_F(ConfigFile, ServicesListIsTrimmedAndLosesTheApplicationsDomain) {
+  auto c = load(std::string(kMinimalAgent) +
+                "services =  applications|hpnnmi ,remedy,, applications|servicenow \n");
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  EXPECT_EQ(c->agents[0].services, (std::vector<std::string>{"hpnnmi", "remedy", "servicenow"}));
+}
+
+TEST_F(ConfigFile, AgentIdIsTrimmed) {
+  auto c = load("[agent.h]\nid =   host/10.0.0.1:8081   \ncallback = http://x\n");
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  EXPECT_EQ(c->agents[0].id, "host/10.0.0.1:8081");
+}
+
+TEST_F(ConfigFile, MissingFileIsAnError) {
+  auto c = load_config(dir_.file("absent.conf"));
+  ASSERT_FALSE(c.is_ok());
+  EXPECT_TRUE(contains(c.status().message(), dir_.file("absent.conf"))) << c.status().message();
+}
+
+TEST(Secrets, EnvironmentWinsOverTheFile) {
+  testing::TempDir dir;
+  testing::write_file(dir.file("secret"), "from-file\n");
+  ::setenv("IARELAY_TEST_SECRET", "from-env", 1);
+  auto s = read_secret(dir.file("secret"), "IARELAY_TEST_SECRET");
+  ::unsetenv("IARELAY_TEST_SECRET");
+  ASSERT_TRUE(s.is_ok()) << s.status().message();
+  EXPECT_EQ(*s, "from-env");
+}
+
+TEST(Secrets, FileContentWithoutTheTrailingNewline) {
+  testing::TempDir dir;
+  ::unsetenv("IARELAY_TEST_SECRET");
+  testing::write_file(dir.file("secret"), "whsec_c2VjcmV0 \r\n");
+  auto s = read_secret(dir.file("secret"), "IARELAY_TEST_SECRET");
+  ASSERT_TRUE(s.is_ok()) << s.status().message();
+  EXPECT_EQ(*s, "whsec_c2VjcmV0 ");  // only the line ending goes
+}
+
+TEST(Secrets, NoFileAndNoVariableIsEmpty) {
+  ::unsetenv("IARELAY_TEST_SECRET");
+  auto s = read_secret("", "IARELAY_TEST_SECRET");
+  ASSERT_TRUE(s.is_ok());
+  EXPECT_EQ(*s, "");
+}
+
+TEST(Secrets, UnreadableOrEmptyFileIsAnErrorNamingTheFileNotTheSecret) {
+  testing::TempDir dir;
+  ::unsetenv("IARELAY_TEST_SECRET");
+  auto missing = read_secret(dir.file("absent"), "IARELAY_TEST_SECRET");
+  ASSERT_FALSE(missing.is_ok());
+  EXPECT_TRUE(contains(missing.status().message(), dir.file("absent")));
+  testing::write_file(dir.file("empty"), "\n");
+  auto empty = read_secret(dir.file("empty"), "IARELAY_TEST_SECRET");
+  EXPECT_FALSE(empty.is_ok());
+}
+
+}  // namespace
+}  // namespace iarelay

@@ -1,0 +1,105 @@
+// Tests of common/payload.h: the type inference of SPEC §6 on every xMatters fixture, the given
+// type winning, refusal of bodies that are not JSON objects, and name normalisation.
+#include "common/payload.h"
+
+#include <gtest/gtest.h>
+
+#include "support/process.h"
+
+namespace iarelay {
+namespace {
+
+struct FixtureCase {
+  const char* file;
+  const char* type;
+};
+
+TEST(Payload, InfersTheTypeOfEveryFixture) {
+  const FixtureCase cases[] = {
+      {"ia_delivery.json", "deliveryStatus"}, {"ia_response.json", "response"},
+      {"ia_status.json", "status"},           {"ib_annotation.json", "annotation"},
+      {"ib_delivery.json", "deliveryStatus"}, {"ib_response.json", "response"},
+      {"ib_status.json", "status"},
+  };
+  for (const auto& c : cases) {
+    std::string body = testing::read_file(testing::fixture(c.file));
+    ASSERT_FALSE(body.empty()) << c.file;
+    auto info = inspect_payload(body, "");
+    ASSERT_TRUE(info.is_ok()) << c.file << ": " << info.status().message();
+    EXPECT_EQ(info->type, c.type) << c.file;
+    // Both dialects name the same alert: a number in IB JSON, a string in the IA message.
+    EXPECT_EQ(info->event_id, "4412901") << c.file;
+  }
+}
+
+TEST(Payload, GivenTypeWinsOverInference) {
+  std::string body = testing::read_file(testing::fixture("ib_status.json"));
+  auto info = inspect_payload(body, "response");
+  ASSERT_TRUE(info.is_ok());
+  EXPECT_EQ(info->type, "response");
+  auto other = inspect_payload(body, " escalation ");  // other types are kept as given
+  ASSERT_TRUE(other.is_ok());
+  EXPECT_EQ(other->type, "escalation");
+  auto ia = inspect_payload(testing::read_file(testing::fixture("ia_delivery.json")), "status");
+  ASSERT_TRUE(ia.is_ok());
+  EXPECT_EQ(ia->type, "status");  // even over xmatters_callback_type
+}
+
+TEST(Payload, InferenceOrderFollowsTheSpec) {
+  struct Case {
+    const char* body;
+    const char* type;
+  } cases[] = {
+      {R"({"xmatters_callback_type":"annotation","status":"active","response":"Ack"})",
+       "annotation"},
+      {R"({"xmatters_callback_type":"","status":"active"})", "status"},
+      {R"({"status":"active","comment":"c","response":"Ack","deliveryStatus":"Failed"})",
+       "deliveryStatus"},
+      {R"({"deliverystatus":"Failed"})", "deliveryStatus"},
+      {R"({"status":"active","comment":"c","response":"Ack"})", "response"},
+      {R"({"status":"active","comment":"c"})", "annotation"},
+      {R"({"status":"terminated_external","username":"mgarcia"})", "status"},
+  };
+  for (const auto& c : cases) {
+    auto info = inspect_payload(c.body, "");
+    ASSERT_TRUE(info.is_ok()) << c.body << ": " << info.status().message();
+    EXPECT_EQ(info->type, c.type) << c.body;
+  }
+}
+
+TEST(Payload, UninferableTypeIsRefusedUnlessGiven) {
+  auto info = inspect_payload(R"({"eventIdentifier": 1, "foo": "bar"})", "");
+  ASSERT_FALSE(info.is_ok());
+  EXPECT_EQ(info.status().kind(), StatusKind::kInvalidArgument);
+  EXPECT_NE(info.status().message().find("type"), std::string::npos);
+  auto given = inspect_payload(R"({"eventIdentifier": 1, "foo": "bar"})", "status");
+  ASSERT_TRUE(given.is_ok());
+  EXPECT_EQ(given->event_id, "1");
+}
+
+TEST(Payload, BodyThatIsNotAJsonObjectIsRefused) {
+  for (const char* body : {"", "not json", "[]", R"([{"status":"active"}])", "\"status\"", "42",
+                           "null", R"({"status": )"}) {
+    auto info = inspect_payload(body, "status");
+    ASSERT_FALSE(info.is_ok()) << body;
+    EXPECT_EQ(info.status().kind(), StatusKind::kInvalidArgument) << body;
+  }
+}
+
+TEST(Payload, EventIdentifierIsOptional) {
+  auto info = inspect_payload(R"({"status":"active"})", "");
+  ASSERT_TRUE(info.is_ok());
+  EXPECT_EQ(info->event_id, "");
+}
+
+TEST(Payload, NormalizesServicesAndAgents) {
+  EXPECT_EQ(normalize_service("applications|hpnnmi"), "hpnnmi");
+  EXPECT_EQ(normalize_service("  hpnnmi "), "hpnnmi");
+  EXPECT_EQ(normalize_service(" applications| hpnnmi"), "hpnnmi");
+  EXPECT_EQ(normalize_service("other|hpnnmi"), "other|hpnnmi");
+  EXPECT_EQ(normalize_agent("  ws-198/10.2.0.121:8081\t"), "ws-198/10.2.0.121:8081");
+  EXPECT_EQ(normalize_agent("Host/1.2.3.4:80"), "Host/1.2.3.4:80");  // case kept
+}
+
+}  // namespace
+}  // namespace iarelay
