@@ -297,6 +297,7 @@ class DispatcherImpl final : public Dispatcher {
       int running = 0;
       curl_multi_perform(multi_, &running);
       bool progressed = read_finished_calls();
+      flush_outcomes();
       Millis timeout = progressed ? 0 : next_timeout(now_millis());
       if (stopping_) timeout = std::min<Millis>(timeout, 50);
       curl_multi_poll(multi_, nullptr, 0, static_cast<int>(timeout), nullptr);
@@ -313,7 +314,7 @@ class DispatcherImpl final : public Dispatcher {
           a->health.next_probe_at() > now)
         at = std::min(at, a->health.next_probe_at());
     }
-    for (const auto& w : write_retries_) at = std::min(at, w.at);
+    for (const auto& w : write_retries_) at = std::min(at, w.retry_at);
     return std::clamp<Millis>(at - now, 0, kAgentsCheckEvery);
   }
 
@@ -840,55 +841,62 @@ class DispatcherImpl final : public Dispatcher {
       if (attempt) record_attempt(db, *attempt);
       transition(db, id, WebhookState::kInflight, to, f);
     });
-    submit_outcome(a.cfg.id, std::move(item), std::move(op), std::move(target));
+    pending_outcomes_.push_back({0, a.cfg.id, std::move(item), std::move(op), std::move(target)});
   }
 
-  void submit_outcome(std::string agent_id, InHand item, std::shared_ptr<Writer::Op> op,
-                      std::string target) {
-    ++outstanding_;
-    auto shared_item = std::make_shared<InHand>(std::move(item));
-    ctx_.writer->submit(
-        [op](SQLite::Database& db) { (*op)(db); },
-        [this, agent_id, shared_item, op, target, mailbox = mailbox_](const Status& s) {
-          mailbox->post([this, agent_id, shared_item, op, target, s] {
-            --outstanding_;
-            Agent& a = *agents_.at(agent_id);
-            if (!s) {
-              // The outcome is not journaled: keep the key busy and write it again shortly
-              // (should the process die first, the row is requeued as inflight at start).
-              spdlog::warn("journaling the outcome of {} failed: {}; retrying", shared_item->w.id,
-                           s.message());
-              write_retries_.push_back(
-                  {now_millis() + kWriteRetryDelay, agent_id, *shared_item, op, target});
-              return;
-            }
-            release(a, *shared_item);
-            if (!target.empty())
-              if (auto it = agents_.find(target); it != agents_.end()) it->second->dirty = true;
-          });
-        });
-  }
-
-  struct WriteRetry {
-    Millis at;
+  // An outcome waiting to be journaled (or to be journaled again after a failed write).
+  struct PendingOutcome {
+    Millis retry_at;
     std::string agent_id;
     InHand item;
     std::shared_ptr<Writer::Op> op;
     std::string target;
   };
 
+  // The outcomes of one loop turn go to the Writer as one op.
+  void flush_outcomes() {
+    if (pending_outcomes_.empty()) return;
+    ++outstanding_;
+    auto batch = std::make_shared<std::vector<PendingOutcome>>(std::move(pending_outcomes_));
+    pending_outcomes_.clear();
+    ctx_.writer->submit(
+        [batch](SQLite::Database& db) {
+          for (auto& o : *batch) (*o.op)(db);
+        },
+        [this, batch, mailbox = mailbox_](const Status& s) {
+          mailbox->post([this, batch, s] {
+            --outstanding_;
+            if (!s) {
+              // Not journaled: the keys stay busy and the outcomes are written again shortly
+              // (should the process die first, the rows are requeued as inflight at start).
+              spdlog::warn("journaling {} outcomes failed: {}; retrying", batch->size(),
+                           s.message());
+              for (auto& o : *batch) {
+                o.retry_at = now_millis() + kWriteRetryDelay;
+                write_retries_.push_back(std::move(o));
+              }
+              return;
+            }
+            for (const auto& o : *batch) {
+              release(*agents_.at(o.agent_id), o.item);
+              if (!o.target.empty())
+                if (auto it = agents_.find(o.target); it != agents_.end()) it->second->dirty = true;
+            }
+          });
+        });
+  }
+
   void retry_failed_writes(Millis now) {
     if (write_retries_.empty()) return;
-    std::vector<WriteRetry> due;
     for (auto it = write_retries_.begin(); it != write_retries_.end();) {
-      if (it->at <= now) {
-        due.push_back(std::move(*it));
+      if (it->retry_at <= now) {
+        pending_outcomes_.push_back(std::move(*it));
         it = write_retries_.erase(it);
       } else {
         ++it;
       }
     }
-    for (auto& w : due) submit_outcome(w.agent_id, std::move(w.item), w.op, w.target);
+    flush_outcomes();
   }
 
   DispatcherContext ctx_;
@@ -907,7 +915,8 @@ class DispatcherImpl final : public Dispatcher {
   std::vector<CURL*> easy_pool_;
   std::size_t outstanding_ = 0;  // claims, calls and journal writes not yet finished
   std::size_t max_connections_ = 0;
-  std::vector<WriteRetry> write_retries_;
+  std::vector<PendingOutcome> pending_outcomes_;
+  std::vector<PendingOutcome> write_retries_;
   std::mt19937_64 rng_;
   std::uniform_real_distribution<double> draw_{0.0, 1.0};
   Millis last_check_ = 0;

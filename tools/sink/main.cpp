@@ -4,8 +4,11 @@
 //
 // --down-for D: the sink does not listen at all for the first D (callers see "connection
 // refused", as with an agent that is stopped), then starts serving.
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <boost/program_options.hpp>
@@ -46,6 +49,24 @@ struct Totals {
   std::uint64_t duplicates = 0;
   std::unordered_set<std::string> ids;
 };
+
+// cpp-httplib 0.11 listens with a backlog of 5: a caller opening dozens of connections at once
+// (the dispatcher with max_inflight 64) overflows the accept queue and requests stall for
+// seconds. listen() again on the bound socket raises the backlog (Linux allows it).
+void widen_backlog(int port) {
+  for (int fd = 3; fd < 1024; ++fd) {
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) continue;
+    sockaddr_storage addr{};
+    socklen_t alen = sizeof addr;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0) continue;
+    int p = addr.ss_family == AF_INET    ? ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port)
+            : addr.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port)
+                                         : -1;
+    if (p == port) listen(fd, 1024);
+  }
+}
 
 int usage_error(const std::string& msg) {
   std::cerr << "iarelay-sink: " << msg << " (see --help)\n";
@@ -225,6 +246,7 @@ int main(int argc, char** argv) {
     std::cerr << "iarelay-sink: cannot listen on " << o.listen << "\n";
     return 1;
   }
+  widen_backlog(bound);
   std::cerr << "iarelay-sink: listening on " << host << ":" << bound << "\n";
   server.listen_after_bind();
   // Only reached if the listener failed on its own; a signal exits from its thread.

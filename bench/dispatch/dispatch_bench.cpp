@@ -1,0 +1,364 @@
+// dispatch_bench: how fast the dispatcher drains a pre-filled journal. For each journal size
+// (100k and 1M webhooks by default) and each endpoint (iarelay-sink; nginx answering 204 as the
+// transport's reference, with wrk's req/s against the same nginx printed beside), it prints the
+// drain rate with every outcome journaled, the time from start to first delivery, and the peak
+// RSS of this process (the dispatcher, the writer and their SQLite connections) while draining.
+//
+// Usage: dispatch_bench [--sizes 100000,1000000] [--max-inflight 64] [--sync normal|full]
+//                       [--format ia|raw] [--targets sink,nginx] [--dir DIR]
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/crypto.h"
+#include "common/metrics.h"
+#include "dispatch/dispatcher.h"
+#include "journal/journal.h"
+#include "journal/routing.h"
+#include "journal/store.h"
+#include "journal/writer.h"
+
+namespace fs = std::filesystem;
+using namespace iarelay;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Options {
+  std::vector<long> sizes = {100'000, 1'000'000};
+  int max_inflight = 64;
+  SyncLevel sync = SyncLevel::kNormal;
+  AgentFormat format = AgentFormat::kIa;
+  std::vector<std::string> targets = {"sink", "nginx"};
+  std::string dir;
+};
+
+double since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+long rss_kib() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  return 0;
+}
+
+int free_port() {
+  // Bind to port 0 and read the port back.
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+bool port_open(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  close(fd);
+  return ok;
+}
+
+pid_t spawn(const std::vector<std::string>& argv, const std::string& out) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    FILE* f = std::fopen(out.c_str(), "w");
+    if (f) {
+      dup2(fileno(f), 1);
+      dup2(fileno(f), 2);
+    }
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+void stop(pid_t pid) {
+  if (pid <= 0) return;
+  kill(pid, SIGTERM);
+  int st = 0;
+  waitpid(pid, &st, 0);
+}
+
+bool wait_port(int port) {
+  for (int i = 0; i < 500; ++i) {
+    if (port_open(port)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+// A fast direct bulk insert: one transaction, one prepared statement, synchronous off.
+// Webhooks come in alerts of four (status, deliveryStatus, response, annotation).
+void prefill(const std::string& path, long n) {
+  { auto w = Writer::open(path, SyncLevel::kNormal); }  // creates and migrates
+  SQLite::Database db(path, SQLite::OPEN_READWRITE);
+  db.exec("PRAGMA synchronous=OFF");
+  SQLite::Statement ins(db,
+                        "INSERT INTO webhooks (id, source, received_at, service, agent, type, "
+                        "event_id, state, assigned_agent, payload) VALUES "
+                        "(?, 'direct', ?, 'hpnnmi', 'bench', ?, ?, 'queued', 'bench', ?)");
+  const char* types[4] = {"status", "deliveryStatus", "response", "annotation"};
+  const std::string received = format_time(now_millis());
+  SQLite::Transaction tx(db);
+  for (long i = 0; i < n; ++i) {
+    long event = 4'400'000 + i / 4;
+    std::string payload;
+    switch (i % 4) {
+      case 0:
+        payload =
+            R"({"eventIdentifier": )" + std::to_string(event) +
+            R"(, "date": "2026-11-20T09:14:03Z", "status": "active", "username": "mgarcia", "eventProperties": [{"Incident ID": "INC)" +
+            std::to_string(event) + R"("}]})";
+        break;
+      case 1:
+        payload =
+            R"({"eventIdentifier": )" + std::to_string(event) +
+            R"(, "date": "2026-11-20T09:12:41Z", "recipient": "mgarcia", "device": "Work Email", "deliveryStatus": "Delivered", "eventProperties": [{"Incident ID": "INC)" +
+            std::to_string(event) + R"("}]})";
+        break;
+      case 2:
+        payload =
+            R"({"eventIdentifier": )" + std::to_string(event) +
+            R"(, "date": "2026-11-20T09:13:10Z", "recipient": "mgarcia", "device": "Mobile Phone", "response": "Acknowledge", "eventProperties": [{"Incident ID": "INC)" +
+            std::to_string(event) + R"("}]})";
+        break;
+      default:
+        payload =
+            R"({"eventIdentifier": )" + std::to_string(event) +
+            R"(, "date": "2026-11-20T09:13:55Z", "author": {"firstName": "Maria", "lastName": "Garcia"}, "comment": "Router rebooted", "eventProperties": [{"Incident ID": "INC)" +
+            std::to_string(event) + R"("}]})";
+    }
+    ins.bind(1, new_webhook_id());
+    ins.bind(2, received);
+    ins.bind(3, types[i % 4]);
+    ins.bind(4, std::to_string(event));
+    ins.bind(5, payload);
+    ins.exec();
+    ins.reset();
+  }
+  tx.commit();
+  db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+}
+
+struct Run {
+  double rate = 0, first_ms = 0, seconds = 0;
+  long peak_rss_kib = 0, start_rss_kib = 0;
+  std::uint64_t retries = 0, failed = 0;
+  long journaled = 0;
+};
+
+Run drain(const std::string& path, long n, const std::string& url, const Options& o) {
+  Run r;
+  r.start_rss_kib = rss_kib();
+  auto writer = Writer::open(path, o.sync);
+  if (!writer) {
+    std::cerr << writer.status().message() << "\n";
+    std::exit(1);
+  }
+  AgentConfig a;
+  a.handle = a.id = "bench";
+  a.callback = url;
+  a.services = {"hpnnmi"};
+  a.format = o.format;
+  a.max_inflight = o.max_inflight;
+  AgentDirectory directory({a}, {});
+  Metrics metrics;
+  Counter& delivered = metrics.counter("iarelay_deliveries_total", "",
+                                       {{"agent", "bench"}, {"outcome", "delivered"}});
+  Counter& retried =
+      metrics.counter("iarelay_deliveries_total", "", {{"agent", "bench"}, {"outcome", "retry"}});
+  Counter& failed =
+      metrics.counter("iarelay_deliveries_total", "", {{"agent", "bench"}, {"outcome", "failed"}});
+  DispatcherContext ctx{writer->get(), &directory, &metrics, path};
+  auto t0 = Clock::now();
+  auto d = Dispatcher::start(ctx);
+  if (!d) {
+    std::cerr << d.status().message() << "\n";
+    std::exit(1);
+  }
+  (*writer)->set_commit_listener([&] { (*d)->wake(); });
+  while (delivered.value() == 0 && since(t0) < 60)
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  r.first_ms = since(t0) * 1000;
+  auto last_sample = Clock::now();
+  while (static_cast<long>(delivered.value() + failed.value()) < n && since(t0) < 1800) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (since(last_sample) >= 0.1) {
+      r.peak_rss_kib = std::max(r.peak_rss_kib, rss_kib());
+      last_sample = Clock::now();
+    }
+  }
+  // Every outcome journaled: wait until the journal says so.
+  auto reader = open_journal_for_read(path);
+  for (;;) {
+    SQLite::Statement q(**reader,
+                        "SELECT count(*) FROM webhooks WHERE state IN ('delivered','failed')");
+    q.executeStep();
+    r.journaled = q.getColumn(0).getInt64();
+    if (r.journaled >= n || since(t0) > 1800) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  r.seconds = since(t0);
+  r.rate = n / r.seconds;
+  r.peak_rss_kib = std::max(r.peak_rss_kib, rss_kib());
+  r.retries = retried.value();
+  r.failed = failed.value();
+  (*d)->stop(1000);
+  return r;
+}
+
+std::string wrk(int port) {
+  std::string cmd = "wrk -t1 -c64 -d5s http://127.0.0.1:" + std::to_string(port) + "/ 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return "n/a";
+  char buf[512];
+  std::string out;
+  while (fgets(buf, sizeof buf, p)) out += buf;
+  pclose(p);
+  auto at = out.find("Requests/sec:");
+  if (at == std::string::npos) return "n/a";
+  std::istringstream in(out.substr(at + 13));
+  double v = 0;
+  in >> v;
+  return std::to_string(static_cast<long>(v));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::cerr << "dispatch_bench: " << arg << " needs a value\n";
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (arg == "--prefill") {  // internal: run in a child so its memory is not counted
+      std::string path = next();
+      prefill(path, std::stol(next()));
+      return 0;
+    } else if (arg == "--sizes") {
+      o.sizes.clear();
+      std::stringstream ss(next());
+      std::string s;
+      while (std::getline(ss, s, ',')) o.sizes.push_back(std::stol(s));
+    } else if (arg == "--max-inflight") {
+      o.max_inflight = std::stoi(next());
+    } else if (arg == "--sync") {
+      o.sync = next() == "full" ? SyncLevel::kFull : SyncLevel::kNormal;
+    } else if (arg == "--format") {
+      o.format = next() == "raw" ? AgentFormat::kRaw : AgentFormat::kIa;
+    } else if (arg == "--targets") {
+      o.targets.clear();
+      std::stringstream ss(next());
+      std::string s;
+      while (std::getline(ss, s, ',')) o.targets.push_back(s);
+    } else if (arg == "--dir") {
+      o.dir = next();
+    } else {
+      std::cerr << "usage: dispatch_bench [--sizes N,N] [--max-inflight N] [--sync normal|full] "
+                   "[--format ia|raw] [--targets sink,nginx] [--dir DIR]\n";
+      return arg == "--help" ? 0 : 2;
+    }
+  }
+  std::string dir =
+      o.dir.empty()
+          ? (fs::temp_directory_path() / ("dispatch_bench." + std::to_string(getpid()))).string()
+          : o.dir;
+  fs::create_directories(dir);
+  const std::string self = fs::read_symlink("/proc/self/exe");
+  std::printf("dispatch_bench: max_inflight=%d sync=%s format=%s ordering=event (alerts of 4)\n",
+              o.max_inflight, o.sync == SyncLevel::kFull ? "full" : "normal",
+              o.format == AgentFormat::kIa ? "ia" : "raw");
+  std::vector<std::pair<std::string, std::vector<Run>>> results;
+  for (const auto& target : o.targets) {
+    int port = free_port();
+    pid_t server = -1;
+    std::string note;
+    if (target == "sink") {
+      server = spawn({std::string(IARELAY_BIN_DIR) + "/iarelay-sink",
+                      "--listen=127.0.0.1:" + std::to_string(port)},
+                     dir + "/sink.out");
+    } else {
+      fs::create_directories(dir + "/nginx");
+      std::ofstream conf(dir + "/nginx/nginx.conf");
+      conf << "worker_processes 1;\ndaemon off;\npid " << dir << "/nginx/nginx.pid;\n"
+           << "error_log " << dir << "/nginx/error.log;\nevents { worker_connections 4096; }\n"
+           << "http {\n  access_log off;\n  client_body_temp_path " << dir << "/nginx;\n"
+           << "  keepalive_requests 10000000;\n  server {\n    listen 127.0.0.1:" << port
+           << ";\n    location / { return 204; }\n  }\n}\n";
+      conf.close();
+      server = spawn({"nginx", "-p", dir + "/nginx", "-e", dir + "/nginx/error.log", "-c",
+                      dir + "/nginx/nginx.conf"},
+                     dir + "/nginx.out");
+    }
+    if (!wait_port(port)) {
+      std::printf("%-6s could not start (see %s)\n", target.c_str(), dir.c_str());
+      stop(server);
+      continue;
+    }
+    if (target == "nginx") note = "  wrk -t1 -c64 against the same nginx: " + wrk(port) + " req/s";
+    std::vector<Run> runs;
+    for (long n : o.sizes) {
+      std::string path = dir + "/journal-" + target + "-" + std::to_string(n) + ".db";
+      for (auto suffix : {"", "-wal", "-shm", ".lock"}) fs::remove(path + suffix);
+      auto t = Clock::now();
+      pid_t child = spawn({self, "--prefill", path, std::to_string(n)}, dir + "/prefill.out");
+      int st = 0;
+      waitpid(child, &st, 0);
+      double prefill_s = since(t);
+      Run r = drain(path, n, "http://127.0.0.1:" + std::to_string(port) + "/apia_callback", o);
+      std::printf(
+          "%-6s n=%-8ld rate=%8.0f deliveries/s  first_delivery=%6.1f ms  peak_rss=%6.1f MiB "
+          "(before start %5.1f MiB)  drain=%6.1f s  journaled=%ld retries=%lu failed=%lu "
+          "(prefill %.1f s)\n",
+          target.c_str(), n, r.rate, r.first_ms, r.peak_rss_kib / 1024.0, r.start_rss_kib / 1024.0,
+          r.seconds, r.journaled, static_cast<unsigned long>(r.retries),
+          static_cast<unsigned long>(r.failed), prefill_s);
+      std::fflush(stdout);
+      runs.push_back(r);
+      for (auto suffix : {"", "-wal", "-shm", ".lock"}) fs::remove(path + suffix);
+    }
+    if (!note.empty()) std::printf("%s\n", note.c_str());
+    if (runs.size() >= 2)
+      std::printf("%-6s rate at %ld / rate at %ld = %.2f\n", target.c_str(), o.sizes.back(),
+                  o.sizes.front(), runs.back().rate / runs.front().rate);
+    std::fflush(stdout);
+    stop(server);
+    results.emplace_back(target, runs);
+  }
+  fs::remove_all(dir);
+  return 0;
+}
