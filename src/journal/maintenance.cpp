@@ -40,7 +40,7 @@ class AuditRow {
   void update(SQLite::Database& db, std::int64_t affected) {
     if (info_.actor.empty()) return;
     if (!id_) {
-      add_audit(db, info_.actor, action_, info_.filter, affected);
+      add_audit(db, info_.actor, action_, info_.filter, affected, info_.detail);
       id_ = db.getLastInsertRowid();
       return;
     }

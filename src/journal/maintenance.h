@@ -27,6 +27,7 @@ using ProgressFn = std::function<void(std::int64_t done)>;
 struct AuditInfo {
   std::string actor;   // "$USER@host" of the operator, or "iarelayd"
   std::string filter;  // the command's arguments as given
+  std::string detail;  // the selection resolved (absolute times, agent identifiers)
 };
 
 struct MaintenanceOptions {

@@ -105,10 +105,13 @@ std::map<std::string, RecentOutcomes> recent_attempts(SQLite::Database& db, Mill
     else
       lo = mid + 1;
   }
+  // Attempts are inserted when they finish, so start times are only nearly ordered by id (a
+  // slow attempt lands after quicker later ones): look a margin of ids further back.
+  constexpr std::int64_t kDisorderMargin = 1000;
   SQLite::Statement q(db,
                       "SELECT agent, outcome, count(*) FROM attempts WHERE id>=? AND "
                       "started_at>=? GROUP BY agent, outcome");
-  q.bind(1, lo);
+  q.bind(1, lo - kDisorderMargin);
   q.bind(2, cutoff_text);
   while (q.executeStep()) {
     RecentOutcomes& r = out[q.getColumn(0).getString()];

@@ -44,6 +44,26 @@ std::string rows_text(std::int64_t n) {
   return std::to_string(n) + (n == 1 ? " webhook" : " webhooks");
 }
 
+// The selection with relative times made absolute, for the audit row.
+std::string resend_detail(const WebhookFilter& f, const std::optional<std::string>& to_agent) {
+  std::string out;
+  auto add = [&](const std::string& key, const std::string& value) {
+    out += (out.empty() ? "" : " ") + key + "=" + value;
+  };
+  if (!f.ids.empty()) add("ids", std::to_string(f.ids.size()));
+  std::string states;
+  for (auto s : f.states) states += (states.empty() ? "" : ",") + std::string(to_string(s));
+  if (!states.empty()) add("states", states);
+  if (f.agent) add("agent", *f.agent);
+  if (f.service) add("service", *f.service);
+  if (f.type) add("type", *f.type);
+  if (f.event) add("event", *f.event);
+  if (f.since) add("since", format_time(*f.since));
+  if (f.until) add("until", format_time(*f.until));
+  if (to_agent) add("to_agent", *to_agent);
+  return out;
+}
+
 }  // namespace
 
 int cmd_resend(Context& ctx) {
@@ -101,7 +121,7 @@ int cmd_resend(Context& ctx) {
   if (!db) return fail(ctx, db.status().message());
   MaintenanceOptions run;
   run.progress = progress_printer("resend");
-  run.audit = {actor(), audit_filter(ctx)};
+  run.audit = {actor(), audit_filter(ctx), resend_detail(*filter, to_agent)};
   auto done = resend(**db, *filter, to_agent, run);
   if (!done) return fail(ctx, done.status().message());
   std::cout << "resent " << rows_text(*done) << (to_agent ? " to " + *to_agent : "") << "\n";
@@ -147,7 +167,10 @@ int cmd_purge(Context& ctx) {
   if (!db) return fail(ctx, db.status().message());
   MaintenanceOptions run;
   run.progress = progress_printer("purge");
-  run.audit = {actor(), audit_filter(ctx)};
+  std::string detail = "before=" + format_time(*before) + " states=";
+  for (auto s : states.empty() ? std::vector{WebhookState::kDelivered} : states)
+    detail += std::string(detail.back() == '=' ? "" : ",") + std::string(to_string(s));
+  run.audit = {actor(), audit_filter(ctx), detail};
   auto done = purge_webhooks(**db, *before, states, run);
   if (!done) return fail(ctx, done.status().message());
   std::cout << "purged " << rows_text(*done) << " received before " << format_time(*before) << "\n";
