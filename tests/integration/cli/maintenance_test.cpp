@@ -1,0 +1,68 @@
+// journal/maintenance.h called directly, as the daemon will: inside a Writer operation (the
+// caller's transaction) and on a connection of its own in small batches.
+#include "journal/maintenance.h"
+
+#include "journal/journal.h"
+#include "sample_journal.h"
+
+namespace iarelay::clitest {
+namespace {
+
+using MaintenanceTest = CliTest;
+
+TEST_F(MaintenanceTest, ResendInsideAWriterOperation) {
+  Result<std::int64_t> result = Status::ok();
+  op([&](SQLite::Database& db) {
+    WebhookFilter f;
+    f.states = {WebhookState::kFailed, WebhookState::kDiscarded};
+    MaintenanceOptions o;
+    o.audit = {"iarelayd", "api resend", ""};
+    result = resend(db, f, std::string(kAgentB), o);
+  });
+  ASSERT_TRUE(result.is_ok()) << result.status().message();
+  EXPECT_EQ(*result, 3);
+  close_journal();
+  for (const char* id : {"f1", "f2", "x1"}) {
+    EXPECT_EQ(field(id, "state"), "queued");
+    EXPECT_EQ(field(id, "assigned_agent"), kAgentB);
+  }
+  EXPECT_EQ(count("SELECT affected FROM audit WHERE actor='iarelayd' AND action='resend'"), 3);
+}
+
+TEST_F(MaintenanceTest, SmallBatchesReportProgressAndKeepTheAuditCurrent) {
+  for (int i = 0; i < 5; ++i)
+    add("more-" + std::to_string(i), WebhookState::kFailed, "hpnnmi", kAgentA, "status", "M",
+        -kHour - i);
+  close_journal();
+  auto db = open_journal_for_write(journal_, SyncLevel::kNormal);
+  ASSERT_TRUE(db.is_ok());
+  WebhookFilter f;
+  f.states = {WebhookState::kFailed};
+  f.agent = kAgentA;
+  std::vector<std::int64_t> progress;
+  MaintenanceOptions o;
+  o.batch_size = 2;
+  o.progress = [&](std::int64_t n) { progress.push_back(n); };
+  o.audit = {"tester@host", "resend --state failed", ""};
+  auto r = resend(**db, f, std::nullopt, o);
+  ASSERT_TRUE(r.is_ok()) << r.status().message();
+  EXPECT_EQ(*r, 6);  // f1 and the five more
+  EXPECT_EQ(progress, (std::vector<std::int64_t>{2, 4, 6}));
+  EXPECT_EQ(count("SELECT affected FROM audit"), 6);
+  EXPECT_EQ(field("f2", "state"), "failed");  // agent B
+
+  // Purge in batches too; queued and inflight are refused before anything is read.
+  auto refused = purge_webhooks(**db, now_, {WebhookState::kDelivered, WebhookState::kInflight});
+  EXPECT_FALSE(refused.is_ok());
+  EXPECT_EQ(refused.status().kind(), StatusKind::kInvalidArgument);
+  o.progress = nullptr;
+  o.audit = {"tester@host", "purge", ""};
+  auto purged = purge_webhooks(**db, now_, {}, o);
+  ASSERT_TRUE(purged.is_ok()) << purged.status().message();
+  EXPECT_EQ(*purged, 2);  // d1, d2
+  EXPECT_EQ(count("SELECT count(*) FROM webhooks WHERE state='delivered'"), 0);
+  EXPECT_EQ(count("SELECT count(*) FROM attempts WHERE webhook_id IN ('d1','d2')"), 0);
+}
+
+}  // namespace
+}  // namespace iarelay::clitest
