@@ -32,13 +32,19 @@ TEST_F(MaintenanceTest, ResendInsideAWriterOperation) {
 TEST_F(MaintenanceTest, SmallBatchesReportProgressAndKeepTheAuditCurrent) {
   for (int i = 0; i < 5; ++i)
     add("more-" + std::to_string(i), WebhookState::kFailed, "hpnnmi", kAgentA, "status", "M",
-        -kHour - i);
+        -kHour);  // the same received_at: the keyset cursor must tell them apart by seq
   close_journal();
   auto db = open_journal_for_write(journal_, SyncLevel::kNormal);
   ASSERT_TRUE(db.is_ok());
   WebhookFilter f;
   f.states = {WebhookState::kFailed};
   f.agent = kAgentA;
+  MaintenanceOptions count_only;
+  count_only.batch_size = 1;
+  count_only.dry_run = true;
+  auto would = resend(**db, f, std::nullopt, count_only);
+  ASSERT_TRUE(would.is_ok());
+  EXPECT_EQ(*would, 6);
   std::vector<std::int64_t> progress;
   MaintenanceOptions o;
   o.batch_size = 2;
