@@ -1,6 +1,7 @@
 // journal_crash_child JOURNAL [THREADS]: the crash test's victim. Opens a Writer (sync=full) on
 // JOURNAL and runs THREADS submitters that insert webhooks forever; each id whose commit was
-// acknowledged is written to stdout as "<id>\n" (one write(2) per id, so lines never interleave).
+// acknowledged is written to stdout as "<id>\n" (one write(2) per id, so lines never interleave),
+// after a first line "ready" once the writer is open.
 // It never exits by itself: the test kills it with SIGKILL.
 #include <unistd.h>
 
@@ -49,6 +50,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "journal_crash_child: %s\n", writer.status().message().c_str());
     return 1;
   }
+  // The test times its kill from here, so that every round is killed while committing.
+  write_line("ready\n");
   std::string filler(900, 'x');
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
