@@ -344,9 +344,14 @@ Result<Config> load_config(const std::string& file, const ConfigOverrides& overr
     a.handle = section.substr(6);
     a.id = trim(r.str("id"));
     if (a.id.empty()) a.id = a.handle;
-    if (auto it = seen_ids.find(a.id); it != seen_ids.end())
-      return error_at(r.where("id"), section, "id",
+    if (auto it = seen_ids.find(a.id); it != seen_ids.end()) {
+      // An id defaulted from the handle has no line of its own: point at the section's first.
+      std::string where = r.where("id");
+      if (where == "default" && !file.empty() && line < (1 << 30))
+        where = file + ":" + std::to_string(line);
+      return error_at(where, section, "id",
                       "agent identifier '" + a.id + "' is already used by [" + it->second + "]");
+    }
     seen_ids[a.id] = section;
     IARELAY_TRY(r.url("callback", a.callback, true));
     a.services = split_list(r.str("services"));

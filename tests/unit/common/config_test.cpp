@@ -357,6 +357,13 @@ TEST_F(ConfigFile, DuplicateAgentIdentifierIsAnError) {
   EXPECT_TRUE(contains(e, "agent.first")) << e;
 }
 
+TEST_F(ConfigFile, DuplicateAgentIdentifierFromAHandleNamesALine) {
+  // [agent.y] has no id line: its identifier is its handle, which [agent.x] already claims.
+  std::string e = error("[agent.x]\nid = y\ncallback = http://a\n[agent.y]\ncallback = http://b\n");
+  EXPECT_TRUE(contains(e, path() + ":5:")) << e;
+  EXPECT_TRUE(contains(e, "'y'")) << e;
+}
+
 TEST_F(ConfigFile, TlsCertAndKeyGoTogether) {
   std::string e = error("[listen]\ntls_cert = /etc/cert.pem\n");
   EXPECT_TRUE(contains(e, path() + ":2:")) << e;
