@@ -3,6 +3,7 @@
 #include "intake/server.h"
 
 #include <SQLiteCpp/SQLiteCpp.h>
+#include <sys/socket.h>
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
@@ -37,6 +38,7 @@ constexpr std::int64_t kMaxFeedWaitSeconds = 60;
 constexpr std::int64_t kMaxFeedBatch = 5000;
 constexpr std::int64_t kDefaultFeedBatch = 500;
 constexpr size_t kIdleReaders = 4;
+constexpr int kListenBacklog = 1024;
 
 const char* const kJson = "application/json";
 
@@ -88,6 +90,16 @@ std::optional<std::int64_t> parse_int(const std::string& s) {
   return v;
 }
 
+// cpp-httplib 0.11 listens with a backlog of 5: 64 senders connecting at once overflow the
+// accept queue and wait for SYN retransmits (seconds). listen() again on the bound socket
+// raises the backlog (Linux allows it); svr_sock_ is protected, hence the subclass.
+template <typename Base>
+class WideBacklog : public Base {
+ public:
+  using Base::Base;
+  void widen_backlog() { ::listen(this->svr_sock_, kListenBacklog); }
+};
+
 // Read connections for the feed, reused across requests (each is used by one thread at a time).
 class ReaderPool {
  public:
@@ -124,12 +136,17 @@ class HttpServer final : public Server {
     if (!address) return address.status();
     const auto& l = ctx_.listen;
     if (!l.tls_cert.empty() && !l.tls_key.empty()) {
-      http_ = std::make_unique<httplib::SSLServer>(l.tls_cert.c_str(), l.tls_key.c_str());
+      auto tls = std::make_unique<WideBacklog<httplib::SSLServer>>(l.tls_cert.c_str(),
+                                                                   l.tls_key.c_str());
+      widen_backlog_ = [s = tls.get()] { s->widen_backlog(); };
+      http_ = std::move(tls);
       if (!http_->is_valid())
         return Status::invalid_argument("cannot load TLS certificate " + l.tls_cert + " / key " +
                                         l.tls_key);
     } else {
-      http_ = std::make_unique<httplib::Server>();
+      auto plain = std::make_unique<WideBacklog<httplib::Server>>();
+      widen_backlog_ = [s = plain.get()] { s->widen_backlog(); };
+      http_ = std::move(plain);
     }
     http_->new_task_queue = [] { return new httplib::ThreadPool(kWorkerThreads); };
     http_->set_payload_max_length(static_cast<size_t>(l.max_body));
@@ -148,6 +165,7 @@ class HttpServer final : public Server {
                                    ": bind failed (address in use or not local?)");
       port_ = port;
     }
+    widen_backlog_();
     thread_ = std::thread([this] {
       if (!http_->listen_after_bind()) spdlog::error("HTTP listener on port {} stopped", port_);
     });
@@ -374,6 +392,7 @@ class HttpServer final : public Server {
   ServerContext ctx_;
   ReaderPool readers_;
   std::unique_ptr<httplib::Server> http_;
+  std::function<void()> widen_backlog_;
   std::thread thread_;
   int port_ = 0;
 

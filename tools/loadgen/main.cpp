@@ -1,0 +1,504 @@
+// iarelay-loadgen (SPEC §9): posts realistic webhooks to an iarelayd intake over --concurrency
+// keep-alive connections (libcurl multi, one thread), retries each until 2xx, records every
+// accepted id (flushed line by line), shows progress on stderr and prints a summary on stdout.
+#include <curl/curl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/config.h"
+#include "payloads.h"
+
+namespace po = boost::program_options;
+using iarelay::loadgen::Dialect;
+using iarelay::loadgen::Generated;
+using iarelay::loadgen::GeneratorOptions;
+using iarelay::loadgen::PayloadGenerator;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+void on_signal(int) {
+  g_interrupted.store(true);
+}
+
+struct Options {
+  std::string url, service, agent, token, record;
+  std::uint64_t count = 1000;
+  double rate = 0;  // webhooks per second overall; 0: as fast as possible
+  int concurrency = 8;
+  bool idempotency = true;
+  double give_up_seconds = 120;
+  GeneratorOptions gen;
+};
+
+// Counters shared by the workers.
+struct Totals {
+  std::atomic<std::uint64_t> started{0};   // webhooks taken by a worker
+  std::atomic<std::uint64_t> requests{0};  // HTTP requests made (including retries)
+  std::atomic<std::uint64_t> accepted{0};
+  std::atomic<std::uint64_t> duplicates{0};
+  std::atomic<std::uint64_t> retried{0};
+  std::atomic<std::uint64_t> failed{0};
+};
+
+// The record file: one JSON line per accepted webhook, written through to the OS at once, so
+// it holds every id that got a 2xx even if the daemon (or this program) dies right after.
+class Recorder {
+ public:
+  bool open(const std::string& path) {
+    if (path.empty()) return true;
+    file_ = std::fopen(path.c_str(), "a");
+    return file_ != nullptr;
+  }
+  ~Recorder() {
+    if (file_) std::fclose(file_);
+  }
+  void write(const std::string& line) {
+    if (!file_) return;
+    std::lock_guard lock(mu_);
+    std::fwrite(line.data(), 1, line.size(), file_);
+    std::fputc('\n', file_);
+    std::fflush(file_);
+  }
+
+ private:
+  std::mutex mu_;
+  std::FILE* file_ = nullptr;
+};
+
+size_t collect(char* data, size_t size, size_t n, void* user) {
+  static_cast<std::string*>(user)->append(data, size * n);
+  return size * n;
+}
+
+size_t header_line(char* data, size_t size, size_t n, void* user) {
+  std::string line(data, size * n);
+  constexpr std::string_view kRetryAfter = "retry-after:";
+  if (line.size() > kRetryAfter.size()) {
+    std::string lower = line.substr(0, kRetryAfter.size());
+    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (lower == kRetryAfter)
+      *static_cast<long*>(user) = std::atol(line.c_str() + kRetryAfter.size());
+  }
+  return size * n;
+}
+
+// All connections driven by one thread through libcurl's multi interface: one easy handle
+// (and so one keep-alive connection) per slot of --concurrency. Far fewer context switches than
+// a thread per connection, which matters on a small machine shared with the relay under test.
+class Sender {
+ public:
+  Sender(const Options& o, const PayloadGenerator& gen, Totals& totals, Recorder& recorder,
+         Clock::time_point start)
+      : o_(o),
+        gen_(gen),
+        totals_(totals),
+        recorder_(recorder),
+        start_(start),
+        event_seq_(std::min<std::uint64_t>(o.gen.events, 1 << 20)),
+        rng_(std::random_device{}()) {
+    run_id_ = [this] {
+      char buf[17];
+      std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng_()));
+      return std::string(buf);
+    }();
+  }
+
+  bool run() {
+    multi_ = curl_multi_init();
+    if (!multi_) return false;
+    curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, static_cast<long>(o_.concurrency));
+    CURL* probe = curl_easy_init();
+    char* service = curl_easy_escape(probe, o_.service.c_str(), 0);
+    url_ = o_.url + "/v1/webhooks/" + service;
+    curl_free(service);
+    if (!o_.agent.empty()) {
+      char* agent = curl_easy_escape(probe, o_.agent.c_str(), 0);
+      url_ += std::string("?agent=") + agent;
+      curl_free(agent);
+    }
+    curl_easy_cleanup(probe);
+    std::uint64_t slots =
+        std::min<std::uint64_t>(o_.concurrency, std::max<std::uint64_t>(o_.count, 1));
+    slots_.resize(slots);
+    for (auto& slot : slots_) {
+      slot.easy = curl_easy_init();
+      if (!slot.easy) return false;
+      configure(slot);
+    }
+    loop();
+    for (auto& slot : slots_) {
+      curl_slist_free_all(slot.headers);
+      curl_easy_cleanup(slot.easy);
+    }
+    curl_multi_cleanup(multi_);
+    return true;
+  }
+
+  std::vector<double>& latencies_ms() { return latencies_ms_; }
+
+ private:
+  struct Slot {
+    CURL* easy = nullptr;
+    curl_slist* headers = nullptr;
+    std::string response;
+    long retry_after = -1;
+    bool busy = false;     // holds a webhook not yet accepted or given up
+    bool waiting = false;  // busy, sleeping until retry_at before the next attempt
+    Clock::time_point retry_at, first_try, sent_at;
+    std::uint64_t n = 0;
+    Generated g;
+    std::uint32_t seq_in_event = 0;
+    int attempt = 0;
+    double backoff = 0.05;
+  };
+
+  void configure(Slot& slot) {
+    CURL* c = slot.easy;
+    curl_easy_setopt(c, CURLOPT_URL, url_.c_str());
+    curl_easy_setopt(c, CURLOPT_PRIVATE, &slot);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 60000L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &slot.response);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_line);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &slot.retry_after);
+    // A self-signed test certificate is expected with https:// URLs on loopback.
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
+
+  void loop() {
+    for (;;) {
+      auto now = Clock::now();
+      auto wake = now + std::chrono::milliseconds(100);
+      bool any_busy = false;
+      for (auto& slot : slots_) {
+        if (!slot.busy)
+          take_next(slot, now, wake);
+        else if (slot.waiting && slot.retry_at <= now)
+          launch(slot);
+        else if (slot.waiting)
+          wake = std::min(wake, slot.retry_at);
+        any_busy |= slot.busy;
+      }
+      if (!any_busy && (next_ >= o_.count || g_interrupted.load())) return;
+      int running = 0;
+      curl_multi_perform(multi_, &running);
+      bool freed = false;
+      int left = 0;
+      while (CURLMsg* m = curl_multi_info_read(multi_, &left)) {
+        if (m->msg != CURLMSG_DONE) continue;
+        Slot* slot = nullptr;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, reinterpret_cast<char**>(&slot));
+        CURLcode rc = m->data.result;
+        curl_multi_remove_handle(multi_, m->easy_handle);
+        finished(*slot, rc);
+        freed = true;
+      }
+      if (freed) continue;  // start the next webhooks before sleeping
+      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(wake - Clock::now()).count();
+      curl_multi_poll(multi_, nullptr, 0, static_cast<int>(std::max<long long>(ms, 0)), nullptr);
+    }
+  }
+
+  void take_next(Slot& slot, Clock::time_point now, Clock::time_point& wake) {
+    if (next_ >= o_.count || g_interrupted.load()) return;
+    if (o_.rate > 0) {
+      auto due = start_ + std::chrono::duration_cast<Clock::duration>(
+                              std::chrono::duration<double>(static_cast<double>(next_) / o_.rate));
+      if (due > now) {
+        wake = std::min(wake, due);
+        return;
+      }
+    }
+    slot.n = next_++;
+    totals_.started.fetch_add(1);
+    slot.g = gen_.make(slot.n);
+    slot.seq_in_event = ++event_seq_[slot.g.event % event_seq_.size()];
+    curl_slist_free_all(slot.headers);
+    slot.headers = curl_slist_append(nullptr, "Content-Type: application/json");
+    slot.headers = curl_slist_append(slot.headers, "Expect:");
+    if (!o_.token.empty())
+      slot.headers = curl_slist_append(slot.headers, ("Authorization: Bearer " + o_.token).c_str());
+    if (o_.idempotency)
+      slot.headers = curl_slist_append(
+          slot.headers, ("Idempotency-Key: " + run_id_ + "-" + std::to_string(slot.n)).c_str());
+    curl_easy_setopt(slot.easy, CURLOPT_HTTPHEADER, slot.headers);
+    curl_easy_setopt(slot.easy, CURLOPT_POSTFIELDS, slot.g.body.c_str());
+    curl_easy_setopt(slot.easy, CURLOPT_POSTFIELDSIZE, static_cast<long>(slot.g.body.size()));
+    slot.busy = true;
+    slot.attempt = 0;
+    slot.backoff = 0.05;
+    slot.first_try = now;
+    launch(slot);
+  }
+
+  void launch(Slot& slot) {
+    slot.waiting = false;
+    slot.response.clear();
+    slot.retry_after = -1;
+    ++slot.attempt;
+    slot.sent_at = Clock::now();
+    curl_multi_add_handle(multi_, slot.easy);
+  }
+
+  void finished(Slot& slot, CURLcode rc) {
+    totals_.requests.fetch_add(1);
+    long status = 0;
+    curl_easy_getinfo(slot.easy, CURLINFO_RESPONSE_CODE, &status);
+    auto now = Clock::now();
+    if (rc == CURLE_OK && status / 100 == 2) {
+      latencies_ms_.push_back(
+          std::chrono::duration<double, std::milli>(now - slot.sent_at).count());
+      accepted(slot, status);
+      slot.busy = false;
+      return;
+    }
+    bool retryable = rc != CURLE_OK || status == 408 || status == 429 || status >= 500;
+    if (!retryable) {
+      totals_.failed.fetch_add(1);
+      report("webhook " + std::to_string(slot.n) + " refused with HTTP " + std::to_string(status) +
+             ": " + slot.response.substr(0, 300));
+      slot.busy = false;
+      return;
+    }
+    double waited = std::chrono::duration<double>(now - slot.first_try).count();
+    if (waited > o_.give_up_seconds || g_interrupted.load()) {
+      totals_.failed.fetch_add(1);
+      report("webhook " + std::to_string(slot.n) + " given up after " +
+             std::to_string(slot.attempt) + " attempts: " +
+             (rc != CURLE_OK ? curl_easy_strerror(rc) : "HTTP " + std::to_string(status)));
+      slot.busy = false;
+      return;
+    }
+    totals_.retried.fetch_add(1);
+    // Back off with jitter (50 ms doubling to 2 s); a Retry-After from the server wins.
+    double sleep = slot.retry_after >= 0
+                       ? static_cast<double>(slot.retry_after)
+                       : std::uniform_real_distribution<>(slot.backoff / 2, slot.backoff)(rng_);
+    slot.backoff = std::min(slot.backoff * 2, 2.0);
+    slot.waiting = true;
+    slot.retry_at =
+        now + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(sleep));
+  }
+
+  void accepted(const Slot& slot, long status) {
+    totals_.accepted.fetch_add(1);
+    auto reply = nlohmann::json::parse(slot.response, nullptr, false);
+    bool duplicate = reply.is_object() && reply.value("duplicate", false);
+    if (duplicate) totals_.duplicates.fetch_add(1);
+    nlohmann::json line = {
+        {"id", reply.is_object() ? reply.value("id", "") : ""},
+        {"n", slot.n},
+        {"event", std::to_string(slot.g.event)},
+        {"type", slot.g.type},
+        {"dialect", slot.g.dialect},
+        {"seq_in_event", slot.seq_in_event},
+        {"service", o_.service},
+        {"agent", o_.agent.empty() ? nlohmann::json() : nlohmann::json(o_.agent)},
+        {"state", reply.is_object() ? reply.value("state", "") : ""},
+        {"duplicate", duplicate},
+        {"status", status},
+        {"attempts", slot.attempt},
+    };
+    recorder_.write(line.dump());
+  }
+
+  void report(const std::string& message) {
+    // The first few hard errors are shown in full; the summary counts the rest.
+    if (shown_++ < 10) std::cerr << "iarelay-loadgen: " << message << "\n";
+  }
+
+  const Options& o_;
+  const PayloadGenerator& gen_;
+  Totals& totals_;
+  Recorder& recorder_;
+  Clock::time_point start_;
+  std::vector<std::uint32_t> event_seq_;
+  std::mt19937_64 rng_;
+  std::string run_id_;  // distinguishes this run's Idempotency-Keys from earlier runs'
+  std::string url_;
+  CURLM* multi_ = nullptr;
+  std::vector<Slot> slots_;
+  std::uint64_t next_ = 0;
+  int shown_ = 0;
+  std::vector<double> latencies_ms_;
+};
+
+int usage_error(const std::string& message) {
+  std::cerr << "iarelay-loadgen: " << message << " (see --help)\n";
+  return 2;
+}
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    auto b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
+    if (b != std::string::npos) out.push_back(item.substr(b, e - b + 1));
+  }
+  return out;
+}
+
+double percentile(const std::vector<double>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  size_t i = static_cast<size_t>(p * static_cast<double>(sorted.size() - 1) + 0.5);
+  return sorted[std::min(i, sorted.size() - 1)];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  std::string types, dialect, token_file;
+  po::options_description desc(
+      "Usage: iarelay-loadgen --url URL --service S [options]\n\n"
+      "Sends realistic xMatters webhooks to an iarelayd intake (POST URL/v1/webhooks/S), "
+      "retrying each until it is accepted (2xx). Prints progress on stderr each second and a "
+      "summary on stdout. Exit 0 when every webhook was accepted, 1 otherwise, 2 on bad usage.\n\n"
+      "Options");
+  desc.add_options()("help", "show this help and exit")("version", "show the version and exit")(
+      "url", po::value(&o.url), "base URL of the relay, e.g. http://127.0.0.1:8080")(
+      "service", po::value(&o.service), "integration service (hpnnmi or applications|hpnnmi)")(
+      "agent", po::value(&o.agent),
+      "agent identifier to address (?agent=), e.g. host/10.0.0.1:8081")(
+      "count", po::value(&o.count)->default_value(1000), "webhooks to send")(
+      "rate", po::value(&o.rate)->default_value(0), "webhooks per second overall (0: unlimited)")(
+      "concurrency", po::value(&o.concurrency)->default_value(8),
+      "parallel connections (keep-alive)")(
+      "types", po::value(&types)->default_value("status,deliveryStatus,response,annotation"),
+      "trigger types to mix")("dialect", po::value(&dialect)->default_value("mixed"),
+                              "payload dialect: ib (Integration Builder), ia (Integration "
+                              "Agent) or mixed")(
+      "events", po::value(&o.gen.events)->default_value(100), "distinct alerts (event ids)")(
+      "payload-size", po::value(&o.gen.payload_size)->default_value(0),
+      "pad payloads to about this many bytes with a form property (0: natural size)")(
+      "seed", po::value(&o.gen.seed)->default_value(1), "seed of the payload generator")(
+      "token-file", po::value(&token_file),
+      "file holding the intake bearer token (or IARELAY_LOADGEN_TOKEN)")(
+      "record", po::value(&o.record), "append one JSON line per accepted webhook to this file")(
+      "no-idempotency-key",
+      "do not send an Idempotency-Key (by default each webhook carries one, so a retry after "
+      "a lost answer is stored once)")(
+      "give-up-after", po::value(&o.give_up_seconds)->default_value(120),
+      "seconds of retrying after which a webhook counts as failed");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+  } catch (const std::exception& e) {
+    return usage_error(e.what());
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  if (vm.count("version")) {
+    std::cout << "iarelay-loadgen " << IARELAY_VERSION << "\n";
+    return 0;
+  }
+  if (o.url.empty()) return usage_error("--url is required");
+  if (o.service.empty()) return usage_error("--service is required");
+  while (!o.url.empty() && o.url.back() == '/') o.url.pop_back();
+  if (o.concurrency < 1 || o.concurrency > 1024)
+    return usage_error("--concurrency must be between 1 and 1024");
+  if (o.rate < 0) return usage_error("--rate must be >= 0");
+  o.idempotency = !vm.count("no-idempotency-key");
+  o.gen.types = split_list(types);
+  if (o.gen.types.empty()) return usage_error("--types is empty");
+  if (dialect == "ib")
+    o.gen.dialect = Dialect::kIntegrationBuilder;
+  else if (dialect == "ia")
+    o.gen.dialect = Dialect::kIntegrationAgent;
+  else if (dialect == "mixed")
+    o.gen.dialect = Dialect::kMixed;
+  else
+    return usage_error("--dialect must be ib, ia or mixed, not '" + dialect + "'");
+  auto token = iarelay::read_secret(token_file, "IARELAY_LOADGEN_TOKEN");
+  if (!token) {
+    std::cerr << "iarelay-loadgen: " << token.status().message() << "\n";
+    return 1;
+  }
+  o.token = *token;
+
+  Recorder recorder;
+  if (!recorder.open(o.record)) {
+    std::cerr << "iarelay-loadgen: cannot open record file " << o.record << "\n";
+    return 1;
+  }
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  signal(SIGINT, on_signal);
+  signal(SIGTERM, on_signal);
+  signal(SIGPIPE, SIG_IGN);
+
+  PayloadGenerator generator(o.gen);
+  Totals totals;
+  auto start = Clock::now();
+  Sender sender(o, generator, totals, recorder, start);
+  std::atomic<bool> done{false};
+  std::thread progress([&] {
+    std::uint64_t last = 0;
+    auto tick = start;
+    while (!done.load()) {
+      tick += std::chrono::seconds(1);
+      while (!done.load() && Clock::now() < tick)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      if (done.load()) break;
+      std::uint64_t acc = totals.accepted.load();
+      std::fprintf(stderr, "[%5.0fs] accepted %llu/%llu  retried %llu  failed %llu  %llu/s\n",
+                   std::chrono::duration<double>(Clock::now() - start).count(),
+                   static_cast<unsigned long long>(acc), static_cast<unsigned long long>(o.count),
+                   static_cast<unsigned long long>(totals.retried.load()),
+                   static_cast<unsigned long long>(totals.failed.load()),
+                   static_cast<unsigned long long>(acc - last));
+      last = acc;
+    }
+  });
+  bool ran = sender.run();
+  done.store(true);
+  progress.join();
+  if (!ran) {
+    std::cerr << "iarelay-loadgen: cannot initialise libcurl\n";
+    return 1;
+  }
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+
+  std::vector<double>& latencies = sender.latencies_ms();
+  std::sort(latencies.begin(), latencies.end());
+  std::uint64_t accepted = totals.accepted.load();
+  std::printf("sent: %llu\n", static_cast<unsigned long long>(totals.started.load()));
+  std::printf("requests: %llu\n", static_cast<unsigned long long>(totals.requests.load()));
+  std::printf("accepted: %llu\n", static_cast<unsigned long long>(accepted));
+  std::printf("duplicates: %llu\n", static_cast<unsigned long long>(totals.duplicates.load()));
+  std::printf("retried: %llu\n", static_cast<unsigned long long>(totals.retried.load()));
+  std::printf("failed: %llu\n", static_cast<unsigned long long>(totals.failed.load()));
+  std::printf("elapsed_s: %.3f\n", elapsed);
+  std::printf("throughput_per_s: %.0f\n",
+              elapsed > 0 ? static_cast<double>(accepted) / elapsed : 0);
+  std::printf("latency_p50_ms: %.2f\n", percentile(latencies, 0.50));
+  std::printf("latency_p99_ms: %.2f\n", percentile(latencies, 0.99));
+  std::printf("latency_max_ms: %.2f\n", latencies.empty() ? 0 : latencies.back());
+  std::fflush(stdout);
+  curl_global_cleanup();
+  return accepted == o.count && totals.failed.load() == 0 ? 0 : 1;
+}
