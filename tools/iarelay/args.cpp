@@ -55,7 +55,7 @@ std::optional<int> parse_args(const Context& ctx, const CommandHelp& help,
       std::cout << "Usage: iarelay [--config FILE | --journal PATH] " << help.synopsis << "\n\n"
                 << help.description << "\n\n";
       // Positional arguments have hidden option entries; they are described above instead.
-      po::options_description shown("Options");
+      po::options_description shown("Options", 100, 50);
       for (const auto& o : all.options())
         if (!o->description().empty()) shown.add(o);
       std::cout << shown << "\n";
@@ -69,17 +69,18 @@ std::optional<int> parse_args(const Context& ctx, const CommandHelp& help,
 }
 
 void add_filter_options(po::options_description& options, bool with_limit) {
+  auto text = [](const char* name) { return po::value<std::string>()->value_name(name); };
   options.add_options()(
-      "state", po::value<std::vector<std::string>>()->composing(),
-      "state: stored|queued|inflight|delivered|failed|discarded (repeat or comma-separate)")(
-      "agent", po::value<std::string>(), "assigned or requested agent (identifier or handle)")(
-      "service", po::value<std::string>(), "integration service")(
-      "type", po::value<std::string>(), "trigger type (status, deliveryStatus, ...)")(
-      "event", po::value<std::string>(), "event identifier")(
-      "since", po::value<std::string>(), "received at or after T (RFC 3339, or -2h, -30m)")(
-      "until", po::value<std::string>(), "received before T (RFC 3339, or -2h, -30m)");
+      "state", po::value<std::vector<std::string>>()->composing()->value_name("S"),
+      "stored|queued|inflight|delivered|failed|discarded (repeat or comma-separate)")(
+      "agent", text("A"), "assigned or requested agent (identifier or handle)")(
+      "service", text("S"), "integration service")("type", text("T"),
+                                                   "trigger type (status, deliveryStatus, ...)")(
+      "event", text("E"), "event identifier")("since", text("T"),
+                                              "received at or after T (RFC 3339, or -2h, -30m)")(
+      "until", text("T"), "received before T (RFC 3339, or -2h, -30m)");
   if (with_limit)
-    options.add_options()("limit", po::value<std::string>(),
+    options.add_options()("limit", po::value<std::string>()->value_name("N"),
                           "at most N rows (default 50 for table, all for csv and json; 0: all)");
 }
 
@@ -152,7 +153,8 @@ Result<WebhookFilter> filter_from(const Context& ctx, const po::variables_map& v
 
 void add_format_option(po::options_description& options, const char* default_format,
                        const char* allowed) {
-  options.add_options()("format", po::value<std::string>()->default_value(default_format),
+  options.add_options()("format",
+                        po::value<std::string>()->default_value(default_format)->value_name("F"),
                         (std::string("output format: ") + allowed).c_str());
 }
 

@@ -66,9 +66,9 @@ int agent_change(Context& ctx, bool pause) {
   po::options_description options;
   options.add_options()("id", po::value<std::string>()->required(), "");
   if (pause)
-    options.add_options()("until", po::value<std::string>(),
+    options.add_options()("until", po::value<std::string>()->value_name("T"),
                           "end of the pause (RFC 3339, or relative like +2h)")(
-        "reason", po::value<std::string>(), "why (shown in status)");
+        "reason", po::value<std::string>()->value_name("R"), "why (shown in status)");
   po::positional_options_description positional;
   positional.add("id", 1);
   po::variables_map vm;

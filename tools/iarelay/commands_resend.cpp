@@ -16,7 +16,7 @@ constexpr std::int64_t kProgressEvery = 10'000;
 
 constexpr CommandHelp kResendHelp = {
     "resend ID... | resend --state failed|discarded [--agent A] [--service S] [--type T] "
-    "[--event E] [--since T] [--until T]  [--to-agent A] [--dry-run]",
+    "[--event E] [--since T] [--until T] [--to-agent A] [--dry-run]",
     "Puts failed or discarded webhooks back to queued with a fresh attempt budget (attempts 0,\n"
     "due now), either the given ids (all must be failed or discarded, else nothing changes)\n"
     "or every webhook matching the filters. --to-agent assigns them to that agent (identifier\n"
@@ -70,7 +70,7 @@ int cmd_resend(Context& ctx) {
   po::options_description options;
   options.add_options()("id", po::value<std::vector<std::string>>(), "");
   add_filter_options(options, false);
-  options.add_options()("to-agent", po::value<std::string>(),
+  options.add_options()("to-agent", po::value<std::string>()->value_name("A"),
                         "assign them to this agent (identifier or handle)")(
       "dry-run", "count what would be resent; change nothing");
   po::positional_options_description positional;
@@ -130,9 +130,9 @@ int cmd_resend(Context& ctx) {
 
 int cmd_purge(Context& ctx) {
   po::options_description options;
-  options.add_options()("before", po::value<std::string>()->required(),
+  options.add_options()("before", po::value<std::string>()->required()->value_name("T"),
                         "received before T (RFC 3339, or -30d style relative)")(
-      "state", po::value<std::vector<std::string>>()->composing(),
+      "state", po::value<std::vector<std::string>>()->composing()->value_name("S"),
       "states to delete (default delivered; never queued or inflight)")(
       "dry-run", "count what would be deleted; change nothing");
   po::variables_map vm;

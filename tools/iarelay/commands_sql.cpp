@@ -147,7 +147,7 @@ int cmd_sql(Context& ctx) {
     const char* n = sqlite3_column_name(st.stmt, i);
     names.emplace_back(n ? n : "");
   }
-  RowWriter out(std::cout, *format, names);
+  RowWriter out(std::cout, *format, names, true);
   std::vector<Json> values;
   while ((rc = sqlite3_step(st.stmt)) == SQLITE_ROW) {
     values.clear();

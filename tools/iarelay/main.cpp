@@ -67,6 +67,22 @@ int run(int argc, char** argv) {
   std::size_t at = find_command(args);
   std::vector<std::string> global(args.begin(), args.begin() + static_cast<long>(at));
   Context ctx;
+  // "iarelay list --journal X" works too: --config and --journal after the command name are
+  // taken out of the command's arguments (up to a "--").
+  for (std::size_t i = at + 1; i < args.size();) {
+    const std::string& a = args[i];
+    if (a == "--") break;
+    bool separate = (a == "--config" || a == "--journal") && i + 1 < args.size();
+    bool joined = a.rfind("--config=", 0) == 0 || a.rfind("--journal=", 0) == 0;
+    if (!separate && !joined) {
+      ++i;
+      continue;
+    }
+    std::size_t n = separate ? 2 : 1;
+    global.insert(global.end(), args.begin() + static_cast<long>(i),
+                  args.begin() + static_cast<long>(i + n));
+    args.erase(args.begin() + static_cast<long>(i), args.begin() + static_cast<long>(i + n));
+  }
 
   po::options_description options;
   options.add_options()("config", po::value<std::string>())("journal", po::value<std::string>())(

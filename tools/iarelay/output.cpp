@@ -55,8 +55,9 @@ std::string age_text(const Json& ms) {
   return format_duration(v / 1000 * 1000 > 0 ? v / 1000 * 1000 : 0);
 }
 
-RowWriter::RowWriter(std::ostream& out, Format format, std::vector<std::string> columns)
-    : out_(out), format_(format), columns_(std::move(columns)) {
+RowWriter::RowWriter(std::ostream& out, Format format, std::vector<std::string> columns,
+                     bool exact_header)
+    : out_(out), format_(format), columns_(std::move(columns)), exact_header_(exact_header) {
   if (format_ == Format::kCsv) {
     for (std::size_t i = 0; i < columns_.size(); ++i)
       out_ << (i ? "," : "") << csv_field(columns_[i]);
@@ -111,7 +112,7 @@ void RowWriter::finish() {
     out_ << line << "\n";
   };
   std::vector<std::string> header;
-  for (const auto& c : columns_) header.push_back(upper(c));
+  for (const auto& c : columns_) header.push_back(exact_header_ ? table_cell(c) : upper(c));
   print(header);
   for (const auto& r : table_) print(r);
 }

@@ -21,7 +21,9 @@ std::optional<Format> parse_format(std::string_view text);
 // finish(); CSV and JSON (an array of objects) stream as rows come.
 class RowWriter {
  public:
-  RowWriter(std::ostream& out, Format format, std::vector<std::string> columns);
+  // Table headers are upper-cased unless `exact_header` (SQL column names stay as written).
+  RowWriter(std::ostream& out, Format format, std::vector<std::string> columns,
+            bool exact_header = false);
   void row(const std::vector<Json>& values);
   void finish();
   std::size_t rows() const { return count_; }
@@ -30,6 +32,7 @@ class RowWriter {
   std::ostream& out_;
   Format format_;
   std::vector<std::string> columns_;
+  bool exact_header_;
   std::vector<std::vector<std::string>> table_;  // buffered cells (table format)
   std::size_t count_ = 0;
 };

@@ -177,6 +177,9 @@ TEST_F(CliTest, ListFilters) {
   EXPECT_EQ(listed_ids({"--until", format_time(now_ - 4 * kHour)}), (Ids{"f1", "d1"}));
   EXPECT_EQ(listed_ids({"--limit", "2"}), (Ids{"s1", "x1"}));
   EXPECT_EQ(listed_ids({"--state", "inflight", "--service", "remedy"}), Ids{});
+  // Global options may also follow the command.
+  auto after = iarelay_raw({"list", "--state", "queued", "--journal", journal_, "--format=json"});
+  EXPECT_EQ(json_of(after).size(), 2u);
   // With --config, a handle names its agent.
   std::string config = config_file();
   auto r = iarelay_raw({"--config", config, "list", "--agent", "nnmi1", "--format", "json"});
@@ -278,7 +281,7 @@ TEST_F(CliTest, SqlReadsInEveryFormat) {
   EXPECT_EQ(csv[5], (std::vector<std::string>{"queued", "2"}));
   auto table = iarelay({"sql", q});
   EXPECT_EQ(table.exit_code, 0);
-  EXPECT_NE(table.out.find("STATE"), std::string::npos);
+  EXPECT_NE(table.out.find("state"), std::string::npos);
   EXPECT_EQ(lines(table.out), 7);
   Json types = json_of(iarelay({"sql",
                                 "SELECT 1 AS i, 1.5 AS r, NULL AS z, x'0aff' AS b, "
