@@ -271,9 +271,11 @@ std::optional<std::string> load_payload(SQLite::Database& db, std::string_view i
 }
 
 std::vector<FeedMessage> feed_after(SQLite::Database& db, std::int64_t after, int max) {
+  // "+state": walk the primary key from `after` instead of the state index, which would sort
+  // every stored row on each call (an edge's rows are all stored).
   auto q = cached_statement(db,
                             "SELECT seq, id, service, type, agent, received_at, payload FROM "
-                            "webhooks WHERE seq>? AND state='stored' ORDER BY seq LIMIT ?");
+                            "webhooks WHERE seq>? AND +state='stored' ORDER BY seq LIMIT ?");
   q->bind(1, after);
   q->bind(2, max);
   std::vector<FeedMessage> out;
