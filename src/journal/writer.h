@@ -1,7 +1,8 @@
 // The journal's single writer: one thread owns the write connection and group-commits.
-// Callers submit operations from any thread; every operation pending when the writer wakes
-// runs in one transaction (each under its own savepoint, so one failing operation does not
-// undo the others) and one commit, i.e. one fsync at sync=full. Each caller is told when its
+// Callers submit operations from any thread; every operation pending when the writer wakes,
+// and every one submitted while it runs them (up to 4096), runs in one transaction (each under
+// its own savepoint, so one failing operation does not undo the others) and one commit, i.e.
+// one fsync at sync=full. Each caller is told when its
 // operation is durable, or why it failed. A second thread checkpoints the WAL on its own
 // connection (PASSIVE), so checkpoints never stall commits.
 #pragma once
