@@ -47,9 +47,21 @@ Result<NewWebhook> admit_feed_item(FeedItem item, const std::string& source,
   w.service = normalize_service(item.service);
   if (w.service.empty())
     return Status::invalid_argument("upstream message " + item.id + ": no service");
-  auto info = inspect_payload(item.payload, item.type);
-  if (!info)
-    return Status::invalid_argument("upstream message " + item.id + ": " + info.status().message());
+  PayloadInfo info;
+  if (item.inspected) {
+    // parse_feed already read the payload; parsing it again would double the poller's work.
+    if (item.inferred_type.empty())
+      return Status::invalid_argument("upstream message " + item.id +
+                                      ": trigger type is not given and cannot be inferred");
+    info.type = std::move(item.inferred_type);
+    info.event_id = std::move(item.event_id);
+  } else {
+    auto inspected = inspect_payload(item.payload, item.type);
+    if (!inspected)
+      return Status::invalid_argument("upstream message " + item.id + ": " +
+                                      inspected.status().message());
+    info = std::move(*inspected);
+  }
   w.id = new_webhook_id();
   w.source = source;
   w.source_id = std::move(item.id);
@@ -58,8 +70,8 @@ Result<NewWebhook> admit_feed_item(FeedItem item, const std::string& source,
     std::string agent = normalize_agent(*item.agent);
     if (!agent.empty()) w.agent = std::move(agent);
   }
-  w.type = std::move(info->type);
-  if (!info->event_id.empty()) w.event_id = std::move(info->event_id);
+  w.type = std::move(info.type);
+  if (!info.event_id.empty()) w.event_id = std::move(info.event_id);
   w.payload = std::move(item.payload);
   apply_route(w, directory);
   return w;

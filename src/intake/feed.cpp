@@ -124,6 +124,46 @@ std::optional<std::string> string_field(const json& m, const char* key) {
   return it->get<std::string>();
 }
 
+std::string scalar_text(const json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_number_integer()) return std::to_string(v.get<long long>());
+  if (v.is_number_unsigned()) return std::to_string(v.get<unsigned long long>());
+  if (v.is_null()) return "";
+  return v.dump();
+}
+
+std::string trim(const std::string& s) {
+  size_t b = 0, e = s.size();
+  while (b < e && is_ws(s[b])) ++b;
+  while (e > b && is_ws(s[e - 1])) --e;
+  return s.substr(b, e - b);
+}
+
+// The rules of inspect_payload (common/payload.cpp) over an already parsed object; the unit
+// tests check that both agree on every fixture.
+void inspect(const json& payload, FeedItem& item) {
+  item.inspected = true;
+  if (auto it = payload.find("eventIdentifier"); it != payload.end())
+    item.event_id = scalar_text(*it);
+  else if (auto it2 = payload.find("eventidentifier"); it2 != payload.end())
+    item.event_id = scalar_text(*it2);
+  std::string given = trim(item.type);
+  if (!given.empty()) {
+    item.inferred_type = given;
+  } else if (auto it = payload.find("xmatters_callback_type");
+             it != payload.end() && it->is_string() && !it->get<std::string>().empty()) {
+    item.inferred_type = it->get<std::string>();
+  } else if (payload.contains("deliveryStatus") || payload.contains("deliverystatus")) {
+    item.inferred_type = "deliveryStatus";
+  } else if (payload.contains("response")) {
+    item.inferred_type = "response";
+  } else if (payload.contains("comment")) {
+    item.inferred_type = "annotation";
+  } else if (payload.contains("status")) {
+    item.inferred_type = "status";
+  }
+}
+
 }  // namespace
 
 std::pair<size_t, size_t> json_value_span(std::string_view text, size_t pos) {
@@ -203,6 +243,7 @@ Result<FeedBatch> parse_feed(std::string_view body) {
     if (payload == m.end() || spans[i].second <= spans[i].first)
       return Status::invalid_argument(where + " has no \"payload\"");
     item.payload_is_object = payload->is_object();
+    if (item.payload_is_object) inspect(*payload, item);
     item.payload.assign(body.substr(spans[i].first, spans[i].second - spans[i].first));
     batch.messages.push_back(std::move(item));
   }

@@ -27,6 +27,12 @@ struct FeedItem {
   std::string received_at;
   std::string payload;  // the raw JSON text of "payload" exactly as it appears in the body
   bool payload_is_object = false;
+  // Filled by parse_feed from the payload it already parsed (so admission need not parse it
+  // again), by the rules of inspect_payload (SPEC §6): the given type, else the inferred one
+  // ("" when none can be inferred), and the alert's event identifier ("" when none).
+  bool inspected = false;
+  std::string inferred_type;
+  std::string event_id;
 };
 
 struct FeedBatch {

@@ -8,8 +8,10 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <future>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -33,6 +35,7 @@ constexpr Millis kTransferMargin = 30'000;
 constexpr size_t kMaxBody = 512u << 20;
 // An upstream that answers an empty long-poll at once (ignoring `wait`) is not hammered.
 constexpr Millis kMinEmptyPollInterval = 100;
+constexpr Millis kAckInterval = 1000;
 
 size_t write_body(char* data, size_t size, size_t n, void* user) {
   auto* body = static_cast<std::string*>(user);
@@ -111,12 +114,23 @@ class CurlPoller final : public Poller {
     spdlog::info("polling {} from seq {}", base_url_, cursor);
     set_cursor_gauge(cursor);
     const Millis wait_s = std::max<Millis>(0, ctx_.upstream.poll_wait / 1000);
+    auto feed_url = [&](std::int64_t after) {
+      return base_url_ + "/v1/feed?after=" + std::to_string(after) +
+             "&max=" + std::to_string(ctx_.upstream.batch) + "&wait=" + std::to_string(wait_s);
+    };
+    // The answer to the next poll, fetched while the writer commits the current batch.
+    std::optional<HttpResult> prefetched;
+    Millis last_ack = 0;
+    std::int64_t acked = -1;
     while (!stopping()) {
-      std::string url = base_url_ + "/v1/feed?after=" + std::to_string(cursor) +
-                        "&max=" + std::to_string(ctx_.upstream.batch) +
-                        "&wait=" + std::to_string(wait_s);
       Millis started = steady_millis();
-      HttpResult r = perform(url, nullptr, wait_s * 1000 + kTransferMargin);
+      HttpResult r;
+      if (prefetched) {
+        r = std::move(*prefetched);
+        prefetched.reset();
+      } else {
+        r = perform(feed_url(cursor), nullptr, wait_s * 1000 + kTransferMargin);
+      }
       if (r.aborted) return;
       if (r.code != CURLE_OK) {
         error(r.code == CURLE_OPERATION_TIMEDOUT ? "timeout" : "connect",
@@ -138,21 +152,40 @@ class CurlPoller final : public Poller {
       }
       if (batch->messages.empty()) {
         recovered();
+        // Caught up: a good moment to tell the upstream how far we are.
+        if (acked < cursor) {
+          ack(cursor);
+          acked = cursor;
+          last_ack = steady_millis();
+        }
         if (steady_millis() - started < kMinEmptyPollInterval && !sleep_for(kMinEmptyPollInterval))
           return;
         continue;
       }
       std::int64_t next = batch->next;
-      Status stored = store(std::move(*batch));
-      if (!stored) {
-        error("journal", "storing a batch from " + base_url_ + " failed: " + stored.message());
+      bool full = batch->messages.size() >= static_cast<size_t>(ctx_.upstream.batch);
+      auto stored = store(std::move(*batch));
+      // More is probably waiting: fetch it while the writer commits this batch (the fsync).
+      // Should the commit fail, the prefetched answer is dropped and the batch fetched again.
+      if (full && next > cursor)
+        prefetched = perform(feed_url(next), nullptr, wait_s * 1000 + kTransferMargin);
+      Status s = stored.get();
+      if (!s) {
+        prefetched.reset();
+        error("journal", "storing a batch from " + base_url_ + " failed: " + s.message());
         if (!back_off()) return;
         continue;
       }
       recovered();
       cursor = std::max(cursor, next);
       set_cursor_gauge(cursor);
-      ack(cursor);
+      // Acks are for lag reporting and retention: once a second while streaming, and whenever
+      // caught up, instead of a round trip (and an upstream commit) per batch.
+      if (!full || steady_millis() - last_ack >= kAckInterval) {
+        ack(cursor);
+        acked = cursor;
+        last_ack = steady_millis();
+      }
     }
   }
 
@@ -166,8 +199,9 @@ class CurlPoller final : public Poller {
     }
   }
 
-  // Admits every message, then inserts them and the cursor in one operation (one transaction).
-  Status store(FeedBatch batch) {
+  // Admits every message, then submits their inserts and the cursor as one operation (one
+  // transaction). The future tells when it is durable.
+  std::future<Status> store(FeedBatch batch) {
     auto webhooks = std::make_shared<std::vector<NewWebhook>>();
     webhooks->reserve(batch.messages.size());
     Millis now = now_millis();
@@ -180,33 +214,41 @@ class CurlPoller final : public Poller {
       }
       webhooks->push_back(std::move(*w));
     }
-    auto counts = std::make_shared<std::pair<std::uint64_t, std::uint64_t>>(0, 0);
     std::string name = ctx_.upstream.name;
     std::int64_t next = batch.next;
-    Status s = ctx_.writer
-                   ->submit([webhooks, counts, name, next](SQLite::Database& db) {
-                     for (const auto& w : *webhooks) {
-                       InsertOutcome o = insert_webhook(db, w);
-                       ++(o.duplicate ? counts->second : counts->first);
-                     }
-                     save_cursor(db, name, next);
-                   })
-                   .get();
-    if (!s) return s;
+    Counter* stored = nullptr;
+    Counter* duplicates = nullptr;
     if (ctx_.metrics) {
-      ctx_.metrics
-          ->counter("iarelay_poll_webhooks_total", "Webhooks taken from the upstream's feed",
-                    {{"upstream", name}, {"outcome", "stored"}})
-          .inc(counts->first);
-      ctx_.metrics
-          ->counter("iarelay_poll_webhooks_total", "Webhooks taken from the upstream's feed",
-                    {{"upstream", name}, {"outcome", "duplicate"}})
-          .inc(counts->second);
+      stored = &ctx_.metrics->counter("iarelay_poll_webhooks_total",
+                                      "Webhooks taken from the upstream's feed",
+                                      {{"upstream", name}, {"outcome", "stored"}});
+      duplicates = &ctx_.metrics->counter("iarelay_poll_webhooks_total",
+                                          "Webhooks taken from the upstream's feed",
+                                          {{"upstream", name}, {"outcome", "duplicate"}});
     }
-    if (counts->second)
-      spdlog::info("{} webhooks from {} were already stored (redelivered batch)", counts->second,
-                   name);
-    return Status::ok();
+    auto counts = std::make_shared<std::pair<std::uint64_t, std::uint64_t>>(0, 0);
+    auto promise = std::make_shared<std::promise<Status>>();
+    auto future = promise->get_future();
+    ctx_.writer->submit(
+        [webhooks, counts, name, next](SQLite::Database& db) {
+          counts->first = counts->second = 0;
+          for (const auto& w : *webhooks) {
+            InsertOutcome o = insert_webhook(db, w);
+            ++(o.duplicate ? counts->second : counts->first);
+          }
+          save_cursor(db, name, next);
+        },
+        [promise, counts, stored, duplicates, name](const Status& s) {
+          if (s.is_ok()) {
+            if (stored) stored->inc(counts->first);
+            if (duplicates) duplicates->inc(counts->second);
+            if (counts->second)
+              spdlog::info("{} webhooks from {} were already stored (redelivered batch)",
+                           counts->second, name);
+          }
+          promise->set_value(s);
+        });
+    return future;
   }
 
   void ack(std::int64_t seq) {

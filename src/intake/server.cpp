@@ -3,9 +3,9 @@
 #include "intake/server.h"
 
 #include <SQLiteCpp/SQLiteCpp.h>
-#include <sys/socket.h>
 #include <httplib.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <charconv>
 #include <chrono>
@@ -136,8 +136,8 @@ class HttpServer final : public Server {
     if (!address) return address.status();
     const auto& l = ctx_.listen;
     if (!l.tls_cert.empty() && !l.tls_key.empty()) {
-      auto tls = std::make_unique<WideBacklog<httplib::SSLServer>>(l.tls_cert.c_str(),
-                                                                   l.tls_key.c_str());
+      auto tls =
+          std::make_unique<WideBacklog<httplib::SSLServer>>(l.tls_cert.c_str(), l.tls_key.c_str());
       widen_backlog_ = [s = tls.get()] { s->widen_backlog(); };
       http_ = std::move(tls);
       if (!http_->is_valid())

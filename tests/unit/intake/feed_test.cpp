@@ -5,6 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/payload.h"
+#include "support/process.h"
+
 namespace iarelay {
 namespace {
 
@@ -93,6 +96,38 @@ TEST(ParseFeed, FlagsNonObjectPayloads) {
   ASSERT_TRUE(batch.is_ok());
   EXPECT_FALSE(batch->messages[0].payload_is_object);
   EXPECT_EQ(batch->messages[0].payload, "\"text\"");
+}
+
+TEST(ParseFeed, InspectsPayloadsExactlyAsInspectPayloadDoes) {
+  std::vector<std::string> bodies;
+  for (const char* f :
+       {"ib_status.json", "ib_delivery.json", "ib_response.json", "ib_annotation.json",
+        "ia_status.json", "ia_delivery.json", "ia_response.json"})
+    bodies.push_back(testing::read_file(testing::fixture(f)));
+  bodies.push_back(R"({"eventIdentifier":"E-1","comment":"c","status":"x"})");
+  bodies.push_back(R"({"eventidentifier":12345678901234,"xmatters_callback_type":""})");
+  bodies.push_back(R"({"eventIdentifier":null,"deliverystatus":"Failed"})");
+  bodies.push_back(R"({"eventIdentifier":1.5,"nothing":"to infer"})");
+  for (const std::string given : {"", "custom", " status "}) {
+    std::vector<FeedMessage> in;
+    for (size_t i = 0; i < bodies.size(); ++i) {
+      in.push_back(message(static_cast<std::int64_t>(i + 1), bodies[i]));
+      in.back().type = given;
+    }
+    auto batch = parse_feed(render_feed(in, 0));
+    ASSERT_TRUE(batch.is_ok()) << batch.status().message();
+    for (size_t i = 0; i < bodies.size(); ++i) {
+      const FeedItem& item = batch->messages[i];
+      ASSERT_TRUE(item.inspected);
+      auto expected = inspect_payload(bodies[i], given);
+      if (expected) {
+        EXPECT_EQ(item.inferred_type, expected->type) << bodies[i];
+        EXPECT_EQ(item.event_id, expected->event_id) << bodies[i];
+      } else {
+        EXPECT_EQ(item.inferred_type, "") << bodies[i];
+      }
+    }
+  }
 }
 
 TEST(JsonValueSpan, CoversNestedValuesAndScalars) {
