@@ -9,6 +9,8 @@
 #include <map>
 #include <memory>
 
+#include "journal/statement_cache.h"
+
 namespace iarelay {
 namespace {
 
@@ -194,6 +196,8 @@ Result<std::int64_t> resend(SQLite::Database& db, const WebhookFilter& filter,
   }
   if (to_agent && to_agent->empty()) return Status::invalid_argument("empty agent for --to-agent");
   const bool own_tx = sqlite3_get_autocommit(db.getHandle()) != 0;
+  // transition() prepares its UPDATE through the statement cache: reuse it across the rows.
+  StatementCacheScope statements(db);
   const TransitionFields fields = resend_fields(to_agent);
   std::int64_t total = 0;
   AuditRow audit(options.audit, "resend");
@@ -308,7 +312,9 @@ Result<std::int64_t> purge_webhooks(SQLite::Database& db, Millis before,
                 db, "DELETE FROM attempts WHERE webhook_id IN (" + placeholders(ids.size()) + ")");
             for (size_t i = 0; i < ids.size(); ++i) da.bind(static_cast<int>(i + 1), ids[i]);
             da.exec();
-            SQLite::Statement dw(db, "DELETE FROM webhooks WHERE state=? AND seq IN (" +
+            // "+state": look rows up by seq; SQLite would otherwise pick the state index and
+            // walk every row of that state for each batch.
+            SQLite::Statement dw(db, "DELETE FROM webhooks WHERE +state=? AND seq IN (" +
                                          placeholders(seqs.size()) + ")");
             dw.bind(1, state_text);
             for (size_t i = 0; i < seqs.size(); ++i) dw.bind(static_cast<int>(i + 2), seqs[i]);

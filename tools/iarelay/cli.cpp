@@ -67,6 +67,13 @@ Result<DatabasePtr> open_for_write(const Context& ctx) {
   SyncLevel sync = ctx.config ? ctx.config->sync : SyncLevel::kFull;
   auto db = open_journal_for_write(ctx.journal, sync);
   if (!db) return db.status();
+  try {
+    // Batched changes touch index pages all over the file; a bigger page cache than SQLite's
+    // 2 MiB default saves most of the re-reads.
+    (*db)->exec("PRAGMA cache_size=-65536");
+  } catch (const SQLite::Exception&) {
+    // Only a speed-up; the default cache works too.
+  }
   std::vector<std::string> pending;
   if (Status s = verify_migrations(**db, &pending); !s)
     return Status::corruption(ctx.journal + ": " + s.message());
