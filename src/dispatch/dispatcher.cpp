@@ -56,7 +56,8 @@ struct Mailbox {
     std::lock_guard lock(mu);
     if (!multi) return;  // the dispatcher is gone; its rows are requeued at next start
     items.push_back(std::move(fn));
-    curl_multi_wakeup(multi);
+    // One wakeup per batch: the dispatcher takes every item when it wakes.
+    if (items.size() == 1) curl_multi_wakeup(multi);
   }
   void poke() {
     std::lock_guard lock(mu);
@@ -177,8 +178,8 @@ class DispatcherImpl final : public Dispatcher {
   }
 
   void wake() override {
-    woken_.store(true, std::memory_order_relaxed);
-    mailbox_->poke();
+    // Called after every journal commit: one wakeup until the dispatcher has seen it.
+    if (!woken_.exchange(true, std::memory_order_relaxed)) mailbox_->poke();
   }
 
  private:
