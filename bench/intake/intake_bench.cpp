@@ -1,0 +1,265 @@
+// intake_bench: durable intake rate of a real iarelayd (sync=full) under iarelay-loadgen (64
+// keep-alive connections, ~1 KiB payloads), its p50/p99 acknowledgement latency, then the rate
+// at which an inner iarelayd's poller copies the edge's stored webhooks into its own journal,
+// and journal_bench's batched-loop figure from the same run as the reference. Prints figures;
+// asserts nothing.
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  int count = 50000;
+  int concurrency = 64;
+  int payload_size = 1024;
+  int batch = 1000;
+  std::string sync = "full";
+  std::string bin_dir = IARELAY_BIN_DIR;
+  bool journal_reference = true;
+};
+
+pid_t spawn(const std::vector<std::string>& argv, const std::string& out, const std::string& err) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (!out.empty())
+    posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (!err.empty())
+    posix_spawn_file_actions_addopen(&actions, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ) != 0) pid = -1;
+  posix_spawn_file_actions_destroy(&actions);
+  return pid;
+}
+
+int wait_exit(pid_t pid) {
+  int status = 0;
+  if (waitpid(pid, &status, 0) < 0) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+bool wait_for_port(int port) {
+  for (int i = 0; i < 500; ++i) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    close(fd);
+    if (ok) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string field(const std::string& summary, const std::string& key) {
+  auto pos = summary.find(key + ": ");
+  if (pos == std::string::npos) return "?";
+  auto end = summary.find('\n', pos);
+  return summary.substr(pos + key.size() + 2, end - pos - key.size() - 2);
+}
+
+long count_rows(const std::string& journal) {
+  try {
+    SQLite::Database db(journal, SQLite::OPEN_READONLY);
+    db.setBusyTimeout(1000);
+    return db.execAndGet("SELECT count(*) FROM webhooks").getInt64();
+  } catch (const std::exception&) {
+    return -1;
+  }
+}
+
+// CPU seconds (user + system) a live process has used so far.
+double cpu_seconds(pid_t pid) {
+  std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  auto close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(close + 2));
+  std::string f;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && fields >> f; ++i)
+    if (i == 14 || i == 15) ticks += std::atof(f.c_str());
+  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: intake_bench [--count N] [--concurrency C] [--payload-size B] [--batch N] "
+               "[--sync full|normal] [--bin-dir DIR] [--no-journal-reference]\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
+    if (a == "--count")
+      o.count = std::atoi(next().c_str());
+    else if (a == "--concurrency")
+      o.concurrency = std::atoi(next().c_str());
+    else if (a == "--payload-size")
+      o.payload_size = std::atoi(next().c_str());
+    else if (a == "--batch")
+      o.batch = std::atoi(next().c_str());
+    else if (a == "--sync")
+      o.sync = next();
+    else if (a == "--bin-dir")
+      o.bin_dir = next();
+    else if (a == "--no-journal-reference")
+      o.journal_reference = false;
+    else
+      return usage();
+  }
+  if (o.count <= 0 || o.concurrency <= 0) return usage();
+  std::string daemon = o.bin_dir + "/iarelayd", loadgen = o.bin_dir + "/iarelay-loadgen";
+  if (access(daemon.c_str(), X_OK) != 0 || access(loadgen.c_str(), X_OK) != 0) {
+    std::fprintf(stderr, "intake_bench: needs %s and %s\n", daemon.c_str(), loadgen.c_str());
+    return 1;
+  }
+  char tmpl[] = "intake_bench.XXXXXX";
+  std::string dir = std::filesystem::absolute(mkdtemp(tmpl)).string();
+  auto path = [&](const std::string& name) { return dir + "/" + name; };
+
+  // 1. Durable intake: an edge relay (no agents: every webhook is stored for the feed).
+  int edge_port = free_port();
+  std::ofstream(path("edge.conf"))
+      << "journal = " << path("edge.db") << "\nsync = " << o.sync
+      << "\nlog_level = warn\n[listen]\naddress = 127.0.0.1:" << edge_port << "\n";
+  pid_t edge = spawn({daemon, "--config", path("edge.conf")}, "", path("edge.log"));
+  if (edge < 0 || !wait_for_port(edge_port)) {
+    std::fprintf(stderr, "intake_bench: iarelayd did not start: %s\n",
+                 read_file(path("edge.log")).c_str());
+    return 1;
+  }
+  std::printf(
+      "intake_bench: iarelayd sync=%s, iarelay-loadgen %d webhooks, %d connections, "
+      "~%d-byte payloads; work dir %s\n",
+      o.sync.c_str(), o.count, o.concurrency, o.payload_size, dir.c_str());
+  double edge_cpu0 = cpu_seconds(edge);
+  pid_t lg = spawn({loadgen, "--url", "http://127.0.0.1:" + std::to_string(edge_port), "--service",
+                    "applications|hpnnmi", "--count", std::to_string(o.count), "--concurrency",
+                    std::to_string(o.concurrency), "--payload-size", std::to_string(o.payload_size),
+                    "--no-idempotency-key"},
+                   path("loadgen.out"), path("loadgen.err"));
+  int lg_exit = wait_exit(lg);
+  double edge_cpu1 = cpu_seconds(edge);
+  std::string summary = read_file(path("loadgen.out"));
+  long stored = count_rows(path("edge.db"));
+  std::printf("intake   accepted %s of %d (loadgen exit %d), journal rows %ld\n",
+              field(summary, "accepted").c_str(), o.count, lg_exit, stored);
+  std::printf("intake   accepted/s %s   ack latency p50 %s ms   p99 %s ms   (elapsed %s s)\n",
+              field(summary, "throughput_per_s").c_str(), field(summary, "latency_p50_ms").c_str(),
+              field(summary, "latency_p99_ms").c_str(), field(summary, "elapsed_s").c_str());
+  // CPU per webhook is the figure that stays comparable when other work shares the machine.
+  std::printf("intake   iarelayd CPU %.0f us per webhook (%.2f s user+sys)\n",
+              stored > 0 ? (edge_cpu1 - edge_cpu0) * 1e6 / static_cast<double>(stored) : 0.0,
+              edge_cpu1 - edge_cpu0);
+
+  // 2. Feed to inner: the inner relay polls the edge's stored webhooks into its journal.
+  int inner_port = free_port();
+  std::ofstream(path("inner.conf"))
+      << "journal = " << path("inner.db") << "\nsync = " << o.sync
+      << "\nlog_level = warn\n[listen]\naddress = 127.0.0.1:" << inner_port
+      << "\n[upstream]\nurl = http://127.0.0.1:" << edge_port
+      << "\nname = edge\nconsumer = inner-1\npoll_wait = 1s\nbatch = " << o.batch << "\n";
+  double edge_cpu2 = cpu_seconds(edge);
+  auto t0 = Clock::now();
+  pid_t inner = spawn({daemon, "--config", path("inner.conf")}, "", path("inner.log"));
+  Clock::time_point first{}, last{};
+  long copied = 0;
+  while (Clock::now() - t0 < std::chrono::seconds(300)) {
+    copied = count_rows(path("inner.db"));
+    if (copied > 0 && first == Clock::time_point{}) first = Clock::now();
+    if (copied >= stored) {
+      last = Clock::now();
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  double inner_cpu = cpu_seconds(inner), edge_cpu3 = cpu_seconds(edge);
+  double total_s = std::chrono::duration<double>(last - t0).count();
+  double steady_s = std::chrono::duration<double>(last - first).count();
+  if (last == Clock::time_point{}) {
+    std::printf("feed     inner has %ld of %ld after 300 s (gave up)\n", copied, stored);
+  } else {
+    std::printf(
+        "feed     %ld webhooks edge->inner (batch %d, sync=%s) in %.3f s from inner start: "
+        "%.0f webhooks/s (%.0f/s after the first row)\n",
+        stored, o.batch, o.sync.c_str(), total_s, static_cast<double>(stored) / total_s,
+        steady_s > 0 ? static_cast<double>(stored) / steady_s : 0.0);
+    std::printf("feed     CPU per webhook: inner %.0f us, edge %.0f us (%.2f s and %.2f s)\n",
+                inner_cpu * 1e6 / static_cast<double>(stored),
+                (edge_cpu3 - edge_cpu2) * 1e6 / static_cast<double>(stored), inner_cpu,
+                edge_cpu3 - edge_cpu2);
+  }
+  std::string loadavg = read_file("/proc/loadavg");
+  std::printf("machine  load average (1 min) at the end of the feed phase: %s\n",
+              loadavg.substr(0, loadavg.find(' ')).c_str());
+  kill(inner, SIGTERM);
+  kill(edge, SIGTERM);
+  wait_exit(inner);
+  wait_exit(edge);
+
+  // 3. The journal's own limit, measured now on the same machine.
+  std::string jb = o.bin_dir + "/journal_bench";
+  if (o.journal_reference && access(jb.c_str(), X_OK) == 0) {
+    pid_t j = spawn({jb, "--repeat", "1", "--sync", o.sync, "--dir", path("jb")},
+                    path("journal_bench.out"), path("journal_bench.err"));
+    wait_exit(j);
+    std::istringstream lines(read_file(path("journal_bench.out")));
+    std::string line;
+    while (std::getline(lines, line))
+      if (line.find("bare loop") != std::string::npos || line.find("writer,") != std::string::npos)
+        std::printf("journal  %s\n", line.c_str());
+  } else if (o.journal_reference) {
+    std::printf("journal  (journal_bench not built in %s)\n", o.bin_dir.c_str());
+  }
+  std::filesystem::remove_all(dir);
+  return 0;
+}
