@@ -276,7 +276,8 @@ void Relay::purge_expired(Millis before, const std::string& age) {
     if (!probe.executeStep()) return;
     probe.reset();
     MaintenanceOptions options;
-    options.audit = {"iarelayd", "retention: delivered, older than " + age};
+    options.audit.actor = "iarelayd";
+    options.audit.filter = "retention: delivered, older than " + age;
     auto purged = purge_webhooks(**db, before, {WebhookState::kDelivered}, options);
     if (!purged)
       spdlog::warn("retention: purge failed: {}", purged.status().message());
