@@ -10,7 +10,7 @@ cpack -G DEB -B "$work/out" >"$work/cpack.log" 2>&1 || { cat "$work/cpack.log"; 
 deb=$(ls "$work"/out/iarelay_*.deb)
 echo "built $(basename "$deb")"
 dpkg-deb --contents "$deb" | awk '{print $6}' >"$work/contents"
-for f in ./usr/bin/iarelayd ./usr/bin/iarelay ./lib/systemd/system/iarelayd.service \
+for f in ./usr/bin/iarelayd ./usr/bin/iarelay ./usr/lib/systemd/system/iarelayd.service \
          ./etc/iarelay/iarelay.conf ./usr/share/doc/iarelay/help/iarelayd.txt; do
   grep -qx "$f" "$work/contents" || { echo "missing from package: $f"; exit 1; }
 done
