@@ -6,14 +6,14 @@
 # Usage: tools/demo.sh [COUNT]   (sets everything up first; IARELAY_BIN=dir skips the setup)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-count=${1:-1500}   # per sender; two senders
+count=${1:-1500}   # per sender; two senders at 300 webhooks/s each
 
 if [[ -z ${IARELAY_BIN:-} ]]; then
   tools/setup.sh >/dev/null
   IARELAY_BIN=$PWD/build/bin
 fi
 bin=$IARELAY_BIN
-demo=$PWD/var/demo
+demo=${IARELAY_DEMO_DIR:-$PWD/var/demo}
 rm -rf "$demo"
 mkdir -p "$demo"
 pids=()
@@ -54,14 +54,14 @@ echo "relay on 127.0.0.1:$relay_port; agents $agent1 and $agent2 (service hpnnmi
 say "xMatters stand-ins send $((2 * count)) webhooks: status, deliveryStatus, response, annotation"
 echo "sender A names agent nnmi1 ($agent1); sender B names no agent (first available agent)"
 "$bin/iarelay-loadgen" --url "http://127.0.0.1:$relay_port" --service 'applications|hpnnmi' \
-  --agent "$agent1" --count "$count" --rate 600 --concurrency 8 --dialect ib \
+  --agent "$agent1" --count "$count" --rate 300 --concurrency 8 --dialect ib \
   --record "$demo/sent-a.jsonl" >"$demo/sender-a.out" 2>"$demo/sender-a.log" & sender_a=$!
 "$bin/iarelay-loadgen" --url "http://127.0.0.1:$relay_port" --service hpnnmi \
-  --count "$count" --rate 600 --concurrency 8 --dialect ia \
+  --count "$count" --rate 300 --concurrency 8 --dialect ia \
   --record "$demo/sent-b.jsonl" >"$demo/sender-b.out" 2>"$demo/sender-b.log" & sender_b=$!
 pids+=($sender_a $sender_b)
 
-sleep 1
+sleep 1.5
 say "Maintenance window: pause nnmi1 (its queue keeps filling; nothing is attempted)"
 iarelay agent pause nnmi1 --reason "maintenance window"
 sleep 1
@@ -72,8 +72,9 @@ sleep 0.5
 start_relay
 echo "restarted as pid $relay_pid"
 wait "$sender_a" "$sender_b"
-echo "sender A: $(tail -n 1 "$demo/sender-a.out")"
-echo "sender B: $(tail -n 1 "$demo/sender-b.out")"
+summary() { awk -F': ' '/^(sent|accepted|retried|failed|latency_p99_ms)$/ {next} /^(sent|accepted|retried|failed|latency_p99_ms):/ {printf "%s %s  ", $1, $2}' "$1"; echo; }
+echo "sender A: $(summary "$demo/sender-a.out")"
+echo "sender B: $(summary "$demo/sender-b.out")"
 
 say "While nnmi1 is paused"
 iarelay status
