@@ -81,7 +81,7 @@ iarelay status
 say "Maintenance over: resume nnmi1; its queue drains in order"
 iarelay agent resume nnmi1
 for _ in $(seq 600); do
-  left=$(iarelay sql "SELECT count(*) FROM webhooks WHERE state IN ('queued','inflight')" --format csv | tail -n 1)
+  left=$(iarelay sql "SELECT count(*) FROM webhooks WHERE state IN ('queued','inflight')" --format csv | tail -n 1 | tr -d '\r')
   [[ $left == 0 ]] && break
   sleep 0.1
 done
