@@ -6,7 +6,7 @@
 # Usage: tools/demo.sh [COUNT]   (sets everything up first; IARELAY_BIN=dir skips the setup)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-count=${1:-1500}   # per sender; two senders at 300 webhooks/s each
+count=${1:-2500}   # per sender; two senders at 300 webhooks/s each
 
 if [[ -z ${IARELAY_BIN:-} ]]; then
   tools/setup.sh >/dev/null
