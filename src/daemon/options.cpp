@@ -27,7 +27,20 @@ Result<DaemonOptions> parse_daemon_options(int argc, char** argv) {
           "--SECTION.KEY=VALUE, e.g. --listen.address=127.0.0.1:8080 --agent.nnmi1.timeout=5s;\n"
           "these win over the file. Secrets only from files or IARELAY_* variables.\n\n"
           "Signals: SIGTERM/SIGINT stop cleanly (a second one exits at once); SIGHUP reloads\n"
-          "agents and services from the configuration file.\n";
+          "agents and services from the configuration file.\n\n"
+          "Configuration keys (file section, key, default; * = reloadable on SIGHUP):\n";
+  std::string section = "-";
+  for (const ConfigKey& k : config_keys()) {
+    if (section != k.section) {
+      section = k.section;
+      help << "  " << (section.empty() ? "(top level)" : "[" + section + "]") << "\n";
+    }
+    std::string name = std::string(k.key) + (k.reloadable ? " *" : "");
+    std::string value = *k.choices ? k.choices : k.type;
+    if (*k.default_value) value += " = " + std::string(k.default_value);
+    help << "    " << name << std::string(name.size() < 18 ? 18 - name.size() : 1, ' ') << value
+         << "\n      " << k.help << "\n";
+  }
   out.help_text = help.str();
   try {
     po::parsed_options parsed =

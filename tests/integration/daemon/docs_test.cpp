@@ -33,6 +33,24 @@ TEST(ConfigDocs, OperationsReferenceMatchesTheKeyTable) {
       << "regenerate the block in docs/operations.md with iarelayd --print-config-reference";
 }
 
+TEST(ConfigDocs, HelpListsEveryKeyOfTheExample) {
+  CommandResult help = run({bin("iarelayd"), "--help"});
+  ASSERT_EQ(help.exit_code, 0);
+  std::string example = read_file(std::string(IARELAY_SOURCE_DIR) + "/examples/iarelay.conf");
+  int keys = 0;
+  size_t pos = 0;
+  while (pos < example.size()) {
+    size_t nl = example.find('\n', pos);
+    std::string line = example.substr(pos, nl - pos);
+    pos = nl == std::string::npos ? example.size() : nl + 1;
+    if (line.empty() || line[0] == '#' || line[0] == '[') continue;
+    std::string key = line.substr(0, line.find(' '));
+    ++keys;
+    EXPECT_NE(help.out.find("    " + key + " "), std::string::npos) << key;
+  }
+  EXPECT_GE(keys, 30);
+}
+
 TEST(ConfigDocs, ExampleFileIsAValidConfiguration) {
   CommandResult r =
       run({bin("iarelayd"), "--config", std::string(IARELAY_SOURCE_DIR) + "/examples/iarelay.conf",
