@@ -184,6 +184,91 @@ TEST(Metrics, EveryDocumentedMetricIsExposedAndCountersMove) {
       << text;
 }
 
+std::string state_of(const std::string& journal, const std::string& id) {
+  SQLite::Database db(journal);
+  SQLite::Statement q(db, "SELECT state FROM webhooks WHERE id=?");
+  q.bind(1, id);
+  return q.executeStep() ? q.getColumn(0).getString() : "<none>";
+}
+
+std::string id_from(const std::string& body) {
+  size_t at = body.find("\"id\":\"");
+  return at == std::string::npos ? "" : body.substr(at + 6, body.find('"', at + 6) - at - 6);
+}
+
+// SIGTERM lets a call in flight finish within drain_grace and journals its outcome; past the
+// grace the call is abandoned, stays inflight and is made again at the next start.
+TEST(Drain, SigtermWaitsForCallsInFlightWithinTheGrace) {
+  TempDir dir;
+  int port = free_port(), agent_port = free_port();
+  Process sink({bin("iarelay-sink"), "--listen", "127.0.0.1:" + std::to_string(agent_port),
+                "--latency", "1500ms"},
+               dir.file("sink.out"), dir.file("sink.log"));
+  ASSERT_TRUE(wait_for_port(agent_port));
+  std::string config = "journal = " + dir.file("journal.db") +
+                       "\n[listen]\naddress = 127.0.0.1:" + std::to_string(port) +
+                       "\n[agent.a1]\ncallback = http://127.0.0.1:" + std::to_string(agent_port) +
+                       "/cb\nservices = svc\n";
+  write_file(dir.file("relay.conf"), config);
+  Process relay({bin("iarelayd"), "--config", dir.file("relay.conf"), "--drain_grace=10s"}, "",
+                dir.file("relay.log"));
+  ASSERT_TRUE(wait_for_port(port));
+  httplib::Client client("127.0.0.1", port);
+  auto res = client.Post("/v1/webhooks/svc", R"({"status":"active","eventIdentifier":5})",
+                         "application/json");
+  ASSERT_TRUE(res);
+  std::string id = id_from(res->body);
+  for (int i = 0; i < 200 && state_of(dir.file("journal.db"), id) != "inflight"; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(state_of(dir.file("journal.db"), id), "inflight");
+  relay.signal(SIGTERM);
+  EXPECT_EQ(relay.wait(std::chrono::seconds(15)), 0) << read_file(dir.file("relay.log"));
+  EXPECT_EQ(state_of(dir.file("journal.db"), id), "delivered") << read_file(dir.file("relay.log"));
+}
+
+TEST(Drain, ACallStillRunningAtTheGraceIsMadeAgainAtTheNextStart) {
+  TempDir dir;
+  int port = free_port(), agent_port = free_port();
+  Process sink({bin("iarelay-sink"), "--listen", "127.0.0.1:" + std::to_string(agent_port),
+                "--latency", "3s", "--record", dir.file("calls.jsonl")},
+               dir.file("sink.out"), dir.file("sink.log"));
+  ASSERT_TRUE(wait_for_port(agent_port));
+  std::string config = "journal = " + dir.file("journal.db") +
+                       "\n[listen]\naddress = 127.0.0.1:" + std::to_string(port) +
+                       "\n[agent.a1]\ncallback = http://127.0.0.1:" + std::to_string(agent_port) +
+                       "/cb\nservices = svc\n";
+  write_file(dir.file("relay.conf"), config);
+  std::string id;
+  {
+    Process relay({bin("iarelayd"), "--config", dir.file("relay.conf"), "--drain_grace=200ms"}, "",
+                  dir.file("relay.log"));
+    ASSERT_TRUE(wait_for_port(port));
+    httplib::Client client("127.0.0.1", port);
+    auto res = client.Post("/v1/webhooks/svc", R"({"status":"active","eventIdentifier":6})",
+                           "application/json");
+    ASSERT_TRUE(res);
+    id = id_from(res->body);
+    for (int i = 0; i < 200 && state_of(dir.file("journal.db"), id) != "inflight"; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_EQ(state_of(dir.file("journal.db"), id), "inflight");
+    auto start = std::chrono::steady_clock::now();
+    relay.signal(SIGTERM);
+    EXPECT_EQ(relay.wait(std::chrono::seconds(15)), 0);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(2500));
+    EXPECT_EQ(state_of(dir.file("journal.db"), id), "inflight");
+  }
+  Process relay({bin("iarelayd"), "--config", dir.file("relay.conf")}, "", dir.file("relay2.log"));
+  ASSERT_TRUE(wait_for_port(port));
+  for (int i = 0; i < 1000 && state_of(dir.file("journal.db"), id) != "delivered"; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(state_of(dir.file("journal.db"), id), "delivered");
+  // Both calls carried the same webhook-id.
+  std::string calls = read_file(dir.file("calls.jsonl"));
+  size_t first = calls.find(id), second = calls.find(id, first + 1);
+  EXPECT_NE(first, std::string::npos) << calls;
+  EXPECT_NE(second, std::string::npos) << calls;
+}
+
 TEST(Retention, PurgesOldDeliveredWebhooksOnlyAndAudits) {
   TempDir dir;
   {
