@@ -2,6 +2,9 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <SQLiteCpp/SQLiteCpp.h>
 
@@ -267,6 +270,44 @@ TEST(Drain, ACallStillRunningAtTheGraceIsMadeAgainAtTheNextStart) {
   size_t first = calls.find(id), second = calls.find(id, first + 1);
   EXPECT_NE(first, std::string::npos) << calls;
   EXPECT_NE(second, std::string::npos) << calls;
+}
+
+// Type=notify: READY=1 once serving, WATCHDOG=1 while alive, STOPPING=1 on SIGTERM.
+TEST(Systemd, NotifiesReadyWatchdogAndStopping) {
+  TempDir dir;
+  std::string socket_path = dir.file("notify.sock");
+  int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", socket_path.c_str());
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  timeval timeout{0, 100'000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  int port = free_port();
+  write_file(dir.file("relay.conf"), relay_config(dir, port));
+  std::string received;
+  auto drain = [&](std::chrono::milliseconds for_how_long) {
+    auto end = std::chrono::steady_clock::now() + for_how_long;
+    char buf[256];
+    while (std::chrono::steady_clock::now() < end) {
+      ssize_t n = recv(fd, buf, sizeof buf, 0);
+      if (n > 0) received += std::string(buf, static_cast<size_t>(n)) + "\n";
+    }
+  };
+  {
+    Process relay({bin("iarelayd"), "--config", dir.file("relay.conf")}, "", dir.file("relay.log"),
+                  {{"NOTIFY_SOCKET", socket_path}, {"WATCHDOG_USEC", "400000"}});
+    ASSERT_TRUE(wait_for_port(port));
+    drain(std::chrono::milliseconds(700));
+    EXPECT_NE(received.find("READY=1"), std::string::npos) << received;
+    EXPECT_NE(received.find("WATCHDOG=1"), std::string::npos) << received;
+    EXPECT_EQ(received.find("STOPPING=1"), std::string::npos) << received;
+    relay.signal(SIGTERM);
+    drain(std::chrono::milliseconds(300));
+    EXPECT_EQ(relay.wait(), 0);
+  }
+  EXPECT_NE(received.find("STOPPING=1"), std::string::npos) << received;
+  close(fd);
 }
 
 TEST(Retention, PurgesOldDeliveredWebhooksOnlyAndAudits) {
