@@ -3,10 +3,10 @@
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <openssl/rand.h>
 #include <openssl/sha.h>
 
 #include <cstdint>
+#include <random>
 
 #include "common/time.h"
 
@@ -72,13 +72,20 @@ std::string new_webhook_id() {
     bytes[i] = static_cast<unsigned char>(t & 0xff);
     t >>= 8;
   }
-  if (RAND_bytes(bytes + 6, 10) != 1) {
-    // RAND_bytes failing means the CSPRNG is unusable; ids must still be unique, so fall back
-    // to a counter mixed with the address of a stack variable rather than aborting intake.
-    static std::uint64_t counter = 0;
-    std::uint64_t c = ++counter ^ reinterpret_cast<std::uintptr_t>(&t);
-    for (int i = 0; i < 8; ++i) bytes[6 + i] = static_cast<unsigned char>(c >> (8 * i));
-  }
+  // The 80 random bits come from a per-thread generator seeded once from std::random_device:
+  // ids need uniqueness, not secrecy, and RAND_bytes costs a getpid() fork check and a lock
+  // per call on the intake path. Independent 256-bit seeds per thread (and per process, so
+  // across restarts) make a collision within one millisecond as unlikely as with RAND_bytes.
+  // (A fork() would copy the state: no iarelay process makes ids in a forked child.)
+  thread_local std::mt19937_64 generator = [] {
+    std::random_device device;
+    std::seed_seq seed{device(), device(), device(), device(),
+                       device(), device(), device(), device()};
+    return std::mt19937_64(seed);
+  }();
+  std::uint64_t high = generator(), low = generator();
+  for (int i = 0; i < 8; ++i) bytes[6 + i] = static_cast<unsigned char>(high >> (8 * i));
+  for (int i = 0; i < 2; ++i) bytes[14 + i] = static_cast<unsigned char>(low >> (8 * i));
   // 128 bits -> 26 base32 characters, most significant first (first char holds 3 bits).
   std::string out(26, '0');
   // Character i holds bits [130 - 5*(i+1), 130 - 5*i) of the 128-bit value padded to 130.

@@ -22,9 +22,123 @@ std::string scalar_text(const nlohmann::json& v) {
   return v.dump();
 }
 
-}  // namespace
+constexpr const char* kNoType =
+    "trigger type is not given (?type=) and cannot be inferred: the payload has none of "
+    "xmatters_callback_type, deliveryStatus, response, comment, status";
 
-Result<PayloadInfo> inspect_payload(std::string_view body, std::string_view given_type) {
+// Which top-level member a SAX event belongs to.
+enum Member {
+  kOther,
+  kEventId,
+  kEventIdLower,
+  kCallbackType,
+  kDeliveryStatus,
+  kResponse,
+  kComment,
+  kStatus,
+  kMemberCount
+};
+
+Member classify(const std::string& key) {
+  if (key == "eventIdentifier") return kEventId;
+  if (key == "eventidentifier") return kEventIdLower;
+  if (key == "xmatters_callback_type") return kCallbackType;
+  if (key == "deliveryStatus" || key == "deliverystatus") return kDeliveryStatus;
+  if (key == "response") return kResponse;
+  if (key == "comment") return kComment;
+  if (key == "status") return kStatus;
+  return kOther;
+}
+
+// Reads what inference needs from the top-level members while nlohmann's parser validates the
+// whole document, without building a tree (the tree's allocations were most of intake's parsing
+// cost). Mirrors the DOM semantics: a repeated member's last value wins; event identifiers are
+// rendered as scalar_text() would, and the rare ones it would dump() (floats, booleans, objects,
+// arrays) send the caller back to the DOM path so their text stays exactly the same.
+class TopLevelScan : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  bool is_object = false;
+  bool needs_dom = false;
+  bool present[kMemberCount] = {};
+  std::string event_id[2];        // eventIdentifier, eventidentifier: as scalar_text()
+  bool callback_type_ok = false;  // xmatters_callback_type is a non-empty string
+  std::string callback_type;
+
+  bool null() override { return scalar(""); }
+  bool boolean(bool) override { return complex_value(); }
+  bool number_integer(number_integer_t v) override { return scalar(std::to_string(v)); }
+  bool number_unsigned(number_unsigned_t v) override {
+    // scalar_text() reads every integer as long long, unsigned ones included.
+    return scalar(std::to_string(static_cast<long long>(v)));
+  }
+  bool number_float(number_float_t, const string_t&) override { return complex_value(); }
+  bool string(string_t& v) override {
+    if (depth_ == 1 && member_ == kCallbackType) {
+      callback_type_ok = !v.empty();
+      callback_type = v;
+      member_ = kOther;
+      return true;
+    }
+    return scalar(v);
+  }
+  bool binary(binary_t&) override { return complex_value(); }
+  bool start_object(std::size_t) override {
+    if (depth_ == 0) is_object = true;
+    if (!complex_value()) return false;
+    ++depth_;
+    return true;
+  }
+  bool key(string_t& k) override {
+    if (depth_ == 1) {
+      member_ = classify(k);
+      present[member_] = true;
+    }
+    return true;
+  }
+  bool end_object() override {
+    --depth_;
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    if (!complex_value()) return false;
+    ++depth_;
+    return true;
+  }
+  bool end_array() override {
+    --depth_;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    return false;
+  }
+
+ private:
+  // A scalar value: kept if it is a top-level event identifier.
+  bool scalar(const std::string& text) {
+    if (depth_ == 1) {
+      if (member_ == kEventId || member_ == kEventIdLower) event_id[member_ - kEventId] = text;
+      if (member_ == kCallbackType) callback_type_ok = false;
+      member_ = kOther;
+    }
+    return true;
+  }
+  // A value scalar_text() would dump(), or a nested one.
+  bool complex_value() {
+    if (depth_ == 1) {
+      if (member_ == kEventId || member_ == kEventIdLower) needs_dom = true;
+      if (member_ == kCallbackType) callback_type_ok = false;
+      member_ = kOther;
+    }
+    return true;
+  }
+
+  int depth_ = 0;
+  Member member_ = kOther;
+};
+
+// The reference implementation over a DOM tree; used when TopLevelScan cannot render an event
+// identifier itself.
+Result<PayloadInfo> inspect_payload_dom(std::string_view body, std::string_view given_type) {
   nlohmann::json doc = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return Status::invalid_argument("body is not valid JSON");
   if (!doc.is_object()) return Status::invalid_argument("body is not a JSON object");
@@ -49,9 +163,40 @@ Result<PayloadInfo> inspect_payload(std::string_view body, std::string_view give
   } else if (doc.contains("status")) {
     info.type = "status";
   } else {
-    return Status::invalid_argument(
-        "trigger type is not given (?type=) and cannot be inferred: the payload has none of "
-        "xmatters_callback_type, deliveryStatus, response, comment, status");
+    return Status::invalid_argument(kNoType);
+  }
+  return info;
+}
+
+}  // namespace
+
+Result<PayloadInfo> inspect_payload(std::string_view body, std::string_view given_type) {
+  TopLevelScan scan;
+  if (!nlohmann::json::sax_parse(body, &scan))
+    return Status::invalid_argument("body is not valid JSON");
+  if (!scan.is_object) return Status::invalid_argument("body is not a JSON object");
+  if (scan.needs_dom) return inspect_payload_dom(body, given_type);
+  PayloadInfo info;
+  if (scan.present[kEventId])
+    info.event_id = std::move(scan.event_id[0]);
+  else if (scan.present[kEventIdLower])
+    info.event_id = std::move(scan.event_id[1]);
+
+  std::string given = trim(given_type);
+  if (!given.empty()) {
+    info.type = given;
+  } else if (scan.callback_type_ok) {
+    info.type = std::move(scan.callback_type);
+  } else if (scan.present[kDeliveryStatus]) {
+    info.type = "deliveryStatus";
+  } else if (scan.present[kResponse]) {
+    info.type = "response";
+  } else if (scan.present[kComment]) {
+    info.type = "annotation";
+  } else if (scan.present[kStatus]) {
+    info.type = "status";
+  } else {
+    return Status::invalid_argument(kNoType);
   }
   return info;
 }

@@ -92,6 +92,40 @@ TEST(Payload, EventIdentifierIsOptional) {
   EXPECT_EQ(info->event_id, "");
 }
 
+// inspect_payload scans the top level without building a tree; these are the cases where a
+// scan could differ from reading the parsed document.
+TEST(Payload, ReadsOnlyTopLevelMembersAndTheLastOfRepeatedOnes) {
+  struct Case {
+    const char* body;
+    const char* type;
+    const char* event_id;
+  } cases[] = {
+      {R"({"alert":{"eventIdentifier":7,"response":"Ack"},"status":"active"})", "status", ""},
+      {R"({"eventIdentifier":1,"eventIdentifier":"2","status":"a"})", "status", "2"},
+      {R"({"eventIdentifier":"1","eventIdentifier":null,"status":"a"})", "status", ""},
+      {R"({"eventidentifier":3,"eventIdentifier":4,"status":"a"})", "status", "4"},
+      {R"({"eventIdentifier":18446744073709551615,"status":"a"})", "status", "-1"},
+      {R"({"eventIdentifier":-5,"status":"a"})", "status", "-5"},
+      {R"({"eventIdentifier":1.5,"status":"a"})", "status", "1.5"},
+      {R"({"eventIdentifier":true,"status":"a"})", "status", "true"},
+      {R"({"eventIdentifier":{"b":1,"a":[2]},"status":"a"})", "status", R"({"a":[2],"b":1})"},
+      {R"({"xmatters_callback_type":"response","xmatters_callback_type":5,"status":"a"})", "status",
+       ""},
+      {R"({"xmatters_callback_type":1,"xmatters_callback_type":"response","status":"a"})",
+       "response", ""},
+      {R"({"xmatters_callback_type":["response"],"comment":"c"})", "annotation", ""},
+      {R"({"list":[{"status":"a"}],"comment":"c"})", "annotation", ""},
+  };
+  for (const auto& c : cases) {
+    auto info = inspect_payload(c.body, "");
+    ASSERT_TRUE(info.is_ok()) << c.body << ": " << info.status().message();
+    EXPECT_EQ(info->type, c.type) << c.body;
+    EXPECT_EQ(info->event_id, c.event_id) << c.body;
+  }
+  EXPECT_FALSE(inspect_payload(R"({"nested":{"status":"active"}})", "").is_ok());
+  EXPECT_FALSE(inspect_payload(R"({"status":"active"} trailing)", "").is_ok());
+}
+
 TEST(Payload, NormalizesServicesAndAgents) {
   EXPECT_EQ(normalize_service("applications|hpnnmi"), "hpnnmi");
   EXPECT_EQ(normalize_service("  hpnnmi "), "hpnnmi");
