@@ -33,9 +33,14 @@
 #include "journal/store.h"
 #include "journal/writer.h"
 
+#include "support/process.h"
+
 namespace fs = std::filesystem;
 using namespace iarelay;
 using Clock = std::chrono::steady_clock;
+
+using iarelay::testing::free_port;
+using iarelay::testing::wait_for_port;
 
 namespace {
 
@@ -60,30 +65,6 @@ long rss_kib() {
   return 0;
 }
 
-int free_port() {
-  // Bind to port 0 and read the port back.
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
-bool port_open(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  close(fd);
-  return ok;
-}
-
 pid_t spawn(const std::vector<std::string>& argv, const std::string& out) {
   pid_t pid = fork();
   if (pid == 0) {
@@ -106,14 +87,6 @@ void stop(pid_t pid) {
   kill(pid, SIGTERM);
   int st = 0;
   waitpid(pid, &st, 0);
-}
-
-bool wait_port(int port) {
-  for (int i = 0; i < 500; ++i) {
-    if (port_open(port)) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return false;
 }
 
 // A fast direct bulk insert: one transaction, one prepared statement, synchronous off.
@@ -324,7 +297,7 @@ int main(int argc, char** argv) {
                       dir + "/nginx/nginx.conf"},
                      dir + "/nginx.out");
     }
-    if (!wait_port(port)) {
+    if (!wait_for_port(port)) {
       std::printf("%-6s could not start (see %s)\n", target.c_str(), dir.c_str());
       stop(server);
       continue;

@@ -79,11 +79,11 @@ class Writer {
   mutable std::mutex mu_;
   std::condition_variable cv_;             // wakes the writer thread only
   std::condition_variable checkpoint_cv_;  // wakes the checkpointer only (on stop)
-  std::deque<Pending> queue_;       // GUARDED_BY(mu_)
-  bool stopping_ = false;           // GUARDED_BY(mu_)
-  bool writer_waiting_ = false;     // GUARDED_BY(mu_): submit() notifies only then
-  std::function<void()> listener_;  // GUARDED_BY(mu_)
-  Stats stats_;                     // GUARDED_BY(mu_)
+  std::deque<Pending> queue_;              // GUARDED_BY(mu_)
+  bool stopping_ = false;                  // GUARDED_BY(mu_)
+  bool writer_waiting_ = false;            // GUARDED_BY(mu_): submit() notifies only then
+  std::function<void()> listener_;         // GUARDED_BY(mu_)
+  Stats stats_;                            // GUARDED_BY(mu_)
   std::atomic<bool> healthy_{true};
   std::atomic<std::uint64_t> commits_since_checkpoint_{0};
   std::thread thread_;

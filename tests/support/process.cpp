@@ -16,7 +16,9 @@
 
 namespace iarelay::testing {
 
-std::string bin(const std::string& name) { return std::string(IARELAY_BIN_DIR) + "/" + name; }
+std::string bin(const std::string& name) {
+  return std::string(IARELAY_BIN_DIR) + "/" + name;
+}
 std::string fixture(const std::string& name) {
   return std::string(IARELAY_FIXTURES_DIR) + "/" + name;
 }
