@@ -28,6 +28,13 @@ bool wait_for_text(const std::string& path, const std::string& needle,
   return false;
 }
 
+// The command line of iarelayd on dir/relay.conf, plus `args`.
+std::vector<std::string> relayd(const TempDir& dir, std::vector<std::string> args = {}) {
+  std::vector<std::string> argv{bin("iarelayd"), "--config", dir.file("relay.conf")};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
 // A relay configuration with a listener and one agent whose callback nobody answers.
 std::string relay_config(const TempDir& dir, int port, const std::string& extra = "") {
   return "journal = " + dir.file("journal.db") +
@@ -66,7 +73,7 @@ TEST(Daemon, SecondDaemonOnTheSameJournalIsRefusedNamingThePid) {
   TempDir dir;
   int port = free_port();
   write_file(dir.file("relay.conf"), relay_config(dir, port));
-  Process first({bin("iarelayd"), "--config", dir.file("relay.conf")}, "", dir.file("first.log"));
+  Process first(relayd(dir), "", dir.file("first.log"));
   ASSERT_TRUE(wait_for_port(port)) << read_file(dir.file("first.log"));
   CommandResult second = run({bin("iarelayd"), "--config", dir.file("relay.conf"),
                               "--listen.address=127.0.0.1:" + std::to_string(free_port())});
@@ -80,7 +87,7 @@ TEST(Daemon, SigtermStopsCleanlyWithExitZero) {
   TempDir dir;
   int port = free_port();
   write_file(dir.file("relay.conf"), relay_config(dir, port));
-  Process relay({bin("iarelayd"), "--config", dir.file("relay.conf")}, "", dir.file("relay.log"));
+  Process relay(relayd(dir), "", dir.file("relay.log"));
   ASSERT_TRUE(wait_for_port(port)) << read_file(dir.file("relay.log"));
   httplib::Client client("127.0.0.1", port);
   auto res = client.Post("/v1/webhooks/svc", R"({"status":"active","eventIdentifier":1})",
@@ -91,7 +98,7 @@ TEST(Daemon, SigtermStopsCleanlyWithExitZero) {
   EXPECT_EQ(relay.wait(std::chrono::seconds(20)), 0) << read_file(dir.file("relay.log"));
   EXPECT_TRUE(wait_for_text(dir.file("relay.log"), "stopped cleanly", std::chrono::seconds(1)));
   // The lock is released: a new daemon starts on the same journal.
-  Process again({bin("iarelayd"), "--config", dir.file("relay.conf")}, "", dir.file("again.log"));
+  Process again(relayd(dir), "", dir.file("again.log"));
   EXPECT_TRUE(wait_for_port(port)) << read_file(dir.file("again.log"));
 }
 
@@ -99,7 +106,7 @@ TEST(Daemon, SighupWithABadFileKeepsTheRunningConfiguration) {
   TempDir dir;
   int port = free_port();
   write_file(dir.file("relay.conf"), relay_config(dir, port));
-  Process relay({bin("iarelayd"), "--config", dir.file("relay.conf")}, "", dir.file("relay.log"));
+  Process relay(relayd(dir), "", dir.file("relay.log"));
   ASSERT_TRUE(wait_for_port(port)) << read_file(dir.file("relay.log"));
   write_file(dir.file("relay.conf"), relay_config(dir, port, "max_inflight = lots\n"));
   relay.signal(SIGHUP);
@@ -127,8 +134,7 @@ TEST(Daemon, SecondSignalExitsAtOnce) {
   int port = free_port();
   // A long drain_grace and a callback that never answers keep the first stop busy.
   write_file(dir.file("relay.conf"), relay_config(dir, port));
-  Process relay({bin("iarelayd"), "--config", dir.file("relay.conf"), "--drain_grace=60s"}, "",
-                dir.file("relay.log"));
+  Process relay(relayd(dir, {"--drain_grace=60s"}), "", dir.file("relay.log"));
   ASSERT_TRUE(wait_for_port(port));
   relay.signal(SIGTERM);
   relay.signal(SIGTERM);
@@ -140,7 +146,7 @@ TEST(Metrics, EveryDocumentedMetricIsExposedAndCountersMove) {
   TempDir dir;
   int port = free_port();
   write_file(dir.file("relay.conf"), relay_config(dir, port));
-  Process relay({bin("iarelayd"), "--config", dir.file("relay.conf")}, "", dir.file("relay.log"));
+  Process relay(relayd(dir), "", dir.file("relay.log"));
   ASSERT_TRUE(wait_for_port(port)) << read_file(dir.file("relay.log"));
   httplib::Client client("127.0.0.1", port);
   auto count_of = [&](const std::string& metrics, const std::string& series) {
@@ -213,8 +219,7 @@ TEST(Drain, SigtermWaitsForCallsInFlightWithinTheGrace) {
                        "\n[agent.a1]\ncallback = http://127.0.0.1:" + std::to_string(agent_port) +
                        "/cb\nservices = svc\n";
   write_file(dir.file("relay.conf"), config);
-  Process relay({bin("iarelayd"), "--config", dir.file("relay.conf"), "--drain_grace=10s"}, "",
-                dir.file("relay.log"));
+  Process relay(relayd(dir, {"--drain_grace=10s"}), "", dir.file("relay.log"));
   ASSERT_TRUE(wait_for_port(port));
   httplib::Client client("127.0.0.1", port);
   auto res = client.Post("/v1/webhooks/svc", R"({"status":"active","eventIdentifier":5})",
@@ -243,8 +248,7 @@ TEST(Drain, ACallStillRunningAtTheGraceIsMadeAgainAtTheNextStart) {
   write_file(dir.file("relay.conf"), config);
   std::string id;
   {
-    Process relay({bin("iarelayd"), "--config", dir.file("relay.conf"), "--drain_grace=200ms"}, "",
-                  dir.file("relay.log"));
+    Process relay(relayd(dir, {"--drain_grace=200ms"}), "", dir.file("relay.log"));
     ASSERT_TRUE(wait_for_port(port));
     httplib::Client client("127.0.0.1", port);
     auto res = client.Post("/v1/webhooks/svc", R"({"status":"active","eventIdentifier":6})",
@@ -260,7 +264,7 @@ TEST(Drain, ACallStillRunningAtTheGraceIsMadeAgainAtTheNextStart) {
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(2500));
     EXPECT_EQ(state_of(dir.file("journal.db"), id), "inflight");
   }
-  Process relay({bin("iarelayd"), "--config", dir.file("relay.conf")}, "", dir.file("relay2.log"));
+  Process relay(relayd(dir), "", dir.file("relay2.log"));
   ASSERT_TRUE(wait_for_port(port));
   for (int i = 0; i < 1000 && state_of(dir.file("journal.db"), id) != "delivered"; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -295,7 +299,7 @@ TEST(Systemd, NotifiesReadyWatchdogAndStopping) {
     }
   };
   {
-    Process relay({bin("iarelayd"), "--config", dir.file("relay.conf")}, "", dir.file("relay.log"),
+    Process relay(relayd(dir), "", dir.file("relay.log"),
                   {{"NOTIFY_SOCKET", socket_path}, {"WATCHDOG_USEC", "400000"}});
     ASSERT_TRUE(wait_for_port(port));
     drain(std::chrono::milliseconds(700));
@@ -339,8 +343,7 @@ TEST(Retention, PurgesOldDeliveredWebhooksOnlyAndAudits) {
   }
   int port = free_port();
   write_file(dir.file("relay.conf"), relay_config(dir, port, ""));
-  Process relay({bin("iarelayd"), "--config", dir.file("relay.conf"), "--retain_delivered=1h"}, "",
-                dir.file("relay.log"));
+  Process relay(relayd(dir, {"--retain_delivered=1h"}), "", dir.file("relay.log"));
   ASSERT_TRUE(wait_for_port(port));
   ASSERT_TRUE(wait_for_text(dir.file("relay.log"), "retention: purged 1"))
       << read_file(dir.file("relay.log"));
@@ -359,7 +362,7 @@ TEST(Status, AdminEndpointsAnswer) {
   TempDir dir;
   int port = free_port();
   write_file(dir.file("relay.conf"), relay_config(dir, port));
-  Process relay({bin("iarelayd"), "--config", dir.file("relay.conf")}, "", dir.file("relay.log"));
+  Process relay(relayd(dir), "", dir.file("relay.log"));
   ASSERT_TRUE(wait_for_port(port));
   httplib::Client client("127.0.0.1", port);
   auto health = client.Get("/healthz");
