@@ -51,10 +51,11 @@ Status init_logging(const std::string& level, const std::string& format) {
     return Status::invalid_argument("log_level must be debug, info, warn or error");
   auto logger = spdlog::stderr_logger_mt("iarelay");
   if (format == "json") {
-    // Messages are written by our own code without quotes or control characters in the
-    // interesting fields; %v is still escaped minimally by keeping it as the last field.
-    logger->set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%eZ","level":"%l","thread":%t,"msg":"%v"})",
-                        spdlog::pattern_time_type::utc);
+    // %* escapes the message for a JSON string; everything else in the pattern is fixed text.
+    auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
+    formatter->add_flag<JsonEscapedMessage>('*').set_pattern(
+        R"({"time":"%Y-%m-%dT%H:%M:%S.%eZ","level":"%l","thread":%t,"msg":"%*"})");
+    logger->set_formatter(std::move(formatter));
   } else if (format == "text") {
     logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %-5l %v", spdlog::pattern_time_type::utc);
   } else {

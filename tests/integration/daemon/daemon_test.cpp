@@ -5,9 +5,11 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <nlohmann/json.hpp>
 
 #include <SQLiteCpp/SQLiteCpp.h>
 
+#include <sstream>
 #include <thread>
 
 #include "journal/writer.h"
@@ -61,6 +63,30 @@ TEST(Daemon, BadConfigurationExitsTwoNamingFileAndLine) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find(dir.file("bad.conf") + ":5: [agent.a] timeout"), std::string::npos) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+TEST(Daemon, JsonLogLinesAreJsonEvenWithQuotesInTheMessage) {
+  TempDir dir;
+  int port = free_port();
+  std::string journal = dir.file("quote\"and\\backslash.db");
+  Process relay({bin("iarelayd"), "--journal=" + journal, "--log_format=json",
+                 "--listen.address=127.0.0.1:" + std::to_string(port)},
+                "", dir.file("relay.log"));
+  ASSERT_TRUE(wait_for_port(port)) << read_file(dir.file("relay.log"));
+  relay.signal(SIGTERM);
+  ASSERT_EQ(relay.wait(), 0);
+  std::istringstream lines(read_file(dir.file("relay.log")));
+  std::string line;
+  int parsed = 0;
+  bool saw_journal = false;
+  while (std::getline(lines, line)) {
+    auto doc = nlohmann::json::parse(line, nullptr, false);
+    ASSERT_FALSE(doc.is_discarded()) << line;
+    ++parsed;
+    if (doc["msg"].get<std::string>().find(journal) != std::string::npos) saw_journal = true;
+  }
+  EXPECT_GE(parsed, 3);
+  EXPECT_TRUE(saw_journal);
 }
 
 TEST(Daemon, UnknownOptionIsBadUsage) {
