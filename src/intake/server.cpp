@@ -360,6 +360,14 @@ class HttpServer final : public Server {
           feed_cv_.wait_until(lock, deadline, [&] { return stopped_ || generation_ != seen; });
       if (!woke || stopped_) break;
     }
+    // A reader sees a commit before its fsync (sync=full pipelines it): serve nothing a crash
+    // could still take back, or a consumer would skip the seq numbers reused after it.
+    if (!messages.empty()) {
+      if (Status s = ctx_.writer->wait_durable(); !s) {
+        res.set_header("Retry-After", "1");
+        return send_error(res, 503, "journal not writable: " + s.message());
+      }
+    }
     res.set_content(render_feed(messages, after), kJson);
   }
 

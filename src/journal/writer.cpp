@@ -5,7 +5,14 @@
 #include <spdlog/spdlog.h>
 #include <sqlite3.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <stdexcept>
 #include <vector>
 
 #include "common/time.h"
@@ -24,18 +31,40 @@ Result<std::unique_ptr<Writer>> Writer::open(const std::string& path, SyncLevel 
   auto db = open_journal_for_write(path, sync);
   if (!db) return db.status();
   if (Status s = migrate(**db); !s) return s;
+  int wal_fd = -1;
   try {
     // Checkpoints are the checkpointer thread's job, not the committing thread's.
     (*db)->exec("PRAGMA wal_autocheckpoint=0");
+    if (sync == SyncLevel::kFull) {
+      // A read opens (creating if need be) the WAL file, which this connection then keeps
+      // open until it closes: while it does, SQLite neither deletes nor replaces the file.
+      (*db)->execAndGet("SELECT count(*) FROM sqlite_master");
+      const char* wal = sqlite3_filename_wal(sqlite3_db_filename((*db)->getHandle(), "main"));
+      wal_fd = ::open(wal, O_RDONLY | O_CLOEXEC);
+      if (wal_fd < 0)
+        return Status::io_error(std::string(wal) +
+                                ": cannot open the WAL to sync it: " + std::strerror(errno));
+      // The WAL's directory entry must be durable too (SQLite does this itself at FULL).
+      std::string dir = std::filesystem::path(wal).parent_path().string();
+      int dir_fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (dir_fd >= 0) {
+        ::fsync(dir_fd);
+        ::close(dir_fd);
+      }
+      // From here COMMIT only writes the WAL; the syncer thread makes it durable.
+      (*db)->exec("PRAGMA synchronous=OFF");
+    }
   } catch (const SQLite::Exception& e) {
+    if (wal_fd >= 0) ::close(wal_fd);
     return Status::io_error(path + ": " + e.what());
   }
-  return std::unique_ptr<Writer>(new Writer(path, std::move(*db)));
+  return std::unique_ptr<Writer>(new Writer(path, std::move(*db), sync, wal_fd));
 }
 
-Writer::Writer(std::string path, std::unique_ptr<SQLite::Database> db)
-    : path_(std::move(path)), db_(std::move(db)) {
+Writer::Writer(std::string path, std::unique_ptr<SQLite::Database> db, SyncLevel sync, int wal_fd)
+    : path_(std::move(path)), db_(std::move(db)), sync_(sync), wal_fd_(wal_fd) {
   thread_ = std::thread([this] { run_loop(); });
+  if (wal_fd_ >= 0) syncer_ = std::thread([this] { sync_loop(); });
   checkpointer_ = std::thread([this] { checkpoint_loop(); });
 }
 
@@ -47,7 +76,41 @@ Writer::~Writer() {
   cv_.notify_all();
   checkpoint_cv_.notify_all();
   thread_.join();
+  {
+    std::lock_guard lock(mu_);
+    writer_done_ = true;
+  }
+  sync_cv_.notify_all();
+  if (syncer_.joinable()) syncer_.join();
   checkpointer_.join();
+  try {
+    // Whatever SQLite does when this connection closes (a last checkpoint) is synced.
+    if (wal_fd_ >= 0) db_->exec("PRAGMA synchronous=FULL");
+  } catch (const SQLite::Exception&) {
+    // Closing anyway; every acknowledged transaction was synced by the syncer.
+  }
+  if (wal_fd_ >= 0) ::close(wal_fd_);
+}
+
+Status Writer::wait_durable() {
+  std::unique_lock lock(mu_);
+  std::uint64_t target = started_generation_;
+  durable_cv_.wait(lock, [&] { return durable_generation_ >= target; });
+  return sync_failure_;
+}
+
+void Writer::set_sync_function_for_testing(std::function<int(int)> sync) {
+  std::lock_guard lock(mu_);
+  sync_function_ = std::move(sync);
+}
+
+void Writer::record_commit(double seconds) {
+  ++stats_.commits;
+  stats_.commit_seconds_total += seconds;
+  double ms = seconds * 1000;
+  size_t b = 0;
+  while (b < 7 && ms > kCommitBucketsMs[b]) ++b;
+  ++stats_.commit_buckets[b];
 }
 
 void Writer::submit(Op op, Done done) {
@@ -93,10 +156,13 @@ void Writer::run_loop() {
     st.tryReset();
     st.exec();
   };
+  const bool pipelined = wal_fd_ >= 0;
   std::vector<Pending> batch;
   std::vector<Status> results;
   for (;;) {
     std::function<void()> listener;
+    std::uint64_t generation = 0;
+    Status commit_status;
     {
       std::unique_lock lock(mu_);
       writer_waiting_ = true;
@@ -109,12 +175,16 @@ void Writer::run_loop() {
         queue_.pop_front();
       }
       listener = listener_;
+      // Counted before anything is written, so a reader that sees this transaction and then
+      // calls wait_durable() waits for it.
+      generation = ++started_generation_;
+      commit_status = sync_failure_;
     }
     results.clear();
-    Status commit_status;
-    double commit_seconds = 0;
     size_t failed_ops = 0;
+    auto commit_started = std::chrono::steady_clock::now();
     try {
+      if (!commit_status) throw std::runtime_error(commit_status.message());
       step(begin);
       for (size_t i = 0;; ++i) {
         if (i == batch.size()) {
@@ -145,12 +215,12 @@ void Writer::run_loop() {
           step(release);
         }
       }
-      auto t0 = std::chrono::steady_clock::now();
+      commit_started = std::chrono::steady_clock::now();
       step(commit);
-      commit_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      healthy_ = true;
+      if (commit_status.is_ok()) healthy_ = true;
     } catch (const std::exception& e) {
-      commit_status = Status::unavailable(std::string("journal write failed: ") + e.what());
+      if (commit_status.is_ok())
+        commit_status = Status::unavailable(std::string("journal write failed: ") + e.what());
       if (!sqlite3_get_autocommit(db_->getHandle())) {
         try {
           db_->exec("ROLLBACK");
@@ -159,30 +229,107 @@ void Writer::run_loop() {
         }
       }
       healthy_ = false;
-      spdlog::error("journal commit of {} operations failed: {}", batch.size(), e.what());
+      spdlog::error("journal commit of {} operations failed: {}", batch.size(),
+                    commit_status.message());
+    }
+    commits_since_checkpoint_.fetch_add(1, std::memory_order_relaxed);
+    if (pipelined) {
+      // Durable (and answered) once the syncer's next fdatasync returns.
+      std::lock_guard lock(mu_);
+      stats_.ops += batch.size();
+      stats_.failed_ops += commit_status.is_ok() ? failed_ops : batch.size();
+      Committed c{std::move(batch), std::move(results), generation, commit_started};
+      if (!commit_status) c.results.assign(c.ops.size(), commit_status);
+      c.failed = !commit_status;
+      unsynced_.push_back(std::move(c));
+      batch = {};
+      results = {};
+      sync_cv_.notify_one();
+      continue;
     }
     {
       std::lock_guard lock(mu_);
       if (commit_status.is_ok()) {
-        ++stats_.commits;
+        record_commit(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - commit_started)
+                .count());
         stats_.ops += batch.size();
         stats_.failed_ops += failed_ops;
-        stats_.commit_seconds_total += commit_seconds;
-        double ms = commit_seconds * 1000;
-        size_t b = 0;
-        while (b < 7 && ms > kCommitBucketsMs[b]) ++b;
-        ++stats_.commit_buckets[b];
       } else {
         ++stats_.failed_commits;
         stats_.failed_ops += batch.size();
       }
     }
-    commits_since_checkpoint_.fetch_add(1, std::memory_order_relaxed);
     for (size_t i = 0; i < batch.size(); ++i) {
       if (batch[i].done) batch[i].done(commit_status.is_ok() ? results[i] : commit_status);
     }
     batch.clear();
     if (commit_status.is_ok() && listener) listener();
+    {
+      std::lock_guard lock(mu_);
+      durable_generation_ = generation;
+    }
+    durable_cv_.notify_all();
+  }
+}
+
+void Writer::sync_loop() {
+  for (;;) {
+    std::deque<Committed> group;
+    std::function<int(int)> sync_function;
+    Status failure;
+    {
+      std::unique_lock lock(mu_);
+      sync_cv_.wait(lock, [&] { return writer_done_ || !unsynced_.empty(); });
+      if (unsynced_.empty()) break;  // the writer stopped and everything is answered
+      group.swap(unsynced_);
+      sync_function = sync_function_;
+      failure = sync_failure_;
+    }
+    // One fdatasync covers every transaction whose COMMIT returned before it started.
+    if (failure.is_ok()) {
+      int rc;
+      do {
+        rc = sync_function ? sync_function(wal_fd_) : ::fdatasync(wal_fd_);
+      } while (rc != 0 && errno == EINTR);
+      if (rc != 0)
+        failure = Status::io_error(std::string("fdatasync of the journal's WAL failed (") +
+                                   std::strerror(errno) +
+                                   "); no more writes are taken: restart iarelayd");
+    }
+    auto now = std::chrono::steady_clock::now();
+    std::function<void()> listener;
+    bool any_durable = false;
+    {
+      std::lock_guard lock(mu_);
+      ++stats_.syncs;
+      if (!failure.is_ok() && sync_failure_.is_ok()) {
+        // After a failed fsync the kernel may have dropped the unsynced pages: nothing
+        // written since the last good sync can be trusted to be on disk, so stop writing.
+        sync_failure_ = failure;
+        healthy_ = false;
+        spdlog::critical("{}", failure.message());
+      }
+      for (const Committed& c : group) {
+        if (c.failed || !failure.is_ok()) {
+          ++stats_.failed_commits;
+          continue;
+        }
+        any_durable = true;
+        record_commit(std::chrono::duration<double>(now - c.commit_started).count());
+      }
+      listener = listener_;
+    }
+    for (Committed& c : group) {
+      for (size_t i = 0; i < c.ops.size(); ++i)
+        if (c.ops[i].done) c.ops[i].done(failure.is_ok() ? c.results[i] : failure);
+    }
+    if (any_durable && listener) listener();
+    {
+      std::lock_guard lock(mu_);
+      durable_generation_ = group.back().generation;
+    }
+    durable_cv_.notify_all();
   }
 }
 
@@ -191,6 +338,9 @@ void Writer::checkpoint_loop() {
   try {
     db = std::make_unique<SQLite::Database>(path_, SQLite::OPEN_READWRITE);
     db->setBusyTimeout(1000);
+    // A checkpoint must sync the WAL before copying it and the database before the WAL is
+    // reused: the writer's own connection runs with synchronous=OFF at sync=full.
+    db->exec("PRAGMA synchronous=FULL");
   } catch (const SQLite::Exception& e) {
     spdlog::error("checkpointer cannot open {}: {}", path_, e.what());
     return;

@@ -1,13 +1,22 @@
 // The journal's single writer: one thread owns the write connection and group-commits.
 // Callers submit operations from any thread; every operation pending when the writer wakes,
 // and every one submitted while it runs them (up to 4096), runs in one transaction (each under
-// its own savepoint, so one failing operation does not undo the others) and one commit, i.e.
-// one fsync at sync=full. Each caller is told when its
-// operation is durable, or why it failed. A second thread checkpoints the WAL on its own
-// connection (PASSIVE), so checkpoints never stall commits.
+// its own savepoint, so one failing operation does not undo the others) and one commit. Each
+// caller is told when its operation is durable, or why it failed.
+//
+// At sync=full the fsync is pipelined: COMMIT writes the WAL frames (the connection runs with
+// synchronous=OFF), and a syncer thread fdatasync()s the WAL file and only then tells the
+// callers of every transaction committed before that sync began. The writer meanwhile runs the
+// next transaction, so one fsync overlaps the next batch's work instead of stalling it. Other
+// connections may read a committed transaction before its sync; wait_durable() is the barrier
+// for readers that hand rows on to someone else (the feed). An fdatasync failure is final: the
+// writer refuses every later operation (the kernel may have dropped the unsynced pages).
+// A second thread checkpoints the WAL on its own connection (PASSIVE, synchronous=FULL), so
+// checkpoints never stall commits.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -17,6 +26,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/config.h"
 #include "common/status.h"
@@ -32,7 +42,8 @@ class Writer {
   // Runs on the writer thread inside the group transaction. Throw (any std::exception) to fail
   // this operation alone; its changes are rolled back to its savepoint.
   using Op = std::function<void(SQLite::Database&)>;
-  // Runs on the writer thread once the transaction committed (ok) or failed. Keep it short.
+  // Runs once the transaction is durable (ok) or failed, on the writer or syncer thread.
+  // Keep it short.
   using Done = std::function<void(const Status&)>;
 
   struct Stats {
@@ -40,8 +51,9 @@ class Writer {
     std::uint64_t ops = 0;
     std::uint64_t failed_ops = 0;
     std::uint64_t failed_commits = 0;
-    double commit_seconds_total = 0;       // time spent in COMMIT (the fsync)
-    std::uint64_t commit_buckets[8] = {};  // commits by duration: <=1,2,5,10,25,50,100,+inf ms
+    std::uint64_t syncs = 0;               // fdatasync calls of the WAL (sync=full)
+    double commit_seconds_total = 0;       // COMMIT until durable (incl. the fsync), summed
+    std::uint64_t commit_buckets[8] = {};  // commits by that time: <=1,2,5,10,25,50,100,+inf ms
   };
   static constexpr double kCommitBucketsMs[7] = {1, 2, 5, 10, 25, 50, 100};
 
@@ -57,21 +69,36 @@ class Writer {
   // Submits and waits until durable.
   Status run(Op op) { return submit(std::move(op)).get(); }
 
-  // Called on the writer thread after each successful commit (e.g. to wake feed long-polls).
+  // Called after each successful commit is durable (e.g. to wake feed long-polls).
   void set_commit_listener(std::function<void()> listener);
+  // Waits until every transaction committed (or committing) when it was called is durable.
+  // A reader that saw rows calls it before passing them on. Not ok when the sync failed.
+  Status wait_durable();
+  // Test seam: replaces fdatasync(fd) of the WAL (return 0, or -1 with errno set).
+  void set_sync_function_for_testing(std::function<int(int)> sync);
   // Whether the last commit succeeded (for /readyz and 503 on intake).
   bool healthy() const { return healthy_.load(); }
   Stats stats() const;
   const std::string& path() const { return path_; }
 
  private:
-  Writer(std::string path, std::unique_ptr<SQLite::Database> db);
+  Writer(std::string path, std::unique_ptr<SQLite::Database> db, SyncLevel sync, int wal_fd);
   void run_loop();
+  void sync_loop();
   void checkpoint_loop();
+  void record_commit(double seconds);  // mu_ held
 
   struct Pending {
     Op op;
     Done done;
+  };
+  // A committed transaction waiting for its fsync.
+  struct Committed {
+    std::vector<Pending> ops;
+    std::vector<Status> results;
+    std::uint64_t generation = 0;
+    std::chrono::steady_clock::time_point commit_started;
+    bool failed = false;  // the transaction did not commit; results say why
   };
 
   const std::string path_;
@@ -86,7 +113,21 @@ class Writer {
   Stats stats_;                            // GUARDED_BY(mu_)
   std::atomic<bool> healthy_{true};
   std::atomic<std::uint64_t> commits_since_checkpoint_{0};
+
+  // Pipelined sync (sync=full only; wal_fd_ < 0 otherwise).
+  const SyncLevel sync_;
+  const int wal_fd_;
+  std::condition_variable sync_cv_;        // wakes the syncer
+  std::condition_variable durable_cv_;     // wakes wait_durable()
+  std::deque<Committed> unsynced_;         // GUARDED_BY(mu_)
+  std::uint64_t started_generation_ = 0;   // GUARDED_BY(mu_): transactions that began COMMIT
+  std::uint64_t durable_generation_ = 0;   // GUARDED_BY(mu_): ...whose outcome is final
+  bool writer_done_ = false;               // GUARDED_BY(mu_): the syncer may stop when drained
+  Status sync_failure_;                    // GUARDED_BY(mu_): set once, never cleared
+  std::function<int(int)> sync_function_;  // GUARDED_BY(mu_)
+
   std::thread thread_;
+  std::thread syncer_;
   std::thread checkpointer_;
 };
 

@@ -4,10 +4,13 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <future>
+#include <mutex>
 #include <numeric>
 #include <thread>
 #include <vector>
@@ -282,6 +285,136 @@ TEST(Writer, OperationsRunStoreFunctionsWithTheStatementCache) {
   EXPECT_FALSE(w->run([&](SQLite::Database& db) { dup = insert_webhook(db, again); }).is_ok());
   SQLite::Database r(dir.file("j.db"));
   EXPECT_EQ(r.execAndGet("SELECT count(*) FROM webhooks").getInt(), 3);
+}
+
+}  // namespace
+}  // namespace iarelay
+
+namespace iarelay {
+namespace {
+
+// A sync function the test holds: counts calls, records the file it was asked to sync, and
+// blocks until released (or fails with EIO when told to).
+struct HeldSync {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool released = false;
+  bool fail = false;
+  int calls = 0;
+  ino_t synced_inode = 0;
+  std::function<int(int)> fn() {
+    return [this](int fd) {
+      std::unique_lock lock(mu);
+      ++calls;
+      struct stat st {};
+      if (::fstat(fd, &st) == 0) synced_inode = st.st_ino;
+      cv.notify_all();
+      cv.wait(lock, [&] { return released; });
+      if (fail) {
+        errno = EIO;
+        return -1;
+      }
+      return ::fdatasync(fd);
+    };
+  }
+  void wait_called() {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return calls > 0; });
+  }
+  void release(bool with_failure = false) {
+    std::lock_guard lock(mu);
+    released = true;
+    fail = with_failure;
+    cv.notify_all();
+  }
+};
+
+TEST(WriterSync, FullAcknowledgesOnlyAfterTheWalIsSynced) {
+  testing::TempDir dir;
+  auto w = open_writer(dir.file("j.db"), SyncLevel::kFull);
+  ASSERT_TRUE(w);
+  HeldSync sync;
+  w->set_sync_function_for_testing(sync.fn());
+  auto done = w->submit([](SQLite::Database& db) { insert_audit(db, "held"); });
+  sync.wait_called();
+  // Committed (another connection sees it) but not synced: nobody may be told yet.
+  EXPECT_EQ(count_audit(dir.file("j.db"), "actor = 'held'"), 1);
+  EXPECT_EQ(done.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout);
+  struct stat wal {};
+  ASSERT_EQ(::stat(dir.file("j.db-wal").c_str(), &wal), 0);
+  EXPECT_EQ(sync.synced_inode, wal.st_ino);  // the file synced is the journal's WAL
+  sync.release();
+  ASSERT_EQ(done.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_TRUE(done.get().is_ok());
+  EXPECT_GE(w->stats().syncs, 1u);
+}
+
+TEST(WriterSync, NextBatchCommitsWhileTheLastOneSyncs) {
+  testing::TempDir dir;
+  auto w = open_writer(dir.file("j.db"), SyncLevel::kFull);
+  ASSERT_TRUE(w);
+  HeldSync sync;
+  w->set_sync_function_for_testing(sync.fn());
+  auto first = w->submit([](SQLite::Database& db) { insert_audit(db, "first"); });
+  sync.wait_called();
+  // The sync of the first batch is held; the writer still runs and commits the second.
+  auto second = w->submit([](SQLite::Database& db) { insert_audit(db, "second"); });
+  for (int i = 0; i < 500 && count_audit(dir.file("j.db"), "actor = 'second'") == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(count_audit(dir.file("j.db"), "actor = 'second'"), 1);
+  EXPECT_EQ(second.wait_for(std::chrono::milliseconds(50)), std::future_status::timeout);
+  sync.release();
+  EXPECT_TRUE(first.get().is_ok());
+  EXPECT_TRUE(second.get().is_ok());
+}
+
+TEST(WriterSync, FailedSyncFailsItsBatchAndEveryLaterWrite) {
+  testing::TempDir dir;
+  auto w = open_writer(dir.file("j.db"), SyncLevel::kFull);
+  ASSERT_TRUE(w);
+  HeldSync sync;
+  w->set_sync_function_for_testing(sync.fn());
+  auto done = w->submit([](SQLite::Database& db) { insert_audit(db, "lost?"); });
+  sync.wait_called();
+  sync.release(/*with_failure=*/true);
+  Status s = done.get();
+  EXPECT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("fdatasync"), std::string::npos) << s.message();
+  EXPECT_FALSE(w->healthy());
+  // Later writes are refused, not half-trusted: the kernel may have dropped unsynced pages.
+  Status later = w->run([](SQLite::Database& db) { insert_audit(db, "later"); });
+  EXPECT_FALSE(later.is_ok());
+  EXPECT_EQ(count_audit(dir.file("j.db"), "actor = 'later'"), 0);
+  EXPECT_FALSE(w->wait_durable().is_ok());
+  EXPECT_GE(w->stats().failed_commits, 1u);
+}
+
+TEST(WriterSync, WaitDurableWaitsForWhatAReaderCouldSee) {
+  testing::TempDir dir;
+  auto w = open_writer(dir.file("j.db"), SyncLevel::kFull);
+  ASSERT_TRUE(w);
+  HeldSync sync;
+  w->set_sync_function_for_testing(sync.fn());
+  auto done = w->submit([](SQLite::Database& db) { insert_audit(db, "seen"); });
+  sync.wait_called();
+  ASSERT_EQ(count_audit(dir.file("j.db"), "actor = 'seen'"), 1);  // a reader saw it
+  auto barrier = std::async(std::launch::async, [&] { return w->wait_durable(); });
+  EXPECT_EQ(barrier.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout);
+  sync.release();
+  EXPECT_TRUE(barrier.get().is_ok());
+  EXPECT_TRUE(done.get().is_ok());
+}
+
+TEST(WriterSync, NormalNeverSyncsOnCommit) {
+  testing::TempDir dir;
+  auto w = open_writer(dir.file("j.db"), SyncLevel::kNormal);
+  ASSERT_TRUE(w);
+  std::atomic<int> calls{0};
+  w->set_sync_function_for_testing([&](int) { return ++calls, 0; });
+  EXPECT_TRUE(w->run([](SQLite::Database& db) { insert_audit(db, "n"); }).is_ok());
+  EXPECT_TRUE(w->wait_durable().is_ok());
+  EXPECT_EQ(calls.load(), 0);
+  EXPECT_EQ(w->stats().syncs, 0u);
 }
 
 }  // namespace
