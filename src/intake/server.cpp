@@ -1,15 +1,17 @@
-// The cpp-httplib listener: routes, bearer-token check, intake admission and durable commit,
-// the long-polling feed over pooled read connections, admin endpoints and JSON errors.
+// The routes of iarelayd's listener: bearer-token check, intake admission and durable commit,
+// the long-polling feed over pooled read connections, admin endpoints and JSON errors. The
+// transport is http_listener.h (one event-loop thread). A webhook is answered from the writer's
+// commit callback, without a thread waiting for it; requests that block (the feed's long-poll,
+// journal reads for /metrics and /v1/status) run on a small pool of worker threads.
 #include "intake/server.h"
 
 #include <SQLiteCpp/SQLiteCpp.h>
-#include <httplib.h>
 #include <spdlog/spdlog.h>
-#include <sys/socket.h>
 
 #include <charconv>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -19,6 +21,7 @@
 #include "common/metrics.h"
 #include "intake/admission.h"
 #include "intake/feed.h"
+#include "intake/http_listener.h"
 #include "journal/journal.h"
 #include "journal/routing.h"
 #include "journal/store.h"
@@ -29,41 +32,33 @@ namespace {
 
 using nlohmann::json;
 
-// One worker per open connection (cpp-httplib serves a keep-alive connection on one thread):
-// enough for 64+ senders with keep-alive plus some long-polling feed consumers.
-constexpr size_t kWorkerThreads = 128;
-// A sender whose webhook the journal has not confirmed by then gets 503 and retries.
-constexpr auto kDurableTimeout = std::chrono::seconds(30);
+// Worker threads for requests that block; more start when all are busy (a long-poll holds
+// one for up to kMaxFeedWaitSeconds), up to this many.
+constexpr size_t kMaxWorkers = 64;
+constexpr size_t kIdleWorkers = 4;
+// Requests still unanswered when the listener stops get this long to be answered.
+constexpr int kStopGraceSeconds = 10;
 constexpr std::int64_t kMaxFeedWaitSeconds = 60;
 constexpr std::int64_t kMaxFeedBatch = 5000;
 constexpr std::int64_t kDefaultFeedBatch = 500;
 constexpr size_t kIdleReaders = 4;
-constexpr int kListenBacklog = 1024;
+constexpr int kIdleConnectionSeconds = 5;
 
-const char* const kJson = "application/json";
-
-void send_json(httplib::Response& res, int status, const json& body) {
-  res.status = status;
-  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
+HttpResponse json_response(int status, const json& body) {
+  HttpResponse r;
+  r.status = status;
+  r.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
+  return r;
 }
 
-void send_error(httplib::Response& res, int status, const std::string& message) {
-  send_json(res, status, json{{"error", message}});
+HttpResponse error_response(int status, const std::string& message) {
+  return json_response(status, json{{"error", message}});
 }
 
-std::string default_error_message(const httplib::Request& req, int status) {
-  switch (status) {
-    case 400:
-      return "malformed HTTP request";
-    case 404:
-      return "no such endpoint: " + req.method + " " + req.path;
-    case 413:
-      return "request body is larger than max_body";
-    case 414:
-      return "request URI is too long";
-    default:
-      return "HTTP " + std::to_string(status);
-  }
+HttpResponse retry_later(const std::string& message) {
+  HttpResponse r = error_response(503, message);
+  r.headers.emplace_back("Retry-After", "1");
+  return r;
 }
 
 // Splits "host:port" or "[v6]:port".
@@ -90,14 +85,56 @@ std::optional<std::int64_t> parse_int(const std::string& s) {
   return v;
 }
 
-// cpp-httplib 0.11 listens with a backlog of 5: 64 senders connecting at once overflow the
-// accept queue and wait for SYN retransmits (seconds). listen() again on the bound socket
-// raises the backlog (Linux allows it); svr_sock_ is protected, hence the subclass.
-template <typename Base>
-class WideBacklog : public Base {
+// Threads for blocking requests: one is started whenever a task arrives and none is idle.
+class WorkerPool {
  public:
-  using Base::Base;
-  void widen_backlog() { ::listen(this->svr_sock_, kListenBacklog); }
+  ~WorkerPool() { stop(); }
+  void run(std::function<void()> task) {
+    std::lock_guard lock(mu_);
+    tasks_.push_back(std::move(task));
+    if (idle_ == 0 && threads_.size() < kMaxWorkers && !stopping_)
+      threads_.emplace_back([this] { work(); });
+    else
+      cv_.notify_one();
+  }
+  void stop() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+    threads_.clear();
+  }
+
+ private:
+  void work() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      ++idle_;
+      bool woke = cv_.wait_for(lock, std::chrono::seconds(30),
+                               [&] { return stopping_ || !tasks_.empty(); });
+      --idle_;
+      if (tasks_.empty() && (stopping_ || (!woke && idle_ >= kIdleWorkers))) {
+        if (stopping_) return;
+        continue;  // threads are joined at stop(); an idle one just waits
+      }
+      if (tasks_.empty()) continue;
+      auto task = std::move(tasks_.front());
+      tasks_.pop_front();
+      lock.unlock();
+      task();
+      lock.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;  // GUARDED_BY(mu_)
+  std::vector<std::thread> threads_;         // GUARDED_BY(mu_)
+  size_t idle_ = 0;                          // GUARDED_BY(mu_)
+  bool stopping_ = false;                    // GUARDED_BY(mu_)
 };
 
 // Read connections for the feed, reused across requests (each is used by one thread at a time).
@@ -135,43 +172,26 @@ class HttpServer final : public Server {
     auto address = split_address(ctx_.listen.address);
     if (!address) return address.status();
     const auto& l = ctx_.listen;
+    HttpListenerOptions o;
+    o.host = address->first;
+    o.port = address->second;
     if (!l.tls_cert.empty() && !l.tls_key.empty()) {
-      auto tls =
-          std::make_unique<WideBacklog<httplib::SSLServer>>(l.tls_cert.c_str(), l.tls_key.c_str());
-      widen_backlog_ = [s = tls.get()] { s->widen_backlog(); };
-      http_ = std::move(tls);
-      if (!http_->is_valid())
-        return Status::invalid_argument("cannot load TLS certificate " + l.tls_cert + " / key " +
-                                        l.tls_key);
-    } else {
-      auto plain = std::make_unique<WideBacklog<httplib::Server>>();
-      widen_backlog_ = [s = plain.get()] { s->widen_backlog(); };
-      http_ = std::move(plain);
+      o.tls_cert = l.tls_cert;
+      o.tls_key = l.tls_key;
     }
-    http_->new_task_queue = [] { return new httplib::ThreadPool(kWorkerThreads); };
-    http_->set_payload_max_length(static_cast<size_t>(l.max_body));
-    http_->set_keep_alive_max_count(1'000'000);
-    http_->set_keep_alive_timeout(5);
-    http_->set_tcp_nodelay(true);
-    install_routes();
-
-    auto [host, port] = *address;
-    if (port == 0) {
-      port_ = http_->bind_to_any_port(host);
-      if (port_ < 0) return Status::unavailable("cannot listen on " + host + ": bind failed");
-    } else {
-      if (!http_->bind_to_port(host, port))
-        return Status::unavailable("cannot listen on " + ctx_.listen.address +
-                                   ": bind failed (address in use or not local?)");
-      port_ = port;
-    }
-    widen_backlog_();
-    thread_ = std::thread([this] {
-      if (!http_->listen_after_bind()) spdlog::error("HTTP listener on port {} stopped", port_);
-    });
-    // stop() is only effective once the accept loop runs; wait for it.
-    for (int i = 0; i < 1000 && !http_->is_running(); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    o.max_body = static_cast<size_t>(l.max_body);
+    o.idle_seconds = kIdleConnectionSeconds;
+    o.on_refused = [this](const std::string& path, int status) {
+      HttpRequest refused;
+      refused.path = path;
+      HttpResponse r;
+      r.status = status;
+      count(refused, std::move(r));
+    };
+    auto listener = HttpListener::start(
+        std::move(o), [this](HttpRequest req, HttpReply reply) { route(std::move(req), reply); });
+    if (!listener) return listener.status();
+    listener_ = std::move(*listener);
     return Status::ok();
   }
 
@@ -182,11 +202,11 @@ class HttpServer final : public Server {
       stopped_ = true;
     }
     feed_cv_.notify_all();
-    if (http_) http_->stop();
-    if (thread_.joinable()) thread_.join();
+    if (listener_) listener_->stop(kStopGraceSeconds);
+    workers_.stop();
   }
 
-  int port() const override { return port_; }
+  int port() const override { return listener_ ? listener_->port() : 0; }
 
   void notify_committed() override {
     {
@@ -197,147 +217,164 @@ class HttpServer final : public Server {
   }
 
  private:
-  void install_routes() {
-    http_->Post(
-        R"(/v1/webhooks/(.+))",
-        [this](const httplib::Request& req, httplib::Response& res) { handle_webhook(req, res); });
-    http_->Post("/v1/webhooks/", [this](const httplib::Request&, httplib::Response& res) {
-      send_error(res, 400, "the service name in the path is empty");
-    });
-    http_->Get("/v1/feed", [this](const httplib::Request& req, httplib::Response& res) {
-      handle_feed(req, res);
-    });
-    http_->Post("/v1/feed/ack", [this](const httplib::Request& req, httplib::Response& res) {
-      handle_ack(req, res);
-    });
-    http_->Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
-      send_json(res, 200, json{{"status", "ok"}});
-    });
-    http_->Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
-      bool ready = ctx_.ready ? ctx_.ready() : (ctx_.writer && ctx_.writer->healthy());
-      if (ready)
-        send_json(res, 200, json{{"status", "ready"}});
-      else
-        send_error(res, 503, "journal not writable or not migrated");
-    });
-    http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-      res.set_content(ctx_.metrics ? ctx_.metrics->render() : std::string(),
-                      "text/plain; version=0.0.4");
-    });
-    http_->Get("/v1/status", [this](const httplib::Request& req, httplib::Response& res) {
-      if (!authorized(req, res)) return;
-      if (!ctx_.status_json) return send_error(res, 503, "status is not available");
-      res.set_content(ctx_.status_json(), kJson);
-    });
-    http_->set_error_handler(httplib::Server::HandlerWithResponse(
-        [this](const httplib::Request& req, httplib::Response& res) {
-          count_request(req, res.status);
-          // Called for every status >= 400: fill in a JSON error only where no handler wrote one.
-          if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-          send_error(res, res.status, default_error_message(req, res.status));
-          return httplib::Server::HandlerResponse::Handled;
-        }));
-    http_->set_exception_handler(
-        [](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
-          std::string what = "unknown exception";
+  void route(HttpRequest req, const HttpReply& reply) {
+    try {
+      const std::string& path = req.path;
+      const std::string& m = req.method;
+      if (path.rfind("/v1/webhooks/", 0) == 0) {
+        if (m != "POST") return reply(not_allowed(req, "POST"));
+        return handle_webhook(std::move(req), reply);
+      }
+      if (path == "/v1/feed/ack") {
+        if (m != "POST") return reply(not_allowed(req, "POST"));
+        return handle_ack(req, reply);
+      }
+      if (path == "/healthz") {
+        if (m != "GET") return reply(not_allowed(req, "GET"));
+        return reply(json_response(200, json{{"status", "ok"}}));
+      }
+      if (path == "/readyz") {
+        if (m != "GET") return reply(not_allowed(req, "GET"));
+        bool ready = ctx_.ready ? ctx_.ready() : (ctx_.writer && ctx_.writer->healthy());
+        return reply(ready ? json_response(200, json{{"status", "ready"}})
+                           : error_response(503, "journal not writable or not migrated"));
+      }
+      if (path == "/v1/feed" || path == "/metrics" || path == "/v1/status") {
+        if (m != "GET") return reply(not_allowed(req, "GET"));
+        // These read the journal (and the feed may wait for news): not on the event loop.
+        return workers_.run([this, req = std::move(req), reply] {
           try {
-            std::rethrow_exception(ep);
+            reply(blocking_get(req));
           } catch (const std::exception& e) {
-            what = e.what();
-          } catch (...) {
-            // `what` keeps its generic text.
+            reply(internal_error(req, e));
           }
-          spdlog::error("{} {}: handler failed: {}", req.method, req.path, what);
-          send_error(res, 500, "internal error: " + what);
         });
+      }
+      if (path == "/v1/webhooks" && m == "POST")
+        return reply(count(req, error_response(400, "the service name in the path is empty")));
+      reply(count(req, error_response(404, "no such endpoint: " + m + " " + path)));
+    } catch (const std::exception& e) {
+      reply(internal_error(req, e));
+    }
   }
 
-  // Counted before the response is written (so a client that got its answer sees it counted):
-  // 2xx in the webhook handler, >= 400 in the error handler, which sees every error response.
-  void count_request(const httplib::Request& req, int status) {
+  HttpResponse blocking_get(const HttpRequest& req) {
+    if (req.path == "/v1/feed") {
+      if (auto denied = unauthorized(req)) return *denied;
+      return handle_feed(req);
+    }
+    if (req.path == "/metrics") {
+      HttpResponse r;
+      r.content_type = "text/plain; version=0.0.4";
+      r.body = ctx_.metrics ? ctx_.metrics->render() : std::string();
+      return r;
+    }
+    if (auto denied = unauthorized(req)) return *denied;
+    if (!ctx_.status_json) return error_response(503, "status is not available");
+    HttpResponse r;
+    r.body = ctx_.status_json();
+    return r;
+  }
+
+  HttpResponse not_allowed(const HttpRequest& req, const char* allowed) {
+    HttpResponse r = error_response(
+        405, req.method + " is not allowed on " + req.path + " (use " + allowed + ")");
+    r.headers.emplace_back("Allow", allowed);
+    return count(req, std::move(r));
+  }
+
+  HttpResponse internal_error(const HttpRequest& req, const std::exception& e) {
+    spdlog::error("{} {}: handler failed: {}", req.method, req.path, e.what());
+    return count(req, error_response(500, std::string("internal error: ") + e.what()));
+  }
+
+  // Intake requests by status, counted before the answer is sent (so a client that got its
+  // answer sees it counted).
+  HttpResponse count(const HttpRequest& req, HttpResponse r) {
     if (ctx_.metrics && req.path.rfind("/v1/webhooks", 0) == 0)
       ctx_.metrics
           ->counter("iarelay_intake_requests_total", "Intake requests by HTTP status",
-                    {{"code", std::to_string(status)}})
+                    {{"code", std::to_string(r.status)}})
           .inc();
+    return r;
   }
 
-  // 401 unless the request carries the configured bearer token (compared in constant time).
-  bool authorized(const httplib::Request& req, httplib::Response& res) {
-    if (ctx_.token.empty()) return true;
-    const std::string& header = req.get_header_value("Authorization");
+  // A 401 response unless the request carries the configured bearer token (compared in
+  // constant time).
+  std::optional<HttpResponse> unauthorized(const HttpRequest& req) {
+    if (ctx_.token.empty()) return std::nullopt;
+    std::string_view header = req.header("Authorization").value_or("");
     constexpr std::string_view kBearer = "Bearer ";
     if (header.empty()) {
-      res.set_header("WWW-Authenticate", "Bearer");
-      send_error(res, 401, "missing bearer token (Authorization: Bearer <token>)");
-      return false;
+      HttpResponse r = error_response(401, "missing bearer token (Authorization: Bearer <token>)");
+      r.headers.emplace_back("WWW-Authenticate", "Bearer");
+      return r;
     }
     bool bearer = header.compare(0, kBearer.size(), kBearer) == 0;
-    if (!bearer ||
-        !constant_time_equal(std::string_view(header).substr(kBearer.size()), ctx_.token)) {
-      res.set_header("WWW-Authenticate", "Bearer error=\"invalid_token\"");
-      send_error(res, 401, bearer ? "bad bearer token" : "Authorization is not a bearer token");
-      return false;
+    if (!bearer || !constant_time_equal(header.substr(kBearer.size()), ctx_.token)) {
+      HttpResponse r =
+          error_response(401, bearer ? "bad bearer token" : "Authorization is not a bearer token");
+      r.headers.emplace_back("WWW-Authenticate", "Bearer error=\"invalid_token\"");
+      return r;
     }
-    return true;
+    return std::nullopt;
   }
 
-  void handle_webhook(const httplib::Request& req, httplib::Response& res) {
-    if (!authorized(req, res)) return;
+  void handle_webhook(HttpRequest req, const HttpReply& reply) {
+    if (auto denied = unauthorized(req)) return reply(count(req, std::move(*denied)));
     IntakeRequest in;
-    in.service = req.matches[1];
-    in.agent = req.get_param_value("agent");
-    in.type = req.get_param_value("type");
-    in.idempotency_key = req.get_header_value("Idempotency-Key");
-    in.body = req.body;
+    in.service = req.path.substr(std::string_view("/v1/webhooks/").size());
+    in.agent = std::string(req.param("agent").value_or(""));
+    in.type = std::string(req.param("type").value_or(""));
+    in.idempotency_key = std::string(req.header("Idempotency-Key").value_or(""));
+    in.body = std::move(req.body);
     auto admitted = admit_direct(std::move(in), *ctx_.directory, now_millis());
-    if (!admitted) return send_error(res, 400, admitted.status().message());
+    if (!admitted) return reply(count(req, error_response(400, admitted.status().message())));
 
     auto webhook = std::make_shared<NewWebhook>(std::move(*admitted));
     auto outcome = std::make_shared<InsertOutcome>();
-    auto done = ctx_.writer->submit(
-        [webhook, outcome](SQLite::Database& db) { *outcome = insert_webhook(db, *webhook); });
-    if (done.wait_for(kDurableTimeout) != std::future_status::ready) {
-      res.set_header("Retry-After", "1");
-      return send_error(res, 503, "the journal did not confirm the write in time; retry");
-    }
-    Status s = done.get();
-    if (!s) {
-      spdlog::warn("webhook for {} not stored: {}", webhook->service, s.message());
-      res.set_header("Retry-After", "1");
-      return send_error(res, 503, "journal not writable: " + s.message());
-    }
-    std::string state = outcome->duplicate ? "duplicate" : std::string(to_string(outcome->state));
-    if (ctx_.metrics)
-      ctx_.metrics
-          ->counter("iarelay_intake_webhooks_total", "Webhooks taken in, by service and state",
-                    {{"service", webhook->service}, {"state", state}})
-          .inc();
-    count_request(req, 202);
-    send_json(res, 202,
-              json{{"id", outcome->id},
-                   {"state", std::string(to_string(outcome->state))},
-                   {"duplicate", outcome->duplicate}});
+    // Answered from the writer (after the commit is durable), not from a waiting thread.
+    ctx_.writer->submit(
+        [webhook, outcome](SQLite::Database& db) { *outcome = insert_webhook(db, *webhook); },
+        [this, webhook, outcome, reply](const Status& s) {
+          HttpRequest counted;
+          counted.path = "/v1/webhooks";
+          if (!s) {
+            spdlog::warn("webhook for {} not stored: {}", webhook->service, s.message());
+            return reply(count(counted, retry_later("journal not writable: " + s.message())));
+          }
+          std::string state =
+              outcome->duplicate ? "duplicate" : std::string(to_string(outcome->state));
+          if (ctx_.metrics)
+            ctx_.metrics
+                ->counter("iarelay_intake_webhooks_total",
+                          "Webhooks taken in, by service and state",
+                          {{"service", webhook->service}, {"state", state}})
+                .inc();
+          reply(count(counted,
+                      json_response(202, json{{"id", outcome->id},
+                                              {"state", std::string(to_string(outcome->state))},
+                                              {"duplicate", outcome->duplicate}})));
+        });
   }
 
-  void handle_feed(const httplib::Request& req, httplib::Response& res) {
-    if (!authorized(req, res)) return;
+  HttpResponse handle_feed(const HttpRequest& req) {
     std::int64_t after = 0, max = kDefaultFeedBatch, wait = 0;
-    for (auto [name, target, low, high] : {std::tuple{"after", &after, std::int64_t{0}, INT64_MAX},
-                                           std::tuple{"max", &max, std::int64_t{1}, INT64_MAX},
-                                           std::tuple{"wait", &wait, std::int64_t{0}, INT64_MAX}}) {
-      if (!req.has_param(name)) continue;
-      auto v = parse_int(req.get_param_value(name));
-      if (!v || *v < low || *v > high)
-        return send_error(res, 400,
-                          std::string("query parameter '") + name +
-                              "' must be an integer >= " + std::to_string(low));
+    for (auto [name, target, low] :
+         {std::tuple{"after", &after, std::int64_t{0}}, std::tuple{"max", &max, std::int64_t{1}},
+          std::tuple{"wait", &wait, std::int64_t{0}}}) {
+      auto value = req.param(name);
+      if (!value) continue;
+      auto v = parse_int(std::string(*value));
+      if (!v || *v < low)
+        return error_response(400, std::string("query parameter '") + name +
+                                       "' must be an integer >= " + std::to_string(low));
       *target = *v;
     }
     max = std::min(max, kMaxFeedBatch);
     wait = std::min(wait, kMaxFeedWaitSeconds);
     auto reader = readers_.take();
-    if (!reader) return send_error(res, 503, "journal not readable: " + reader.status().message());
+    if (!reader) return error_response(503, "journal not readable: " + reader.status().message());
     // Return the connection to the pool however this handler ends.
     struct Lease {
       ReaderPool& pool;
@@ -363,46 +400,41 @@ class HttpServer final : public Server {
     // A reader sees a commit before its fsync (sync=full pipelines it): serve nothing a crash
     // could still take back, or a consumer would skip the seq numbers reused after it.
     if (!messages.empty()) {
-      if (Status s = ctx_.writer->wait_durable(); !s) {
-        res.set_header("Retry-After", "1");
-        return send_error(res, 503, "journal not writable: " + s.message());
-      }
+      if (Status s = ctx_.writer->wait_durable(); !s)
+        return retry_later("journal not writable: " + s.message());
     }
-    res.set_content(render_feed(messages, after), kJson);
+    HttpResponse r;
+    r.body = render_feed(messages, after);
+    return r;
   }
 
-  void handle_ack(const httplib::Request& req, httplib::Response& res) {
-    if (!authorized(req, res)) return;
+  void handle_ack(const HttpRequest& req, const HttpReply& reply) {
+    if (auto denied = unauthorized(req)) return reply(std::move(*denied));
     json body = json::parse(req.body, nullptr, false);
     if (body.is_discarded() || !body.is_object())
-      return send_error(res, 400, "body must be a JSON object {\"consumer\": ..., \"seq\": ...}");
+      return reply(
+          error_response(400, "body must be a JSON object {\"consumer\": ..., \"seq\": ...}"));
     auto consumer = body.find("consumer");
     auto seq = body.find("seq");
     if (consumer == body.end() || !consumer->is_string() || consumer->get<std::string>().empty())
-      return send_error(res, 400, "\"consumer\" must be a non-empty string");
+      return reply(error_response(400, "\"consumer\" must be a non-empty string"));
     if (seq == body.end() || !seq->is_number_integer() || seq->get<std::int64_t>() < 0)
-      return send_error(res, 400, "\"seq\" must be an integer >= 0");
+      return reply(error_response(400, "\"seq\" must be an integer >= 0"));
     std::string name = consumer->get<std::string>();
     std::int64_t acked = seq->get<std::int64_t>();
-    auto done =
-        ctx_.writer->submit([name, acked](SQLite::Database& db) { ack_consumer(db, name, acked); });
-    if (done.wait_for(kDurableTimeout) != std::future_status::ready) {
-      res.set_header("Retry-After", "1");
-      return send_error(res, 503, "the journal did not confirm the write in time; retry");
-    }
-    if (Status s = done.get(); !s) {
-      res.set_header("Retry-After", "1");
-      return send_error(res, 503, "journal not writable: " + s.message());
-    }
-    res.status = 204;
+    ctx_.writer->submit([name, acked](SQLite::Database& db) { ack_consumer(db, name, acked); },
+                        [reply](const Status& s) {
+                          if (!s) return reply(retry_later("journal not writable: " + s.message()));
+                          HttpResponse r;
+                          r.status = 204;
+                          reply(std::move(r));
+                        });
   }
 
   ServerContext ctx_;
   ReaderPool readers_;
-  std::unique_ptr<httplib::Server> http_;
-  std::function<void()> widen_backlog_;
-  std::thread thread_;
-  int port_ = 0;
+  WorkerPool workers_;
+  std::unique_ptr<HttpListener> listener_;
 
   std::mutex feed_mu_;
   std::condition_variable feed_cv_;

@@ -190,7 +190,15 @@ void Writer::run_loop() {
         if (i == batch.size()) {
           // Operations that arrived while this batch ran join it before the commit: they
           // share its fsync instead of waiting for the next one, at no cost in latency.
-          std::lock_guard lock(mu_);
+          // While the syncer is still busy with the previous commit, this one could not be
+          // synced any sooner: keep the transaction open and take in what arrives meanwhile,
+          // so there is one commit per fsync, as large as the arrivals make it.
+          std::unique_lock lock(mu_);
+          if (pipelined && queue_.empty() && i < kMaxOpsPerCommit) {
+            writer_waiting_ = true;
+            cv_.wait(lock, [&] { return stopping_ || !queue_.empty() || !syncing_; });
+            writer_waiting_ = false;
+          }
           size_t n = std::min(queue_.size(), kMaxOpsPerCommit - std::min(i, kMaxOpsPerCommit));
           if (n == 0) break;
           for (size_t k = 0; k < n; ++k) {
@@ -283,6 +291,7 @@ void Writer::sync_loop() {
       sync_cv_.wait(lock, [&] { return writer_done_ || !unsynced_.empty(); });
       if (unsynced_.empty()) break;  // the writer stopped and everything is answered
       group.swap(unsynced_);
+      syncing_ = true;
       sync_function = sync_function_;
       failure = sync_failure_;
     }
@@ -328,6 +337,9 @@ void Writer::sync_loop() {
     {
       std::lock_guard lock(mu_);
       durable_generation_ = group.back().generation;
+      syncing_ = false;
+      // A writer holding its transaction open for this sync to end commits it now.
+      if (writer_waiting_) cv_.notify_one();
     }
     durable_cv_.notify_all();
   }

@@ -123,6 +123,7 @@ class Writer {
   std::uint64_t started_generation_ = 0;   // GUARDED_BY(mu_): transactions that began COMMIT
   std::uint64_t durable_generation_ = 0;   // GUARDED_BY(mu_): ...whose outcome is final
   bool writer_done_ = false;               // GUARDED_BY(mu_): the syncer may stop when drained
+  bool syncing_ = false;                   // GUARDED_BY(mu_): the syncer has a group in hand
   Status sync_failure_;                    // GUARDED_BY(mu_): set once, never cleared
   std::function<int(int)> sync_function_;  // GUARDED_BY(mu_)
 

@@ -349,7 +349,9 @@ TEST(WriterSync, FullAcknowledgesOnlyAfterTheWalIsSynced) {
   EXPECT_GE(w->stats().syncs, 1u);
 }
 
-TEST(WriterSync, NextBatchCommitsWhileTheLastOneSyncs) {
+// While one commit is being synced, the next operations already run (the fsync overlaps their
+// work) and wait in one open transaction, committed as one as soon as the sync ends.
+TEST(WriterSync, OperationsRunDuringASyncAndShareTheNextCommit) {
   testing::TempDir dir;
   auto w = open_writer(dir.file("j.db"), SyncLevel::kFull);
   ASSERT_TRUE(w);
@@ -357,15 +359,24 @@ TEST(WriterSync, NextBatchCommitsWhileTheLastOneSyncs) {
   w->set_sync_function_for_testing(sync.fn());
   auto first = w->submit([](SQLite::Database& db) { insert_audit(db, "first"); });
   sync.wait_called();
-  // The sync of the first batch is held; the writer still runs and commits the second.
-  auto second = w->submit([](SQLite::Database& db) { insert_audit(db, "second"); });
-  for (int i = 0; i < 500 && count_audit(dir.file("j.db"), "actor = 'second'") == 0; ++i)
+  auto commits_before = w->stats().commits;
+  std::atomic<int> ran{0};
+  std::vector<std::future<Status>> next;
+  for (int i = 0; i < 5; ++i)
+    next.push_back(w->submit([&](SQLite::Database& db) {
+      insert_audit(db, "next");
+      ++ran;
+    }));
+  for (int i = 0; i < 500 && ran.load() < 5; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  EXPECT_EQ(count_audit(dir.file("j.db"), "actor = 'second'"), 1);
-  EXPECT_EQ(second.wait_for(std::chrono::milliseconds(50)), std::future_status::timeout);
+  EXPECT_EQ(ran.load(), 5);  // run while the first commit's sync is still held
+  EXPECT_EQ(next[0].wait_for(std::chrono::milliseconds(50)), std::future_status::timeout);
+  EXPECT_EQ(count_audit(dir.file("j.db"), "actor = 'next'"), 0);  // not committed yet
   sync.release();
   EXPECT_TRUE(first.get().is_ok());
-  EXPECT_TRUE(second.get().is_ok());
+  for (auto& f : next) EXPECT_TRUE(f.get().is_ok());
+  EXPECT_EQ(count_audit(dir.file("j.db"), "actor = 'next'"), 5);
+  EXPECT_EQ(w->stats().commits - commits_before, 2u);  // the first, then the five as one
 }
 
 TEST(WriterSync, FailedSyncFailsItsBatchAndEveryLaterWrite) {
