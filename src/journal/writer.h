@@ -87,6 +87,7 @@ class Writer {
   void sync_loop();
   void checkpoint_loop();
   void record_commit(double seconds);  // mu_ held
+  void restart_wal(bool pipelined);    // writer thread, between transactions
 
   struct Pending {
     Op op;
@@ -113,6 +114,10 @@ class Writer {
   Stats stats_;                            // GUARDED_BY(mu_)
   std::atomic<bool> healthy_{true};
   std::atomic<std::uint64_t> commits_since_checkpoint_{0};
+  std::atomic<int> wal_frames_{0};          // frames in the WAL after the last commit (wal hook)
+  bool checkpoint_wanted_ = false;          // GUARDED_BY(mu_): the WAL grew; checkpoint now
+  std::atomic<bool> checkpointing_{false};  // the checkpointer is in a pass
+  std::atomic<std::uint64_t> checkpoint_passes_{0};  // passes it finished
 
   // Pipelined sync (sync=full only; wal_fd_ < 0 otherwise).
   const SyncLevel sync_;
