@@ -334,6 +334,13 @@ void Writer::sync_loop() {
       sync_function = sync_function_;
       failure = sync_failure_;
     }
+    sync_group(std::move(group), sync_function, failure);
+  }
+}
+
+void Writer::sync_group(std::deque<Committed> group, const std::function<int(int)>& sync_function,
+                        Status failure) {
+  {
     // One fdatasync covers every transaction whose COMMIT returned before it started.
     if (failure.is_ok()) {
       int rc;

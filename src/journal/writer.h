@@ -85,6 +85,9 @@ class Writer {
   Writer(std::string path, std::unique_ptr<SQLite::Database> db, SyncLevel sync, int wal_fd);
   void run_loop();
   void sync_loop();
+  struct Committed;
+  void sync_group(std::deque<Committed> group, const std::function<int(int)>& sync_function,
+                  Status failure);
   void checkpoint_loop();
   void record_commit(double seconds);  // mu_ held
   void restart_wal(bool pipelined);    // writer thread, between transactions
