@@ -2,8 +2,12 @@
 // keep-alive connections (libcurl multi, one thread), retries each until 2xx, records every
 // accepted id (flushed line by line), shows progress on stderr and prints a summary on stdout.
 #include <curl/curl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,13 +15,16 @@
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -32,6 +39,8 @@ using iarelay::loadgen::PayloadGenerator;
 using Clock = std::chrono::steady_clock;
 
 namespace {
+
+constexpr auto kRequestTimeout = std::chrono::seconds(60);
 
 std::atomic<bool> g_interrupted{false};
 void on_signal(int) {
@@ -144,6 +153,7 @@ class Sender {
       curl_free(agent);
     }
     curl_easy_cleanup(probe);
+    if (url_.rfind("http://", 0) == 0 && !setup_raw()) return false;
     std::uint64_t slots =
         std::min<std::uint64_t>(o_.concurrency, std::max<std::uint64_t>(o_.count, 1));
     slots_.resize(slots);
@@ -154,6 +164,7 @@ class Sender {
     }
     loop();
     for (auto& slot : slots_) {
+      if (slot.fd >= 0) ::close(slot.fd);
       curl_slist_free_all(slot.headers);
       curl_easy_cleanup(slot.easy);
     }
@@ -178,6 +189,11 @@ class Sender {
     std::uint32_t seq_in_event = 0;
     int attempt = 0;
     double backoff = 0.05;
+    // Plain http:// only (see send_raw): the connection and the request/response bytes.
+    int fd = -1;
+    bool connecting = false, want_out = false;
+    std::string out, in;
+    size_t out_off = 0;
   };
 
   void configure(Slot& slot) {
@@ -218,6 +234,183 @@ class Sender {
     return 0;
   }
 
+  // Plain http:// is spoken directly over non-blocking sockets: one send() and one recv() per
+  // webhook and no per-request epoll_ctl, where libcurl adds socket re-registrations and poll()
+  // calls that cost more CPU than the relay's own intake on a 2-core machine. https:// still
+  // goes through libcurl.
+  bool setup_raw() {
+    std::string rest = url_.substr(7);
+    size_t slash = rest.find('/');
+    std::string authority = rest.substr(0, slash);
+    target_ = slash == std::string::npos ? "/" : rest.substr(slash);
+    std::string host = authority, port = "80";
+    if (!authority.empty() && authority.front() == '[') {
+      size_t close = authority.find(']');
+      host = authority.substr(1, close - 1);
+      if (close + 1 < authority.size() && authority[close + 1] == ':')
+        port = authority.substr(close + 2);
+    } else if (size_t colon = authority.rfind(':'); colon != std::string::npos) {
+      host = authority.substr(0, colon);
+      port = authority.substr(colon + 1);
+    }
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    if (int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &found); rc != 0 || !found) {
+      std::cerr << "iarelay-loadgen: cannot resolve " << authority << ": " << gai_strerror(rc)
+                << "\n";
+      return false;
+    }
+    std::memcpy(&addr_, found->ai_addr, found->ai_addrlen);
+    addr_len_ = found->ai_addrlen;
+    family_ = found->ai_family;
+    ::freeaddrinfo(found);
+    host_header_ = authority;
+    raw_ = true;
+    return true;
+  }
+
+  void watch(Slot& slot, bool out) {
+    epoll_event ev{};
+    ev.events = EPOLLIN | (out ? EPOLLOUT : 0u);
+    ev.data.u64 = static_cast<std::uint64_t>(&slot - slots_.data());
+    ::epoll_ctl(epoll_, EPOLL_CTL_MOD, slot.fd, &ev);
+    slot.want_out = out;
+  }
+
+  void close_raw(Slot& slot) {
+    if (slot.fd < 0) return;
+    ::epoll_ctl(epoll_, EPOLL_CTL_DEL, slot.fd, nullptr);
+    ::close(slot.fd);
+    slot.fd = -1;
+    slot.connecting = false;
+    slot.want_out = false;
+  }
+
+  void send_raw(Slot& slot) {
+    const std::string& body = slot.g.body;
+    slot.out.clear();
+    slot.out +=
+        "POST " + target_ + " HTTP/1.1\r\nHost: " + host_header_ +
+        "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+        "\r\n";
+    if (!o_.token.empty()) slot.out += "Authorization: Bearer " + o_.token + "\r\n";
+    if (o_.idempotency)
+      slot.out += "Idempotency-Key: " + run_id_ + "-" + std::to_string(slot.n) + "\r\n";
+    slot.out += "\r\n";
+    slot.out += body;
+    slot.out_off = 0;
+    slot.in.clear();
+    if (slot.fd < 0) {
+      slot.fd = ::socket(family_, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (slot.fd < 0) return fail_raw(slot, std::string("socket: ") + std::strerror(errno));
+      int one = 1;
+      ::setsockopt(slot.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      epoll_event ev{};
+      ev.events = EPOLLIN | EPOLLOUT;
+      ev.data.u64 = static_cast<std::uint64_t>(&slot - slots_.data());
+      ::epoll_ctl(epoll_, EPOLL_CTL_ADD, slot.fd, &ev);
+      slot.want_out = true;
+      if (::connect(slot.fd, reinterpret_cast<sockaddr*>(&addr_), addr_len_) != 0) {
+        if (errno != EINPROGRESS)
+          return fail_raw(slot, std::string("connect: ") + std::strerror(errno));
+        slot.connecting = true;
+        return;  // the request goes out once the connection is writable
+      }
+    }
+    write_raw(slot);
+  }
+
+  void write_raw(Slot& slot) {
+    while (slot.out_off < slot.out.size()) {
+      ssize_t n = ::send(slot.fd, slot.out.data() + slot.out_off, slot.out.size() - slot.out_off,
+                         MSG_NOSIGNAL);
+      if (n > 0) {
+        slot.out_off += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        if (!slot.want_out) watch(slot, true);
+        return;
+      }
+      return fail_raw(slot, std::string("send: ") + std::strerror(errno));
+    }
+    if (slot.want_out) watch(slot, false);
+  }
+
+  void on_raw_event(Slot& slot, std::uint32_t events) {
+    if (slot.fd < 0 || !slot.busy || slot.waiting) {
+      close_raw(slot);  // an idle keep-alive connection the server closed
+      return;
+    }
+    if (slot.connecting) {
+      int err = 0;
+      socklen_t len = sizeof err;
+      ::getsockopt(slot.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err != 0) return fail_raw(slot, std::string("connect: ") + std::strerror(err));
+      if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
+      slot.connecting = false;
+    }
+    if (slot.out_off < slot.out.size()) {
+      write_raw(slot);
+      if (slot.fd < 0 || slot.out_off < slot.out.size()) return;
+    }
+    if (!(events & (EPOLLIN | EPOLLERR | EPOLLHUP))) return;
+    char buf[16384];
+    for (;;) {
+      ssize_t n = ::recv(slot.fd, buf, sizeof buf, 0);
+      if (n > 0) {
+        slot.in.append(buf, static_cast<size_t>(n));
+        if (static_cast<size_t>(n) < sizeof buf) break;
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      return fail_raw(slot, n == 0 ? "the relay closed the connection"
+                                   : std::string("recv: ") + std::strerror(errno));
+    }
+    parse_raw(slot);
+  }
+
+  // Completes the webhook's attempt once a whole response (header and Content-Length body) is in.
+  void parse_raw(Slot& slot) {
+    size_t end = slot.in.find("\r\n\r\n");
+    if (end == std::string::npos) return;
+    long status = 0;
+    if (slot.in.size() < 12 || std::sscanf(slot.in.c_str(), "HTTP/%*d.%*d %ld", &status) != 1)
+      return fail_raw(slot, "malformed HTTP response");
+    size_t length = 0;
+    bool close = slot.in.compare(0, 8, "HTTP/1.0") == 0;
+    slot.retry_after = -1;
+    for (size_t line = slot.in.find("\r\n") + 2; line < end;) {
+      size_t eol = slot.in.find("\r\n", line);
+      std::string_view h(slot.in.data() + line, eol - line);
+      auto value = [&](std::string_view name) -> std::optional<std::string_view> {
+        if (h.size() <= name.size() || h[name.size()] != ':') return std::nullopt;
+        for (size_t i = 0; i < name.size(); ++i)
+          if (std::tolower(static_cast<unsigned char>(h[i])) != name[i]) return std::nullopt;
+        std::string_view v = h.substr(name.size() + 1);
+        while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+        return v;
+      };
+      if (auto v = value("content-length"))
+        length = std::strtoul(std::string(*v).c_str(), nullptr, 10);
+      if (auto v = value("retry-after")) slot.retry_after = std::atol(std::string(*v).c_str());
+      if (auto v = value("connection"); v && (*v == "close" || *v == "Close")) close = true;
+      line = eol + 2;
+    }
+    if (slot.in.size() < end + 4 + length) return;  // body still arriving
+    slot.response = slot.in.substr(end + 4, length);
+    if (close) close_raw(slot);
+    complete(slot, true, status, "");
+  }
+
+  void fail_raw(Slot& slot, const std::string& error) {
+    close_raw(slot);
+    complete(slot, false, 0, error);
+  }
+
   void loop() {
     epoll_event events[64];
     int running = 0;
@@ -226,6 +419,8 @@ class Sender {
       auto wake = now + std::chrono::milliseconds(100);
       bool any_busy = false;
       for (auto& slot : slots_) {
+        if (raw_ && slot.busy && !slot.waiting && now - slot.sent_at > kRequestTimeout)
+          fail_raw(slot, "no answer in 60 s");
         if (!slot.busy)
           take_next(slot, now, wake);
         else if (slot.waiting && slot.retry_at <= now)
@@ -235,22 +430,27 @@ class Sender {
         any_busy |= slot.busy;
       }
       if (!any_busy && (next_ >= o_.count || g_interrupted.load())) return;
-      if (timer_at_ <= Clock::now())
+      if (!raw_ && timer_at_ <= Clock::now())
         curl_multi_socket_action(multi_, CURL_SOCKET_TIMEOUT, 0, &running);
-      if (collect_finished()) continue;  // start the next webhooks before sleeping
+      if (completed_ || collect_finished()) {
+        completed_ = false;
+        continue;  // start the next webhooks before sleeping
+      }
       wake = std::min(wake, timer_at_);
       auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(wake - Clock::now()).count();
       int n = ::epoll_wait(epoll_, events, 64, static_cast<int>(std::clamp<long long>(ms, 0, 100)));
-      for (int i = 0; i < n; ++i) {
+      for (int i = 0; i < n && raw_; ++i)
+        on_raw_event(slots_[static_cast<size_t>(events[i].data.u64)], events[i].events);
+      for (int i = 0; i < n && !raw_; ++i) {
         int mask = 0;
         if (events[i].events & EPOLLIN) mask |= CURL_CSELECT_IN;
         if (events[i].events & EPOLLOUT) mask |= CURL_CSELECT_OUT;
         if (events[i].events & (EPOLLERR | EPOLLHUP)) mask |= CURL_CSELECT_ERR;
         curl_multi_socket_action(multi_, events[i].data.fd, mask, &running);
       }
-      if (n <= 0 && timer_at_ <= Clock::now())
+      if (!raw_ && n <= 0 && timer_at_ <= Clock::now())
         curl_multi_socket_action(multi_, CURL_SOCKET_TIMEOUT, 0, &running);
-      collect_finished();
+      if (!raw_) collect_finished();
     }
   }
 
@@ -284,6 +484,11 @@ class Sender {
     totals_.started.fetch_add(1);
     slot.g = gen_.make(slot.n);
     slot.seq_in_event = ++event_seq_[slot.g.event % event_seq_.size()];
+    slot.busy = true;
+    slot.attempt = 0;
+    slot.backoff = 0.05;
+    slot.first_try = now;
+    if (raw_) return launch(slot);
     curl_slist_free_all(slot.headers);
     slot.headers = curl_slist_append(nullptr, "Content-Type: application/json");
     slot.headers = curl_slist_append(slot.headers, "Expect:");
@@ -295,10 +500,6 @@ class Sender {
     curl_easy_setopt(slot.easy, CURLOPT_HTTPHEADER, slot.headers);
     curl_easy_setopt(slot.easy, CURLOPT_POSTFIELDS, slot.g.body.c_str());
     curl_easy_setopt(slot.easy, CURLOPT_POSTFIELDSIZE, static_cast<long>(slot.g.body.size()));
-    slot.busy = true;
-    slot.attempt = 0;
-    slot.backoff = 0.05;
-    slot.first_try = now;
     launch(slot);
   }
 
@@ -308,22 +509,29 @@ class Sender {
     slot.retry_after = -1;
     ++slot.attempt;
     slot.sent_at = Clock::now();
+    if (raw_) return send_raw(slot);
     curl_multi_add_handle(multi_, slot.easy);
   }
 
   void finished(Slot& slot, CURLcode rc) {
-    totals_.requests.fetch_add(1);
     long status = 0;
     curl_easy_getinfo(slot.easy, CURLINFO_RESPONSE_CODE, &status);
+    complete(slot, rc == CURLE_OK, status, rc == CURLE_OK ? "" : curl_easy_strerror(rc));
+  }
+
+  // One attempt ended: with an HTTP status (transport_ok) or with a transport error.
+  void complete(Slot& slot, bool transport_ok, long status, const std::string& error) {
+    completed_ = true;
+    totals_.requests.fetch_add(1);
     auto now = Clock::now();
-    if (rc == CURLE_OK && status / 100 == 2) {
+    if (transport_ok && status / 100 == 2) {
       latencies_ms_.push_back(
           std::chrono::duration<double, std::milli>(now - slot.sent_at).count());
       accepted(slot, status);
       slot.busy = false;
       return;
     }
-    bool retryable = rc != CURLE_OK || status == 408 || status == 429 || status >= 500;
+    bool retryable = !transport_ok || status == 408 || status == 429 || status >= 500;
     if (!retryable) {
       totals_.failed.fetch_add(1);
       report("webhook " + std::to_string(slot.n) + " refused with HTTP " + std::to_string(status) +
@@ -335,8 +543,8 @@ class Sender {
     if (waited > o_.give_up_seconds || g_interrupted.load()) {
       totals_.failed.fetch_add(1);
       report("webhook " + std::to_string(slot.n) + " given up after " +
-             std::to_string(slot.attempt) + " attempts: " +
-             (rc != CURLE_OK ? curl_easy_strerror(rc) : "HTTP " + std::to_string(status)));
+             std::to_string(slot.attempt) +
+             " attempts: " + (!transport_ok ? error : "HTTP " + std::to_string(status)));
       slot.busy = false;
       return;
     }
@@ -391,6 +599,12 @@ class Sender {
   CURLM* multi_ = nullptr;
   int epoll_ = -1;
   Clock::time_point timer_at_ = Clock::time_point::max();  // when libcurl wants a call
+  bool raw_ = false;        // plain http://: our own sockets, not libcurl
+  bool completed_ = false;  // an attempt ended since the loop last started webhooks
+  std::string target_, host_header_;
+  sockaddr_storage addr_{};
+  socklen_t addr_len_ = 0;
+  int family_ = AF_INET;
   std::vector<Slot> slots_;
   std::uint64_t next_ = 0;
   int shown_ = 0;
