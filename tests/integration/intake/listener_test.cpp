@@ -1,0 +1,204 @@
+// The HTTP transport under the intake, spoken to over raw sockets: what real senders do that a
+// well-behaved client library hides — Expect: 100-continue, chunked bodies, pipelined requests,
+// a body over max_body refused before it is sent, a wrong method.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "harness.h"
+#include "support/temp_dir.h"
+
+namespace iarelay {
+namespace {
+
+using nlohmann::json;
+using testing::InProcessRelay;
+using testing::make_agent;
+
+constexpr const char* kToken = "s3cret-token";
+const std::string kBody =
+    R"({"status":"active","eventIdentifier":7,"pad":")" + std::string(2000, 'x') + "\"}";
+
+// A blocking loopback connection with a receive timeout.
+class Conn {
+ public:
+  explicit Conn(int port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    timeval tv{10, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ok_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  }
+  ~Conn() { ::close(fd_); }
+  bool ok() const { return ok_; }
+  void send(const std::string& s) {
+    size_t off = 0;
+    while (off < s.size()) {
+      ssize_t n = ::send(fd_, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return;
+      off += static_cast<size_t>(n);
+    }
+  }
+  // Reads until `marker` has been seen `times` times past the start, or EOF / timeout.
+  std::string read_until(const std::string& marker, int times = 1) {
+    for (;;) {
+      size_t seen = 0, pos = 0;
+      while ((pos = in_.find(marker, pos)) != std::string::npos) ++seen, pos += marker.size();
+      if (seen >= static_cast<size_t>(times)) return in_;
+      char buf[4096];
+      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) return in_;
+      in_.append(buf, static_cast<size_t>(n));
+    }
+  }
+  // Reads one whole response (header + Content-Length body) and removes it from the buffer.
+  std::string response() {
+    read_until("\r\n\r\n");
+    size_t end = in_.find("\r\n\r\n");
+    if (end == std::string::npos) return std::exchange(in_, "");
+    size_t length = 0;
+    auto cl = in_.find("Content-Length: ");
+    if (cl != std::string::npos && cl < end) length = std::stoul(in_.substr(cl + 16));
+    while (in_.size() < end + 4 + length) {
+      char buf[4096];
+      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      in_.append(buf, static_cast<size_t>(n));
+    }
+    std::string r = in_.substr(0, std::min(in_.size(), end + 4 + length));
+    in_.erase(0, r.size());
+    return r;
+  }
+  bool closed_by_peer() {
+    char c;
+    return ::recv(fd_, &c, 1, 0) == 0;
+  }
+
+ private:
+  int fd_ = -1;
+  bool ok_ = false;
+  std::string in_;
+};
+
+std::string post_head(const std::string& extra, size_t length) {
+  return "POST /v1/webhooks/hpnnmi HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+         std::string(kToken) + "\r\nContent-Type: application/json\r\n" + extra +
+         (length == std::string::npos ? std::string()
+                                      : "Content-Length: " + std::to_string(length) + "\r\n") +
+         "\r\n";
+}
+
+json body_json(const std::string& response) {
+  auto end = response.find("\r\n\r\n");
+  return json::parse(response.substr(end == std::string::npos ? 0 : end + 4), nullptr, false);
+}
+
+class ListenerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    relay_ = std::make_unique<InProcessRelay>(dir_.file("journal.db"),
+                                              std::vector{make_agent("a1", {"hpnnmi"})});
+    port_ = relay_->start_server(0, kToken, 4096);
+    ASSERT_GT(port_, 0);
+  }
+  std::string stored_payload(const std::string& id) {
+    auto db = relay_->reader();
+    SQLite::Statement q(*db, "SELECT payload FROM webhooks WHERE id=?");
+    q.bind(1, id);
+    return q.executeStep() ? q.getColumn(0).getString() : std::string();
+  }
+  testing::TempDir dir_;
+  std::unique_ptr<InProcessRelay> relay_;
+  int port_ = 0;
+};
+
+TEST_F(ListenerTest, ExpectContinueGetsA100ThenTheBodyIsStored) {
+  Conn c(port_);
+  ASSERT_TRUE(c.ok());
+  c.send(post_head("Expect: 100-continue\r\n", kBody.size()));
+  std::string interim = c.read_until("\r\n\r\n");
+  ASSERT_EQ(interim.rfind("HTTP/1.1 100 Continue\r\n", 0), 0u) << interim;
+  c.response();  // drops the 100
+  c.send(kBody);
+  std::string r = c.response();
+  ASSERT_EQ(r.rfind("HTTP/1.1 202", 0), 0u) << r;
+  EXPECT_EQ(stored_payload(body_json(r)["id"]), kBody);
+}
+
+TEST_F(ListenerTest, ExpectContinueOverMaxBodyIsRefusedBeforeTheBodyIsSent) {
+  Conn c(port_);
+  ASSERT_TRUE(c.ok());
+  c.send(post_head("Expect: 100-continue\r\n", 100000));
+  std::string r = c.response();
+  ASSERT_EQ(r.rfind("HTTP/1.1 413", 0), 0u) << r;
+  EXPECT_NE(body_json(r)["error"].get<std::string>().find("max_body"), std::string::npos);
+  EXPECT_TRUE(c.closed_by_peer());
+  EXPECT_EQ(relay_->count(), 0);
+}
+
+TEST_F(ListenerTest, ChunkedBodyIsStoredByteForByte) {
+  Conn c(port_);
+  ASSERT_TRUE(c.ok());
+  std::string chunked;
+  for (size_t off = 0; off < kBody.size(); off += 700) {
+    std::string part = kBody.substr(off, 700);
+    char size[16];
+    std::snprintf(size, sizeof size, "%zx", part.size());
+    chunked += std::string(size) + "\r\n" + part + "\r\n";
+  }
+  chunked += "0\r\n\r\n";
+  c.send(post_head("Transfer-Encoding: chunked\r\n", std::string::npos) + chunked);
+  std::string r = c.response();
+  ASSERT_EQ(r.rfind("HTTP/1.1 202", 0), 0u) << r;
+  EXPECT_EQ(stored_payload(body_json(r)["id"]), kBody);
+}
+
+TEST_F(ListenerTest, PipelinedRequestsAreAnsweredInOrder) {
+  Conn c(port_);
+  ASSERT_TRUE(c.ok());
+  std::string both;
+  std::vector<std::string> bodies;
+  for (int i = 0; i < 5; ++i) {
+    bodies.push_back(R"({"status":"active","eventIdentifier":)" + std::to_string(100 + i) + "}");
+    both += post_head("", bodies.back().size()) + bodies.back();
+  }
+  c.send(both);  // all five in one write, before any answer
+  for (int i = 0; i < 5; ++i) {
+    std::string r = c.response();
+    ASSERT_EQ(r.rfind("HTTP/1.1 202", 0), 0u) << i << ": " << r;
+    EXPECT_EQ(stored_payload(body_json(r)["id"]), bodies[static_cast<size_t>(i)]) << i;
+  }
+}
+
+TEST_F(ListenerTest, WrongMethodIs405WithAllow) {
+  Conn c(port_);
+  ASSERT_TRUE(c.ok());
+  c.send("GET /v1/webhooks/hpnnmi HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::string r = c.response();
+  ASSERT_EQ(r.rfind("HTTP/1.1 405", 0), 0u) << r;
+  EXPECT_NE(r.find("Allow: POST"), std::string::npos) << r;
+  c.send("DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  r = c.response();
+  ASSERT_EQ(r.rfind("HTTP/1.1 405", 0), 0u) << r;
+}
+
+TEST_F(ListenerTest, GarbageGets400AndTheConnectionCloses) {
+  Conn c(port_);
+  ASSERT_TRUE(c.ok());
+  c.send("HELLO THERE\r\n\r\n");
+  std::string r = c.response();
+  ASSERT_EQ(r.rfind("HTTP/1.1 400", 0), 0u) << r;
+  EXPECT_NE(body_json(r)["error"].get<std::string>().find("malformed"), std::string::npos) << r;
+  EXPECT_TRUE(c.closed_by_peer());
+}
+
+}  // namespace
+}  // namespace iarelay
