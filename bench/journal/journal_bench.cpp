@@ -136,15 +136,20 @@ Measurement bench_batched(const std::string& path, SyncLevel sync,
   return {n, seconds_since(t0), commits};
 }
 
-// (c) the Writer: `threads` submitters, each waiting for its row to be durable before the next.
-Measurement bench_writer(const std::string& path, SyncLevel sync,
-                         const std::vector<NewWebhook>& rows, int threads) {
+std::unique_ptr<Writer> open_writer_or_exit(const std::string& path, SyncLevel sync) {
   auto w = Writer::open(path, sync);
   if (!w) {
     std::fprintf(stderr, "journal_bench: %s\n", w.status().message().c_str());
     std::exit(1);
   }
-  Writer& writer = **w;
+  return std::move(*w);
+}
+
+// (c) the Writer: `threads` submitters, each waiting for its row to be durable before the next.
+Measurement bench_writer(const std::string& path, SyncLevel sync,
+                         const std::vector<NewWebhook>& rows, int threads) {
+  auto w = open_writer_or_exit(path, sync);
+  Writer& writer = *w;
   std::atomic<size_t> next{0};
   std::atomic<int> failures{0};
   auto before = writer.stats();
@@ -180,12 +185,8 @@ Measurement bench_writer(const std::string& path, SyncLevel sync,
 // submitter back to that thread, which then submits its next row: no thread per submitter.
 Measurement bench_writer_async(const std::string& path, SyncLevel sync,
                                const std::vector<NewWebhook>& rows, int submitters) {
-  auto w = Writer::open(path, sync);
-  if (!w) {
-    std::fprintf(stderr, "journal_bench: %s\n", w.status().message().c_str());
-    std::exit(1);
-  }
-  Writer& writer = **w;
+  auto w = open_writer_or_exit(path, sync);
+  Writer& writer = *w;
   std::mutex mu;
   std::condition_variable cv;
   std::vector<int> ready;  // GUARDED_BY(mu): submitters whose last row is durable

@@ -115,6 +115,11 @@ class ListenerTest : public ::testing::Test {
     q.bind(1, id);
     return q.executeStep() ? q.getColumn(0).getString() : std::string();
   }
+  // The response is a 202 whose webhook holds exactly `body`.
+  void expect_stored(const std::string& response, const std::string& body) {
+    ASSERT_EQ(response.rfind("HTTP/1.1 202", 0), 0u) << response;
+    EXPECT_EQ(stored_payload(body_json(response)["id"]), body);
+  }
   testing::TempDir dir_;
   std::unique_ptr<InProcessRelay> relay_;
   int port_ = 0;
@@ -128,9 +133,7 @@ TEST_F(ListenerTest, ExpectContinueGetsA100ThenTheBodyIsStored) {
   ASSERT_EQ(interim.rfind("HTTP/1.1 100 Continue\r\n", 0), 0u) << interim;
   c.response();  // drops the 100
   c.send(kBody);
-  std::string r = c.response();
-  ASSERT_EQ(r.rfind("HTTP/1.1 202", 0), 0u) << r;
-  EXPECT_EQ(stored_payload(body_json(r)["id"]), kBody);
+  expect_stored(c.response(), kBody);
 }
 
 TEST_F(ListenerTest, ExpectContinueOverMaxBodyIsRefusedBeforeTheBodyIsSent) {
@@ -156,9 +159,7 @@ TEST_F(ListenerTest, ChunkedBodyIsStoredByteForByte) {
   }
   chunked += "0\r\n\r\n";
   c.send(post_head("Transfer-Encoding: chunked\r\n", std::string::npos) + chunked);
-  std::string r = c.response();
-  ASSERT_EQ(r.rfind("HTTP/1.1 202", 0), 0u) << r;
-  EXPECT_EQ(stored_payload(body_json(r)["id"]), kBody);
+  expect_stored(c.response(), kBody);
 }
 
 TEST_F(ListenerTest, PipelinedRequestsAreAnsweredInOrder) {
@@ -172,9 +173,7 @@ TEST_F(ListenerTest, PipelinedRequestsAreAnsweredInOrder) {
   }
   c.send(both);  // all five in one write, before any answer
   for (int i = 0; i < 5; ++i) {
-    std::string r = c.response();
-    ASSERT_EQ(r.rfind("HTTP/1.1 202", 0), 0u) << i << ": " << r;
-    EXPECT_EQ(stored_payload(body_json(r)["id"]), bodies[static_cast<size_t>(i)]) << i;
+    expect_stored(c.response(), bodies[static_cast<size_t>(i)]);
   }
 }
 
