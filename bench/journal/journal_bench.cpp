@@ -145,6 +145,21 @@ std::unique_ptr<Writer> open_writer_or_exit(const std::string& path, SyncLevel s
   return std::move(*w);
 }
 
+// What a writer run measured, from its stats before and after; exits if any operation failed.
+Measurement writer_measurement(const Writer& writer, const Writer::Stats& before, size_t rows,
+                               double seconds, int failures) {
+  if (failures) {
+    std::fprintf(stderr, "journal_bench: %d writer operations failed\n", failures);
+    std::exit(1);
+  }
+  auto after = writer.stats();
+  std::uint64_t commits = after.commits - before.commits;
+  double durable_ms = commits ? (after.commit_seconds_total - before.commit_seconds_total) * 1000 /
+                                    static_cast<double>(commits)
+                              : 0;
+  return {static_cast<int>(rows), seconds, commits, durable_ms};
+}
+
 // (c) the Writer: `threads` submitters, each waiting for its row to be durable before the next.
 Measurement bench_writer(const std::string& path, SyncLevel sync,
                          const std::vector<NewWebhook>& rows, int threads) {
@@ -167,17 +182,7 @@ Measurement bench_writer(const std::string& path, SyncLevel sync,
     });
   }
   for (auto& t : pool) t.join();
-  double secs = seconds_since(t0);
-  auto after = writer.stats();
-  if (failures.load()) {
-    std::fprintf(stderr, "journal_bench: %d writer operations failed\n", failures.load());
-    std::exit(1);
-  }
-  return {static_cast<int>(rows.size()), secs, after.commits - before.commits,
-          after.commits > before.commits
-              ? (after.commit_seconds_total - before.commit_seconds_total) * 1000 /
-                    static_cast<double>(after.commits - before.commits)
-              : 0};
+  return writer_measurement(writer, before, rows.size(), seconds_since(t0), failures.load());
 }
 
 // (d) the Writer as an event-loop server drives it: `submitters` asynchronous submitters (one
@@ -214,17 +219,7 @@ Measurement bench_writer_async(const std::string& path, SyncLevel sync,
     runnable.swap(ready);
     done += runnable.size();
   }
-  double secs = seconds_since(t0);
-  auto after = writer.stats();
-  if (failures) {
-    std::fprintf(stderr, "journal_bench: %d writer operations failed\n", failures);
-    std::exit(1);
-  }
-  return {static_cast<int>(rows.size()), secs, after.commits - before.commits,
-          after.commits > before.commits
-              ? (after.commit_seconds_total - before.commit_seconds_total) * 1000 /
-                    static_cast<double>(after.commits - before.commits)
-              : 0};
+  return writer_measurement(writer, before, rows.size(), seconds_since(t0), failures);
 }
 
 Measurement median(std::vector<Measurement> runs) {
