@@ -33,9 +33,8 @@ namespace {
 using nlohmann::json;
 
 // Worker threads for requests that block; more start when all are busy (a long-poll holds
-// one for up to kMaxFeedWaitSeconds), up to this many.
+// one for up to kMaxFeedWaitSeconds), up to this many, and stay until the server stops.
 constexpr size_t kMaxWorkers = 64;
-constexpr size_t kIdleWorkers = 4;
 // Requests still unanswered when the listener stops get this long to be answered.
 constexpr int kStopGraceSeconds = 10;
 constexpr std::int64_t kMaxFeedWaitSeconds = 60;
@@ -109,18 +108,14 @@ class WorkerPool {
   }
 
  private:
+  // Runs tasks until stop(); what was queued before stop() still runs.
   void work() {
     std::unique_lock lock(mu_);
     for (;;) {
       ++idle_;
-      bool woke = cv_.wait_for(lock, std::chrono::seconds(30),
-                               [&] { return stopping_ || !tasks_.empty(); });
+      cv_.wait(lock, [&] { return stopping_ || !tasks_.empty(); });
       --idle_;
-      if (tasks_.empty() && (stopping_ || (!woke && idle_ >= kIdleWorkers))) {
-        if (stopping_) return;
-        continue;  // threads are joined at stop(); an idle one just waits
-      }
-      if (tasks_.empty()) continue;
+      if (tasks_.empty()) return;  // stopping
       auto task = std::move(tasks_.front());
       tasks_.pop_front();
       lock.unlock();
