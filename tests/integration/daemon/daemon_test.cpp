@@ -255,6 +255,9 @@ TEST(Drain, SigtermWaitsForCallsInFlightWithinTheGrace) {
   for (int i = 0; i < 200 && state_of(dir.file("journal.db"), id) != "inflight"; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ASSERT_EQ(state_of(dir.file("journal.db"), id), "inflight");
+  // The claim is visible before its fsync, and the call starts once it is durable: give it the
+  // moment to start (the sink holds it 1.5 s).
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
   relay.signal(SIGTERM);
   EXPECT_EQ(relay.wait(std::chrono::seconds(15)), 0) << read_file(dir.file("relay.log"));
   EXPECT_EQ(state_of(dir.file("journal.db"), id), "delivered") << read_file(dir.file("relay.log"));
@@ -284,6 +287,8 @@ TEST(Drain, ACallStillRunningAtTheGraceIsMadeAgainAtTheNextStart) {
     for (int i = 0; i < 200 && state_of(dir.file("journal.db"), id) != "inflight"; ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     ASSERT_EQ(state_of(dir.file("journal.db"), id), "inflight");
+    // Visible before its fsync; the call starts once the claim is durable (the sink holds it 3 s).
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
     auto start = std::chrono::steady_clock::now();
     relay.signal(SIGTERM);
     EXPECT_EQ(relay.wait(std::chrono::seconds(15)), 0);
