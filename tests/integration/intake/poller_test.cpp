@@ -152,6 +152,12 @@ TEST(Poller, SurvivesAGarbageUpstreamCountingErrorsThenRecovers) {
         res.set_content("{\"messages\":[{\"seq\":1,\"id\":\"x\",\"payl", "application/json");
     }
   });
+  // SO_REUSEADDR, as iarelayd's listener sets it (cpp-httplib's default is SO_REUSEPORT alone):
+  // otherwise its closed connections, lingering in FIN_WAIT, keep the port from the relay below.
+  junk.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   int port = junk.bind_to_any_port("127.0.0.1");
   ASSERT_GT(port, 0);
   std::thread serve([&] { junk.listen_after_bind(); });
