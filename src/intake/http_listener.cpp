@@ -9,6 +9,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
@@ -33,6 +34,7 @@ constexpr int kListenBacklog = 1024;
 constexpr std::uint32_t kHeaderLimit = 16 * 1024;
 constexpr auto kBodyTimeout = std::chrono::seconds(60);
 constexpr auto kWriteTimeout = std::chrono::seconds(30);
+constexpr auto kAcceptRetry = std::chrono::milliseconds(50);
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
 bool iequals(std::string_view a, std::string_view b) {
@@ -335,6 +337,7 @@ class Listener final : public HttpListener {
       state_.stopping = true;
       beast::error_code ec;
       acceptor_.close(ec);
+      accept_retry_.cancel();
       for (SessionBase* s :
            std::vector<SessionBase*>(state_.sessions.begin(), state_.sessions.end()))
         if (s->idle()) s->close();
@@ -361,8 +364,20 @@ class Listener final : public HttpListener {
     acceptor_.async_accept([this](beast::error_code ec, tcp::socket socket) {
       if (ec) {
         if (ec == asio::error::operation_aborted || state_.stopping) return;
-        spdlog::warn("HTTP listener: accept failed: {}", ec.message());
-        return accept();
+        // Out of file descriptors (EMFILE) or memory: the pending connection stays in the
+        // backlog, so accepting again at once would fail again at once, forever, at 100% CPU.
+        // Wait a little; log once per second at most.
+        auto now = std::chrono::steady_clock::now();
+        if (now - last_accept_warning_ >= std::chrono::seconds(1)) {
+          last_accept_warning_ = now;
+          spdlog::warn("HTTP listener: accept failed: {} (retrying every {} ms)", ec.message(),
+                       kAcceptRetry.count());
+        }
+        accept_retry_.expires_after(kAcceptRetry);
+        accept_retry_.async_wait([this](beast::error_code wec) {
+          if (!wec && !state_.stopping) accept();
+        });
+        return;
       }
       beast::error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
@@ -382,6 +397,8 @@ class Listener final : public HttpListener {
   asio::io_context ioc_{1};
   asio::executor_work_guard<asio::io_context::executor_type> work_ = asio::make_work_guard(ioc_);
   tcp::acceptor acceptor_{ioc_};
+  asio::steady_timer accept_retry_{ioc_};
+  std::chrono::steady_clock::time_point last_accept_warning_;
   std::thread thread_;
   std::atomic<bool> stopped_{false};
   int port_ = 0;

@@ -1,6 +1,7 @@
 // iarelayd as a process: usage, configuration errors, the journal lock, signals, metrics.
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -406,6 +407,55 @@ TEST(Status, AdminEndpointsAnswer) {
   ASSERT_TRUE(status);
   EXPECT_EQ(status->status, 200);
   EXPECT_NE(status->body.find("host/127.0.0.1:1"), std::string::npos) << status->body;
+}
+
+// Out of file descriptors, accept() fails with the connection left in the backlog: accepting
+// again at once would spin at 100% CPU. The listener waits between tries, logs at most once a
+// second, and serves again once descriptors are free.
+TEST(Daemon, OutOfFileDescriptorsDoesNotSpinAndRecovers) {
+  TempDir dir;
+  int port = free_port();
+  write_file(dir.file("relay.conf"), relay_config(dir, port));
+  std::vector<std::string> argv{"/usr/bin/prlimit", "--nofile=40", "--"};
+  for (auto& a : relayd(dir)) argv.push_back(a);
+  Process relay(argv, "", dir.file("relay.log"));
+  ASSERT_TRUE(wait_for_port(port)) << read_file(dir.file("relay.log"));
+  std::vector<int> held;
+  for (int i = 0; i < 60; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    held.push_back(fd);
+  }
+  ASSERT_TRUE(wait_for_text(dir.file("relay.log"), "accept failed"));
+  auto cpu = [&] {
+    std::istringstream stat(read_file("/proc/" + std::to_string(relay.pid()) + "/stat"));
+    std::string field;
+    long ticks = 0;
+    for (int i = 1; i <= 15 && stat >> field; ++i)
+      if (i == 14 || i == 15) ticks += std::stol(field);
+    return static_cast<double>(ticks) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  };
+  double before = cpu();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_LT(cpu() - before, 0.5) << "the listener spins while out of descriptors";
+  std::string log = read_file(dir.file("relay.log"));
+  size_t warnings = 0;
+  for (size_t p = 0; (p = log.find("accept failed", p)) != std::string::npos; ++p) ++warnings;
+  EXPECT_LE(warnings, 4u) << log;
+  for (int fd : held) ::close(fd);
+  httplib::Client client("127.0.0.1", port);
+  client.set_connection_timeout(5, 0);
+  int status = 0;
+  for (int i = 0; i < 50 && status != 202; ++i) {
+    auto r = client.Post("/v1/webhooks/svc", R"({"status":"active"})", "application/json");
+    status = r ? r->status : 0;
+    if (status != 202) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(status, 202) << "the listener did not recover once descriptors were free";
 }
 
 }  // namespace
