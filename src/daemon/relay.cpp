@@ -221,7 +221,8 @@ void Relay::register_collectors() {
   metrics_.add_collector([this](std::string& out) {
     if (!writer_) return;
     Writer::Stats s = writer_->stats();
-    out += "# HELP iarelay_journal_commit_seconds Time from each journal COMMIT until it is durable\n";
+    out +=
+        "# HELP iarelay_journal_commit_seconds Time from each journal COMMIT until it is durable\n";
     out += "# TYPE iarelay_journal_commit_seconds histogram\n";
     std::uint64_t cumulative = 0;
     for (int i = 0; i < 8; ++i) {
