@@ -176,13 +176,7 @@ class HttpServer final : public Server {
     }
     o.max_body = static_cast<size_t>(l.max_body);
     o.idle_seconds = kIdleConnectionSeconds;
-    o.on_refused = [this](const std::string& path, int status) {
-      HttpRequest refused;
-      refused.path = path;
-      HttpResponse r;
-      r.status = status;
-      count(refused, std::move(r));
-    };
+    o.on_refused = [this](const std::string& path, int status) { count_status(path, status); };
     auto listener = HttpListener::start(
         std::move(o), [this](HttpRequest req, HttpReply reply) { route(std::move(req), reply); });
     if (!listener) return listener.status();
@@ -286,12 +280,15 @@ class HttpServer final : public Server {
   // Intake requests by status, counted before the answer is sent (so a client that got its
   // answer sees it counted).
   HttpResponse count(const HttpRequest& req, HttpResponse r) {
-    if (ctx_.metrics && req.path.rfind("/v1/webhooks", 0) == 0)
+    count_status(req.path, r.status);
+    return r;
+  }
+  void count_status(const std::string& path, int status) {
+    if (ctx_.metrics && path.rfind("/v1/webhooks", 0) == 0)
       ctx_.metrics
           ->counter("iarelay_intake_requests_total", "Intake requests by HTTP status",
-                    {{"code", std::to_string(r.status)}})
+                    {{"code", std::to_string(status)}})
           .inc();
-    return r;
   }
 
   // A 401 response unless the request carries the configured bearer token (compared in
@@ -332,11 +329,10 @@ class HttpServer final : public Server {
     ctx_.writer->submit(
         [webhook, outcome](SQLite::Database& db) { *outcome = insert_webhook(db, *webhook); },
         [this, webhook, outcome, reply](const Status& s) {
-          HttpRequest counted;
-          counted.path = "/v1/webhooks";
           if (!s) {
             spdlog::warn("webhook for {} not stored: {}", webhook->service, s.message());
-            return reply(count(counted, retry_later("journal not writable: " + s.message())));
+            count_status("/v1/webhooks", 503);
+            return reply(retry_later("journal not writable: " + s.message()));
           }
           std::string state =
               outcome->duplicate ? "duplicate" : std::string(to_string(outcome->state));
@@ -346,10 +342,10 @@ class HttpServer final : public Server {
                           "Webhooks taken in, by service and state",
                           {{"service", webhook->service}, {"state", state}})
                 .inc();
-          reply(count(counted,
-                      json_response(202, json{{"id", outcome->id},
-                                              {"state", std::string(to_string(outcome->state))},
-                                              {"duplicate", outcome->duplicate}})));
+          count_status("/v1/webhooks", 202);
+          reply(json_response(202, json{{"id", outcome->id},
+                                        {"state", std::string(to_string(outcome->state))},
+                                        {"duplicate", outcome->duplicate}}));
         });
   }
 

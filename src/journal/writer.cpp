@@ -75,11 +75,11 @@ Result<std::unique_ptr<Writer>> Writer::open(const std::string& path, SyncLevel 
     if (wal_fd >= 0) ::close(wal_fd);
     return Status::io_error(path + ": " + e.what());
   }
-  return std::unique_ptr<Writer>(new Writer(path, std::move(*db), sync, wal_fd));
+  return std::unique_ptr<Writer>(new Writer(path, std::move(*db), wal_fd));
 }
 
-Writer::Writer(std::string path, std::unique_ptr<SQLite::Database> db, SyncLevel sync, int wal_fd)
-    : path_(std::move(path)), db_(std::move(db)), sync_(sync), wal_fd_(wal_fd) {
+Writer::Writer(std::string path, std::unique_ptr<SQLite::Database> db, int wal_fd)
+    : path_(std::move(path)), db_(std::move(db)), wal_fd_(wal_fd) {
   // Replaces SQLite's own autocheckpoint hook (disabled above): counts the WAL's frames.
   sqlite3_wal_hook(db_->getHandle(), &on_wal_commit, &wal_frames_);
   thread_ = std::thread([this] { run_loop(); });
@@ -340,55 +340,53 @@ void Writer::sync_loop() {
 
 void Writer::sync_group(std::deque<Committed> group, const std::function<int(int)>& sync_function,
                         Status failure) {
-  {
-    // One fdatasync covers every transaction whose COMMIT returned before it started.
-    if (failure.is_ok()) {
-      int rc;
-      do {
-        rc = sync_function ? sync_function(wal_fd_) : ::fdatasync(wal_fd_);
-      } while (rc != 0 && errno == EINTR);
-      if (rc != 0)
-        failure = Status::io_error(std::string("fdatasync of the journal's WAL failed (") +
-                                   std::strerror(errno) +
-                                   "); no more writes are taken: restart iarelayd");
-    }
-    auto now = std::chrono::steady_clock::now();
-    std::function<void()> listener;
-    bool any_durable = false;
-    {
-      std::lock_guard lock(mu_);
-      ++stats_.syncs;
-      if (!failure.is_ok() && sync_failure_.is_ok()) {
-        // After a failed fsync the kernel may have dropped the unsynced pages: nothing
-        // written since the last good sync can be trusted to be on disk, so stop writing.
-        sync_failure_ = failure;
-        healthy_ = false;
-        spdlog::critical("{}", failure.message());
-      }
-      for (const Committed& c : group) {
-        if (c.failed || !failure.is_ok()) {
-          ++stats_.failed_commits;
-          continue;
-        }
-        any_durable = true;
-        record_commit(std::chrono::duration<double>(now - c.commit_started).count());
-      }
-      listener = listener_;
-    }
-    for (Committed& c : group) {
-      for (size_t i = 0; i < c.ops.size(); ++i)
-        if (c.ops[i].done) c.ops[i].done(failure.is_ok() ? c.results[i] : failure);
-    }
-    if (any_durable && listener) listener();
-    {
-      std::lock_guard lock(mu_);
-      durable_generation_ = group.back().generation;
-      syncing_ = false;
-      // A writer holding its transaction open for this sync to end commits it now.
-      if (writer_waiting_) cv_.notify_one();
-    }
-    durable_cv_.notify_all();
+  // One fdatasync covers every transaction whose COMMIT returned before it started.
+  if (failure.is_ok()) {
+    int rc;
+    do {
+      rc = sync_function ? sync_function(wal_fd_) : ::fdatasync(wal_fd_);
+    } while (rc != 0 && errno == EINTR);
+    if (rc != 0)
+      failure =
+          Status::io_error(std::string("fdatasync of the journal's WAL failed (") +
+                           std::strerror(errno) + "); no more writes are taken: restart iarelayd");
   }
+  auto now = std::chrono::steady_clock::now();
+  std::function<void()> listener;
+  bool any_durable = false;
+  {
+    std::lock_guard lock(mu_);
+    ++stats_.syncs;
+    if (!failure.is_ok() && sync_failure_.is_ok()) {
+      // After a failed fsync the kernel may have dropped the unsynced pages: nothing
+      // written since the last good sync can be trusted to be on disk, so stop writing.
+      sync_failure_ = failure;
+      healthy_ = false;
+      spdlog::critical("{}", failure.message());
+    }
+    for (const Committed& c : group) {
+      if (c.failed || !failure.is_ok()) {
+        ++stats_.failed_commits;
+        continue;
+      }
+      any_durable = true;
+      record_commit(std::chrono::duration<double>(now - c.commit_started).count());
+    }
+    listener = listener_;
+  }
+  for (Committed& c : group) {
+    for (size_t i = 0; i < c.ops.size(); ++i)
+      if (c.ops[i].done) c.ops[i].done(failure.is_ok() ? c.results[i] : failure);
+  }
+  if (any_durable && listener) listener();
+  {
+    std::lock_guard lock(mu_);
+    durable_generation_ = group.back().generation;
+    syncing_ = false;
+    // A writer holding its transaction open for this sync to end commits it now.
+    if (writer_waiting_) cv_.notify_one();
+  }
+  durable_cv_.notify_all();
 }
 
 void Writer::restart_wal(bool pipelined) {

@@ -82,7 +82,8 @@ class Writer {
   const std::string& path() const { return path_; }
 
  private:
-  Writer(std::string path, std::unique_ptr<SQLite::Database> db, SyncLevel sync, int wal_fd);
+  // wal_fd >= 0: sync=full, the syncer fdatasync()s this file (the WAL) after each commit.
+  Writer(std::string path, std::unique_ptr<SQLite::Database> db, int wal_fd);
   void run_loop();
   void sync_loop();
   struct Committed;
@@ -123,7 +124,6 @@ class Writer {
   std::atomic<std::uint64_t> checkpoint_passes_{0};  // passes it finished
 
   // Pipelined sync (sync=full only; wal_fd_ < 0 otherwise).
-  const SyncLevel sync_;
   const int wal_fd_;
   std::condition_variable sync_cv_;        // wakes the syncer
   std::condition_variable durable_cv_;     // wakes wait_durable()
