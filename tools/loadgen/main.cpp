@@ -30,6 +30,7 @@
 
 #include "common/config.h"
 #include "payloads.h"
+#include "stand_in_options.h"
 
 namespace po = boost::program_options;
 using iarelay::loadgen::Dialect;
@@ -612,8 +613,7 @@ class Sender {
 };
 
 int usage_error(const std::string& message) {
-  std::cerr << "iarelay-loadgen: " << message << " (see --help)\n";
-  return 2;
+  return iarelay::tools::usage_error("iarelay-loadgen", message);
 }
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -670,20 +670,8 @@ int main(int argc, char** argv) {
       "give-up-after", po::value(&o.give_up_seconds)->default_value(120),
       "seconds of retrying after which a webhook counts as failed");
   po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    po::notify(vm);
-  } catch (const std::exception& e) {
-    return usage_error(e.what());
-  }
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
-  if (vm.count("version")) {
-    std::cout << "iarelay-loadgen " << IARELAY_VERSION << "\n";
-    return 0;
-  }
+  if (auto done = iarelay::tools::parse_options(argc, argv, desc, vm, "iarelay-loadgen"))
+    return *done;
   if (o.url.empty()) return usage_error("--url is required");
   if (o.service.empty()) return usage_error("--service is required");
   while (!o.url.empty() && o.url.back() == '/') o.url.pop_back();

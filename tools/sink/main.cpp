@@ -25,6 +25,7 @@
 #include "common/config.h"
 #include "common/time.h"
 #include "dispatch/signature.h"
+#include "stand_in_options.h"
 
 namespace po = boost::program_options;
 using iarelay::Millis;
@@ -68,9 +69,8 @@ void widen_backlog(int port) {
   }
 }
 
-int usage_error(const std::string& msg) {
-  std::cerr << "iarelay-sink: " << msg << " (see --help)\n";
-  return 2;
+int usage_error(const std::string& message) {
+  return iarelay::tools::usage_error("iarelay-sink", message);
 }
 
 }  // namespace
@@ -93,20 +93,7 @@ int main(int argc, char** argv) {
       "down-for", po::value(&down_text), "do not listen at all for this long after start")(
       "seed", po::value(&o.seed), "seed of the failure draw (default: random)");
   po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    po::notify(vm);
-  } catch (const std::exception& e) {
-    return usage_error(e.what());
-  }
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
-  if (vm.count("version")) {
-    std::cout << "iarelay-sink " << IARELAY_VERSION << "\n";
-    return 0;
-  }
+  if (auto done = iarelay::tools::parse_options(argc, argv, desc, vm, "iarelay-sink")) return *done;
   o.seeded = vm.count("seed") > 0;
   if (o.listen.empty()) return usage_error("--listen is required");
   auto colon = o.listen.rfind(':');

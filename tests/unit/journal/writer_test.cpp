@@ -332,12 +332,20 @@ struct HeldSync {
   }
 };
 
-TEST(WriterSync, FullAcknowledgesOnlyAfterTheWalIsSynced) {
+// A sync=full writer whose WAL syncs the test holds (and releases, or fails).
+class HeldSyncTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    w = open_writer(dir.file("j.db"), SyncLevel::kFull);
+    ASSERT_TRUE(w);
+    w->set_sync_function_for_testing(sync.fn());
+  }
   testing::TempDir dir;
-  auto w = open_writer(dir.file("j.db"), SyncLevel::kFull);
-  ASSERT_TRUE(w);
-  HeldSync sync;
-  w->set_sync_function_for_testing(sync.fn());
+  HeldSync sync;  // outlives the writer, whose syncer calls it
+  std::unique_ptr<Writer> w;
+};
+
+TEST_F(HeldSyncTest, FullAcknowledgesOnlyAfterTheWalIsSynced) {
   auto done = w->submit([](SQLite::Database& db) { insert_audit(db, "held"); });
   sync.wait_called();
   // Committed (another connection sees it) but not synced: nobody may be told yet.
@@ -354,12 +362,7 @@ TEST(WriterSync, FullAcknowledgesOnlyAfterTheWalIsSynced) {
 
 // While one commit is being synced, the next operations already run (the fsync overlaps their
 // work) and wait in one open transaction, committed as one as soon as the sync ends.
-TEST(WriterSync, OperationsRunDuringASyncAndShareTheNextCommit) {
-  testing::TempDir dir;
-  auto w = open_writer(dir.file("j.db"), SyncLevel::kFull);
-  ASSERT_TRUE(w);
-  HeldSync sync;
-  w->set_sync_function_for_testing(sync.fn());
+TEST_F(HeldSyncTest, OperationsRunDuringASyncAndShareTheNextCommit) {
   auto first = w->submit([](SQLite::Database& db) { insert_audit(db, "first"); });
   sync.wait_called();
   auto commits_before = w->stats().commits;
@@ -382,12 +385,7 @@ TEST(WriterSync, OperationsRunDuringASyncAndShareTheNextCommit) {
   EXPECT_EQ(w->stats().commits - commits_before, 2u);  // the first, then the five as one
 }
 
-TEST(WriterSync, FailedSyncFailsItsBatchAndEveryLaterWrite) {
-  testing::TempDir dir;
-  auto w = open_writer(dir.file("j.db"), SyncLevel::kFull);
-  ASSERT_TRUE(w);
-  HeldSync sync;
-  w->set_sync_function_for_testing(sync.fn());
+TEST_F(HeldSyncTest, FailedSyncFailsItsBatchAndEveryLaterWrite) {
   auto done = w->submit([](SQLite::Database& db) { insert_audit(db, "lost?"); });
   sync.wait_called();
   sync.release(/*with_failure=*/true);
@@ -403,12 +401,7 @@ TEST(WriterSync, FailedSyncFailsItsBatchAndEveryLaterWrite) {
   EXPECT_GE(w->stats().failed_commits, 1u);
 }
 
-TEST(WriterSync, WaitDurableWaitsForWhatAReaderCouldSee) {
-  testing::TempDir dir;
-  auto w = open_writer(dir.file("j.db"), SyncLevel::kFull);
-  ASSERT_TRUE(w);
-  HeldSync sync;
-  w->set_sync_function_for_testing(sync.fn());
+TEST_F(HeldSyncTest, WaitDurableWaitsForWhatAReaderCouldSee) {
   auto done = w->submit([](SQLite::Database& db) { insert_audit(db, "seen"); });
   sync.wait_called();
   ASSERT_EQ(count_audit(dir.file("j.db"), "actor = 'seen'"), 1);  // a reader saw it
