@@ -13,7 +13,7 @@ namespace iarelay::testing {
 
 // Path of a built program: IARELAY_BIN_DIR "/" name.
 std::string bin(const std::string& name);
-// Path of a fixture in ../shared/fixtures/xmatters.
+// Path of a fixture in tests/fixtures/xmatters (the project's own sample payloads).
 std::string fixture(const std::string& name);
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& content);

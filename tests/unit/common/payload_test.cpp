@@ -28,7 +28,7 @@ TEST(Payload, InfersTheTypeOfEveryFixture) {
     ASSERT_TRUE(info.is_ok()) << c.file << ": " << info.status().message();
     EXPECT_EQ(info->type, c.type) << c.file;
     // Both dialects name the same alert: a number in IB JSON, a string in the IA message.
-    EXPECT_EQ(info->event_id, "4412901") << c.file;
+    EXPECT_EQ(info->event_id, "6120448") << c.file;
   }
 }
 
@@ -58,7 +58,7 @@ TEST(Payload, InferenceOrderFollowsTheSpec) {
       {R"({"deliverystatus":"Failed"})", "deliveryStatus"},
       {R"({"status":"active","comment":"c","response":"Ack"})", "response"},
       {R"({"status":"active","comment":"c"})", "annotation"},
-      {R"({"status":"terminated_external","username":"mgarcia"})", "status"},
+      {R"({"status":"terminated_external","username":"tnakamura"})", "status"},
   };
   for (const auto& c : cases) {
     auto info = inspect_payload(c.body, "");

@@ -37,38 +37,38 @@ TEST(IaFormat, IntegrationBuilderStatus) {
   Json m = convert("status", "ib_status.json");
   expect_ia_shape(m);
   EXPECT_EQ(m, Json::parse(R"({
-    "xmatters_callback_type": "status", "eventidentifier": "4412901",
-    "date": "2026-11-20T09:14:03Z", "status": "terminated_external", "username": "mgarcia",
-    "additionalTokens": {"Incident ID": "INC0042177", "Severity": "2 - High"}})"));
+    "xmatters_callback_type": "status", "eventidentifier": "6120448",
+    "date": "2026-10-07T22:43:18Z", "status": "terminated_external", "username": "tnakamura",
+    "additionalTokens": {"Incident ID": "INC0107356", "Severity": "1 - Critical"}})"));
 }
 
 TEST(IaFormat, IntegrationBuilderDelivery) {
   Json m = convert("deliveryStatus", "ib_delivery.json");
   expect_ia_shape(m);
   EXPECT_EQ(m, Json::parse(R"({
-    "xmatters_callback_type": "deliveryStatus", "eventidentifier": "4412901",
-    "date": "2026-11-20T09:12:41Z", "recipient": "mgarcia", "device": "Work Email",
-    "deliverystatus": "Delivered", "additionalTokens": {"Incident ID": "INC0042177"}})"));
+    "xmatters_callback_type": "deliveryStatus", "eventidentifier": "6120448",
+    "date": "2026-10-07T22:39:52Z", "recipient": "tnakamura", "device": "Work Email",
+    "deliverystatus": "Delivered", "additionalTokens": {"Incident ID": "INC0107356"}})"));
 }
 
 TEST(IaFormat, IntegrationBuilderResponseWithoutCommentCarriesAnnotationNullString) {
   Json m = convert("response", "ib_response.json");
   expect_ia_shape(m);
   EXPECT_EQ(m, Json::parse(R"({
-    "xmatters_callback_type": "response", "eventidentifier": "4412901",
-    "date": "2026-11-20T09:13:10Z", "recipient": "mgarcia", "device": "Mobile Phone",
+    "xmatters_callback_type": "response", "eventidentifier": "6120448",
+    "date": "2026-10-07T22:40:27Z", "recipient": "tnakamura", "device": "Mobile Phone",
     "response": "Acknowledge", "annotation": "null",
-    "additionalTokens": {"Incident ID": "INC0042177", "Assignment Group": "Network Operations"}})"));
+    "additionalTokens": {"Incident ID": "INC0107356", "Assignment Group": "Core Network"}})"));
 }
 
 TEST(IaFormat, IntegrationBuilderAnnotationFlattensAuthor) {
   Json m = convert("annotation", "ib_annotation.json");
   expect_ia_shape(m);
   EXPECT_EQ(m, Json::parse(R"({
-    "xmatters_callback_type": "annotation", "eventidentifier": "4412901",
-    "date": "2026-11-20T09:13:55Z", "author": "Maria Garcia",
-    "comment": "Router rebooted, watching traffic",
-    "additionalTokens": {"Incident ID": "INC0042177"}})"));
+    "xmatters_callback_type": "annotation", "eventidentifier": "6120448",
+    "date": "2026-10-07T22:41:09Z", "author": "Tomas Nakamura",
+    "comment": "Failover link up, watching BGP sessions",
+    "additionalTokens": {"Incident ID": "INC0107356"}})"));
 }
 
 TEST(IaFormat, IntegrationAgentDialectPassesThrough) {
