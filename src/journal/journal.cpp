@@ -35,6 +35,24 @@ Status create_parent_dir(const std::string& path) {
   return Status::ok();
 }
 
+// Creates the journal file 0600 (SQLite would use the umask; it gives -wal and -shm the
+// database file's mode) if, and only if, it does not exist. An existing journal is never
+// opened here: closing any descriptor of a file drops every POSIX lock this process holds on
+// it, including the locks of SQLite connections already open on it (a janitor or CLI
+// connection beside the daemon's writer). Without those locks the next process to close a
+// connection believes it is the last one, checkpoints and deletes the live -wal and -shm, and
+// later commits go into a deleted file. With O_EXCL an existing file fails the open without a
+// descriptor; a file it creates is a new inode on which no connection can hold a lock yet.
+Status create_journal_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    ::close(fd);
+    return Status::ok();
+  }
+  if (errno == EEXIST) return Status::ok();
+  return Status::io_error(path + ": cannot create journal: " + std::strerror(errno));
+}
+
 bool has_table(SQLite::Database& db, const char* name) {
   SQLite::Statement q(db, "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?");
   q.bind(1, name);
@@ -49,10 +67,7 @@ const std::vector<Migration>& embedded_migrations() {
 
 Result<DatabasePtr> open_journal_for_write(const std::string& path, SyncLevel sync) {
   if (Status s = create_parent_dir(path); !s) return s;
-  // Create the file ourselves so it is 0600 from its first byte (SQLite would use the umask).
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return Status::io_error(path + ": cannot open journal: " + std::strerror(errno));
-  ::close(fd);
+  if (Status s = create_journal_file(path); !s) return s;
   try {
     auto db = std::make_unique<SQLite::Database>(
         path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE | SQLite::OPEN_FULLMUTEX);

@@ -19,7 +19,9 @@ namespace iarelay {
 
 using DatabasePtr = std::unique_ptr<SQLite::Database>;
 
-// Opens (creating if needed) the journal for writing; does not migrate.
+// Opens (creating if needed, 0600) the journal for writing; does not migrate. Safe beside other
+// connections of this process on the same journal: an existing file is touched only through
+// SQLite (no descriptor of our own is opened and closed, which would drop SQLite's locks).
 Result<DatabasePtr> open_journal_for_write(const std::string& path, SyncLevel sync);
 // Opens an existing journal read-only (query_only, busy timeout). NotFound if absent,
 // Corruption if it is not a SQLite database or not an iarelay journal.

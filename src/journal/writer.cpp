@@ -68,12 +68,22 @@ Result<std::unique_ptr<Writer>> Writer::open(const std::string& path, SyncLevel 
         ::fsync(dir_fd);
         ::close(dir_fd);
       }
-      // From here COMMIT only writes the WAL; the syncer thread makes it durable.
-      (*db)->exec("PRAGMA synchronous=OFF");
+      // From here COMMIT only writes the WAL; the syncer thread makes it durable. NORMAL, not
+      // OFF: in WAL mode NORMAL does not sync on COMMIT either, but it still syncs the WAL
+      // header when the WAL restarts from its beginning, before any frame of the new
+      // generation is written, and syncs around checkpoints. At OFF a power loss during the
+      // syncer's next fdatasync could leave the old header (old salts) on disk with some of
+      // the new frames: recovery would then replay the previous generation's frames, older
+      // than pages already checkpointed into the database, over them.
+      (*db)->exec("PRAGMA synchronous=NORMAL");
     }
   } catch (const SQLite::Exception& e) {
+    Status failed = Status::io_error(path + ": " + e.what());
+    // The connection closes first: our descriptor of the WAL is closed only when no
+    // connection of this process uses the file (see ~Writer).
+    (*db).reset();
     if (wal_fd >= 0) ::close(wal_fd);
-    return Status::io_error(path + ": " + e.what());
+    return failed;
   }
   return std::unique_ptr<Writer>(new Writer(path, std::move(*db), wal_fd));
 }
@@ -102,13 +112,16 @@ Writer::~Writer() {
   sync_cv_.notify_all();
   if (syncer_.joinable()) syncer_.join();
   checkpointer_.join();
-  try {
-    // Whatever SQLite does when this connection closes (a last checkpoint) is synced.
-    if (wal_fd_ >= 0) db_->exec("PRAGMA synchronous=FULL");
-  } catch (const SQLite::Exception&) {
-    // Closing anyway; every acknowledged transaction was synced by the syncer.
-  }
+  // The connection closes (its last checkpoint is synced: synchronous=NORMAL syncs
+  // checkpoints) before our descriptor of the WAL: closing a descriptor drops every POSIX lock
+  // this process holds on that file, so it must outlive every connection of ours on it.
+  db_.reset();
   if (wal_fd_ >= 0) ::close(wal_fd_);
+}
+
+Status Writer::permanent_failure() const {
+  std::lock_guard lock(mu_);
+  return sync_failure_;
 }
 
 Status Writer::wait_durable() {
@@ -210,7 +223,7 @@ void Writer::run_loop() {
         std::uint64_t passes = checkpoint_passes_.load();
         if (passes != passes_seen || frames >= kWalStallFrames) {
           passes_seen = passes;
-          restart_wal(pipelined);
+          restart_wal();
         }
       }
       step(begin);
@@ -389,27 +402,14 @@ void Writer::sync_group(std::deque<Committed> group, const std::function<int(int
   durable_cv_.notify_all();
 }
 
-void Writer::restart_wal(bool pipelined) {
-  try {
-    // A checkpoint on a synchronous=OFF connection would not sync the database file before
-    // the WAL is reused: this one runs at FULL (the WAL is synced first, then the database).
-    if (pipelined) db_->exec("PRAGMA synchronous=FULL");
-    int log_frames = 0, checkpointed = 0;
-    int rc = sqlite3_wal_checkpoint_v2(db_->getHandle(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
-                                       &log_frames, &checkpointed);
-    if (pipelined) db_->exec("PRAGMA synchronous=OFF");
-    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-      spdlog::warn("WAL checkpoint by the writer failed: {}", sqlite3_errstr(rc));
-  } catch (const SQLite::Exception& e) {
-    spdlog::warn("WAL checkpoint by the writer failed: {}", e.what());
-    if (pipelined) {
-      try {
-        db_->exec("PRAGMA synchronous=OFF");
-      } catch (const SQLite::Exception&) {
-        // Stays FULL: slower, never less safe.
-      }
-    }
-  }
+void Writer::restart_wal() {
+  // The connection runs at synchronous=NORMAL (or FULL): the checkpoint syncs the WAL before
+  // copying it and the database file before the WAL may be reused.
+  int log_frames = 0, checkpointed = 0;
+  int rc = sqlite3_wal_checkpoint_v2(db_->getHandle(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
+                                     &log_frames, &checkpointed);
+  if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+    spdlog::warn("WAL checkpoint by the writer failed: {}", sqlite3_errstr(rc));
 }
 
 void Writer::checkpoint_loop() {
@@ -418,7 +418,7 @@ void Writer::checkpoint_loop() {
     db = std::make_unique<SQLite::Database>(path_, SQLite::OPEN_READWRITE);
     db->setBusyTimeout(1000);
     // A checkpoint must sync the WAL before copying it and the database before the WAL is
-    // reused: the writer's own connection runs with synchronous=OFF at sync=full.
+    // reused; FULL does both (as NORMAL would), whatever the `sync` level.
     db->exec("PRAGMA synchronous=FULL");
   } catch (const SQLite::Exception& e) {
     spdlog::error("checkpointer cannot open {}: {}", path_, e.what());

@@ -5,12 +5,15 @@
 // caller is told when its operation is durable, or why it failed.
 //
 // At sync=full the fsync is pipelined: COMMIT writes the WAL frames (the connection runs with
-// synchronous=OFF), and a syncer thread fdatasync()s the WAL file and only then tells the
-// callers of every transaction committed before that sync began. The writer meanwhile runs the
-// next transaction, so one fsync overlaps the next batch's work instead of stalling it. Other
-// connections may read a committed transaction before its sync; wait_durable() is the barrier
-// for readers that hand rows on to someone else (the feed). An fdatasync failure is final: the
-// writer refuses every later operation (the kernel may have dropped the unsynced pages).
+// synchronous=NORMAL, which in WAL mode syncs nothing on COMMIT but does sync the WAL header
+// when the WAL restarts, and checkpoints), and a syncer thread fdatasync()s the WAL file and
+// only then tells the callers of every transaction committed before that sync began. The writer
+// meanwhile runs the next transaction, so one fsync overlaps the next batch's work instead of
+// stalling it. Other connections may read a committed transaction before its sync; wait_durable()
+// is the barrier for readers that hand rows on to someone else (the feed). An fdatasync failure is
+// final: the writer refuses every later operation (the kernel may have dropped the unsynced pages).
+// At sync=normal the connection runs at synchronous=NORMAL and callers are told at COMMIT:
+// durable against a process crash, not against power loss (the last commits may be lost).
 // A second thread checkpoints the WAL on its own connection (PASSIVE, synchronous=FULL), so
 // checkpoints never stall commits.
 #pragma once
@@ -78,11 +81,16 @@ class Writer {
   void set_sync_function_for_testing(std::function<int(int)> sync);
   // Whether the last commit succeeded (for /readyz and 503 on intake).
   bool healthy() const { return healthy_.load(); }
+  // Ok while the writer is usable. Not ok (IoError, saying why) once it has failed for good:
+  // an fdatasync of the WAL failed, after which every operation is refused until the process
+  // restarts and SQLite recovers the WAL. A failed commit alone is not permanent. Any thread.
+  Status permanent_failure() const;
   Stats stats() const;
   const std::string& path() const { return path_; }
 
  private:
   // wal_fd >= 0: sync=full, the syncer fdatasync()s this file (the WAL) after each commit.
+  // The Writer owns it and closes it only after its connection has closed.
   Writer(std::string path, std::unique_ptr<SQLite::Database> db, int wal_fd);
   void run_loop();
   void sync_loop();
@@ -91,7 +99,7 @@ class Writer {
                   Status failure);
   void checkpoint_loop();
   void record_commit(double seconds);  // mu_ held
-  void restart_wal(bool pipelined);    // writer thread, between transactions
+  void restart_wal();                  // writer thread, between transactions
 
   struct Pending {
     Op op;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <regex>
 
@@ -81,8 +82,11 @@ TEST(Journal, SynchronousFollowsTheSyncLevel) {
 
 // At sync=full the writer's connection commits with synchronous=OFF and its syncer thread
 // fdatasync()s the WAL before anyone is told (tests in writer_test.cpp); at normal it is NORMAL.
+// NORMAL at both levels: at sync=full the writer's syncer fdatasync()s the WAL after each
+// commit, but the connection must not run at OFF, which also skips syncing the WAL's new
+// header when the WAL restarts (see writer.h).
 TEST(Journal, WriterConnectionHasTheSyncLevel) {
-  for (auto [sync, expected] : {std::pair{SyncLevel::kFull, 0}, std::pair{SyncLevel::kNormal, 1}}) {
+  for (auto [sync, expected] : {std::pair{SyncLevel::kFull, 1}, std::pair{SyncLevel::kNormal, 1}}) {
     testing::TempDir dir;
     auto w = Writer::open(dir.file("j.db"), sync);
     ASSERT_TRUE(w.is_ok()) << w.status().message();
@@ -93,6 +97,48 @@ TEST(Journal, WriterConnectionHasTheSyncLevel) {
     ASSERT_TRUE(s.is_ok()) << s.message();
     EXPECT_EQ(seen, expected);
   }
+}
+
+// The sqlite3 command-line shell, as an operator runs it (found on PATH).
+std::string sqlite3_shell() {
+  const char* path = std::getenv("PATH");
+  std::string dirs = path ? path : "/usr/bin:/bin";
+  for (size_t start = 0; start <= dirs.size();) {
+    size_t end = dirs.find(':', start);
+    if (end == std::string::npos) end = dirs.size();
+    std::string candidate = dirs.substr(start, end - start) + "/sqlite3";
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+    start = end + 1;
+  }
+  ADD_FAILURE() << "the sqlite3 shell is not on PATH";
+  return "sqlite3";
+}
+
+// Closing any descriptor of a file drops every POSIX lock the process holds on it, SQLite's
+// included. Opening the journal for writing beside a live connection (the daemon's janitor
+// beside its writer) must leave that connection's locks alone: otherwise the next process to
+// close a connection (an operator's sqlite3 read) believes it is the last, checkpoints and
+// deletes the live WAL, and the live connection goes on committing into a deleted file.
+TEST(Journal, OpeningForWriteBesideALiveConnectionKeepsItsLocks) {
+  testing::TempDir dir;
+  const std::string path = dir.file("j.db");
+  auto live = open_migrated(path);
+  ASSERT_TRUE(live);
+  live->exec("INSERT INTO audit (at, actor, action, affected) VALUES ('t', 'before', 'x', 0)");
+  for (int i = 0; i < 3; ++i) {
+    auto beside = open_write(path);
+    ASSERT_TRUE(beside);
+    EXPECT_EQ(beside->execAndGet("SELECT count(*) FROM audit").getInt(), 1);
+  }
+  testing::CommandResult read = testing::run({sqlite3_shell(), path, "SELECT count(*) FROM audit"});
+  ASSERT_EQ(read.exit_code, 0) << read.err;
+  EXPECT_EQ(read.out, "1\n");
+  EXPECT_TRUE(std::filesystem::exists(path + "-wal")) << "the live connection's WAL was deleted";
+  live->exec("INSERT INTO audit (at, actor, action, affected) VALUES ('t', 'after', 'x', 0)");
+  // Another process sees the live connection's later commit: it went into the real WAL.
+  read = testing::run({sqlite3_shell(), path, "SELECT group_concat(actor) FROM audit"});
+  ASSERT_EQ(read.exit_code, 0) << read.err;
+  EXPECT_EQ(read.out, "before,after\n");
 }
 
 TEST(Journal, ReadConnectionIsReadOnly) {

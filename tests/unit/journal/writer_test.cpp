@@ -4,6 +4,7 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -401,6 +402,34 @@ TEST_F(HeldSyncTest, FailedSyncFailsItsBatchAndEveryLaterWrite) {
   EXPECT_GE(w->stats().failed_commits, 1u);
 }
 
+TEST_F(HeldSyncTest, PermanentFailureIsReportedOnceASyncFailed) {
+  EXPECT_TRUE(w->permanent_failure().is_ok());
+  // A failing operation is not a failing writer.
+  Status op_failed = [&] {
+    auto f = w->submit([](SQLite::Database&) { throw std::runtime_error("bad op"); });
+    sync.wait_called();
+    sync.release();
+    return f.get();
+  }();
+  EXPECT_FALSE(op_failed.is_ok());
+  EXPECT_TRUE(w->permanent_failure().is_ok());
+  {
+    std::lock_guard lock(sync.mu);  // hold the next sync again, then fail it
+    sync.released = false;
+    sync.calls = 0;
+  }
+  auto done = w->submit([](SQLite::Database& db) { insert_audit(db, "lost?"); });
+  sync.wait_called();
+  sync.release(/*with_failure=*/true);
+  EXPECT_FALSE(done.get().is_ok());
+  Status failure = w->permanent_failure();
+  EXPECT_EQ(failure.kind(), StatusKind::kIoError);
+  EXPECT_NE(failure.message().find("fdatasync"), std::string::npos) << failure.message();
+  // It stays failed: later operations do not clear it.
+  EXPECT_FALSE(w->run([](SQLite::Database& db) { insert_audit(db, "later"); }).is_ok());
+  EXPECT_FALSE(w->permanent_failure().is_ok());
+}
+
 TEST_F(HeldSyncTest, WaitDurableWaitsForWhatAReaderCouldSee) {
   auto done = w->submit([](SQLite::Database& db) { insert_audit(db, "seen"); });
   sync.wait_called();
@@ -410,6 +439,134 @@ TEST_F(HeldSyncTest, WaitDurableWaitsForWhatAReaderCouldSee) {
   sync.release();
   EXPECT_TRUE(barrier.get().is_ok());
   EXPECT_TRUE(done.get().is_ok());
+}
+
+// A VFS over SQLite's default one that counts, for WAL files, writes of the WAL header
+// (offset 0) and syncs that SQLite itself makes right after such a write, before any frame is
+// written behind it. Installed as the default VFS for the life of the object.
+class WalHeaderSyncSpy {
+ public:
+  WalHeaderSyncSpy() {
+    real_ = sqlite3_vfs_find(nullptr);
+    vfs_ = *real_;  // same pAppData, limits and helpers; only files are wrapped
+    vfs_.zName = "wal-header-sync-spy";
+    vfs_.szOsFile = static_cast<int>(sizeof(File)) + real_->szOsFile;
+    vfs_.xOpen = &open;
+    vfs_.pNext = nullptr;
+    header_writes = 0;
+    header_syncs = 0;
+    sqlite3_vfs_register(&vfs_, /*makeDflt=*/1);
+  }
+  ~WalHeaderSyncSpy() {
+    sqlite3_vfs_unregister(&vfs_);
+    sqlite3_vfs_register(real_, 1);
+  }
+  WalHeaderSyncSpy(const WalHeaderSyncSpy&) = delete;
+  WalHeaderSyncSpy& operator=(const WalHeaderSyncSpy&) = delete;
+
+  static inline std::atomic<int> header_writes{0};
+  static inline std::atomic<int> header_syncs{0};
+
+ private:
+  struct File {
+    sqlite3_file base;
+    bool wal;
+    bool header_unsynced;  // the last write was the header and no sync followed yet
+    sqlite3_file* inner() { return reinterpret_cast<sqlite3_file*>(this + 1); }
+  };
+  static File* of(sqlite3_file* f) { return reinterpret_cast<File*>(f); }
+  static sqlite3_file* in(sqlite3_file* f) { return of(f)->inner(); }
+  static inline sqlite3_vfs* real_ = nullptr;
+  static inline sqlite3_vfs vfs_{};
+
+  static int open(sqlite3_vfs*, const char* name, sqlite3_file* file, int flags, int* out_flags) {
+    File* f = of(file);
+    f->base.pMethods = nullptr;
+    f->wal = (flags & SQLITE_OPEN_WAL) != 0;
+    f->header_unsynced = false;
+    int rc = real_->xOpen(real_, name, f->inner(), flags, out_flags);
+    if (f->inner()->pMethods) f->base.pMethods = &methods;
+    return rc;
+  }
+  static inline const sqlite3_io_methods methods = {
+      3,
+      [](sqlite3_file* f) { return in(f)->pMethods->xClose(in(f)); },
+      [](sqlite3_file* f, void* b, int n, sqlite3_int64 o) {
+        return in(f)->pMethods->xRead(in(f), b, n, o);
+      },
+      [](sqlite3_file* f, const void* b, int n, sqlite3_int64 o) {
+        if (of(f)->wal) {
+          of(f)->header_unsynced = o == 0;
+          if (o == 0) ++header_writes;
+        }
+        return in(f)->pMethods->xWrite(in(f), b, n, o);
+      },
+      [](sqlite3_file* f, sqlite3_int64 size) { return in(f)->pMethods->xTruncate(in(f), size); },
+      [](sqlite3_file* f, int flags) {
+        if (of(f)->wal && of(f)->header_unsynced) ++header_syncs;
+        of(f)->header_unsynced = false;
+        return in(f)->pMethods->xSync(in(f), flags);
+      },
+      [](sqlite3_file* f, sqlite3_int64* size) { return in(f)->pMethods->xFileSize(in(f), size); },
+      [](sqlite3_file* f, int lock) { return in(f)->pMethods->xLock(in(f), lock); },
+      [](sqlite3_file* f, int lock) { return in(f)->pMethods->xUnlock(in(f), lock); },
+      [](sqlite3_file* f, int* out) { return in(f)->pMethods->xCheckReservedLock(in(f), out); },
+      [](sqlite3_file* f, int op, void* arg) {
+        return in(f)->pMethods->xFileControl(in(f), op, arg);
+      },
+      [](sqlite3_file* f) { return in(f)->pMethods->xSectorSize(in(f)); },
+      [](sqlite3_file* f) { return in(f)->pMethods->xDeviceCharacteristics(in(f)); },
+      [](sqlite3_file* f, int page, int size, int extend, void volatile** out) {
+        return in(f)->pMethods->xShmMap(in(f), page, size, extend, out);
+      },
+      [](sqlite3_file* f, int offset, int n, int flags) {
+        return in(f)->pMethods->xShmLock(in(f), offset, n, flags);
+      },
+      [](sqlite3_file* f) { in(f)->pMethods->xShmBarrier(in(f)); },
+      [](sqlite3_file* f, int remove) { return in(f)->pMethods->xShmUnmap(in(f), remove); },
+      [](sqlite3_file* f, sqlite3_int64 o, int n, void** out) {
+        return in(f)->pMethods->xFetch(in(f), o, n, out);
+      },
+      [](sqlite3_file* f, sqlite3_int64 o, void* p) {
+        return in(f)->pMethods->xUnfetch(in(f), o, p);
+      },
+  };
+};
+
+// When the WAL restarts from its beginning, its new header (new salts) must be on disk before
+// any frame written behind it: otherwise a power loss during the syncer's next fdatasync can
+// leave the old header with some new frames, and recovery replays the previous generation's
+// frames over newer pages. SQLite syncs that header itself at synchronous=NORMAL or FULL,
+// never at OFF (which the writer used at sync=full before).
+TEST(WriterSync, WalRestartSyncsItsNewHeaderAtEveryLevel) {
+  for (SyncLevel sync : {SyncLevel::kFull, SyncLevel::kNormal}) {
+    testing::TempDir dir;
+    WalHeaderSyncSpy spy;
+    {
+      auto w = open_writer(dir.file("j.db"), sync);
+      ASSERT_TRUE(w);
+      ASSERT_TRUE(w->run([](SQLite::Database& db) { insert_audit(db, "before"); }).is_ok());
+      for (int round = 0; round < 3; ++round) {
+        {
+          // Every frame checkpointed and the WAL emptied: the next write restarts it.
+          SQLite::Database other(dir.file("j.db"), SQLite::OPEN_READWRITE);
+          other.setBusyTimeout(5000);
+          other.execAndGet("SELECT count(*) FROM sqlite_master");  // opens its WAL
+          int log = -1, done = -1;
+          ASSERT_EQ(sqlite3_wal_checkpoint_v2(other.getHandle(), nullptr,
+                                              SQLITE_CHECKPOINT_TRUNCATE, &log, &done),
+                    SQLITE_OK);
+        }
+        WalHeaderSyncSpy::header_writes = 0;
+        WalHeaderSyncSpy::header_syncs = 0;
+        ASSERT_TRUE(w->run([](SQLite::Database& db) { insert_audit(db, "after"); }).is_ok());
+        EXPECT_EQ(WalHeaderSyncSpy::header_writes.load(), 1) << "sync " << static_cast<int>(sync);
+        EXPECT_EQ(WalHeaderSyncSpy::header_syncs.load(), 1)
+            << "the restarted WAL's header was not synced before its frames (sync "
+            << static_cast<int>(sync) << ")";
+      }
+    }
+  }
 }
 
 TEST(WriterSync, NormalNeverSyncsOnCommit) {
