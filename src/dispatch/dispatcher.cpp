@@ -15,8 +15,11 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
+#include <stdexcept>
+#include <string_view>
 #include <thread>
 #include <unordered_set>
 #include <vector>
@@ -38,13 +41,16 @@ namespace iarelay {
 namespace {
 
 constexpr int kScanPage = 256;              // rows per scan_queue call
-constexpr std::size_t kMaxWalkRows = 4096;  // rows walked per fill: bounds time and memory
+constexpr std::size_t kMaxWalkRows = 4096;  // rows walked per window: bounds time and memory
 constexpr std::size_t kMaxCandidates = 1024;
 constexpr Millis kAgentsCheckEvery = 250;  // PRAGMA data_version
 constexpr Millis kForcedReloadEvery = 1000;
 constexpr Millis kWriteRetryDelay = 1000;  // a failed journal write is submitted again
 constexpr std::size_t kMaxStreak = 4096;
 constexpr Millis kNever = INT64_MAX;
+constexpr Millis kReadBackoffMin = 100;  // after a failed read: wait, doubling up to the max
+constexpr Millis kReadBackoffMax = 5000;
+constexpr int kReopenAfterFailures = 3;  // reads failed in a row: reopen the read connection
 
 // Work handed from the Writer's thread (Done callbacks) and from wake() to the dispatcher
 // thread. Outlives the dispatcher thread's use of curl: once closed, posts are dropped.
@@ -85,6 +91,7 @@ struct Call {
   std::optional<std::string> retry_after;
   Millis started_at = 0;
   Millis steady_start = 0;
+  std::string problem;  // set while preparing: why this webhook cannot be sent
   char errbuf[CURL_ERROR_SIZE] = {};
 };
 
@@ -106,6 +113,10 @@ struct Agent {
   std::unordered_set<std::int64_t> expedite;  // due at once: backed off before it came back
   std::int64_t failover_cursor = 0;
   bool failover_pending = false;
+  // Where the next fill's second window starts (0: right after the head window), and whether
+  // that window stopped at its walk limit with nothing picked: the next turn goes on at once.
+  std::int64_t resume_after = 0;
+  bool resume_pending = false;
 
   Counter* delivered = nullptr;
   Counter* retried = nullptr;
@@ -117,6 +128,20 @@ struct Agent {
 std::string truncate(std::string s, std::size_t n) {
   if (s.size() > n) s.resize(n);
   return s;
+}
+
+// A header value from the journal (id, service, type): control characters (CR and LF above
+// all) are dropped, so no stored value can end the header line and add one of its own; bytes
+// that are not UTF-8 become U+FFFD.
+std::string header_value(std::string_view raw) {
+  const std::string v = replace_invalid_utf8(raw);
+  std::string out;
+  out.reserve(v.size());
+  for (char c : v) {
+    auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u != 0x7F) out.push_back(c);
+  }
+  return out;
 }
 
 size_t on_body(char* data, size_t size, size_t n, void* user) {
@@ -160,8 +185,14 @@ class DispatcherImpl final : public Dispatcher {
     if (!db) return db.status();
     db_ = std::move(*db);
     configure_agents(ctx_.directory->agents(), /*initial=*/true);
+    heartbeat_ = steady_millis();
+    running_ = true;
     thread_ = std::thread([this] { run(); });
     return Status::ok();
+  }
+
+  bool alive() const override {
+    return running_.load() && steady_millis() - heartbeat_.load() <= kHeartbeatWithin;
   }
 
   void stop(Millis grace) override {
@@ -265,17 +296,93 @@ class DispatcherImpl final : public Dispatcher {
   // --- the loop -------------------------------------------------------------------------------
   void run() {
     try {
-      StatementCacheScope cache(*db_);
+      cache_.emplace(*db_);
       loop();
     } catch (const std::exception& e) {
+      // Only what the per-item guards below cannot catch (e.g. out of memory) ends up here.
       spdlog::critical("dispatcher stopped: {}", e.what());
     }
+    cache_.reset();
     shutdown();
+    running_ = false;
+  }
+
+  // Runs one step of the loop for one item (a webhook, a call, a mailbox item); an exception
+  // fails that step only. Returns whether the step completed.
+  template <typename Fn>
+  bool guarded(const char* what, Fn&& fn) {
+    try {
+      fn();
+      return true;
+    } catch (const SQLite::Exception& e) {
+      read_failed(nullptr, what, e.what());
+    } catch (const std::exception& e) {
+      spdlog::error("dispatcher: {} failed: {}; going on", what, e.what());
+    }
+    return false;
+  }
+
+  // One kind of read (the agents table, the queue scan, ...): after a failure it is not tried
+  // again before `retry_at`, the delay doubling from 100 ms to 5 s while it keeps failing. Each
+  // kind backs off on its own, so a read that keeps failing (say an agents table an operator
+  // dropped) does not hold back the others.
+  struct ReadGate {
+    Millis delay = 0;     // 0: the last try went through
+    Millis retry_at = 0;  // steady time
+  };
+
+  // Runs a read step unless its gate is backing off. Returns whether it went through.
+  template <typename Fn>
+  bool read_step(ReadGate& gate, const char* what, Fn&& fn) {
+    if (steady_millis() < gate.retry_at) return false;
+    maybe_reopen();
+    try {
+      fn();
+      gate.delay = 0;
+      failures_in_a_row_ = 0;
+      return true;
+    } catch (const SQLite::Exception& e) {
+      read_failed(&gate, what, e.what());
+    } catch (const std::exception& e) {
+      spdlog::error("dispatcher: {} failed: {}; going on", what, e.what());
+    }
+    return false;
+  }
+
+  void read_failed(ReadGate* gate, const char* what, const std::string& error) {
+    Millis delay = kReadBackoffMin;
+    if (gate) {
+      gate->delay = std::clamp<Millis>(gate->delay * 2, kReadBackoffMin, kReadBackoffMax);
+      gate->retry_at = steady_millis() + gate->delay;
+      delay = gate->delay;
+    }
+    ++failures_in_a_row_;
+    spdlog::error("dispatcher: reading the journal ({}) failed: {}; retrying in {} ms", what, error,
+                  delay);
+  }
+
+  // Reads failing one after another with none going through between them: the connection
+  // itself may be broken (file replaced, I/O error), so it is reopened; the old one is kept
+  // if a new one cannot be opened.
+  void maybe_reopen() {
+    if (failures_in_a_row_ < kReopenAfterFailures) return;
+    failures_in_a_row_ = 0;
+    auto db = open_journal_for_read(ctx_.journal_path);
+    if (!db) {
+      spdlog::error("dispatcher: reopening the journal failed: {}", db.status().message());
+      return;
+    }
+    cache_.reset();  // statements are finalized before their connection closes
+    db_ = std::move(*db);
+    cache_.emplace(*db_);
+    data_version_ = -1;
+    spdlog::info("dispatcher: journal read connection reopened");
   }
 
   void loop() {
     Millis stop_deadline = kNever;
     for (;;) {
+      heartbeat_ = steady_millis();
       drain_mailbox();
       const Millis now = now_millis();
       if (stopping_) {
@@ -287,18 +394,18 @@ class DispatcherImpl final : public Dispatcher {
       } else {
         if (woken_.exchange(false, std::memory_order_relaxed))
           for (auto& [id, a] : agents_) a->dirty = true;
-        check_agents_table(now);
-        retry_failed_writes(now);
-        sweep_held(now);
+        read_step(agents_gate_, "agents table", [&] { check_agents_table(now); });
+        guarded("journal retries", [&] { retry_failed_writes(now); });
+        read_step(held_gate_, "held webhooks", [&] { sweep_held(now); });
         for (auto& [id, a] : agents_) {
-          sweep_failover(*a, now);
-          schedule(*a, now);
+          read_step(failover_gate_, "failover", [&] { sweep_failover(*a, now); });
+          guarded("scheduling", [&] { schedule(*a, now); });
         }
       }
       int running = 0;
       curl_multi_perform(multi_, &running);
       bool progressed = read_finished_calls();
-      flush_outcomes();
+      guarded("journaling outcomes", [&] { flush_outcomes(); });
       Millis timeout = progressed ? 0 : next_timeout(now_millis());
       if (stopping_) timeout = std::min<Millis>(timeout, 50);
       curl_multi_poll(multi_, nullptr, 0, static_cast<int>(timeout), nullptr);
@@ -316,6 +423,11 @@ class DispatcherImpl final : public Dispatcher {
         at = std::min(at, a->health.next_probe_at());
     }
     for (const auto& w : write_retries_) at = std::min(at, w.retry_at);
+    for (const auto& [id, a] : agents_)
+      if (a->resume_pending && !stopping_ && !a->removed && a->usable &&
+          steady_millis() >= scan_gate_.retry_at && a->health.state() == AgentHealth::State::kUp &&
+          a->calls + a->claiming < static_cast<std::size_t>(std::max(a->cfg.max_inflight, 1)))
+        at = now;  // the queue walk goes on at once while there is room to send
     return std::clamp<Millis>(at - now, 0, kAgentsCheckEvery);
   }
 
@@ -325,7 +437,7 @@ class DispatcherImpl final : public Dispatcher {
       std::lock_guard lock(mailbox_->mu);
       items.swap(mailbox_->items);
     }
-    for (auto& fn : items) fn();
+    for (auto& fn : items) guarded("journal callback", fn);
   }
 
   // Abandons calls still under way (their rows stay inflight and are requeued at next start)
@@ -489,8 +601,8 @@ class DispatcherImpl final : public Dispatcher {
     if (free == 0) return;
     const bool probe = a.health.probing();
     if (a.candidates.empty()) {
-      if (!a.dirty && now < a.wake_at && !probe) return;
-      fill(a, now, probe);
+      if (!a.dirty && now < a.wake_at && !probe && !a.resume_pending) return;
+      if (!read_step(scan_gate_, "queue scan", [&] { fill(a, now, probe); })) return;
     }
     std::vector<InHand> batch;
     while (free > 0 && !a.candidates.empty()) {
@@ -511,31 +623,54 @@ class DispatcherImpl final : public Dispatcher {
     if (!batch.empty()) claim(a, std::move(batch));
   }
 
+  // Picks candidates from two windows of the queue: the head (at most kMaxWalkRows from the
+  // start) and, when the head has nothing more to give, the next kMaxWalkRows from where the
+  // previous fill's second window stopped. Without the second window, due webhooks behind 4096
+  // backing-off ones would wait for those to come due.
   void fill(Agent& a, Millis now, bool probe) {
     a.candidates.clear();
-    a.dirty = false;
     a.wake_at = kNever;
     std::size_t cap =
         probe ? 1 : std::min(kMaxCandidates, std::max<std::size_t>(32, 2 * a.cfg.max_inflight));
     KeyScheduler ks(a.cfg.ordering, now, a.busy_keys, cap);
-    std::int64_t after = 0;
-    std::size_t walked = 0;
-    for (;;) {
-      auto rows = scan_queue(*db_, a.cfg.id, after, kScanPage);
-      for (auto& r : rows) {
-        after = r.seq;
-        ++walked;
-        bool ignore_due = probe || a.expedite.count(r.seq);
-        if (ks.offer(r, a.in_hand.count(r.seq) > 0, ignore_due))
-          a.candidates.push_back(std::move(r));
-        if (ks.saturated()) break;
+    // Walks from `after` until the scheduler is saturated, the queue ends or kMaxWalkRows were
+    // walked. Returns the last seq walked and whether the queue ended.
+    auto walk = [&](std::int64_t after) {
+      std::size_t walked = 0;
+      for (;;) {
+        auto rows = scan_queue(*db_, a.cfg.id, after, kScanPage);
+        for (auto& r : rows) {
+          after = r.seq;
+          ++walked;
+          bool ignore_due = probe || a.expedite.count(r.seq);
+          if (ks.offer(r, a.in_hand.count(r.seq) > 0, ignore_due))
+            a.candidates.push_back(std::move(r));
+          if (ks.saturated()) break;
+        }
+        if (rows.size() < static_cast<size_t>(kScanPage)) return std::pair{after, true};
+        if (ks.saturated() || walked >= kMaxWalkRows) return std::pair{after, false};
       }
-      if (ks.saturated() || rows.size() < static_cast<size_t>(kScanPage) || walked >= kMaxWalkRows)
-        break;
+    };
+    auto [head_last, head_ended] = walk(0);
+    if (head_ended) {
+      a.resume_after = 0;
+      a.resume_pending = false;
+    } else if (!ks.saturated() && !probe) {
+      // Rows between the head window and the resume point were not seen by this walk: a row
+      // found here is sent only if no earlier webhook of its key is still queued. (With fifo
+      // the head row blocks everything, so the scheduler is saturated before this point.)
+      ks.check_earlier([&](const QueuedWebhook& w) {
+        return a.cfg.ordering == Ordering::kEvent && !w.event_id.empty() &&
+               queued_before(*db_, a.cfg.id, w.event_id, w.seq);
+      });
+      auto [last, ended] = walk(std::max(a.resume_after, head_last));
+      a.resume_after = ended ? 0 : last;
+      a.resume_pending = !ended;  // the walk goes on next turn, until the queue's end
     }
     if (auto due = ks.earliest_not_due()) a.wake_at = *due;
-    // Walked the whole window without finding work behind busy keys: completions will mark the
-    // agent dirty; a deeper backlog is looked at again at the next forced reload.
+    a.dirty = false;  // only now: a scan that failed part-way is done again
+    // Walked without finding work behind busy keys: completions will mark the agent dirty; the
+    // rows not walked are looked at again at the next forced reload.
   }
 
   void claim(Agent& a, std::vector<InHand> batch) {
@@ -623,71 +758,112 @@ class DispatcherImpl final : public Dispatcher {
     return curl_easy_init();
   }
 
+  // Prepares and starts the call. Anything that goes wrong before the request is under way
+  // fails this webhook alone (or, for a read error, retries it): never the loop.
   void start_call(Agent& a, InHand item) {
     const Millis now = now_millis();
-    auto payload = load_payload(*db_, item.w.id);
-    std::string body;
+    auto call = std::make_unique<Call>();
     std::string problem;
-    if (!payload) {
-      problem = "payload missing from the journal";
-    } else if (a.cfg.format == AgentFormat::kIa) {
-      auto converted = to_ia_message(item.w.type, *payload);
-      if (converted)
-        body = std::move(*converted);
-      else
-        problem = "cannot convert payload to the ia format: " + converted.status().message();
-    } else {
-      body = std::move(*payload);
+    bool retry = false;
+    try {
+      prepare_call(a, item, *call, now);
+    } catch (const SQLite::Exception& e) {
+      // The read connection, not the webhook: retried (the attempt counts, so a row that can
+      // never be read still ends failed when its budget is spent).
+      read_failed(nullptr, "payload", e.what());
+      problem = std::string("reading the payload failed: ") + e.what();
+      retry = true;
+    } catch (const std::exception& e) {
+      problem = std::string("cannot prepare the call: ") + e.what();
     }
-    if (!problem.empty()) {
+    if (problem.empty() && !call->problem.empty()) problem = std::move(call->problem);
+    CURLMcode added = CURLM_OK;
+    if (problem.empty()) {
+      call->agent = &a;
+      call->item = std::move(item);
+      call->started_at = now;
+      call->steady_start = steady_millis();
+      added = curl_multi_add_handle(multi_, call->easy);
+      if (added == CURLM_OK) {
+        ++a.calls;
+        ++outstanding_;
+        calls_.insert(call.release());
+        return;
+      }
+      item = std::move(call->item);
+      problem = std::string("cannot start the call: ") + curl_multi_strerror(added);
+      retry = true;
+    }
+    if (call->easy) easy_pool_.push_back(call->easy);
+    curl_slist_free_all(call->headers);
+    spdlog::warn("webhook {} for {}: {}", item.w.id, a.cfg.id, truncate(problem, 200));
+    CallOutcome none;
+    RetryDecision d;
+    d.reason = problem;
+    if (retry && item.attempt < a.cfg.max_attempts) {
+      d.kind = RetryDecision::Kind::kRetryable;
+      d.next_attempt_at = now + kWriteRetryDelay;
+    } else {
       // Not the agent's fault and not going to improve by retrying: fail it at once.
-      CallOutcome none;
-      RetryDecision d;
       d.kind = RetryDecision::Kind::kPermanent;
-      d.reason = problem;
-      finish(a, std::move(item), none, d, now, 0, /*called=*/false);
+      if (retry) d.reason = "attempt budget spent; " + problem;
+    }
+    finish(a, std::move(item), none, d, now, 0, /*called=*/false);
+  }
+
+  // The body, headers and options of one call; sets call.problem for a webhook that cannot be
+  // sent; throws on errors of the read connection (SQLite::Exception) or anything unforeseen.
+  void prepare_call(const Agent& a, const InHand& item, Call& call, Millis now) {
+    const auto& w = item.w;
+    auto payload = load_payload(*db_, w.id);
+    if (!payload) {
+      call.problem = "payload missing from the journal";
       return;
     }
-    auto* call = new Call;
-    call->agent = &a;
-    call->item = std::move(item);
-    call->body = std::move(body);
-    call->easy = take_easy();
-    call->started_at = now;
-    call->steady_start = steady_millis();
+    if (a.cfg.format == AgentFormat::kIa) {
+      auto converted = to_ia_message(w.type, *payload);
+      if (!converted) {
+        call.problem = "cannot convert payload to the ia format: " + converted.status().message();
+        return;
+      }
+      call.body = std::move(*converted);
+    } else {
+      call.body = std::move(*payload);
+    }
+    // The id is signed as sent: both come from the same cleaned value.
+    const std::string id = header_value(w.id);
     const std::string ts = std::to_string(now / 1000);
-    const auto& w = call->item.w;
     auto add = [&](const std::string& h) {
-      call->headers = curl_slist_append(call->headers, h.c_str());
+      curl_slist* next = curl_slist_append(call.headers, h.c_str());
+      if (!next) throw std::runtime_error("out of memory for headers");
+      call.headers = next;
     };
     add("Content-Type: application/json");
-    add("webhook-id: " + w.id);
+    add("webhook-id: " + id);
     add("webhook-timestamp: " + ts);
     if (!a.signing_key.empty())
-      add("webhook-signature: " + sign_webhook(a.signing_key, w.id, ts, call->body));
-    add("X-Iarelay-Attempt: " + std::to_string(call->item.attempt));
-    add("X-Iarelay-Service: " + w.service);
-    add("X-Iarelay-Type: " + w.type);
+      add("webhook-signature: " + sign_webhook(a.signing_key, id, ts, call.body));
+    add("X-Iarelay-Attempt: " + std::to_string(item.attempt));
+    add("X-Iarelay-Service: " + header_value(w.service));
+    add("X-Iarelay-Type: " + header_value(w.type));
     add("Expect:");
-    CURL* e = call->easy;
+    call.easy = take_easy();
+    if (!call.easy) throw std::runtime_error("curl_easy_init failed");
+    CURL* e = call.easy;
     curl_easy_setopt(e, CURLOPT_URL, a.cfg.callback.c_str());
     curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, call->body.data());
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(call->body.size()));
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, call->headers);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, call.body.data());
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(call.body.size()));
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, call.headers);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(std::max<Millis>(a.cfg.timeout, 1)));
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, call);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &call);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, call);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, call);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, &call);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call.errbuf);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, &call);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "iarelay/" IARELAY_VERSION);
-    ++a.calls;
-    ++outstanding_;
-    calls_.insert(call);
-    curl_multi_add_handle(multi_, e);
   }
 
   bool read_finished_calls() {
@@ -700,7 +876,9 @@ class DispatcherImpl final : public Dispatcher {
       curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &call);
       CURLcode rc = msg->data.result;
       curl_multi_remove_handle(multi_, call->easy);
-      on_call_done(call, rc);
+      // Should recording fail, the webhook stays inflight (requeued at next start); the loop
+      // goes on.
+      guarded("recording a call", [&] { on_call_done(call, rc); });
     }
     return any;
   }
@@ -857,9 +1035,14 @@ class DispatcherImpl final : public Dispatcher {
   // The outcomes of one loop turn go to the Writer as one op.
   void flush_outcomes() {
     if (pending_outcomes_.empty()) return;
-    ++outstanding_;
-    auto batch = std::make_shared<std::vector<PendingOutcome>>(std::move(pending_outcomes_));
+    std::vector<PendingOutcome> batch = std::move(pending_outcomes_);
     pending_outcomes_.clear();
+    submit_outcomes(std::move(batch));
+  }
+
+  void submit_outcomes(std::vector<PendingOutcome> outcomes) {
+    ++outstanding_;
+    auto batch = std::make_shared<std::vector<PendingOutcome>>(std::move(outcomes));
     ctx_.writer->submit(
         [batch](SQLite::Database& db) {
           for (auto& o : *batch) (*o.op)(db);
@@ -868,8 +1051,9 @@ class DispatcherImpl final : public Dispatcher {
           mailbox->post([this, batch, s] {
             --outstanding_;
             if (!s) {
-              // Not journaled: the keys stay busy and the outcomes are written again shortly
-              // (should the process die first, the rows are requeued as inflight at start).
+              // Not journaled: the keys stay busy and the outcomes are written again shortly,
+              // each on its own so that one that cannot be written holds back no other (should
+              // the process die first, the rows are requeued as inflight at start).
               spdlog::warn("journaling {} outcomes failed: {}; retrying", batch->size(),
                            s.message());
               for (auto& o : *batch) {
@@ -888,27 +1072,30 @@ class DispatcherImpl final : public Dispatcher {
   }
 
   void retry_failed_writes(Millis now) {
-    if (write_retries_.empty()) return;
     for (auto it = write_retries_.begin(); it != write_retries_.end();) {
       if (it->retry_at <= now) {
-        pending_outcomes_.push_back(std::move(*it));
+        std::vector<PendingOutcome> one;
+        one.push_back(std::move(*it));
         it = write_retries_.erase(it);
+        submit_outcomes(std::move(one));
       } else {
         ++it;
       }
     }
-    flush_outcomes();
   }
 
   DispatcherContext ctx_;
   std::shared_ptr<Mailbox> mailbox_;
   CURLM* multi_ = nullptr;
-  DatabasePtr db_;  // the dispatcher thread's read connection
+  DatabasePtr db_;                            // the dispatcher thread's read connection
+  std::optional<StatementCacheScope> cache_;  // db_'s statements; reset before db_ closes
   std::thread thread_;
   std::mutex stop_mu_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> woken_{false};
   std::atomic<Millis> grace_{0};
+  std::atomic<bool> running_{false};  // the thread runs its loop
+  std::atomic<Millis> heartbeat_{0};  // steady time of its last turn
 
   // Everything below belongs to the dispatcher thread.
   std::map<std::string, std::unique_ptr<Agent>> agents_;
@@ -928,6 +1115,8 @@ class DispatcherImpl final : public Dispatcher {
   std::int64_t held_cursor_ = 0;
   Millis last_held_sweep_ = 0;
   std::map<std::string, Millis> last_failover_sweep_;
+  ReadGate agents_gate_, held_gate_, failover_gate_, scan_gate_;
+  int failures_in_a_row_ = 0;  // reads failed since one last went through
 };
 
 }  // namespace

@@ -4,11 +4,22 @@
 // Every attempt and outcome is journaled through the Writer. Runs on its own thread.
 //
 // How it works (details in dispatcher.cpp):
-// - Work is read by index (scan_queue) in pages of 256, at most 4096 rows walked per fill, so
-//   memory stays flat whatever the backlog. A webhook is claimed (queued → inflight, attempts
-//   + 1, one Writer op per batch) and sent only once the claim is durable; its outcome and the
-//   attempts row are journaled asynchronously, and its ordering key stays busy until that
-//   commit, so a later webhook of the same alert never overtakes it.
+// - Work is read by index (scan_queue) in pages of 256, so memory stays flat whatever the
+//   backlog. Each fill walks at most 4096 rows from the head of the agent's queue and, when
+//   those hold nothing to send, up to 4096 more from where the previous fill stopped (a cursor
+//   that wraps at the end of the queue), so due webhooks behind thousands of backing-off ones
+//   are found within a few loop turns. A row found past the head window is sent only if no
+//   earlier queued webhook of its ordering key exists (asked of the journal, by event index).
+//   A webhook is claimed (queued → inflight, attempts + 1, one Writer op per batch) and sent
+//   only once the claim is durable; its outcome and the attempts row are journaled
+//   asynchronously, and its ordering key stays busy until that commit, so a later webhook of
+//   the same alert never overtakes it.
+// - One webhook never stops the thread: an error while preparing a call (payload, ia
+//   conversion, signing, headers) or starting it fails that webhook (or, for a read error,
+//   retries it); errors of the read connection (scans, pauses, the agents table) are logged
+//   and backed off (100 ms doubling to 5 s) and the connection is reopened. Values from the
+//   journal put into headers lose their control characters (no header injection). An outcome
+//   whose journal write fails is written again on its own, so it cannot hold back others.
 // - Operator changes (pause, resume, resend) are seen by polling PRAGMA data_version every
 //   250 ms (and reloading the agents table at least once a second).
 // - Availability: `down_after` consecutive agent failures (transport errors, timeouts, 408,
@@ -50,6 +61,10 @@ class Dispatcher {
   virtual void reconfigured() = 0;
   // Something changed in the journal that may create work (a new webhook was queued).
   virtual void wake() = 0;
+  // Heartbeat for /readyz and the watchdog: true while the dispatcher thread runs and has gone
+  // round its loop within the last kHeartbeatWithin; false once it has stopped. Any thread.
+  static constexpr Millis kHeartbeatWithin = 10'000;
+  virtual bool alive() const = 0;
 };
 
 }  // namespace iarelay

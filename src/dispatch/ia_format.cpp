@@ -16,6 +16,41 @@ std::string lower(std::string_view s) {
   return out;
 }
 
+// Compact JSON text; invalid UTF-8 cannot be left after replace_invalid_utf8(), but dump()
+// must never throw in the dispatcher, so it replaces rather than throws in any case.
+template <typename J>
+std::string dump(const J& v) {
+  return v.dump(-1, ' ', false, J::error_handler_t::replace);
+}
+
+// Length of the valid UTF-8 sequence starting at s[i], or 0 when it is not one (RFC 3629:
+// no overlongs, no surrogates, nothing above U+10FFFF).
+std::size_t utf8_sequence(std::string_view s, std::size_t i) {
+  auto at = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c = at(i);
+  if (c < 0x80) return 1;
+  std::size_t n = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (i + n > s.size()) return 0;
+  if (at(i + 1) < lo || at(i + 1) > hi) return 0;
+  for (std::size_t k = 2; k < n; ++k)
+    if (at(i + k) < 0x80 || at(i + k) > 0xBF) return 0;
+  return n;
+}
+
 // The string form of a payload value (see the header for the rules).
 std::string as_text(const Json& v) {
   switch (v.type()) {
@@ -28,28 +63,46 @@ std::string as_text(const Json& v) {
     case Json::value_t::number_integer:
     case Json::value_t::number_unsigned:
     case Json::value_t::number_float:
-      return v.dump();
+      return dump(v);
     case Json::value_t::object: {
       auto first = v.find("firstName");
       auto last = v.find("lastName");
       if (first != v.end() && first->is_string() && last != v.end() && last->is_string())
         return first->get<std::string>() + " " + last->get<std::string>();
-      return v.dump();
+      return dump(v);
     }
     default:
-      return v.dump();
+      return dump(v);
   }
 }
 
 }  // namespace
 
-Result<std::string> to_ia_message(std::string_view type, std::string_view payload) {
+std::string replace_invalid_utf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size();) {
+    std::size_t n = utf8_sequence(s, i);
+    if (n) {
+      out.append(s.substr(i, n));
+      i += n;
+    } else {
+      out.append("\xEF\xBF\xBD");  // U+FFFD for the bad byte
+      ++i;
+    }
+  }
+  return out;
+}
+
+Result<std::string> to_ia_message(std::string_view raw_type, std::string_view raw_payload) {
+  const std::string type = replace_invalid_utf8(raw_type);
+  const std::string payload = replace_invalid_utf8(raw_payload);
   Json in = Json::parse(payload, nullptr, /*allow_exceptions=*/false);
   if (in.is_discarded() || !in.is_object())
     return Status::invalid_argument("payload is not a JSON object");
 
   OrderedJson out = OrderedJson::object();
-  out["xmatters_callback_type"] = std::string(type);
+  out["xmatters_callback_type"] = type;
   out["eventidentifier"] = "";
   OrderedJson tokens;  // null until a source of tokens is seen
   for (const auto& [key, value] : in.items()) {
@@ -73,7 +126,7 @@ Result<std::string> to_ia_message(std::string_view type, std::string_view payloa
   if (type == "response" && !out.contains("annotation"))
     out["annotation"] = out.contains("comment") ? out["comment"].get<std::string>() : "null";
   if (!tokens.is_null()) out["additionalTokens"] = std::move(tokens);
-  return out.dump();
+  return dump(out);
 }
 
 }  // namespace iarelay

@@ -11,6 +11,10 @@
 //   kept as it is (values made strings);
 // - a `response` without an annotation carries "annotation": "null" (the string), as the
 //   Integration Agent did; one with a `comment` carries it as its annotation too.
+// Bytes that are not valid UTF-8 (in the type or anywhere in the payload: rows can come from
+// an upstream feed, an older version or an operator's SQL) become U+FFFD; the conversion never
+// throws. The webhook was acknowledged, so a readable message with a replaced byte serves the
+// alert better than a failed webhook.
 #pragma once
 
 #include <string>
@@ -22,5 +26,9 @@ namespace iarelay {
 
 // InvalidArgument when `payload` is not a JSON object.
 Result<std::string> to_ia_message(std::string_view type, std::string_view payload);
+
+// `s` with every byte that does not begin a valid UTF-8 sequence replaced by U+FFFD (valid input is
+// returned unchanged).
+std::string replace_invalid_utf8(std::string_view s);
 
 }  // namespace iarelay

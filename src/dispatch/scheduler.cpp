@@ -41,6 +41,7 @@ bool KeyScheduler::offer(const QueuedWebhook& w, bool in_hand, bool ignore_due) 
         std::min(earliest_not_due_.value_or(*w.next_attempt_at), *w.next_attempt_at);
     return block();
   }
+  if (earlier_queued_ && earlier_queued_(w)) return block();
   ++picked_;
   blocked_.insert(std::move(key));
   if (ordering_ == Ordering::kFifo) fifo_blocked_ = true;

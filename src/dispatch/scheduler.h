@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <optional>
 #include <string>
 #include <unordered_set>
@@ -35,6 +36,13 @@ class KeyScheduler {
   // Returns true when the caller should claim it.
   bool offer(const QueuedWebhook& w, bool in_hand = false, bool ignore_due = false);
 
+  // From now on a row that would be picked is first passed to `earlier_queued`; when it says an
+  // earlier webhook of the row's key is still queued (one this walk did not offer: the caller
+  // skipped part of the queue), the row is passed over and its key blocked.
+  void check_earlier(std::function<bool(const QueuedWebhook&)> earlier_queued) {
+    earlier_queued_ = std::move(earlier_queued);
+  }
+
   std::size_t picked() const { return picked_; }
   // Nothing more can be picked in this walk (max reached, or fifo blocked).
   bool saturated() const;
@@ -50,6 +58,7 @@ class KeyScheduler {
   bool fifo_blocked_ = false;
   std::unordered_set<std::string> blocked_;  // keys passed over or picked in this walk
   std::optional<Millis> earliest_not_due_;
+  std::function<bool(const QueuedWebhook&)> earlier_queued_;
 };
 
 }  // namespace iarelay

@@ -263,6 +263,19 @@ std::vector<QueuedWebhook> scan_queue(SQLite::Database& db, const std::optional<
   return out;
 }
 
+bool queued_before(SQLite::Database& db, std::string_view agent, std::string_view event_id,
+                   std::int64_t before_seq) {
+  auto q = cached_statement(db,
+                            // "+": only the event index applies (an event has few rows; the agent's
+                            // queue before `seq` may have thousands).
+                            "SELECT 1 FROM webhooks WHERE event_id=? AND +assigned_agent=? AND "
+                            "+state='queued' AND +seq<? LIMIT 1");
+  q->bind(1, std::string(event_id));
+  q->bind(2, std::string(agent));
+  q->bind(3, before_seq);
+  return q->executeStep();
+}
+
 std::optional<std::string> load_payload(SQLite::Database& db, std::string_view id) {
   auto q = cached_statement(db, "SELECT payload FROM webhooks WHERE id=?");
   q->bind(1, std::string(id));

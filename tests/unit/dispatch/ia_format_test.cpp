@@ -107,5 +107,32 @@ TEST(IaFormat, RejectsNonObjects) {
   EXPECT_FALSE(to_ia_message("status", "not json"));
 }
 
+// Rows may hold bytes intake would refuse (feed, older version, operator SQL): the conversion
+// replaces them with U+FFFD instead of throwing (nlohmann's dump throws type_error.316).
+TEST(IaFormat, InvalidUtf8BecomesReplacementCharacters) {
+  auto out = to_ia_message(
+      "st\xFF"
+      "atus",
+      "{\"eventIdentifier\": \"4\xC3\", \"Name\": \"a\xED\xA0\x80z\", "
+      "\"Obj\": {\"k\": \"\xFE\"}}");
+  ASSERT_TRUE(out) << out.status().message();
+  Json m = Json::parse(*out);
+  EXPECT_EQ(m["xmatters_callback_type"],
+            "st\xEF\xBF\xBD"
+            "atus");
+  EXPECT_EQ(m["eventidentifier"], "4\xEF\xBF\xBD");
+  EXPECT_EQ(m["name"], "a\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBDz");  // a surrogate: 3 bad bytes
+  EXPECT_EQ(m["obj"], "{\"k\":\"\xEF\xBF\xBD\"}");
+}
+
+TEST(IaFormat, ReplaceInvalidUtf8KeepsValidText) {
+  EXPECT_EQ(replace_invalid_utf8("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80"),
+            "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80");
+  EXPECT_EQ(replace_invalid_utf8("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");  // overlong
+  EXPECT_EQ(replace_invalid_utf8("\xF4\x90\x80\x80"),
+            "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");                // above U+10FFFF
+  EXPECT_EQ(replace_invalid_utf8("ab\xE2\x82"), "ab\xEF\xBF\xBD\xEF\xBF\xBD");  // truncated
+}
+
 }  // namespace
 }  // namespace iarelay

@@ -92,5 +92,22 @@ TEST(KeyScheduler, RowAlreadyInHandBlocksItsKey) {
   EXPECT_TRUE(ev.offer(row(3, "b")));
 }
 
+// A walk that skipped part of the queue asks, before picking, whether an earlier webhook of the
+// row's key is still queued; if so the row and its key wait.
+TEST(KeyScheduler, CheckEarlierPassesOverARowWithAnEarlierQueuedWebhook) {
+  std::unordered_set<std::string> busy;
+  KeyScheduler ks(Ordering::kEvent, kNow, busy, 10);
+  std::vector<std::int64_t> asked;
+  ks.check_earlier([&](const QueuedWebhook& w) {
+    asked.push_back(w.seq);
+    return w.event_id == "held-back";
+  });
+  EXPECT_FALSE(ks.offer(row(5000, "held-back")));
+  EXPECT_FALSE(ks.offer(row(5001, "held-back")));  // its key is blocked now: not asked again
+  EXPECT_TRUE(ks.offer(row(5002, "free")));
+  EXPECT_FALSE(ks.offer(row(5003, "later", kNow + 1)));  // not due: not asked
+  EXPECT_EQ(asked, (std::vector<std::int64_t>{5000, 5002}));
+}
+
 }  // namespace
 }  // namespace iarelay

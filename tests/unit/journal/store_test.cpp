@@ -389,6 +389,28 @@ TEST_F(Store, ScanQueueUsesTheQueueIndex) {
   EXPECT_EQ(detail.find("TEMP B-TREE"), std::string::npos) << detail;
 }
 
+TEST_F(Store, QueuedBeforeFindsAnEarlierQueuedWebhookOfTheEventForTheAgent) {
+  auto first = insert_webhook(*db_, hook("E1")).seq;  // event 4412901, agent a1
+  auto second = insert_webhook(*db_, hook("E2")).seq;
+  auto other = insert_webhook(*db_, hook("OTHER", "b")).seq;
+  EXPECT_TRUE(queued_before(*db_, "a1", "4412901", second));
+  EXPECT_FALSE(queued_before(*db_, "a1", "4412901", first));
+  EXPECT_FALSE(queued_before(*db_, "a1", "other-event", second));
+  EXPECT_FALSE(queued_before(*db_, "b", "4412901", other));  // a1's rows are not b's
+  EXPECT_TRUE(queued_before(*db_, "b", "4412901", other + 1));
+  ASSERT_TRUE(transition(*db_, "E1", WebhookState::kQueued, WebhookState::kDelivered));
+  EXPECT_FALSE(queued_before(*db_, "a1", "4412901", second));  // no longer queued
+}
+
+TEST_F(Store, QueuedBeforeUsesTheEventIndex) {
+  SQLite::Statement plan(*db_,
+                         "EXPLAIN QUERY PLAN SELECT 1 FROM webhooks WHERE event_id=? AND "
+                         "+assigned_agent=? AND +state='queued' AND +seq<? LIMIT 1");
+  std::string detail;
+  while (plan.executeStep()) detail += plan.getColumn(3).getString() + "\n";
+  EXPECT_NE(detail.find("webhooks_event"), std::string::npos) << detail;
+}
+
 TEST_F(Store, LoadPayload) {
   NewWebhook w = hook("W");
   insert_webhook(*db_, w);
