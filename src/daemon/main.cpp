@@ -94,17 +94,33 @@ int main(int argc, char** argv) {
   }
   sd_notify("READY=1\nSTATUS=relaying");
 
+  // The monitor: pings the systemd watchdog only while the relay is healthy (a dead dispatcher
+  // or poller thread, or a failed writer, lets systemd's WatchdogSec restart us), and turns a
+  // writer that can never write again into a stop with exit code 1 (systemd restarts the
+  // daemon and SQLite recovers the WAL on the next open).
   std::atomic<bool> done{false};
-  std::thread watchdog;
-  if (std::int64_t interval = watchdog_interval_ms(); interval > 0) {
-    watchdog = std::thread([&done, interval] {
-      while (!done) {
+  std::atomic<int> exit_code{0};
+  const std::int64_t watchdog_ms = watchdog_interval_ms();
+  std::thread monitor([&relay, &done, &exit_code, watchdog_ms] {
+    std::string last_problem;
+    std::int64_t since_ping = watchdog_ms;  // ping at once
+    while (!done) {
+      Status health = relay.health();
+      if (!health.is_ok() && health.message() != last_problem)
+        spdlog::error("not ready: {}", health.message());
+      last_problem = health.is_ok() ? "" : health.message();
+      if (watchdog_ms > 0 && health.is_ok() && since_ping >= watchdog_ms / 2) {
         sd_notify("WATCHDOG=1");
-        for (std::int64_t waited = 0; waited < interval / 2 && !done; waited += 100)
-          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        since_ping = 0;
       }
-    });
-  }
+      if (relay.writer_failed_for_good() && exit_code.exchange(1) == 0) {
+        spdlog::critical("the journal writer cannot write again: stopping with exit code 1");
+        ::kill(::getpid(), SIGTERM);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      since_ping += 100;
+    }
+  });
 
   std::thread stopper;
   for (;;) {
@@ -124,12 +140,14 @@ int main(int argc, char** argv) {
                  sig == SIGINT ? "SIGINT" : "SIGTERM");
     sd_notify("STOPPING=1");
     stopper = std::thread([&] {
-      relay.stop();
-      spdlog::info("stopped cleanly");
-      spdlog::shutdown();
       done = true;
+      monitor.join();  // it reads the relay's parts, which stop() destroys
+      relay.stop();
+      int code = exit_code.load();
+      if (code == 0) spdlog::info("stopped cleanly");
+      spdlog::shutdown();
       std::fflush(stderr);
-      std::_Exit(0);
+      std::_Exit(code);
     });
   }
 }

@@ -30,6 +30,22 @@ int Relay::port() const {
   return server_ ? server_->port() : 0;
 }
 
+Status Relay::health() const {
+  // Read without a lock: the parts are set in start() before anything calls this, and reset
+  // only in stop(), after the listener (the only other caller) has stopped.
+  if (!writer_) return Status::unavailable("journal not open");
+  if (Status s = writer_->permanent_failure(); !s) return s;
+  if (!writer_->healthy()) return Status::unavailable("the last journal commit failed");
+  if (dispatcher_ && !dispatcher_->alive())
+    return Status::unavailable("the dispatcher thread is not running");
+  if (poller_ && !poller_->alive()) return Status::unavailable("the poller thread is not running");
+  return Status::ok();
+}
+
+bool Relay::writer_failed_for_good() const {
+  return writer_ && !writer_->permanent_failure().is_ok();
+}
+
 Status Relay::start() {
   auto lock = DaemonLock::acquire(config_.journal);
   if (!lock) return lock.status();
@@ -46,6 +62,11 @@ Status Relay::start() {
   if (requeued) spdlog::info("requeued {} webhooks left inflight by the previous run", requeued);
 
   directory_ = std::make_unique<AgentDirectory>(config_.agents, config_.services);
+  // An edge's feed seqs never go back, even after a lost commit or a restored backup.
+  if (directory_->is_edge()) {
+    auto floor = [](SQLite::Database& db) { raise_seq_floor(db, now_millis()); };
+    if (Status s = writer_->run(floor); !s) return s;
+  }
   // Availability as the journal last knew it; a configured agent without a row starts up.
   try {
     auto reader = open_journal_for_read(config_.journal);
@@ -94,7 +115,7 @@ Status Relay::start() {
     sctx.listen = *config_.listen;
     sctx.token = *token;
     sctx.status_json = [this] { return status_document(); };
-    sctx.ready = [this] { return writer_ && writer_->healthy(); };
+    sctx.ready = [this] { return health().is_ok(); };
     auto server = Server::start(std::move(sctx));
     if (!server) return server.status();
     server_ = std::move(*server);
@@ -143,11 +164,14 @@ void Relay::stop() {
   if (poller_) poller_->stop();
   if (server_) server_->stop();
   if (dispatcher_) dispatcher_->stop(config_.drain_grace);
-  if (writer_) writer_->set_commit_listener(nullptr);
+  // The writer goes first: destroying it drains every pending commit and runs every callback
+  // (answers to intake requests, the poller's and dispatcher's outcomes, the commit listener),
+  // and those capture the server, poller and dispatcher. They are stopped but still alive
+  // here, so no callback can run into a destroyed one, however long a commit took.
+  writer_.reset();
   poller_.reset();
   server_.reset();
   dispatcher_.reset();
-  writer_.reset();  // drains pending commits
   directory_.reset();
   lock_.reset();
 }
@@ -243,9 +267,11 @@ void Relay::register_collectors() {
 }
 
 void Relay::janitor_loop() {
-  // Periodic maintenance: retention of delivered webhooks (off unless retain_delivered > 0).
-  // It uses its own connection and small transactions (purge_webhooks batches), like
-  // `iarelay purge` would, so intake and dispatch commits interleave with it.
+  // Periodic maintenance: retention (off unless retain_delivered > 0) of delivered webhooks
+  // and of stored ones every feed consumer has acknowledged. It uses one connection of its own
+  // for its whole life (opened at the first pass) and small transactions (purge_webhooks
+  // batches), like `iarelay purge` would, so intake and dispatch commits interleave with it.
+  DatabasePtr db;
   std::unique_lock lock(janitor_mu_);
   for (auto wait = std::chrono::seconds(2); !stopping_; wait = std::chrono::seconds(60)) {
     janitor_cv_.wait_for(lock, wait, [&] { return stopping_; });
@@ -257,35 +283,45 @@ void Relay::janitor_loop() {
     }
     if (keep <= 0) continue;
     lock.unlock();
-    purge_expired(now_millis() - keep, format_duration(keep));
+    purge_expired(db, now_millis() - keep, format_duration(keep));
     lock.lock();
   }
 }
 
-void Relay::purge_expired(Millis before, const std::string& age) {
+void Relay::purge_expired(DatabasePtr& db, Millis before, const std::string& age) {
   try {
-    auto db = open_journal_for_write(config_.journal, config_.sync);
     if (!db) {
-      spdlog::warn("retention: {}", db.status().message());
-      return;
+      auto opened = open_journal_for_write(config_.journal, config_.sync);
+      if (!opened) {
+        spdlog::warn("retention: {}", opened.status().message());
+        return;
+      }
+      db = std::move(*opened);
     }
-    // Cheap probe by index so an idle relay writes no audit rows.
-    SQLite::Statement probe(**db,
-                            "SELECT 1 FROM webhooks WHERE state='delivered' AND received_at<? "
+    // Cheap probes by index so an idle relay writes no audit rows. Stored rows count only
+    // once every feed consumer has acknowledged them (none while no consumer is known).
+    SQLite::Statement probe(*db,
+                            "SELECT 1 FROM webhooks WHERE state='delivered' AND received_at<?1 "
+                            "UNION ALL SELECT 1 FROM webhooks WHERE state='stored' AND "
+                            "received_at<?1 AND seq <= (SELECT min(acked_seq) FROM consumers) "
                             "LIMIT 1");
     probe.bind(1, format_time(before));
     if (!probe.executeStep()) return;
     probe.reset();
     MaintenanceOptions options;
     options.audit.actor = "iarelayd";
-    options.audit.filter = "retention: delivered, older than " + age;
-    auto purged = purge_webhooks(**db, before, {WebhookState::kDelivered}, options);
+    options.audit.filter =
+        "retention: delivered, and stored acknowledged by every consumer, older than " + age;
+    auto purged = purge_webhooks(*db, before, {WebhookState::kDelivered, WebhookState::kStored},
+                                 options);
     if (!purged)
       spdlog::warn("retention: purge failed: {}", purged.status().message());
     else
-      spdlog::info("retention: purged {} delivered webhooks older than {}", *purged, age);
+      spdlog::info("retention: purged {} delivered or acknowledged stored webhooks older than {}",
+                   *purged, age);
   } catch (const std::exception& e) {
     spdlog::warn("retention: {}", e.what());
+    db.reset();  // a SQLite close: opened again at the next pass
   }
 }
 

@@ -13,6 +13,7 @@
 #include "common/config.h"
 #include "common/metrics.h"
 #include "common/status.h"
+#include "journal/journal.h"
 
 namespace iarelay {
 
@@ -41,11 +42,19 @@ class Relay {
   Status reload(const ConfigOverrides& overrides);
   // Listening port (0 without a listener).
   int port() const;
+  // Whether the relay can still do its job: ok, or why not (the writer failed for good, the
+  // dispatcher's or the poller's thread is not running). Drives /readyz and the systemd
+  // watchdog. Any thread.
+  Status health() const;
+  // Whether the journal writer can never write again (an fdatasync failed): the daemon exits
+  // non-zero so that systemd restarts it and SQLite recovers the WAL. Any thread.
+  bool writer_failed_for_good() const;
 
  private:
   std::string status_document();
   void janitor_loop();
-  void purge_expired(Millis before, const std::string& age);
+  // One retention pass on the janitor's connection `db` (opened when null, dropped on error).
+  void purge_expired(DatabasePtr& db, Millis before, const std::string& age);
   void register_collectors();
 
   Config config_;
