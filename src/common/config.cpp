@@ -28,6 +28,8 @@ constexpr ConfigKey kKeys[] = {
     {"listen", "token_file", "path", "", "", false,
      "if set, requests need 'Authorization: Bearer <token>' (env IARELAY_LISTEN_TOKEN)"},
     {"listen", "max_body", "size", "1MiB", "", false, "largest accepted webhook body"},
+    {"listen", "max_connections", "int", "1024", "", false,
+     "connections served at once; a new one past it is answered 503 and closed"},
     {"listen", "tls_cert", "path", "", "", false, "PEM certificate; with tls_key: HTTPS"},
     {"listen", "tls_key", "path", "", "", false, "PEM private key"},
     {"upstream", "url", "url", "", "", false, "base URL of the upstream relay's feed"},
@@ -289,6 +291,7 @@ Result<Config> load_config(const std::string& file, const ConfigOverrides& overr
     l.token_file = r.str("token_file");
     IARELAY_TRY(r.size("max_body", l.max_body));
     if (l.max_body <= 0) return error_at(r.where("max_body"), "listen", "max_body", "must be > 0");
+    IARELAY_TRY(r.integer("max_connections", l.max_connections, 1, 1'000'000));
     l.tls_cert = r.str("tls_cert");
     l.tls_key = r.str("tls_key");
     if (l.tls_cert.empty() != l.tls_key.empty())

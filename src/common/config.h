@@ -36,6 +36,7 @@ struct ListenConfig {
   std::string address;  // host:port
   std::string token_file;
   std::int64_t max_body = 1 << 20;
+  int max_connections = 1024;  // past it a new connection is answered 503 and closed
   std::string tls_cert, tls_key;
 };
 

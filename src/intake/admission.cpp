@@ -3,6 +3,7 @@
 
 #include "common/crypto.h"
 #include "common/payload.h"
+#include "common/utf8.h"
 
 namespace iarelay {
 namespace {
@@ -14,18 +15,35 @@ void apply_route(NewWebhook& w, const AgentDirectory& directory) {
   w.reason = std::move(d.reason);
 }
 
+// A stored text that is never empty and always safe.
+std::string safe_or_unknown(std::string_view s, size_t max_bytes) {
+  std::string out = sanitize_utf8(s, max_bytes);
+  return out.empty() ? std::string("unknown") : out;
+}
+
 }  // namespace
+
+Status check_text_field(std::string_view field, std::string_view value, size_t max_bytes) {
+  std::string problem = text_field_problem(value, max_bytes);
+  if (problem.empty()) return Status::ok();
+  return Status::invalid_argument(std::string(field) + " " + problem);
+}
 
 Result<NewWebhook> admit_direct(IntakeRequest request, const AgentDirectory& directory,
                                 Millis now) {
   NewWebhook w;
+  if (Status s = check_text_field("service", request.service, kMaxServiceName); !s) return s;
+  if (Status s = check_text_field("agent", request.agent, kMaxAgentId); !s) return s;
+  if (Status s = check_text_field("type", request.type, kMaxTriggerType); !s) return s;
+  if (Status s = check_text_field("Idempotency-Key", request.idempotency_key, kMaxIdempotencyKey);
+      !s)
+    return s;
   w.service = normalize_service(request.service);
   if (w.service.empty()) return Status::invalid_argument("the service name in the path is empty");
-  if (request.idempotency_key.size() > kMaxIdempotencyKey)
-    return Status::invalid_argument("Idempotency-Key is longer than " +
-                                    std::to_string(kMaxIdempotencyKey) + " characters");
   auto info = inspect_payload(request.body, request.type);
   if (!info) return info.status();
+  // An inferred type comes from the payload (xmatters_callback_type): check it like a given one.
+  if (Status s = check_text_field("type", info->type, kMaxTriggerType); !s) return s;
   w.id = new_webhook_id();
   w.source = "direct";
   w.received_at = now;
@@ -39,10 +57,21 @@ Result<NewWebhook> admit_direct(IntakeRequest request, const AgentDirectory& dir
   return w;
 }
 
-Result<NewWebhook> admit_feed_item(FeedItem item, const std::string& source,
+Result<NewWebhook> admit_feed_item(FeedItem&& item, const std::string& source,
                                    const AgentDirectory& directory, Millis now) {
-  if (!item.payload_is_object)
-    return Status::invalid_argument("upstream message " + item.id + ": payload is not an object");
+  if (Status s = check_text_field("id", item.id, kMaxSourceId); !s)
+    return Status::invalid_argument("upstream message: " + s.message());
+  auto refuse = [&](const std::string& why) {
+    return Status::invalid_argument("upstream message " + item.id + ": " + why);
+  };
+  if (Status s = check_text_field("service", item.service, kMaxServiceName); !s)
+    return refuse(s.message());
+  if (item.agent)
+    if (Status s = check_text_field("agent", *item.agent, kMaxAgentId); !s)
+      return refuse(s.message());
+  if (Status s = check_text_field("type", item.type, kMaxTriggerType); !s)
+    return refuse(s.message());
+  if (!item.payload_is_object) return refuse("payload is not an object");
   NewWebhook w;
   w.service = normalize_service(item.service);
   if (w.service.empty())
@@ -53,8 +82,8 @@ Result<NewWebhook> admit_feed_item(FeedItem item, const std::string& source,
     if (item.inferred_type.empty())
       return Status::invalid_argument("upstream message " + item.id +
                                       ": trigger type is not given and cannot be inferred");
-    info.type = std::move(item.inferred_type);
-    info.event_id = std::move(item.event_id);
+    info.type = item.inferred_type;  // copied: on failure `item` must stay whole
+    info.event_id = item.event_id;
   } else {
     auto inspected = inspect_payload(item.payload, item.type);
     if (!inspected)
@@ -62,6 +91,8 @@ Result<NewWebhook> admit_feed_item(FeedItem item, const std::string& source,
                                       inspected.status().message());
     info = std::move(*inspected);
   }
+  if (Status s = check_text_field("type", info.type, kMaxTriggerType); !s)
+    return refuse(s.message());
   w.id = new_webhook_id();
   w.source = source;
   w.source_id = std::move(item.id);
@@ -74,6 +105,31 @@ Result<NewWebhook> admit_feed_item(FeedItem item, const std::string& source,
   if (!info.event_id.empty()) w.event_id = std::move(info.event_id);
   w.payload = std::move(item.payload);
   apply_route(w, directory);
+  return w;
+}
+
+NewWebhook quarantine_feed_item(const FeedItem& item, const std::string& source,
+                                std::string_view why, Millis now) {
+  NewWebhook w;
+  w.id = new_webhook_id();
+  w.source = source;
+  if (text_field_problem(item.id, kMaxSourceId).empty()) {
+    w.source_id = item.id;
+  } else {
+    // Deterministic, so a redelivery maps to the same row; the hash keeps distinct ids apart.
+    w.source_id = sanitize_utf8(item.id, kMaxSourceId - 72) + "~sha256:" + sha256_hex(item.id);
+  }
+  w.received_at = now;
+  w.service = safe_or_unknown(normalize_service(item.service), kMaxServiceName);
+  if (item.agent) {
+    std::string agent = sanitize_utf8(normalize_agent(*item.agent), kMaxAgentId);
+    if (!agent.empty()) w.agent = std::move(agent);
+  }
+  w.type =
+      safe_or_unknown(item.inferred_type.empty() ? item.type : item.inferred_type, kMaxTriggerType);
+  w.state = WebhookState::kFailed;
+  w.reason = sanitize_utf8("refused from the upstream's feed: " + std::string(why), 1024);
+  w.payload = item.payload;
   return w;
 }
 

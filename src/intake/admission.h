@@ -1,9 +1,13 @@
 // Admission: turns one arriving webhook (a direct POST, or a message of an upstream's feed) into
 // the NewWebhook row to journal, with its trigger type (SPEC §6) and routing decision (SPEC §1)
-// made here. Pure functions over their inputs and the directory; nothing is stored.
+// made here. This is the border: every text field taken from a request line, a header or a feed
+// is checked here, once (valid UTF-8, no control characters, bounded length), so nothing inside
+// (journal, dispatcher, status) ever meets raw outside bytes. Pure functions over their inputs
+// and the directory; nothing is stored.
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "common/status.h"
 #include "common/time.h"
@@ -21,18 +25,39 @@ struct IntakeRequest {
   std::string body;             // the raw body, stored byte for byte
 };
 
-// The longest Idempotency-Key accepted.
+// The longest text fields accepted, in bytes after percent-decoding (docs/operations.md).
+inline constexpr size_t kMaxServiceName = 256;
+inline constexpr size_t kMaxAgentId = 256;
+inline constexpr size_t kMaxTriggerType = 256;
 inline constexpr size_t kMaxIdempotencyKey = 256;
+inline constexpr size_t kMaxSourceId = 256;  // a feed message's id upstream
+
+// The one check of a text field taken from outside: InvalidArgument "<field> <problem>" (e.g.
+// "type is not valid UTF-8") when `value` is not valid UTF-8, holds a control character
+// (C0, DEL, C1) or is longer than `max_bytes`.
+Status check_text_field(std::string_view field, std::string_view value, size_t max_bytes);
 
 // A direct webhook (source "direct", a new id, received now). InvalidArgument with a message
-// for the client when the service is empty, the body is not a JSON object, the type cannot be
-// inferred, or the Idempotency-Key is too long.
+// for the client, naming the field, when the service is empty, service, agent, type or
+// Idempotency-Key fails check_text_field, the body is not a JSON object, or the type cannot be
+// inferred.
 Result<NewWebhook> admit_direct(IntakeRequest request, const AgentDirectory& directory, Millis now);
 
 // A message of upstream `source`'s feed, routed here as if it had arrived here directly
 // (source_id = its id upstream, so a redelivery is recognised). InvalidArgument when the
-// message cannot be stored (payload not an object, empty service, type not inferable).
-Result<NewWebhook> admit_feed_item(FeedItem item, const std::string& source,
+// message cannot be admitted (payload not an object, empty service, type not inferable, or id,
+// service, agent or type failing check_text_field).
+// Moves the payload and id out of `item` only on success; on failure `item` is left as it was,
+// for quarantine_feed_item.
+Result<NewWebhook> admit_feed_item(FeedItem&& item, const std::string& source,
                                    const AgentDirectory& directory, Millis now);
+
+// A feed message admit_feed_item refused, kept instead of lost (the upstream is acked past it):
+// state failed, `why` as its reason (last_error), service/agent/type made safe with
+// sanitize_utf8 ("unknown" when empty), the payload byte for byte. Its source_id is its id
+// upstream when that passes check_text_field, else a safe prefix plus a hash of the original,
+// so a redelivered batch is still recognised. `iarelay list --state failed` shows it.
+NewWebhook quarantine_feed_item(const FeedItem& item, const std::string& source,
+                                std::string_view why, Millis now);
 
 }  // namespace iarelay

@@ -2,6 +2,7 @@
 // them back with the payload's exact bytes (nlohmann validates; a small scanner finds spans).
 #include "intake/feed.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "common/time.h"
@@ -171,39 +172,51 @@ std::pair<size_t, size_t> json_value_span(std::string_view text, size_t pos) {
   return {b, skip_value(text, b)};
 }
 
-std::string render_feed(const std::vector<FeedMessage>& messages, std::int64_t after) {
+std::string render_feed(const std::vector<FeedMessage>& messages, std::int64_t after,
+                        std::optional<std::int64_t> newest, std::size_t max_bytes) {
   std::string out;
-  size_t estimate = 32;
+  size_t estimate = 64;
   for (const auto& m : messages) estimate += m.payload.size() + 200;
-  out.reserve(estimate);
+  out.reserve(std::min(estimate, max_bytes));
   out += "{\"messages\":[";
   std::int64_t next = after;
+  auto closing = [&](std::int64_t n) {
+    std::string c = "],\"next\":" + std::to_string(n);
+    if (newest) c += ",\"newest\":" + std::to_string(*newest);
+    return c + "}";
+  };
+  std::string item;
   for (size_t i = 0; i < messages.size(); ++i) {
     const FeedMessage& m = messages[i];
-    if (i) out += ',';
-    out += "{\"seq\":" + std::to_string(m.seq) + ",\"id\":";
-    append_string(out, m.id);
-    out += ",\"service\":";
-    append_string(out, m.service);
-    out += ",\"agent\":";
+    item.clear();
+    if (i) item += ',';
+    item += "{\"seq\":" + std::to_string(m.seq) + ",\"id\":";
+    append_string(item, m.id);
+    item += ",\"service\":";
+    append_string(item, m.service);
+    item += ",\"agent\":";
     if (m.agent)
-      append_string(out, *m.agent);
+      append_string(item, *m.agent);
     else
-      out += "null";
-    out += ",\"type\":";
-    append_string(out, m.type);
-    out += ",\"received_at\":\"" + format_time(m.received_at) + "\",\"payload\":";
+      item += "null";
+    item += ",\"type\":";
+    append_string(item, m.type);
+    item += ",\"received_at\":\"" + format_time(m.received_at) + "\",\"payload\":";
     std::string_view payload = m.payload;
     // A leading byte order mark is legal at the start of a document but not inside one.
     if (payload.rfind(kBom, 0) == 0) payload.remove_prefix(kBom.size());
     if (json::accept(payload))
-      out += payload;
+      item += payload;
     else
-      append_string(out, m.payload);
-    out += '}';
+      append_string(item, m.payload);
+    item += '}';
+    // The first message always goes (a consumer must be able to pass a large one); later ones
+    // only while the whole body, closing included, stays within max_bytes.
+    if (i > 0 && out.size() + item.size() + closing(m.seq).size() > max_bytes) break;
+    out += item;
     next = m.seq;
   }
-  out += "],\"next\":" + std::to_string(next) + "}";
+  out += closing(next);
   return out;
 }
 
@@ -219,6 +232,11 @@ Result<FeedBatch> parse_feed(std::string_view body) {
     return Status::invalid_argument("feed body has no integer \"next\"");
   FeedBatch batch;
   batch.next = next->get<std::int64_t>();
+  if (auto newest = doc.find("newest"); newest != doc.end()) {
+    if (!newest->is_number_integer())
+      return Status::invalid_argument("feed body: \"newest\" is not an integer");
+    batch.newest = newest->get<std::int64_t>();
+  }
   auto spans = payload_spans(body);
   if (spans.size() != messages->size())
     return Status::invalid_argument("feed body: cannot locate the messages' payloads");

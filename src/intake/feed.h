@@ -4,7 +4,9 @@
 // back that exact text (not a re-serialisation), so the inner journal stores what the edge got.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,10 +17,16 @@
 
 namespace iarelay {
 
-// The body of GET /v1/feed: {"messages":[...],"next":N}. `next` is the last message's seq, or
-// `after` when there are none. A stored payload that is not valid JSON (possible only if the
-// journal was edited by hand) is sent as a JSON string, so the document stays valid.
-std::string render_feed(const std::vector<FeedMessage>& messages, std::int64_t after);
+// The body of GET /v1/feed: {"messages":[...],"next":N,"newest":M}. `next` is the last sent
+// message's seq, or `after` when there are none; `newest` (when given) is the largest seq the
+// edge has ever assigned, so a consumer whose cursor is above it knows the edge went back
+// (restored journal) and must rewind. Messages are sent in order while the body stays within
+// `max_bytes`; the first is always sent, so a single larger message still goes out alone. A
+// stored payload that is not valid JSON (possible only if the journal was edited by hand) is
+// sent as a JSON string, so the document stays valid.
+std::string render_feed(const std::vector<FeedMessage>& messages, std::int64_t after,
+                        std::optional<std::int64_t> newest = std::nullopt,
+                        std::size_t max_bytes = std::numeric_limits<std::size_t>::max());
 
 struct FeedItem {
   std::int64_t seq = 0;
@@ -38,12 +46,13 @@ struct FeedItem {
 struct FeedBatch {
   std::vector<FeedItem> messages;
   std::int64_t next = 0;
+  std::optional<std::int64_t> newest;  // absent from an edge older than "newest"
 };
 
 // Parses a feed body. InvalidArgument, saying what is wrong, when the body is not a feed
-// document (not JSON, "messages" or "next" missing or of the wrong type, a message without a
-// seq or id). A message whose payload is not an object is returned with payload_is_object
-// false for the caller to judge.
+// document (not JSON, "messages" or "next" missing or of the wrong type, "newest" not an
+// integer, a message without a seq or id). A message whose payload is not an object is returned
+// with payload_is_object false for the caller to judge.
 Result<FeedBatch> parse_feed(std::string_view body);
 
 // The byte range [begin, end) of the JSON value that starts at or after `pos` (leading

@@ -14,6 +14,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <mutex>
@@ -35,6 +36,11 @@ constexpr std::uint32_t kHeaderLimit = 16 * 1024;
 constexpr auto kBodyTimeout = std::chrono::seconds(60);
 constexpr auto kWriteTimeout = std::chrono::seconds(30);
 constexpr auto kAcceptRetry = std::chrono::milliseconds(50);
+// After a final answer, how long what the client still sends is read and dropped before the
+// connection closes (closing with unread data sends a reset that can destroy the answer).
+constexpr auto kLingerTimeout = std::chrono::seconds(1);
+// Refused connections being answered at once; past it, further ones are closed without a word.
+constexpr int kMaxRefusing = 64;
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
 bool iequals(std::string_view a, std::string_view b) {
@@ -90,9 +96,11 @@ struct LoopState {
   std::atomic<int> inflight{0};  // requests handed to the handler, answer not yet written
   std::unordered_set<SessionBase*> sessions;
   std::unordered_map<SessionBase*, std::shared_ptr<SessionBase>> busy;
+  int refusing = 0;  // refused connections still being answered
 };
 
-HttpRequest to_request(http::request<http::string_body>&& msg) {
+// The request without its body: method, decoded path and query, headers.
+HttpRequest to_head(const http::request<http::string_body>& msg) {
   HttpRequest r;
   r.method = std::string(msg.method_string());
   std::string_view target = msg.target();
@@ -117,9 +125,51 @@ HttpRequest to_request(http::request<http::string_body>&& msg) {
   r.headers.reserve(8);
   for (const auto& f : msg)
     r.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
-  r.body = std::move(msg.body());
   return r;
 }
+
+// A connection past max_connections: a 503, then linger and close.
+class Refusal : public std::enable_shared_from_this<Refusal> {
+ public:
+  Refusal(LoopState& state, tcp::socket socket) : state_(state), stream_(std::move(socket)) {
+    ++state_.refusing;
+  }
+  ~Refusal() { --state_.refusing; }
+  void run() {
+    std::string body = "{\"error\":\"too many connections (max_connections " +
+                       std::to_string(state_.options.max_connections) + "); retry\"}";
+    answer_ =
+        "HTTP/1.1 503 Service Unavailable\r\nServer: iarelayd\r\nContent-Type: "
+        "application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: " +
+        std::to_string(body.size()) + "\r\n\r\n" + body;
+    stream_.expires_after(kLingerTimeout);
+    asio::async_write(stream_, asio::buffer(answer_),
+                      [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                        if (ec) return self->close();
+                        beast::error_code ignored;
+                        self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+                        self->drain();
+                      });
+  }
+
+ private:
+  void drain() {
+    stream_.async_read_some(asio::buffer(sink_),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                              if (ec) return self->close();
+                              self->drain();
+                            });
+  }
+  void close() {
+    beast::error_code ignored;
+    stream_.socket().close(ignored);
+  }
+
+  LoopState& state_;
+  beast::tcp_stream stream_;
+  std::string answer_;
+  std::array<char, 4096> sink_;
+};
 
 template <typename Stream>
 class Session final : public SessionBase, public std::enable_shared_from_this<Session<Stream>> {
@@ -170,6 +220,11 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   void on_header(beast::error_code ec) {
     idle_ = false;
     if (ec) return read_failed(ec);
+    head_ = to_head(parser_->get());
+    if (state_.options.check_head) {
+      // Before the body: a refused request costs its header, not its body.
+      if (auto refused = state_.options.check_head(head_)) return send_final(std::move(*refused));
+    }
     lowest().expires_after(kBodyTimeout);
     auto expect = parser_->get().find(http::field::expect);
     if (expect != parser_->get().end() && iequals(expect->value(), "100-continue") &&
@@ -211,7 +266,8 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     keep_alive_ = parser_->get().keep_alive();
     version_ = parser_->get().version();
     if (state_.stopping) return send_final(503, "iarelayd is shutting down; retry");
-    HttpRequest request = to_request(parser_->release());
+    HttpRequest request = std::move(head_);
+    request.body = std::move(parser_->release().body());
     parser_.reset();
     auto self = this->shared_from_this();
     state_.busy.emplace(this, self);
@@ -234,18 +290,21 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
 
   // An answer the transport gives itself, after which the connection closes.
   void send_final(int status, const std::string& message) {
+    HttpResponse r;
+    r.status = status;
+    r.body = json_error(message);
+    if (status == 503) r.headers.emplace_back("Retry-After", "1");
+    send_final(std::move(r));
+  }
+  void send_final(HttpResponse r) {
     if (state_.options.on_refused) {
       std::string path;
       if (parser_) {  // the start line may be parsed even when the header failed
         std::string_view target = parser_->get().target();
         path = percent_decode(target.substr(0, target.find('?')), false);
       }
-      state_.options.on_refused(path, status);
+      state_.options.on_refused(path, r.status);
     }
-    HttpResponse r;
-    r.status = status;
-    r.body = json_error(message);
-    if (status == 503) r.headers.emplace_back("Retry-After", "1");
     write(std::move(r), false, /*counted=*/false);
   }
 
@@ -264,16 +323,37 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
         stream_, res_,
         [self = this->shared_from_this(), keep_alive, counted](beast::error_code ec, std::size_t) {
           if (counted) --self->state_.inflight;
-          if (ec || !keep_alive) return self->close();
+          if (ec) return self->close();
+          if (!keep_alive) return self->linger();
           self->read_header();
         });
+  }
+
+  // After the last answer: stop sending, read and drop what the client still sends (a body we
+  // refused to read) until it closes or kLingerTimeout passes, then close. Closing with unread
+  // data would send a reset that can destroy the answer before the client reads it.
+  void linger() {
+    beast::error_code ec;
+    lowest().socket().shutdown(tcp::socket::shutdown_send, ec);
+    if (ec) return close();
+    lowest().expires_after(kLingerTimeout);
+    drain();
+  }
+  void drain() {
+    lowest().async_read_some(asio::buffer(sink_),
+                             [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                               if (ec) return self->close();
+                               self->drain();
+                             });
   }
 
   LoopState& state_;
   Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
+  HttpRequest head_;  // the request being read, without its body
   http::response<http::string_body> res_;
+  std::array<char, 4096> sink_;  // what linger() drops
   unsigned version_ = 11;
   bool keep_alive_ = true;
   bool idle_ = true;
@@ -381,6 +461,10 @@ class Listener final : public HttpListener {
       }
       beast::error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
+      if (state_.sessions.size() >= state_.options.max_connections) {
+        refuse(std::move(socket));
+        return accept();
+      }
       if (tls_) {
         std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(state_, std::move(socket),
                                                                         *tls_)
@@ -392,6 +476,24 @@ class Listener final : public HttpListener {
     });
   }
 
+  // A connection past max_connections. TLS peers cannot read a plain answer: closed at once,
+  // as are all past kMaxRefusing (an answer in flight holds a descriptor for up to a second).
+  void refuse(tcp::socket socket) {
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_refusal_warning_ >= std::chrono::seconds(1)) {
+      last_refusal_warning_ = now;
+      spdlog::warn("HTTP listener: {} connections open (max_connections); refusing new ones",
+                   state_.sessions.size());
+    }
+    if (state_.options.on_refused) state_.options.on_refused("", 503);
+    if (tls_ || state_.refusing >= kMaxRefusing) {
+      beast::error_code ignored;
+      socket.close(ignored);
+      return;
+    }
+    std::make_shared<Refusal>(state_, std::move(socket))->run();
+  }
+
   LoopState state_;  // outlives ioc_: sessions destroyed with ioc_ unregister from it
   std::optional<asio::ssl::context> tls_;
   asio::io_context ioc_{1};
@@ -399,6 +501,7 @@ class Listener final : public HttpListener {
   tcp::acceptor acceptor_{ioc_};
   asio::steady_timer accept_retry_{ioc_};
   std::chrono::steady_clock::time_point last_accept_warning_;
+  std::chrono::steady_clock::time_point last_refusal_warning_;
   std::thread thread_;
   std::atomic<bool> stopped_{false};
   int port_ = 0;

@@ -4,6 +4,8 @@
 // It knows nothing of routes: each complete request goes to the handler with a Reply to call
 // once, from any thread, when the answer is ready (e.g. after the journal's group commit is
 // durable). No thread waits for a commit; this is what lets 64 senders share two cores.
+// Bounded under hostile input: a head check (the token) answers before any body is read, and
+// connections past max_connections get a 503 and are closed instead of using up descriptors.
 #pragma once
 
 #include <functional>
@@ -47,6 +49,13 @@ struct HttpListenerOptions {
   std::string tls_cert, tls_key;  // both set: TLS
   std::size_t max_body = 1 << 20;
   int idle_seconds = 5;  // a keep-alive connection idle this long is closed
+  // Open connections served at once; a new one past it is answered 503 (plain HTTP; closed
+  // without a word under TLS) and closed.
+  std::size_t max_connections = 1024;
+  // Called with each request's head (method, path, query, headers; empty body) as soon as the
+  // header is read, before the body is read or `100 Continue` sent. A response is sent at once
+  // and the connection closed, the body never read (a 401 must not wait for 10 MB). Loop thread.
+  std::function<std::optional<HttpResponse>(const HttpRequest& head)> check_head;
   // Told of each answer the transport gives itself (400 malformed, 413, 431, 503 stopping),
   // with the request's decoded path when its header was read ("" otherwise). Loop thread.
   std::function<void(const std::string& path, int status)> on_refused;

@@ -20,6 +20,7 @@
 #include "intake/feed.h"
 #include "journal/journal.h"
 #include "journal/routing.h"
+#include "journal/status_report.h"
 #include "journal/store.h"
 #include "journal/writer.h"
 
@@ -31,26 +32,37 @@ constexpr Millis kBackoffMax = 30'000;
 constexpr Millis kConnectTimeout = 10'000;
 // Beyond the long-poll itself, how long a feed answer may take to arrive.
 constexpr Millis kTransferMargin = 30'000;
-// A feed body larger than this is treated as garbage rather than buffered without bound.
-constexpr size_t kMaxBody = 512u << 20;
 // An upstream that answers an empty long-poll at once (ignoring `wait`) is not hammered.
 constexpr Millis kMinEmptyPollInterval = 100;
 constexpr Millis kAckInterval = 1000;
 
-size_t write_body(char* data, size_t size, size_t n, void* user) {
-  auto* body = static_cast<std::string*>(user);
-  if (body->size() + size * n > kMaxBody) return 0;  // aborts the transfer
-  body->append(data, size * n);
-  return size * n;
-}
+// Successful answers in a row before a reduced `max` is doubled back towards [upstream] batch.
+constexpr int kGoodAnswersToGrow = 10;
 
 struct HttpResult {
-  bool aborted = false;  // stop() was called
+  bool aborted = false;    // stop() was called
+  bool too_large = false;  // the body passed max_response_bytes; the transfer was abandoned
   CURLcode code = CURLE_OK;
   long status = 0;
   std::string body;
-  std::string error;  // libcurl's explanation when code != CURLE_OK
+  std::string error;       // libcurl's explanation when code != CURLE_OK
+  std::int64_t after = 0;  // the feed request's `after`
 };
+
+struct BodySink {
+  HttpResult* result;
+  size_t limit;
+};
+
+size_t write_body(char* data, size_t size, size_t n, void* user) {
+  auto* sink = static_cast<BodySink*>(user);
+  if (sink->result->body.size() + size * n > sink->limit) {
+    sink->result->too_large = true;
+    return 0;  // aborts the transfer
+  }
+  sink->result->body.append(data, size * n);
+  return size * n;
+}
 
 class CurlPoller final : public Poller {
  public:
@@ -58,6 +70,8 @@ class CurlPoller final : public Poller {
     base_url_ = ctx_.upstream.url;
     while (!base_url_.empty() && base_url_.back() == '/') base_url_.pop_back();
     if (ctx_.upstream.batch <= 0) ctx_.upstream.batch = 500;
+    if (ctx_.max_response_bytes < 4096) ctx_.max_response_bytes = 4096;
+    max_ = ctx_.upstream.batch;
     rng_.seed(std::random_device{}());
   }
 
@@ -72,8 +86,15 @@ class CurlPoller final : public Poller {
     multi_ = curl_multi_init();
     easy_ = curl_easy_init();
     if (!multi_ || !easy_) return Status::unavailable("cannot initialise libcurl");
+    beat();
+    running_.store(true);
     thread_ = std::thread([this] { run(); });
     return Status::ok();
+  }
+
+  bool alive() const override {
+    return running_.load() &&
+           steady_millis() - last_beat_.load() <= Millis{kHeartbeatSeconds} * 1000;
   }
 
   void stop() override {
@@ -97,7 +118,10 @@ class CurlPoller final : public Poller {
       spdlog::error("poller of {} stopped by an unexpected error: {}", ctx_.upstream.name,
                     e.what());
     }
+    running_.store(false);
   }
+
+  void beat() { last_beat_.store(steady_millis()); }
 
   void loop() {
     std::int64_t cursor = 0;
@@ -114,24 +138,51 @@ class CurlPoller final : public Poller {
     spdlog::info("polling {} from seq {}", base_url_, cursor);
     set_cursor_gauge(cursor);
     const Millis wait_s = std::max<Millis>(0, ctx_.upstream.poll_wait / 1000);
-    auto feed_url = [&](std::int64_t after) {
-      return base_url_ + "/v1/feed?after=" + std::to_string(after) +
-             "&max=" + std::to_string(ctx_.upstream.batch) + "&wait=" + std::to_string(wait_s);
+    // Never more than our own limit can take: a quarter of it leaves room for one message over
+    // max_bytes (the edge always sends the first one) and an old edge's overshoot.
+    const size_t max_bytes = ctx_.max_response_bytes / 4;
+    auto fetch = [&](std::int64_t after) {
+      HttpResult r = perform(
+          base_url_ + "/v1/feed?after=" + std::to_string(after) + "&max=" + std::to_string(max_) +
+              "&max_bytes=" + std::to_string(max_bytes) + "&wait=" + std::to_string(wait_s),
+          nullptr, wait_s * 1000 + kTransferMargin);
+      r.after = after;
+      return r;
     };
     // The answer to the next poll, fetched while the writer commits the current batch.
     std::optional<HttpResult> prefetched;
     Millis last_ack = 0;
     std::int64_t acked = -1;
     while (!stopping()) {
+      beat();
       Millis started = steady_millis();
       HttpResult r;
-      if (prefetched) {
+      if (prefetched && prefetched->after == cursor) {
         r = std::move(*prefetched);
         prefetched.reset();
       } else {
-        r = perform(feed_url(cursor), nullptr, wait_s * 1000 + kTransferMargin);
+        prefetched.reset();
+        r = fetch(cursor);
       }
       if (r.aborted) return;
+      if (r.too_large) {
+        // Retrying the same request would fail the same way forever: ask for fewer.
+        error("too_large",
+              "GET " + base_url_ + "/v1/feed: the answer to max=" + std::to_string(max_) +
+                  " is larger than " + std::to_string(ctx_.max_response_bytes) + " bytes");
+        good_answers_ = 0;
+        if (max_ > 1) {
+          max_ = std::max(1, max_ / 2);
+          continue;
+        }
+        // One message alone is over the limit: nothing here can take it. Loud, and retried.
+        spdlog::error(
+            "upstream {}: the message after seq {} is larger than {} bytes; it cannot "
+            "be taken until the limit is raised",
+            ctx_.upstream.name, cursor, ctx_.max_response_bytes);
+        if (!back_off()) return;
+        continue;
+      }
       if (r.code != CURLE_OK) {
         error(r.code == CURLE_OPERATION_TIMEDOUT ? "timeout" : "connect",
               "GET " + base_url_ + "/v1/feed: " + r.error);
@@ -148,6 +199,26 @@ class CurlPoller final : public Poller {
       if (!batch) {
         error("parse", base_url_ + ": " + batch.status().message() + ": " + excerpt(r.body));
         if (!back_off()) return;
+        continue;
+      }
+      if (max_ < ctx_.upstream.batch && ++good_answers_ >= kGoodAnswersToGrow) {
+        max_ = std::min(ctx_.upstream.batch, max_ * 2);
+        good_answers_ = 0;
+      }
+      if (batch->newest) set_newest_gauge(*batch->newest);
+      if (batch->newest && *batch->newest < cursor) {
+        // The upstream went back (journal restored from a backup, or commits lost at
+        // sync=normal): what it assigns next reuses seqs at or below our cursor, and would be
+        // skipped. Rewind to its newest; re-reading is safe (dedup on source and id).
+        Status s = rewind(cursor, *batch->newest);
+        if (!s) {
+          error("journal", "rewinding the cursor of " + base_url_ + " failed: " + s.message());
+          if (!back_off()) return;
+          continue;
+        }
+        cursor = *batch->newest;
+        set_cursor_gauge(cursor);
+        acked = -1;
         continue;
       }
       if (batch->messages.empty()) {
@@ -167,8 +238,7 @@ class CurlPoller final : public Poller {
       auto stored = store(std::move(*batch));
       // More is probably waiting: fetch it while the writer commits this batch (the fsync).
       // Should the commit fail, the prefetched answer is dropped and the batch fetched again.
-      if (full && next > cursor)
-        prefetched = perform(feed_url(next), nullptr, wait_s * 1000 + kTransferMargin);
+      if (full && next > cursor) prefetched = fetch(next);
       Status s = stored.get();
       if (!s) {
         prefetched.reset();
@@ -208,8 +278,11 @@ class CurlPoller final : public Poller {
     for (auto& item : batch.messages) {
       auto w = admit_feed_item(std::move(item), ctx_.upstream.name, *ctx_.directory, now);
       if (!w) {
-        // A message that can never be stored must not block the feed; it is skipped loudly.
-        error("message", w.status().message());
+        // A message that can never be admitted must not block the feed, nor be lost once the
+        // upstream is acked past it: it is stored as failed with the reason, loudly.
+        error("message", w.status().message() + " (stored as failed)");
+        webhooks->push_back(
+            quarantine_feed_item(item, ctx_.upstream.name, w.status().message(), now));
         continue;
       }
       webhooks->push_back(std::move(*w));
@@ -251,6 +324,33 @@ class CurlPoller final : public Poller {
     return future;
   }
 
+  // Sets the stored cursor back to `newest` with an audit row (what `iarelay status` shows),
+  // logged as an error and counted. Waits until it is durable.
+  Status rewind(std::int64_t cursor, std::int64_t newest) {
+    spdlog::error(
+        "upstream {}: its newest seq {} is below our cursor {} (its journal went back: "
+        "restored from a backup, or commits lost at sync=normal); rewinding the "
+        "cursor to {} so that nothing it stores from now on is skipped",
+        ctx_.upstream.name, newest, cursor, newest);
+    if (ctx_.metrics)
+      ctx_.metrics
+          ->counter("iarelay_upstream_behind_total",
+                    "Times the upstream's newest seq was found below the cursor (rewound)",
+                    {{"upstream", ctx_.upstream.name}})
+          .inc();
+    std::string name = ctx_.upstream.name;
+    std::string detail = nlohmann::json{{"from", cursor}, {"to", newest}}.dump();
+    auto promise = std::make_shared<std::promise<Status>>();
+    auto future = promise->get_future();
+    ctx_.writer->submit(
+        [name, cursor, newest, detail](SQLite::Database& db) {
+          rewind_cursor(db, name, newest);
+          add_audit(db, "iarelayd", kCursorRewindAction, name, cursor - newest, detail);
+        },
+        [promise](const Status& s) { promise->set_value(s); });
+    return future.get();
+  }
+
   void ack(std::int64_t seq) {
     if (ctx_.upstream.consumer.empty()) return;
     std::string body = nlohmann::json{{"consumer", ctx_.upstream.consumer}, {"seq", seq}}.dump();
@@ -280,8 +380,9 @@ class CurlPoller final : public Poller {
       curl_easy_setopt(easy_, CURLOPT_HTTPGET, 1L);
     }
     curl_easy_setopt(easy_, CURLOPT_HTTPHEADER, headers);
+    BodySink sink{&r, ctx_.max_response_bytes};
     curl_easy_setopt(easy_, CURLOPT_WRITEFUNCTION, write_body);
-    curl_easy_setopt(easy_, CURLOPT_WRITEDATA, &r.body);
+    curl_easy_setopt(easy_, CURLOPT_WRITEDATA, &sink);
     curl_easy_setopt(easy_, CURLOPT_ERRORBUFFER, error_buffer);
     curl_easy_setopt(easy_, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy_, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout));
@@ -312,6 +413,7 @@ class CurlPoller final : public Poller {
         r.aborted = true;
         break;
       }
+      beat();
       curl_multi_poll(multi_, nullptr, 0, 1000, nullptr);
     }
     curl_multi_remove_handle(multi_, easy_);
@@ -359,12 +461,29 @@ class CurlPoller final : public Poller {
     return sleep_for(jitter(rng_));
   }
 
+  // In slices of at most a second, beating between them.
   bool sleep_for(Millis ms) {
+    Millis until = steady_millis() + ms;
     std::unique_lock lock(mu_);
-    return !cv_.wait_for(lock, std::chrono::milliseconds(ms), [&] { return stopping_; });
+    for (;;) {
+      beat();
+      Millis left = until - steady_millis();
+      if (left <= 0) return !stopping_;
+      if (cv_.wait_for(lock, std::chrono::milliseconds(std::min<Millis>(left, 1000)),
+                       [&] { return stopping_; }))
+        return false;
+    }
   }
 
   bool stopping() const { return stop_flag_.load(); }
+
+  void set_newest_gauge(std::int64_t newest) {
+    if (ctx_.metrics)
+      ctx_.metrics
+          ->gauge("iarelay_poll_upstream_newest", "The upstream's newest seq, as its feed says",
+                  {{"upstream", ctx_.upstream.name}})
+          .set(static_cast<double>(newest));
+  }
 
   void set_cursor_gauge(std::int64_t cursor) {
     if (ctx_.metrics)
@@ -388,6 +507,11 @@ class CurlPoller final : public Poller {
   std::mt19937_64 rng_;
   Millis backoff_ = kBackoffInitial / 2;
   std::uint64_t consecutive_errors_ = 0;
+  int max_ = 500;  // `max` asked for: [upstream] batch, halved while answers are too large
+  int good_answers_ = 0;
+  // Heartbeat (any thread reads):
+  std::atomic<Millis> last_beat_{0};
+  std::atomic<bool> running_{false};
 };
 
 }  // namespace

@@ -40,8 +40,13 @@ constexpr int kStopGraceSeconds = 10;
 constexpr std::int64_t kMaxFeedWaitSeconds = 60;
 constexpr std::int64_t kMaxFeedBatch = 5000;
 constexpr std::int64_t kDefaultFeedBatch = 500;
+// One feed answer's size (bytes of body; one message larger than this still goes out alone).
+constexpr std::int64_t kDefaultFeedBytes = 4 << 20;
+constexpr std::int64_t kMaxFeedBytes = 64 << 20;
 constexpr size_t kIdleReaders = 4;
 constexpr int kIdleConnectionSeconds = 5;
+// The metric label of services not in the configuration.
+constexpr std::string_view kOtherService = "other";
 
 HttpResponse json_response(int status, const json& body) {
   HttpResponse r;
@@ -176,6 +181,12 @@ class HttpServer final : public Server {
     }
     o.max_body = static_cast<size_t>(l.max_body);
     o.idle_seconds = kIdleConnectionSeconds;
+    o.max_connections = static_cast<size_t>(l.max_connections);
+    // The token is checked on the head, so a 401 never waits for (or reads) the body.
+    o.check_head = [this](const HttpRequest& head) -> std::optional<HttpResponse> {
+      if (!needs_token(head.method, head.path)) return std::nullopt;
+      return unauthorized(head);
+    };
     o.on_refused = [this](const std::string& path, int status) { count_status(path, status); };
     auto listener = HttpListener::start(
         std::move(o), [this](HttpRequest req, HttpReply reply) { route(std::move(req), reply); });
@@ -277,6 +288,12 @@ class HttpServer final : public Server {
     return count(req, error_response(500, std::string("internal error: ") + e.what()));
   }
 
+  // Senders choose service names: only configured ones get their own series, so /metrics stays
+  // bounded whatever they send.
+  std::string service_label(const std::string& service) const {
+    return ctx_.directory->knows_service(service) ? service : std::string(kOtherService);
+  }
+
   // Intake requests by status, counted before the answer is sent (so a client that got its
   // answer sees it counted).
   HttpResponse count(const HttpRequest& req, HttpResponse r) {
@@ -289,6 +306,12 @@ class HttpServer final : public Server {
           ->counter("iarelay_intake_requests_total", "Intake requests by HTTP status",
                     {{"code", std::to_string(status)}})
           .inc();
+  }
+
+  // Requests route() would serve behind the token (a wrong method still gets its 405).
+  static bool needs_token(const std::string& method, const std::string& path) {
+    if (method == "POST") return path.rfind("/v1/webhooks/", 0) == 0 || path == "/v1/feed/ack";
+    return method == "GET" && (path == "/v1/feed" || path == "/v1/status");
   }
 
   // A 401 response unless the request carries the configured bearer token (compared in
@@ -339,8 +362,8 @@ class HttpServer final : public Server {
           if (ctx_.metrics)
             ctx_.metrics
                 ->counter("iarelay_intake_webhooks_total",
-                          "Webhooks taken in, by service and state",
-                          {{"service", webhook->service}, {"state", state}})
+                          "Webhooks taken in, by service (\"other\": not configured) and state",
+                          {{"service", service_label(webhook->service)}, {"state", state}})
                 .inc();
           count_status("/v1/webhooks", 202);
           reply(json_response(202, json{{"id", outcome->id},
@@ -350,10 +373,11 @@ class HttpServer final : public Server {
   }
 
   HttpResponse handle_feed(const HttpRequest& req) {
-    std::int64_t after = 0, max = kDefaultFeedBatch, wait = 0;
+    std::int64_t after = 0, max = kDefaultFeedBatch, wait = 0, max_bytes = kDefaultFeedBytes;
     for (auto [name, target, low] :
          {std::tuple{"after", &after, std::int64_t{0}}, std::tuple{"max", &max, std::int64_t{1}},
-          std::tuple{"wait", &wait, std::int64_t{0}}}) {
+          std::tuple{"wait", &wait, std::int64_t{0}},
+          std::tuple{"max_bytes", &max_bytes, std::int64_t{1}}}) {
       auto value = req.param(name);
       if (!value) continue;
       auto v = parse_int(std::string(*value));
@@ -364,6 +388,7 @@ class HttpServer final : public Server {
     }
     max = std::min(max, kMaxFeedBatch);
     wait = std::min(wait, kMaxFeedWaitSeconds);
+    max_bytes = std::min(max_bytes, kMaxFeedBytes);
     auto reader = readers_.take();
     if (!reader) return error_response(503, "journal not readable: " + reader.status().message());
     // Return the connection to the pool however this handler ends.
@@ -381,13 +406,16 @@ class HttpServer final : public Server {
         std::lock_guard lock(feed_mu_);
         seen = generation_;
       }
-      messages = feed_after(*lease.db, after, static_cast<int>(max));
+      messages = feed_after_bounded(*lease.db, after, static_cast<int>(max),
+                                    static_cast<size_t>(max_bytes));
       if (!messages.empty()) break;
       std::unique_lock lock(feed_mu_);
       bool woke =
           feed_cv_.wait_until(lock, deadline, [&] { return stopped_ || generation_ != seen; });
       if (!woke || stopped_) break;
     }
+    // Read after the messages, so it is at least the last one's seq.
+    std::int64_t newest = newest_seq(*lease.db);
     // A reader sees a commit before its fsync (sync=full pipelines it): serve nothing a crash
     // could still take back, or a consumer would skip the seq numbers reused after it.
     if (!messages.empty()) {
@@ -395,7 +423,7 @@ class HttpServer final : public Server {
         return retry_later("journal not writable: " + s.message());
     }
     HttpResponse r;
-    r.body = render_feed(messages, after);
+    r.body = render_feed(messages, after, newest, static_cast<size_t>(max_bytes));
     return r;
   }
 

@@ -63,6 +63,15 @@ bool AgentDirectory::is_edge() const {
   return agents_.empty();
 }
 
+bool AgentDirectory::knows_service(const std::string& service) const {
+  std::shared_lock lock(mu_);
+  for (const auto& s : services_)
+    if (s.name == service) return true;
+  for (const auto& a : agents_)
+    if (a.hosts(service)) return true;
+  return false;
+}
+
 std::optional<std::string> AgentDirectory::available_agent_for(const std::string& service,
                                                                const std::string& except) const {
   std::shared_lock lock(mu_);

@@ -127,6 +127,23 @@ std::map<std::string, RecentOutcomes> recent_attempts(SQLite::Database& db, Mill
   return out;
 }
 
+// The last cursor rewind of upstream `name` recorded by its poller, or null.
+Json last_rewind(SQLite::Database& reader, const std::string& name) {
+  SQLite::Statement q(reader,
+                      "SELECT at, detail FROM audit WHERE action=? AND filter=? "
+                      "ORDER BY id DESC LIMIT 1");
+  q.bind(1, std::string(kCursorRewindAction));
+  q.bind(2, name);
+  if (!q.executeStep()) return nullptr;
+  Json detail = Json::parse(q.getColumn(1).getString(), nullptr, /*allow_exceptions=*/false);
+  Json out = {{"at", text_or_null(q.getColumn(0))}, {"from", nullptr}, {"to", nullptr}};
+  if (detail.is_object()) {
+    if (detail.contains("from")) out["from"] = detail["from"];
+    if (detail.contains("to")) out["to"] = detail["to"];
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string status_json(SQLite::Database& reader, const Config* config,
@@ -227,14 +244,16 @@ std::string status_json(SQLite::Database& reader, const Config* config,
       upstream.push_back({{"name", name},
                           {"seq", q.getColumn(1).getInt64()},
                           {"updated_at", text_or_null(q.getColumn(2))},
-                          {"configured", is_configured}});
+                          {"configured", is_configured},
+                          {"rewound", last_rewind(reader, name)}});
     }
   }
   if (config && config->upstream && !configured_cursor_seen)
     upstream.push_back({{"name", config->upstream->name},
                         {"seq", 0},
                         {"updated_at", nullptr},
-                        {"configured", true}});
+                        {"configured", true},
+                        {"rewound", nullptr}});
   doc["upstream"] = std::move(upstream);
 
   std::int64_t max_seq = 0;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 namespace SQLite {
 class Database;
@@ -12,6 +13,10 @@ class Database;
 namespace iarelay {
 
 struct Config;
+
+// The audit action of a poller's cursor rewind (filter: the upstream's name; affected: how far
+// back; detail: {"from": seq, "to": seq}).
+inline constexpr std::string_view kCursorRewindAction = "cursor_rewind";
 
 // The document is one JSON object (times RFC 3339 UTC text, ages and durations integer ms,
 // absent values null):
@@ -30,9 +35,12 @@ struct Config;
 //                    "oldest_queued_age_ms", "delivered_last_hour", "failed_last_hour",
 //                    "retried_last_hour"}  (the *_last_hour counts are attempts started in
 //                    the last hour by outcome: delivered, failed (permanent), retry)
-//   "upstream"      array of {"name", "seq", "updated_at", "configured": bool}: the cursors
-//                   of polled upstream feeds (the configured one listed even before its first
-//                   batch, with seq 0)
+//   "upstream"      array of {"name", "seq", "updated_at", "configured": bool, "rewound"}:
+//                   the cursors of polled upstream feeds (the configured one listed even before
+//                   its first batch, with seq 0); "rewound" is null, or the last time the
+//                   upstream's newest seq was found below the cursor: {"at", "from", "to"}
+//                   (the cursor was set back from `from` to the upstream's newest, `to`; from
+//                   the audit row the poller writes with action kCursorRewindAction)
 //   "feed"          {"max_seq": int (newest stored webhook's seq, 0 if none),
 //                    "consumers": [{"name", "acked_seq", "acked_at", "lag"}]} where lag is
 //                   max_seq - acked_seq (never negative)

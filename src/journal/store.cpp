@@ -367,4 +367,49 @@ void for_each_webhook(SQLite::Database& db, const WebhookFilter& f, bool with_pa
   }
 }
 
+std::vector<FeedMessage> feed_after_bounded(SQLite::Database& db, std::int64_t after, int max,
+                                            std::size_t max_bytes) {
+  // As feed_after ("+state": walk the primary key), reading row by row so a batch of large
+  // payloads is never all in memory.
+  auto q = cached_statement(db,
+                            "SELECT seq, id, service, type, agent, received_at, payload FROM "
+                            "webhooks WHERE seq>? AND +state='stored' ORDER BY seq LIMIT ?");
+  q->bind(1, after);
+  q->bind(2, max);
+  std::vector<FeedMessage> out;
+  std::size_t bytes = 0;
+  while (bytes <= max_bytes && q->executeStep()) {
+    FeedMessage m;
+    m.seq = q->getColumn(0).getInt64();
+    m.id = q->getColumn(1).getString();
+    m.service = q->getColumn(2).getString();
+    m.type = q->getColumn(3).getString();
+    m.agent = opt_text(q->getColumn(4));
+    m.received_at = opt_time(q->getColumn(5)).value_or(0);
+    m.payload = q->getColumn(6).getString();
+    bytes += m.payload.size();
+    out.push_back(std::move(m));
+  }
+  q->reset();  // the statement is cached: do not leave it holding a read snapshot
+  return out;
+}
+
+std::int64_t newest_seq(SQLite::Database& db) {
+  return db
+      .execAndGet(
+          "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name='webhooks'), 0), "
+          "coalesce((SELECT max(seq) FROM webhooks), 0))")
+      .getInt64();
+}
+
+void rewind_cursor(SQLite::Database& db, std::string_view name, std::int64_t seq) {
+  auto s = cached_statement(db,
+                            "INSERT INTO cursors (name, seq, updated_at) VALUES (?1,?2,?3) "
+                            "ON CONFLICT(name) DO UPDATE SET seq=?2, updated_at=?3");
+  s->bind(1, std::string(name));
+  s->bind(2, seq);
+  s->bind(3, format_time(now_millis()));
+  s->exec();
+}
+
 }  // namespace iarelay

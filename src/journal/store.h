@@ -174,4 +174,16 @@ struct WebhookRow {
 void for_each_webhook(SQLite::Database& db, const WebhookFilter& f, bool with_payload,
                       const std::function<bool(const WebhookRow&)>& fn);
 
+// --- the feed's bounds and the consumer's rewind (issue 9) ----------------------------------
+// feed_after, but stops reading once the payloads read add up to more than `max_bytes` (the
+// row that crosses it is returned too, so at least one row when any is newer than `after`).
+std::vector<FeedMessage> feed_after_bounded(SQLite::Database& db, std::int64_t after, int max,
+                                            std::size_t max_bytes);
+// The largest seq this journal has ever assigned (AUTOINCREMENT's record, else the largest
+// stored), 0 when none. What a feed reports as "newest".
+std::int64_t newest_seq(SQLite::Database& db);
+// Sets the cursor to `seq` even when that is lower (save_cursor only moves it forward): the
+// poller's answer to an upstream whose newest seq is below the cursor.
+void rewind_cursor(SQLite::Database& db, std::string_view name, std::int64_t seq);
+
 }  // namespace iarelay

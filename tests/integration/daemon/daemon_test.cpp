@@ -212,7 +212,7 @@ TEST(Metrics, EveryDocumentedMetricIsExposedAndCountersMove) {
   EXPECT_GE(names, 10);
   EXPECT_EQ(count_of(text, R"(iarelay_intake_webhooks_total{service="svc",state="queued"})"), 3)
       << text;
-  EXPECT_EQ(count_of(text, R"(iarelay_intake_webhooks_total{service="nobody",state="discarded"})"),
+  EXPECT_EQ(count_of(text, R"(iarelay_intake_webhooks_total{service="other",state="discarded"})"),
             1)
       << text;
   EXPECT_GE(count_of(text, R"(iarelay_deliveries_total{agent="host/127.0.0.1:1",outcome="retry"})"),

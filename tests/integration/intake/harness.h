@@ -53,7 +53,8 @@ class InProcessRelay {
 
   // Starts the listener (port 0: ephemeral). Returns the port.
   int start_server(int port = 0, std::string token = "", std::int64_t max_body = 1 << 20,
-                   std::string tls_cert = "", std::string tls_key = "") {
+                   std::string tls_cert = "", std::string tls_key = "",
+                   int max_connections = 1024) {
     ServerContext ctx;
     ctx.writer = writer_.get();
     ctx.directory = directory_.get();
@@ -61,6 +62,7 @@ class InProcessRelay {
     ctx.journal_path = journal_;
     ctx.listen.address = "127.0.0.1:" + std::to_string(port);
     ctx.listen.max_body = max_body;
+    ctx.listen.max_connections = max_connections;
     ctx.listen.tls_cert = std::move(tls_cert);
     ctx.listen.tls_key = std::move(tls_key);
     ctx.token = std::move(token);
@@ -83,7 +85,8 @@ class InProcessRelay {
     if (server) server->stop();
   }
 
-  void start_poller(UpstreamConfig upstream, std::string token = "") {
+  void start_poller(UpstreamConfig upstream, std::string token = "",
+                    size_t max_response_bytes = 512u << 20) {
     PollerContext ctx;
     ctx.writer = writer_.get();
     ctx.directory = directory_.get();
@@ -91,6 +94,7 @@ class InProcessRelay {
     ctx.journal_path = journal_;
     ctx.upstream = std::move(upstream);
     ctx.token = std::move(token);
+    ctx.max_response_bytes = max_response_bytes;
     auto p = Poller::start(std::move(ctx));
     ASSERT_TRUE(p.is_ok()) << p.status().message();
     poller_ = std::move(*p);

@@ -199,5 +199,74 @@ TEST_F(ListenerTest, GarbageGets400AndTheConnectionCloses) {
   EXPECT_TRUE(c.closed_by_peer());
 }
 
+TEST(ListenerBounds, WrongTokenIsRefusedFromTheHeaderWithoutWaitingForTheBody) {
+  testing::TempDir dir;
+  InProcessRelay relay(dir.file("journal.db"), {make_agent("a1", {"hpnnmi"})});
+  int port = relay.start_server(0, kToken, 64 << 20);  // a 10 MB body would be accepted
+  ASSERT_GT(port, 0);
+  Conn c(port);
+  ASSERT_TRUE(c.ok());
+  auto started = std::chrono::steady_clock::now();
+  c.send(
+      "POST /v1/webhooks/hpnnmi HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n"
+      "Content-Type: application/json\r\nContent-Length: 10000000\r\n\r\n");
+  std::string r = c.response();
+  ASSERT_EQ(r.rfind("HTTP/1.1 401", 0), 0u) << r;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2));
+  EXPECT_NE(body_json(r)["error"].get<std::string>().find("bad bearer token"), std::string::npos);
+  EXPECT_TRUE(c.closed_by_peer());
+  EXPECT_EQ(testing::metric_value(relay.metrics().render(),
+                                  R"(iarelay_intake_requests_total{code="401"})"),
+            1);
+  // With Expect: 100-continue the client is told before it sends a byte of the body.
+  Conn e(port);
+  ASSERT_TRUE(e.ok());
+  e.send(
+      "POST /v1/webhooks/hpnnmi HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+      "Content-Length: 10000000\r\n\r\n");
+  r = e.response();
+  ASSERT_EQ(r.rfind("HTTP/1.1 401", 0), 0u) << r;
+  EXPECT_EQ(relay.count(), 0);
+}
+
+TEST(ListenerBounds, ConnectionsPastMaxConnectionsGet503UntilOneCloses) {
+  testing::TempDir dir;
+  InProcessRelay relay(dir.file("journal.db"), {make_agent("a1", {"hpnnmi"})});
+  int port = relay.start_server(0, kToken, 4096, "", "", /*max_connections=*/4);
+  ASSERT_GT(port, 0);
+  std::vector<std::unique_ptr<Conn>> idle;
+  for (int i = 0; i < 4; ++i) {
+    idle.push_back(std::make_unique<Conn>(port));
+    ASSERT_TRUE(idle.back()->ok());
+  }
+  // The listener registers a connection when it accepts it: let it take the four.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  {
+    Conn fifth(port);
+    ASSERT_TRUE(fifth.ok());
+    fifth.send(post_head("", kBody.size()) + kBody);
+    std::string r = fifth.response();
+    ASSERT_EQ(r.rfind("HTTP/1.1 503", 0), 0u) << r;
+    EXPECT_NE(r.find("Retry-After: 1"), std::string::npos) << r;
+    EXPECT_NE(body_json(r)["error"].get<std::string>().find("max_connections"), std::string::npos)
+        << r;
+    EXPECT_TRUE(fifth.closed_by_peer());
+  }
+  EXPECT_EQ(relay.count(), 0);
+  idle.pop_back();  // one closes: room for a new one
+  ASSERT_TRUE(testing::eventually(
+      [&] {
+        Conn next(port);
+        next.send(post_head("", kBody.size()) + kBody);
+        std::string r = next.response();
+        return r.rfind("HTTP/1.1 202", 0) == 0;
+      },
+      std::chrono::seconds(5)));
+  EXPECT_EQ(relay.count(), 1);
+  // The idle ones were not disturbed: one of them still works.
+  idle.front()->send(post_head("", kBody.size()) + kBody);
+  EXPECT_EQ(idle.front()->response().rfind("HTTP/1.1 202", 0), 0u);
+}
+
 }  // namespace
 }  // namespace iarelay

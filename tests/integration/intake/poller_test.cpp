@@ -8,6 +8,7 @@
 
 #include "harness.h"
 #include "intake/admission.h"
+#include "journal/status_report.h"
 #include "journal/store.h"
 #include "support/process.h"
 #include "support/temp_dir.h"
@@ -193,19 +194,23 @@ TEST(Poller, StopReturnsPromptlyDuringALongPoll) {
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(3));
 }
 
-TEST(Poller, SkipsAMessageThatCanNeverBeStoredAndKeepsGoing) {
+TEST(Poller, StoresAMessageThatCannotBeAdmittedAsFailedAndKeepsGoing) {
   testing::TempDir dir;
   httplib::Server upstream;
   upstream.Get("/v1/feed", [&](const httplib::Request& req, httplib::Response& res) {
     if (req.get_param_value("after") == "0")
-      res.set_content(R"({"messages":[)"
-                      R"({"seq":1,"id":"A","service":"hpnnmi","type":"status","payload":[1]},)"
-                      R"({"seq":2,"id":"B","service":"hpnnmi","type":"","payload":{"x":1}},)"
-                      R"({"seq":3,"id":"C","service":"hpnnmi","type":"status","payload":{"s":1}})"
-                      R"(],"next":3})",
-                      "application/json");
+      res.set_content(
+          R"({"messages":[)"
+          R"({"seq":1,"id":"A","service":"hpnnmi","type":"status","payload":[1]},)"
+          R"({"seq":2,"id":"B","service":"hpnnmi","type":"","payload":{"x":1}},)"
+          R"({"seq":3,"id":"C","service":"hpnnmi","type":"status","payload":{"s":1}},)"
+          R"({"seq":4,"id":"D","service":"hpnnmi","agent":"ws-1\u0001","type":"status",)"
+          R"("payload":{"s":4}},)"
+          R"({"seq":5,"id":"E","service":"hpnnmi","type":"st\u0085","payload":{"s":5}})"
+          R"(],"next":5})",
+          "application/json");
     else
-      res.set_content(R"({"messages":[],"next":3})", "application/json");
+      res.set_content(R"({"messages":[],"next":5})", "application/json");
   });
   upstream.Post("/v1/feed/ack",
                 [](const httplib::Request&, httplib::Response& res) { res.status = 204; });
@@ -213,14 +218,137 @@ TEST(Poller, SkipsAMessageThatCanNeverBeStoredAndKeepsGoing) {
   std::thread serve([&] { upstream.listen_after_bind(); });
   InProcessRelay inner(dir.file("inner.db"), {make_agent("a1", {"hpnnmi"})});
   inner.start_poller(upstream_at("http://127.0.0.1:" + std::to_string(port), 1000));
-  ASSERT_TRUE(eventually([&] { return inner.count() == 1; }));
-  EXPECT_EQ(inner.reader()->execAndGet("SELECT source_id FROM webhooks").getString(), "C");
-  EXPECT_EQ(inner.reader()->execAndGet("SELECT payload FROM webhooks").getString(), R"({"s":1})");
+  // Nothing the upstream was acked for is lost: the good one queued, the others failed with
+  // their reason, every text field safe.
+  ASSERT_TRUE(eventually([&] { return inner.count() == 5; })) << inner.count();
+  auto db = inner.reader();
+  EXPECT_EQ(db->execAndGet("SELECT group_concat(source_id) FROM (SELECT source_id FROM webhooks "
+                           "WHERE state='queued' ORDER BY seq)")
+                .getString(),
+            "C");
+  EXPECT_EQ(db->execAndGet("SELECT group_concat(source_id) FROM (SELECT source_id FROM webhooks "
+                           "WHERE state='failed' ORDER BY seq)")
+                .getString(),
+            "A,B,D,E");
+  EXPECT_EQ(db->execAndGet("SELECT payload FROM webhooks WHERE source_id='A'").getString(), "[1]");
+  EXPECT_EQ(db->execAndGet("SELECT agent FROM webhooks WHERE source_id='D'").getString(),
+            "ws-1\xEF\xBF\xBD");
+  EXPECT_EQ(db->execAndGet("SELECT type FROM webhooks WHERE source_id='E'").getString(),
+            "st\xEF\xBF\xBD");
+  EXPECT_NE(db->execAndGet("SELECT last_error FROM webhooks WHERE source_id='D'")
+                .getString()
+                .find("agent contains a control character"),
+            std::string::npos);
+  EXPECT_EQ(db->execAndGet("SELECT seq FROM cursors WHERE name='edge'").getInt64(), 5);
   EXPECT_EQ(metric_value(inner.metrics().render(), R"(iarelay_poll_errors_total{kind="message"})"),
-            2);
+            4);
   inner.poller()->stop();
   upstream.stop();
   serve.join();
+}
+
+TEST(Poller, HeartbeatSaysAliveWhileItPollsAndNotAfterItStopped) {
+  testing::TempDir dir;
+  InProcessRelay edge(dir.file("edge.db"));
+  int port = edge.start_server();
+  InProcessRelay inner(dir.file("inner.db"), {make_agent("a1", {"hpnnmi"})});
+  inner.start_poller(upstream_at("http://127.0.0.1:" + std::to_string(port), 2000));
+  EXPECT_TRUE(inner.poller()->alive());
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // through a long-poll
+  EXPECT_TRUE(inner.poller()->alive());
+  inner.poller()->stop();
+  EXPECT_FALSE(inner.poller()->alive());
+}
+
+TEST(Poller, RewindsWhenTheUpstreamsNewestIsBelowItsCursor) {
+  testing::TempDir dir;
+  auto edge = std::make_unique<InProcessRelay>(dir.file("edge.db"));
+  fill_edge(*edge, 0, 5);
+  // The edge's backup, taken at seq 5.
+  edge->reader()->exec("VACUUM INTO '" + dir.file("backup.db") + "'");
+  fill_edge(*edge, 5, 5);
+  int port = edge->start_server();
+  ASSERT_GT(port, 0);
+  std::string url = "http://127.0.0.1:" + std::to_string(port);
+  InProcessRelay inner(dir.file("inner.db"), {make_agent("a1", {"hpnnmi"})});
+  inner.start_poller(upstream_at(url, 1000));
+  ASSERT_TRUE(eventually([&] { return inner.count() == 10; }));
+
+  // The edge comes back from its backup: its newest seq (5) is below the consumer's cursor (10).
+  edge.reset();
+  InProcessRelay restored(dir.file("backup.db"));
+  ASSERT_EQ(restored.start_server(port), port);
+  ASSERT_TRUE(eventually([&] {
+    return metric_value(inner.metrics().render(),
+                        R"(iarelay_upstream_behind_total{upstream="edge"})") == 1;
+  })) << inner.metrics().render();
+  ASSERT_TRUE(eventually([&] {
+    return inner.reader()->execAndGet("SELECT seq FROM cursors WHERE name='edge'").getInt64() == 5;
+  }));
+  // What it stores now reuses seqs 6-8, at or below the old cursor: none of it is skipped.
+  fill_edge(restored, 100, 3);
+  ASSERT_TRUE(eventually([&] { return inner.count() == 13; }, std::chrono::seconds(10)))
+      << inner.count();
+  EXPECT_EQ(inner.reader()->execAndGet("SELECT seq FROM cursors WHERE name='edge'").getInt64(), 8);
+  EXPECT_EQ(
+      metric_value(inner.metrics().render(), R"(iarelay_poll_upstream_newest{upstream="edge"})"),
+      8);
+  // `iarelay status` shows when and how far the cursor went back.
+  json status = json::parse(status_json(*inner.reader(), nullptr, inner.journal()));
+  ASSERT_EQ(status["upstream"].size(), 1u) << status.dump();
+  const json& rewound = status["upstream"][0]["rewound"];
+  ASSERT_TRUE(rewound.is_object()) << status.dump();
+  EXPECT_EQ(rewound["from"], 10);
+  EXPECT_EQ(rewound["to"], 5);
+  EXPECT_TRUE(rewound["at"].is_string());
+  inner.poller()->stop();
+}
+
+TEST(Poller, AnswerOverItsSizeLimitMakesItAskForFewerInsteadOfWedging) {
+  testing::TempDir dir;
+  constexpr size_t kLimit = 64 << 10;
+  constexpr int kTotal = 30;
+  std::mutex mu;
+  std::vector<std::int64_t> asked_bytes;
+  // An upstream that ignores max_bytes (an older edge): `max` messages of 10 kB each.
+  httplib::Server upstream;
+  upstream.Get("/v1/feed", [&](const httplib::Request& req, httplib::Response& res) {
+    {
+      std::lock_guard lock(mu);
+      asked_bytes.push_back(std::stoll(req.get_param_value("max_bytes")));
+    }
+    int after = std::stoi(req.get_param_value("after"));
+    int max = std::stoi(req.get_param_value("max"));
+    std::string body = R"({"messages":[)";
+    int next = after;
+    for (int seq = after + 1; seq <= std::min(kTotal, after + max); ++seq) {
+      if (seq > after + 1) body += ',';
+      body += R"({"seq":)" + std::to_string(seq) + R"(,"id":"M)" + std::to_string(seq) +
+              R"(","service":"hpnnmi","type":"status","payload":{"pad":")" +
+              std::string(10'000, 'x') + R"("}})";
+      next = seq;
+    }
+    body += R"(],"next":)" + std::to_string(next) + "}";
+    res.set_content(body, "application/json");
+  });
+  upstream.Post("/v1/feed/ack",
+                [](const httplib::Request&, httplib::Response& res) { res.status = 204; });
+  int port = upstream.bind_to_any_port("127.0.0.1");
+  std::thread serve([&] { upstream.listen_after_bind(); });
+  InProcessRelay inner(dir.file("inner.db"), {make_agent("a1", {"hpnnmi"})});
+  inner.start_poller(upstream_at("http://127.0.0.1:" + std::to_string(port), 1000, 100), "",
+                     kLimit);
+  ASSERT_TRUE(eventually([&] { return inner.count() == kTotal; }, std::chrono::seconds(20)))
+      << inner.count() << "\n"
+      << inner.metrics().render();
+  EXPECT_GE(
+      metric_value(inner.metrics().render(), R"(iarelay_poll_errors_total{kind="too_large"})"), 1);
+  inner.poller()->stop();
+  upstream.stop();
+  serve.join();
+  std::lock_guard lock(mu);
+  ASSERT_FALSE(asked_bytes.empty());
+  for (auto b : asked_bytes) EXPECT_LE(b, static_cast<std::int64_t>(kLimit) / 2);
 }
 
 TEST(Poller, GoesThroughTheConfiguredProxy) {

@@ -272,7 +272,7 @@ TEST_F(ServerTest, EdgeStoresAndFeedLongPollReturnsWhenAWebhookArrives) {
   auto empty = client_->Get("/v1/feed?after=0&wait=0", auth());
   ASSERT_TRUE(empty);
   EXPECT_EQ(empty->status, 200);
-  EXPECT_EQ(body_of(empty), json::parse(R"({"messages":[],"next":0})"));
+  EXPECT_EQ(body_of(empty), json::parse(R"({"messages":[],"next":0,"newest":0})"));
 
   std::string body = testing::read_file(testing::fixture("ib_response.json"));
   std::optional<httplib::Response> polled;
@@ -328,6 +328,100 @@ TEST_F(ServerTest, FeedValidatesParametersAndRequiresTheToken) {
   ASSERT_EQ(two["messages"].size(), 2u);
   EXPECT_EQ(two["messages"][0]["seq"], 2);
   EXPECT_EQ(two["next"], 3);
+}
+
+TEST_F(ServerTest, InvalidTextInTheRequestLineOrHeadersIs400NamingTheField) {
+  start({make_agent("a1", {"hpnnmi"})});
+  std::string ok_body = R"({"status":"active","eventIdentifier":1})";
+  struct Case {
+    std::string path;
+    httplib::Headers headers;
+    const char* says;
+  };
+  std::vector<Case> cases = {
+      {"/v1/webhooks/hpnnmi?agent=ws-1%2F127.0.0.1%3A18777&type=%FF", auth(),
+       "type is not valid UTF-8"},
+      {"/v1/webhooks/hpnnmi?agent=ws-1%0A", auth(), "agent contains a control character"},
+      {"/v1/webhooks/hp%C3nnmi", auth(), "service is not valid UTF-8"},
+      {"/v1/webhooks/" + std::string(300, 's'), auth(), "service is longer than 256 bytes"},
+      {"/v1/webhooks/hpnnmi?agent=" + std::string(300, 'a'), auth(),
+       "agent is longer than 256 bytes"},
+  };
+  httplib::Headers key = auth();
+  key.emplace("Idempotency-Key", "k\xFF");
+  cases.push_back({"/v1/webhooks/hpnnmi", key, "Idempotency-Key is not valid UTF-8"});
+  for (const auto& c : cases) {
+    auto r = client_->Post(c.path.c_str(), c.headers, ok_body, "application/json");
+    ASSERT_TRUE(r) << c.path;
+    EXPECT_EQ(r->status, 400) << c.path << ": " << r->body;
+    json reply = body_of(r);
+    ASSERT_TRUE(reply.is_object() && reply["error"].is_string()) << c.path << ": " << r->body;
+    EXPECT_NE(reply["error"].get<std::string>().find(c.says), std::string::npos)
+        << c.path << ": " << r->body;
+  }
+  EXPECT_EQ(relay_->count(), 0);
+  // The status document and the feed are still whole JSON (nothing invalid was stored).
+  auto r =
+      client_->Post("/v1/webhooks/hpnnmi?agent=caf%C3%A9", auth(), ok_body, "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 202) << r->body;
+}
+
+TEST_F(ServerTest, FeedAnswerIsBoundedInBytes) {
+  start({});
+  const std::string pad(100'000, 'x');
+  for (int i = 0; i < 60; ++i) {
+    std::string body = R"({"status":"active","eventIdentifier":)" + std::to_string(i) +
+                       R"(,"pad":")" + pad + "\"}";
+    ASSERT_EQ(client_->Post("/v1/webhooks/hpnnmi", auth(), body, "application/json")->status, 202);
+  }
+  // Asked for: never more than max_bytes (unless one message alone is larger).
+  auto r = client_->Get("/v1/feed?after=0&max=100&max_bytes=250000", auth());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200);
+  EXPECT_LE(r->body.size(), 250'000u);
+  json small = json::parse(r->body);
+  ASSERT_EQ(small["messages"].size(), 2u);
+  EXPECT_EQ(small["next"], small["messages"][1]["seq"]);
+  EXPECT_EQ(small["newest"], 60);
+  auto one = json::parse(client_->Get("/v1/feed?after=0&max=100&max_bytes=10", auth())->body);
+  EXPECT_EQ(one["messages"].size(), 1u);
+  // Not asked for: a default of a few MiB, not 60 x 100 kB.
+  auto all = client_->Get("/v1/feed?after=0&max=100", auth());
+  ASSERT_TRUE(all);
+  EXPECT_LE(all->body.size(), 4u << 20);
+  size_t n = json::parse(all->body)["messages"].size();
+  EXPECT_GE(n, 30u);
+  EXPECT_LT(n, 60u);
+  EXPECT_EQ(client_->Get("/v1/feed?max_bytes=0", auth())->status, 400);
+}
+
+TEST_F(ServerTest, UnknownServicesShareOneMetricSeries) {
+  start({make_agent("a1", {"hpnnmi"})}, {{"held", true}});
+  std::string body = R"({"status":"active","eventIdentifier":1})";
+  for (int i = 0; i < 100; ++i)
+    ASSERT_EQ(client_
+                  ->Post(("/v1/webhooks/svc" + std::to_string(i)).c_str(), auth(), body,
+                         "application/json")
+                  ->status,
+              202);
+  ASSERT_EQ(client_->Post("/v1/webhooks/hpnnmi", auth(), body, "application/json")->status, 202);
+  ASSERT_EQ(client_->Post("/v1/webhooks/held", auth(), body, "application/json")->status, 202);
+  std::string metrics = client_->Get("/metrics")->body;
+  size_t series = 0;
+  for (size_t pos = 0;
+       (pos = metrics.find("\niarelay_intake_webhooks_total{", pos)) != std::string::npos; ++pos)
+    ++series;
+  EXPECT_EQ(series, 3u) << metrics;
+  EXPECT_EQ(testing::metric_value(
+                metrics, R"(iarelay_intake_webhooks_total{service="other",state="discarded"})"),
+            100)
+      << metrics;
+  EXPECT_EQ(testing::metric_value(
+                metrics, R"(iarelay_intake_webhooks_total{service="hpnnmi",state="queued"})"),
+            1);
+  EXPECT_NE(metrics.find(R"(iarelay_intake_webhooks_total{service="held",)"), std::string::npos);
+  EXPECT_EQ(metrics.find("svc7"), std::string::npos);
 }
 
 TEST_F(ServerTest, FeedAckIsRecordedForTheConsumer) {

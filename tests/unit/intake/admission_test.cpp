@@ -127,7 +127,7 @@ TEST(AdmitFeedItem, KeepsUpstreamIdentityAndRoutesLocally) {
   item.type = "";
   item.payload = R"({ "deliveryStatus" : "Delivered", "eventIdentifier": 9 })";
   item.payload_is_object = true;
-  auto w = admit_feed_item(item, "edge", dir, 5);
+  auto w = admit_feed_item(FeedItem(item), "edge", dir, 5);
   ASSERT_TRUE(w.is_ok()) << w.status().message();
   EXPECT_EQ(w->source, "edge");
   EXPECT_EQ(w->source_id, "01UPSTREAMID");
@@ -137,7 +137,92 @@ TEST(AdmitFeedItem, KeepsUpstreamIdentityAndRoutesLocally) {
   EXPECT_EQ(w->payload, item.payload);
   EXPECT_EQ(w->assigned_agent, "a1");
   item.payload_is_object = false;
-  EXPECT_FALSE(admit_feed_item(item, "edge", dir, 5).is_ok());
+  EXPECT_FALSE(admit_feed_item(FeedItem(item), "edge", dir, 5).is_ok());
+}
+
+TEST(AdmitDirect, RefusesInvalidTextFieldsNamingTheField) {
+  AgentDirectory dir({agent("a1", {"hpnnmi"})}, {});
+  const std::string body = R"({"status":"active","eventIdentifier":1})";
+  struct Case {
+    const char* name;
+    IntakeRequest request;
+    const char* says;
+  };
+  auto with = [&](auto set) {
+    IntakeRequest r = request("hpnnmi", body);
+    set(r);
+    return r;
+  };
+  std::vector<Case> cases = {
+      {"type not UTF-8", with([](IntakeRequest& r) { r.type = "\xFF"; }),
+       "type is not valid UTF-8"},
+      {"agent not UTF-8", with([](IntakeRequest& r) { r.agent = "ws-1/\xC3"; }),
+       "agent is not valid UTF-8"},
+      {"service control", with([](IntakeRequest& r) { r.service = "hp\nnmi"; }),
+       "service contains a control character"},
+      {"key control", with([](IntakeRequest& r) { r.idempotency_key = "k\x7F"; }),
+       "Idempotency-Key contains a control character"},
+      {"service long", with([](IntakeRequest& r) { r.service = std::string(257, 's'); }),
+       "service is longer than 256 bytes"},
+      {"agent long", with([](IntakeRequest& r) { r.agent = std::string(257, 'a'); }),
+       "agent is longer than 256 bytes"},
+      {"type long", with([](IntakeRequest& r) { r.type = std::string(257, 't'); }),
+       "type is longer than 256 bytes"},
+      {"key long", with([](IntakeRequest& r) { r.idempotency_key = std::string(257, 'k'); }),
+       "Idempotency-Key is longer than 256 bytes"},
+      {"inferred type control",
+       with([](IntakeRequest& r) { r.body = R"({"xmatters_callback_type":"st\u0001"})"; }),
+       "type contains a control character"},
+  };
+  for (auto& c : cases) {
+    auto w = admit_direct(c.request, dir, 0);
+    ASSERT_FALSE(w.is_ok()) << c.name;
+    EXPECT_EQ(w.status().kind(), StatusKind::kInvalidArgument) << c.name;
+    EXPECT_NE(w.status().message().find(c.says), std::string::npos)
+        << c.name << ": " << w.status().message();
+  }
+  // At the limits, and beyond ASCII, all is well.
+  auto ok = with([](IntakeRequest& r) {
+    r.service = std::string(256, 's');
+    r.agent = "caf\xC3\xA9/127.0.0.1:1";
+    r.idempotency_key = std::string(256, 'k');
+  });
+  EXPECT_TRUE(admit_direct(ok, dir, 0).is_ok());
+}
+
+TEST(AdmitFeedItem, RefusesInvalidFieldsAndQuarantinesThemSafely) {
+  AgentDirectory dir({agent("a1", {"hpnnmi"})}, {});
+  FeedItem item;
+  item.seq = 3;
+  item.id = "01UP";
+  item.service = "hpnnmi";
+  item.agent = std::string("ws-1\x01/127.0.0.1:1");
+  item.type = "status";
+  item.payload = R"({"status":"active"})";
+  item.payload_is_object = true;
+  auto w = admit_feed_item(FeedItem(item), "edge", dir, 5);
+  ASSERT_FALSE(w.is_ok());
+  EXPECT_NE(w.status().message().find("agent contains a control character"), std::string::npos)
+      << w.status().message();
+  NewWebhook q = quarantine_feed_item(item, "edge", w.status().message(), 5);
+  EXPECT_EQ(q.state, WebhookState::kFailed);
+  EXPECT_EQ(q.source, "edge");
+  EXPECT_EQ(q.source_id, "01UP");
+  EXPECT_EQ(q.agent, "ws-1\xEF\xBF\xBD/127.0.0.1:1");
+  EXPECT_EQ(q.type, "status");
+  EXPECT_EQ(q.payload, item.payload);
+  ASSERT_TRUE(q.reason.has_value());
+  EXPECT_NE(q.reason->find("agent contains a control character"), std::string::npos);
+  // An id that is not safe text becomes a safe one that still tells ids apart.
+  FeedItem odd = item;
+  odd.id = std::string(300, 'x');
+  FeedItem odder = item;
+  odder.id = std::string(300, 'x') + "y";
+  auto a = quarantine_feed_item(odd, "edge", "why", 5);
+  auto b = quarantine_feed_item(odder, "edge", "why", 5);
+  EXPECT_LE(a.source_id->size(), kMaxSourceId);
+  EXPECT_NE(a.source_id, b.source_id);
+  EXPECT_EQ(a.source_id, quarantine_feed_item(odd, "edge", "why", 6).source_id);
 }
 
 }  // namespace

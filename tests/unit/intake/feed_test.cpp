@@ -140,5 +140,36 @@ TEST(JsonValueSpan, CoversNestedValuesAndScalars) {
   EXPECT_EQ(t.substr(b3, e3 - b3), R"("s\"x")");
 }
 
+TEST(RenderFeed, CarriesNewestAndParseFeedReadsIt) {
+  auto body = render_feed({message(3, "{}")}, 2, 41);
+  auto doc = nlohmann::json::parse(body);
+  EXPECT_EQ(doc["next"], 3);
+  EXPECT_EQ(doc["newest"], 41);
+  auto batch = parse_feed(body);
+  ASSERT_TRUE(batch.is_ok()) << batch.status().message();
+  EXPECT_EQ(batch->newest, 41);
+  // An older edge sends no "newest": the consumer cannot tell, and carries on as before.
+  auto old = parse_feed(R"({"messages":[],"next":7})");
+  ASSERT_TRUE(old.is_ok());
+  EXPECT_FALSE(old->newest.has_value());
+  EXPECT_FALSE(parse_feed(R"({"messages":[],"next":7,"newest":"x"})").is_ok());
+}
+
+TEST(RenderFeed, StaysWithinMaxBytesButAlwaysSendsTheFirstMessage) {
+  std::vector<FeedMessage> in;
+  for (int i = 1; i <= 10; ++i)
+    in.push_back(message(i, R"({"pad":")" + std::string(1000, 'x') + "\"}"));
+  std::string body = render_feed(in, 0, 10, 3000);  // room for two of ~1150 bytes
+  EXPECT_LE(body.size(), 3000u);
+  auto doc = nlohmann::json::parse(body);
+  ASSERT_EQ(doc["messages"].size(), 2u);
+  EXPECT_EQ(doc["next"], 2);  // the consumer resumes after the last one sent
+  EXPECT_EQ(doc["newest"], 10);
+  // One message larger than max_bytes still goes, alone: a consumer can always move on.
+  auto one = nlohmann::json::parse(render_feed(in, 0, 10, 100));
+  ASSERT_EQ(one["messages"].size(), 1u);
+  EXPECT_EQ(one["next"], 1);
+}
+
 }  // namespace
 }  // namespace iarelay
