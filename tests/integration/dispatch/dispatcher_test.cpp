@@ -578,23 +578,30 @@ TEST(Dispatch, InvalidUtf8InAJournalRowDoesNotStopDeliveries) {
   auto a = agent("a", agent_server.url());
   a.format = AgentFormat::kIa;
   relay.start({a});
-  std::string bad = relay.insert_raw("a", "st\xFF", "{\"eventIdentifier\": 1, \"x\": \"\xFE\xC3\"}",
-                                     "svc\xFF", std::string("ws-1/127.0.0.1:18777\xFF"));
-  std::string good = relay.enqueue("2", 2, std::string("a"));
+  // The reproduction: a valid payload, a type (and service, agent) with bytes not UTF-8.
+  std::string bad_type =
+      relay.insert_raw("a", "st\xFF", R"({"eventIdentifier": 1, "status": "active"})", "svc\xFF",
+                       std::string("ws-1/127.0.0.1:18777\xFF"));
+  std::string bad_payload =
+      relay.insert_raw("a", "status", "{\"eventIdentifier\": 2, \"x\": \"\xFE\xC3\"}");
+  std::string good = relay.enqueue("3", 3, std::string("a"));
   ASSERT_TRUE(wait_until([&] { return relay.row(good).state == "delivered"; }, 10s))
       << relay.row(good).state;
   // Delivered with U+FFFD for the bad bytes (the choice documented in ia_format.h).
-  ASSERT_TRUE(wait_until([&] { return relay.row(bad).state == "delivered"; }, 10s))
-      << relay.row(bad).state << " " << relay.row(bad).last_error.value_or("");
-  auto req = agent_server.find(bad);
+  for (const auto& id : {bad_type, bad_payload})
+    ASSERT_TRUE(wait_until([&] { return relay.row(id).state == "delivered"; }, 10s))
+        << relay.row(id).state << " " << relay.row(id).last_error.value_or("");
+  auto req = agent_server.find(bad_type);
   ASSERT_TRUE(req);
-  Json body = Json::parse(req->body);
-  EXPECT_EQ(body["xmatters_callback_type"], "st\xEF\xBF\xBD");
-  EXPECT_EQ(body["x"], "\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(Json::parse(req->body)["xmatters_callback_type"], "st\xEF\xBF\xBD");
+  EXPECT_EQ(req->headers.find("X-Iarelay-Type")->second, "st\xEF\xBF\xBD");
   EXPECT_EQ(req->headers.find("X-Iarelay-Service")->second, "svc\xEF\xBF\xBD");
+  req = agent_server.find(bad_payload);
+  ASSERT_TRUE(req);
+  EXPECT_EQ(Json::parse(req->body)["x"], "\xEF\xBF\xBD\xEF\xBF\xBD");
   EXPECT_TRUE(relay.dispatcher().alive());
   // And it keeps going.
-  std::string later = relay.enqueue("3", 3, std::string("a"));
+  std::string later = relay.enqueue("4", 4, std::string("a"));
   EXPECT_TRUE(wait_until([&] { return relay.row(later).state == "delivered"; }, 10s));
 }
 
