@@ -1,5 +1,6 @@
 // Resend and purge in batches: each batch reads its rows through the (state, received_at) index
-// with a keyset cursor, so every batch costs its own size, not the size of the backlog.
+// with a keyset cursor, so every batch costs its own size, not the size of the backlog. Also
+// what guards the feed: acknowledgements for purging stored rows, and the seq floor.
 #include "journal/maintenance.h"
 
 #include <SQLiteCpp/SQLiteCpp.h>
@@ -57,6 +58,10 @@ class AuditRow {
   std::string action_;
   std::optional<std::int64_t> id_;
 };
+
+// Stored rows are purged only up to what every consumer has acknowledged (none when no
+// consumer is known: min() over no rows is NULL, and seq <= NULL is never true).
+constexpr const char* kAcknowledgedByAll = " AND seq <= (SELECT min(acked_seq) FROM consumers)";
 
 std::string placeholders(size_t n) {
   std::string s;
@@ -278,7 +283,10 @@ Result<std::int64_t> purge_webhooks(SQLite::Database& db, Millis before,
   try {
     if (options.dry_run) {
       for (auto s : states) {
-        SQLite::Statement q(db, "SELECT count(*) FROM webhooks WHERE state=? AND received_at<?");
+        SQLite::Statement q(
+            db, std::string("SELECT count(*) FROM webhooks WHERE state=? AND "
+                            "received_at<?") +
+                    (s == WebhookState::kStored && !options.force ? kAcknowledgedByAll : ""));
         q.bind(1, std::string(to_string(s)));
         q.bind(2, before_text);
         q.executeStep();
@@ -289,13 +297,14 @@ Result<std::int64_t> purge_webhooks(SQLite::Database& db, Millis before,
     bool first = true;
     for (auto state : states) {
       const std::string state_text(to_string(state));
+      const std::string acknowledged =
+          state == WebhookState::kStored && !options.force ? kAcknowledgedByAll : "";
       for (;;) {
         size_t fetched = 0;
         in_transaction(db, own_tx, [&] {
           // Deleted rows leave the range, so each batch simply takes the oldest remaining.
-          SQLite::Statement q(db,
-                              "SELECT seq, id FROM webhooks WHERE state=? AND received_at<? "
-                              "ORDER BY received_at, seq LIMIT ?");
+          SQLite::Statement q(db, "SELECT seq, id FROM webhooks WHERE state=? AND received_at<?" +
+                                      acknowledged + " ORDER BY received_at, seq LIMIT ?");
           q.bind(1, state_text);
           q.bind(2, before_text);
           q.bind(3, batch);
@@ -332,6 +341,61 @@ Result<std::int64_t> purge_webhooks(SQLite::Database& db, Millis before,
   } catch (const SQLite::Exception& e) {
     return from_sqlite(e, "purge");
   }
+}
+
+Result<std::vector<UnacknowledgedStored>> unacknowledged_stored(SQLite::Database& db, Millis before,
+                                                                std::int64_t* total) {
+  const std::string before_text = format_time(before);
+  try {
+    std::vector<UnacknowledgedStored> out;
+    std::int64_t kept = 0;
+    SQLite::Statement consumers(db, "SELECT name, acked_seq FROM consumers ORDER BY name");
+    bool any_consumer = false;
+    while (consumers.executeStep()) {
+      any_consumer = true;
+      UnacknowledgedStored u;
+      u.consumer = consumers.getColumn(0).getString();
+      u.acked_seq = consumers.getColumn(1).getInt64();
+      SQLite::Statement q(db,
+                          "SELECT count(*) FROM webhooks WHERE state='stored' AND received_at<? "
+                          "AND seq>?");
+      q.bind(1, before_text);
+      q.bind(2, u.acked_seq);
+      q.executeStep();
+      u.rows = q.getColumn(0).getInt64();
+      kept = std::max(kept, u.rows);  // the least advanced consumer holds back the most
+      if (u.rows > 0) out.push_back(std::move(u));
+    }
+    if (!any_consumer) {
+      SQLite::Statement q(db,
+                          "SELECT count(*) FROM webhooks WHERE state='stored' AND received_at<?");
+      q.bind(1, before_text);
+      q.executeStep();
+      UnacknowledgedStored u;
+      u.rows = kept = q.getColumn(0).getInt64();
+      if (u.rows > 0) out.push_back(std::move(u));
+    }
+    if (total) *total = kept;
+    return out;
+  } catch (const SQLite::Exception& e) {
+    return from_sqlite(e, "unacknowledged stored webhooks");
+  }
+}
+
+std::int64_t raise_seq_floor(SQLite::Database& db, Millis now) {
+  const std::int64_t floor = static_cast<std::int64_t>(now) * 1000;
+  // sqlite_sequence has the row once a first webhook was inserted; create it otherwise.
+  // SQLite takes the larger of this and max(seq) for the next rowid, so it never goes back.
+  SQLite::Statement add(db,
+                        "INSERT INTO sqlite_sequence (name, seq) SELECT 'webhooks', 0 "
+                        "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name='webhooks')");
+  add.exec();
+  SQLite::Statement raise(db,
+                          "UPDATE sqlite_sequence SET seq=max(seq, ?, "
+                          "(SELECT coalesce(max(seq), 0) FROM webhooks)) WHERE name='webhooks'");
+  raise.bind(1, floor);
+  raise.exec();
+  return db.execAndGet("SELECT seq FROM sqlite_sequence WHERE name='webhooks'").getInt64();
 }
 
 }  // namespace iarelay

@@ -1,6 +1,8 @@
 // Operator maintenance of the journal, shared by `iarelay` and the daemon: resending failed and
-// discarded webhooks (back to queued with a fresh attempt budget) and purging old webhooks with
-// their attempts. Both work in batches so a large change never holds the write lock for long.
+// discarded webhooks (back to queued with a fresh attempt budget), purging old webhooks with
+// their attempts (stored ones only once every feed consumer has acknowledged them), and the
+// floor that keeps feed sequence numbers from ever going back. Resend and purge work in
+// batches so a large change never holds the write lock for long.
 #pragma once
 
 #include <cstdint>
@@ -33,7 +35,9 @@ struct AuditInfo {
 struct MaintenanceOptions {
   int batch_size = 1000;  // rows per transaction
   bool dry_run = false;   // count what would change; write nothing (no audit row either)
-  ProgressFn progress;    // may be empty
+  // Purge only: also delete `stored` rows that not every feed consumer has acknowledged.
+  bool force = false;
+  ProgressFn progress;  // may be empty
   AuditInfo audit;
 };
 
@@ -58,9 +62,35 @@ Result<std::int64_t> resend(SQLite::Database& db, const WebhookFilter& filter,
 
 // Purge: deletes webhooks in `states` received before `before`, with their attempts rows.
 // `states` empty means {delivered}; queued or inflight among them is refused (InvalidArgument)
-// before anything is read. Transactions and audit (action "purge") as for resend().
+// before anything is read. A `stored` row (kept for the feed) is deleted only when every row
+// of `consumers` has acknowledged its seq; with no consumer row none is; options.force lifts
+// this. Such rows are skipped, not refused: see unacknowledged_stored(). Transactions and
+// audit (action "purge") as for resend().
 Result<std::int64_t> purge_webhooks(SQLite::Database& db, Millis before,
                                     const std::vector<WebhookState>& states,
                                     const MaintenanceOptions& options = {});
+
+// One feed consumer's share of the stored rows received before a time that it has not yet
+// acknowledged. `consumer` empty: no consumer is known, so no row is acknowledged.
+struct UnacknowledgedStored {
+  std::string consumer;
+  std::int64_t acked_seq = 0;  // what it has acknowledged (0 when no consumer is known)
+  std::int64_t rows = 0;       // stored rows before the time with a greater seq
+};
+// Per consumer, the stored rows received before `before` it has not acknowledged (only
+// consumers with some); `total` gets the number of rows that purge_webhooks would keep for
+// want of acknowledgements. Read-only. SQLite errors as IoError/Unavailable.
+Result<std::vector<UnacknowledgedStored>> unacknowledged_stored(SQLite::Database& db, Millis before,
+                                                                std::int64_t* total = nullptr);
+
+// Feed sequence numbers (webhooks.seq, AUTOINCREMENT) must never be reused or go back, or a
+// consumer that acknowledged them skips the new rows. A power loss at sync=normal (the last
+// commits and their sqlite_sequence update are lost) or a journal restored from a backup can
+// take sqlite_sequence back. So the next seq is raised to at least now * 1000 (`now` the
+// wall clock in ms at daemon start): a previous run that issued under 1000 seqs per ms since
+// it started never reached it, and the value stays below 2^53 (exact in JSON doubles) until
+// the year 2255. Never lowers it. Throws SQLite::Exception (run it as a Writer operation).
+// Returns the value sqlite_sequence now holds for webhooks (the next seq is one more).
+std::int64_t raise_seq_floor(SQLite::Database& db, Millis now);
 
 }  // namespace iarelay

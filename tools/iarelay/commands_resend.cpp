@@ -2,6 +2,7 @@
 // with progress on stderr for long runs. A running daemon notices the changes by itself.
 #include <SQLiteCpp/SQLiteCpp.h>
 
+#include <algorithm>
 #include <iostream>
 
 #include "args.h"
@@ -25,10 +26,25 @@ constexpr CommandHelp kResendHelp = {
     "iarelayd starts on them by itself."};
 
 constexpr CommandHelp kPurgeHelp = {
-    "purge --before T [--state S]... [--dry-run]",
+    "purge --before T [--state S]... [--force] [--dry-run]",
     "Deletes webhooks received before T in the given states (default: delivered), with their\n"
-    "attempts. Never deletes queued or inflight webhooks. Prints how many; recorded in the\n"
-    "audit table."};
+    "attempts. Never deletes queued or inflight webhooks. Stored webhooks (an edge's feed)\n"
+    "that not every feed consumer has acknowledged are refused (nothing changes) unless\n"
+    "--force. Prints how many; recorded in the audit table."};
+
+// "inner-1 has acknowledged up to seq 17 (3 newer not yet)" for each consumer that lags.
+std::string unacknowledged_text(const std::vector<UnacknowledgedStored>& lagging) {
+  std::string out;
+  for (const auto& u : lagging) {
+    if (!out.empty()) out += "; ";
+    if (u.consumer.empty())
+      out += "no feed consumer has acknowledged any (none is known)";
+    else
+      out += "consumer '" + u.consumer + "' has acknowledged up to seq " +
+             std::to_string(u.acked_seq) + " (" + std::to_string(u.rows) + " not yet)";
+  }
+  return out;
+}
 
 // Reports progress on stderr each time the running total passes another kProgressEvery rows.
 ProgressFn progress_printer(const std::string& what) {
@@ -134,6 +150,7 @@ int cmd_purge(Context& ctx) {
                         "received before T (RFC 3339, or -30d style relative)")(
       "state", po::value<std::vector<std::string>>()->composing()->value_name("S"),
       "states to delete (default delivered; never queued or inflight)")(
+      "force", "also delete stored webhooks that not every feed consumer has acknowledged")(
       "dry-run", "count what would be deleted; change nothing");
   po::variables_map vm;
   if (auto code = parse_args(ctx, kPurgeHelp, options, {}, vm)) return *code;
@@ -150,26 +167,51 @@ int cmd_purge(Context& ctx) {
       return usage_error(ctx, "--state " + std::string(to_string(s)) +
                                   ": purge never deletes queued or inflight webhooks");
   const bool dry_run = vm.count("dry-run") > 0;
+  const bool force = vm.count("force") > 0;
 
   auto reader = open_for_read(ctx);
   if (!reader) return fail(ctx, reader.status().message());
+  // A stored row is kept for the feed's consumers; deleting one they have not acknowledged
+  // loses it for them. Checked before anything changes (acks only grow meanwhile, and rows
+  // stored meanwhile are newer than T).
+  std::int64_t unacknowledged = 0;
+  std::string lagging;
+  if (std::find(states.begin(), states.end(), WebhookState::kStored) != states.end()) {
+    auto found = unacknowledged_stored(**reader, *before, &unacknowledged);
+    if (!found) return fail(ctx, found.status().message());
+    lagging = unacknowledged_text(*found);
+  }
   if (dry_run) {
     MaintenanceOptions count;
     count.dry_run = true;
+    count.force = force;
     auto would = purge_webhooks(**reader, *before, states, count);
     if (!would) return fail(ctx, would.status().message());
     std::cout << "would purge " << rows_text(*would) << " received before " << format_time(*before)
               << " (dry run: nothing changed)\n";
+    if (unacknowledged > 0 && !force)
+      std::cout << "and would refuse: " << rows_text(unacknowledged)
+                << " stored and not acknowledged by every feed consumer (" << lagging
+                << "); --force deletes them too\n";
     return kExitOk;
   }
+  if (unacknowledged > 0 && !force)
+    return fail(ctx, "refusing to purge " + rows_text(unacknowledged) +
+                         " stored for the feed and not acknowledged by every consumer: " + lagging +
+                         ". Nothing was deleted; wait for the consumers, give an earlier --before, "
+                         "or add --force to delete them anyway");
   reader->reset();
   auto db = open_for_write(ctx);
   if (!db) return fail(ctx, db.status().message());
   MaintenanceOptions run;
   run.progress = progress_printer("purge");
+  run.force = force;
   std::string detail = "before=" + format_time(*before) + " states=";
   for (auto s : states.empty() ? std::vector{WebhookState::kDelivered} : states)
     detail += std::string(detail.back() == '=' ? "" : ",") + std::string(to_string(s));
+  if (force && unacknowledged > 0)
+    detail +=
+        " force: " + std::to_string(unacknowledged) + " unacknowledged stored (" + lagging + ")";
   run.audit = {actor(), audit_filter(ctx), detail};
   auto done = purge_webhooks(**db, *before, states, run);
   if (!done) return fail(ctx, done.status().message());

@@ -70,5 +70,60 @@ TEST_F(MaintenanceTest, SmallBatchesReportProgressAndKeepTheAuditCurrent) {
   EXPECT_EQ(count("SELECT count(*) FROM attempts WHERE webhook_id IN ('d1','d2')"), 0);
 }
 
+// s1 is stored (for the feed) and consumer inner-1 has acknowledged up to seq 3, before s1.
+TEST_F(MaintenanceTest, PurgeRefusesStoredWebhooksAConsumerHasNotAcknowledged) {
+  auto dry = iarelay({"purge", "--before", "-1m", "--state", "stored", "--dry-run"});
+  EXPECT_EQ(dry.exit_code, 0) << dry.err;
+  EXPECT_NE(dry.out.find("would purge 0 webhooks"), std::string::npos) << dry.out;
+  EXPECT_NE(dry.out.find("would refuse: 1 webhook"), std::string::npos) << dry.out;
+
+  auto refused = iarelay({"purge", "--before", "-1m", "--state", "stored", "--state", "delivered"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("refusing to purge 1 webhook stored for the feed and not "
+                             "acknowledged by every consumer: consumer 'inner-1' has "
+                             "acknowledged up to seq 3 (1 not yet)"),
+            std::string::npos)
+      << refused.err;
+  EXPECT_NE(refused.err.find("--force"), std::string::npos) << refused.err;
+  EXPECT_EQ(lines(refused.err), 1) << refused.err;
+  // Nothing changed, not even the delivered rows it could have purged.
+  EXPECT_EQ(field("s1", "state"), "stored");
+  EXPECT_EQ(field("d1", "state"), "delivered");
+  EXPECT_EQ(count("SELECT count(*) FROM audit"), 0);
+
+  auto forced =
+      iarelay({"purge", "--before", "-1m", "--state", "stored", "--force"}, {{"USER", "carol"}});
+  EXPECT_EQ(forced.exit_code, 0) << forced.err;
+  EXPECT_NE(forced.out.find("purged 1 webhook"), std::string::npos) << forced.out;
+  EXPECT_EQ(field("s1", "state"), "<missing>");
+  SQLite::Database db(journal_, SQLite::OPEN_READONLY);
+  SQLite::Statement audit(db, "SELECT actor, action, affected, detail FROM audit");
+  ASSERT_TRUE(audit.executeStep());
+  EXPECT_EQ(audit.getColumn(0).getString().rfind("carol@", 0), 0u);
+  EXPECT_EQ(audit.getColumn(1).getString(), "purge");
+  EXPECT_EQ(audit.getColumn(2).getInt(), 1);
+  EXPECT_NE(audit.getColumn(3).getString().find("force: 1 unacknowledged stored"),
+            std::string::npos)
+      << audit.getColumn(3).getString();
+}
+
+TEST_F(MaintenanceTest, PurgeOfStoredWebhooksEveryConsumerAcknowledgedNeedsNoForce) {
+  op([](SQLite::Database& db) {
+    ack_consumer(db, "inner-1", db.execAndGet("SELECT seq FROM webhooks WHERE id='s1'").getInt64());
+  });
+  auto r = iarelay({"purge", "--before", "-1m", "--state", "stored"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("purged 1 webhook"), std::string::npos) << r.out;
+  EXPECT_EQ(field("s1", "state"), "<missing>");
+}
+
+TEST_F(MaintenanceTest, PurgeOfStoredWebhooksWithNoConsumerKnownIsRefused) {
+  op([](SQLite::Database& db) { db.exec("DELETE FROM consumers"); });
+  auto r = iarelay({"purge", "--before", "-1m", "--state", "stored"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("no feed consumer has acknowledged any"), std::string::npos) << r.err;
+  EXPECT_EQ(field("s1", "state"), "stored");
+}
+
 }  // namespace
 }  // namespace iarelay::clitest
