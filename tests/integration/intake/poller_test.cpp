@@ -32,6 +32,21 @@ UpstreamConfig upstream_at(const std::string& url, Millis poll_wait = 2000, int 
   return u;
 }
 
+// An httplib stand-in served on its own thread, stopped and joined however the test ends.
+struct StandIn {
+  httplib::Server server;
+  std::thread thread;
+  int listen() {
+    int port = server.bind_to_any_port("127.0.0.1");
+    thread = std::thread([this] { server.listen_after_bind(); });
+    return port;
+  }
+  ~StandIn() {
+    server.stop();
+    if (thread.joinable()) thread.join();
+  }
+};
+
 std::string payload(int i) {
   // Varied bytes that a re-serialisation would change: spacing, escapes, unicode, exponents.
   return "{ \"eventIdentifier\" : " + std::to_string(100000 + i / 3) +
@@ -196,7 +211,8 @@ TEST(Poller, StopReturnsPromptlyDuringALongPoll) {
 
 TEST(Poller, StoresAMessageThatCannotBeAdmittedAsFailedAndKeepsGoing) {
   testing::TempDir dir;
-  httplib::Server upstream;
+  StandIn stand_in;
+  httplib::Server& upstream = stand_in.server;
   upstream.Get("/v1/feed", [&](const httplib::Request& req, httplib::Response& res) {
     if (req.get_param_value("after") == "0")
       res.set_content(
@@ -214,8 +230,7 @@ TEST(Poller, StoresAMessageThatCannotBeAdmittedAsFailedAndKeepsGoing) {
   });
   upstream.Post("/v1/feed/ack",
                 [](const httplib::Request&, httplib::Response& res) { res.status = 204; });
-  int port = upstream.bind_to_any_port("127.0.0.1");
-  std::thread serve([&] { upstream.listen_after_bind(); });
+  int port = stand_in.listen();
   InProcessRelay inner(dir.file("inner.db"), {make_agent("a1", {"hpnnmi"})});
   inner.start_poller(upstream_at("http://127.0.0.1:" + std::to_string(port), 1000));
   // Nothing the upstream was acked for is lost: the good one queued, the others failed with
@@ -243,8 +258,6 @@ TEST(Poller, StoresAMessageThatCannotBeAdmittedAsFailedAndKeepsGoing) {
   EXPECT_EQ(metric_value(inner.metrics().render(), R"(iarelay_poll_errors_total{kind="message"})"),
             4);
   inner.poller()->stop();
-  upstream.stop();
-  serve.join();
 }
 
 TEST(Poller, HeartbeatSaysAliveWhileItPollsAndNotAfterItStopped) {
@@ -311,7 +324,8 @@ TEST(Poller, AnswerOverItsSizeLimitMakesItAskForFewerInsteadOfWedging) {
   std::mutex mu;
   std::vector<std::int64_t> asked_bytes;
   // An upstream that ignores max_bytes (an older edge): `max` messages of 10 kB each.
-  httplib::Server upstream;
+  StandIn stand_in;
+  httplib::Server& upstream = stand_in.server;
   upstream.Get("/v1/feed", [&](const httplib::Request& req, httplib::Response& res) {
     {
       std::lock_guard lock(mu);
@@ -333,8 +347,7 @@ TEST(Poller, AnswerOverItsSizeLimitMakesItAskForFewerInsteadOfWedging) {
   });
   upstream.Post("/v1/feed/ack",
                 [](const httplib::Request&, httplib::Response& res) { res.status = 204; });
-  int port = upstream.bind_to_any_port("127.0.0.1");
-  std::thread serve([&] { upstream.listen_after_bind(); });
+  int port = stand_in.listen();
   InProcessRelay inner(dir.file("inner.db"), {make_agent("a1", {"hpnnmi"})});
   inner.start_poller(upstream_at("http://127.0.0.1:" + std::to_string(port), 1000, 100), "",
                      kLimit);
@@ -344,8 +357,6 @@ TEST(Poller, AnswerOverItsSizeLimitMakesItAskForFewerInsteadOfWedging) {
   EXPECT_GE(
       metric_value(inner.metrics().render(), R"(iarelay_poll_errors_total{kind="too_large"})"), 1);
   inner.poller()->stop();
-  upstream.stop();
-  serve.join();
   std::lock_guard lock(mu);
   ASSERT_FALSE(asked_bytes.empty());
   for (auto b : asked_bytes) EXPECT_LE(b, static_cast<std::int64_t>(kLimit) / 2);

@@ -54,6 +54,7 @@ TEST_F(ConfigFile, EveryDefaultOfTheSpec) {
   EXPECT_EQ(c->listen->address, "127.0.0.1:8080");
   EXPECT_EQ(c->listen->token_file, "");
   EXPECT_EQ(c->listen->max_body, 1 << 20);
+  EXPECT_EQ(c->listen->max_connections, 1024);
   EXPECT_EQ(c->listen->tls_cert, "");
   EXPECT_EQ(c->listen->tls_key, "");
 
@@ -113,6 +114,7 @@ drain_grace = 3s
 address = 0.0.0.0:9443
 token_file = /etc/iarelay/intake.token
 max_body = 512KiB
+max_connections = 64
 tls_cert = /etc/iarelay/cert.pem
 tls_key = /etc/iarelay/key.pem
 
@@ -153,6 +155,7 @@ backoff_max = 1h
   EXPECT_EQ(c->listen->address, "0.0.0.0:9443");
   EXPECT_EQ(c->listen->token_file, "/etc/iarelay/intake.token");
   EXPECT_EQ(c->listen->max_body, 512 * 1024);
+  EXPECT_EQ(c->listen->max_connections, 64);
   EXPECT_EQ(c->listen->tls_cert, "/etc/iarelay/cert.pem");
   EXPECT_EQ(c->listen->tls_key, "/etc/iarelay/key.pem");
   EXPECT_EQ(c->upstream->token_file, "/etc/iarelay/upstream.token");
@@ -288,6 +291,8 @@ TEST_F(ConfigFile, EachBadValueNamesFileLineAndKey) {
       {"[listen]\naddress = localhost\n", 2, "address"},
       {"[listen]\nmax_body = 1MB\n", 2, "max_body"},
       {"[listen]\nmax_body = 0\n", 2, "max_body"},
+      {"[listen]\nmax_connections = 0\n", 2, "max_connections"},
+      {"[listen]\nmax_connections = lots\n", 2, "max_connections"},
       {"[upstream]\nurl = ftp://edge\n", 2, "url"},
       {"[upstream]\nurl = http://e\npoll_wait = 5\n", 3, "poll_wait"},
       {"[upstream]\nurl = http://e\nbatch = 0\n", 3, "batch"},
