@@ -51,6 +51,11 @@ constexpr Millis kNever = INT64_MAX;
 constexpr Millis kReadBackoffMin = 100;  // after a failed read: wait, doubling up to the max
 constexpr Millis kReadBackoffMax = 5000;
 constexpr int kReopenAfterFailures = 3;  // reads failed in a row: reopen the read connection
+// A walk past the head window goes on one window per kResumeEvery (at most ~80k rows/s read
+// for a deep queue of backing-off webhooks), and a new pass starts kPassEvery after the last
+// one reached the queue's end: the price of finding due webhooks behind them stays bounded.
+constexpr Millis kResumeEvery = 50;
+constexpr Millis kPassEvery = 1000;
 
 // Work handed from the Writer's thread (Done callbacks) and from wake() to the dispatcher
 // thread. Outlives the dispatcher thread's use of curl: once closed, posts are dropped.
@@ -113,10 +118,12 @@ struct Agent {
   std::unordered_set<std::int64_t> expedite;  // due at once: backed off before it came back
   std::int64_t failover_cursor = 0;
   bool failover_pending = false;
-  // Where the next fill's second window starts (0: right after the head window), and whether
-  // that window stopped at its walk limit with nothing picked: the next turn goes on at once.
+  // Where the next fill's second window starts (0: right after the head window: a new pass),
+  // whether a pass is under way (the last window did not reach the queue's end), and the
+  // steady time before which no second window is walked (paced: see kResumeEvery).
   std::int64_t resume_after = 0;
   bool resume_pending = false;
+  Millis next_resume_at = 0;
 
   Counter* delivered = nullptr;
   Counter* retried = nullptr;
@@ -423,11 +430,13 @@ class DispatcherImpl final : public Dispatcher {
         at = std::min(at, a->health.next_probe_at());
     }
     for (const auto& w : write_retries_) at = std::min(at, w.retry_at);
+    const Millis steady = steady_millis();
     for (const auto& [id, a] : agents_)
       if (a->resume_pending && !stopping_ && !a->removed && a->usable &&
-          steady_millis() >= scan_gate_.retry_at && a->health.state() == AgentHealth::State::kUp &&
+          steady >= scan_gate_.retry_at && a->health.state() == AgentHealth::State::kUp &&
           a->calls + a->claiming < static_cast<std::size_t>(std::max(a->cfg.max_inflight, 1)))
-        at = now;  // the queue walk goes on at once while there is room to send
+        // The walk past the head goes on while there is room to send.
+        at = std::min(at, now + std::max<Millis>(0, a->next_resume_at - steady));
     return std::clamp<Millis>(at - now, 0, kAgentsCheckEvery);
   }
 
@@ -601,7 +610,8 @@ class DispatcherImpl final : public Dispatcher {
     if (free == 0) return;
     const bool probe = a.health.probing();
     if (a.candidates.empty()) {
-      if (!a.dirty && now < a.wake_at && !probe && !a.resume_pending) return;
+      const bool resume_due = a.resume_pending && steady_millis() >= a.next_resume_at;
+      if (!a.dirty && now < a.wake_at && !probe && !resume_due) return;
       if (!read_step(scan_gate_, "queue scan", [&] { fill(a, now, probe); })) return;
     }
     std::vector<InHand> batch;
@@ -655,7 +665,7 @@ class DispatcherImpl final : public Dispatcher {
     if (head_ended) {
       a.resume_after = 0;
       a.resume_pending = false;
-    } else if (!ks.saturated() && !probe) {
+    } else if (!ks.saturated() && !probe && steady_millis() >= a.next_resume_at) {
       // Rows between the head window and the resume point were not seen by this walk: a row
       // found here is sent only if no earlier webhook of its key is still queued. (With fifo
       // the head row blocks everything, so the scheduler is saturated before this point.)
@@ -665,7 +675,8 @@ class DispatcherImpl final : public Dispatcher {
       });
       auto [last, ended] = walk(std::max(a.resume_after, head_last));
       a.resume_after = ended ? 0 : last;
-      a.resume_pending = !ended;  // the walk goes on next turn, until the queue's end
+      a.resume_pending = !ended;  // the pass goes on, until the queue's end
+      a.next_resume_at = steady_millis() + (ended ? kPassEvery : kResumeEvery);
     }
     if (auto due = ks.earliest_not_due()) a.wake_at = *due;
     a.dirty = false;  // only now: a scan that failed part-way is done again

@@ -7,8 +7,9 @@
 // - Work is read by index (scan_queue) in pages of 256, so memory stays flat whatever the
 //   backlog. Each fill walks at most 4096 rows from the head of the agent's queue and, when
 //   those hold nothing to send, up to 4096 more from where the previous fill stopped (a cursor
-//   that wraps at the end of the queue), so due webhooks behind thousands of backing-off ones
-//   are found within a few loop turns. A row found past the head window is sent only if no
+//   that wraps at the end of the queue; one window per 50 ms, a new pass 1 s after the last
+//   reached the end), so due webhooks behind thousands of backing-off ones are found within a
+//   few loop turns. A row found past the head window is sent only if no
 //   earlier queued webhook of its ordering key exists (asked of the journal, by event index).
 //   A webhook is claimed (queued → inflight, attempts + 1, one Writer op per batch) and sent
 //   only once the claim is durable; its outcome and the attempts row are journaled

@@ -719,6 +719,24 @@ TEST(Dispatch, DueWebhookBehindThousandsBackingOffIsDeliveredPromptly) {
   EXPECT_EQ(sink.records().size(), 1u);
 }
 
+// Deeper: the walk past the head goes on window by window (paced), so a due webhook behind
+// 20,000 backing off is found in a few passes' windows, not at the forced reload's 4096 rows.
+TEST(Dispatch, DueWebhookBehindADeepBacklogIsFoundWindowByWindow) {
+  testing::TempDir dir;
+  Sink sink(dir, "sink");
+  Relay relay(dir);
+  store_backing_off(relay, 20'000, "old-");
+  relay.start({agent("a", sink.url())});
+  auto start = std::chrono::steady_clock::now();
+  std::string due = relay.enqueue("new", 1, std::string("a"));
+  ASSERT_TRUE(wait_until([&] { return relay.row(due).state == "delivered"; }, 5s));
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  start);
+  std::cout << "[ info ] due webhook behind 20000 backing off delivered in " << ms.count()
+            << " ms\n";
+  EXPECT_EQ(sink.records().size(), 1u);
+}
+
 // ... but never before an earlier webhook of its alert that is still queued, whether that one
 // is in the head window or past it.
 TEST(Dispatch, DueWebhookBehindBackingOffKeepsAlertOrder) {
