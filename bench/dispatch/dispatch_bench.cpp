@@ -3,13 +3,17 @@
 // transport's reference, with wrk's req/s against the same nginx printed beside), it prints the
 // drain rate with every outcome journaled, the time from start to first delivery, and the peak
 // RSS of this process (the dispatcher, the writer and their SQLite connections) while draining.
+// With --backing-off N, N webhooks of other alerts backing off (next attempt in an hour) sit
+// ahead of those to drain (the due ones must be found behind them), and the process's CPU
+// while idle afterwards (the walk past the head window, with the N still queued) is printed.
 //
 // Usage: dispatch_bench [--sizes 100000,1000000] [--max-inflight 64] [--sync normal|full]
-//                       [--format ia|raw] [--targets sink,nginx] [--dir DIR]
+//                       [--format ia|raw] [--targets sink,nginx] [--backing-off N] [--dir DIR]
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -50,11 +54,19 @@ struct Options {
   SyncLevel sync = SyncLevel::kNormal;
   AgentFormat format = AgentFormat::kIa;
   std::vector<std::string> targets = {"sink", "nginx"};
+  long backing_off = 0;
   std::string dir;
 };
 
 double since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+double cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
 
 long rss_kib() {
@@ -91,7 +103,7 @@ void stop(pid_t pid) {
 
 // A fast direct bulk insert: one transaction, one prepared statement, synchronous off.
 // Webhooks come in alerts of four (status, deliveryStatus, response, annotation).
-void prefill(const std::string& path, long n) {
+void prefill(const std::string& path, long n, long backing_off) {
   { auto w = Writer::open(path, SyncLevel::kNormal); }  // creates and migrates
   SQLite::Database db(path, SQLite::OPEN_READWRITE);
   db.exec("PRAGMA synchronous=OFF");
@@ -102,6 +114,20 @@ void prefill(const std::string& path, long n) {
   const char* types[4] = {"status", "deliveryStatus", "response", "annotation"};
   const std::string received = format_time(now_millis());
   SQLite::Transaction tx(db);
+  SQLite::Statement later(db,
+                          "INSERT INTO webhooks (id, source, received_at, service, agent, type, "
+                          "event_id, state, assigned_agent, next_attempt_at, attempts, payload) "
+                          "VALUES (?, 'direct', ?, 'hpnnmi', 'bench', 'status', ?, 'queued', "
+                          "'bench', ?, 1, '{\"eventIdentifier\": 1}')");
+  const std::string in_an_hour = format_time(now_millis() + 3'600'000);
+  for (long i = 0; i < backing_off; ++i) {
+    later.bind(1, new_webhook_id());
+    later.bind(2, received);
+    later.bind(3, "b" + std::to_string(i));
+    later.bind(4, in_an_hour);
+    later.exec();
+    later.reset();
+  }
   for (long i = 0; i < n; ++i) {
     long event = 4'400'000 + i / 4;
     std::string payload;
@@ -144,6 +170,7 @@ void prefill(const std::string& path, long n) {
 
 struct Run {
   double rate = 0, first_ms = 0, seconds = 0;
+  double idle_cpu = -1;  // share of one core while idle after the drain (--backing-off)
   long peak_rss_kib = 0, start_rss_kib = 0;
   std::uint64_t retries = 0, failed = 0;
   long journaled = 0;
@@ -205,6 +232,12 @@ Run drain(const std::string& path, long n, const std::string& url, const Options
   r.peak_rss_kib = std::max(r.peak_rss_kib, rss_kib());
   r.retries = retried.value();
   r.failed = failed.value();
+  if (o.backing_off > 0) {
+    const double cpu0 = cpu_seconds();
+    const auto t1 = Clock::now();
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    r.idle_cpu = (cpu_seconds() - cpu0) / since(t1);
+  }
   (*d)->stop(1000);
   return r;
 }
@@ -240,7 +273,8 @@ int main(int argc, char** argv) {
     };
     if (arg == "--prefill") {  // internal: run in a child so its memory is not counted
       std::string path = next();
-      prefill(path, std::stol(next()));
+      long n = std::stol(next());
+      prefill(path, n, std::stol(next()));
       return 0;
     } else if (arg == "--sizes") {
       o.sizes.clear();
@@ -258,11 +292,13 @@ int main(int argc, char** argv) {
       std::stringstream ss(next());
       std::string s;
       while (std::getline(ss, s, ',')) o.targets.push_back(s);
+    } else if (arg == "--backing-off") {
+      o.backing_off = std::stol(next());
     } else if (arg == "--dir") {
       o.dir = next();
     } else {
       std::cerr << "usage: dispatch_bench [--sizes N,N] [--max-inflight N] [--sync normal|full] "
-                   "[--format ia|raw] [--targets sink,nginx] [--dir DIR]\n";
+                   "[--format ia|raw] [--targets sink,nginx] [--backing-off N] [--dir DIR]\n";
       return arg == "--help" ? 0 : 2;
     }
   }
@@ -308,7 +344,9 @@ int main(int argc, char** argv) {
       std::string path = dir + "/journal-" + target + "-" + std::to_string(n) + ".db";
       for (auto suffix : {"", "-wal", "-shm", ".lock"}) fs::remove(path + suffix);
       auto t = Clock::now();
-      pid_t child = spawn({self, "--prefill", path, std::to_string(n)}, dir + "/prefill.out");
+      pid_t child =
+          spawn({self, "--prefill", path, std::to_string(n), std::to_string(o.backing_off)},
+                dir + "/prefill.out");
       int st = 0;
       waitpid(child, &st, 0);
       double prefill_s = since(t);
@@ -320,6 +358,9 @@ int main(int argc, char** argv) {
           target.c_str(), n, r.rate, r.first_ms, r.peak_rss_kib / 1024.0, r.start_rss_kib / 1024.0,
           r.seconds, r.journaled, static_cast<unsigned long>(r.retries),
           static_cast<unsigned long>(r.failed), prefill_s);
+      if (r.idle_cpu >= 0)
+        std::printf("%-6s behind %ld backing off: idle CPU afterwards %.1f%% of a core\n",
+                    target.c_str(), o.backing_off, r.idle_cpu * 100);
       std::fflush(stdout);
       runs.push_back(r);
       for (auto suffix : {"", "-wal", "-shm", ".lock"}) fs::remove(path + suffix);

@@ -119,11 +119,11 @@ struct Agent {
   std::int64_t failover_cursor = 0;
   bool failover_pending = false;
   // Where the next fill's second window starts (0: right after the head window: a new pass),
-  // whether a pass is under way (the last window did not reach the queue's end), and the
-  // steady time before which no second window is walked (paced: see kResumeEvery).
+  // the steady time before which no second window is walked (paced: see kResumeEvery), and
+  // whether a fill is due at that time (the walk goes on) rather than only when dirty.
   std::int64_t resume_after = 0;
-  bool resume_pending = false;
   Millis next_resume_at = 0;
+  bool resume_pending = false;
 
   Counter* delivered = nullptr;
   Counter* retried = nullptr;
@@ -673,10 +673,21 @@ class DispatcherImpl final : public Dispatcher {
         return a.cfg.ordering == Ordering::kEvent && !w.event_id.empty() &&
                queued_before(*db_, a.cfg.id, w.event_id, w.seq);
       });
-      auto [last, ended] = walk(std::max(a.resume_after, head_last));
-      a.resume_after = ended ? 0 : last;
-      a.resume_pending = !ended;  // the pass goes on, until the queue's end
-      a.next_resume_at = steady_millis() + (ended ? kPassEvery : kResumeEvery);
+      const std::int64_t from = std::max(a.resume_after, head_last);
+      const std::size_t picked = ks.picked(), busy = ks.passed_over_busy();
+      auto [last, ended] = walk(from);
+      if (ks.picked() > picked || ks.passed_over_busy() > busy) {
+        // Work here, now or once what is in hand is done: stay on this window (as the head
+        // window is walked again) until it yields nothing; completions make the agent dirty.
+        a.resume_after = from;
+        a.next_resume_at = 0;
+        a.resume_pending = false;
+      } else {
+        // Nothing here: the pass goes on, paced, until the queue's end; then a new one.
+        a.resume_after = ended ? 0 : last;
+        a.next_resume_at = steady_millis() + (ended ? kPassEvery : kResumeEvery);
+        a.resume_pending = true;
+      }
     }
     if (auto due = ks.earliest_not_due()) a.wake_at = *due;
     a.dirty = false;  // only now: a scan that failed part-way is done again

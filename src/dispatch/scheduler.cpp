@@ -34,8 +34,11 @@ bool KeyScheduler::offer(const QueuedWebhook& w, bool in_hand, bool ignore_due) 
     blocked_.insert(std::move(key));
     return false;
   };
-  if (in_hand) return block();
-  if (busy_.count(key) || blocked_.count(key)) return block();
+  if (in_hand || busy_.count(key)) {
+    ++passed_over_busy_;
+    return block();
+  }
+  if (blocked_.count(key)) return block();
   if (!ignore_due && w.next_attempt_at && *w.next_attempt_at > now_) {
     earliest_not_due_ =
         std::min(earliest_not_due_.value_or(*w.next_attempt_at), *w.next_attempt_at);

@@ -44,6 +44,8 @@ class KeyScheduler {
   }
 
   std::size_t picked() const { return picked_; }
+  // Rows passed over because they or their key were in hand: they may go once that is done.
+  std::size_t passed_over_busy() const { return passed_over_busy_; }
   // Nothing more can be picked in this walk (max reached, or fifo blocked).
   bool saturated() const;
   // The earliest next_attempt_at among rows passed over only because they were not due.
@@ -55,6 +57,7 @@ class KeyScheduler {
   const std::unordered_set<std::string>& busy_;
   std::size_t max_pick_;
   std::size_t picked_ = 0;
+  std::size_t passed_over_busy_ = 0;
   bool fifo_blocked_ = false;
   std::unordered_set<std::string> blocked_;  // keys passed over or picked in this walk
   std::optional<Millis> earliest_not_due_;

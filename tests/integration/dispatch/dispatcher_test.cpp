@@ -755,5 +755,22 @@ TEST(Dispatch, DueWebhookBehindBackingOffKeepsAlertOrder) {
   EXPECT_EQ(sink.records().size(), 1u);
 }
 
+// Alerts of several webhooks behind the backlog drain fully, each alert in arrival order.
+TEST(Dispatch, AlertsBehindBackingOffDrainInOrder) {
+  testing::TempDir dir;
+  Sink sink(dir, "sink");
+  Relay relay(dir);
+  store_backing_off(relay, 5'000, "old-");
+  auto a = agent("a", sink.url());
+  a.max_inflight = 8;
+  relay.start({a});
+  for (int i = 0; i < 60; ++i) relay.enqueue(std::to_string(700 + i % 6), i, std::string("a"));
+  ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == 60; }, 15s))
+      << relay.count("delivered") << " delivered";
+  auto recs = sink.records();
+  EXPECT_EQ(first_deliveries(recs).size(), 60u);
+  expect_per_event_order(relay, recs);
+}
+
 }  // namespace
 }  // namespace iarelay
