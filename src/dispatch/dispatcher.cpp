@@ -21,6 +21,7 @@
 #include <stdexcept>
 #include <string_view>
 #include <thread>
+#include <tuple>
 #include <unordered_set>
 #include <vector>
 
@@ -124,6 +125,7 @@ struct Agent {
   std::int64_t resume_after = 0;
   Millis next_resume_at = 0;
   bool resume_pending = false;
+  std::int64_t head_last = 0;  // the last seq of the head window at the last full fill
 
   Counter* delivered = nullptr;
   Counter* retried = nullptr;
@@ -611,8 +613,10 @@ class DispatcherImpl final : public Dispatcher {
     const bool probe = a.health.probing();
     if (a.candidates.empty()) {
       const bool resume_due = a.resume_pending && steady_millis() >= a.next_resume_at;
-      if (!a.dirty && now < a.wake_at && !probe && !resume_due) return;
-      if (!read_step(scan_gate_, "queue scan", [&] { fill(a, now, probe); })) return;
+      // Only the walk past the head is due: nothing changed that the head window would show.
+      const bool resume_only = !a.dirty && now < a.wake_at && !probe;
+      if (resume_only && !resume_due) return;
+      if (!read_step(scan_gate_, "queue scan", [&] { fill(a, now, probe, resume_only); })) return;
     }
     std::vector<InHand> batch;
     while (free > 0 && !a.candidates.empty()) {
@@ -637,8 +641,11 @@ class DispatcherImpl final : public Dispatcher {
   // start) and, when the head has nothing more to give, the next kMaxWalkRows from where the
   // previous fill's second window stopped. Without the second window, due webhooks behind 4096
   // backing-off ones would wait for those to come due.
-  void fill(Agent& a, Millis now, bool probe) {
+  // `resume_only`: the head window is not walked again (nothing changed there since the last
+  // fill); rows past it are still checked against earlier queued webhooks of their key.
+  void fill(Agent& a, Millis now, bool probe, bool resume_only) {
     a.candidates.clear();
+    const Millis head_wake_at = a.wake_at;
     a.wake_at = kNever;
     std::size_t cap =
         probe ? 1 : std::min(kMaxCandidates, std::max<std::size_t>(32, 2 * a.cfg.max_inflight));
@@ -661,7 +668,12 @@ class DispatcherImpl final : public Dispatcher {
         if (ks.saturated() || walked >= kMaxWalkRows) return std::pair{after, false};
       }
     };
-    auto [head_last, head_ended] = walk(0);
+    std::int64_t head_last = a.head_last;
+    bool head_ended = false;
+    if (!resume_only) {
+      std::tie(head_last, head_ended) = walk(0);
+      a.head_last = head_last;
+    }
     if (head_ended) {
       a.resume_after = 0;
       a.resume_pending = false;
@@ -690,6 +702,7 @@ class DispatcherImpl final : public Dispatcher {
       }
     }
     if (auto due = ks.earliest_not_due()) a.wake_at = *due;
+    if (resume_only) a.wake_at = std::min(a.wake_at, head_wake_at);
     a.dirty = false;  // only now: a scan that failed part-way is done again
     // Walked without finding work behind busy keys: completions will mark the agent dirty; the
     // rows not walked are looked at again at the next forced reload.
