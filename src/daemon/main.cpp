@@ -94,8 +94,9 @@ int main(int argc, char** argv) {
   }
   sd_notify("READY=1\nSTATUS=relaying");
 
-  // The monitor: pings the systemd watchdog only while the relay is healthy (a dead dispatcher
-  // or poller thread, or a failed writer, lets systemd's WatchdogSec restart us), and turns a
+  // The monitor: logs when the relay stops being ready, pings the systemd watchdog only while
+  // it is live (a dead dispatcher or poller thread, or a failed writer, lets systemd's
+  // WatchdogSec restart us; a transient commit failure such as a full disk does not), and turns a
   // writer that can never write again into a stop with exit code 1 (systemd restarts the
   // daemon and SQLite recovers the WAL on the next open).
   std::atomic<bool> done{false};
@@ -109,7 +110,7 @@ int main(int argc, char** argv) {
       if (!health.is_ok() && health.message() != last_problem)
         spdlog::error("not ready: {}", health.message());
       last_problem = health.is_ok() ? "" : health.message();
-      if (watchdog_ms > 0 && health.is_ok() && since_ping >= watchdog_ms / 2) {
+      if (watchdog_ms > 0 && relay.liveness().is_ok() && since_ping >= watchdog_ms / 2) {
         sd_notify("WATCHDOG=1");
         since_ping = 0;
       }

@@ -31,11 +31,16 @@ int Relay::port() const {
 }
 
 Status Relay::health() const {
+  if (Status s = liveness(); !s) return s;
+  if (!writer_->healthy()) return Status::unavailable("the last journal commit failed");
+  return Status::ok();
+}
+
+Status Relay::liveness() const {
   // Read without a lock: the parts are set in start() before anything calls this, and reset
-  // only in stop(), after the listener (the only other caller) has stopped.
+  // only in stop(), after the listener and the monitor (the only other callers) have stopped.
   if (!writer_) return Status::unavailable("journal not open");
   if (Status s = writer_->permanent_failure(); !s) return s;
-  if (!writer_->healthy()) return Status::unavailable("the last journal commit failed");
   if (dispatcher_ && !dispatcher_->alive())
     return Status::unavailable("the dispatcher thread is not running");
   if (poller_ && !poller_->alive()) return Status::unavailable("the poller thread is not running");
@@ -312,8 +317,8 @@ void Relay::purge_expired(DatabasePtr& db, Millis before, const std::string& age
     options.audit.actor = "iarelayd";
     options.audit.filter =
         "retention: delivered, and stored acknowledged by every consumer, older than " + age;
-    auto purged = purge_webhooks(*db, before, {WebhookState::kDelivered, WebhookState::kStored},
-                                 options);
+    auto purged =
+        purge_webhooks(*db, before, {WebhookState::kDelivered, WebhookState::kStored}, options);
     if (!purged)
       spdlog::warn("retention: purge failed: {}", purged.status().message());
     else

@@ -42,10 +42,13 @@ class Relay {
   Status reload(const ConfigOverrides& overrides);
   // Listening port (0 without a listener).
   int port() const;
-  // Whether the relay can still do its job: ok, or why not (the writer failed for good, the
-  // dispatcher's or the poller's thread is not running). Drives /readyz and the systemd
-  // watchdog. Any thread.
+  // Whether the relay is ready: ok, or why not (the last journal commit failed, or anything
+  // liveness() reports). Drives /readyz. Any thread.
   Status health() const;
+  // Whether the relay can still do its job without a restart: not ok when the writer failed
+  // for good or the dispatcher's or poller's thread is not running. Drives the systemd
+  // watchdog; a transient failure (a full disk that may be freed) does not. Any thread.
+  Status liveness() const;
   // Whether the journal writer can never write again (an fdatasync failed): the daemon exits
   // non-zero so that systemd restarts it and SQLite recovers the WAL. Any thread.
   bool writer_failed_for_good() const;
