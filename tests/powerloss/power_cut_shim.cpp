@@ -11,6 +11,9 @@
 //                                      one flock on STATE/lock orders their writes and syncs)
 //   IARELAY_POWERLOSS_STOP_AFTER_SYNCS N: the process stops itself (SIGSTOP) right after its
 //                                      Nth sync of a journal file has reached the "disk"
+//   IARELAY_POWERLOSS_STOP_AT_WAL_RESTART N: the process stops itself at its first sync of the
+//                                      WAL, after its Nth write of a WAL header, that finds
+//                                      WAL frames unsynced: before that sync reaches the "disk"
 //   IARELAY_POWERLOSS_SYNC_DELAY_US    time a sync takes before it covers the writes (500)
 //   IARELAY_POWERLOSS_LIE              "wal-syncer": fsync/fdatasync through a read-only
 //                                      descriptor of the WAL (the writer's syncer) succeeds and
@@ -90,6 +93,8 @@ struct Shim {
   std::vector<Tracked> files;
   std::string state_dir;
   long stop_after = 0;
+  long stop_at_restart = 0;
+  std::atomic<long> wal_headers{0};
   long delay_us = 500;
   bool lie_wal_syncer = false;
   int lock_fd = -1;
@@ -111,6 +116,8 @@ struct Shim {
       files.push_back(Tracked{j + suffix, state_dir + "/" + name + suffix, -1, -1});
     if (const char* s = std::getenv("IARELAY_POWERLOSS_STOP_AFTER_SYNCS")) stop_after = atol(s);
     if (const char* s = std::getenv("IARELAY_POWERLOSS_SYNC_DELAY_US")) delay_us = atol(s);
+    if (const char* s = std::getenv("IARELAY_POWERLOSS_STOP_AT_WAL_RESTART"))
+      stop_at_restart = atol(s);
     if (const char* s = std::getenv("IARELAY_POWERLOSS_LIE"))
       lie_wal_syncer = std::strcmp(s, "wal-syncer") == 0;
     lock_fd = real().open((state_dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -121,6 +128,19 @@ struct Shim {
 Shim& shim() {
   static Shim s;
   return s;
+}
+
+// Debugging aid: IARELAY_POWERLOSS_TRACE=1 appends one line per tracked call to STATE/trace.
+void trace(const std::string& what) {
+  static const bool on = std::getenv("IARELAY_POWERLOSS_TRACE") != nullptr;
+  if (!on || !shim().enabled) return;
+  std::string line =
+      std::to_string(::getpid()) + " " + std::to_string(::gettid()) + " " + what + "\n";
+  int fd = real().open((shim().state_dir + "/trace").c_str(),
+                       O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  real().write(fd, line.data(), line.size());
+  real().close(fd);
 }
 
 // Holds the shim: no thread of any process of the run writes or syncs a journal file meanwhile.
@@ -251,6 +271,8 @@ int open_tracked(const char* path, int flags, mode_t mode, int dirfd, bool at, b
   if ((flags & O_TRUNC) && existed)
     append_record(shim().files[static_cast<size_t>(index)], iarelay::powerloss::kTruncate, 0,
                   nullptr, 0);
+  trace("open " + std::to_string(index) + " fd " + std::to_string(fd) + " flags " +
+        std::to_string(flags));
   if (fd < kMaxFd) {
     bool read_only = (flags & O_ACCMODE) == O_RDONLY;
     shim().fds[fd].store(static_cast<unsigned char>((index + 1) | (read_only ? 0x80 : 0)),
@@ -284,11 +306,33 @@ void apply_pending(Tracked& t) {
   real().ftruncate(pending, 0);
 }
 
+// Whether the WAL's pending writes include frames (anything past its 32-byte header).
+bool frames_pending(Tracked& t) {
+  int pending = side_fd(t.pending_fd, t.state + ".pending", O_RDWR | O_APPEND | O_CREAT);
+  struct stat st;
+  if (pending < 0 || ::fstat(pending, &st) != 0) return false;
+  std::string log(static_cast<size_t>(st.st_size), '\0');
+  ssize_t n = ::pread(pending, log.data(), log.size(), 0);
+  if (n <= 0) return false;
+  log.resize(static_cast<size_t>(n));
+  for (const auto& r : iarelay::powerloss::parse_records(log))
+    if (r.header.kind == iarelay::powerloss::kWrite && r.header.offset >= 32) return true;
+  return false;
+}
+
 int sync_common(int fd, SyncFn real_sync) {
   Shim& s = shim();
   bool read_only = false;
   int index = tracked_fd(fd, &read_only);
   if (index < 0) {
+    if (s.enabled) {
+      char link[4096];
+      std::string proc = "/proc/self/fd/" + std::to_string(fd);
+      ssize_t n = ::readlink(proc.c_str(), link, sizeof link - 1);
+      std::string target = n > 0 ? std::string(link, static_cast<size_t>(n)) : "?";
+      if (target.find("journal.db") != std::string::npos)
+        trace("UNTRACKED sync fd " + std::to_string(fd) + " " + target);
+    }
     // A sync of the journal's directory makes the names of files created before it durable.
     struct stat st;
     if (s.enabled && ::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
@@ -306,11 +350,26 @@ int sync_common(int fd, SyncFn real_sync) {
   // cache. A sync takes time, and covers what was written while it ran.
   if (s.delay_us > 0) ::usleep(static_cast<useconds_t>(s.delay_us));
   if (s.lie_wal_syncer && read_only && index == 1) return 0;
+  bool stop = false;
   {
     Guard g;
-    apply_pending(s.files[static_cast<size_t>(index)]);
+    Tracked& t = s.files[static_cast<size_t>(index)];
+    if (index == 1 && s.stop_at_restart > 0 && s.wal_headers.load() >= s.stop_at_restart)
+      stop = frames_pending(t);
+    if (!stop) apply_pending(t);
   }
-  if (s.stop_after > 0 && s.syncs.fetch_add(1) + 1 == s.stop_after) ::kill(::getpid(), SIGSTOP);
+  trace("sync " + std::to_string(index) + " fd " + std::to_string(fd) + (stop ? " STOP" : "") +
+        " headers " + std::to_string(s.wal_headers.load()));
+  if (stop) {
+    s.stop_at_restart = 0;
+    // The whole process stops; this sync never reaches the disk and never returns (a SIGSTOP
+    // sent to the process may be taken by another thread a moment later, and this one must
+    // not answer anybody meanwhile). The driver SIGKILLs the process.
+    ::tgkill(::getpid(), ::gettid(), SIGSTOP);
+    for (;;) ::pause();
+  }
+  if (s.stop_after > 0 && s.syncs.fetch_add(1) + 1 == s.stop_after)
+    ::tgkill(::getpid(), ::gettid(), SIGSTOP);
   return 0;
 }
 
@@ -320,6 +379,8 @@ ssize_t pwrite_common(int fd, const void* data, size_t size, off_t offset, Pwrit
   Guard g;
   ssize_t n = real_write(fd, data, size, offset);
   if (n > 0 && index == 1 && offset == 0) {
+    shim().wal_headers.fetch_add(1);
+    trace("wal header fd " + std::to_string(fd));
     // A new WAL header: the WAL restarts. Counted for the harness's report (STATE/wal-headers
     // grows by one byte each time).
     int count = real().open((shim().state_dir + "/wal-headers").c_str(),
@@ -387,7 +448,10 @@ int openat64(int dirfd, const char* path, int flags, ...) {
 }
 
 int close(int fd) {
-  if (tracked_fd(fd) >= 0) shim().fds[fd].store(0, std::memory_order_release);
+  if (tracked_fd(fd) >= 0) {
+    trace("close fd " + std::to_string(fd));
+    shim().fds[fd].store(0, std::memory_order_release);
+  }
   return real().close(fd);
 }
 

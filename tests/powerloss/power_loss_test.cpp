@@ -107,7 +107,8 @@ struct Acknowledged {
 };
 
 struct Totals {
-  int points = 0, snapshots = 0, kills = 0, stops_after_sync = 0, rounds = 0, episodes = 0;
+  int points = 0, snapshots = 0, kills = 0, stops_after_sync = 0, stops_at_restart = 0;
+  int rounds = 0, episodes = 0;
   int violations = 0, points_with_violations = 0;
   std::int64_t accepted = 0, called = 0, feed_acked = 0, commands = 0;
   std::int64_t pending_records = 0, applied = 0, torn = 0, vanished = 0;
@@ -212,6 +213,7 @@ class Harness {
     std::string journal_dir = path("r" + std::to_string(n));
     std::string state = path("s" + std::to_string(n));
     std::filesystem::create_directories(state);
+    current_state_ = state;
     if (start_dir.empty())
       std::filesystem::create_directories(journal_dir);
     else
@@ -232,12 +234,17 @@ class Harness {
     // How long a sync takes varies from disk to disk: the longer, the more is unsynced.
     const char* delays[] = {"250", "1000", "4000"};
     sync_delay_ = delays[std::uniform_int_distribution<int>(0, 2)(rng_)];
-    // Half the rounds end by a stop right after the Nth sync, the others by a SIGKILL.
-    bool stop_mode = std::uniform_int_distribution<int>(0, 1)(rng_) == 1;
-    long stop_after = stop_mode ? std::uniform_int_distribution<long>(5, 900)(rng_) : 0;
-    auto relay =
-        std::make_unique<Process>(std::vector<std::string>{relay_under_test(), "--config", conf},
-                                  "", path("relay.log"), shim_env(journal, state, stop_after));
+    // A third of the rounds end by a stop right after the Nth sync, a third by a stop at the
+    // first sync of WAL frames after the Nth WAL header (a restart, or the new WAL), the
+    // others by a SIGKILL at a random moment.
+    int mode = std::uniform_int_distribution<int>(0, 2)(rng_);
+    long stop_after = mode == 1 ? std::uniform_int_distribution<long>(5, 900)(rng_) : 0;
+    long stop_at_restart = mode == 2 ? std::uniform_int_distribution<long>(1, 3)(rng_) : 0;
+    auto env = shim_env(journal, state, stop_after);
+    if (stop_at_restart > 0)
+      env["IARELAY_POWERLOSS_STOP_AT_WAL_RESTART"] = std::to_string(stop_at_restart);
+    auto relay = std::make_unique<Process>(
+        std::vector<std::string>{relay_under_test(), "--config", conf}, "", path("relay.log"), env);
     auto started = Clock::now();
     while (!testing::wait_for_port(port, 100ms)) {
       if (!relay->running() && !stopped(*relay)) {
@@ -305,10 +312,12 @@ class Harness {
     relay->signal(SIGKILL);
     op.crash();
     relay->wait();
-    if (stopped_itself)
+    if (!stopped_itself)
+      ++totals_.kills;
+    else if (stop_after > 0)
       ++totals_.stops_after_sync;
     else
-      ++totals_.kills;
+      ++totals_.stops_at_restart;
     // Answers already on their way are read by the sender; then it stops too.
     std::this_thread::sleep_for(200ms);
     load->signal(SIGKILL);
@@ -319,7 +328,9 @@ class Harness {
     ImageStats stats = build_power_cut_image(state, "journal.db", next, rng_);
     check_point(
         next, acks, stats,
-        std::string(stopped_itself ? "stop after sync " + std::to_string(stop_after) : "SIGKILL") +
+        std::string(!stopped_itself  ? "SIGKILL"
+                    : stop_after > 0 ? "stop after sync " + std::to_string(stop_after)
+                                     : "stop at WAL header " + std::to_string(stop_at_restart)) +
             " ending round " + std::to_string(n));
     totals_.wal_headers +=
         static_cast<std::int64_t>(std::filesystem::exists(state + "/wal-headers")
@@ -468,6 +479,13 @@ class Harness {
       std::string to = keep_dir_ + "/failed-" + std::to_string(++kept_);
       std::filesystem::create_directories(to);
       std::filesystem::copy(image, to, std::filesystem::copy_options::recursive);
+      // What led there: the shim's state (the disk), the relay's and the operator's logs.
+      std::error_code ignored;  // a missing one is left out
+      if (!current_state_.empty())
+        std::filesystem::copy(current_state_, to + "/state",
+                              std::filesystem::copy_options::recursive, ignored);
+      for (const char* log : {"relay.log", "operator.log", "edge.log"})
+        std::filesystem::copy(path(log), to + "/" + log, ignored);
       testing::write_file(to + "/what.txt", kind + ": " + what + "\n");
     }
   }
@@ -610,6 +628,7 @@ class Harness {
   std::vector<std::unique_ptr<LineReader>> accepted_readers_;
   std::string episode_, edge_db_, keep_dir_;
   std::string sync_delay_ = "1000";  // µs, per round
+  std::string current_state_;        // the shim's state directory of the round
   int kept_ = 0;
   Acknowledged acked_;
   std::vector<OperatorCommand> past_commands_;  // this episode's earlier rounds
@@ -620,14 +639,14 @@ class Harness {
 void print(const Totals& t, unsigned seed, double seconds) {
   std::printf(
       "power loss: seed %u, %d crash points in %.0f s (%d snapshots, %d SIGKILLs, %d stops after "
-      "the Nth sync) over %d rounds in %d episodes\n"
+      "the Nth sync, %d stops at a WAL restart) over %d rounds in %d episodes\n"
       "  most acknowledged at one crash point: %lld 202s, %lld webhooks called, %lld feed-acked\n"
       "  unsynced writes at the crash points: %lld, of which kept %lld (%lld torn), %lld "
       "files vanished; %d points with unsynced WAL frames, %d with an unsynced WAL header; %lld "
       "WAL headers written\n"
       "  violations: %d at %d crash points\n",
-      seed, t.points, seconds, t.snapshots, t.kills, t.stops_after_sync, t.rounds, t.episodes,
-      static_cast<long long>(t.accepted), static_cast<long long>(t.called),
+      seed, t.points, seconds, t.snapshots, t.kills, t.stops_after_sync, t.stops_at_restart,
+      t.rounds, t.episodes, static_cast<long long>(t.accepted), static_cast<long long>(t.called),
       static_cast<long long>(t.feed_acked), static_cast<long long>(t.pending_records),
       static_cast<long long>(t.applied), static_cast<long long>(t.torn),
       static_cast<long long>(t.vanished), t.wal_frames_pending, t.wal_header_pending,
