@@ -58,6 +58,7 @@ Member classify(const std::string& key) {
 class TopLevelScan : public nlohmann::json_sax<nlohmann::json> {
  public:
   bool is_object = false;
+  bool too_deep = false;  // nested deeper than kMaxPayloadDepth: the scan stopped there
   bool needs_dom = false;
   bool present[kMemberCount] = {};
   std::string event_id[2];        // eventIdentifier, eventidentifier: as scalar_text()
@@ -85,8 +86,7 @@ class TopLevelScan : public nlohmann::json_sax<nlohmann::json> {
   bool start_object(std::size_t) override {
     if (depth_ == 0) is_object = true;
     if (!complex_value()) return false;
-    ++depth_;
-    return true;
+    return enter();
   }
   bool key(string_t& k) override {
     if (depth_ == 1) {
@@ -101,8 +101,7 @@ class TopLevelScan : public nlohmann::json_sax<nlohmann::json> {
   }
   bool start_array(std::size_t) override {
     if (!complex_value()) return false;
-    ++depth_;
-    return true;
+    return enter();
   }
   bool end_array() override {
     --depth_;
@@ -113,6 +112,12 @@ class TopLevelScan : public nlohmann::json_sax<nlohmann::json> {
   }
 
  private:
+  // One level down; false (stop parsing) past kMaxPayloadDepth.
+  bool enter() {
+    if (static_cast<std::size_t>(++depth_) <= kMaxPayloadDepth) return true;
+    too_deep = true;
+    return false;
+  }
   // A scalar value: kept if it is a top-level event identifier.
   bool scalar(const std::string& text) {
     if (depth_ == 1) {
@@ -172,8 +177,14 @@ Result<PayloadInfo> inspect_payload_dom(std::string_view body, std::string_view 
 
 Result<PayloadInfo> inspect_payload(std::string_view body, std::string_view given_type) {
   TopLevelScan scan;
-  if (!nlohmann::json::sax_parse(body, &scan))
+  if (!nlohmann::json::sax_parse(body, &scan)) {
+    if (scan.too_deep)
+      return Status::invalid_argument(scan.is_object
+                                          ? "body is nested deeper than " +
+                                                std::to_string(kMaxPayloadDepth) + " levels"
+                                          : std::string("body is not a JSON object"));
     return Status::invalid_argument("body is not valid JSON");
+  }
   if (!scan.is_object) return Status::invalid_argument("body is not a JSON object");
   if (scan.needs_dom) return inspect_payload_dom(body, given_type);
   PayloadInfo info;

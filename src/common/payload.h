@@ -3,6 +3,7 @@
 // agent identifiers (SPEC §1). The payload itself is never rewritten here.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -15,8 +16,15 @@ struct PayloadInfo {
   std::string event_id;  // "" when the payload names no alert
 };
 
-// Fails with InvalidArgument when the body is not a JSON object, or when `given_type` is empty
-// and the type cannot be inferred. A non-empty `given_type` wins over inference.
+// The deepest nesting a payload may have (its top-level object is depth 1; xMatters payloads
+// nest 3 or 4 deep). A deeper one is refused at intake: turning it back into text (nlohmann's
+// dump(), as format = ia and `iarelay show` do) recurses once per level and would overflow the
+// stack of the thread doing it; a 1 MiB body can nest 500,000 deep.
+inline constexpr std::size_t kMaxPayloadDepth = 64;
+
+// Fails with InvalidArgument when the body is not a JSON object, is nested deeper than
+// kMaxPayloadDepth, or when `given_type` is empty and the type cannot be inferred. A non-empty
+// `given_type` wins over inference.
 Result<PayloadInfo> inspect_payload(std::string_view body, std::string_view given_type);
 
 // "applications|hpnnmi" -> "hpnnmi"; surrounding blanks removed.

@@ -3,6 +3,10 @@
 
 #include <cctype>
 #include <nlohmann/json.hpp>
+#include <utility>
+#include <vector>
+
+#include "common/payload.h"
 
 namespace iarelay {
 namespace {
@@ -49,6 +53,20 @@ std::size_t utf8_sequence(std::string_view s, std::size_t i) {
   for (std::size_t k = 2; k < n; ++k)
     if (at(i + k) < 0x80 || at(i + k) > 0xBF) return 0;
   return n;
+}
+
+// Whether `v` nests deeper than `limit` (v itself: depth 1). Without recursion: the point is
+// that a deep value must not reach dump(), which recurses once per level.
+bool deeper_than(const Json& v, std::size_t limit) {
+  std::vector<std::pair<const Json*, std::size_t>> todo{{&v, 1}};
+  while (!todo.empty()) {
+    auto [value, depth] = todo.back();
+    todo.pop_back();
+    if (!value->is_structured()) continue;
+    if (depth > limit) return true;
+    for (const auto& child : *value) todo.emplace_back(&child, depth + 1);
+  }
+  return false;
 }
 
 // The string form of a payload value (see the header for the rules).
@@ -100,6 +118,11 @@ Result<std::string> to_ia_message(std::string_view raw_type, std::string_view ra
   Json in = Json::parse(payload, nullptr, /*allow_exceptions=*/false);
   if (in.is_discarded() || !in.is_object())
     return Status::invalid_argument("payload is not a JSON object");
+  // Intake refuses such payloads; a row from an older version, a feed or an operator's SQL may
+  // still hold one, and must fail alone rather than overflow the dispatcher's stack.
+  if (deeper_than(in, kMaxPayloadDepth))
+    return Status::invalid_argument("payload is nested deeper than " +
+                                    std::to_string(kMaxPayloadDepth) + " levels");
 
   OrderedJson out = OrderedJson::object();
   out["xmatters_callback_type"] = type;

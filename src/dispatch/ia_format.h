@@ -24,7 +24,8 @@
 
 namespace iarelay {
 
-// InvalidArgument when `payload` is not a JSON object.
+// InvalidArgument when `payload` is not a JSON object, or is nested deeper than
+// kMaxPayloadDepth (common/payload.h), which intake refuses and dump() could not render.
 Result<std::string> to_ia_message(std::string_view type, std::string_view payload);
 
 // `s` with every byte that does not begin a valid UTF-8 sequence replaced by U+FFFD (valid input is

@@ -135,5 +135,23 @@ TEST(Payload, NormalizesServicesAndAgents) {
   EXPECT_EQ(normalize_agent("Host/1.2.3.4:80"), "Host/1.2.3.4:80");  // case kept
 }
 
+// Found while fuzzing format = ia: a 200 KB body nesting 100,000 arrays was accepted, and
+// turning it back into text (nlohmann's dump(), recursive) overflowed the dispatcher's stack on
+// every delivery attempt, after every restart. Intake refuses it (400) with the reason.
+TEST(Payload, DeeplyNestedBodyIsRefused) {
+  auto nest = [](std::size_t levels) {  // the top-level object is level 1
+    return "{\"status\":\"x\",\"a\":" + std::string(levels - 1, '[') +
+           std::string(levels - 1, ']') + "}";
+  };
+  EXPECT_TRUE(inspect_payload(nest(kMaxPayloadDepth), "").is_ok());
+  auto deep = inspect_payload(nest(kMaxPayloadDepth + 1), "");
+  ASSERT_FALSE(deep.is_ok());
+  EXPECT_NE(deep.status().message().find("nested deeper than"), std::string::npos);
+  EXPECT_FALSE(inspect_payload(nest(100'000), "status").is_ok());
+  auto array = inspect_payload(std::string(100'000, '['), "");
+  ASSERT_FALSE(array.is_ok());
+  EXPECT_EQ(array.status().message(), "body is not a JSON object");
+}
+
 }  // namespace
 }  // namespace iarelay

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/payload.h"
 #include "support/process.h"
 
 namespace iarelay {
@@ -132,6 +133,20 @@ TEST(IaFormat, ReplaceInvalidUtf8KeepsValidText) {
   EXPECT_EQ(replace_invalid_utf8("\xF4\x90\x80\x80"),
             "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");                // above U+10FFFF
   EXPECT_EQ(replace_invalid_utf8("ab\xE2\x82"), "ab\xEF\xBF\xBD\xEF\xBF\xBD");  // truncated
+}
+
+// Found by fuzz/ia_format_fuzzer.cpp (with the payload 100,000 arrays deep): the conversion
+// overflowed the stack (dump() recurses per level). Such a row, stored before intake refused
+// them or taken from a feed, fails alone with the reason.
+TEST(IaFormat, DeeplyNestedPayloadFailsInsteadOfOverflowingTheStack) {
+  std::string deep =
+      "{\"status\":\"x\",\"a\":" + std::string(100'000, '[') + std::string(100'000, ']') + "}";
+  auto out = to_ia_message("status", deep);
+  ASSERT_FALSE(out.is_ok());
+  EXPECT_NE(out.status().message().find("nested deeper than"), std::string::npos);
+  std::string ok = "{\"status\":\"x\",\"a\":" + std::string(kMaxPayloadDepth - 1, '[') +
+                   std::string(kMaxPayloadDepth - 1, ']') + "}";
+  EXPECT_TRUE(to_ia_message("status", ok).is_ok());
 }
 
 }  // namespace
