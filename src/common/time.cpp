@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <limits>
 
 namespace iarelay {
 namespace {
@@ -60,7 +61,11 @@ Result<Millis> parse_unit_sequence(std::string_view text, std::string_view what)
     else
       return Status::invalid_argument("bad " + std::string(what) + " '" + std::string(text) +
                                       "': unit must be ms, s, m, h or d");
-    total += n * mul;
+    // 12 digits of days overflow 64 bits of milliseconds: refuse rather than wrap.
+    Millis part;
+    if (__builtin_mul_overflow(n, mul, &part) || __builtin_add_overflow(total, part, &total))
+      return Status::invalid_argument(std::string(what) + " '" + std::string(text) +
+                                      "' is out of range");
   }
   return total;
 }
@@ -78,8 +83,11 @@ Millis steady_millis() {
 }
 
 std::string format_time(Millis t) {
-  std::time_t secs = static_cast<std::time_t>(t >= 0 ? t / 1000 : (t - 999) / 1000);
-  int ms = static_cast<int>(t - static_cast<Millis>(secs) * 1000);
+  // Floor division without the overflow of (t - 999) near the smallest Millis.
+  Millis whole = t / 1000;
+  int ms = static_cast<int>(t % 1000);
+  if (ms < 0) --whole, ms += 1000;
+  std::time_t secs = static_cast<std::time_t>(whole);
   std::tm tm{};
   gmtime_r(&secs, &tm);
   char buf[64];
@@ -93,7 +101,10 @@ Result<Millis> parse_time(std::string_view text, Millis now) {
   if (!text.empty() && (text[0] == '-' || text[0] == '+')) {
     auto d = parse_unit_sequence(text.substr(1), "relative time");
     if (!d) return d.status();
-    return text[0] == '-' ? now - *d : now + *d;
+    Millis t;
+    if (text[0] == '-' ? __builtin_sub_overflow(now, *d, &t) : __builtin_add_overflow(now, *d, &t))
+      return Status::invalid_argument("relative time '" + std::string(text) + "' is out of range");
+    return t;
   }
   auto bad = [&] {
     return Status::invalid_argument("bad time '" + std::string(text) +
@@ -159,16 +170,27 @@ Result<std::int64_t> parse_size(std::string_view text) {
   }
   std::int64_t n = std::stoll(std::string(text.substr(0, pos)));
   std::string_view unit = text.substr(pos);
-  if (unit.empty() || unit == "B") return n;
-  if (unit == "KiB") return n << 10;
-  if (unit == "MiB") return n << 20;
-  if (unit == "GiB") return n << 30;
-  return Status::invalid_argument("bad size '" + std::string(text) +
-                                  "': unit must be B, KiB, MiB or GiB");
+  int shift;
+  if (unit.empty() || unit == "B")
+    shift = 0;
+  else if (unit == "KiB")
+    shift = 10;
+  else if (unit == "MiB")
+    shift = 20;
+  else if (unit == "GiB")
+    shift = 30;
+  else
+    return Status::invalid_argument("bad size '" + std::string(text) +
+                                    "': unit must be B, KiB, MiB or GiB");
+  // 15 digits of GiB do not fit in 64 bits: refuse rather than wrap (possibly to a small size).
+  if (n > (std::numeric_limits<std::int64_t>::max() >> shift))
+    return Status::invalid_argument("size '" + std::string(text) + "' is out of range");
+  return n << shift;
 }
 
 std::string format_duration(Millis d) {
-  if (d < 0) return "-" + format_duration(-d);
+  // -d overflows for the smallest Millis; one millisecond less is as good for display.
+  if (d < 0) return "-" + format_duration(-(d + (d == std::numeric_limits<Millis>::min())));
   if (d < 1000) return std::to_string(d) + "ms";
   std::string out;
   Millis s = d / 1000;

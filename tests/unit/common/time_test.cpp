@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 namespace iarelay {
 namespace {
 
@@ -104,6 +106,37 @@ TEST(Size, AcceptsByteSuffixAndNamesBadInput) {
   auto bad = parse_size("1TB");
   ASSERT_FALSE(bad.is_ok());
   EXPECT_NE(bad.status().message().find("1TB"), std::string::npos);
+}
+
+// Found by fuzz/cli_time_fuzzer.cpp: 12 digits of days overflowed 64-bit milliseconds (undefined
+// behaviour; in practice a wrapped, possibly negative, duration); now refused.
+TEST(Duration, OutOfRangeIsRefusedNotWrapped) {
+  auto days = parse_duration("999999999999d");
+  ASSERT_FALSE(days.is_ok());
+  EXPECT_NE(days.status().message().find("out of range"), std::string::npos);
+  EXPECT_FALSE(parse_duration("999999999999h999999999999h999999999999h").is_ok());
+  EXPECT_EQ(*parse_duration("106751991167d"), 106751991167LL * 86'400'000);
+}
+
+// Found by fuzz/cli_time_fuzzer.cpp: `--since -999999999999d` overflowed now - d.
+TEST(Time, RelativeTimeOutOfRangeIsRefused) {
+  EXPECT_FALSE(parse_time("-999999999999d", 1'796'000'000'123).is_ok());
+  EXPECT_FALSE(parse_time("+106751991167d", 1'796'000'000'123).is_ok());
+  EXPECT_EQ(*parse_time("-106751991167d", 0), -106751991167LL * 86'400'000);
+}
+
+// Found by fuzz/cli_time_fuzzer.cpp: "17179869185GiB" wrapped to 1 GiB (max_body).
+TEST(Size, OutOfRangeIsRefusedNotWrapped) {
+  EXPECT_FALSE(parse_size("17179869185GiB").is_ok());
+  EXPECT_FALSE(parse_size("999999999999999GiB").is_ok());
+  EXPECT_EQ(*parse_size("8589934591GiB"), 8589934591LL << 30);
+}
+
+// The extremes of Millis format without overflow (format_time(t - 999), -d of the smallest).
+TEST(Time, ExtremesFormatWithoutOverflow) {
+  EXPECT_EQ(format_time(-1), "1969-12-31T23:59:59.999Z");
+  EXPECT_FALSE(format_time(std::numeric_limits<Millis>::min()).empty());
+  EXPECT_EQ(format_duration(std::numeric_limits<Millis>::min()).front(), '-');
 }
 
 }  // namespace
