@@ -67,6 +67,10 @@ struct Entry {
   std::string value;
   std::string where;  // "file:line" or "command line"
 };
+// The entry under this key (no key is empty) records where a section was declared: its header's
+// "file:line", or "command line" for a section only overrides name. Errors about a key left at
+// its default (a required one missing) point there.
+constexpr const char* kDeclared = "";
 // section -> key -> entry; section as written ("", "listen", "agent.nnmi1").
 using Entries = std::map<std::string, std::map<std::string, Entry>>;
 
@@ -122,7 +126,7 @@ Status read_ini(const std::string& file, Entries& out) {
       if (!section_kind(section))
         return Status::invalid_argument(where + ": unknown section [" + section +
                                         "] (expected listen, upstream, service.NAME, agent.NAME)");
-      out[section];  // an empty [agent.x] still declares the agent
+      out[section].try_emplace(kDeclared, Entry{"", where});  // an empty [agent.x] declares it
       continue;
     }
     size_t eq = t.find('=');
@@ -146,6 +150,7 @@ Status apply_overrides(const ConfigOverrides& overrides, Entries& out) {
     std::string section = dot == std::string::npos ? "" : name.substr(0, dot);
     std::string key = dot == std::string::npos ? name : name.substr(dot + 1);
     if (!find_key(section, key)) return error_at("command line", section, key, "unknown key");
+    out[section].try_emplace(kDeclared, Entry{"", "command line"});
     out[section][key] = Entry{value, "command line"};
   }
   return Status::ok();
@@ -158,9 +163,12 @@ class SectionReader {
     if (auto it = entries.find(section_); it != entries.end()) values_ = &it->second;
   }
 
+  // Where `key` was set; for a key left at its default, where its section was declared.
   std::string where(const char* key) const {
-    if (values_)
+    if (values_) {
       if (auto it = values_->find(key); it != values_->end()) return it->second.where;
+      if (auto it = values_->find(kDeclared); it != values_->end()) return it->second.where;
+    }
     return "default";
   }
   std::string str(const char* key) const {
@@ -348,11 +356,8 @@ Result<Config> load_config(const std::string& file, const ConfigOverrides& overr
     a.id = trim(r.str("id"));
     if (a.id.empty()) a.id = a.handle;
     if (auto it = seen_ids.find(a.id); it != seen_ids.end()) {
-      // An id defaulted from the handle has no line of its own: point at the section's first.
-      std::string where = r.where("id");
-      if (where == "default" && !file.empty() && line < (1 << 30))
-        where = file + ":" + std::to_string(line);
-      return error_at(where, section, "id",
+      // An id defaulted from the handle has no line of its own: where() names the section's.
+      return error_at(r.where("id"), section, "id",
                       "agent identifier '" + a.id + "' is already used by [" + it->second + "]");
     }
     seen_ids[a.id] = section;

@@ -365,7 +365,7 @@ TEST_F(ConfigFile, DuplicateAgentIdentifierIsAnError) {
 TEST_F(ConfigFile, DuplicateAgentIdentifierFromAHandleNamesALine) {
   // [agent.y] has no id line: its identifier is its handle, which [agent.x] already claims.
   std::string e = error("[agent.x]\nid = y\ncallback = http://a\n[agent.y]\ncallback = http://b\n");
-  EXPECT_TRUE(contains(e, path() + ":5:")) << e;
+  EXPECT_TRUE(contains(e, path() + ":4:")) << e;  // the [agent.y] header: the handle is there
   EXPECT_TRUE(contains(e, "'y'")) << e;
 }
 
@@ -383,6 +383,20 @@ TEST_F(ConfigFile, AgentWithoutCallbackIsAnError) {
   EXPECT_TRUE(contains(e, "callback")) << e;
   EXPECT_TRUE(contains(e, "required")) << e;
   EXPECT_TRUE(contains(e, "agent.nnmi1")) << e;
+}
+
+// Found by fuzz/config_fuzzer.cpp: a required key left out was reported as "default: [agent.x]
+// callback: is required", naming neither the file nor a line. It names the section's header.
+TEST_F(ConfigFile, MissingRequiredKeyNamesTheSectionHeader) {
+  std::string e = error("sync = full\n\n[agent.nnmi1]\nservices = hpnnmi\n");
+  EXPECT_EQ(e.rfind(path() + ":3: [agent.nnmi1] callback: is required", 0), 0u) << e;
+  e = error("[upstream]\nname = edge\n");
+  EXPECT_EQ(e.rfind(path() + ":1: [upstream] url: is required", 0), 0u) << e;
+  e = error("[agent.empty]\n");
+  EXPECT_EQ(e.rfind(path() + ":1: [agent.empty] callback", 0), 0u) << e;
+  // A section only the command line declares.
+  e = error("sync = full\n", {{"agent.late.timeout", "3s"}});
+  EXPECT_EQ(e.rfind("command line: [agent.late] callback: is required", 0), 0u) << e;
 }
 
 TEST_F(ConfigFile, UpstreamWithoutUrlIsAnError) {
