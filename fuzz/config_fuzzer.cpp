@@ -1,0 +1,113 @@
+// The INI reader and configuration validation (load_config). The input is a configuration
+// file (written to a private temporary file, as load_config reads a path); its lines of the
+// form "--name=value" are also given as command-line overrides to a second load. Invariants:
+// - no crash, no exception;
+// - every error about the file is one line naming the file and a line number within it
+//   ("FILE:N: ..."); every error about an override names the command line;
+// - an accepted configuration is valid: unique agent ids, http(s) callbacks, positive
+//   timeouts, backoff_initial <= backoff_max, a listener address with a port, max_body > 0.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "common/config.h"
+#include "common/utf8.h"
+#include "fuzz_check.h"
+
+using namespace iarelay;
+using iarelay::fuzz::show;
+
+namespace {
+
+const std::string& temp_path() {
+  static const std::string path = [] {
+    const char* dir = std::getenv("TMPDIR");
+    std::string p = std::string(dir && *dir ? dir : "/tmp") + "/iarelay-fuzz-config.XXXXXX";
+    int fd = mkstemp(p.data());
+    if (fd < 0) std::abort();
+    close(fd);
+    return p;
+  }();
+  return path;
+}
+
+void write_file(const std::string& path, std::string_view content) {
+  int fd = open(path.c_str(), O_WRONLY | O_TRUNC);
+  if (fd < 0) std::abort();
+  while (!content.empty()) {
+    ssize_t n = write(fd, content.data(), content.size());
+    if (n <= 0) std::abort();
+    content.remove_prefix(static_cast<std::size_t>(n));
+  }
+  close(fd);
+}
+
+void check_valid(const Config& c) {
+  for (std::size_t i = 0; i < c.agents.size(); ++i) {
+    const AgentConfig& a = c.agents[i];
+    for (std::size_t j = 0; j < i; ++j)
+      FUZZ_CHECK(c.agents[j].id != a.id, "duplicate agent id '%s'", show(a.id).c_str());
+    FUZZ_CHECK(a.callback.rfind("http://", 0) == 0 || a.callback.rfind("https://", 0) == 0,
+               "callback '%s'", show(a.callback).c_str());
+    FUZZ_CHECK(!a.id.empty() && a.timeout > 0 && a.backoff_initial > 0 &&
+                   a.backoff_initial <= a.backoff_max && a.max_inflight >= 1 && a.down_after >= 1 &&
+                   a.max_attempts >= 1,
+               "agent '%s' has an invalid setting", show(a.id).c_str());
+  }
+  if (c.listen) {
+    FUZZ_CHECK(c.listen->max_body > 0, "max_body %lld", static_cast<long long>(c.listen->max_body));
+    FUZZ_CHECK(c.listen->address.rfind(':') != std::string::npos, "listen address");
+  }
+  if (c.upstream) FUZZ_CHECK(c.upstream->poll_wait >= 0 && c.upstream->batch >= 1, "upstream");
+  FUZZ_CHECK(!c.journal.empty() && c.drain_grace >= 0 && c.retain_delivered >= 0,
+             "journal/drain_grace/retain_delivered");
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const unsigned char* data, std::size_t size) {
+  std::string_view text = fuzz::as_view(data, size);
+  const std::string& path = temp_path();
+  write_file(path, text);
+  std::size_t lines = 1;
+  for (char c : text) lines += c == '\n';
+
+  auto config = load_config(path);
+  if (config) {
+    check_valid(*config);
+  } else {
+    const std::string& m = config.status().message();
+    FUZZ_CHECK(m.find('\n') == std::string::npos, "a message of several lines: %s",
+               show(m).c_str());
+    FUZZ_CHECK(m.rfind(path + ":", 0) == 0, "the error does not name the file: %s",
+               show(m).c_str());
+    std::size_t at = path.size() + 1;
+    std::size_t line = 0, digits = 0;
+    while (at < m.size() && m[at] >= '0' && m[at] <= '9' && digits < 9)
+      line = line * 10 + static_cast<std::size_t>(m[at++] - '0'), ++digits;
+    FUZZ_CHECK(digits > 0 && line >= 1 && line <= lines && m.compare(at, 2, ": ") == 0,
+               "the error does not name a line of the file (%zu lines): %s", lines,
+               show(m).c_str());
+  }
+
+  ConfigOverrides overrides;
+  for (std::string_view line : fuzz::split(text, '\n')) {
+    if (line.rfind("--", 0) != 0) continue;
+    auto eq = line.find('=');
+    if (eq == std::string_view::npos) continue;
+    overrides.emplace_back(std::string(line.substr(2, eq - 2)), std::string(line.substr(eq + 1)));
+  }
+  if (overrides.empty()) return 0;
+  auto overridden = load_config(path, overrides);
+  if (overridden) {
+    check_valid(*overridden);
+  } else if (config) {
+    // The file alone was fine: the fault is on the command line.
+    const std::string& m = overridden.status().message();
+    FUZZ_CHECK(m.rfind("command line: ", 0) == 0, "override error does not say so: %s",
+               show(m).c_str());
+  }
+  return 0;
+}

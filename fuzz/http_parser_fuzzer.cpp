@@ -1,0 +1,87 @@
+// The Beast HTTP parser as the listener configures it (16 KiB header limit, max_body), fed the
+// input as one request's bytes. Invariants:
+// - reading in small pieces (as from a socket) gives the same result as reading all at once;
+// - an accepted body is within max_body; with max_body one byte smaller the same request is
+//   refused with body_limit (the listener's 413), with max_body its exact size it is accepted;
+// - an accepted request, written out again by Beast and read back, is the same request
+//   (method, target, version, every header in order, body);
+// - the handler's view (decoded path and query) is consistent with the target.
+#include <boost/beast/http/error.hpp>
+#include <sstream>
+
+#include "fuzz_check.h"
+#include "http_request.h"
+
+using iarelay::fuzz::as_view;
+using iarelay::fuzz::parse_like_listener;
+using iarelay::fuzz::ParsedRequest;
+using iarelay::fuzz::show;
+namespace http = iarelay::fuzz::http;
+
+namespace {
+
+constexpr std::size_t kMaxBody = 1 << 20;  // the listener's default max_body
+
+std::string describe(const ParsedRequest& p) {
+  std::ostringstream out;
+  out << "complete=" << p.complete << " error=" << p.error.message() << " consumed=" << p.consumed;
+  if (p.complete) out << "\n" << p.message;
+  return show(out.str(), 400);
+}
+
+bool same_message(const http::request<http::string_body>& a,
+                  const http::request<http::string_body>& b) {
+  if (a.method_string() != b.method_string() || a.target() != b.target() ||
+      a.version() != b.version() || a.body() != b.body())
+    return false;
+  auto i = a.begin(), j = b.begin();
+  for (; i != a.end() && j != b.end(); ++i, ++j)
+    if (i->name_string() != j->name_string() || i->value() != j->value()) return false;
+  return i == a.end() && j == b.end();
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const unsigned char* data, std::size_t size) {
+  std::string_view bytes = as_view(data, size);
+  ParsedRequest whole = parse_like_listener(bytes, kMaxBody, bytes.size() + 1);
+  ParsedRequest pieces = parse_like_listener(bytes, kMaxBody, 1 + size % 7);
+  FUZZ_CHECK(whole.complete == pieces.complete && whole.error == pieces.error &&
+                 whole.consumed == pieces.consumed &&
+                 (!whole.complete || same_message(whole.message, pieces.message)),
+             "all at once: %s\nin pieces: %s", describe(whole).c_str(), describe(pieces).c_str());
+  if (!whole.complete) return 0;
+
+  const auto& msg = whole.message;
+  std::size_t body = msg.body().size();
+  FUZZ_CHECK(body <= kMaxBody, "body of %zu bytes accepted over max_body", body);
+  FUZZ_CHECK(whole.consumed <= bytes.size(), "consumed %zu of %zu", whole.consumed, bytes.size());
+  if (body > 0) {
+    ParsedRequest tight = parse_like_listener(bytes, body - 1, bytes.size() + 1);
+    FUZZ_CHECK(!tight.complete && tight.error == http::error::body_limit,
+               "max_body %zu, body %zu: %s", body - 1, body, describe(tight).c_str());
+  }
+  ParsedRequest exact = parse_like_listener(bytes, body, bytes.size() + 1);
+  FUZZ_CHECK(exact.complete && same_message(exact.message, msg), "max_body = body size: %s",
+             describe(exact).c_str());
+
+  // Written out by Beast and read back: the same request.
+  std::ostringstream written;
+  written << msg;
+  std::string again_bytes = written.str();
+  ParsedRequest again = parse_like_listener(again_bytes, kMaxBody + 1, again_bytes.size() + 1);
+  FUZZ_CHECK(again.complete && same_message(again.message, msg),
+             "request %s\nwritten %s\nread back %s", show(bytes.substr(0, whole.consumed)).c_str(),
+             show(again_bytes).c_str(), describe(again).c_str());
+
+  iarelay::HttpRequest request = iarelay::fuzz::to_handler_request(msg);
+  FUZZ_CHECK(request.body == msg.body(), "the handler's body differs");
+  FUZZ_CHECK(
+      request.headers.size() == static_cast<std::size_t>(std::distance(msg.begin(), msg.end())),
+      "headers lost");
+  std::string_view target = msg.target();
+  FUZZ_CHECK(request.path.size() <= target.size(), "decoded path longer than the target");
+  FUZZ_CHECK(request.path == iarelay::percent_decode(target.substr(0, target.find('?')), false),
+             "path");
+  return 0;
+}

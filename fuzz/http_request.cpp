@@ -1,0 +1,79 @@
+// Mirrors Session::read_header/read_body/on_body and to_head() of src/intake/http_listener.cpp.
+#include "http_request.h"
+
+#include <boost/asio/buffer.hpp>
+#include <optional>
+
+namespace iarelay::fuzz {
+
+ParsedRequest parse_like_listener(std::string_view bytes, std::size_t max_body, std::size_t chunk) {
+  ParsedRequest out;
+  http::request_parser<http::string_body> parser;
+  parser.header_limit(kListenerHeaderLimit);
+  parser.body_limit(max_body);
+  // async_read_header stops after the header (eager off); async_read then reads the body.
+  parser.eager(false);
+  std::size_t available = std::min(chunk, bytes.size());
+  while (!parser.is_done()) {
+    if (parser.is_header_done()) parser.eager(true);
+    std::string_view pending = bytes.substr(out.consumed, available - out.consumed);
+    boost::beast::error_code ec;
+    std::size_t used = 0;
+    if (!pending.empty())
+      used = parser.put(boost::asio::buffer(pending.data(), pending.size()), ec);
+    out.consumed += used;
+    // No progress without an error: the parser waits for more bytes, as after need_more.
+    bool stalled = !ec && used == 0 && !parser.is_done() && parser.is_header_done();
+    if (pending.empty() || ec == http::error::need_more || stalled) {
+      if (available == bytes.size()) {
+        // The peer closed: what Beast's read operations report at end of stream.
+        if (parser.got_some())
+          parser.put_eof(ec);
+        else
+          ec = http::error::end_of_stream;
+        if (!ec) continue;
+        out.error = ec;
+        return out;
+      }
+      available = std::min(bytes.size(), available + chunk);
+      continue;
+    }
+    if (ec) {
+      out.error = ec;
+      return out;
+    }
+  }
+  out.complete = true;
+  out.message = parser.release();
+  return out;
+}
+
+HttpRequest to_handler_request(http::request<http::string_body> msg) {
+  HttpRequest r;
+  r.method = std::string(msg.method_string());
+  std::string_view target = msg.target();
+  auto q = target.find('?');
+  r.path = percent_decode(target.substr(0, q), false);
+  if (q != std::string_view::npos) {
+    std::string_view rest = target.substr(q + 1);
+    while (!rest.empty()) {
+      auto amp = rest.find('&');
+      std::string_view part = rest.substr(0, amp);
+      if (!part.empty()) {
+        auto eq = part.find('=');
+        r.query.emplace_back(percent_decode(part.substr(0, eq), true),
+                             eq == std::string_view::npos
+                                 ? std::string()
+                                 : percent_decode(part.substr(eq + 1), true));
+      }
+      if (amp == std::string_view::npos) break;
+      rest = rest.substr(amp + 1);
+    }
+  }
+  for (const auto& f : msg)
+    r.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  r.body = std::move(msg.body());
+  return r;
+}
+
+}  // namespace iarelay::fuzz

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Fuzzing (issue 10 §2, docs/reliability.md "Fuzzing"): installs clang and libFuzzer, builds the
+# targets of fuzz/ into build-fuzz/ (ASan+UBSan, -DIARELAY_FUZZ=ON) and runs each for SECONDS
+# seconds (default 30). Seeds: tests/fixtures (wrapped as requests and feeds where needed) and
+# fuzz/seeds; what the fuzzer finds is kept in build-fuzz/corpus/TARGET, failing inputs in
+# build-fuzz/artifacts/TARGET. Exit 1 when a target found a failing input.
+#   tools/fuzz.sh [SECONDS] [TARGET...]     e.g. tools/fuzz.sh 30; tools/fuzz.sh 600 feed
+# Run after tools/setup.sh (the project's other build dependencies), as CI does.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds="${1:-30}"
+shift || true
+all_targets=(http_parser intake_request payload ia_format feed config cli_time cli_filter)
+targets=("$@")
+((${#targets[@]})) || targets=("${all_targets[@]}")
+
+packages=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "fuzz: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+build=build-fuzz
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIARELAY_FUZZ=ON \
+  -DCMAKE_CXX_COMPILER=clang++-14 >/dev/null
+# Only the fuzz targets: the rest of the tree is not built with libFuzzer's runtime.
+cmake --build "$build" --target "${targets[@]/#/fuzz_}"
+
+# Seeds from the test fixtures, shaped as each target reads its input.
+fixtures=(tests/fixtures/xmatters/*.json)
+seeds="$build/seeds"
+rm -rf "$seeds"
+for t in "${all_targets[@]}"; do mkdir -p "$seeds/$t"; done
+for f in "${fixtures[@]}"; do
+  name="$(basename "$f" .json)"
+  len="$(stat -c %s "$f")"
+  cp "$f" "$seeds/payload/$name"
+  cp "$f" "$seeds/ia_format/$name"
+  for t in http_parser intake_request; do
+    {
+      printf 'POST /v1/webhooks/hpnnmi?agent=ws-198%%2F10.2.0.121%%3A8081 HTTP/1.1\r\n'
+      printf 'Host: relay\r\nContent-Type: application/json\r\nContent-Length: %s\r\n\r\n' "$len"
+      cat "$f"
+    } >"$seeds/$t/$name"
+    {
+      printf 'POST /v1/webhooks/applications|remedy HTTP/1.1\r\nHost: relay\r\n'
+      printf 'Idempotency-Key: %s\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n' "$name" "$len"
+      cat "$f"
+      printf '\r\n0\r\n\r\n'
+    } >"$seeds/$t/$name.chunked"
+  done
+  {
+    printf '{"messages":[{"seq":17,"id":"01JD%s","service":"hpnnmi","agent":null,' "$name"
+    printf '"type":"","received_at":"2026-11-29T14:39:31.123Z","payload":'
+    cat "$f"
+    printf '}],"next":17,"newest":20}'
+  } >"$seeds/feed/$name"
+  printf '%s\x1fhpnnmi\x1fws-198/10.2.0.121:8081\x1f\x1f' "$name" >"$seeds/feed/$name.rows"
+  cat "$f" >>"$seeds/feed/$name.rows"
+done
+cp fuzz/seeds/http/* "$seeds/http_parser/"
+cp fuzz/seeds/http/* "$seeds/intake_request/"
+cp examples/iarelay.conf fuzz/seeds/config/* "$seeds/config/"
+cp fuzz/seeds/cli_time/* "$seeds/cli_time/"
+cp fuzz/seeds/cli_filter/* "$seeds/cli_filter/"
+
+export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+failed=()
+for t in "${targets[@]}"; do
+  mkdir -p "$build/corpus/$t" "$build/artifacts/$t"
+  max_len=8192
+  [[ $t == http_parser || $t == intake_request ]] && max_len=20000  # past the 16 KiB header limit
+  echo "fuzz: $t for ${seconds}s"
+  if ! "$build/bin/fuzz_$t" -max_total_time="$seconds" -max_len="$max_len" -timeout=25 \
+    -print_final_stats=1 -artifact_prefix="$build/artifacts/$t/" \
+    "$build/corpus/$t" "$seeds/$t" >"$build/artifacts/$t.log" 2>&1; then
+    failed+=("$t")
+    tail -n 60 "$build/artifacts/$t.log"
+  fi
+  grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb)|cov: ' "$build/artifacts/$t.log" |
+    tail -n 3 | sed "s/^/fuzz: $t: /"
+done
+if ((${#failed[@]})); then
+  echo "fuzz: failing inputs found by: ${failed[*]} (see $build/artifacts/)"
+  exit 1
+fi
+echo "fuzz: ${#targets[@]} targets ran ${seconds}s each without a finding"
