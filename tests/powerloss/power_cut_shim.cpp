@@ -18,6 +18,8 @@
 //   IARELAY_POWERLOSS_LIE              "wal-syncer": fsync/fdatasync through a read-only
 //                                      descriptor of the WAL (the writer's syncer) succeeds and
 //                                      syncs nothing, as if the writer answered before its sync
+//   IARELAY_POWERLOSS_TRACE            set: one line per tracked open, close, WAL header and
+//                                      sync in STATE/trace (debugging the harness)
 //
 // The -shm file is not tracked: SQLite rebuilds it from the WAL after a power cut.
 #include <dlfcn.h>

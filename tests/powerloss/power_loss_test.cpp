@@ -110,7 +110,7 @@ struct Totals {
   int points = 0, snapshots = 0, kills = 0, stops_after_sync = 0, stops_at_restart = 0;
   int rounds = 0, episodes = 0;
   int violations = 0, points_with_violations = 0;
-  std::int64_t accepted = 0, called = 0, feed_acked = 0, commands = 0;
+  std::int64_t accepted = 0, called = 0, feed_acked = 0;  // the most at one crash point
   std::int64_t pending_records = 0, applied = 0, torn = 0, vanished = 0;
   int wal_header_pending = 0, wal_frames_pending = 0;
   std::int64_t wal_headers = 0;        // WAL headers written (WAL restarts and new WALs)
