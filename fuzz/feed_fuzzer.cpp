@@ -25,6 +25,15 @@ using nlohmann::json;
 namespace {
 
 constexpr Millis kNow = 1'800'000'000'000;
+// The feed drops the whitespace around a payload (an open finding): set to false to see it.
+constexpr bool kPayloadWhitespaceLost = true;
+
+std::string_view trim_json_whitespace(std::string_view s) {
+  auto ws = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
+  while (!s.empty() && ws(s.front())) s.remove_prefix(1);
+  while (!s.empty() && ws(s.back())) s.remove_suffix(1);
+  return s;
+}
 
 const AgentDirectory& directory() {
   static const AgentDirectory* d = [] {
@@ -177,6 +186,9 @@ void check_render(std::string_view input) {
       FUZZ_CHECK(item.received_at == format_time(row.received_at), "received_at");
       std::string_view payload = row.payload;
       if (payload.rfind("\xEF\xBB\xBF", 0) == 0) payload.remove_prefix(3);
+      // Known, not fixed here (docs/reliability.md, "Fuzzing"): whitespace around a stored
+      // payload is lost on the way (" {}\n" arrives as "{}"); the rest travels byte for byte.
+      if (kPayloadWhitespaceLost) payload = trim_json_whitespace(payload);
       if (json::accept(payload))
         FUZZ_CHECK(item.payload == payload, "payload '%s' came back as '%s'", show(payload).c_str(),
                    show(item.payload).c_str());

@@ -1,6 +1,7 @@
 // The Beast HTTP parser as the listener configures it (16 KiB header limit, max_body), fed the
 // input as one request's bytes. Invariants:
-// - reading in small pieces (as from a socket) gives the same result as reading all at once;
+// - reading in small pieces (as from a socket) accepts the same requests as reading all at
+//   once, with the same content;
 // - an accepted body is within max_body; with max_body one byte smaller the same request is
 //   refused with body_limit (the listener's 413), with max_body its exact size it is accepted;
 // - an accepted request, written out again by Beast and read back, is the same request
@@ -46,9 +47,11 @@ extern "C" int LLVMFuzzerTestOneInput(const unsigned char* data, std::size_t siz
   std::string_view bytes = as_view(data, size);
   ParsedRequest whole = parse_like_listener(bytes, kMaxBody, bytes.size() + 1);
   ParsedRequest pieces = parse_like_listener(bytes, kMaxBody, 1 + size % 7);
-  FUZZ_CHECK(whole.complete == pieces.complete && whole.error == pieces.error &&
-                 whole.consumed == pieces.consumed &&
-                 (!whole.complete || same_message(whole.message, pieces.message)),
+  // Which error a malformed request gets may depend on where the reads ended (Beast validates
+  // an unfinished start line only once it has more of it); both are answered 400 and closed.
+  FUZZ_CHECK(whole.complete == pieces.complete &&
+                 (!whole.complete || (whole.consumed == pieces.consumed &&
+                                      same_message(whole.message, pieces.message))),
              "all at once: %s\nin pieces: %s", describe(whole).c_str(), describe(pieces).c_str());
   if (!whole.complete) return 0;
 
