@@ -481,9 +481,12 @@ class Harness {
       std::filesystem::copy(image, to, std::filesystem::copy_options::recursive);
       // What led there: the shim's state (the disk), the relay's and the operator's logs.
       std::error_code ignored;  // a missing one is left out
-      if (!current_state_.empty())
+      if (!current_state_.empty()) {
+        // Under the state lock: the relay may still be running (a snapshot's failure).
+        StateLock lock(current_state_);
         std::filesystem::copy(current_state_, to + "/state",
                               std::filesystem::copy_options::recursive, ignored);
+      }
       for (const char* log : {"relay.log", "operator.log", "edge.log"})
         std::filesystem::copy(path(log), to + "/" + log, ignored);
       testing::write_file(to + "/what.txt", kind + ": " + what + "\n");
