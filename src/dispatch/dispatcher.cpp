@@ -79,6 +79,16 @@ struct Mailbox {
 
 struct Agent;
 
+// One kind of read (the agents table, held webhooks, one agent's queue scan, one agent's
+// failover sweep): after a failure it is not tried again before `retry_at`, the delay doubling
+// from 100 ms to 5 s while it keeps failing. Each kind (and each agent) backs off on its own,
+// so a read that keeps failing (say an agents table an operator dropped, or one agent's scan)
+// does not hold back the others.
+struct ReadGate {
+  Millis delay = 0;     // 0: the last try went through
+  Millis retry_at = 0;  // steady time
+};
+
 // One webhook in hand: claimed (or being claimed), in flight, or awaiting its outcome's commit.
 struct InHand {
   QueuedWebhook w;
@@ -119,6 +129,7 @@ struct Agent {
   std::unordered_set<std::int64_t> expedite;  // due at once: backed off before it came back
   std::int64_t failover_cursor = 0;
   bool failover_pending = false;
+  ReadGate scan_gate, failover_gate;  // this agent's reads (see ReadGate)
   // Where the next fill's second window starts (0: right after the head window: a new pass),
   // the steady time before which no second window is walked (paced: see kResumeEvery), and
   // whether a fill is due at that time (the walk goes on) rather than only when dirty.
@@ -126,6 +137,13 @@ struct Agent {
   Millis next_resume_at = 0;
   bool resume_pending = false;
   std::int64_t head_last = 0;  // the last seq of the head window at the last full fill
+  // The ordering under which the keys in hand were computed: after a reload that changes the
+  // ordering, nothing new is claimed until those are done (their keys mean something else).
+  Ordering keys_ordering = Ordering::kEvent;
+  // Errors before a call is made (reading the payload, starting the call): the webhook goes
+  // back to queued with its attempt given back, due again after this delay (doubling from
+  // kReadBackoffMin to kReadBackoffMax while they go on; 0 after a call started).
+  Millis local_backoff = 0;
 
   Counter* delivered = nullptr;
   Counter* retried = nullptr;
@@ -264,10 +282,17 @@ class DispatcherImpl final : public Dispatcher {
         }
       }
       Agent& a = *slot;
+      if (initial) a.keys_ordering = cfg.ordering;
       a.cfg = cfg;
       a.removed = false;
       a.dirty = true;
       a.candidates.clear();
+      // The walk past the head was made under the old configuration (its ordering above all:
+      // a pending walk must not go on under fifo): the next fill starts afresh from the head.
+      a.resume_after = 0;
+      a.next_resume_at = 0;
+      a.resume_pending = false;
+      a.head_last = 0;
       a.usable = true;
       a.signing_key.clear();
       auto secret = read_secret(cfg.secret_file, agent_secret_env(cfg.handle));
@@ -330,15 +355,6 @@ class DispatcherImpl final : public Dispatcher {
     }
     return false;
   }
-
-  // One kind of read (the agents table, the queue scan, ...): after a failure it is not tried
-  // again before `retry_at`, the delay doubling from 100 ms to 5 s while it keeps failing. Each
-  // kind backs off on its own, so a read that keeps failing (say an agents table an operator
-  // dropped) does not hold back the others.
-  struct ReadGate {
-    Millis delay = 0;     // 0: the last try went through
-    Millis retry_at = 0;  // steady time
-  };
 
   // Runs a read step unless its gate is backing off. Returns whether it went through.
   template <typename Fn>
@@ -407,7 +423,7 @@ class DispatcherImpl final : public Dispatcher {
         guarded("journal retries", [&] { retry_failed_writes(now); });
         read_step(held_gate_, "held webhooks", [&] { sweep_held(now); });
         for (auto& [id, a] : agents_) {
-          read_step(failover_gate_, "failover", [&] { sweep_failover(*a, now); });
+          read_step(a->failover_gate, "failover", [&] { sweep_failover(*a, now); });
           guarded("scheduling", [&] { schedule(*a, now); });
         }
       }
@@ -435,7 +451,7 @@ class DispatcherImpl final : public Dispatcher {
     const Millis steady = steady_millis();
     for (const auto& [id, a] : agents_)
       if (a->resume_pending && !stopping_ && !a->removed && a->usable &&
-          steady >= scan_gate_.retry_at && a->health.state() == AgentHealth::State::kUp &&
+          steady >= a->scan_gate.retry_at && a->health.state() == AgentHealth::State::kUp &&
           a->calls + a->claiming < static_cast<std::size_t>(std::max(a->cfg.max_inflight, 1)))
         // The walk past the head goes on while there is room to send.
         at = std::min(at, now + std::max<Millis>(0, a->next_resume_at - steady));
@@ -610,13 +626,20 @@ class DispatcherImpl final : public Dispatcher {
     std::size_t free = a.health.may_start(
         a.calls + a.claiming, static_cast<size_t>(std::max(a.cfg.max_inflight, 1)), now);
     if (free == 0) return;
+    if (a.keys_ordering != a.cfg.ordering) {
+      // The ordering changed (reload): the keys in hand were computed under the old one.
+      if (!a.in_hand.empty()) return;
+      a.keys_ordering = a.cfg.ordering;
+    }
     const bool probe = a.health.probing();
     if (a.candidates.empty()) {
       const bool resume_due = a.resume_pending && steady_millis() >= a.next_resume_at;
       // Only the walk past the head is due: nothing changed that the head window would show.
+      // Never under fifo: there nothing may go past the head (the head window is walked again
+      // once something changes).
       const bool resume_only = !a.dirty && now < a.wake_at && !probe;
-      if (resume_only && !resume_due) return;
-      if (!read_step(scan_gate_, "queue scan", [&] { fill(a, now, probe, resume_only); })) return;
+      if (resume_only && (!resume_due || a.cfg.ordering == Ordering::kFifo)) return;
+      if (!read_step(a.scan_gate, "queue scan", [&] { fill(a, now, probe, resume_only); })) return;
     }
     std::vector<InHand> batch;
     while (free > 0 && !a.candidates.empty()) {
@@ -677,10 +700,14 @@ class DispatcherImpl final : public Dispatcher {
     if (head_ended) {
       a.resume_after = 0;
       a.resume_pending = false;
-    } else if (!ks.saturated() && !probe && steady_millis() >= a.next_resume_at) {
+    } else if (ks.saturated() || a.cfg.ordering == Ordering::kFifo) {
+      // The head window has work (or, with fifo, its first row holds everything behind it):
+      // no walk past it is pending; it resumes from resume_after once the head has nothing.
+      a.resume_pending = false;
+    } else if (!probe && steady_millis() >= a.next_resume_at) {
       // Rows between the head window and the resume point were not seen by this walk: a row
-      // found here is sent only if no earlier webhook of its key is still queued. (With fifo
-      // the head row blocks everything, so the scheduler is saturated before this point.)
+      // found here is sent only if no earlier webhook of its key is still queued (event
+      // ordering; `none` has no constraint; fifo never gets here).
       ks.check_earlier([&](const QueuedWebhook& w) {
         return a.cfg.ordering == Ordering::kEvent && !w.event_id.empty() &&
                queued_before(*db_, a.cfg.id, w.event_id, w.seq);
@@ -803,8 +830,8 @@ class DispatcherImpl final : public Dispatcher {
     try {
       prepare_call(a, item, *call, now);
     } catch (const SQLite::Exception& e) {
-      // The read connection, not the webhook: retried (the attempt counts, so a row that can
-      // never be read still ends failed when its budget is spent).
+      // The read connection, not the webhook: retried with the attempt given back (no call was
+      // made; max_attempts counts real attempts), backed off while such errors go on.
       read_failed(nullptr, "payload", e.what());
       problem = std::string("reading the payload failed: ") + e.what();
       retry = true;
@@ -820,6 +847,7 @@ class DispatcherImpl final : public Dispatcher {
       call->steady_start = steady_millis();
       added = curl_multi_add_handle(multi_, call->easy);
       if (added == CURLM_OK) {
+        a.local_backoff = 0;
         ++a.calls;
         ++outstanding_;
         calls_.insert(call.release());
@@ -835,13 +863,15 @@ class DispatcherImpl final : public Dispatcher {
     CallOutcome none;
     RetryDecision d;
     d.reason = problem;
-    if (retry && item.attempt < a.cfg.max_attempts) {
+    if (retry) {
+      // A local error, no call made: back to queued with the attempt given back (finish does it
+      // for calls not made), so the next try sends the same X-Iarelay-Attempt.
+      a.local_backoff = std::clamp<Millis>(a.local_backoff * 2, kReadBackoffMin, kReadBackoffMax);
       d.kind = RetryDecision::Kind::kRetryable;
-      d.next_attempt_at = now + kWriteRetryDelay;
+      d.next_attempt_at = now + a.local_backoff;
     } else {
-      // Not the agent's fault and not going to improve by retrying: fail it at once.
+      // A problem of this webhook (no payload, cannot be converted): fail it at once.
       d.kind = RetryDecision::Kind::kPermanent;
-      if (retry) d.reason = "attempt budget spent; " + problem;
     }
     finish(a, std::move(item), none, d, now, 0, /*called=*/false);
   }
@@ -1027,6 +1057,12 @@ class DispatcherImpl final : public Dispatcher {
         f.last_status = status;
         f.last_error = std::optional<std::string>(truncate(d.reason, 1000));
         f.next_attempt_at = std::optional<Millis>(d.next_attempt_at);
+        if (!called) {
+          // No call was made (a local error): the claim's attempt is given back, and the
+          // webhook stays with this agent (the agent did not fail).
+          f.attempts = item.w.attempts;
+          break;
+        }
         if (!item.w.agent) {
           if (auto other = ctx_.directory->available_agent_for(item.w.service, a.cfg.id)) {
             target = *other;
@@ -1150,7 +1186,7 @@ class DispatcherImpl final : public Dispatcher {
   std::int64_t held_cursor_ = 0;
   Millis last_held_sweep_ = 0;
   std::map<std::string, Millis> last_failover_sweep_;
-  ReadGate agents_gate_, held_gate_, failover_gate_, scan_gate_;
+  ReadGate agents_gate_, held_gate_;
   int failures_in_a_row_ = 0;  // reads failed since one last went through
 };
 

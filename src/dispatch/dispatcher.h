@@ -10,15 +10,22 @@
 //   that wraps at the end of the queue; one window per 50 ms, a new pass 1 s after the last
 //   reached the end), so due webhooks behind thousands of backing-off ones are found within a
 //   few loop turns. A row found past the head window is sent only if no
-//   earlier queued webhook of its ordering key exists (asked of the journal, by event index).
+//   earlier queued webhook of its ordering key exists (asked of the journal, by event index;
+//   `ordering = none` has no constraint). With `ordering = fifo` nothing is sent past the head:
+//   no walk past it is made. A reload (SIGHUP) starts the walk afresh from the head, and while
+//   webhooks claimed under an ordering a reload changed are in hand, nothing new is claimed.
 //   A webhook is claimed (queued → inflight, attempts + 1, one Writer op per batch) and sent
 //   only once the claim is durable; its outcome and the attempts row are journaled
 //   asynchronously, and its ordering key stays busy until that commit, so a later webhook of
 //   the same alert never overtakes it.
-// - One webhook never stops the thread: an error while preparing a call (payload, ia
-//   conversion, signing, headers) or starting it fails that webhook (or, for a read error,
-//   retries it); errors of the read connection (scans, pauses, the agents table) are logged
-//   and backed off (100 ms doubling to 5 s) and the connection is reopened. Values from the
+// - One webhook never stops the thread: a problem of the webhook itself while preparing its
+//   call (payload missing, ia conversion) fails that webhook; a local error with no call made
+//   (reading the payload, starting the call) requeues it with its attempt given back
+//   (max_attempts counts real attempts; X-Iarelay-Attempt stays consecutive), due again after
+//   a per-agent backoff (100 ms doubling to 5 s). Errors of the read connection (scans, pauses,
+//   the agents table) are logged and backed off (100 ms doubling to 5 s; each agent's queue
+//   scan and failover sweep on its own, so one agent's failing read holds back no other), and
+//   the connection is reopened after 3 reads failed in a row. Values from the
 //   journal put into headers lose their control characters (no header injection). An outcome
 //   whose journal write fails is written again on its own, so it cannot hold back others.
 // - Operator changes (pause, resume, resend) are seen by polling PRAGMA data_version every
