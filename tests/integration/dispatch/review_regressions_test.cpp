@@ -1,0 +1,274 @@
+// Regressions from the review of the dispatcher's walk past the head window: a reload that
+// turns `ordering = event` into `fifo` while that walk is pending must not let a webhook go past
+// a backing-off head; errors before a call is made (reading the payload) must not spend the
+// webhook's budget of real attempts (SPEC: max_attempts counts real attempts).
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "common/crypto.h"
+#include "common/metrics.h"
+#include "common/time.h"
+#include "dispatch/dispatcher.h"
+#include "journal/journal.h"
+#include "journal/routing.h"
+#include "journal/store.h"
+#include "journal/writer.h"
+#include "support/process.h"
+#include "support/temp_dir.h"
+
+namespace iarelay {
+namespace {
+using namespace std::chrono_literals;
+
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+  auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return pred();
+}
+
+class Sink {
+ public:
+  explicit Sink(const testing::TempDir& dir)
+      : port_(testing::free_port()), record_(dir.file("sink.jsonl")) {
+    std::vector<std::string> argv = {testing::bin("iarelay-sink"),
+                                     "--listen=127.0.0.1:" + std::to_string(port_),
+                                     "--record=" + record_};
+    process_ = std::make_unique<testing::Process>(argv, dir.file("sink.out"), dir.file("sink.err"));
+    EXPECT_TRUE(testing::wait_for_port(port_));
+  }
+  ~Sink() {
+    process_->signal(SIGTERM);
+    process_->wait();
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/apia_callback"; }
+  std::vector<nlohmann::json> records() const {
+    std::vector<nlohmann::json> out;
+    std::ifstream in(record_);
+    std::string line;
+    while (std::getline(in, line))
+      if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+    return out;
+  }
+
+ private:
+  int port_;
+  std::string record_;
+  std::unique_ptr<testing::Process> process_;
+};
+
+AgentConfig agent(const std::string& id, const std::string& callback, Ordering ordering) {
+  AgentConfig a;
+  a.handle = id;
+  a.id = id;
+  a.callback = callback;
+  a.services = {"svc"};
+  a.format = AgentFormat::kRaw;
+  a.max_inflight = 4;
+  a.timeout = 2'000;
+  a.down_after = 3;
+  a.max_attempts = 25;
+  a.backoff_initial = 100;
+  a.backoff_max = 1'000;
+  a.ordering = ordering;
+  return a;
+}
+
+class Relay {
+ public:
+  explicit Relay(const testing::TempDir& dir) : path_(dir.file("journal.db")) {
+    auto w = Writer::open(path_, SyncLevel::kNormal);
+    EXPECT_TRUE(w);
+    writer_ = std::move(*w);
+    auto r = open_journal_for_read(path_);
+    EXPECT_TRUE(r);
+    reader_ = std::move(*r);
+  }
+  ~Relay() {
+    if (dispatcher_) dispatcher_->stop(2'000);
+  }
+  void start(std::vector<AgentConfig> agents) {
+    directory_ = std::make_unique<AgentDirectory>(std::move(agents), std::vector<ServiceConfig>{});
+    DispatcherContext ctx;
+    ctx.writer = writer_.get();
+    ctx.directory = directory_.get();
+    ctx.metrics = &metrics_;
+    ctx.journal_path = path_;
+    auto d = Dispatcher::start(ctx);
+    ASSERT_TRUE(d);
+    dispatcher_ = std::move(*d);
+    writer_->set_commit_listener([this] {
+      if (dispatcher_) dispatcher_->wake();
+    });
+  }
+  // What Relay::reload does.
+  void reload(std::vector<AgentConfig> agents) {
+    directory_->reconfigure(std::move(agents), {});
+    dispatcher_->reconfigured();
+  }
+  void store_backing_off(int count) {
+    ASSERT_TRUE(writer_->run([&](SQLite::Database& db) {
+      for (int i = 0; i < count; ++i) {
+        NewWebhook w;
+        w.id = new_webhook_id();
+        w.received_at = now_millis();
+        w.service = "svc";
+        w.agent = "a";
+        w.type = "status";
+        w.event_id = "old-" + std::to_string(i);
+        w.state = WebhookState::kQueued;
+        w.assigned_agent = "a";
+        w.payload = R"({"eventIdentifier": 1})";
+        insert_webhook(db, w);
+        TransitionFields f;
+        f.next_attempt_at = std::optional<Millis>(now_millis() + 3'600'000);
+        transition(db, w.id, WebhookState::kQueued, WebhookState::kQueued, f);
+      }
+    }));
+  }
+  // A queued row inserted by raw SQL while the payload column is renamed.
+  std::string enqueue_raw_after_rename() {
+    std::string id = new_webhook_id();
+    EXPECT_TRUE(writer_->run([&](SQLite::Database& db) {
+      SQLite::Statement q(db,
+                          "INSERT INTO webhooks (id, source, received_at, service, agent, type, "
+                          "event_id, state, assigned_agent, attempts, moved_away) VALUES "
+                          "(?, 'direct', ?, 'svc', 'a', 'status', 'e1', 'queued', 'a', 0, ?)");
+      q.bind(1, id);
+      q.bind(2, format_time(now_millis()));
+      q.bind(3, std::string(R"({"eventIdentifier": 3})"));
+      q.exec();
+    }));
+    return id;
+  }
+  std::string enqueue(const std::string& event) {
+    NewWebhook w;
+    w.id = new_webhook_id();
+    w.received_at = now_millis();
+    w.service = "svc";
+    w.agent = "a";
+    w.type = "status";
+    w.event_id = event;
+    w.state = WebhookState::kQueued;
+    w.assigned_agent = "a";
+    w.payload = R"({"eventIdentifier": 2})";
+    EXPECT_TRUE(writer_->run([&](SQLite::Database& db) { insert_webhook(db, w); }));
+    return w.id;
+  }
+  // Every row but the oldest comes due (their retry time passed); the oldest still backs off.
+  void all_but_the_head_due() {
+    ASSERT_TRUE(writer_->run([&](SQLite::Database& db) {
+      db.exec(
+          "UPDATE webhooks SET next_attempt_at=NULL WHERE seq > (SELECT min(seq) FROM webhooks)");
+    }));
+  }
+  int delivered() {
+    SQLite::Statement q(*reader_, "SELECT count(*) FROM webhooks WHERE state='delivered'");
+    q.executeStep();
+    return q.getColumn(0).getInt();
+  }
+  Status write(Writer::Op op) { return writer_->run(std::move(op)); }
+  int attempt_rows(const std::string& id) {
+    SQLite::Statement q(*reader_, "SELECT count(*) FROM attempts WHERE webhook_id=?");
+    q.bind(1, id);
+    q.executeStep();
+    return q.getColumn(0).getInt();
+  }
+  int attempts(const std::string& id) {
+    SQLite::Statement q(*reader_, "SELECT attempts FROM webhooks WHERE id=?");
+    q.bind(1, id);
+    return q.executeStep() ? q.getColumn(0).getInt() : -1;
+  }
+  std::string state(const std::string& id) {
+    SQLite::Statement q(*reader_, "SELECT state FROM webhooks WHERE id=?");
+    q.bind(1, id);
+    return q.executeStep() ? q.getColumn(0).getString() : "";
+  }
+
+ private:
+  std::string path_;
+  std::unique_ptr<Writer> writer_;
+  DatabasePtr reader_;
+  std::unique_ptr<AgentDirectory> directory_;
+  Metrics metrics_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+};
+
+// Control: with fifo from the start, nothing goes while the head backs off.
+TEST(Dispatch, FifoHoldsBehindABackingOffHead) {
+  testing::TempDir dir;
+  Sink sink(dir);
+  Relay relay(dir);
+  relay.store_backing_off(5'000);
+  relay.start({agent("a", sink.url(), Ordering::kFifo)});
+  std::this_thread::sleep_for(500ms);
+  relay.all_but_the_head_due();
+  EXPECT_FALSE(wait_until([&] { return relay.delivered() > 0; }, 4s))
+      << "fifo: " << relay.delivered() << " delivered while the head webhook backs off";
+}
+
+// The same queue, but the agent ran with ordering = event (more than one window of rows, all
+// backing off: the walk past the head window found nothing and is pending) before a reload
+// (SIGHUP) switched it to fifo.
+TEST(Dispatch, FifoHoldsAfterAReloadFromEventOrdering) {
+  testing::TempDir dir;
+  Sink sink(dir);
+  Relay relay(dir);
+  relay.store_backing_off(5'000);
+  relay.start({agent("a", sink.url(), Ordering::kEvent)});
+  std::this_thread::sleep_for(500ms);  // the walk past the head ran and found nothing: pending
+  relay.reload({agent("a", sink.url(), Ordering::kFifo)});
+  relay.all_but_the_head_due();
+  EXPECT_FALSE(wait_until([&] { return relay.delivered() > 0; }, 4s))
+      << "fifo: " << relay.delivered() << " delivered while the head webhook backs off";
+}
+
+// A read error of the dispatcher's own connection while preparing the call (here the payload
+// column renamed away by an operator's SQL, as in Dispatch.JournalReadErrorsDoNotStopDeliveries)
+// makes no call: with max_attempts = 3 the webhook must not end `failed` however long the fault
+// lasts, and once it is gone it is delivered as attempt 1 (X-Iarelay-Attempt stays consecutive).
+TEST(Dispatch, LocalErrorsDoNotSpendTheAttemptBudget) {
+  testing::TempDir dir;
+  Sink sink(dir);
+  Relay relay(dir);
+  auto a = agent("a", sink.url(), Ordering::kEvent);
+  a.max_attempts = 3;
+  relay.start({a});
+  std::string warmup = relay.enqueue("w");
+  ASSERT_TRUE(wait_until([&] { return relay.state(warmup) == "delivered"; }, 10s));
+  ASSERT_TRUE(relay.write([](SQLite::Database& db) {
+    db.exec("ALTER TABLE webhooks RENAME COLUMN payload TO moved_away");
+  }));
+  std::string id = relay.enqueue_raw_after_rename();
+  bool failed = wait_until([&] { return relay.state(id) == "failed"; }, 8s);
+  EXPECT_FALSE(failed) << "failed with " << relay.attempt_rows(id)
+                       << " attempt rows (calls made) after a local read error";
+  EXPECT_EQ(relay.attempt_rows(id), 0);
+  ASSERT_TRUE(relay.write([](SQLite::Database& db) {
+    db.exec("ALTER TABLE webhooks RENAME COLUMN moved_away TO payload");
+  }));
+  // The local backoff is at most 5 s.
+  EXPECT_TRUE(wait_until([&] { return relay.state(id) == "delivered"; }, 10s))
+      << "state " << relay.state(id);
+  EXPECT_EQ(relay.attempts(id), 1);
+  EXPECT_EQ(relay.attempt_rows(id), 1);
+  int calls = 0;
+  for (const auto& r : sink.records())
+    if (r["webhook_id"] == id) {
+      ++calls;
+      EXPECT_EQ(r["attempt"], "1");
+    }
+  EXPECT_EQ(calls, 1);
+}
+
+}  // namespace
+}  // namespace iarelay
