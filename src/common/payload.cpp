@@ -176,6 +176,11 @@ Result<PayloadInfo> inspect_payload_dom(std::string_view body, std::string_view 
 }  // namespace
 
 Result<PayloadInfo> inspect_payload(std::string_view body, std::string_view given_type) {
+  // nlohmann's lexer takes a NUL byte for the end of the input (C strings), so it would accept
+  // `{...}<NUL>junk`; a NUL is never valid in JSON text, and such a body, relayed raw inside
+  // a feed document, makes the whole feed unreadable downstream.
+  if (body.find('\0') != std::string_view::npos)
+    return Status::invalid_argument("body is not valid JSON");
   TopLevelScan scan;
   if (!nlohmann::json::sax_parse(body, &scan)) {
     if (scan.too_deep)

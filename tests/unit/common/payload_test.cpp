@@ -153,5 +153,14 @@ TEST(Payload, DeeplyNestedBodyIsRefused) {
   EXPECT_EQ(array.status().message(), "body is not a JSON object");
 }
 
+// Found by fuzz/feed_fuzzer.cpp: nlohmann stops at a NUL byte, so `{...}<NUL>junk` was
+// accepted and stored; the edge then embedded it raw in GET /v1/feed, an invalid document that
+// no consumer could read past.
+TEST(Payload, BodyWithANulByteIsRefused) {
+  using namespace std::string_literals;
+  EXPECT_FALSE(inspect_payload("{\"status\":\"x\"}\0junk"s, "").is_ok());
+  EXPECT_FALSE(inspect_payload("{\"status\":\"x\"}\0"s, "status").is_ok());
+}
+
 }  // namespace
 }  // namespace iarelay
