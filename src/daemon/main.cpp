@@ -128,6 +128,12 @@ int main(int argc, char** argv) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGHUP) {
+      // The stopper is taking the relay's parts down: a reload would reconfigure parts that
+      // are being destroyed.
+      if (stopper.joinable()) {
+        spdlog::warn("SIGHUP ignored: stopping");
+        continue;
+      }
       spdlog::info("SIGHUP: reloading {}", config->file.empty() ? "(no file)" : config->file);
       if (Status s = relay.reload(options->overrides); !s)
         spdlog::error("reload failed, keeping the running configuration: {}", s.message());

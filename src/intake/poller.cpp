@@ -239,7 +239,7 @@ class CurlPoller final : public Poller {
       // More is probably waiting: fetch it while the writer commits this batch (the fsync).
       // Should the commit fail, the prefetched answer is dropped and the batch fetched again.
       if (full && next > cursor) prefetched = fetch(next);
-      Status s = stored.get();
+      Status s = wait_beating(stored);
       if (!s) {
         prefetched.reset();
         error("journal", "storing a batch from " + base_url_ + " failed: " + s.message());
@@ -348,6 +348,14 @@ class CurlPoller final : public Poller {
           add_audit(db, "iarelayd", kCursorRewindAction, name, cursor - newest, detail);
         },
         [promise](const Status& s) { promise->set_value(s); });
+    return wait_beating(future);
+  }
+
+  // Waits for a journal commit, beating meanwhile: a slow disk is not a dead poller (the
+  // watchdog would restart the daemon for nothing).
+  Status wait_beating(std::future<Status>& future) {
+    while (future.wait_for(std::chrono::seconds(1)) != std::future_status::ready) beat();
+    beat();
     return future.get();
   }
 

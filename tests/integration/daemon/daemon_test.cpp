@@ -264,6 +264,40 @@ TEST(Drain, SigtermWaitsForCallsInFlightWithinTheGrace) {
   EXPECT_EQ(state_of(dir.file("journal.db"), id), "delivered") << read_file(dir.file("relay.log"));
 }
 
+// A SIGHUP while the relay stops (logrotate's kill -HUP, say) must not reconfigure parts that
+// the stop is destroying: it is ignored, and the stop ends cleanly.
+TEST(Drain, SighupDuringTheStopIsIgnored) {
+  TempDir dir;
+  int port = free_port(), agent_port = free_port();
+  Process sink({bin("iarelay-sink"), "--listen", "127.0.0.1:" + std::to_string(agent_port),
+                "--latency", "1500ms"},
+               dir.file("sink.out"), dir.file("sink.log"));
+  ASSERT_TRUE(wait_for_port(agent_port));
+  std::string config = "journal = " + dir.file("journal.db") +
+                       "\n[listen]\naddress = 127.0.0.1:" + std::to_string(port) +
+                       "\n[agent.a1]\ncallback = http://127.0.0.1:" + std::to_string(agent_port) +
+                       "/cb\nservices = svc\n";
+  write_file(dir.file("relay.conf"), config);
+  Process relay(relayd(dir, {"--drain_grace=10s"}), "", dir.file("relay.log"));
+  ASSERT_TRUE(wait_for_port(port));
+  httplib::Client client("127.0.0.1", port);
+  auto res = client.Post("/v1/webhooks/svc", R"({"status":"active","eventIdentifier":7})",
+                         "application/json");
+  ASSERT_TRUE(res);
+  std::string id = id_from(res->body);
+  for (int i = 0; i < 200 && state_of(dir.file("journal.db"), id) != "inflight"; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  relay.signal(SIGTERM);  // the stop waits for the call the sink holds 1.5 s
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  relay.signal(SIGHUP);
+  EXPECT_EQ(relay.wait(std::chrono::seconds(15)), 0) << read_file(dir.file("relay.log"));
+  std::string log = read_file(dir.file("relay.log"));
+  EXPECT_NE(log.find("SIGHUP ignored: stopping"), std::string::npos) << log;
+  EXPECT_EQ(log.find("reloaded"), std::string::npos) << log;
+  EXPECT_EQ(state_of(dir.file("journal.db"), id), "delivered") << log;
+}
+
 TEST(Drain, ACallStillRunningAtTheGraceIsMadeAgainAtTheNextStart) {
   TempDir dir;
   int port = free_port(), agent_port = free_port();

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Builds the whole project with sanitizers into its own directory and runs the whole ctest suite
+# there (every test binary and every daemon, sink and CLI they start is instrumented).
+# Usage: tools/sanitize.sh [address,undefined|thread] [ctest arguments...]
+#   tools/sanitize.sh                                   # ASan + UBSan, the whole suite (CI)
+#   tools/sanitize.sh thread -R 'journal|intake|dispatch'   # TSan on the threaded parts
+# Sets everything up first (tools/setup.sh installs the packages and builds build/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sanitizers=${1:-address,undefined}
+shift || true
+tools/setup.sh >/dev/null
+dir=build-${sanitizers//,/-}
+cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DIARELAY_SANITIZE="$sanitizers" >/dev/null
+cmake --build "$dir"
+# Any report fails the test that caused it: UBSan stops at its first finding (it only prints by
+# default); ASan's leak check runs at exit. verify_asan_link_order=0: the fault tests preload
+# their own shims (tests/support/fail_sync.cpp, tests/powerloss) ahead of the ASan runtime,
+# which is harmless for these shims (they only wrap fsync/write calls).
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+cd "$dir"
+ctest --output-on-failure --timeout 900 -j 2 "$@"
