@@ -1,4 +1,4 @@
-// format = ia: every fixture of ../shared/fixtures/xmatters converted to the apia_callback
+// format = ia: every fixture of tests/fixtures/xmatters converted to the apia_callback
 // message (lower-cased keys, string values, additionalTokens, the "annotation": "null" quirk).
 #include "dispatch/ia_format.h"
 
