@@ -254,6 +254,7 @@ void note_open(int index, bool created) {
   } else {
     // A file that was there before the shim saw it is durable as it is (the driver puts only
     // durable images in place).
+    trace("first open of existing " + t.path);
     copy_file(t.path, synced);
   }
 }
@@ -499,6 +500,7 @@ int unlink(const char* path) {
   // close; neither precedes an acknowledgement the harness checks.
   Guard g;
   int rc = real().unlink(path);
+  trace("unlink " + std::to_string(index) + " rc " + std::to_string(rc));
   if (rc == 0) {
     // The side files stay (other processes keep descriptors of them): emptied, and NAME.gone
     // says the file is absent until it is created again.

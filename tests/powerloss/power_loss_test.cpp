@@ -294,14 +294,19 @@ class Harness {
       std::this_thread::sleep_for(
           std::chrono::milliseconds(std::uniform_int_distribution<int>(10, 150)(rng_)));
       if (stopped(*relay) || !relay->running()) break;
-      // The acknowledgements first, then the disk: nothing acknowledged later is expected.
-      Acknowledged acks = read_acknowledged(op);
+      // The disk and the acknowledgements at one instant: while the state lock is held no
+      // sync reaches the "disk", so whatever the far sides recorded by then was durable before
+      // (every answer follows its sync), and every deletion in the image (retention, purge)
+      // follows a 2xx the sink had recorded by then. Reading them before taking the lock let a
+      // webhook be delivered and purged in between, and the check took the purge for a loss.
       std::string image = path("snapshot");
       std::filesystem::remove_all(image);
       ImageStats stats;
+      Acknowledged acks;
       {
         StateLock lock(state);
         stats = build_power_cut_image(state, "journal.db", image, rng_);
+        acks = read_acknowledged(op);
       }
       ++totals_.snapshots;
       check_point(image, acks, stats, "snapshot in round " + std::to_string(n));
