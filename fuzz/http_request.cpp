@@ -14,7 +14,17 @@ ParsedRequest parse_like_listener(std::string_view bytes, std::size_t max_body, 
   // async_read_header stops after the header (eager off); async_read then reads the body.
   parser.eager(false);
   std::size_t available = std::min(chunk, bytes.size());
+  // on_header: a Transfer-Encoding other than chunked alone is refused before the body.
+  bool head_checked = false;
+  auto refused = [&] {
+    head_checked = true;
+    if (!transfer_encoding_refusal(to_handler_request(parser.get()), parser.get().version()))
+      return false;
+    out.error = http::error::bad_transfer_encoding;
+    return true;
+  };
   while (!parser.is_done()) {
+    if (parser.is_header_done() && !head_checked && refused()) return out;
     if (parser.is_header_done()) parser.eager(true);
     std::string_view pending = bytes.substr(out.consumed, available - out.consumed);
     boost::beast::error_code ec;
@@ -43,6 +53,7 @@ ParsedRequest parse_like_listener(std::string_view bytes, std::size_t max_body, 
       return out;
     }
   }
+  if (!head_checked && refused()) return out;
   out.complete = true;
   out.message = parser.release();
   return out;

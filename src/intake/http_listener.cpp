@@ -221,6 +221,8 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     idle_ = false;
     if (ec) return read_failed(ec);
     head_ = to_head(parser_->get());
+    if (auto refused = transfer_encoding_refusal(head_, parser_->get().version()))
+      return send_final(refused->first, refused->second);
     if (state_.options.check_head) {
       // Before the body: a refused request costs its header, not its body.
       if (auto refused = state_.options.check_head(head_)) return send_final(std::move(*refused));
@@ -541,6 +543,35 @@ std::string percent_decode(std::string_view s, bool plus_is_space) {
     }
   }
   return out;
+}
+
+std::optional<std::pair<int, std::string>> transfer_encoding_refusal(const HttpRequest& head,
+                                                                     unsigned version) {
+  std::vector<std::string_view> codings;  // every field's list elements, in order
+  bool present = false;
+  for (const auto& [name, value] : head.headers) {
+    if (!iequals(name, "transfer-encoding")) continue;
+    present = true;
+    std::string_view rest = value;
+    for (;;) {
+      auto comma = rest.find(',');
+      std::string_view item = rest.substr(0, comma);
+      while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+      while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+      if (!item.empty()) codings.push_back(item);  // a list may hold empty elements
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
+  if (!present) return std::nullopt;
+  if (version < 11) return std::pair(400, std::string("Transfer-Encoding on an HTTP/1.0 request"));
+  if (codings.empty() || !iequals(codings.back(), "chunked"))
+    return std::pair(400, std::string("Transfer-Encoding does not end in chunked: the body's "
+                                      "length is unknown"));
+  if (codings.size() > 1)
+    return std::pair(501, std::string("transfer codings before chunked are not implemented "
+                                      "(only Transfer-Encoding: chunked)"));
+  return std::nullopt;
 }
 
 Result<std::unique_ptr<HttpListener>> HttpListener::start(HttpListenerOptions options,
