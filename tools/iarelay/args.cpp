@@ -1,6 +1,9 @@
 // Command argument parsing and the shared filter and format options.
 #include "args.h"
 
+#include <algorithm>
+#include <array>
+#include <functional>
 #include <iostream>
 
 #include "common/time.h"
@@ -33,6 +36,18 @@ std::vector<std::string> join_option_values(const po::options_description& optio
   return out;
 }
 
+// Parses `args` into `vm` (through notify unless --help is given). Throws po::error.
+void parse_into(const std::vector<std::string>& args, const po::options_description& all,
+                const po::positional_options_description& positional, po::variables_map& vm) {
+  auto parsed = po::command_line_parser(join_option_values(all, args))
+                    .options(all)
+                    .positional(positional)
+                    .style(po::command_line_style::unix_style)
+                    .run();
+  po::store(parsed, vm);
+  if (!vm.count("help")) po::notify(vm);
+}
+
 }  // namespace
 
 std::optional<int> parse_args(const Context& ctx, const CommandHelp& help,
@@ -45,12 +60,7 @@ std::optional<int> parse_args(const Context& ctx, const CommandHelp& help,
   po::options_description visible("Options");
   visible.add(all);
   try {
-    auto parsed = po::command_line_parser(join_option_values(all, ctx.args))
-                      .options(all)
-                      .positional(positional)
-                      .style(po::command_line_style::unix_style)
-                      .run();
-    po::store(parsed, vm);
+    parse_into(ctx.args, all, positional, vm);
     if (vm.count("help")) {
       std::cout << "Usage: iarelay [--config FILE | --journal PATH] " << help.synopsis << "\n\n"
                 << help.description << "\n\n";
@@ -61,11 +71,50 @@ std::optional<int> parse_args(const Context& ctx, const CommandHelp& help,
       std::cout << shown << "\n";
       return kExitOk;
     }
-    po::notify(vm);
   } catch (const po::error& e) {
-    return usage_error(ctx, std::string(e.what()) + " (see iarelay " + ctx.command + " --help)");
+    auto parse = [&](const std::vector<std::string>& args) {
+      po::variables_map ignored;
+      parse_into(args, all, positional, ignored);
+    };
+    return usage_error(
+        ctx, usage_message(e, ctx.args, parse) + " (see iarelay " + ctx.command + " --help)");
   }
   return std::nullopt;
+}
+
+// Boost (1.74) builds the message by replacing each "%name%" of a template with the option or
+// value as given, again and again until none is left: an argument holding its own placeholder
+// ("--x%canonical_option%") never ends, the message growing until memory runs out (found by the
+// cli_filter fuzz target). So when an argument holds a '%' the arguments are parsed again with
+// '%' swapped for a byte none of them holds (the same error: '%' means nothing to the parser),
+// and the byte swapped back in the message.
+std::string usage_message(const po::error& e, const std::vector<std::string>& args,
+                          const std::function<void(const std::vector<std::string>&)>& parse) {
+  bool percent = false;
+  std::array<bool, 256> used{};
+  for (const auto& a : args)
+    for (char c : a) {
+      used[static_cast<unsigned char>(c)] = true;
+      percent = percent || c == '%';
+    }
+  if (!percent) return e.what();
+  // A control byte or one past ASCII: none is in Boost's templates.
+  int stand_in = 1;
+  while (stand_in < 256 &&
+         (used[static_cast<std::size_t>(stand_in)] || (stand_in >= 0x20 && stand_in < 0x7f)))
+    ++stand_in;
+  std::string message = "invalid arguments";
+  if (stand_in < 256) {
+    std::vector<std::string> swapped = args;
+    for (auto& a : swapped) std::replace(a.begin(), a.end(), '%', static_cast<char>(stand_in));
+    try {
+      parse(swapped);
+    } catch (const po::error& again) {
+      message = again.what();
+      std::replace(message.begin(), message.end(), static_cast<char>(stand_in), '%');
+    }
+  }
+  return message;
 }
 
 void add_filter_options(po::options_description& options, bool with_limit) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <boost/program_options.hpp>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -27,6 +28,12 @@ std::optional<int> parse_args(const Context& ctx, const CommandHelp& help,
                               po::options_description& options,
                               const po::positional_options_description& positional,
                               po::variables_map& vm);
+
+// What a po::error thrown by `parse` on `args` says, without the endless loop Boost's message
+// falls into when an argument holds its own placeholder ("--x%canonical_option%"): `parse` is
+// called again on the arguments with '%' swapped out to make the message.
+std::string usage_message(const po::error& e, const std::vector<std::string>& args,
+                          const std::function<void(const std::vector<std::string>&)>& parse);
 
 // --state --agent --service --type --event --since --until [--limit]
 void add_filter_options(po::options_description& options, bool with_limit);

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <iostream>
 
+#include "args.h"
 #include "commands.h"
 
 namespace po = boost::program_options;
@@ -92,7 +93,12 @@ int run(int argc, char** argv) {
     po::store(po::command_line_parser(global).options(options).run(), vm);
     po::notify(vm);
   } catch (const po::error& e) {
-    return usage_error(ctx, std::string(e.what()) + " (see iarelay --help)");
+    auto parse = [&](const std::vector<std::string>& tokens) {
+      po::variables_map ignored;
+      po::store(po::command_line_parser(tokens).options(options).run(), ignored);
+      po::notify(ignored);
+    };
+    return usage_error(ctx, usage_message(e, global, parse) + " (see iarelay --help)");
   }
   if (vm.count("version")) {
     std::cout << "iarelay " << IARELAY_VERSION << "\n";

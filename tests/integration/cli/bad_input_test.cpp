@@ -167,5 +167,31 @@ TEST_F(BadInputTest, BadConfigurationIsOneLineNamingFileAndLine) {
   EXPECT_NE(missing.err.find("nowhere.conf"), std::string::npos) << missing.err;
 }
 
+// Found by the cli_filter fuzz target: Boost's usage-error message replaces each placeholder
+// ("%canonical_option%") of its template with the option as given until none is left, so an
+// option holding its own placeholder never ended: `iarelay list --x%canonical_option%` ran until
+// memory ran out. Each is a one-line usage error naming the option as given.
+TEST_F(BadInputTest, OptionHoldingAMessagePlaceholderIsAUsageError) {
+  const std::vector<std::vector<std::string>> cases = {
+      {"--journal", journal_, "list", "--stat%canonical_option%%since', and '%pree"},
+      {"--journal", journal_, "list", "--x%option%", "--state", "failed"},
+      {"--journal", journal_, "show", "f1", "--format%original_token%"},
+      {"--x%canonical_option%", "--journal", journal_, "status"},
+  };
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    const auto& args = cases[i];
+    std::vector<std::string> argv = {testing::bin("iarelay")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::string err = dir_.file("err" + std::to_string(i) + ".txt");
+    testing::Process p(argv, dir_.file("out" + std::to_string(i) + ".txt"), err);
+    const std::string& option = args[0] == "--journal" ? args[3 + (args[2] == "show")] : args[0];
+    // Without the fix it never ends (and grows without bound): killed after 10 s.
+    ASSERT_EQ(p.wait(std::chrono::seconds(10)), 2) << option;
+    std::string message = testing::read_file(err);
+    EXPECT_EQ(lines(message), 1) << message;
+    EXPECT_NE(message.find("unrecognised option '" + option + "'"), std::string::npos) << message;
+  }
+}
+
 }  // namespace
 }  // namespace iarelay::clitest
