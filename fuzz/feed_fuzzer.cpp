@@ -2,11 +2,12 @@
 // The input is parsed as a feed body; independently, it is cut at 0x1f into the fields of
 // stored rows (any bytes), which are rendered and parsed back. Invariants:
 // - a parsed batch: next >= the last seq; each payload is the exact bytes of a JSON value of
-//   the body, equal to what nlohmann reads there; its type and event id are those
-//   inspect_payload finds;
+//   the body (between its payload_prefix and payload_suffix), equal to what nlohmann reads
+//   there; its type and event id are those inspect_payload finds;
 // - parse_feed(render_feed(batch)) gives the batch back field for field, payload bytes
 //   included; render_feed of arbitrary rows is valid JSON that parse_feed reads back with the
-//   same seqs, ids and (JSON) payloads, and respects max_bytes after the first message;
+//   same seqs, ids and payloads (byte for byte when a row's payload is JSON text: byte order
+//   mark and whitespace around the value included), and respects max_bytes after the first;
 // - each parsed message is either admitted (payload byte for byte, fields valid text within
 //   bounds) or quarantined (fields made safe, payload byte for byte).
 #include <nlohmann/json.hpp>
@@ -25,16 +26,6 @@ using nlohmann::json;
 namespace {
 
 constexpr Millis kNow = 1'800'000'000'000;
-// The feed drops the whitespace around a payload (an open finding): set to false to see it.
-constexpr bool kPayloadWhitespaceLost = true;
-
-std::string_view trim_json_whitespace(std::string_view s) {
-  auto ws = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
-  while (!s.empty() && ws(s.front())) s.remove_prefix(1);
-  while (!s.empty() && ws(s.back())) s.remove_suffix(1);
-  return s;
-}
-
 const AgentDirectory& directory() {
   static const AgentDirectory* d = [] {
     AgentConfig a;
@@ -184,12 +175,10 @@ void check_render(std::string_view input) {
       if (is_valid_utf8(row.id)) FUZZ_CHECK(item.id == row.id, "id");
       FUZZ_CHECK(item.agent.has_value() == row.agent.has_value(), "agent presence");
       FUZZ_CHECK(item.received_at == format_time(row.received_at), "received_at");
-      std::string_view payload = row.payload;
-      if (payload.rfind("\xEF\xBB\xBF", 0) == 0) payload.remove_prefix(3);
-      // Known, not fixed here (docs/reliability.md, "Fuzzing"): whitespace around a stored
-      // payload is lost on the way (" {}\n" arrives as "{}"); the rest travels byte for byte.
-      if (kPayloadWhitespaceLost) payload = trim_json_whitespace(payload);
-      if (json::accept(payload))
+      // A stored JSON text comes back byte for byte, byte order mark and whitespace around
+      // its value included (nlohmann takes a NUL for the end of its input: not JSON text).
+      const std::string& payload = row.payload;
+      if (payload.find('\0') == std::string::npos && json::accept(payload))
         FUZZ_CHECK(item.payload == payload, "payload '%s' came back as '%s'", show(payload).c_str(),
                    show(item.payload).c_str());
       else

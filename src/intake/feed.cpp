@@ -24,6 +24,10 @@ bool is_ws(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
+bool only_json_whitespace(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), is_ws);
+}
+
 size_t skip_ws(std::string_view t, size_t i) {
   while (i < t.size() && is_ws(t[i])) ++i;
   return i;
@@ -201,14 +205,31 @@ std::string render_feed(const std::vector<FeedMessage>& messages, std::int64_t a
       item += "null";
     item += ",\"type\":";
     append_string(item, m.type);
-    item += ",\"received_at\":\"" + format_time(m.received_at) + "\",\"payload\":";
+    item += ",\"received_at\":\"" + format_time(m.received_at) + "\",";
+    // The JSON value goes in "payload" as stored; what surrounds it (a byte order mark, legal at
+    // the start of a document but not inside one, and whitespace) in "payload_prefix" and
+    // "payload_suffix", so the consumer gets back every byte the edge acknowledged.
     std::string_view payload = m.payload;
-    // A leading byte order mark is legal at the start of a document but not inside one.
-    if (payload.rfind(kBom, 0) == 0) payload.remove_prefix(kBom.size());
-    if (json::accept(payload))
-      item += payload;
-    else
+    // (nlohmann's lexer takes a NUL for the end of its input: `{}<NUL>x` would pass.)
+    if (payload.find('\0') == std::string_view::npos && json::accept(payload)) {
+      auto [begin, end] =
+          json_value_span(payload, payload.rfind(kBom, 0) == 0 ? kBom.size() : std::size_t{0});
+      if (begin > 0) {
+        item += "\"payload_prefix\":";
+        append_string(item, payload.substr(0, begin));
+        item += ',';
+      }
+      if (end < payload.size()) {
+        item += "\"payload_suffix\":";
+        append_string(item, payload.substr(end));
+        item += ',';
+      }
+      item += "\"payload\":";
+      item += payload.substr(begin, end - begin);
+    } else {
+      item += "\"payload\":";
       append_string(item, m.payload);
+    }
     item += '}';
     // The first message always goes (a consumer must be able to pass a large one); later ones
     // only while the whole body, closing included, stays within max_bytes.
@@ -262,7 +283,25 @@ Result<FeedBatch> parse_feed(std::string_view body) {
       return Status::invalid_argument(where + " has no \"payload\"");
     item.payload_is_object = payload->is_object();
     if (item.payload_is_object) inspect(*payload, item);
-    item.payload.assign(body.substr(spans[i].first, spans[i].second - spans[i].first));
+    // The stored payload's bytes around its value: a byte order mark and whitespace before,
+    // whitespace after; anything else would make the payload something other than its value.
+    std::string prefix, suffix;
+    if (auto it = m.find("payload_prefix"); it != m.end()) {
+      std::string_view p;
+      if (it->is_string()) p = it->get_ref<const std::string&>();
+      if (p.rfind(kBom, 0) == 0) p.remove_prefix(kBom.size());
+      if (!it->is_string() || !only_json_whitespace(p))
+        return Status::invalid_argument(where + ": \"payload_prefix\" is not whitespace");
+      prefix = it->get<std::string>();
+    }
+    if (auto it = m.find("payload_suffix"); it != m.end()) {
+      if (!it->is_string() || !only_json_whitespace(it->get_ref<const std::string&>()))
+        return Status::invalid_argument(where + ": \"payload_suffix\" is not whitespace");
+      suffix = it->get<std::string>();
+    }
+    item.payload = std::move(prefix);
+    item.payload.append(body.substr(spans[i].first, spans[i].second - spans[i].first));
+    item.payload += suffix;
     batch.messages.push_back(std::move(item));
   }
   if (!batch.messages.empty() && batch.next < batch.messages.back().seq)

@@ -23,7 +23,9 @@ namespace iarelay {
 // (restored journal) and must rewind. Messages are sent in order while the body stays within
 // `max_bytes`; the first is always sent, so a single larger message still goes out alone. A
 // stored payload that is not valid JSON (possible only if the journal was edited by hand) is
-// sent as a JSON string, so the document stays valid.
+// sent as a JSON string, so the document stays valid. What surrounds a stored payload's JSON
+// value (a byte order mark, whitespace such as a body's final newline) is sent beside it as
+// "payload_prefix" and "payload_suffix" (JSON strings, absent when empty).
 std::string render_feed(const std::vector<FeedMessage>& messages, std::int64_t after,
                         std::optional<std::int64_t> newest = std::nullopt,
                         std::size_t max_bytes = std::numeric_limits<std::size_t>::max());
@@ -33,7 +35,9 @@ struct FeedItem {
   std::string id, service, type;
   std::optional<std::string> agent;
   std::string received_at;
-  std::string payload;  // the raw JSON text of "payload" exactly as it appears in the body
+  // The raw JSON text of "payload" exactly as it appears in the body, between the texts of
+  // "payload_prefix" and "payload_suffix" when given: the bytes the edge stored.
+  std::string payload;
   bool payload_is_object = false;
   // Filled by parse_feed from the payload it already parsed (so admission need not parse it
   // again), by the rules of inspect_payload (SPEC §6): the given type, else the inferred one
@@ -51,8 +55,9 @@ struct FeedBatch {
 
 // Parses a feed body. InvalidArgument, saying what is wrong, when the body is not a feed
 // document (not JSON, "messages" or "next" missing or of the wrong type, "newest" not an
-// integer, a message without a seq or id). A message whose payload is not an object is returned
-// with payload_is_object false for the caller to judge.
+// integer, a message without a seq or id, a "payload_prefix" other than a byte order mark and
+// whitespace, a "payload_suffix" other than whitespace). A message whose payload is not an
+// object is returned with payload_is_object false for the caller to judge.
 Result<FeedBatch> parse_feed(std::string_view body);
 
 // The byte range [begin, end) of the JSON value that starts at or after `pos` (leading

@@ -71,6 +71,52 @@ TEST(ParseFeed, RoundTripsPayloadBytesExactly) {
   }
 }
 
+// Found by the feed fuzz target: an edge that stored a body with whitespace around its JSON
+// (a final newline, as curl --data-binary @file sends) handed the inner relay the JSON alone,
+// not the bytes it acknowledged; a leading byte order mark was dropped too.
+TEST(ParseFeed, BytesAroundAStoredPayloadTravelWithIt) {
+  std::vector<FeedMessage> in = {
+      message(1, " {\"status\":\"active\"}\n"),  // fuzz/regressions/feed-payload-whitespace
+      message(2, "{\"status\":\"active\"}\r\n"),
+      message(3, "\t\n [1,2]"),
+      message(4, "\xEF\xBB\xBF  {\"comment\":\"x\"} \n\n"),
+      message(5, "\xEF\xBB\xBF{\"comment\":\"y\"}"),
+      message(6, "{\"status\":\"unchanged\"}"),
+  };
+  std::string body = render_feed(in, 0);
+  auto doc = nlohmann::json::parse(body);  // still a valid document
+  EXPECT_FALSE(doc["messages"][5].contains("payload_prefix"));
+  EXPECT_FALSE(doc["messages"][5].contains("payload_suffix"));
+  auto batch = parse_feed(body);
+  ASSERT_TRUE(batch.is_ok()) << batch.status().message();
+  ASSERT_EQ(batch->messages.size(), in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    EXPECT_EQ(batch->messages[i].payload, in[i].payload) << i;
+    EXPECT_EQ(batch->messages[i].payload_is_object, i != 2) << i;
+  }
+  // What the inner relay stores is what intake accepted at the edge: still a payload.
+  auto inspected = inspect_payload(batch->messages[3].payload, "");
+  ASSERT_TRUE(inspected.is_ok()) << inspected.status().message();
+  EXPECT_EQ(inspected->type, "annotation");
+  // Anything else around the value would change what the payload is: the document is refused.
+  for (const char* bad : {R"("payload_prefix":"x ",)", R"("payload_suffix":" ,",)",
+                          R"("payload_prefix":1,)", R"("payload_suffix":null,)"}) {
+    std::string message = R"({"messages":[{"seq":1,"id":"a",)" + std::string(bad) +
+                          R"("payload":{"status":"x"}}],"next":1})";
+    EXPECT_FALSE(parse_feed(message).is_ok()) << message;
+  }
+}
+
+TEST(RenderFeed, StoredPayloadWithANulIsSentAsAString) {
+  // Rows stored before intake refused a NUL: nlohmann stops reading at it.
+  for (std::string stored : {std::string("{\"status\":\"a\"}\0junk", 19), std::string("1\0x", 3)}) {
+    std::string body = render_feed({message(1, stored)}, 0);
+    auto doc = nlohmann::json::parse(body, nullptr, false);
+    ASSERT_FALSE(doc.is_discarded()) << body;
+    EXPECT_TRUE(doc["messages"][0]["payload"].is_string());
+  }
+}
+
 TEST(ParseFeed, FindsPayloadWhateverTheFieldOrderAndWhitespace) {
   std::string body =
       "\n{ \"next\" : 8 , \"messages\" : [ { \"payload\" : {\"a\" : \"}\"} , \"id\":\"x\", "
