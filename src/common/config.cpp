@@ -9,6 +9,8 @@
 #include <set>
 #include <sstream>
 
+#include "common/payload.h"
+
 namespace iarelay {
 namespace {
 
@@ -329,7 +331,7 @@ Result<Config> load_config(const std::string& file, const ConfigOverrides& overr
     if (section.rfind("service.", 0) == 0) {
       SectionReader r(entries, section);
       ServiceConfig s;
-      s.name = section.substr(8);
+      s.name = normalize_service(section.substr(8));
       std::string unrouted;
       IARELAY_TRY(r.choice("unrouted", unrouted));
       s.hold = unrouted == "hold";
@@ -363,8 +365,7 @@ Result<Config> load_config(const std::string& file, const ConfigOverrides& overr
     seen_ids[a.id] = section;
     IARELAY_TRY(r.url("callback", a.callback, true));
     a.services = split_list(r.str("services"));
-    for (auto& s : a.services)
-      if (s.rfind("applications|", 0) == 0) s = s.substr(13);
+    for (auto& s : a.services) s = normalize_service(s);  // as intake normalises a request's
     std::string v;
     IARELAY_TRY(r.choice("format", v));
     a.format = v == "ia" ? AgentFormat::kIa : AgentFormat::kRaw;

@@ -218,10 +218,18 @@ Result<PayloadInfo> inspect_payload(std::string_view body, std::string_view give
 }
 
 std::string normalize_service(std::string_view service) {
-  std::string s = trim(service);
+  // Every leading "applications|" goes, not only the first: "applications|applications|x" is
+  // "x", as "applications|x" is, so normalising again changes nothing (an edge and the inner
+  // relay that admits the edge's row again from its feed route the webhook alike).
   constexpr std::string_view kDomain = "applications|";
-  if (s.rfind(kDomain, 0) == 0) s = trim(std::string_view(s).substr(kDomain.size()));
-  return s;
+  auto blank = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+  std::string_view s = service;
+  for (;;) {
+    while (!s.empty() && blank(s.front())) s.remove_prefix(1);
+    if (s.substr(0, kDomain.size()) != kDomain) break;
+    s.remove_prefix(kDomain.size());
+  }
+  return trim(s);
 }
 
 std::string normalize_agent(std::string_view agent) {

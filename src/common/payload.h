@@ -27,7 +27,8 @@ inline constexpr std::size_t kMaxPayloadDepth = 64;
 // `given_type` wins over inference.
 Result<PayloadInfo> inspect_payload(std::string_view body, std::string_view given_type);
 
-// "applications|hpnnmi" -> "hpnnmi"; surrounding blanks removed.
+// "applications|hpnnmi" -> "hpnnmi" (every leading "applications|"); surrounding blanks
+// removed. Idempotent. Services in the configuration are normalised the same way.
 std::string normalize_service(std::string_view service);
 // Agent identifiers are compared exactly after trimming blanks.
 std::string normalize_agent(std::string_view agent);

@@ -8,6 +8,7 @@
 #include <set>
 #include <string>
 
+#include "common/payload.h"
 #include "support/process.h"
 #include "support/temp_dir.h"
 
@@ -465,6 +466,23 @@ TEST_F(ConfigFile, MissingFileIsAnError) {
   auto c = load_config(dir_.file("absent.conf"));
   ASSERT_FALSE(c.is_ok());
   EXPECT_TRUE(contains(c.status().message(), dir_.file("absent.conf"))) << c.status().message();
+}
+
+// Services are normalised as intake normalises a request's (normalize_service), so an agent
+// configured for "applications|applications|x" hosts what intake stores as "x".
+TEST_F(ConfigFile, ServicesAreNormalisedAsIntakeNormalisesThem) {
+  auto c = load(R"(
+[service.applications|held]
+unrouted = hold
+
+[agent.a]
+callback = http://127.0.0.1:1/
+services = applications|applications|x, applications| y, z
+)");
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  EXPECT_EQ(c->agents.at(0).services, (std::vector<std::string>{"x", "y", "z"}));
+  EXPECT_TRUE(c->agents.at(0).hosts(normalize_service("applications|applications|x")));
+  EXPECT_TRUE(c->service_holds("held"));
 }
 
 TEST(Secrets, EnvironmentWinsOverTheFile) {
