@@ -217,6 +217,27 @@ Result<PayloadInfo> inspect_payload(std::string_view body, std::string_view give
   return info;
 }
 
+bool json_nested_deeper_than(std::string_view text, std::size_t limit) {
+  std::size_t depth = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth > limit) return true;
+    } else if ((c == '}' || c == ']') && depth > 0) {
+      --depth;
+    }
+  }
+  return false;
+}
+
 std::string normalize_service(std::string_view service) {
   // Every leading "applications|" goes, not only the first: "applications|applications|x" is
   // "x", as "applications|x" is, so normalising again changes nothing (an edge and the inner

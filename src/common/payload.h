@@ -22,6 +22,11 @@ struct PayloadInfo {
 // stack of the thread doing it; a 1 MiB body can nest 500,000 deep.
 inline constexpr std::size_t kMaxPayloadDepth = 64;
 
+// Whether the JSON text nests arrays and objects deeper than `limit` (a top-level object is
+// depth 1). A scan of the bytes, without recursion and without parsing: meant for text already
+// known to be JSON (a stored payload), whose brackets outside strings it counts.
+bool json_nested_deeper_than(std::string_view text, std::size_t limit);
+
 // Fails with InvalidArgument when the body is not a JSON object, is nested deeper than
 // kMaxPayloadDepth, or when `given_type` is empty and the type cannot be inferred. A non-empty
 // `given_type` wins over inference.

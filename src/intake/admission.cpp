@@ -79,6 +79,11 @@ Result<NewWebhook> admit_feed_item(FeedItem&& item, const std::string& source,
   PayloadInfo info;
   if (item.inspected) {
     // parse_feed already read the payload; parsing it again would double the poller's work.
+    // The depth limit of direct intake holds here too: turning such a payload back into text
+    // (format = ia, `iarelay show`) recurses once per level.
+    if (item.too_deep)
+      return refuse("payload is nested deeper than " + std::to_string(kMaxPayloadDepth) +
+                    " levels");
     if (item.inferred_type.empty())
       return Status::invalid_argument("upstream message " + item.id +
                                       ": trigger type is not given and cannot be inferred");

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "common/payload.h"
 #include "common/time.h"
 
 namespace iarelay {
@@ -282,7 +283,11 @@ Result<FeedBatch> parse_feed(std::string_view body) {
     if (payload == m.end() || spans[i].second <= spans[i].first)
       return Status::invalid_argument(where + " has no \"payload\"");
     item.payload_is_object = payload->is_object();
-    if (item.payload_is_object) inspect(*payload, item);
+    if (item.payload_is_object) {
+      inspect(*payload, item);
+      item.too_deep = json_nested_deeper_than(
+          body.substr(spans[i].first, spans[i].second - spans[i].first), kMaxPayloadDepth);
+    }
     // The stored payload's bytes around its value: a byte order mark and whitespace before,
     // whitespace after; anything else would make the payload something other than its value.
     std::string prefix, suffix;

@@ -45,6 +45,9 @@ struct FeedItem {
   bool inspected = false;
   std::string inferred_type;
   std::string event_id;
+  // Set with `inspected`: the payload nests deeper than kMaxPayloadDepth (common/payload.h),
+  // which direct intake refuses; admission refuses it too.
+  bool too_deep = false;
 };
 
 struct FeedBatch {

@@ -260,6 +260,53 @@ TEST(Poller, StoresAMessageThatCannotBeAdmittedAsFailedAndKeepsGoing) {
   inner.poller()->stop();
 }
 
+// Direct intake refuses a body nested deeper than kMaxPayloadDepth (64); a payload from an
+// upstream's feed was admitted whatever its depth (and format = ia then failed it, `iarelay show`
+// overflowed its stack). It was acknowledged upstream, so it is stored as failed with the reason,
+// byte for byte, and the feed goes on.
+TEST(Poller, StoresAPayloadNestedTooDeepAsFailedWithTheReason) {
+  auto nested = [](int depth) {  // an object (depth 1) holding depth - 1 levels of arrays
+    return R"({"status":"active","n":)" + std::string(static_cast<size_t>(depth - 1), '[') +
+           std::string(static_cast<size_t>(depth - 1), ']') + "}";
+  };
+  const std::string deep = nested(65), deepest_allowed = nested(64), very_deep = nested(5000);
+  testing::TempDir dir;
+  StandIn stand_in;
+  httplib::Server& upstream = stand_in.server;
+  upstream.Get("/v1/feed", [&](const httplib::Request& req, httplib::Response& res) {
+    if (req.get_param_value("after") == "0")
+      res.set_content(R"({"messages":[)"
+                      R"({"seq":1,"id":"A","service":"hpnnmi","type":"","payload":)" +
+                          deep + R"(},{"seq":2,"id":"B","service":"hpnnmi","type":"","payload":)" +
+                          deepest_allowed +
+                          R"(},{"seq":3,"id":"C","service":"hpnnmi","type":"","payload":)" +
+                          very_deep + R"(}],"next":3})",
+                      "application/json");
+    else
+      res.set_content(R"({"messages":[],"next":3})", "application/json");
+  });
+  upstream.Post("/v1/feed/ack",
+                [](const httplib::Request&, httplib::Response& res) { res.status = 204; });
+  int port = stand_in.listen();
+  InProcessRelay inner(dir.file("inner.db"), {make_agent("a1", {"hpnnmi"})});
+  inner.start_poller(upstream_at("http://127.0.0.1:" + std::to_string(port), 1000));
+  ASSERT_TRUE(eventually([&] { return inner.count() == 3; })) << inner.count();
+  auto db = inner.reader();
+  for (const auto& [id, payload] :
+       {std::pair<std::string, std::string>{"A", deep}, {"C", very_deep}}) {
+    SQLite::Statement q(*db, "SELECT state, last_error, payload FROM webhooks WHERE source_id=?");
+    q.bind(1, id);
+    ASSERT_TRUE(q.executeStep()) << id;
+    EXPECT_EQ(q.getColumn(0).getString(), "failed") << id;
+    EXPECT_NE(q.getColumn(1).getString().find("nested deeper than 64 levels"), std::string::npos)
+        << q.getColumn(1).getString();
+    EXPECT_EQ(q.getColumn(2).getString(), payload) << id;
+  }
+  EXPECT_EQ(db->execAndGet("SELECT state FROM webhooks WHERE source_id='B'").getString(), "queued");
+  EXPECT_EQ(db->execAndGet("SELECT seq FROM cursors WHERE name='edge'").getInt64(), 3);
+  inner.poller()->stop();
+}
+
 TEST(Poller, HeartbeatSaysAliveWhileItPollsAndNotAfterItStopped) {
   testing::TempDir dir;
   InProcessRelay edge(dir.file("edge.db"));
