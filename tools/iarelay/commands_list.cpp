@@ -5,6 +5,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "common/payload.h"
 #include "common/time.h"
 
 namespace iarelay::cli {
@@ -166,11 +167,17 @@ int cmd_show(Context& ctx) {
 
   std::vector<Json> values = all_values(*row);
   const std::string& payload_text = row->payload ? *row->payload : std::string();
-  Json payload = Json::parse(payload_text, nullptr, false);
+  // A payload nested deeper than intake now accepts (a row stored before the limit) is shown
+  // as its text: nlohmann's dump() recurses once per level, and 100,000 levels overflow the
+  // stack. Such a payload is not parsed either (discarded, as text that does not parse is).
+  Json payload = json_nested_deeper_than(payload_text, kMaxPayloadDepth)
+                     ? Json(Json::value_t::discarded)
+                     : Json::parse(payload_text, nullptr, false);
   if (*format == Format::kJson) {
     Json doc;
     for (std::size_t i = 0; i < kAllColumns.size(); ++i) doc[kAllColumns[i]] = values[i];
-    // The payload as a JSON value when it parses (it should: intake accepts only objects).
+    // The payload as a JSON value when it parses (it should: intake accepts only objects), else
+    // as a JSON string of its text.
     doc["payload"] = payload.is_discarded() ? Json(payload_text) : payload;
     doc["delivery_attempts"] = attempts;  // "attempts" is the count column
     std::cout << doc.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";

@@ -269,6 +269,37 @@ TEST_F(CliTest, ShowTableAndJson) {
   EXPECT_NE(missing.err.find("nope"), std::string::npos);
 }
 
+// Found writing the ia_format fuzz target: a payload nested 100,000 deep, stored before intake
+// refused bodies deeper than kMaxPayloadDepth (64), overflowed the stack of `iarelay show` in
+// nlohmann's recursive dump(). Such a payload is printed as its text (a JSON string in json).
+TEST_F(CliTest, ShowPrintsAPayloadNested100000DeepAsItsText) {
+  const std::string deep =
+      R"({"status":"active","n":)" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  // 64 levels, what intake still accepts, are shown as JSON as before.
+  const std::string allowed =
+      R"({"status":"active","n":)" + std::string(63, '[') + std::string(63, ']') + "}";
+  op([&](SQLite::Database& db) {
+    SQLite::Statement q(db, "UPDATE webhooks SET payload=? WHERE id=?");
+    for (const auto& [id, payload] : {std::pair{"f1", &deep}, std::pair{"f2", &allowed}}) {
+      q.bind(1, *payload);
+      q.bind(2, id);
+      q.exec();
+      q.reset();
+    }
+  });
+  auto t = iarelay({"show", "f1"});
+  ASSERT_EQ(t.exit_code, 0) << t.err.substr(0, 500);
+  EXPECT_NE(t.out.find("\npayload:\n" + deep + "\n"), std::string::npos);
+  EXPECT_NE(t.out.find("attempts:"), std::string::npos);
+  auto j = iarelay({"show", "f1", "--format", "json"});
+  ASSERT_EQ(j.exit_code, 0) << j.err.substr(0, 500);
+  Json doc = Json::parse(j.out);
+  EXPECT_EQ(doc["id"], "f1");
+  EXPECT_EQ(doc["payload"], deep);  // the text, as a string
+  Json shallow = json_of(iarelay({"show", "f2", "--format", "json"}));
+  EXPECT_TRUE(shallow["payload"].is_object());
+}
+
 TEST_F(CliTest, SqlReadsInEveryFormat) {
   const std::string q = "SELECT state, count(*) AS n FROM webhooks GROUP BY state ORDER BY state";
   Json rows = json_of(iarelay({"sql", q, "--format", "json"}));
