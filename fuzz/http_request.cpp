@@ -1,4 +1,4 @@
-// Mirrors Session::read_header/read_body/on_body and to_head() of src/intake/http_listener.cpp.
+// Session::read_header/on_header/read_body of src/intake/http_listener.cpp without a socket.
 #include "http_request.h"
 
 #include <boost/asio/buffer.hpp>
@@ -8,9 +8,8 @@ namespace iarelay::fuzz {
 
 ParsedRequest parse_like_listener(std::string_view bytes, std::size_t max_body, std::size_t chunk) {
   ParsedRequest out;
-  http::request_parser<http::string_body> parser;
-  parser.header_limit(kListenerHeaderLimit);
-  parser.body_limit(max_body);
+  RequestParser parser;
+  limit_request_parser(parser, max_body);
   // async_read_header stops after the header (eager off); async_read then reads the body.
   parser.eager(false);
   std::size_t available = std::min(chunk, bytes.size());
@@ -18,7 +17,7 @@ ParsedRequest parse_like_listener(std::string_view bytes, std::size_t max_body, 
   bool head_checked = false;
   auto refused = [&] {
     head_checked = true;
-    if (!transfer_encoding_refusal(to_handler_request(parser.get()), parser.get().version()))
+    if (!transfer_encoding_refusal(request_head(parser.get()), parser.get().version()))
       return false;
     out.error = http::error::bad_transfer_encoding;
     return true;
@@ -60,29 +59,7 @@ ParsedRequest parse_like_listener(std::string_view bytes, std::size_t max_body, 
 }
 
 HttpRequest to_handler_request(http::request<http::string_body> msg) {
-  HttpRequest r;
-  r.method = std::string(msg.method_string());
-  std::string_view target = msg.target();
-  auto q = target.find('?');
-  r.path = percent_decode(target.substr(0, q), false);
-  if (q != std::string_view::npos) {
-    std::string_view rest = target.substr(q + 1);
-    while (!rest.empty()) {
-      auto amp = rest.find('&');
-      std::string_view part = rest.substr(0, amp);
-      if (!part.empty()) {
-        auto eq = part.find('=');
-        r.query.emplace_back(percent_decode(part.substr(0, eq), true),
-                             eq == std::string_view::npos
-                                 ? std::string()
-                                 : percent_decode(part.substr(eq + 1), true));
-      }
-      if (amp == std::string_view::npos) break;
-      rest = rest.substr(amp + 1);
-    }
-  }
-  for (const auto& f : msg)
-    r.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  HttpRequest r = request_head(msg);
   r.body = std::move(msg.body());
   return r;
 }

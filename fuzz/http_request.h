@@ -1,8 +1,7 @@
 // The listener's request parsing without a socket, for the HTTP fuzz targets: a Beast
-// request_parser with the listener's limits, fed bytes as its async_read_header and async_read
-// would, and the head decoded as its to_head() does. A mirror of src/intake/http_listener.cpp,
-// which keeps both in an anonymous namespace (docs/reliability.md, "Fuzzing", names the small
-// refactor that would let these targets call the listener's own code instead).
+// request_parser set up by the listener's own limit_request_parser(), fed bytes as its
+// async_read_header and async_read would, the head checked (transfer_encoding_refusal) and
+// decoded (request_head) by the listener's own functions (src/intake/http_request_parser.h).
 #pragma once
 
 #include <boost/beast/core/error.hpp>
@@ -11,14 +10,11 @@
 #include <cstdint>
 #include <string_view>
 
-#include "intake/http_listener.h"
+#include "intake/http_request_parser.h"
 
 namespace iarelay::fuzz {
 
 namespace http = boost::beast::http;
-
-// http_listener.cpp's kHeaderLimit.
-inline constexpr std::uint32_t kListenerHeaderLimit = 16 * 1024;
 
 struct ParsedRequest {
   bool complete = false;           // one whole request was read
@@ -28,11 +24,11 @@ struct ParsedRequest {
 };
 
 // Parses the first request in `bytes` with the listener's header limit and `max_body`, handing
-// the parser at most `chunk` (> 0) new bytes at a time, as reads from a socket would.
+// the parser at most `chunk` (> 0) new bytes at a time, as reads from a socket would. A
+// Transfer-Encoding the listener refuses ends it with bad_transfer_encoding.
 ParsedRequest parse_like_listener(std::string_view bytes, std::size_t max_body, std::size_t chunk);
 
-// The request as the listener hands it to the server: method, decoded path and query, headers
-// and body.
+// The request as the listener hands it to the server: request_head() and the body.
 HttpRequest to_handler_request(http::request<http::string_body> message);
 
 }  // namespace iarelay::fuzz

@@ -22,6 +22,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "intake/http_request_parser.h"
+
 namespace iarelay {
 
 namespace asio = boost::asio;
@@ -32,7 +34,6 @@ using tcp = asio::ip::tcp;
 namespace {
 
 constexpr int kListenBacklog = 1024;
-constexpr std::uint32_t kHeaderLimit = 16 * 1024;
 constexpr auto kBodyTimeout = std::chrono::seconds(60);
 constexpr auto kWriteTimeout = std::chrono::seconds(30);
 constexpr auto kAcceptRetry = std::chrono::milliseconds(50);
@@ -98,35 +99,6 @@ struct LoopState {
   std::unordered_map<SessionBase*, std::shared_ptr<SessionBase>> busy;
   int refusing = 0;  // refused connections still being answered
 };
-
-// The request without its body: method, decoded path and query, headers.
-HttpRequest to_head(const http::request<http::string_body>& msg) {
-  HttpRequest r;
-  r.method = std::string(msg.method_string());
-  std::string_view target = msg.target();
-  auto q = target.find('?');
-  r.path = percent_decode(target.substr(0, q), false);
-  if (q != std::string_view::npos) {
-    std::string_view rest = target.substr(q + 1);
-    while (!rest.empty()) {
-      auto amp = rest.find('&');
-      std::string_view part = rest.substr(0, amp);
-      if (!part.empty()) {
-        auto eq = part.find('=');
-        r.query.emplace_back(percent_decode(part.substr(0, eq), true),
-                             eq == std::string_view::npos
-                                 ? std::string()
-                                 : percent_decode(part.substr(eq + 1), true));
-      }
-      if (amp == std::string_view::npos) break;
-      rest = rest.substr(amp + 1);
-    }
-  }
-  r.headers.reserve(8);
-  for (const auto& f : msg)
-    r.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
-  return r;
-}
 
 // A connection past max_connections: a 503, then linger and close.
 class Refusal : public std::enable_shared_from_this<Refusal> {
@@ -208,8 +180,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   void read_header() {
     idle_ = true;
     parser_.emplace();
-    parser_->header_limit(kHeaderLimit);
-    parser_->body_limit(state_.options.max_body);
+    limit_request_parser(*parser_, state_.options.max_body);
     lowest().expires_after(std::chrono::seconds(state_.options.idle_seconds));
     http::async_read_header(stream_, buffer_, *parser_,
                             [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
@@ -220,7 +191,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   void on_header(beast::error_code ec) {
     idle_ = false;
     if (ec) return read_failed(ec);
-    head_ = to_head(parser_->get());
+    head_ = request_head(parser_->get());
     if (auto refused = transfer_encoding_refusal(head_, parser_->get().version()))
       return send_final(refused->first, refused->second);
     if (state_.options.check_head) {
@@ -352,7 +323,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   LoopState& state_;
   Stream stream_;
   beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<RequestParser> parser_;
   HttpRequest head_;  // the request being read, without its body
   http::response<http::string_body> res_;
   std::array<char, 4096> sink_;  // what linger() drops
@@ -543,35 +514,6 @@ std::string percent_decode(std::string_view s, bool plus_is_space) {
     }
   }
   return out;
-}
-
-std::optional<std::pair<int, std::string>> transfer_encoding_refusal(const HttpRequest& head,
-                                                                     unsigned version) {
-  std::vector<std::string_view> codings;  // every field's list elements, in order
-  bool present = false;
-  for (const auto& [name, value] : head.headers) {
-    if (!iequals(name, "transfer-encoding")) continue;
-    present = true;
-    std::string_view rest = value;
-    for (;;) {
-      auto comma = rest.find(',');
-      std::string_view item = rest.substr(0, comma);
-      while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-      while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-      if (!item.empty()) codings.push_back(item);  // a list may hold empty elements
-      if (comma == std::string_view::npos) break;
-      rest.remove_prefix(comma + 1);
-    }
-  }
-  if (!present) return std::nullopt;
-  if (version < 11) return std::pair(400, std::string("Transfer-Encoding on an HTTP/1.0 request"));
-  if (codings.empty() || !iequals(codings.back(), "chunked"))
-    return std::pair(400, std::string("Transfer-Encoding does not end in chunked: the body's "
-                                      "length is unknown"));
-  if (codings.size() > 1)
-    return std::pair(501, std::string("transfer codings before chunked are not implemented "
-                                      "(only Transfer-Encoding: chunked)"));
-  return std::nullopt;
 }
 
 Result<std::unique_ptr<HttpListener>> HttpListener::start(HttpListenerOptions options,

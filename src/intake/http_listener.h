@@ -76,14 +76,4 @@ class HttpListener {
 // Percent-decoding of a path segment or (plus_is_space) a query component.
 std::string percent_decode(std::string_view s, bool plus_is_space);
 
-// The listener reads a body framed by Content-Length or by `Transfer-Encoding: chunked` alone.
-// Beast reads a request whose transfer codings end in chunked as chunked, whatever precedes it,
-// and one whose codings do not end in chunked as having no body (its bytes then parse as the
-// next request). So any other Transfer-Encoding is refused from the header, before the body is
-// read, with the status and message returned here (RFC 9112 6.1, 6.3): 400 when the body's length
-// cannot be known (chunked not last, or Transfer-Encoding on an HTTP/1.0 request), 501 for a
-// coding the relay does not implement before chunked. Nothing when the request may be read.
-std::optional<std::pair<int, std::string>> transfer_encoding_refusal(const HttpRequest& head,
-                                                                     unsigned version);
-
 }  // namespace iarelay
