@@ -66,7 +66,9 @@ extern "C" int LLVMFuzzerTestOneInput(const unsigned char* data, std::size_t siz
   auto given = inspect_payload(body, " status\t");
 
   nlohmann::json dom = nlohmann::json::parse(body, nullptr, false);
-  bool object = !dom.is_discarded() && dom.is_object();
+  // nlohmann takes a NUL for the end of its input ("{}<NUL>junk" parses); a NUL is never valid
+  // in JSON text, and intake refuses a body holding one.
+  bool object = body.find('\0') == std::string_view::npos && !dom.is_discarded() && dom.is_object();
   bool shallow = object && depth_of(body, kMaxPayloadDepth) <= kMaxPayloadDepth;
   FUZZ_CHECK(given.is_ok() == shallow, "object=%d shallow=%d accepted=%d: %s", object, shallow,
              given.is_ok(), given.status().message().c_str());
