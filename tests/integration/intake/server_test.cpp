@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "harness.h"
+#include "intake/feed.h"
 #include "support/process.h"
 #include "support/temp_dir.h"
 
@@ -304,7 +305,11 @@ TEST_F(ServerTest, EdgeStoresAndFeedLongPollReturnsWhenAWebhookArrives) {
   EXPECT_EQ(m["type"], "response");
   EXPECT_EQ(m["payload"], json::parse(body));
   EXPECT_EQ(feed["next"], m["seq"]);
-  EXPECT_NE(polled->body.find(body), std::string::npos);  // the stored bytes, embedded
+  // The stored bytes travel exactly: the JSON value embedded as received, what surrounded it in
+  // the body (the fixture's final newline) beside it, as parse_feed puts them back together.
+  auto batch = parse_feed(polled->body);
+  ASSERT_TRUE(batch.is_ok()) << batch.status().message();
+  EXPECT_EQ(batch->messages.at(0).payload, body);
   EXPECT_EQ(row(*relay_, reply["id"])->state, "stored");
 
   // After the last seq: empty again, next stays.
