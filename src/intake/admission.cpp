@@ -72,6 +72,7 @@ Result<NewWebhook> admit_feed_item(FeedItem&& item, const std::string& source,
   if (Status s = check_text_field("type", item.type, kMaxTriggerType); !s)
     return refuse(s.message());
   if (!item.payload_is_object) return refuse("payload is not an object");
+  if (!item.framing_error.empty()) return refuse(item.framing_error);
   NewWebhook w;
   w.service = normalize_service(item.service);
   if (w.service.empty())

@@ -284,25 +284,38 @@ Result<FeedBatch> parse_feed(std::string_view body) {
       return Status::invalid_argument(where + " has no \"payload\"");
     item.payload_is_object = payload->is_object();
     if (item.payload_is_object) {
-      inspect(*payload, item);
+      // The depth first: inspecting a payload nested too deep could recurse once per level
+      // (an event identifier that is an array is read back as its text).
       item.too_deep = json_nested_deeper_than(
           body.substr(spans[i].first, spans[i].second - spans[i].first), kMaxPayloadDepth);
+      if (item.too_deep)
+        item.inspected = true;
+      else
+        inspect(*payload, item);
     }
     // The stored payload's bytes around its value: a byte order mark and whitespace before,
     // whitespace after; anything else would make the payload something other than its value.
+    // A message that sends anything else is kept (its value alone) with the reason, for
+    // admission to store as failed: the rest of the batch, and the feed, go on.
     std::string prefix, suffix;
     if (auto it = m.find("payload_prefix"); it != m.end()) {
       std::string_view p;
       if (it->is_string()) p = it->get_ref<const std::string&>();
       if (p.rfind(kBom, 0) == 0) p.remove_prefix(kBom.size());
-      if (!it->is_string() || !only_json_whitespace(p))
-        return Status::invalid_argument(where + ": \"payload_prefix\" is not whitespace");
-      prefix = it->get<std::string>();
+      if (it->is_string() && only_json_whitespace(p))
+        prefix = it->get<std::string>();
+      else
+        item.framing_error = "\"payload_prefix\" is not whitespace";
     }
     if (auto it = m.find("payload_suffix"); it != m.end()) {
-      if (!it->is_string() || !only_json_whitespace(it->get_ref<const std::string&>()))
-        return Status::invalid_argument(where + ": \"payload_suffix\" is not whitespace");
-      suffix = it->get<std::string>();
+      if (it->is_string() && only_json_whitespace(it->get_ref<const std::string&>()))
+        suffix = it->get<std::string>();
+      else
+        item.framing_error = "\"payload_suffix\" is not whitespace";
+    }
+    if (!item.framing_error.empty()) {
+      prefix.clear();
+      suffix.clear();
     }
     item.payload = std::move(prefix);
     item.payload.append(body.substr(spans[i].first, spans[i].second - spans[i].first));

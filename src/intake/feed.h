@@ -48,6 +48,10 @@ struct FeedItem {
   // Set with `inspected`: the payload nests deeper than kMaxPayloadDepth (common/payload.h),
   // which direct intake refuses; admission refuses it too.
   bool too_deep = false;
+  // Set when "payload_prefix" or "payload_suffix" holds anything but a byte order mark and
+  // whitespace (no iarelay edge sends that): the payload is the value alone, and admission
+  // stores the message as failed with this reason.
+  std::string framing_error;
 };
 
 struct FeedBatch {
@@ -58,9 +62,9 @@ struct FeedBatch {
 
 // Parses a feed body. InvalidArgument, saying what is wrong, when the body is not a feed
 // document (not JSON, "messages" or "next" missing or of the wrong type, "newest" not an
-// integer, a message without a seq or id, a "payload_prefix" other than a byte order mark and
-// whitespace, a "payload_suffix" other than whitespace). A message whose payload is not an
-// object is returned with payload_is_object false for the caller to judge.
+// integer, a message without a seq or id). A message whose payload is not an object is returned
+// with payload_is_object false, one with a bad "payload_prefix"/"payload_suffix" with its
+// framing_error, for the caller to judge.
 Result<FeedBatch> parse_feed(std::string_view body);
 
 // The byte range [begin, end) of the JSON value that starts at or after `pos` (leading

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/payload.h"
+#include "intake/admission.h"
 #include "support/process.h"
 
 namespace iarelay {
@@ -98,13 +99,46 @@ TEST(ParseFeed, BytesAroundAStoredPayloadTravelWithIt) {
   auto inspected = inspect_payload(batch->messages[3].payload, "");
   ASSERT_TRUE(inspected.is_ok()) << inspected.status().message();
   EXPECT_EQ(inspected->type, "annotation");
-  // Anything else around the value would change what the payload is: the document is refused.
+}
+
+// Anything else around the value would change what the payload is. No iarelay edge sends it;
+// from another upstream, that message alone is set aside (admission stores it as failed with
+// the reason, its value as the payload) and the rest of the batch goes on: refusing the whole
+// document would stop the feed for good (the poller asks for the same batch again).
+TEST(ParseFeed, ABadFrameAroundOnePayloadSetsThatMessageAsideNotTheFeed) {
   for (const char* bad : {R"("payload_prefix":"x ",)", R"("payload_suffix":" ,",)",
                           R"("payload_prefix":1,)", R"("payload_suffix":null,)"}) {
-    std::string message = R"({"messages":[{"seq":1,"id":"a",)" + std::string(bad) +
-                          R"("payload":{"status":"x"}}],"next":1})";
-    EXPECT_FALSE(parse_feed(message).is_ok()) << message;
+    std::string body = R"({"messages":[{"seq":1,"id":"a","service":"hpnnmi",)" + std::string(bad) +
+                       R"("payload":{"status":"x"}},{"seq":2,"id":"b","service":"hpnnmi",)"
+                       R"("payload_suffix":"\n","payload":{"status":"y"}}],"next":2})";
+    auto batch = parse_feed(body);
+    ASSERT_TRUE(batch.is_ok()) << body << ": " << batch.status().message();
+    ASSERT_EQ(batch->messages.size(), 2u);
+    const FeedItem& a = batch->messages[0];
+    EXPECT_NE(a.framing_error, "") << body;
+    EXPECT_EQ(a.payload, R"({"status":"x"})");
+    EXPECT_EQ(batch->messages[1].framing_error, "");
+    EXPECT_EQ(batch->messages[1].payload, "{\"status\":\"y\"}\n");
+    AgentDirectory none({}, {});
+    auto admitted = admit_feed_item(FeedItem(a), "edge", none, 5);
+    ASSERT_FALSE(admitted.is_ok());
+    EXPECT_NE(admitted.status().message().find("is not whitespace"), std::string::npos)
+        << admitted.status().message();
   }
+}
+
+// The depth is checked before the payload is inspected: an event identifier that is an array
+// nested 500,000 deep would otherwise be turned back into text, one recursion per level.
+TEST(ParseFeed, APayloadNestedTooDeepIsNotInspected) {
+  std::string deep = std::string(500000, '[') + std::string(500000, ']');
+  std::string body = R"({"messages":[{"seq":1,"id":"a","service":"hpnnmi","payload":)"
+                     R"({"status":"x","eventIdentifier":)" +
+                     deep + "}}],\"next\":1}";
+  auto batch = parse_feed(body);
+  ASSERT_TRUE(batch.is_ok()) << batch.status().message();
+  ASSERT_EQ(batch->messages.size(), 1u);
+  EXPECT_TRUE(batch->messages[0].too_deep);
+  EXPECT_EQ(batch->messages[0].event_id, "");
 }
 
 TEST(RenderFeed, StoredPayloadWithANulIsSentAsAString) {
