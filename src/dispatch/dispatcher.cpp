@@ -124,7 +124,8 @@ struct Agent {
   bool dirty = true;                          // something changed: a fill may find work
   Millis wake_at = kNever;                    // earliest not-due row seen by the last fill
   std::size_t claiming = 0;                   // claims submitted, not yet committed
-  std::size_t calls = 0;                      // HTTP calls in flight
+  Millis claim_retry_at = 0;  // steady time before which no claim is made (one failed)
+  std::size_t calls = 0;      // HTTP calls in flight
   std::unordered_set<std::int64_t> streak;    // backed off during the current failure run
   std::unordered_set<std::int64_t> expedite;  // due at once: backed off before it came back
   std::int64_t failover_cursor = 0;
@@ -450,6 +451,8 @@ class DispatcherImpl final : public Dispatcher {
     for (const auto& w : write_retries_) at = std::min(at, w.retry_at);
     const Millis steady = steady_millis();
     for (const auto& [id, a] : agents_)
+      if (a->claim_retry_at > steady) at = std::min(at, now + (a->claim_retry_at - steady));
+    for (const auto& [id, a] : agents_)
       if (a->resume_pending && !stopping_ && !a->removed && a->usable &&
           steady >= a->scan_gate.retry_at && a->health.state() == AgentHealth::State::kUp &&
           a->calls + a->claiming < static_cast<std::size_t>(std::max(a->cfg.max_inflight, 1)))
@@ -623,6 +626,9 @@ class DispatcherImpl final : public Dispatcher {
   // ----------------------------------------------------------------------
   void schedule(Agent& a, Millis now) {
     if (a.removed || !a.usable) return;
+    // A claim's commit failed (a full disk): the next waits like any failed write, instead of
+    // being made again at once, in a loop, for as long as the journal cannot be written.
+    if (steady_millis() < a.claim_retry_at) return;
     std::size_t free = a.health.may_start(
         a.calls + a.claiming, static_cast<size_t>(std::max(a.cfg.max_inflight, 1)), now);
     if (free == 0) return;
@@ -763,8 +769,10 @@ class DispatcherImpl final : public Dispatcher {
                   const std::vector<bool>& claimed, const Status& s) {
     Agent& a = *agents_.at(agent_id);
     a.claiming -= items.size();
-    if (!s)
+    if (!s) {
       spdlog::warn("claiming {} webhooks for {} failed: {}", items.size(), agent_id, s.message());
+      a.claim_retry_at = steady_millis() + kWriteRetryDelay;
+    }
     std::vector<InHand> give_back;
     for (size_t i = 0; i < items.size(); ++i) {
       if (!claimed[i]) {
