@@ -454,7 +454,8 @@ class DispatcherImpl final : public Dispatcher {
       if (a->claim_retry_at > steady) at = std::min(at, now + (a->claim_retry_at - steady));
     for (const auto& [id, a] : agents_)
       if (a->resume_pending && !stopping_ && !a->removed && a->usable &&
-          steady >= a->scan_gate.retry_at && a->health.state() == AgentHealth::State::kUp &&
+          steady >= a->scan_gate.retry_at && steady >= a->claim_retry_at &&
+          a->health.state() == AgentHealth::State::kUp &&
           a->calls + a->claiming < static_cast<std::size_t>(std::max(a->cfg.max_inflight, 1)))
         // The walk past the head goes on while there is room to send.
         at = std::min(at, now + std::max<Millis>(0, a->next_resume_at - steady));
