@@ -29,6 +29,8 @@ class KeyScheduler {
   // `busy` must outlive the scheduler. At most `max_pick` rows are picked.
   KeyScheduler(Ordering ordering, Millis now, const std::unordered_set<std::string>& busy,
                std::size_t max_pick);
+  // Kept by reference: a temporary would dangle (ASan: stack-use-after-scope).
+  KeyScheduler(Ordering, Millis, std::unordered_set<std::string>&&, std::size_t) = delete;
 
   // Offers the next row (rows must come in increasing seq). `in_hand`: the row itself is
   // already claimed (its claim not yet visible to the reader). `ignore_due`: treat it as due

@@ -50,7 +50,8 @@ TEST(KeyScheduler, BusyKeyBlocksLaterWebhooksOfThatAlert) {
 TEST(KeyScheduler, NotYetDueWebhookBlocksItsAlertButNotOthers) {
   std::vector<QueuedWebhook> rows = {row(1, "a", kNow + 5'000), row(2, "a"), row(3, "b"),
                                      row(4, "c", kNow - 1)};
-  KeyScheduler ks(Ordering::kEvent, kNow, {}, 100);
+  std::unordered_set<std::string> busy;  // outlives the scheduler, which keeps a reference
+  KeyScheduler ks(Ordering::kEvent, kNow, busy, 100);
   std::vector<std::int64_t> out;
   for (const auto& r : rows)
     if (ks.offer(r)) out.push_back(r.seq);
