@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -52,5 +53,9 @@ CommandResult run(std::vector<std::string> argv, const std::string& stdin_data =
 int free_port();
 // True once something accepts TCP connections on 127.0.0.1:port.
 bool wait_for_port(int port, std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+// Polls `pred` every 20 ms until it holds or `timeout` has passed; true when it held (it is
+// asked once more at the end).
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
 
 }  // namespace iarelay::testing

@@ -34,14 +34,7 @@ namespace {
 using Json = nlohmann::json;
 using namespace std::chrono_literals;
 
-bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
-  auto end = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return pred();
-}
+using testing::wait_until;
 
 // A running iarelay-sink with its record file.
 class Sink {
