@@ -64,6 +64,13 @@ std::string relay_under_test() {
   return v && *v ? v : bin("iarelayd");
 }
 
+// The shim: IARELAY_POWERLOSS_SHIM names a copy (with IARELAY_TEST_BIN_DIR, a long run's own
+// copy of the programs).
+std::string shim() {
+  const char* v = std::getenv("IARELAY_POWERLOSS_SHIM");
+  return v && *v ? v : IARELAY_POWER_CUT_SHIM;
+}
+
 // Complete lines appended to a file since the last call (a line cut short is left for later).
 class LineReader {
  public:
@@ -197,7 +204,7 @@ class Harness {
 
   std::map<std::string, std::string> shim_env(const std::string& journal, const std::string& state,
                                               long stop_after) {
-    std::map<std::string, std::string> env = {{"LD_PRELOAD", IARELAY_POWER_CUT_SHIM},
+    std::map<std::string, std::string> env = {{"LD_PRELOAD", shim()},
                                               {"IARELAY_POWERLOSS_JOURNAL", journal},
                                               {"IARELAY_POWERLOSS_STATE", state},
                                               {"IARELAY_POWERLOSS_SYNC_DELAY_US", sync_delay_}};

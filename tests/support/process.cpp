@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -17,7 +18,10 @@
 namespace iarelay::testing {
 
 std::string bin(const std::string& name) {
-  return std::string(IARELAY_BIN_DIR) + "/" + name;
+  // IARELAY_TEST_BIN_DIR: a copy of the programs, so that a long run (docs/reliability.md) goes
+  // on while the build directory is rebuilt.
+  const char* dir = std::getenv("IARELAY_TEST_BIN_DIR");
+  return std::string(dir && *dir ? dir : IARELAY_BIN_DIR) + "/" + name;
 }
 std::string fixture(const std::string& name) {
   return std::string(IARELAY_FIXTURES_DIR) + "/" + name;
