@@ -5,6 +5,8 @@
 # fuzz/seeds; what the fuzzer finds is kept in build-fuzz/corpus/TARGET, failing inputs in
 # build-fuzz/artifacts/TARGET. Exit 1 when a target found a failing input.
 #   tools/fuzz.sh [SECONDS] [TARGET...]     e.g. tools/fuzz.sh 30; tools/fuzz.sh 600 feed
+# IARELAY_FUZZ_RUNS=N stops each target after N executions (or SECONDS, whichever comes first):
+#   IARELAY_FUZZ_RUNS=10000000 tools/fuzz.sh 86400 feed     (a long run, docs/reliability.md)
 # Run after tools/setup.sh (the project's other build dependencies), as CI does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,7 +81,8 @@ for t in "${targets[@]}"; do
   max_len=8192
   [[ $t == http_parser || $t == intake_request ]] && max_len=20000  # past the 16 KiB header limit
   echo "fuzz: $t for ${seconds}s"
-  if ! "$build/bin/fuzz_$t" -max_total_time="$seconds" -max_len="$max_len" -timeout=25 \
+  if ! "$build/bin/fuzz_$t" -max_total_time="$seconds" -runs="${IARELAY_FUZZ_RUNS:--1}" \
+    -max_len="$max_len" -timeout=25 \
     -print_final_stats=1 -artifact_prefix="$build/artifacts/$t/" \
     "$build/corpus/$t" "$seeds/$t" >"$build/artifacts/$t.log" 2>&1; then
     failed+=("$t")
