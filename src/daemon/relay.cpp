@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <set>
 
 #include "common/log.h"
 #include "dispatch/dispatcher.h"
@@ -232,6 +233,15 @@ void Relay::register_collectors() {
       std::string age =
           "# HELP iarelay_queue_oldest_age_seconds Age of the oldest webhook per agent and "
           "state\n# TYPE iarelay_queue_oldest_age_seconds gauge\n";
+      std::string unconfigured =
+          "# HELP iarelay_queue_unconfigured Queued webhooks assigned to an agent the "
+          "configuration does not have (a retired agent, or an identifier nobody configured)\n"
+          "# TYPE iarelay_queue_unconfigured gauge\n";
+      std::set<std::string> configured;
+      {
+        std::lock_guard lock(config_mu_);
+        for (const auto& a : config_.agents) configured.insert(a.id);
+      }
       Millis now = now_millis();
       while (q.executeStep()) {
         std::string labels = Metrics::render_labels(
@@ -241,8 +251,13 @@ void Relay::register_collectors() {
         auto oldest = parse_time(q.getColumn(3).getString(), now);
         double seconds = oldest ? static_cast<double>(now - *oldest) / 1000.0 : 0.0;
         age += "iarelay_queue_oldest_age_seconds" + labels + " " + std::to_string(seconds) + "\n";
+        std::string agent = q.getColumn(0).getString();
+        if (!agent.empty() && !configured.count(agent) && q.getColumn(1).getString() == "queued")
+          unconfigured += "iarelay_queue_unconfigured" +
+                          Metrics::render_labels({{"agent", agent}}) + " " +
+                          std::to_string(q.getColumn(2).getInt64()) + "\n";
       }
-      out += depth + age;
+      out += depth + age + unconfigured;
     } catch (const std::exception& e) {
       spdlog::warn("metrics: queue depth query failed: {}", e.what());
     }

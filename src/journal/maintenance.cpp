@@ -264,6 +264,96 @@ Result<std::int64_t> resend(SQLite::Database& db, const WebhookFilter& filter,
   }
 }
 
+Result<std::int64_t> move_webhooks(SQLite::Database& db, const MoveFrom& from,
+                                   const std::string& to, const WebhookFilter& filter,
+                                   const MaintenanceOptions& options) {
+  if (to.empty()) return Status::invalid_argument("move needs an agent to move to");
+  if (from.agent && *from.agent == to)
+    return Status::invalid_argument("--from and --to name the same agent (" + to + ")");
+  WebhookFilter f;  // only these filters apply
+  f.service = filter.service;
+  f.type = filter.type;
+  f.event = filter.event;
+  f.since = filter.since;
+  f.until = filter.until;
+  const ExtraFilter x = extra_filter(f);
+  const WebhookState state = from.stored ? WebhookState::kStored : WebhookState::kQueued;
+  // Where they wait, by index: webhooks_queue (assigned_agent, state, seq) for queues, the
+  // primary key for stored rows.
+  const std::string where = from.stored  ? std::string("state='stored'")
+                            : from.agent ? std::string("assigned_agent=? AND state='queued'")
+                                         : std::string("assigned_agent IS NULL AND state='queued'");
+  const int batch = std::max(1, options.batch_size);
+  const bool own_tx = sqlite3_get_autocommit(db.getHandle()) != 0;
+  StatementCacheScope statements(db);
+  TransitionFields fields;
+  fields.assigned_agent = std::optional<std::string>(to);
+  fields.next_attempt_at = std::optional<Millis>();
+  if (from.stored) fields.attempts = 0;
+  std::int64_t total = 0;
+  AuditRow audit(options.audit, "move");
+  try {
+    // An inflight webhook of a selected alert where they wait: moving its successors would let
+    // them overtake it. Checked once before anything changes (a running daemon claims only
+    // from configured, unpaused agents; the operator pauses the agent first).
+    if (!from.stored) {
+      SQLite::Statement q(db,
+                          "SELECT count(*) FROM webhooks w WHERE " + where + x.sql +
+                              " AND w.event_id IS NOT NULL AND EXISTS (SELECT 1 FROM webhooks i "
+                              "WHERE i.event_id=w.event_id AND i.state='inflight' AND "
+                              "i.assigned_agent IS w.assigned_agent)");
+      int i = 1;
+      if (from.agent) q.bind(i++, *from.agent);
+      for (const auto& v : x.values) q.bind(i++, v);
+      if (q.executeStep() && q.getColumn(0).getInt64() > 0)
+        return Status::invalid_argument(
+            std::to_string(q.getColumn(0).getInt64()) +
+            " of these webhooks belong to alerts with a webhook inflight on " +
+            (from.agent ? *from.agent : std::string("the held queue")) +
+            "; moving them could overtake it. Pause the agent (iarelay agent pause), wait until "
+            "its inflight count is 0 (iarelay status), then move");
+    }
+    std::int64_t cursor = 0;
+    bool first = true;
+    for (;;) {
+      std::vector<std::string> ids;
+      auto read = [&] {  // the next batch after the cursor, in arrival order
+        SQLite::Statement q(db, "SELECT id, seq FROM webhooks WHERE " + where + " AND seq>?" +
+                                    x.sql + " ORDER BY seq LIMIT ?");
+        int i = 1;
+        if (from.agent && !from.stored) q.bind(i++, *from.agent);
+        q.bind(i++, cursor);
+        for (const auto& v : x.values) q.bind(i++, v);
+        q.bind(i++, batch);
+        ids.clear();
+        while (q.executeStep()) {
+          ids.push_back(q.getColumn(0).getString());
+          cursor = q.getColumn(1).getInt64();
+        }
+      };
+      if (options.dry_run) {
+        read();
+        total += static_cast<std::int64_t>(ids.size());
+      } else {
+        in_transaction(db, own_tx, [&] {
+          read();
+          std::int64_t changed = 0;
+          for (const auto& id : ids)
+            if (transition(db, id, state, WebhookState::kQueued, fields)) ++changed;
+          if (changed > 0 || first) audit.update(db, total + changed);
+          total += changed;
+        });
+        first = false;
+      }
+      if (!ids.empty() && options.progress) options.progress(total);
+      if (ids.size() < static_cast<size_t>(batch)) break;
+    }
+    return total;
+  } catch (const SQLite::Exception& e) {
+    return from_sqlite(e, "move");
+  }
+}
+
 Result<std::int64_t> purge_webhooks(SQLite::Database& db, Millis before,
                                     const std::vector<WebhookState>& states_in,
                                     const MaintenanceOptions& options) {

@@ -60,6 +60,26 @@ Result<std::int64_t> resend(SQLite::Database& db, const WebhookFilter& filter,
                             const std::optional<std::string>& to_agent,
                             const MaintenanceOptions& options = {});
 
+// Move: webhooks waiting in one place go to agent `to` (assigned_agent = to, due now), in
+// batches like resend(); audit action "move". Where they wait (`from`):
+// - an agent identifier: the queued webhooks assigned to it (a retired agent's queue, or a
+//   paused one's);
+// - nullopt with `stored` false: the queued webhooks held for any agent (assigned_agent NULL);
+// - `stored` true: stored webhooks (kept by an edge for its feed), which become queued with a
+//   fresh attempt budget.
+// Only the service, type, event, since and until fields of `filter` apply. Each row keeps its
+// seq, so webhooks of one alert keep their order in the new queue. Refused (InvalidArgument,
+// nothing changes) while a selected webhook's alert has a webhook inflight where they wait:
+// a later webhook could otherwise reach the new agent before the earlier call's outcome.
+// Returns the rows moved (dry run: that would move).
+struct MoveFrom {
+  std::optional<std::string> agent;  // nullopt: held (or stored, below)
+  bool stored = false;
+};
+Result<std::int64_t> move_webhooks(SQLite::Database& db, const MoveFrom& from,
+                                   const std::string& to, const WebhookFilter& filter,
+                                   const MaintenanceOptions& options = {});
+
 // Purge: deletes webhooks in `states` received before `before`, with their attempts rows.
 // `states` empty means {delivered}; queued or inflight among them is refused (InvalidArgument)
 // before anything is read. A `stored` row (kept for the feed) is deleted only when every row

@@ -63,6 +63,13 @@ bool AgentDirectory::is_edge() const {
   return agents_.empty();
 }
 
+bool AgentDirectory::holds(const std::string& service) const {
+  std::shared_lock lock(mu_);
+  for (const auto& s : services_)
+    if (s.name == service) return s.hold;
+  return false;
+}
+
 bool AgentDirectory::knows_service(const std::string& service) const {
   std::shared_lock lock(mu_);
   for (const auto& s : services_)

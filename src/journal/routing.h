@@ -43,6 +43,8 @@ class AgentDirectory {
                                                  const std::string& except = "") const;
   // True when no agent is configured: the relay is an edge that stores for its feed.
   bool is_edge() const;
+  // Whether the service's section says `unrouted = hold`.
+  bool holds(const std::string& service) const;
   // Whether the configuration names `service` (a [service.*] section or an agent's services).
   bool knows_service(const std::string& service) const;
 

@@ -233,6 +233,21 @@ std::string status_json(SQLite::Database& reader, const Config* config,
   }
   doc["agents"] = std::move(agents);
 
+  // Webhooks waiting for agents the configuration does not have: addressed to a retired agent
+  // or to an identifier nobody configured (they wait for it; `iarelay move` moves them).
+  if (config) {
+    std::int64_t waiting = 0;
+    Json which = Json::array();
+    for (const auto& [id, f] : figures)
+      if (f.queued > 0 && !configured.count(id)) {
+        waiting += f.queued;
+        which.push_back(id);
+      }
+    doc["unconfigured"] = {{"queued", waiting}, {"agents", std::move(which)}};
+  } else {
+    doc["unconfigured"] = nullptr;
+  }
+
   Json upstream = Json::array();
   bool configured_cursor_seen = false;
   {

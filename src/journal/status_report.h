@@ -35,6 +35,9 @@ inline constexpr std::string_view kCursorRewindAction = "cursor_rewind";
 //                    "oldest_queued_age_ms", "delivered_last_hour", "failed_last_hour",
 //                    "retried_last_hour"}  (the *_last_hour counts are attempts started in
 //                    the last hour by outcome: delivered, failed (permanent), retry)
+//   "unconfigured"  {"queued": int, "agents": [id...]}: queued webhooks assigned to agents the
+//                   configuration does not have (a retired agent's, or addressed to an unknown
+//                   identifier); null when no configuration was given
 //   "upstream"      array of {"name", "seq", "updated_at", "configured": bool, "rewound"}:
 //                   the cursors of polled upstream feeds (the configured one listed even before
 //                   its first batch, with seq 0); "rewound" is null, or the last time the

@@ -263,6 +263,29 @@ std::vector<QueuedWebhook> scan_queue(SQLite::Database& db, const std::optional<
   return out;
 }
 
+std::vector<std::string> agents_with_queued(SQLite::Database& db) {
+  std::vector<std::string> out;
+  auto exists = cached_statement(
+      db, "SELECT 1 FROM webhooks WHERE assigned_agent=? AND state='queued' LIMIT 1");
+  // Skips from one assigned_agent value to the next; with state in the condition SQLite would
+  // walk every row of agents without queued ones, so state is checked per value instead.
+  auto step =
+      cached_statement(db, "SELECT min(assigned_agent) FROM webhooks WHERE assigned_agent>?");
+  std::string last;  // "" sorts before every identifier (identifiers are never empty)
+  for (;;) {
+    step->reset();
+    step->bind(1, last);
+    if (!step->executeStep() || step->getColumn(0).isNull()) break;
+    last = step->getColumn(0).getString();
+    step->reset();
+    exists->reset();
+    exists->bind(1, last);
+    if (exists->executeStep()) out.push_back(last);
+    exists->reset();
+  }
+  return out;
+}
+
 bool queued_before(SQLite::Database& db, std::string_view agent, std::string_view event_id,
                    std::int64_t before_seq) {
   auto q = cached_statement(db,

@@ -131,6 +131,9 @@ std::vector<QueuedWebhook> scan_queue(SQLite::Database& db, const std::optional<
 bool queued_before(SQLite::Database& db, std::string_view agent, std::string_view event_id,
                    std::int64_t before_seq);
 std::optional<std::string> load_payload(SQLite::Database& db, std::string_view id);
+// Every agent identifier that has queued webhooks assigned to it, in text order: one index seek
+// per distinct assigned_agent (webhooks_queue), not a scan of the table.
+std::vector<std::string> agents_with_queued(SQLite::Database& db);
 
 struct FeedMessage {
   std::int64_t seq = 0;

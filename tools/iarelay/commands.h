@@ -10,6 +10,7 @@ int cmd_status(Context& ctx);
 int cmd_list(Context& ctx);
 int cmd_show(Context& ctx);
 int cmd_resend(Context& ctx);
+int cmd_move(Context& ctx);
 int cmd_purge(Context& ctx);
 int cmd_sql(Context& ctx);
 int cmd_agent(Context& ctx);

@@ -1,5 +1,6 @@
-// `iarelay resend` and `iarelay purge`: the batched, audited changes of journal/maintenance.h,
-// with progress on stderr for long runs. A running daemon notices the changes by itself.
+// `iarelay resend`, `iarelay move` and `iarelay purge`: the batched, audited changes of
+// journal/maintenance.h, with progress on stderr for long runs. A running daemon notices the
+// changes by itself.
 #include <SQLiteCpp/SQLiteCpp.h>
 
 #include <algorithm>
@@ -31,6 +32,18 @@ constexpr CommandHelp kPurgeHelp = {
     "attempts. Never deletes queued or inflight webhooks. Stored webhooks (an edge's feed)\n"
     "that not every feed consumer has acknowledged are refused (nothing changes) unless\n"
     "--force. Prints how many; recorded in the audit table."};
+
+constexpr CommandHelp kMoveHelp = {
+    "move --from A | --held | --stored  --to B [--service S] [--type T] [--event E] [--since T] "
+    "[--until T] [--force] [--dry-run]",
+    "Moves waiting webhooks to agent B (identifier or handle): the queue of agent A (a retired\n"
+    "agent's, or a paused one's), the webhooks held for any agent of their service (--held),\n"
+    "or the stored webhooks of a relay that ran as an edge (--stored: they become queued with a\n"
+    "fresh attempt budget). They keep their arrival order, so the webhooks of one alert reach B\n"
+    "in order; they are due at once. Refused while a webhook of one of their alerts is inflight\n"
+    "on A (pause A and wait), and for stored webhooks a feed consumer has not acknowledged\n"
+    "(unless --force). Prints how many; recorded in the audit table. A running iarelayd starts\n"
+    "on them by itself."};
 
 // "inner-1 has acknowledged up to seq 17 (3 newer not yet)" for each consumer that lags.
 std::string unacknowledged_text(const std::vector<UnacknowledgedStored>& lagging) {
@@ -141,6 +154,91 @@ int cmd_resend(Context& ctx) {
   auto done = resend(**db, *filter, to_agent, run);
   if (!done) return fail(ctx, done.status().message());
   std::cout << "resent " << rows_text(*done) << (to_agent ? " to " + *to_agent : "") << "\n";
+  return kExitOk;
+}
+
+int cmd_move(Context& ctx) {
+  po::options_description options;
+  auto text = [](const char* name) { return po::value<std::string>()->value_name(name); };
+  options.add_options()("from", text("A"), "the queue of this agent (identifier or handle)")(
+      "held", "the webhooks held for any agent of their service")(
+      "stored", "the stored webhooks (kept for an edge's feed)")(
+      "to", text("B"), "the agent to move them to (identifier or handle)")(
+      "service", text("S"), "only this integration service")(
+      "type", text("T"), "only this trigger type")("event", text("E"), "only this alert")(
+      "since", text("T"), "received at or after T (RFC 3339, or -2h, -30m)")("until", text("T"),
+                                                                             "received before T")(
+      "force", "also move stored webhooks not every feed consumer has acknowledged")(
+      "dry-run", "count what would move; change nothing");
+  po::variables_map vm;
+  if (auto code = parse_args(ctx, kMoveHelp, options, {}, vm)) return *code;
+  const int sources = static_cast<int>(vm.count("from") + vm.count("held") + vm.count("stored"));
+  if (sources != 1) return usage_error(ctx, "give exactly one of --from A, --held, --stored");
+  if (!vm.count("to")) return usage_error(ctx, "give --to B, the agent to move them to");
+  auto filter = filter_from(ctx, vm, now_millis());
+  if (!filter) return usage_error(ctx, filter.status().message());
+  const bool dry_run = vm.count("dry-run") > 0;
+  const bool force = vm.count("force") > 0;
+
+  auto reader = open_for_read(ctx);
+  if (!reader) return fail(ctx, reader.status().message());
+  MoveFrom from;
+  from.stored = vm.count("stored") > 0;
+  if (vm.count("from")) {
+    auto agent = resolve_agent(ctx, **reader, vm["from"].as<std::string>());
+    if (!agent) return fail(ctx, "--from: " + agent.status().message());
+    from.agent = *agent;
+  }
+  auto to = resolve_agent(ctx, **reader, vm["to"].as<std::string>());
+  if (!to) return fail(ctx, "--to: " + to.status().message());
+  if (ctx.config && !ctx.config->find_agent(*to))
+    return fail(ctx, "--to: agent " + *to + " is not in " + ctx.config->file +
+                         "; webhooks moved there would wait for it. Configure it first");
+  // Stored rows are kept for the feed's consumers: moving one a consumer has not acknowledged
+  // takes it out of the feed before that consumer has it.
+  std::int64_t unacknowledged = 0;
+  std::string lagging;
+  if (from.stored) {
+    auto found = unacknowledged_stored(**reader, now_millis() + 86'400'000, &unacknowledged);
+    if (!found) return fail(ctx, found.status().message());
+    bool consumers_known = false;
+    for (const auto& u : *found) consumers_known |= !u.consumer.empty();
+    if (!consumers_known) unacknowledged = 0;  // no feed consumer: nobody to lose them
+    lagging = unacknowledged_text(*found);
+  }
+  if (unacknowledged > 0 && !force)
+    return fail(ctx, "refusing to move " + rows_text(unacknowledged) +
+                         " stored for the feed and not acknowledged by every consumer: " + lagging +
+                         ". Nothing was moved; wait for the consumers or add --force");
+  std::string detail = "from=" +
+                       (from.stored  ? std::string("stored")
+                        : from.agent ? *from.agent
+                                     : std::string("held")) +
+                       " to=" + *to;
+  {
+    WebhookFilter shown = *filter;
+    shown.states.clear();
+    std::string rest = resend_detail(shown, std::nullopt);
+    if (!rest.empty()) detail += " " + rest;
+  }
+  if (dry_run) {
+    MaintenanceOptions check;
+    check.dry_run = true;
+    auto would = move_webhooks(**reader, from, *to, *filter, check);
+    if (!would) return fail(ctx, would.status().message());
+    std::cout << "would move " << rows_text(*would) << " to " << *to
+              << " (dry run: nothing changed)\n";
+    return kExitOk;
+  }
+  reader->reset();
+  auto db = open_for_write(ctx);
+  if (!db) return fail(ctx, db.status().message());
+  MaintenanceOptions run;
+  run.progress = progress_printer("move");
+  run.audit = {actor(), audit_filter(ctx), detail};
+  auto done = move_webhooks(**db, from, *to, *filter, run);
+  if (!done) return fail(ctx, done.status().message());
+  std::cout << "moved " << rows_text(*done) << " to " << *to << "\n";
   return kExitOk;
 }
 

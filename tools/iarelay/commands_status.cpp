@@ -32,14 +32,28 @@ void print_tables(const Json& doc) {
   std::cout << "held      " << held["queued"] << " queued for any agent of their service";
   if (held["queued"].get<std::int64_t>() > 0)
     std::cout << " (oldest " << age_text(held["oldest_queued_age_ms"]) << ")";
-  std::cout << "\n\n";
+  std::cout << "\n";
+  const Json& unconfigured = doc["unconfigured"];
+  if (unconfigured.is_object() && unconfigured["queued"].get<std::int64_t>() > 0) {
+    std::string ids;
+    for (const auto& id : unconfigured["agents"])
+      ids += (ids.empty() ? "" : ", ") + cell_text(id, "");
+    std::cout << "NOT CONFIGURED " << unconfigured["queued"]
+              << " queued for agents the configuration does not have (" << ids
+              << "): they wait for them; iarelay move --from ID --to ID moves them\n";
+  }
+  std::cout << "\n";
 
   RowWriter agents(std::cout, Format::kTable,
-                   {"agent", "handle", "state", "since", "until", "queued", "inflight", "oldest",
-                    "delivered_1h", "failed_1h", "retried_1h"});
+                   {"agent", "handle", "configured", "state", "since", "until", "queued",
+                    "inflight", "oldest", "delivered_1h", "failed_1h", "retried_1h"});
   for (const auto& a : doc["agents"])
-    agents.row({a["id"], a["handle"], a["state"], a["state_since"], a["paused_until"], a["queued"],
-                a["inflight"], age_text(a["oldest_queued_age_ms"]), a["delivered_last_hour"],
+    agents.row({a["id"], a["handle"],
+                a["configured"].get<bool>() ? "yes"
+                : unconfigured.is_null()    ? "?"
+                                            : "NO",
+                a["state"], a["state_since"], a["paused_until"], a["queued"], a["inflight"],
+                age_text(a["oldest_queued_age_ms"]), a["delivered_last_hour"],
                 a["failed_last_hour"], a["retried_last_hour"]});
   if (agents.rows() == 0)
     std::cout << "(no agents configured or known to the journal)\n";

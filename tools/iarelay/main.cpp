@@ -28,6 +28,7 @@ constexpr CommandEntry kCommands[] = {
     {"list", cmd_list, "webhooks, newest first, by state, agent, service, type, event, time"},
     {"show", cmd_show, "one webhook: every field, its payload and every attempt"},
     {"resend", cmd_resend, "failed or discarded webhooks back to queued with a fresh budget"},
+    {"move", cmd_move, "queued webhooks of one agent (or held, or stored) to another agent"},
     {"sql", cmd_sql, "run one read-only SQL query on the journal"},
     {"agent", cmd_agent, "agent list | pause ID [--until T] [--reason R] | resume ID"},
     {"purge", cmd_purge, "delete old delivered (or other finished) webhooks"},
