@@ -57,6 +57,8 @@ constexpr int kReopenAfterFailures = 3;  // reads failed in a row: reopen the re
 // one reached the queue's end: the price of finding due webhooks behind them stays bounded.
 constexpr Millis kResumeEvery = 50;
 constexpr Millis kPassEvery = 1000;
+// Queues of agents no longer configured are looked for at every reload and this often.
+constexpr Millis kRetiredSweepEvery = 10'000;
 
 // Work handed from the Writer's thread (Done callbacks) and from wake() to the dispatcher
 // thread. Outlives the dispatcher thread's use of curl: once closed, posts are dropped.
@@ -319,6 +321,7 @@ class DispatcherImpl final : public Dispatcher {
     for (const auto& cfg : configs) max_connections_ += std::max(cfg.max_inflight, 1);
     curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, static_cast<long>(max_connections_ + 4));
     held_dirty_ = true;
+    retired_dirty_ = true;
     if (!initial) spdlog::info("dispatcher: {} agents configured", configs.size());
   }
 
@@ -423,6 +426,7 @@ class DispatcherImpl final : public Dispatcher {
         read_step(agents_gate_, "agents table", [&] { check_agents_table(now); });
         guarded("journal retries", [&] { retry_failed_writes(now); });
         read_step(held_gate_, "held webhooks", [&] { sweep_held(now); });
+        read_step(retired_gate_, "retired agents' queues", [&] { sweep_retired(now); });
         for (auto& [id, a] : agents_) {
           read_step(a->failover_gate, "failover", [&] { sweep_failover(*a, now); });
           guarded("scheduling", [&] { schedule(*a, now); });
@@ -566,7 +570,7 @@ class DispatcherImpl final : public Dispatcher {
   // Webhooks without an agent identifier waiting on a down or paused agent move to the next
   // available agent hosting their service.
   void sweep_failover(Agent& a, Millis now) {
-    if (a.failover_pending || a.health.state() == AgentHealth::State::kUp) return;
+    if (a.failover_pending || a.removed || a.health.state() == AgentHealth::State::kUp) return;
     if (now - last_failover_sweep_[a.cfg.id] < kForcedReloadEvery && a.failover_cursor == 0) return;
     last_failover_sweep_[a.cfg.id] = now;
     std::vector<std::pair<std::string, std::string>> moves;
@@ -595,6 +599,99 @@ class DispatcherImpl final : public Dispatcher {
     submit_moves(std::move(moves), [this, from] {
       if (auto it = agents_.find(from); it != agents_.end()) it->second->failover_pending = false;
     });
+  }
+
+  // Queued webhooks assigned to an agent that is no longer configured (removed by a reload, or
+  // retired while the relay was down). Those addressed to it by identifier keep waiting for it
+  // (SPEC §1 rule 1; status and iarelay_queue_unconfigured show them, `iarelay move` moves
+  // them). The others were routed there: one that asked for another agent goes back to that
+  // agent's queue; one that asked for none goes where routing would send it now: the first
+  // available agent hosting its service, else held (unrouted = hold), else discarded with the
+  // reason (resend revives it).
+  void sweep_retired(Millis now) {
+    if (retired_pending_) return;
+    if (!retired_dirty_ && now - last_retired_sweep_ < kRetiredSweepEvery) return;
+    retired_dirty_ = false;
+    last_retired_sweep_ = now;
+    std::set<std::string> configured;
+    for (const auto& [id, a] : agents_)
+      if (!a->removed) configured.insert(id);
+    std::vector<Reroute> reroutes;
+    std::size_t walked = 0;
+    for (const std::string& agent : agents_with_queued(*db_)) {
+      if (configured.count(agent)) continue;
+      std::int64_t& cursor = retired_cursors_[agent];
+      for (;;) {
+        auto rows = scan_queue(*db_, agent, cursor, kScanPage);
+        for (const auto& r : rows) {
+          cursor = r.seq;
+          if (r.agent && *r.agent == agent) continue;  // addressed to it: waits for it
+          Reroute to{r.id, agent, std::nullopt, std::nullopt};
+          if (r.agent) {
+            to.agent = *r.agent;
+          } else if (auto target = ctx_.directory->available_agent_for(r.service)) {
+            to.agent = *target;
+          } else if (!ctx_.directory->holds(r.service)) {
+            to.discard = "agent " + agent + " is no longer configured and no agent hosting " +
+                         r.service + " is available";
+          }
+          reroutes.push_back(std::move(to));
+        }
+        walked += rows.size();
+        if (rows.size() < static_cast<size_t>(kScanPage)) {
+          cursor = 0;
+          break;
+        }
+        if (walked >= kMaxWalkRows) {
+          retired_dirty_ = true;  // more to walk: go on at the next turn
+          break;
+        }
+      }
+      if (walked >= kMaxWalkRows) break;
+    }
+    if (reroutes.empty()) return;
+    retired_pending_ = true;
+    std::size_t n = reroutes.size();
+    submit_reroutes(std::move(reroutes), [this, n] {
+      retired_pending_ = false;
+      spdlog::info("dispatcher: rerouted {} webhooks routed to agents no longer configured", n);
+    });
+  }
+
+  struct Reroute {
+    std::string id;
+    std::string from;                    // the agent no longer configured
+    std::optional<std::string> agent;    // the new agent; nullopt: held (unless discarded)
+    std::optional<std::string> discard;  // discarded for this reason
+  };
+
+  void submit_reroutes(std::vector<Reroute> reroutes, std::function<void()> after) {
+    ++outstanding_;
+    auto shared = std::make_shared<std::vector<Reroute>>(std::move(reroutes));
+    ctx_.writer->submit(
+        [shared](SQLite::Database& db) {
+          for (const auto& r : *shared) {
+            TransitionFields f;
+            f.assigned_agent.emplace(r.agent);  // nullopt: NULL (held, or discarded)
+            f.next_attempt_at = std::optional<Millis>();
+            if (r.discard) f.last_error = std::optional<std::string>(*r.discard);
+            transition(db, r.id, WebhookState::kQueued,
+                       r.discard ? WebhookState::kDiscarded : WebhookState::kQueued, f);
+          }
+        },
+        [this, shared, after = std::move(after), mailbox = mailbox_](const Status& s) {
+          mailbox->post([this, shared, after, s] {
+            --outstanding_;
+            if (!s)
+              spdlog::warn("rerouting {} webhooks of agents no longer configured failed: {}",
+                           shared->size(), s.message());
+            for (const auto& r : *shared)
+              if (r.agent)
+                if (auto it = agents_.find(*r.agent); it != agents_.end()) it->second->dirty = true;
+            held_dirty_ = true;
+            after();
+          });
+        });
   }
 
   // queued → queued with a new assigned agent, one writer op for the batch.
@@ -1195,8 +1292,12 @@ class DispatcherImpl final : public Dispatcher {
   std::int64_t held_cursor_ = 0;
   Millis last_held_sweep_ = 0;
   std::map<std::string, Millis> last_failover_sweep_;
-  ReadGate agents_gate_, held_gate_;
-  int failures_in_a_row_ = 0;  // reads failed since one last went through
+  ReadGate agents_gate_, held_gate_, retired_gate_;
+  bool retired_dirty_ = true;  // a reload happened: look for retired agents' queues now
+  bool retired_pending_ = false;
+  Millis last_retired_sweep_ = 0;
+  std::map<std::string, std::int64_t> retired_cursors_;  // where each queue's walk goes on
+  int failures_in_a_row_ = 0;                            // reads failed since one last went through
 };
 
 }  // namespace
