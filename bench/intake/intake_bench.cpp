@@ -147,7 +147,7 @@ int main(int argc, char** argv) {
   int edge_port = free_port();
   std::ofstream(path("edge.conf"))
       << "journal = " << path("edge.db") << "\nsync = " << o.sync
-      << "\nlog_level = warn\n[listen]\naddress = 127.0.0.1:" << edge_port << "\n";
+      << "\nlog_level = warn\nrole = edge\n[listen]\naddress = 127.0.0.1:" << edge_port << "\n";
   pid_t edge = spawn({daemon, "--config", path("edge.conf")}, "", path("edge.log"));
   if (edge < 0 || !wait_for_port(edge_port)) {
     std::fprintf(stderr, "intake_bench: iarelayd did not start: %s\n",

@@ -19,6 +19,9 @@ constexpr ConfigKey kKeys[] = {
      "SQLite journal file; created 0600 with its directory"},
     {"", "sync", "enum", "full", "full|normal", false,
      "full: a 202 survives power loss (fsync per commit); normal: survives a process crash"},
+    {"", "role", "enum", "deliver", "deliver|edge", false,
+     "deliver: call the [agent.*] sections' agents (none configured: every webhook is held); "
+     "edge: call no agent, store every webhook for the feed (no [agent.*] sections)"},
     {"", "log_level", "enum", "info", "debug|info|warn|error", true, "log verbosity"},
     {"", "log_format", "enum", "text", "text|json", false, "one line per event on stderr"},
     {"", "retain_delivered", "duration", "", "", true,
@@ -285,6 +288,9 @@ Result<Config> load_config(const std::string& file, const ConfigOverrides& overr
   std::string sync;
   IARELAY_TRY(top.choice("sync", sync));
   c.sync = sync == "full" ? SyncLevel::kFull : SyncLevel::kNormal;
+  std::string role;
+  IARELAY_TRY(top.choice("role", role));
+  c.role = role == "edge" ? Role::kEdge : Role::kDeliver;
   IARELAY_TRY(top.choice("log_level", c.log_level));
   IARELAY_TRY(top.choice("log_format", c.log_format));
   IARELAY_TRY(top.duration("retain_delivered", c.retain_delivered));
@@ -384,6 +390,11 @@ Result<Config> load_config(const std::string& file, const ConfigOverrides& overr
                       "must be at least backoff_initial, which must be > 0");
     c.agents.push_back(std::move(a));
   }
+  if (c.role == Role::kEdge && !c.agents.empty())
+    return error_at(top.where("role"), "", "role",
+                    "edge stores every webhook for the feed and calls no agent, but [" +
+                        seen_ids[c.agents.front().id] +
+                        "] configures one: remove the agents or set role = deliver");
   return c;
 }
 

@@ -18,6 +18,8 @@ namespace iarelay {
 enum class SyncLevel { kFull, kNormal };
 enum class AgentFormat { kIa, kRaw };
 enum class Ordering { kEvent, kFifo, kNone };
+// deliver: webhooks go to the configured agents; edge: stored for the feed (SPEC §4.2).
+enum class Role { kDeliver, kEdge };
 
 // One row of the key table. `section` is "" (top level), "listen", "upstream", "service.*" or
 // "agent.*" (one section per service or agent; * is the section's name).
@@ -78,6 +80,7 @@ struct Config {
   std::string file;  // where it was read from ("" if only defaults and overrides)
   std::string journal = "var/journal.db";
   SyncLevel sync = SyncLevel::kFull;
+  Role role = Role::kDeliver;  // an edge only when the configuration says so
   std::string log_level = "info";
   std::string log_format = "text";
   Millis retain_delivered = 0;  // 0: keep delivered webhooks forever

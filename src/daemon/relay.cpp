@@ -67,7 +67,7 @@ Status Relay::start() {
     return s;
   if (requeued) spdlog::info("requeued {} webhooks left inflight by the previous run", requeued);
 
-  directory_ = std::make_unique<AgentDirectory>(config_.agents, config_.services);
+  directory_ = std::make_unique<AgentDirectory>(config_.agents, config_.services, config_.role);
   // An edge's feed seqs never go back, even after a lost commit or a restored backup.
   if (directory_->is_edge()) {
     auto floor = [](SQLite::Database& db) { raise_seq_floor(db, now_millis()); };
@@ -151,10 +151,18 @@ Status Relay::start() {
   }
 
   janitor_ = std::thread([this] { janitor_loop(); });
+  warn_if_no_agents();
   spdlog::info("iarelayd {} started: journal {} (sync={}), {} agents{}", IARELAY_VERSION,
                config_.journal, config_.sync == SyncLevel::kFull ? "full" : "normal",
                config_.agents.size(), directory_->is_edge() ? " (edge: storing for the feed)" : "");
   return Status::ok();
+}
+
+void Relay::warn_if_no_agents() {
+  if (config_.role == Role::kDeliver && config_.agents.empty())
+    spdlog::warn(
+        "no agents configured: every webhook is held (queued) until an agent is configured for it "
+        "(iarelay status shows them); a relay that only stores for its feed says role = edge");
 }
 
 void Relay::stop() {
@@ -193,9 +201,10 @@ Status Relay::reload(const ConfigOverrides& overrides) {
   std::lock_guard lock(config_mu_);
   // Only reloadable keys change; others need a restart and are reported.
   if (fresh->journal != config_.journal || fresh->sync != config_.sync ||
-      fresh->listen.has_value() != config_.listen.has_value() ||
+      fresh->role != config_.role || fresh->listen.has_value() != config_.listen.has_value() ||
       fresh->upstream.has_value() != config_.upstream.has_value())
-    spdlog::warn("reload: journal, sync, [listen] and [upstream] changes need a restart; ignored");
+    spdlog::warn(
+        "reload: journal, sync, role, [listen] and [upstream] changes need a restart; ignored");
   config_.agents = fresh->agents;
   config_.services = fresh->services;
   config_.retain_delivered = fresh->retain_delivered;
@@ -205,6 +214,7 @@ Status Relay::reload(const ConfigOverrides& overrides) {
       spdlog::level::from_str(config_.log_level == "warn" ? "warning" : config_.log_level));
   directory_->reconfigure(config_.agents, config_.services);
   if (dispatcher_) dispatcher_->reconfigured();
+  warn_if_no_agents();
   spdlog::info("reloaded {}: {} agents, {} services", file, config_.agents.size(),
                config_.services.size());
   return Status::ok();

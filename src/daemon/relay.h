@@ -59,6 +59,8 @@ class Relay {
   // One retention pass on the janitor's connection `db` (opened when null, dropped on error).
   void purge_expired(DatabasePtr& db, Millis before, const std::string& age);
   void register_collectors();
+  // The start's and each reload's warning when a delivering relay has no agent.
+  void warn_if_no_agents();
 
   Config config_;
   std::mutex config_mu_;  // guards config_ between reload() and the janitor / status

@@ -17,8 +17,9 @@ std::string_view to_string(Availability a) {
   return "up";
 }
 
-AgentDirectory::AgentDirectory(std::vector<AgentConfig> agents,
-                               std::vector<ServiceConfig> services) {
+AgentDirectory::AgentDirectory(std::vector<AgentConfig> agents, std::vector<ServiceConfig> services,
+                               Role role)
+    : role_(role) {
   reconfigure(std::move(agents), std::move(services));
 }
 
@@ -58,11 +59,6 @@ std::optional<AgentConfig> AgentDirectory::agent(const std::string& agent_id) co
   return std::nullopt;
 }
 
-bool AgentDirectory::is_edge() const {
-  std::shared_lock lock(mu_);
-  return agents_.empty();
-}
-
 bool AgentDirectory::holds(const std::string& service) const {
   std::shared_lock lock(mu_);
   for (const auto& s : services_)
@@ -93,9 +89,12 @@ std::optional<std::string> AgentDirectory::available_agent_for(const std::string
 RouteDecision AgentDirectory::route(const std::string& service,
                                     const std::optional<std::string>& agent) const {
   std::shared_lock lock(mu_);
-  if (agents_.empty()) return {WebhookState::kStored, std::nullopt, std::nullopt};
+  if (role_ == Role::kEdge) return {WebhookState::kStored, std::nullopt, std::nullopt};
   // Rule 1: a named agent's queue, configured or not (a late-configured agent receives it).
   if (agent) return {WebhookState::kQueued, *agent, std::nullopt};
+  // No agent at all (the last one removed, say): nothing is discarded for want of a
+  // configuration; held for the first agent of the service to come.
+  if (agents_.empty()) return {WebhookState::kQueued, std::nullopt, std::nullopt};
   // Rule 2: the first available agent hosting the service, in configuration order.
   bool hosted = false;
   std::string unavailable;
@@ -107,11 +106,12 @@ RouteDecision AgentDirectory::route(const std::string& service,
     if (av == Availability::kUp) return {WebhookState::kQueued, a.id, std::nullopt};
     unavailable += (unavailable.empty() ? "" : ", ") + a.id + " " + std::string(to_string(av));
   }
-  // Rule 4: nobody hosts it.
-  if (!hosted) return {WebhookState::kDiscarded, std::nullopt, "unknown service"};
-  // Rule 3: discard as xMatters does, unless the service holds.
+  // Rule 3: discard as xMatters does, unless the service holds. A service that says so holds
+  // also while no agent hosts it (its agent retired, its successor not configured yet).
   for (const auto& s : services_)
     if (s.name == service && s.hold) return {WebhookState::kQueued, std::nullopt, std::nullopt};
+  // Rule 4: nobody hosts it.
+  if (!hosted) return {WebhookState::kDiscarded, std::nullopt, "unknown service"};
   return {WebhookState::kDiscarded, std::nullopt, "no agent available (" + unavailable + ")"};
 }
 

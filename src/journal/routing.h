@@ -25,7 +25,9 @@ struct RouteDecision {
 
 class AgentDirectory {
  public:
-  AgentDirectory(std::vector<AgentConfig> agents, std::vector<ServiceConfig> services);
+  // `role` stays for the directory's life (a reload cannot turn a relay into an edge).
+  AgentDirectory(std::vector<AgentConfig> agents, std::vector<ServiceConfig> services,
+                 Role role = Role::kDeliver);
 
   // SIGHUP: new agents and services; availability of agents that remain is kept.
   void reconfigure(std::vector<AgentConfig> agents, std::vector<ServiceConfig> services);
@@ -35,20 +37,23 @@ class AgentDirectory {
   std::vector<AgentConfig> agents() const;
   std::optional<AgentConfig> agent(const std::string& agent_id) const;
 
-  // Where a webhook arriving now goes (SPEC §1 rules 1-4; edge relays store everything).
+  // Where a webhook arriving now goes (SPEC §1 rules 1-4; edge relays store everything; a
+  // delivering relay with no agent configured holds every webhook: rule 1 for those with an
+  // agent identifier, held for any agent of their service otherwise).
   RouteDecision route(const std::string& service, const std::optional<std::string>& agent) const;
   // Failover: the first available agent hosting `service` other than `except`, in
   // configuration order.
   std::optional<std::string> available_agent_for(const std::string& service,
                                                  const std::string& except = "") const;
-  // True when no agent is configured: the relay is an edge that stores for its feed.
-  bool is_edge() const;
+  // True when the configuration says role = edge: the relay stores for its feed.
+  bool is_edge() const { return role_ == Role::kEdge; }
   // Whether the service's section says `unrouted = hold`.
   bool holds(const std::string& service) const;
   // Whether the configuration names `service` (a [service.*] section or an agent's services).
   bool knows_service(const std::string& service) const;
 
  private:
+  const Role role_;
   mutable std::shared_mutex mu_;
   std::vector<AgentConfig> agents_;                   // GUARDED_BY(mu_)
   std::vector<ServiceConfig> services_;               // GUARDED_BY(mu_)

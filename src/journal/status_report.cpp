@@ -158,6 +158,9 @@ std::string status_json(SQLite::Database& reader, const Config* config,
   doc["journal"] = journal_path;
   auto pid = daemon_holding(journal_path);
   doc["daemon"] = {{"running", pid.has_value()}, {"pid", pid ? Json(*pid) : Json(nullptr)}};
+  doc["role"] = !config                       ? Json(nullptr)
+                : config->role == Role::kEdge ? Json("edge")
+                                              : Json("deliver");
 
   Json totals;
   for (const char* s : {"stored", "queued", "inflight", "delivered", "failed", "discarded"})

@@ -23,6 +23,7 @@ inline constexpr std::string_view kCursorRewindAction = "cursor_rewind";
 //   "generated_at"  when the document was made
 //   "journal"       the journal path
 //   "daemon"        {"running": bool, "pid": int|null}  an iarelayd holds "<journal>.lock"
+//   "role"          "deliver" | "edge" (the configuration's role), null without a configuration
 //   "totals"        {"stored","queued","inflight","delivered","failed","discarded": int}
 //   "held"          {"queued": int, "oldest_queued_at", "oldest_queued_age_ms"}: queued webhooks
 //                   with no assigned agent (waiting for any agent of their service)

@@ -171,10 +171,10 @@ class Harness {
     acked_ = Acknowledged{};
     past_commands_.clear();
     edge_db_ = path("edge-" + episode_ + ".db");
-    testing::write_file(
-        path("edge-" + episode_ + ".conf"),
-        "journal = " + edge_db_ +
-            "\nsync = normal\n[listen]\naddress = 127.0.0.1:" + std::to_string(edge_port_) + "\n");
+    testing::write_file(path("edge-" + episode_ + ".conf"),
+                        "journal = " + edge_db_ +
+                            "\nsync = normal\nrole = edge\n[listen]\naddress = 127.0.0.1:" +
+                            std::to_string(edge_port_) + "\n");
     edge_ = std::make_unique<Process>(
         std::vector<std::string>{bin("iarelayd"), "--config", path("edge-" + episode_ + ".conf")},
         "", path("edge.log"));

@@ -25,6 +25,16 @@ void print_tables(const Json& doc) {
                     ? "running (pid " + cell_text(daemon["pid"], "?") + ")"
                     : std::string("not running"))
             << "\n";
+  if (doc["role"].is_string()) {
+    const bool edge = doc["role"] == "edge";
+    bool any_configured = false;
+    for (const auto& a : doc["agents"]) any_configured |= a["configured"].get<bool>();
+    std::cout << "role      " << doc["role"].get<std::string>()
+              << (edge             ? " (stores every webhook for the feed; calls no agent)"
+                  : any_configured ? ""
+                                   : " (no agents configured: every webhook is held until one is)")
+              << "\n";
+  }
   std::cout << "totals   ";
   for (const auto& [state, n] : doc["totals"].items()) std::cout << " " << state << " " << n;
   std::cout << "\n";

@@ -38,7 +38,7 @@ TEST(Chain, EdgeToInnerToAgentDeliversEveryAcknowledgedWebhook) {
                 "--record", dir.file("delivered.jsonl")},
                dir.file("sink.out"), dir.file("sink.log"));
   write_file(dir.file("edge.conf"),
-             "journal = " + dir.file("edge.db") + "\n[listen]\naddress = 127.0.0.1:" +
+             "journal = " + dir.file("edge.db") + "\nrole = edge\n[listen]\naddress = 127.0.0.1:" +
                  std::to_string(edge_port) + "\ntoken_file = " + dir.file("token") + "\n");
   write_file(dir.file("inner.conf"),
              "journal = " + dir.file("inner.db") + "\n[upstream]\nurl = http://127.0.0.1:" +

@@ -396,8 +396,8 @@ TEST(Retention, PurgesOldDeliveredWebhooksOnlyAndAudits) {
     for (auto& r : rows) {
       SQLite::Statement ins(db,
                             "INSERT INTO webhooks (id, source, received_at, service, type, state, "
-                            "assigned_agent, payload) VALUES (?, 'direct', ?, 'svc', 'status', ?, "
-                            "'nobody-configured', '{}')");
+                            "agent, assigned_agent, payload) VALUES (?, 'direct', ?, 'svc', "
+                            "'status', ?, 'nobody-configured', 'nobody-configured', '{}')");
       ins.bind(1, r[0]);
       ins.bind(2, r[2]);
       ins.bind(3, r[1]);

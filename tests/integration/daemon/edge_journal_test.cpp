@@ -18,10 +18,10 @@
 namespace iarelay::testing {
 namespace {
 
-// An edge: a listener and no agents, so webhooks are stored for the feed.
+// An edge: a listener, role = edge, so webhooks are stored for the feed.
 std::vector<std::string> edge(const std::string& journal, int port,
                               std::vector<std::string> extra = {}) {
-  std::vector<std::string> argv{bin("iarelayd"), "--journal=" + journal,
+  std::vector<std::string> argv{bin("iarelayd"), "--journal=" + journal, "--role=edge",
                                 "--listen.address=127.0.0.1:" + std::to_string(port)};
   argv.insert(argv.end(), extra.begin(), extra.end());
   return argv;

@@ -104,7 +104,7 @@ TEST(Daemon, EdgeFeedsInnerOverLoopbackExactlyOnce) {
   int inner_port = testing::free_port();
   testing::write_file(dir.file("token"), "chain-token\n");
   testing::write_file(dir.file("edge.conf"), "journal = " + dir.file("edge.db") +
-                                                 "\nsync = normal\n[listen]\n"
+                                                 "\nsync = normal\nrole = edge\n[listen]\n"
                                                  "address = 127.0.0.1:1\ntoken_file = " +
                                                  dir.file("token") + "\n");
   testing::write_file(dir.file("inner.conf"),

@@ -28,12 +28,14 @@ inline AgentConfig make_agent(const std::string& id, std::vector<std::string> se
   return a;
 }
 
+// Without agents it is an edge (role = edge): webhooks are stored for the feed.
 class InProcessRelay {
  public:
   InProcessRelay(std::string journal, std::vector<AgentConfig> agents = {},
                  std::vector<ServiceConfig> services = {}, SyncLevel sync = SyncLevel::kNormal)
       : journal_(std::move(journal)),
-        directory_(std::make_unique<AgentDirectory>(std::move(agents), std::move(services))) {
+        directory_(std::make_unique<AgentDirectory>(
+            agents, std::move(services), agents.empty() ? Role::kEdge : Role::kDeliver)) {
     auto w = Writer::open(journal_, sync);
     EXPECT_TRUE(w.is_ok()) << w.status().message();
     if (w) writer_ = std::move(*w);

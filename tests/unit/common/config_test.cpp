@@ -386,6 +386,20 @@ TEST_F(ConfigFile, AgentWithoutCallbackIsAnError) {
   EXPECT_TRUE(contains(e, "agent.nnmi1")) << e;
 }
 
+// Issue 11 item 4: an edge is a choice the file makes, and an edge calls no agent.
+TEST_F(ConfigFile, RoleIsDeliverUnlessTheFileSaysEdge) {
+  auto none = load("sync = full\n");
+  ASSERT_TRUE(none) << none.status().message();
+  EXPECT_EQ(none->role, Role::kDeliver);  // no agents is not an edge
+  auto edge = load("role = edge\n[listen]\n");
+  ASSERT_TRUE(edge) << edge.status().message();
+  EXPECT_EQ(edge->role, Role::kEdge);
+  std::string e = error("role = edge\n\n[agent.nnmi1]\ncallback = http://127.0.0.1:9/\n");
+  EXPECT_EQ(e.rfind(path() + ":1: role:", 0), 0u) << e;
+  EXPECT_TRUE(contains(e, "agent.nnmi1")) << e;
+  EXPECT_TRUE(contains(error("role = relay\n"), "deliver|edge"));
+}
+
 // Found by fuzz/config_fuzzer.cpp: a required key left out was reported as "default: [agent.x]
 // callback: is required", naming neither the file nor a line. It names the section's header.
 TEST_F(ConfigFile, MissingRequiredKeyNamesTheSectionHeader) {

@@ -100,21 +100,48 @@ TEST(Routing, UnroutedHoldQueuesForAnyAgent) {
 }
 
 TEST(Routing, UnknownServiceIsDiscarded) {
-  auto d = directory({service("ghost", true)});
-  RouteDecision r = d.route("ghost", std::nullopt);  // hold does not apply: nobody hosts it
+  auto d = directory({service("ghost", false)});
+  RouteDecision r = d.route("ghost", std::nullopt);
   EXPECT_EQ(r.state, WebhookState::kDiscarded);
   EXPECT_EQ(r.reason, "unknown service");
   EXPECT_EQ(d.route("hpnnmi", std::nullopt).reason, "unknown service");
 }
 
+// Issue 11: a service that says `unrouted = hold` holds while no agent hosts it, as when its
+// agent is retired before its successor is configured.
+TEST(Routing, AServiceThatHoldsHoldsWhileNoAgentHostsIt) {
+  auto d = directory({service("ghost", true)});
+  RouteDecision r = d.route("ghost", std::nullopt);
+  EXPECT_EQ(r.state, WebhookState::kQueued);
+  EXPECT_FALSE(r.assigned_agent.has_value());
+}
+
 TEST(Routing, EdgeRelayStoresEverything) {
-  AgentDirectory edge({}, {});
+  AgentDirectory edge({}, {}, Role::kEdge);
   EXPECT_TRUE(edge.is_edge());
   for (const auto& named : {std::optional<std::string>(), std::optional<std::string>("a1")}) {
     RouteDecision r = edge.route("nnmi", named);
     EXPECT_EQ(r.state, WebhookState::kStored);
     EXPECT_FALSE(r.assigned_agent.has_value());
   }
+}
+
+// Issue 11 item 4: an edge only by choice. A delivering relay whose last agent is gone (a
+// reload removed it) holds every webhook instead of storing it where no agent ever reads it.
+TEST(Routing, DeliveringRelayWithoutAgentsHoldsEveryWebhook) {
+  AgentDirectory none({}, {});
+  EXPECT_FALSE(none.is_edge());
+  RouteDecision held = none.route("nnmi", std::nullopt);
+  EXPECT_EQ(held.state, WebhookState::kQueued);
+  EXPECT_FALSE(held.assigned_agent.has_value());
+  RouteDecision named = none.route("nnmi", std::string("a1"));
+  EXPECT_EQ(named.state, WebhookState::kQueued);
+  EXPECT_EQ(named.assigned_agent, "a1");
+  // A reload that removes every agent keeps it a delivering relay.
+  AgentDirectory d({agent("a1", {"nnmi"})}, {});
+  d.reconfigure({}, {});
+  EXPECT_FALSE(d.is_edge());
+  EXPECT_EQ(d.route("nnmi", std::nullopt).state, WebhookState::kQueued);
 }
 
 TEST(Routing, FailoverSkipsTheFailedAgent) {
