@@ -1,6 +1,7 @@
 // Time formatting and the parsing of times, durations and sizes.
 #include "common/time.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -72,9 +73,18 @@ Result<Millis> parse_unit_sequence(std::string_view text, std::string_view what)
 
 }  // namespace
 
+namespace {
+std::atomic<Millis> wall_clock_offset{0};  // tests only (set_wall_clock_offset_for_testing)
+}  // namespace
+
 Millis now_millis() {
   using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count() +
+         wall_clock_offset.load(std::memory_order_relaxed);
+}
+
+void set_wall_clock_offset_for_testing(Millis offset) {
+  wall_clock_offset.store(offset, std::memory_order_relaxed);
 }
 
 Millis steady_millis() {

@@ -13,7 +13,11 @@ namespace iarelay {
 using Millis = std::int64_t;  // milliseconds since the Unix epoch (or a duration in ms)
 
 Millis now_millis();
-Millis steady_millis();  // monotonic, for measuring durations
+Millis steady_millis();  // monotonic: every interval and timeout is measured on it
+
+// Tests only: shifts now_millis() by `offset` ms, as a clock stepped back or forward (an NTP
+// correction) would; steady_millis() is unaffected. Any thread.
+void set_wall_clock_offset_for_testing(Millis offset);
 
 // "2026-11-29T14:39:31.123Z": fixed width, so text order is time order.
 std::string format_time(Millis t);

@@ -264,7 +264,7 @@ class DispatcherImpl final : public Dispatcher {
             initial_state = AgentHealth::State::kPaused;
             break;
         }
-        slot->health = AgentHealth(cfg.down_after, initial_state, now);
+        slot->health = AgentHealth(cfg.down_after, initial_state, steady_millis());
         if (ctx_.metrics) {
           const std::string help_d = "Callback attempts by agent and outcome";
           Labels base{{"agent", cfg.id}};
@@ -413,7 +413,11 @@ class DispatcherImpl final : public Dispatcher {
     for (;;) {
       heartbeat_ = steady_millis();
       drain_mailbox();
+      // Wall time only where it meets times stored in the journal (next_attempt_at,
+      // paused_until); every interval and timeout here runs on the monotonic clock, so a clock
+      // stepped back or forward neither stalls nor rushes them.
       const Millis now = now_millis();
+      const Millis steady = steady_millis();
       if (stopping_) {
         if (stop_deadline == kNever) {
           stop_deadline = steady_millis() + grace_;
@@ -423,13 +427,13 @@ class DispatcherImpl final : public Dispatcher {
       } else {
         if (woken_.exchange(false, std::memory_order_relaxed))
           for (auto& [id, a] : agents_) a->dirty = true;
-        read_step(agents_gate_, "agents table", [&] { check_agents_table(now); });
-        guarded("journal retries", [&] { retry_failed_writes(now); });
-        read_step(held_gate_, "held webhooks", [&] { sweep_held(now); });
-        read_step(retired_gate_, "retired agents' queues", [&] { sweep_retired(now); });
+        read_step(agents_gate_, "agents table", [&] { check_agents_table(now, steady); });
+        guarded("journal retries", [&] { retry_failed_writes(steady); });
+        read_step(held_gate_, "held webhooks", [&] { sweep_held(steady); });
+        read_step(retired_gate_, "retired agents' queues", [&] { sweep_retired(steady); });
         for (auto& [id, a] : agents_) {
-          read_step(a->failover_gate, "failover", [&] { sweep_failover(*a, now); });
-          guarded("scheduling", [&] { schedule(*a, now); });
+          read_step(a->failover_gate, "failover", [&] { sweep_failover(*a, steady); });
+          guarded("scheduling", [&] { schedule(*a, now, steady); });
         }
       }
       int running = 0;
@@ -448,12 +452,14 @@ class DispatcherImpl final : public Dispatcher {
       if (a->removed || !a->usable) continue;
       // Times already past are acted on by schedule() when it can; they must not spin here.
       if (a->wake_at > now) at = std::min(at, a->wake_at);
-      if (a->health.state() == AgentHealth::State::kDown && a->calls + a->claiming == 0 &&
-          a->health.next_probe_at() > now)
-        at = std::min(at, a->health.next_probe_at());
     }
-    for (const auto& w : write_retries_) at = std::min(at, w.retry_at);
     const Millis steady = steady_millis();
+    for (const auto& [id, a] : agents_)
+      if (!a->removed && a->usable && a->health.state() == AgentHealth::State::kDown &&
+          a->calls + a->claiming == 0 && a->health.next_probe_at() > steady)
+        at = std::min(at, now + (a->health.next_probe_at() - steady));
+    for (const auto& w : write_retries_)
+      at = std::min(at, now + std::max<Millis>(0, w.retry_at - steady));
     for (const auto& [id, a] : agents_)
       if (a->claim_retry_at > steady) at = std::min(at, now + (a->claim_retry_at - steady));
     for (const auto& [id, a] : agents_)
@@ -501,17 +507,18 @@ class DispatcherImpl final : public Dispatcher {
   }
 
   // --- operator changes: pauses, resumes, resends ---------------------------------------------
-  void check_agents_table(Millis now) {
-    if (now - last_check_ < kAgentsCheckEvery) return;
-    last_check_ = now;
+  // `now` (wall) for paused_until, `steady` for how often.
+  void check_agents_table(Millis now, Millis steady) {
+    if (steady - last_check_ < kAgentsCheckEvery) return;
+    last_check_ = steady;
     std::int64_t version = 0;
     {
       auto q = cached_statement(*db_, "PRAGMA data_version");
       if (q->executeStep()) version = q->getColumn(0).getInt64();
     }
-    if (version == data_version_ && now - last_reload_ < kForcedReloadEvery) return;
+    if (version == data_version_ && steady - last_reload_ < kForcedReloadEvery) return;
     data_version_ = version;
-    last_reload_ = now;
+    last_reload_ = steady;
     std::map<std::string, AgentRow> rows;
     for (auto& r : load_agents(*db_)) rows.emplace(r.id, std::move(r));
     for (auto& [id, a] : agents_) {
@@ -524,7 +531,7 @@ class DispatcherImpl final : public Dispatcher {
         paused = false;
         end_pause(id, *it->second.paused_until);
       }
-      if (a->health.set_paused(paused, now)) {
+      if (a->health.set_paused(paused, steady)) {
         ctx_.directory->set_availability(id, paused ? Availability::kPaused : Availability::kUp);
         update_gauges(*a);
         spdlog::info("agent {} {}", id, paused ? "paused by operator" : "resumed");
@@ -550,11 +557,11 @@ class DispatcherImpl final : public Dispatcher {
   // --- held webhooks and failover ---------------------------------------------------------------
   // Held webhooks (assigned_agent NULL, from `unrouted = hold` or a resend) go to an available
   // agent of their service.
-  void sweep_held(Millis now) {
+  void sweep_held(Millis steady) {
     if (held_pending_) return;
-    if (!held_dirty_ && now - last_held_sweep_ < kForcedReloadEvery) return;
+    if (!held_dirty_ && steady - last_held_sweep_ < kForcedReloadEvery) return;
     held_dirty_ = false;
-    last_held_sweep_ = now;
+    last_held_sweep_ = steady;
     auto rows = scan_queue(*db_, std::nullopt, held_cursor_, kScanPage);
     held_cursor_ = rows.size() == static_cast<size_t>(kScanPage) ? rows.back().seq : 0;
     if (held_cursor_) held_dirty_ = true;  // more pages: continue on the next turn
@@ -569,10 +576,11 @@ class DispatcherImpl final : public Dispatcher {
 
   // Webhooks without an agent identifier waiting on a down or paused agent move to the next
   // available agent hosting their service.
-  void sweep_failover(Agent& a, Millis now) {
+  void sweep_failover(Agent& a, Millis steady) {
     if (a.failover_pending || a.removed || a.health.state() == AgentHealth::State::kUp) return;
-    if (now - last_failover_sweep_[a.cfg.id] < kForcedReloadEvery && a.failover_cursor == 0) return;
-    last_failover_sweep_[a.cfg.id] = now;
+    if (steady - last_failover_sweep_[a.cfg.id] < kForcedReloadEvery && a.failover_cursor == 0)
+      return;
+    last_failover_sweep_[a.cfg.id] = steady;
     std::vector<std::pair<std::string, std::string>> moves;
     std::size_t walked = 0;
     std::int64_t cursor = a.failover_cursor;
@@ -606,13 +614,13 @@ class DispatcherImpl final : public Dispatcher {
   // (SPEC §1 rule 1; status and iarelay_queue_unconfigured show them, `iarelay move` moves
   // them). The others were routed there: one that asked for another agent goes back to that
   // agent's queue; one that asked for none goes where routing would send it now: the first
-  // available agent hosting its service, else held (unrouted = hold), else discarded with the
-  // reason (resend revives it).
-  void sweep_retired(Millis now) {
-    if (retired_pending_) return;
-    if (!retired_dirty_ && now - last_retired_sweep_ < kRetiredSweepEvery) return;
+  // available agent hosting its service, else held (unrouted = hold, or no agent configured at
+  // all), else discarded with the reason (resend revives it).
+  void sweep_retired(Millis steady) {
+    if (retired_pending_ || ctx_.directory->is_edge()) return;  // an edge calls no agent
+    if (!retired_dirty_ && steady - last_retired_sweep_ < kRetiredSweepEvery) return;
     retired_dirty_ = false;
-    last_retired_sweep_ = now;
+    last_retired_sweep_ = steady;
     std::set<std::string> configured;
     for (const auto& [id, a] : agents_)
       if (!a->removed) configured.insert(id);
@@ -629,11 +637,12 @@ class DispatcherImpl final : public Dispatcher {
           Reroute to{r.id, agent, std::nullopt, std::nullopt};
           if (r.agent) {
             to.agent = *r.agent;
-          } else if (auto target = ctx_.directory->available_agent_for(r.service)) {
-            to.agent = *target;
-          } else if (!ctx_.directory->holds(r.service)) {
-            to.discard = "agent " + agent + " is no longer configured and no agent hosting " +
-                         r.service + " is available";
+          } else {
+            RouteDecision d = ctx_.directory->route(r.service, std::nullopt);
+            to.agent = d.assigned_agent;
+            if (d.state == WebhookState::kDiscarded)
+              to.discard = "agent " + agent + " is no longer configured; " +
+                           d.reason.value_or("no agent available");
           }
           reroutes.push_back(std::move(to));
         }
@@ -722,13 +731,13 @@ class DispatcherImpl final : public Dispatcher {
 
   // --- scheduling and claims
   // ----------------------------------------------------------------------
-  void schedule(Agent& a, Millis now) {
+  void schedule(Agent& a, Millis now, Millis steady) {
     if (a.removed || !a.usable) return;
     // A claim's commit failed (a full disk): the next waits like any failed write, instead of
     // being made again at once, in a loop, for as long as the journal cannot be written.
-    if (steady_millis() < a.claim_retry_at) return;
+    if (steady < a.claim_retry_at) return;
     std::size_t free = a.health.may_start(
-        a.calls + a.claiming, static_cast<size_t>(std::max(a.cfg.max_inflight, 1)), now);
+        a.calls + a.claiming, static_cast<size_t>(std::max(a.cfg.max_inflight, 1)), steady);
     if (free == 0) return;
     if (a.keys_ordering != a.cfg.ordering) {
       // The ordering changed (reload): the keys in hand were computed under the old one.
@@ -1097,7 +1106,7 @@ class DispatcherImpl final : public Dispatcher {
   void track_health(Agent& a, const InHand& item, const RetryDecision& d, Millis now) {
     if (d.kind == RetryDecision::Kind::kRetryable && a.streak.size() < kMaxStreak)
       a.streak.insert(item.w.seq);
-    auto change = a.health.on_result(d.agent_failure, item.probe, now);
+    auto change = a.health.on_result(d.agent_failure, item.probe, steady_millis());
     if (!d.agent_failure && change == AgentHealth::Change::kNone) a.streak.clear();
     if (change == AgentHealth::Change::kWentDown) {
       std::string reason = std::to_string(a.health.consecutive_failures()) +
@@ -1202,7 +1211,7 @@ class DispatcherImpl final : public Dispatcher {
 
   // An outcome waiting to be journaled (or to be journaled again after a failed write).
   struct PendingOutcome {
-    Millis retry_at;
+    Millis retry_at;  // steady time
     std::string agent_id;
     InHand item;
     std::shared_ptr<Writer::Op> op;
@@ -1234,7 +1243,7 @@ class DispatcherImpl final : public Dispatcher {
               spdlog::warn("journaling {} outcomes failed: {}; retrying", batch->size(),
                            s.message());
               for (auto& o : *batch) {
-                o.retry_at = now_millis() + kWriteRetryDelay;
+                o.retry_at = steady_millis() + kWriteRetryDelay;
                 write_retries_.push_back(std::move(o));
               }
               return;
@@ -1248,9 +1257,9 @@ class DispatcherImpl final : public Dispatcher {
         });
   }
 
-  void retry_failed_writes(Millis now) {
+  void retry_failed_writes(Millis steady) {
     for (auto it = write_retries_.begin(); it != write_retries_.end();) {
-      if (it->retry_at <= now) {
+      if (it->retry_at <= steady) {
         std::vector<PendingOutcome> one;
         one.push_back(std::move(*it));
         it = write_retries_.erase(it);

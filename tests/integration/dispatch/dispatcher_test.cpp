@@ -765,5 +765,73 @@ TEST(Dispatch, AlertsBehindBackingOffDrainInOrder) {
   expect_per_event_order(relay, recs);
 }
 
+// Issue 11 item 6: the wall clock stepped back or forward (an NTP correction, an operator's
+// date -s) changes neither how often the dispatcher looks at pauses nor when it probes a down
+// agent; only times stored in the journal (paused_until, next_attempt_at) are wall times.
+class ClockSteps : public ::testing::Test {
+ protected:
+  void TearDown() override { set_wall_clock_offset_for_testing(0); }
+};
+
+TEST_F(ClockSteps, PauseIsSeenAtOnceAfterTheClockStepsBackAnHour) {
+  testing::TempDir dir;
+  Sink sink(dir, "sink");
+  Relay relay(dir);
+  relay.start({agent("a", sink.url())});
+  relay.enqueue("1", 0, std::string("a"));
+  ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == 1; }, 10s));
+  set_wall_clock_offset_for_testing(-3'600'000);
+  std::this_thread::sleep_for(300ms);  // the dispatcher runs a few turns on the new time
+  ASSERT_TRUE(relay.write([](SQLite::Database& db) {
+    set_agent_state(db, "a", "paused", std::nullopt, std::nullopt, false);
+  }));
+  std::this_thread::sleep_for(600ms);  // the agents table is read every 250 ms
+  relay.enqueue("1", 1, std::string("a"));
+  std::this_thread::sleep_for(1000ms);
+  EXPECT_EQ(sink.records().size(), 1u) << "the pause was not seen after the clock stepped back";
+  ASSERT_TRUE(relay.write([](SQLite::Database& db) {
+    set_agent_state(db, "a", "up", std::nullopt, std::nullopt, false);
+  }));
+  EXPECT_TRUE(wait_until([&] { return relay.count("delivered") == 2; }, 5s));
+}
+
+TEST_F(ClockSteps, ADownAgentIsProbedOnTimeAfterTheClockStepsBack) {
+  testing::TempDir dir;
+  int port = testing::free_port();
+  Relay relay(dir);
+  auto a = agent("a", "http://127.0.0.1:" + std::to_string(port) + "/apia_callback");
+  a.down_after = 1;
+  relay.start({a});
+  std::string id = relay.enqueue("1", 0, std::string("a"));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto row = relay.agent_row("a");
+        return row && row->state == "down";
+      },
+      10s));
+  set_wall_clock_offset_for_testing(-3'600'000);
+  Sink sink(dir, "sink", {}, port);  // the agent is back
+  // Probes back off 1 s, 2 s, 4 s: the next one comes within seconds, not in an hour.
+  EXPECT_TRUE(wait_until([&] { return relay.row(id).state == "delivered"; }, 10s))
+      << relay.row(id).state;
+}
+
+TEST_F(ClockSteps, APauseUntilAStoredTimeEndsWhenTheClockPassesIt) {
+  testing::TempDir dir;
+  Sink sink(dir, "sink");
+  Relay relay(dir);
+  relay.start({agent("a", sink.url())});
+  // Paused until half an hour from now; then the clock steps forward an hour.
+  ASSERT_TRUE(relay.write([](SQLite::Database& db) {
+    set_agent_state(db, "a", "paused", std::string("maintenance"), now_millis() + 1'800'000, false);
+  }));
+  std::this_thread::sleep_for(600ms);
+  relay.enqueue("1", 0, std::string("a"));
+  std::this_thread::sleep_for(600ms);
+  EXPECT_EQ(sink.records().size(), 0u);
+  set_wall_clock_offset_for_testing(3'600'000);
+  EXPECT_TRUE(wait_until([&] { return relay.count("delivered") == 1; }, 5s));
+}
+
 }  // namespace
 }  // namespace iarelay
