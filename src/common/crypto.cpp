@@ -64,6 +64,15 @@ bool constant_time_equal(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
+bool is_webhook_id(std::string_view text) {
+  if (text.size() != 26 || text[0] < '0' || text[0] > '7') return false;
+  for (char c : text)
+    if (!((c >= '0' && c <= '9') ||
+          (c >= 'A' && c <= 'Z' && c != 'I' && c != 'L' && c != 'O' && c != 'U')))
+      return false;
+  return true;
+}
+
 std::string new_webhook_id() {
   static const char* alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
   unsigned char bytes[16];

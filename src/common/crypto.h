@@ -18,5 +18,8 @@ Result<std::string> base64_decode(std::string_view text);
 bool constant_time_equal(std::string_view a, std::string_view b);
 // A new webhook id: a ULID (26 Crockford base32 characters, time-ordered, 80 random bits).
 std::string new_webhook_id();
+// Whether `text` has the form of one (what new_webhook_id makes): 26 Crockford base32
+// characters, upper case, the first at most '7'.
+bool is_webhook_id(std::string_view text);
 
 }  // namespace iarelay

@@ -99,7 +99,9 @@ Result<NewWebhook> admit_feed_item(FeedItem&& item, const std::string& source,
   }
   if (Status s = check_text_field("type", info.type, kMaxTriggerType); !s)
     return refuse(s.message());
-  w.id = new_webhook_id();
+  // The upstream's id is kept (a ULID is unique), so webhook-id is the same end to end and a
+  // webhook that comes again by another path (the upstream renamed) is the same row.
+  w.id = is_webhook_id(item.id) ? item.id : new_webhook_id();
   w.source = source;
   w.source_id = std::move(item.id);
   w.received_at = now;
@@ -117,7 +119,7 @@ Result<NewWebhook> admit_feed_item(FeedItem&& item, const std::string& source,
 NewWebhook quarantine_feed_item(const FeedItem& item, const std::string& source,
                                 std::string_view why, Millis now) {
   NewWebhook w;
-  w.id = new_webhook_id();
+  w.id = is_webhook_id(item.id) ? item.id : new_webhook_id();
   w.source = source;
   if (text_field_problem(item.id, kMaxSourceId).empty()) {
     w.source_id = item.id;

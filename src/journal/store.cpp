@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 
+#include "common/crypto.h"
 #include "journal/statement_cache.h"
 
 namespace iarelay {
@@ -51,6 +52,19 @@ std::optional<WebhookState> parse_state(std::string_view s) {
 }
 
 InsertOutcome insert_webhook(SQLite::Database& db, const NewWebhook& w) {
+  std::string id = w.id;
+  if (w.source_id && *w.source_id == w.id) {
+    // An upstream's webhook keeps its id here: stored already (under any source name), it is
+    // the same webhook come again; another webhook with that id (never made by a ULID
+    // generator, but an upstream is outside input) is stored under an id of our own.
+    auto q = cached_statement(db, "SELECT state, seq, source_id FROM webhooks WHERE id=?");
+    q->bind(1, w.id);
+    if (q->executeStep()) {
+      if (!q->getColumn(2).isNull() && q->getColumn(2).getString() == w.id)
+        return {w.id, *parse_state(q->getColumn(0).getString()), true, q->getColumn(1).getInt64()};
+      id = new_webhook_id();
+    }
+  }
   if (w.source_id) {
     auto q =
         cached_statement(db, "SELECT id, state, seq FROM webhooks WHERE source=? AND source_id=?");
@@ -74,7 +88,7 @@ InsertOutcome insert_webhook(SQLite::Database& db, const NewWebhook& w) {
       "INSERT INTO webhooks (id, source, source_id, idempotency_key, received_at, service, agent, "
       "type, event_id, state, assigned_agent, last_error, payload) "
       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)");
-  ins->bind(1, w.id);
+  ins->bind(1, id);
   ins->bind(2, w.source);
   bind_opt(*ins, 3, w.source_id);
   bind_opt(*ins, 4, w.idempotency_key);
@@ -88,7 +102,7 @@ InsertOutcome insert_webhook(SQLite::Database& db, const NewWebhook& w) {
   bind_opt(*ins, 12, w.reason);
   ins->bindNoCopy(13, w.payload);
   ins->exec();
-  return {w.id, w.state, false, db.getLastInsertRowid()};
+  return {id, w.state, false, db.getLastInsertRowid()};
 }
 
 bool transition(SQLite::Database& db, std::string_view id, WebhookState from, WebhookState to,

@@ -54,7 +54,10 @@ struct InsertOutcome {
   std::int64_t seq = 0;
 };
 // Inserts the webhook, or, when (source, source_id) or (service, idempotency_key) is already
-// stored, returns the stored one with duplicate = true and changes nothing.
+// stored, returns the stored one with duplicate = true and changes nothing. A webhook from an
+// upstream's feed keeps the upstream's id (id == source_id): one stored under that id by any
+// source is a duplicate too; a row of that id that is another webhook makes it stored under a
+// new id.
 InsertOutcome insert_webhook(SQLite::Database& db, const NewWebhook& w);
 
 // Fields a transition may set besides the state; unset fields keep their value.

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "common/crypto.h"
 #include "harness.h"
 #include "intake/admission.h"
 #include "journal/status_report.h"
@@ -146,6 +147,66 @@ TEST(Poller, ChainCarriesThousandsExactlyOnceThroughUpstreamRestartsAndRedeliver
            kTotal;
   })) << inner.metrics().render();
   expect_exactly_once(edge, inner, kTotal);
+}
+
+// Issue 11 item 10: the inner relay keeps the edge's webhook ids, so renaming [upstream] name
+// (a new cursor, the feed read again from the start) stores nothing twice, and agents see the
+// same webhook-id whichever way a webhook came.
+TEST(Poller, RenamingTheUpstreamStoresNothingAgainAndIdsAreTheEdges) {
+  testing::TempDir dir;
+  InProcessRelay edge(dir.file("edge.db"));
+  int port = edge.start_server();
+  ASSERT_GT(port, 0);
+  InProcessRelay inner(dir.file("inner.db"), {make_agent("a1", {"hpnnmi"})});
+  std::string url = "http://127.0.0.1:" + std::to_string(port);
+  inner.start_poller(upstream_at(url));
+  constexpr int kTotal = 200;
+  fill_edge(edge, 0, kTotal);
+  ASSERT_TRUE(eventually([&] { return inner.count() >= kTotal; })) << inner.count();
+  inner.poller()->stop();
+  UpstreamConfig renamed = upstream_at(url);
+  renamed.name = "edge-renamed";
+  inner.start_poller(renamed);
+  ASSERT_TRUE(eventually([&] {
+    return metric_value(
+               inner.metrics().render(),
+               R"(iarelay_poll_webhooks_total{upstream="edge-renamed",outcome="duplicate"})") >=
+           kTotal;
+  })) << inner.metrics().render();
+  EXPECT_EQ(inner.count(), kTotal);
+  auto db = inner.reader();
+  db->exec("ATTACH DATABASE '" + edge.journal() + "' AS e");
+  EXPECT_EQ(db->execAndGet("SELECT count(*) FROM webhooks i JOIN e.webhooks o ON i.id = o.id AND "
+                           "i.source_id = o.id AND i.payload = o.payload")
+                .getInt64(),
+            kTotal);
+}
+
+// An upstream's id that is already another webhook's here is not taken for a duplicate: the
+// webhook is stored under an id of its own.
+TEST(Poller, AnUpstreamIdThatIsAnotherWebhooksHereIsStoredUnderANewId) {
+  testing::TempDir dir;
+  InProcessRelay inner(dir.file("inner.db"), {make_agent("a1", {"hpnnmi"})});
+  NewWebhook local;
+  local.id = new_webhook_id();
+  local.service = "hpnnmi";
+  local.type = "status";
+  local.payload = R"({"status":"active"})";
+  local.assigned_agent = "a1";
+  NewWebhook fed = local;
+  fed.source = "edge";
+  fed.source_id = local.id;  // the upstream says its webhook has this id
+  fed.payload = R"({"status":"terminated"})";
+  InsertOutcome a, b;
+  ASSERT_TRUE(inner.writer()
+                  .run([&](SQLite::Database& db) {
+                    a = insert_webhook(db, local);
+                    b = insert_webhook(db, fed);
+                  })
+                  .is_ok());
+  EXPECT_FALSE(b.duplicate);
+  EXPECT_NE(b.id, local.id);
+  EXPECT_EQ(inner.count(), 2);
 }
 
 TEST(Poller, SurvivesAGarbageUpstreamCountingErrorsThenRecovers) {
