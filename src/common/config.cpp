@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
@@ -148,6 +149,19 @@ Status read_ini(const std::string& file, Entries& out) {
   return Status::ok();
 }
 
+// The service a [service.NAME] section names: NAME normalised as intake normalises a request's
+// ("applications|hpnnmi" is "hpnnmi", SPEC §1).
+std::string section_service(const std::string& section) {
+  return normalize_service(std::string_view(section).substr(8));
+}
+
+// The line number in a "file:line" place, or INT_MAX for "command line" (after every line).
+int line_of(const std::string& where) {
+  size_t colon = where.rfind(':');
+  return colon == std::string::npos ? std::numeric_limits<int>::max()
+                                    : std::atoi(where.c_str() + colon + 1);
+}
+
 Status apply_overrides(const ConfigOverrides& overrides, Entries& out) {
   for (const auto& [name, value] : overrides) {
     // "agent.nnmi1.timeout" -> section "agent.nnmi1", key "timeout"; "sync" -> top level.
@@ -155,6 +169,16 @@ Status apply_overrides(const ConfigOverrides& overrides, Entries& out) {
     std::string section = dot == std::string::npos ? "" : name.substr(0, dot);
     std::string key = dot == std::string::npos ? name : name.substr(dot + 1);
     if (!find_key(section, key)) return error_at("command line", section, key, "unknown key");
+    if (section.rfind("service.", 0) == 0 && !out.count(section)) {
+      // --service.hpnnmi.unrouted overrides [service.applications|hpnnmi], and the other way
+      // round: the same service, whichever way either spells it.
+      for (const auto& [other, values] : out)
+        if (other.rfind("service.", 0) == 0 && other.size() > 8 &&
+            section_service(other) == section_service(section)) {
+          section = other;
+          break;
+        }
+    }
     out[section].try_emplace(kDeclared, Entry{"", "command line"});
     out[section][key] = Entry{value, "command line"};
   }
@@ -333,16 +357,33 @@ Result<Config> load_config(const std::string& file, const ConfigOverrides& overr
     c.upstream = u;
   }
   std::map<std::string, std::string> seen_ids;  // agent id -> where
-  for (const auto& [section, values] : entries) {
-    if (section.rfind("service.", 0) == 0) {
-      SectionReader r(entries, section);
-      ServiceConfig s;
-      s.name = normalize_service(section.substr(8));
-      std::string unrouted;
-      IARELAY_TRY(r.choice("unrouted", unrouted));
-      s.hold = unrouted == "hold";
-      c.services.push_back(s);
-    }
+  // Services in file order (then those only the command line declares), so that of two
+  // sections naming the same service the later one is reported.
+  std::vector<std::pair<int, std::string>> service_sections;
+  for (const auto& [section, values] : entries)
+    if (section.rfind("service.", 0) == 0)
+      service_sections.emplace_back(line_of(SectionReader(entries, section).where(kDeclared)),
+                                    section);
+  std::stable_sort(service_sections.begin(), service_sections.end());
+  std::map<std::string, std::string> seen_services;  // normalised name -> "[section] (where)"
+  for (const auto& [line, section] : service_sections) {
+    SectionReader r(entries, section);
+    const std::string where = r.where(kDeclared);
+    ServiceConfig s;
+    s.name = section_service(section);
+    if (s.name.empty())
+      return Status::invalid_argument(where + ": [" + section +
+                                      "] names no service (nothing is left once 'applications|' "
+                                      "is removed)");
+    auto [seen, first] = seen_services.try_emplace(s.name, "[" + section + "] (" + where + ")");
+    if (!first)
+      return Status::invalid_argument(
+          where + ": [" + section + "] names the same service '" + s.name + "' as " + seen->second +
+          ": 'applications|" + s.name + "' and '" + s.name + "' are one service; keep one section");
+    std::string unrouted;
+    IARELAY_TRY(r.choice("unrouted", unrouted));
+    s.hold = unrouted == "hold";
+    c.services.push_back(s);
   }
   // Agents in file order: std::map sorts by name, so recover order from the line numbers.
   std::vector<std::pair<int, std::string>> agent_sections;

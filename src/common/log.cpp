@@ -5,16 +5,23 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "common/utf8.h"
+
 namespace iarelay {
 namespace {
 
-// %* in a pattern: the message as the inside of a JSON string.
+// %* in a pattern: the message as the inside of a JSON string. A message can quote bytes that
+// are not UTF-8 (a journal row's id, an upstream's refused message): they become U+FFFD, so
+// every line stays JSON.
 class JsonEscapedMessage : public spdlog::custom_flag_formatter {
  public:
   void format(const spdlog::details::log_msg& msg, const std::tm&,
               spdlog::memory_buf_t& dest) override {
     static const char* hex = "0123456789abcdef";
-    for (char c : std::string_view(msg.payload.data(), msg.payload.size())) {
+    std::string_view text(msg.payload.data(), msg.payload.size());
+    std::string replaced;
+    if (!is_valid_utf8(text)) text = replaced = replace_invalid_utf8(text);
+    for (char c : text) {
       switch (c) {
         case '"':
           dest.append(std::string_view("\\\""));

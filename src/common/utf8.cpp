@@ -41,6 +41,10 @@ constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
 
 }  // namespace
 
+std::size_t utf8_sequence_length(std::string_view s, std::size_t i) {
+  return i < s.size() ? sequence_length(s, i) : 0;
+}
+
 bool is_valid_utf8(std::string_view s) {
   for (std::size_t i = 0; i < s.size();) {
     std::size_t n = sequence_length(s, i);
@@ -81,6 +85,43 @@ std::string sanitize_utf8(std::string_view s, std::size_t max_bytes) {
       n = 1;
     } else if (is_control(s, i, n)) {
       piece = kReplacement;
+    } else {
+      piece = s.substr(i, n);
+    }
+    if (out.size() + piece.size() > max_bytes) break;
+    out += piece;
+    i += n;
+  }
+  return out;
+}
+
+std::string replace_invalid_utf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size();) {
+    std::size_t n = sequence_length(s, i);
+    if (n) {
+      out.append(s.substr(i, n));
+      i += n;
+    } else {
+      out.append(kReplacement);
+      ++i;
+    }
+  }
+  return out;
+}
+
+std::string text_excerpt(std::string_view s, std::size_t max_bytes) {
+  std::string out;
+  out.reserve(std::min(s.size(), max_bytes));
+  for (std::size_t i = 0; i < s.size();) {
+    std::size_t n = sequence_length(s, i);
+    std::string_view piece;
+    if (n == 0) {
+      piece = kReplacement;
+      n = 1;
+    } else if (is_control(s, i, n)) {
+      piece = " ";
     } else {
       piece = s.substr(i, n);
     }

@@ -27,6 +27,7 @@
 
 #include "common/config.h"
 #include "common/metrics.h"
+#include "common/utf8.h"
 #include "dispatch/agent_state.h"
 #include "dispatch/ia_format.h"
 #include "dispatch/retry_policy.h"
@@ -155,9 +156,10 @@ struct Agent {
   Gauge* state_gauges[3] = {nullptr, nullptr, nullptr};  // up, down, paused
 };
 
-std::string truncate(std::string s, std::size_t n) {
-  if (s.size() > n) s.resize(n);
-  return s;
+// At most `n` bytes of a reason to store or log, as valid UTF-8 cut on a character boundary:
+// reasons quote agents' answers and exceptions' messages, whose bytes can be anything.
+std::string truncate(const std::string& s, std::size_t n) {
+  return text_excerpt(s, n);
 }
 
 // A header value from the journal (id, service, type): control characters (CR and LF above
@@ -177,8 +179,8 @@ std::string header_value(std::string_view raw) {
 size_t on_body(char* data, size_t size, size_t n, void* user) {
   auto* call = static_cast<Call*>(user);
   size_t bytes = size * n;
-  if (call->excerpt.size() < kBodyExcerptBytes)
-    call->excerpt.append(data, std::min(bytes, kBodyExcerptBytes - call->excerpt.size()));
+  if (call->excerpt.size() < kBodyBytesKept)
+    call->excerpt.append(data, std::min(bytes, kBodyBytesKept - call->excerpt.size()));
   return bytes;  // the rest of the body is read and dropped
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/payload.h"
+#include "common/utf8.h"
 
 namespace iarelay {
 namespace {
@@ -25,34 +26,6 @@ std::string lower(std::string_view s) {
 template <typename J>
 std::string dump(const J& v) {
   return v.dump(-1, ' ', false, J::error_handler_t::replace);
-}
-
-// Length of the valid UTF-8 sequence starting at s[i], or 0 when it is not one (RFC 3629:
-// no overlongs, no surrogates, nothing above U+10FFFF).
-std::size_t utf8_sequence(std::string_view s, std::size_t i) {
-  auto at = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char c = at(i);
-  if (c < 0x80) return 1;
-  std::size_t n = 0;
-  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-  if (c >= 0xC2 && c <= 0xDF) {
-    n = 2;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    n = 3;
-    if (c == 0xE0) lo = 0xA0;
-    if (c == 0xED) hi = 0x9F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    n = 4;
-    if (c == 0xF0) lo = 0x90;
-    if (c == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (i + n > s.size()) return 0;
-  if (at(i + 1) < lo || at(i + 1) > hi) return 0;
-  for (std::size_t k = 2; k < n; ++k)
-    if (at(i + k) < 0x80 || at(i + k) > 0xBF) return 0;
-  return n;
 }
 
 // Whether `v` nests deeper than `limit` (v itself: depth 1). Without recursion: the point is
@@ -95,22 +68,6 @@ std::string as_text(const Json& v) {
 }
 
 }  // namespace
-
-std::string replace_invalid_utf8(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size();) {
-    std::size_t n = utf8_sequence(s, i);
-    if (n) {
-      out.append(s.substr(i, n));
-      i += n;
-    } else {
-      out.append("\xEF\xBF\xBD");  // U+FFFD for the bad byte
-      ++i;
-    }
-  }
-  return out;
-}
 
 Result<std::string> to_ia_message(std::string_view raw_type, std::string_view raw_payload) {
   const std::string type = replace_invalid_utf8(raw_type);

@@ -21,15 +21,12 @@
 #include <string_view>
 
 #include "common/status.h"
+#include "common/utf8.h"  // replace_invalid_utf8, which the conversion applies
 
 namespace iarelay {
 
 // InvalidArgument when `payload` is not a JSON object, or is nested deeper than
 // kMaxPayloadDepth (common/payload.h), which intake refuses and dump() could not render.
 Result<std::string> to_ia_message(std::string_view type, std::string_view payload);
-
-// `s` with every byte that does not begin a valid UTF-8 sequence replaced by U+FFFD (valid input is
-// returned unchanged).
-std::string replace_invalid_utf8(std::string_view s);
 
 }  // namespace iarelay

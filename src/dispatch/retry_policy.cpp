@@ -8,6 +8,8 @@
 #include <cctype>
 #include <cmath>
 
+#include "common/utf8.h"
+
 namespace iarelay {
 
 bool is_retryable_status(int status) {
@@ -52,8 +54,10 @@ RetryDecision decide_retry(int attempt, const CallOutcome& outcome, Millis now,
       return d;
     }
     why = "HTTP " + std::to_string(outcome.status);
+    // The answer's bytes are the agent's: any charset, cut anywhere. The reason is stored and
+    // shown, so it is made valid UTF-8 here, cut on a character boundary.
     if (!outcome.body_excerpt.empty())
-      why += ": " + outcome.body_excerpt.substr(0, kBodyExcerptBytes);
+      why += ": " + text_excerpt(outcome.body_excerpt, kBodyExcerptBytes);
     if (!is_retryable_status(outcome.status)) {
       d.kind = RetryDecision::Kind::kPermanent;
       d.reason = why;
@@ -62,7 +66,7 @@ RetryDecision decide_retry(int attempt, const CallOutcome& outcome, Millis now,
   } else {
     why = outcome.error.empty()
               ? (outcome.kind == CallOutcome::Kind::kTimeout ? "timeout" : "transport error")
-              : outcome.error;
+              : text_excerpt(outcome.error, kBodyExcerptBytes);
   }
   d.agent_failure = true;
   if (attempt >= policy.max_attempts) {

@@ -20,11 +20,14 @@ struct CallOutcome {
   Kind kind = Kind::kHttp;
   int status = 0;                          // kHttp only
   std::optional<std::string> retry_after;  // the Retry-After header, as received
-  std::string body_excerpt;                // at most kBodyExcerptBytes of the answer's body
-  std::string error;                       // transport or timeout description
+  std::string body_excerpt;  // the answer's first bytes as received (kBodyExcerptBytes + 3)
+  std::string error;         // transport or timeout description
 };
 
+// The longest body excerpt in a reason. The caller keeps 3 bytes more, so that a character
+// this cut splits is whole and left out whole (text_excerpt, common/utf8.h).
 inline constexpr std::size_t kBodyExcerptBytes = 500;
+inline constexpr std::size_t kBodyBytesKept = kBodyExcerptBytes + 3;
 
 struct RetryPolicy {
   int max_attempts = 25;  // real attempts; the budget is spent when attempt >= this
@@ -41,7 +44,9 @@ struct RetryDecision {
   };
   Kind kind = Kind::kDelivered;
   Millis next_attempt_at = 0;  // kRetryable only (absolute, ms since epoch)
-  std::string reason;          // kRetryable: why it failed; kPermanent: why it is final
+  // kRetryable: why it failed; kPermanent: why it is final. Valid UTF-8 without control
+  // characters, whatever the agent answered (its body excerpt is made so: text_excerpt).
+  std::string reason;
   // True when the agent itself looks unwell (transport error, timeout, 408/425/429/5xx):
   // these count towards `down_after`.
   bool agent_failure = false;

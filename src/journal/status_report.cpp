@@ -292,7 +292,8 @@ std::string status_json(SQLite::Database& reader, const Config* config,
                            {"lag", std::max<std::int64_t>(0, max_seq - acked)}});
   }
   doc["feed"] = {{"max_seq", max_seq}, {"consumers", std::move(consumers)}};
-  return doc.dump();
+  // Any column may hold bytes that are not UTF-8: replaced, where dump() would throw.
+  return doc.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
 }  // namespace iarelay

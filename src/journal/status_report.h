@@ -48,6 +48,8 @@ inline constexpr std::string_view kCursorRewindAction = "cursor_rewind";
 //   "feed"          {"max_seq": int (newest stored webhook's seq, 0 if none),
 //                    "consumers": [{"name", "acked_seq", "acked_at", "lag"}]} where lag is
 //                   max_seq - acked_seq (never negative)
+// The text is always valid UTF-8: bytes of the journal that are not (an older version or an
+// operator's SQL could store them in any text column) are shown as U+FFFD.
 // `config` may be null (then only agents known to the journal are listed). Reads run on
 // `reader` (a read-only connection owned by the caller's thread). Throws SQLite::Exception on
 // database errors.

@@ -5,6 +5,7 @@
 #include <array>
 #include <functional>
 #include <iostream>
+#include <string_view>
 
 #include "common/time.h"
 
@@ -202,9 +203,16 @@ Result<WebhookFilter> filter_from(const Context& ctx, const po::variables_map& v
 
 void add_format_option(po::options_description& options, const char* default_format,
                        const char* allowed) {
+  std::string help = std::string("output format: ") + allowed;
+  if (std::string_view(allowed).find("table") != std::string_view::npos)
+    help += "; a table shows control characters and bytes not UTF-8 escaped (\\x1b)";
+  if (std::string_view(allowed).find("csv") != std::string_view::npos)
+    help +=
+        "; a csv cell beginning with = + - @, tab or CR gets a leading ' (so that a "
+        "spreadsheet does not run it as a formula)";
   options.add_options()("format",
                         po::value<std::string>()->default_value(default_format)->value_name("F"),
-                        (std::string("output format: ") + allowed).c_str());
+                        help.c_str());
 }
 
 Result<Format> format_from(const po::variables_map& vm, const char* allowed) {

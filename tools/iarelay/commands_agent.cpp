@@ -7,11 +7,14 @@
 #include "args.h"
 #include "commands.h"
 #include "common/time.h"
+#include "common/utf8.h"
 #include "journal/status_report.h"
 #include "journal/store.h"
 
 namespace iarelay::cli {
 namespace {
+
+constexpr std::size_t kMaxReasonBytes = 1024;  // a pause's --reason
 
 constexpr CommandHelp kAgentHelp = {
     "agent list [--format table|csv|json] | agent pause ID [--until T] [--reason R] | "
@@ -83,7 +86,12 @@ int agent_change(Context& ctx, bool pause) {
     until = *t;
   }
   std::optional<std::string> reason;
-  if (vm.count("reason")) reason = vm["reason"].as<std::string>();
+  if (vm.count("reason")) {
+    reason = vm["reason"].as<std::string>();
+    // Shown by status and agent list: text, not terminal controls or bytes that are not UTF-8.
+    if (std::string problem = text_field_problem(*reason, kMaxReasonBytes); !problem.empty())
+      return usage_error(ctx, "--reason " + problem);
+  }
 
   std::string id;
   std::optional<AgentRow> before;

@@ -185,12 +185,15 @@ int cmd_show(Context& ctx) {
   }
   for (std::size_t i = 0; i < kAllColumns.size(); ++i) {
     const std::string& name = kAllColumns[i];
-    std::cout << name << std::string(17 - name.size(), ' ') << cell_text(values[i], "-") << "\n";
+    std::cout << name << std::string(17 - name.size(), ' ')
+              << terminal_text(cell_text(values[i], "-"), /*one_line=*/true) << "\n";
   }
+  // dump() escapes C0 controls but not DEL and C1; terminal_text escapes what is left.
   std::cout << "\npayload:\n"
-            << (payload.is_discarded()
-                    ? payload_text
-                    : payload.dump(2, ' ', false, Json::error_handler_t::replace))
+            << terminal_text(payload.is_discarded()
+                                 ? payload_text
+                                 : payload.dump(2, ' ', false, Json::error_handler_t::replace),
+                             /*one_line=*/false)
             << "\n\n";
   if (attempts.empty()) {
     std::cout << "attempts: none\n";

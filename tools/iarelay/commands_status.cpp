@@ -19,7 +19,7 @@ constexpr CommandHelp kHelp = {
 
 void print_tables(const Json& doc) {
   const Json& daemon = doc["daemon"];
-  std::cout << "journal   " << doc["journal"].get<std::string>() << "\n";
+  std::cout << "journal   " << terminal_text(doc["journal"].get<std::string>(), true) << "\n";
   std::cout << "daemon    "
             << (daemon["running"].get<bool>()
                     ? "running (pid " + cell_text(daemon["pid"], "?") + ")"
@@ -99,7 +99,7 @@ int cmd_status(Context& ctx) {
   if (!db) return fail(ctx, db.status().message());
   Json doc = Json::parse(status_json(**db, ctx.config ? &*ctx.config : nullptr, ctx.journal));
   if (*format == Format::kJson)
-    std::cout << doc.dump(2) << "\n";
+    std::cout << doc.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
   else
     print_tables(doc);
   return kExitOk;

@@ -1,6 +1,9 @@
 // Printing rows and documents as an aligned table, CSV (RFC 4180, header row) or JSON.
 // Values are JSON values so one row feeds every format: null prints "-" in a table and an
-// empty field in CSV. Not thread-safe; one writer per output stream.
+// empty field in CSV. Values come from the journal, that is from outside: a table shows
+// control characters and bytes that are not UTF-8 escaped (terminal_text), a CSV cell a
+// spreadsheet would read as a formula gets a leading ' (csv_text), JSON is exact (escaped by
+// JSON; bytes that are not UTF-8 become U+FFFD). Not thread-safe; one writer per output stream.
 #pragma once
 
 #include <iosfwd>
@@ -40,6 +43,16 @@ class RowWriter {
 // A value as text: strings as they are, numbers and booleans as JSON writes them, null as
 // `null_text`.
 std::string cell_text(const Json& value, std::string_view null_text);
+// Text for a terminal: C0 controls and DEL shown as \x1b, C1 controls as \u009b, bytes that
+// are not UTF-8 as \xff, so that no value can move the cursor, retitle the window or recolour
+// the text. With `one_line` tab, CR and LF become spaces first (a table cell, a field line);
+// without it LF and tab are kept (a payload).
+std::string terminal_text(std::string_view text, bool one_line);
+// A CSV cell's text (before quoting): a string beginning with =, +, -, @, tab or CR gets a
+// leading ' so that a spreadsheet shows it as text instead of running it as a formula (the
+// OWASP rule for CSV injection); numbers are written as they are; null is empty.
+std::string csv_text(const Json& value);
+// RFC 4180 quoting: a field holding a comma, quote, CR or LF is quoted, quotes doubled.
 std::string csv_field(const std::string& text);
 // "1h2m" style age of a duration in ms, to whole seconds ("0s" under a second); "-" for null.
 std::string age_text(const Json& ms);

@@ -20,6 +20,7 @@
 
 #include "common/crypto.h"
 #include "common/metrics.h"
+#include "common/utf8.h"
 #include "journal/journal.h"
 #include "journal/maintenance.h"
 #include "journal/routing.h"
@@ -232,20 +233,26 @@ class Relay {
   std::unique_ptr<Dispatcher> dispatcher_;
 };
 
-// A loopback HTTP server answering 204 that keeps every request's headers and body: unlike
-// iarelay-sink it shows headers it was not told about, and bytes that are not UTF-8.
+// A loopback HTTP server answering 204 (or what `answer` sets) that keeps every request's
+// headers and body: unlike iarelay-sink it shows headers it was not told about, and bytes that
+// are not UTF-8, and it can answer any bytes.
 class Capture {
  public:
   struct Request {
     httplib::Headers headers;
     std::string body;
   };
-  Capture() : port_(testing::free_port()) {
-    server_.Post("/apia_callback", [this](const httplib::Request& req, httplib::Response& res) {
-      std::lock_guard lock(mu_);
-      requests_.push_back({req.headers, req.body});
-      res.status = 204;
-    });
+  using Answer = std::function<void(const httplib::Request&, httplib::Response&)>;
+  explicit Capture(Answer answer = {}) : port_(testing::free_port()) {
+    server_.Post("/apia_callback",
+                 [this, answer](const httplib::Request& req, httplib::Response& res) {
+                   {
+                     std::lock_guard lock(mu_);
+                     requests_.push_back({req.headers, req.body});
+                   }
+                   res.status = 204;
+                   if (answer) answer(req, res);
+                 });
     thread_ = std::thread([this] { server_.listen("127.0.0.1", port_); });
     EXPECT_TRUE(testing::wait_for_port(port_));
   }
@@ -612,6 +619,62 @@ TEST(Dispatch, UnconvertiblePayloadFailsOnlyThatWebhook) {
   ASSERT_TRUE(wait_until([&] { return relay.row(bad).state == "failed"; }, 10s));
   EXPECT_NE(relay.row(bad).last_error.value_or("").find("cannot convert payload to the ia format"),
             std::string::npos);
+}
+
+// Issue 11: the excerpt of an agent's answer was its first 500 bytes as they came: a Latin-1
+// error page (0xE9) or a UTF-8 character cut in two made last_error, attempts.error and the
+// agent's reason invalid UTF-8, and `iarelay status` / GET /v1/status failed on them.
+TEST(Dispatch, ErrorTextCutFromAnAgentsAnswerIsValidUtf8) {
+  testing::TempDir dir;
+  // U+00E9 (C3 A9) at body offset 148 is split by the agent reason's cut at 200 bytes (51 bytes
+  // of "attempt budget spent (1 attempts); last: HTTP 500: " come first; the reason is that of
+  // the first failure, this or the Latin-1 one); the one at offset 499 by the excerpt's cut.
+  const std::string straddling = std::string(148, 'x') + "\xC3\xA9" + std::string(349, 'y') +
+                                 "\xC3\xA9" + std::string(40, 'z');
+  Capture agent_server([&](const httplib::Request& req, httplib::Response& res) {
+    res.status = 500;
+    bool latin1 = req.body.find("\"latin1\"") != std::string::npos;
+    res.set_content(latin1 ? std::string("<p>Donn\xE9"
+                                         "es refus\xE9"
+                                         "es</p>\r\n")
+                           : straddling,
+                    "text/html");
+  });
+  Relay relay(dir);
+  auto a = agent("a", agent_server.url());
+  a.max_attempts = 1;
+  a.down_after = 1;
+  relay.start({a});
+  std::string latin1 = relay.insert_raw("a", "status", R"({"eventIdentifier": "latin1"})");
+  std::string cut = relay.insert_raw("a", "status", R"({"eventIdentifier": "cut"})");
+  for (const auto& id : {latin1, cut})
+    ASSERT_TRUE(wait_until([&] { return relay.row(id).state == "failed"; }, 10s))
+        << relay.row(id).state;
+  auto expect_valid = [](const std::string& text) {
+    EXPECT_TRUE(is_valid_utf8(text)) << text;
+    EXPECT_FALSE(has_control_character(text)) << text;
+  };
+  for (const auto& id : {latin1, cut}) {
+    ASSERT_TRUE(relay.row(id).last_error);
+    expect_valid(*relay.row(id).last_error);
+    ASSERT_EQ(relay.attempts(id).size(), 1u);
+    ASSERT_TRUE(relay.attempts(id)[0].error);
+    expect_valid(*relay.attempts(id)[0].error);
+  }
+  // The Latin-1 letters are replacement characters; the text around them is kept.
+  EXPECT_NE(relay.row(latin1).last_error->find("<p>Donn\xEF\xBF\xBD"
+                                               "es refus\xEF\xBF\xBD"
+                                               "es</p>"),
+            std::string::npos)
+      << *relay.row(latin1).last_error;
+  // The character the cut splits is left out whole: the excerpt ends with the y's before it.
+  const std::string error = relay.row(cut).last_error.value_or("");
+  EXPECT_NE(error.find("x\xC3\xA9y"), std::string::npos) << error;
+  EXPECT_EQ(error.substr(error.size() - 3), "yyy") << error;
+  auto agent_row = relay.agent_row("a");
+  ASSERT_TRUE(agent_row);
+  ASSERT_TRUE(agent_row->reason);
+  expect_valid(*agent_row->reason);
 }
 
 TEST(Dispatch, HeaderValuesFromTheJournalCannotAddHeaders) {

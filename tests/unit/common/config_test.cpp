@@ -370,6 +370,46 @@ TEST_F(ConfigFile, DuplicateAgentIdentifierFromAHandleNamesALine) {
   EXPECT_TRUE(contains(e, "'y'")) << e;
 }
 
+// Issue 11 B: "applications|hpnnmi" and "hpnnmi" name the same service (SPEC §1), so two
+// sections that do are one policy given twice: an error naming both lines, not a silent pick.
+TEST_F(ConfigFile, TwoSectionsNamingTheSameServiceAreAnError) {
+  std::string e = error(
+      "[service.hpnnmi]\nunrouted = discard\n\n[service.applications|hpnnmi]\n"
+      "unrouted = hold\n");
+  EXPECT_TRUE(contains(e, path() + ":4:")) << e;
+  EXPECT_TRUE(contains(e, path() + ":1")) << e;
+  EXPECT_TRUE(contains(e, "[service.applications|hpnnmi]")) << e;
+  EXPECT_TRUE(contains(e, "[service.hpnnmi]")) << e;
+  EXPECT_TRUE(contains(e, "'hpnnmi'")) << e;
+  // Whichever spelling comes first, the later section is the one at fault.
+  e = error("[service.applications|x]\n[service. x]\n");
+  EXPECT_TRUE(contains(e, path() + ":2:")) << e;
+  EXPECT_TRUE(contains(e, path() + ":1")) << e;
+  // A name that normalises to nothing names no service.
+  e = error("[service.applications|]\nunrouted = hold\n");
+  EXPECT_TRUE(contains(e, path() + ":1:")) << e;
+  EXPECT_TRUE(contains(e, "no service")) << e;
+}
+
+// The spelling of a section does not matter to the policy, nor to a command-line override,
+// which wins over the file's section whichever way either spells the service.
+TEST_F(ConfigFile, ServiceSpelledWithTheDomainHoldsTheService) {
+  auto c = load("[service.applications|hpnnmi]\nunrouted = hold\n");
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  ASSERT_EQ(c->services.size(), 1u);
+  EXPECT_EQ(c->services[0].name, "hpnnmi");
+  EXPECT_TRUE(c->service_holds("hpnnmi"));
+  c = load("[service.applications|hpnnmi]\nunrouted = hold\n",
+           {{"service.hpnnmi.unrouted", "discard"}});
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  ASSERT_EQ(c->services.size(), 1u);
+  EXPECT_FALSE(c->service_holds("hpnnmi"));
+  c = load("[service.hpnnmi]\n", {{"service.applications|hpnnmi.unrouted", "hold"}});
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  ASSERT_EQ(c->services.size(), 1u);
+  EXPECT_TRUE(c->service_holds("hpnnmi"));
+}
+
 TEST_F(ConfigFile, TlsCertAndKeyGoTogether) {
   std::string e = error("[listen]\ntls_cert = /etc/cert.pem\n");
   EXPECT_TRUE(contains(e, path() + ":2:")) << e;

@@ -41,5 +41,30 @@ TEST(Utf8, NamesTheProblemAndSanitizesToSafeText) {
   EXPECT_EQ(sanitize_utf8("hpnnmi", 256), "hpnnmi");
 }
 
+// Issue 11: text cut from an agent's answer (a Latin-1 error page, a UTF-8 character the cut
+// splits) is stored as last_error and shown by status and show, so it must be valid UTF-8.
+TEST(Utf8, ExcerptIsValidOneLineTextCutOnACharacterBoundary) {
+  EXPECT_EQ(text_excerpt("donn\xE9"
+                         "es invalides",
+                         500),
+            "donn\xEF\xBF\xBD"
+            "es invalides");
+  EXPECT_EQ(text_excerpt("<html>\r\n<body>\x1B[2J\x7F\xC2\x9B</body>", 500),
+            "<html>  <body> [2J  </body>");
+  // Cut on a character boundary: the two bytes of U+00E9 stay together or go together.
+  EXPECT_EQ(text_excerpt("caf\xC3\xA9", 4), "caf");
+  EXPECT_EQ(text_excerpt("caf\xC3\xA9", 5), "caf\xC3\xA9");
+  // A replacement character takes three bytes, and is cut whole too.
+  EXPECT_EQ(text_excerpt("ab\xE9", 4), "ab");
+  EXPECT_EQ(text_excerpt("caf\xC3\xA9 \xF0\x9F\x98\x80", 500), "caf\xC3\xA9 \xF0\x9F\x98\x80");
+  for (const std::string& s : {std::string("\xFF\xFE\xC3"), std::string(499, 'x') + "\xC3\xA9",
+                               std::string("\xE2\x82") + std::string(600, '\xE9')}) {
+    std::string e = text_excerpt(s, 500);
+    EXPECT_TRUE(is_valid_utf8(e)) << e;
+    EXPECT_FALSE(has_control_character(e)) << e;
+    EXPECT_LE(e.size(), 500u);
+  }
+}
+
 }  // namespace
 }  // namespace iarelay

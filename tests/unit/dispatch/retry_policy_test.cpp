@@ -58,6 +58,30 @@ TEST(RetryPolicy, OtherClientErrorsFailAtOnceWithStatusAndExcerpt) {
   EXPECT_LE(d.reason.size(), std::string("HTTP 400: ").size() + kBodyExcerptBytes);
 }
 
+// Issue 11: the reason is stored (last_error, attempts.error) and shown by status and show,
+// so it is valid UTF-8 whatever the agent answered: a Latin-1 error page, a UTF-8 character
+// split by the dispatcher's cut of the body, control characters, a transport error's bytes.
+TEST(RetryPolicy, ReasonIsValidUtf8WhateverTheAnswer) {
+  auto d = decide_retry(1,
+                        http(500, std::nullopt,
+                             "Donn\xE9"
+                             "es\r\n"),
+                        kNow, policy(), 0.5);
+  EXPECT_EQ(d.reason,
+            "HTTP 500: Donn\xEF\xBF\xBD"
+            "es  ");
+  // The dispatcher keeps kBodyExcerptBytes + 3 bytes: U+00E9 at bytes 499-500 is whole, and
+  // left out whole.
+  std::string body = std::string(kBodyExcerptBytes - 1, 'y') + "\xC3\xA9" + "z";
+  d = decide_retry(1, http(404, std::nullopt, body), kNow, policy(), 0.5);
+  EXPECT_EQ(d.reason, "HTTP 404: " + std::string(kBodyExcerptBytes - 1, 'y'));
+  CallOutcome refused;
+  refused.kind = CallOutcome::Kind::kTransport;
+  refused.error = "Could not resolve host: h\xFF\n";
+  EXPECT_EQ(decide_retry(1, refused, kNow, policy(), 0.5).reason,
+            "Could not resolve host: h\xEF\xBF\xBD ");
+}
+
 TEST(RetryPolicy, BackoffDoublesFromInitialAndCapsAtMax) {
   auto p = policy(25, 1'000, 60'000);
   EXPECT_EQ(backoff_delay(1, p, 0.5), 1'000);
