@@ -3,6 +3,7 @@
 #include "common/config.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
 #include <limits>
@@ -62,6 +63,8 @@ constexpr ConfigKey kKeys[] = {
     {"agent.*", "ordering", "enum", "event", "event|fifo|none", true,
      "event: one alert at a time; fifo: one webhook at a time; none: no ordering"},
     {"agent.*", "timeout", "duration", "10s", "", true, "per-call timeout"},
+    {"agent.*", "proxy", "url", "", "", true,
+     "HTTP proxy for this agent's callbacks; empty: direct (*_proxy variables do not apply)"},
     {"agent.*", "down_after", "int", "5", "", true,
      "consecutive failed attempts that mark the agent down"},
     {"agent.*", "max_attempts", "int", "25", "", true, "real attempts before a webhook fails"},
@@ -356,7 +359,8 @@ Result<Config> load_config(const std::string& file, const ConfigOverrides& overr
     u.ca_file = r.str("ca_file");
     c.upstream = u;
   }
-  std::map<std::string, std::string> seen_ids;  // agent id -> where
+  std::map<std::string, std::string> seen_ids;          // agent id -> where
+  std::map<std::string, std::string> seen_secret_envs;  // IARELAY_AGENT_*_SECRET -> section
   // Services in file order (then those only the command line declares), so that of two
   // sections naming the same service the later one is reported.
   std::vector<std::pair<int, std::string>> service_sections;
@@ -410,6 +414,14 @@ Result<Config> load_config(const std::string& file, const ConfigOverrides& overr
                       "agent identifier '" + a.id + "' is already used by [" + it->second + "]");
     }
     seen_ids[a.id] = section;
+    // Two handles whose variable names coincide ("a-b", "a_b", "A.B") would both take their
+    // secret from one variable: one agent would sign with the other's secret.
+    const std::string env = agent_secret_env(a.handle);
+    if (auto it = seen_secret_envs.find(env); it != seen_secret_envs.end())
+      return error_at(r.where("secret_file"), section, "secret_file",
+                      "its secret variable " + env + " is also [" + it->second +
+                          "]'s; rename one of the two sections");
+    seen_secret_envs[env] = section;
     IARELAY_TRY(r.url("callback", a.callback, true));
     a.services = split_list(r.str("services"));
     for (auto& s : a.services) s = normalize_service(s);  // as intake normalises a request's
@@ -417,6 +429,7 @@ Result<Config> load_config(const std::string& file, const ConfigOverrides& overr
     IARELAY_TRY(r.choice("format", v));
     a.format = v == "ia" ? AgentFormat::kIa : AgentFormat::kRaw;
     a.secret_file = r.str("secret_file");
+    IARELAY_TRY(r.url("proxy", a.proxy, false));
     IARELAY_TRY(r.integer("max_inflight", a.max_inflight, 1, 1024));
     IARELAY_TRY(r.choice("ordering", v));
     a.ordering = v == "event" ? Ordering::kEvent : v == "fifo" ? Ordering::kFifo : Ordering::kNone;
@@ -492,6 +505,15 @@ Result<std::string> read_secret(const std::string& file, const std::string& env_
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
   if (s.empty()) return Status::invalid_argument(file + ": secret file is empty");
   return s;
+}
+
+std::string agent_secret_env(std::string_view handle) {
+  std::string name = "IARELAY_AGENT_";
+  for (char c : handle)
+    name += std::isalnum(static_cast<unsigned char>(c))
+                ? static_cast<char>(std::toupper(static_cast<unsigned char>(c)))
+                : '_';
+  return name + "_SECRET";
 }
 
 }  // namespace iarelay

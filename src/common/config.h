@@ -7,6 +7,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -65,6 +66,7 @@ struct AgentConfig {
   std::vector<std::string> services;
   AgentFormat format = AgentFormat::kIa;
   std::string secret_file;
+  std::string proxy;  // HTTP proxy for its callbacks; empty: direct (no *_proxy variables)
   int max_inflight = 8;
   Ordering ordering = Ordering::kEvent;
   Millis timeout = 10'000;
@@ -109,5 +111,10 @@ std::string config_reference_markdown();
 // A secret: the environment variable `env_name` if set, else the file's content with the
 // trailing newline removed; empty `file` and no variable yields an empty string.
 Result<std::string> read_secret(const std::string& file, const std::string& env_name);
+
+// The environment variable that may carry an agent's secret: IARELAY_AGENT_<HANDLE>_SECRET with
+// the handle upper-cased and every non-alphanumeric character replaced by '_'. Two handles that
+// map to the same name are a configuration error (load_config refuses them).
+std::string agent_secret_env(std::string_view handle);
 
 }  // namespace iarelay

@@ -70,6 +70,12 @@ int main(int argc, char** argv) {
     std::cerr << "iarelayd: " << config.status().message() << "\n";
     return 2;
   }
+  // An agent secret that cannot be read is a configuration error too, at start and at --check
+  // (otherwise the agent would be held without a word, and still chosen by routing).
+  if (Status s = check_agent_secrets(*config); !s) {
+    std::cerr << "iarelayd: " << s.message() << "\n";
+    return 2;
+  }
   if (options->action == DaemonOptions::Action::kCheck) return check_only(*config);
   if (Status s = init_logging(config->log_level, config->log_format); !s) {
     std::cerr << "iarelayd: " << s.message() << "\n";

@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "dispatch/dispatcher.h"
+#include "dispatch/signature.h"
 #include "intake/poller.h"
 #include "intake/server.h"
 #include "journal/journal.h"
@@ -20,6 +21,29 @@
 #include "journal/writer.h"
 
 namespace iarelay {
+
+namespace {
+
+// The identifiers of the agents that sign, reading every agent's secret; the first secret that
+// cannot be read or used is a configuration error.
+Result<std::set<std::string>> signing_agents(const Config& config) {
+  std::set<std::string> out;
+  for (const auto& a : config.agents) {
+    auto key = agent_signing_key(a);
+    if (!key)
+      return Status::invalid_argument((config.file.empty() ? "" : config.file + ": ") +
+                                      key.status().message());
+    if (!key->empty()) out.insert(a.id);
+  }
+  return out;
+}
+
+}  // namespace
+
+Status check_agent_secrets(const Config& config) {
+  auto signing = signing_agents(config);
+  return signing ? Status::ok() : signing.status();
+}
 
 Relay::Relay(Config config) : config_(std::move(config)) {}
 
@@ -53,6 +77,10 @@ bool Relay::writer_failed_for_good() const {
 }
 
 Status Relay::start() {
+  auto signing = signing_agents(config_);
+  if (!signing) return signing.status();
+  signing_agents_ = std::move(*signing);
+
   auto lock = DaemonLock::acquire(config_.journal);
   if (!lock) return lock.status();
   lock_ = std::move(*lock);
@@ -198,6 +226,10 @@ Status Relay::reload(const ConfigOverrides& overrides) {
   }
   auto fresh = load_config(file, overrides);
   if (!fresh) return fresh.status();
+  // An agent secret that cannot be read refuses the whole reload: every agent keeps the
+  // configuration (and the key) it runs with, instead of one being held without a word.
+  auto signing = signing_agents(*fresh);
+  if (!signing) return signing.status();
   std::lock_guard lock(config_mu_);
   // Only reloadable keys change; others need a restart and are reported.
   if (fresh->journal != config_.journal || fresh->sync != config_.sync ||
@@ -212,6 +244,13 @@ Status Relay::reload(const ConfigOverrides& overrides) {
   config_.log_level = fresh->log_level;
   spdlog::set_level(
       spdlog::level::from_str(config_.log_level == "warn" ? "warning" : config_.log_level));
+  for (const auto& a : config_.agents)
+    if (signing_agents_.count(a.id) && !signing->count(a.id))
+      spdlog::warn(
+          "reload: agent {} no longer signs its deliveries (it had a secret; now neither "
+          "secret_file nor {} is set)",
+          a.id, agent_secret_env(a.handle));
+  signing_agents_ = std::move(*signing);
   directory_->reconfigure(config_.agents, config_.services);
   if (dispatcher_) dispatcher_->reconfigured();
   warn_if_no_agents();

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -24,6 +25,11 @@ class Poller;
 class Server;
 class Writer;
 
+// Every agent's secret can be read and used as a signing key (SPEC §3, §5): ok, or the
+// configuration error of the first agent whose secret cannot, naming the configuration file,
+// the agent's section and the secret's file or environment variable. Reads the secrets.
+Status check_agent_secrets(const Config& config);
+
 class Relay {
  public:
   explicit Relay(Config config);
@@ -31,14 +37,16 @@ class Relay {
   Relay(const Relay&) = delete;
   Relay& operator=(const Relay&) = delete;
 
-  // Takes the journal lock, opens and migrates the journal, requeues inflight webhooks and
-  // starts every configured part. On failure everything started is stopped again.
+  // Reads the agents' secrets (check_agent_secrets), takes the journal lock, opens and migrates
+  // the journal, requeues inflight webhooks and starts every configured part. On failure
+  // everything started is stopped again.
   Status start();
   // Stops intake and polling, lets in-flight calls finish up to drain_grace, drains the
   // writer. Idempotent.
   void stop();
   // SIGHUP: re-reads the configuration file; agents, services, log level and retention take
-  // effect; a bad file keeps the running configuration and says why.
+  // effect; a bad file, or an agent secret that cannot be read, keeps the running
+  // configuration and says why. An agent that signed and no longer has a secret is warned of.
   Status reload(const ConfigOverrides& overrides);
   // Listening port (0 without a listener).
   int port() const;
@@ -63,6 +71,7 @@ class Relay {
   void warn_if_no_agents();
 
   Config config_;
+  std::set<std::string> signing_agents_;  // ids of the agents that sign; main thread only
   std::mutex config_mu_;  // guards config_ between reload() and the janitor / status
   Metrics metrics_;
   std::unique_ptr<DaemonLock> lock_;

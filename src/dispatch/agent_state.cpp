@@ -54,4 +54,8 @@ bool AgentHealth::set_paused(bool paused, Millis now) {
   return true;
 }
 
+void AgentHealth::set_down_after(int down_after) {
+  down_after_ = std::max(down_after, 1);
+}
+
 }  // namespace iarelay

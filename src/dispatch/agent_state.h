@@ -29,7 +29,8 @@ class AgentHealth {
   // When the next probe may start (meaningful while down).
   Millis next_probe_at() const { return next_probe_at_; }
 
-  // A call ended: `agent_failure` per RetryDecision (transport error, timeout, 408/425/429/5xx).
+  // A call ended: `agent_failure` per RetryDecision (transport error, timeout,
+  // 3xx/408/425/429/5xx).
   // `was_probe`: the call was started while down. Returns the state change to record.
   Change on_result(bool agent_failure, bool was_probe, Millis now);
 
@@ -37,6 +38,9 @@ class AgentHealth {
   // Returns true when the state changed.
   bool set_paused(bool paused, Millis now);
   int consecutive_failures() const { return consecutive_failures_; }
+  // A reload changed `down_after`: the failures already counted stay, and the next failure
+  // compares against the new value (lowered below them, it marks the agent down).
+  void set_down_after(int down_after);
 
  private:
   int down_after_;

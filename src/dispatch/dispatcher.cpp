@@ -108,6 +108,7 @@ struct Call {
   std::string body;
   std::string excerpt;
   std::optional<std::string> retry_after;
+  std::optional<std::string> location;  // a 3xx's Location, made safe to store
   Millis started_at = 0;
   Millis steady_start = 0;
   std::string problem;  // set while preparing: why this webhook cannot be sent
@@ -184,21 +185,24 @@ size_t on_body(char* data, size_t size, size_t n, void* user) {
   return bytes;  // the rest of the body is read and dropped
 }
 
+// The trimmed value when `line` is the header `name` (lower case, with its colon).
+std::optional<std::string> header_named(std::string_view line, std::string_view name) {
+  if (line.size() <= name.size()) return std::nullopt;
+  for (size_t i = 0; i < name.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(line[i])) != name[i]) return std::nullopt;
+  std::string v(line.substr(name.size()));
+  while (!v.empty() && (v.back() == '\r' || v.back() == '\n' || v.back() == ' ')) v.pop_back();
+  while (!v.empty() && v.front() == ' ') v.erase(v.begin());
+  return v;
+}
+
 size_t on_header(char* data, size_t size, size_t n, void* user) {
   auto* call = static_cast<Call*>(user);
   std::string_view line(data, size * n);
-  constexpr std::string_view kName = "retry-after:";
-  if (line.size() > kName.size()) {
-    bool match = true;
-    for (size_t i = 0; i < kName.size() && match; ++i)
-      match = std::tolower(static_cast<unsigned char>(line[i])) == kName[i];
-    if (match) {
-      std::string v(line.substr(kName.size()));
-      while (!v.empty() && (v.back() == '\r' || v.back() == '\n' || v.back() == ' ')) v.pop_back();
-      while (!v.empty() && v.front() == ' ') v.erase(v.begin());
-      call->retry_after = v;
-    }
-  }
+  if (auto v = header_named(line, "retry-after:")) call->retry_after = std::move(*v);
+  // The agent's bytes go to last_error and attempts.error: bounded, UTF-8, no control chars.
+  if (auto v = header_named(line, "location:"))
+    call->location = header_value(std::string_view(*v).substr(0, 300));
   return size * n;
 }
 
@@ -248,7 +252,6 @@ class DispatcherImpl final : public Dispatcher {
  private:
   // --- configuration ------------------------------------------------------------------------
   void configure_agents(const std::vector<AgentConfig>& configs, bool initial) {
-    const Millis now = now_millis();
     std::set<std::string> seen;
     for (const auto& cfg : configs) {
       seen.insert(cfg.id);
@@ -289,6 +292,7 @@ class DispatcherImpl final : public Dispatcher {
       Agent& a = *slot;
       if (initial) a.keys_ordering = cfg.ordering;
       a.cfg = cfg;
+      a.health.set_down_after(cfg.down_after);  // reloadable: the next failure uses it
       a.removed = false;
       a.dirty = true;
       a.candidates.clear();
@@ -299,21 +303,18 @@ class DispatcherImpl final : public Dispatcher {
       a.resume_pending = false;
       a.head_last = 0;
       a.usable = true;
-      a.signing_key.clear();
-      auto secret = read_secret(cfg.secret_file, agent_secret_env(cfg.handle));
-      if (!secret) {
+      auto key = agent_signing_key(cfg);
+      if (key) {
+        a.signing_key = std::move(*key);
+      } else if (!initial && !a.signing_key.empty()) {
+        // The daemon refuses such a reload (and such a start); should the secret have gone
+        // between its check and this read, the agent keeps signing with the key it had.
+        spdlog::error("agent {}: {}; keeping the secret it had", cfg.id, key.status().message());
+      } else {
         a.usable = false;
+        a.signing_key.clear();
         spdlog::error("agent {}: {}; holding its webhooks until fixed", cfg.id,
-                      secret.status().message());
-      } else if (!secret->empty()) {
-        auto key = signing_key(*secret);
-        if (!key) {
-          a.usable = false;
-          spdlog::error("agent {}: {}; holding its webhooks until fixed", cfg.id,
-                        key.status().message());
-        } else {
-          a.signing_key = std::move(*key);
-        }
+                      key.status().message());
       }
       update_gauges(a);
     }
@@ -1046,6 +1047,13 @@ class DispatcherImpl final : public Dispatcher {
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call.errbuf);
     curl_easy_setopt(e, CURLOPT_PRIVATE, &call);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "iarelay/" IARELAY_VERSION);
+    // Direct unless the agent names its own proxy: "" keeps libcurl from applying http_proxy,
+    // https_proxy or all_proxy (meant for the upstream poller) to agents' payloads; an agent's
+    // proxy is explicit, so no_proxy does not bypass it.
+    curl_easy_setopt(e, CURLOPT_PROXY, a.cfg.proxy.c_str());
+    curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+    // Never followed: a signed body must not go elsewhere (a 3xx is retried, see retry_policy).
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
   }
 
   bool read_finished_calls() {
@@ -1076,6 +1084,7 @@ class DispatcherImpl final : public Dispatcher {
       outcome.kind = CallOutcome::Kind::kHttp;
       outcome.status = static_cast<int>(status);
       outcome.retry_after = call->retry_after;
+      outcome.location = call->location;
       outcome.body_excerpt = call->excerpt;
     } else {
       outcome.kind = rc == CURLE_OPERATION_TIMEDOUT ? CallOutcome::Kind::kTimeout
@@ -1101,11 +1110,11 @@ class DispatcherImpl final : public Dispatcher {
       d.next_attempt_at = now;
     }
     if (a.duration) a.duration->observe(static_cast<double>(duration) / 1000.0);
-    track_health(a, item, d, now);
+    track_health(a, item, d);
     finish(a, std::move(item), outcome, d, started, duration, /*called=*/true);
   }
 
-  void track_health(Agent& a, const InHand& item, const RetryDecision& d, Millis now) {
+  void track_health(Agent& a, const InHand& item, const RetryDecision& d) {
     if (d.kind == RetryDecision::Kind::kRetryable && a.streak.size() < kMaxStreak)
       a.streak.insert(item.w.seq);
     auto change = a.health.on_result(d.agent_failure, item.probe, steady_millis());

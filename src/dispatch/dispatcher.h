@@ -30,12 +30,17 @@
 //   whose journal write fails is written again on its own, so it cannot hold back others.
 // - Operator changes (pause, resume, resend) are seen by polling PRAGMA data_version every
 //   250 ms (and reloading the agents table at least once a second).
-// - Availability: `down_after` consecutive agent failures (transport errors, timeouts, 408,
-//   425, 429, 5xx) make an agent down; while down one probe (the oldest webhook, due or not)
+// - Availability: `down_after` consecutive agent failures (transport errors, timeouts, 3xx,
+//   408, 425, 429, 5xx) make an agent down; while down one probe (the oldest webhook, due or not)
 //   is sent at 1 s, 2 s, 4 s ... 30 s. A probe that finds the agent unreachable never spends
 //   the webhook's last attempt: a webhook does not fail because its agent was away. When the
 //   agent answers again, webhooks backed off during the outage are due at once.
 // - Any HTTP answer that is not an agent failure (2xx, other 4xx) counts as the agent being up.
+// - A 3xx is never followed (a signed body must not go elsewhere); its Location goes to the
+//   error. Callbacks go direct (no *_proxy variables) unless the agent names its own `proxy`.
+// - A reload applies to running agents too: a new down_after from the next failure, a new
+//   ordering once the webhooks claimed under the old one are done, a secret that cannot be read
+//   keeps the key the agent had (the daemon refuses such a reload before it gets here).
 #pragma once
 
 #include <memory>

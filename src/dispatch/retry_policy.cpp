@@ -13,7 +13,8 @@
 namespace iarelay {
 
 bool is_retryable_status(int status) {
-  return status == 408 || status == 425 || status == 429 || (status >= 500 && status <= 599);
+  return (status >= 300 && status <= 399) || status == 408 || status == 425 || status == 429 ||
+         (status >= 500 && status <= 599);
 }
 
 Millis backoff_delay(int attempt, const RetryPolicy& policy, double draw) {
@@ -54,10 +55,17 @@ RetryDecision decide_retry(int attempt, const CallOutcome& outcome, Millis now,
       return d;
     }
     why = "HTTP " + std::to_string(outcome.status);
-    // The answer's bytes are the agent's: any charset, cut anywhere. The reason is stored and
-    // shown, so it is made valid UTF-8 here, cut on a character boundary.
-    if (!outcome.body_excerpt.empty())
+    if (outcome.status >= 300 && outcome.status <= 399) {
+      // Not followed (a signed body must not go elsewhere): the agent moved or is misconfigured
+      // (an http -> https redirect, say), which its operator must fix; retried meanwhile.
+      why = "redirect " + std::to_string(outcome.status) +
+            (outcome.location ? " to " + *outcome.location : " without a Location") +
+            " (not followed)";
+    } else if (!outcome.body_excerpt.empty()) {
+      // The answer's bytes are the agent's: any charset, cut anywhere. The reason is stored and
+      // shown, so it is made valid UTF-8 here, cut on a character boundary.
       why += ": " + text_excerpt(outcome.body_excerpt, kBodyExcerptBytes);
+    }
     if (!is_retryable_status(outcome.status)) {
       d.kind = RetryDecision::Kind::kPermanent;
       d.reason = why;

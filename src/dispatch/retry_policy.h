@@ -20,6 +20,7 @@ struct CallOutcome {
   Kind kind = Kind::kHttp;
   int status = 0;                          // kHttp only
   std::optional<std::string> retry_after;  // the Retry-After header, as received
+  std::optional<std::string> location;     // the Location header (of a 3xx), made safe to store
   std::string body_excerpt;  // the answer's first bytes as received (kBodyExcerptBytes + 3)
   std::string error;         // transport or timeout description
 };
@@ -47,12 +48,12 @@ struct RetryDecision {
   // kRetryable: why it failed; kPermanent: why it is final. Valid UTF-8 without control
   // characters, whatever the agent answered (its body excerpt is made so: text_excerpt).
   std::string reason;
-  // True when the agent itself looks unwell (transport error, timeout, 408/425/429/5xx):
+  // True when the agent itself looks unwell (transport error, timeout, 3xx/408/425/429/5xx):
   // these count towards `down_after`.
   bool agent_failure = false;
 };
 
-// Whether an HTTP status is retried (408, 425, 429, 5xx).
+// Whether an HTTP status is retried (3xx, 408, 425, 429, 5xx). A 3xx is never followed.
 bool is_retryable_status(int status);
 
 // The exponential backoff before attempt `attempt + 1`: backoff_initial * 2^(attempt-1),
@@ -67,7 +68,7 @@ std::optional<Millis> parse_retry_after(const std::string& value, Millis now);
 // The decision after attempt number `attempt` (1-based, already counted) ended in `outcome`.
 // Retry-After, when given and valid on a retryable answer, replaces the backoff, capped at
 // backoff_max. A retryable outcome at attempt >= max_attempts is Permanent ("attempt budget
-// spent").
+// spent"). A 3xx is retryable, its reason "redirect <status> to <Location> (not followed)".
 RetryDecision decide_retry(int attempt, const CallOutcome& outcome, Millis now,
                            const RetryPolicy& policy, double draw);
 

@@ -1,7 +1,7 @@
 // Standard Webhooks signatures over the common crypto helpers.
 #include "dispatch/signature.h"
 
-#include <cctype>
+#include <cstdlib>
 
 #include "common/crypto.h"
 
@@ -40,13 +40,22 @@ bool verify_webhook(std::string_view key, std::string_view id, std::string_view 
   return ok;
 }
 
-std::string agent_secret_env(std::string_view handle) {
-  std::string name = "IARELAY_AGENT_";
-  for (char c : handle)
-    name += std::isalnum(static_cast<unsigned char>(c))
-                ? static_cast<char>(std::toupper(static_cast<unsigned char>(c)))
-                : '_';
-  return name + "_SECRET";
+Result<std::string> agent_signing_key(const AgentConfig& agent) {
+  const std::string env = agent_secret_env(agent.handle);
+  const char* set = std::getenv(env.c_str());
+  const bool from_env = set && *set;
+  const std::string section = "[agent." + agent.handle + "] ";
+  auto secret = read_secret(agent.secret_file, env);
+  if (!secret)
+    return Status::invalid_argument(section + "secret_file: " + secret.status().message() +
+                                    " (and " + env + " is not set)");
+  if (secret->empty()) return std::string();  // neither set: unsigned
+  auto key = signing_key(*secret);
+  if (!key)
+    return Status::invalid_argument(section +
+                                    (from_env ? env : "secret_file " + agent.secret_file) + ": " +
+                                    key.status().message());
+  return std::move(key).value();
 }
 
 }  // namespace iarelay

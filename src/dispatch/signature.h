@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/config.h"
 #include "common/status.h"
 
 namespace iarelay {
@@ -22,8 +23,10 @@ std::string sign_webhook(std::string_view key, std::string_view id, std::string_
 bool verify_webhook(std::string_view key, std::string_view id, std::string_view timestamp,
                     std::string_view body, std::string_view header);
 
-// The environment variable that may carry an agent's secret: IARELAY_AGENT_<HANDLE>_SECRET with
-// the handle upper-cased and every non-alphanumeric character replaced by '_'.
-std::string agent_secret_env(std::string_view handle);
+// The key an agent's deliveries are signed with (its secret from IARELAY_AGENT_<HANDLE>_SECRET,
+// else from `secret_file`, through signing_key): "" when it has neither, so it signs nothing.
+// InvalidArgument naming the agent's section and the file or variable when the secret cannot
+// be read or is not a usable key.
+Result<std::string> agent_signing_key(const AgentConfig& agent);
 
 }  // namespace iarelay

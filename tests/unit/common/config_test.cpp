@@ -410,6 +410,36 @@ TEST_F(ConfigFile, ServiceSpelledWithTheDomainHoldsTheService) {
   EXPECT_TRUE(c->service_holds("hpnnmi"));
 }
 
+// Both handles' secrets would come from one variable (IARELAY_AGENT_NNMI_1_SECRET): one agent
+// would sign with the other's secret. Refused, naming the variable and both sections.
+TEST_F(ConfigFile, AgentHandlesSharingASecretVariableAreAnError) {
+  std::string e =
+      error("[agent.nnmi-1]\ncallback = http://a\n\n[agent.NNMI_1]\ncallback = http://b\n");
+  EXPECT_TRUE(contains(e, path() + ":4:")) << e;
+  EXPECT_TRUE(contains(e, "IARELAY_AGENT_NNMI_1_SECRET")) << e;
+  EXPECT_TRUE(contains(e, "[agent.nnmi-1]")) << e;
+  EXPECT_TRUE(contains(e, "[agent.NNMI_1]")) << e;
+  // Different variables are fine.
+  auto c = load("[agent.nnmi-1]\ncallback = http://a\n[agent.nnmi-2]\ncallback = http://b\n");
+  EXPECT_TRUE(c.is_ok()) << c.status().message();
+}
+
+TEST_F(ConfigFile, AgentProxyIsReadAndMustBeAnHttpUrl) {
+  auto c = load(std::string(kMinimalAgent) + "proxy = http://127.0.0.1:3128\n");
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  EXPECT_EQ(c->agents.at(0).proxy, "http://127.0.0.1:3128");
+  auto none = load(kMinimalAgent);
+  ASSERT_TRUE(none.is_ok());
+  EXPECT_EQ(none->agents.at(0).proxy, "");  // direct
+  std::string e = error(std::string(kMinimalAgent) + "proxy = 127.0.0.1:3128\n");
+  EXPECT_TRUE(contains(e, path() + ":3: [agent.nnmi1] proxy")) << e;
+}
+
+TEST(Secrets, AgentSecretEnvironmentName) {
+  EXPECT_EQ(agent_secret_env("nnmi1"), "IARELAY_AGENT_NNMI1_SECRET");
+  EXPECT_EQ(agent_secret_env("ws-198.east"), "IARELAY_AGENT_WS_198_EAST_SECRET");
+}
+
 TEST_F(ConfigFile, TlsCertAndKeyGoTogether) {
   std::string e = error("[listen]\ntls_cert = /etc/cert.pem\n");
   EXPECT_TRUE(contains(e, path() + ":2:")) << e;

@@ -53,5 +53,28 @@ TEST(AgentHealth, PausedTakesNothingAndResumeMakesItUp) {
   EXPECT_EQ(h.may_start(0, 8, 30), 8u);
 }
 
+// down_after is reloadable: the failures already counted stay, the next one is compared with
+// the new value.
+TEST(AgentHealth, ReloadedDownAfterAppliesToTheNextFailure) {
+  AgentHealth lowered(5);
+  EXPECT_EQ(lowered.on_result(true, false, 0), Change::kNone);
+  EXPECT_EQ(lowered.on_result(true, false, 0), Change::kNone);
+  lowered.set_down_after(1);
+  EXPECT_EQ(lowered.state(), State::kUp);  // a reload alone marks nothing down
+  EXPECT_EQ(lowered.on_result(true, false, 100), Change::kWentDown);
+  EXPECT_EQ(lowered.state(), State::kDown);
+
+  AgentHealth raised(2);
+  EXPECT_EQ(raised.on_result(true, false, 0), Change::kNone);
+  raised.set_down_after(4);
+  EXPECT_EQ(raised.on_result(true, false, 0), Change::kNone);
+  EXPECT_EQ(raised.on_result(true, false, 0), Change::kNone);
+  EXPECT_EQ(raised.on_result(true, false, 0), Change::kWentDown);
+
+  AgentHealth floor(3);
+  floor.set_down_after(0);  // as the constructor: at least 1
+  EXPECT_EQ(floor.on_result(true, false, 0), Change::kWentDown);
+}
+
 }  // namespace
 }  // namespace iarelay

@@ -159,5 +159,41 @@ TEST(RetryPolicy, BudgetSpentFailsAtMaxAttempts) {
   EXPECT_EQ(decide_retry(3, http(404), kNow, p, 0.5).reason, "HTTP 404");
 }
 
+// An agent answering 3xx (an http -> https redirect, say) is an agent-side problem: the redirect
+// is not followed (a signed body must not go elsewhere) but retried with backoff like a 5xx,
+// counted towards down_after, and the error says where the agent pointed.
+TEST(RetryPolicy, RedirectIsRetriedAsAnAgentFailureNamingTheLocation) {
+  for (int s : {300, 301, 302, 303, 307, 308}) {
+    CallOutcome o = http(s, std::nullopt, "<html>moved</html>");
+    o.location = "https://agent.example.net/apia_callback";
+    auto d = decide_retry(1, o, kNow, policy(25, 1'000, 300'000), 0.5);
+    EXPECT_EQ(d.kind, RetryDecision::Kind::kRetryable) << s;
+    EXPECT_TRUE(d.agent_failure) << s;
+    EXPECT_EQ(d.next_attempt_at, kNow + 1'000) << s;
+    EXPECT_EQ(
+        d.reason.rfind(
+            "redirect " + std::to_string(s) + " to https://agent.example.net/apia_callback", 0),
+        0u)
+        << d.reason;
+  }
+  CallOutcome bare = http(302);
+  auto d = decide_retry(1, bare, kNow, policy(), 0.5);
+  EXPECT_EQ(d.kind, RetryDecision::Kind::kRetryable);
+  EXPECT_EQ(d.reason.rfind("redirect 302 without a Location", 0), 0u) << d.reason;
+  // Retry-After on a redirect is honoured like on any retryable answer.
+  CallOutcome later = http(301, "7");
+  later.location = "https://x/";
+  EXPECT_EQ(decide_retry(1, later, kNow, policy(), 0.5).next_attempt_at, kNow + 7'000);
+  // The budget applies: the last attempt fails the webhook, still naming the Location.
+  CallOutcome last = http(301);
+  last.location = "https://agent.example.net/apia_callback";
+  auto spent = decide_retry(5, last, kNow, policy(5), 0.5);
+  EXPECT_EQ(spent.kind, RetryDecision::Kind::kPermanent);
+  EXPECT_TRUE(spent.agent_failure);
+  EXPECT_NE(spent.reason.find("redirect 301 to https://agent.example.net/apia_callback"),
+            std::string::npos)
+      << spent.reason;
+}
+
 }  // namespace
 }  // namespace iarelay
