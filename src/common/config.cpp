@@ -21,9 +21,10 @@ constexpr ConfigKey kKeys[] = {
      "SQLite journal file; created 0600 with its directory"},
     {"", "sync", "enum", "full", "full|normal", false,
      "full: a 202 survives power loss (fsync per commit); normal: survives a process crash"},
-    {"", "role", "enum", "deliver", "deliver|edge", false,
+    {"", "role", "enum", "", "deliver|edge", false,
      "deliver: call the [agent.*] sections' agents (none configured: every webhook is held); "
-     "edge: call no agent, store every webhook for the feed (no [agent.*] sections)"},
+     "edge: call no agent, store every webhook for the feed; unset: edge when the file has no "
+     "[agent.*] section at start, else deliver (a warning says so)"},
     {"", "log_level", "enum", "info", "debug|info|warn|error", true, "log verbosity"},
     {"", "log_format", "enum", "text", "text|json", false, "one line per event on stderr"},
     {"", "retain_delivered", "duration", "", "", true,
@@ -315,8 +316,9 @@ Result<Config> load_config(const std::string& file, const ConfigOverrides& overr
   std::string sync;
   IARELAY_TRY(top.choice("sync", sync));
   c.sync = sync == "full" ? SyncLevel::kFull : SyncLevel::kNormal;
-  std::string role;
-  IARELAY_TRY(top.choice("role", role));
+  std::string role = top.str("role");
+  if (!role.empty()) IARELAY_TRY(top.choice("role", role));
+  c.role_given = !role.empty();
   c.role = role == "edge" ? Role::kEdge : Role::kDeliver;
   IARELAY_TRY(top.choice("log_level", c.log_level));
   IARELAY_TRY(top.choice("log_format", c.log_format));
@@ -444,6 +446,9 @@ Result<Config> load_config(const std::string& file, const ConfigOverrides& overr
                       "must be at least backoff_initial, which must be > 0");
     c.agents.push_back(std::move(a));
   }
+  // Unset, the role follows SPEC §4.2 (a relay without agents is an edge); the daemon fixes it
+  // at start, so a reload that removes the last agent leaves a delivering relay delivering.
+  if (!c.role_given) c.role = c.agents.empty() ? Role::kEdge : Role::kDeliver;
   if (c.role == Role::kEdge && !c.agents.empty())
     return error_at(top.where("role"), "", "role",
                     "edge stores every webhook for the feed and calls no agent, but [" +

@@ -82,7 +82,8 @@ struct Config {
   std::string file;  // where it was read from ("" if only defaults and overrides)
   std::string journal = "var/journal.db";
   SyncLevel sync = SyncLevel::kFull;
-  Role role = Role::kDeliver;  // an edge only when the configuration says so
+  Role role = Role::kDeliver;
+  bool role_given = false;  // `role` set in the file or command line; else inferred from agents
   std::string log_level = "info";
   std::string log_format = "text";
   Millis retain_delivered = 0;  // 0: keep delivered webhooks forever

@@ -187,6 +187,11 @@ Status Relay::start() {
 }
 
 void Relay::warn_if_no_agents() {
+  if (!config_.role_given && config_.role == Role::kEdge)
+    spdlog::warn(
+        "role is not set and no agent is configured: running as an edge (every webhook stored "
+        "for the feed, no agent called); say role = edge, or role = deliver to hold webhooks "
+        "until agents are configured");
   if (config_.role == Role::kDeliver && config_.agents.empty())
     spdlog::warn(
         "no agents configured: every webhook is held (queued) until an agent is configured for it "
@@ -231,12 +236,17 @@ Status Relay::reload(const ConfigOverrides& overrides) {
   auto signing = signing_agents(*fresh);
   if (!signing) return signing.status();
   std::lock_guard lock(config_mu_);
+  // The role is the one the relay started with: a file that sets another one describes another
+  // relay, and applying its agents under this role would strand what arrives meanwhile.
+  if (fresh->role_given && fresh->role != config_.role)
+    return Status::invalid_argument(
+        std::string("role = ") + (fresh->role == Role::kEdge ? "edge" : "deliver") +
+        " differs from the running role; a role change needs a restart");
   // Only reloadable keys change; others need a restart and are reported.
   if (fresh->journal != config_.journal || fresh->sync != config_.sync ||
-      fresh->role != config_.role || fresh->listen.has_value() != config_.listen.has_value() ||
+      fresh->listen.has_value() != config_.listen.has_value() ||
       fresh->upstream.has_value() != config_.upstream.has_value())
-    spdlog::warn(
-        "reload: journal, sync, role, [listen] and [upstream] changes need a restart; ignored");
+    spdlog::warn("reload: journal, sync, [listen] and [upstream] changes need a restart; ignored");
   config_.agents = fresh->agents;
   config_.services = fresh->services;
   config_.retain_delivered = fresh->retain_delivered;

@@ -616,9 +616,10 @@ class DispatcherImpl final : public Dispatcher {
   // retired while the relay was down). Those addressed to it by identifier keep waiting for it
   // (SPEC §1 rule 1; status and iarelay_queue_unconfigured show them, `iarelay move` moves
   // them). The others were routed there: one that asked for another agent goes back to that
-  // agent's queue; one that asked for none goes where routing would send it now: the first
-  // available agent hosting its service, else held (unrouted = hold, or no agent configured at
-  // all), else discarded with the reason (resend revives it).
+  // agent's queue; one that asked for none goes to the first available agent hosting its
+  // service, else it is held for any agent of its service (never discarded: it was accepted,
+  // and its service's other agents may be away for a moment). A reroute applies only while
+  // the row still waits on the retired agent.
   void sweep_retired(Millis steady) {
     if (retired_pending_ || ctx_.directory->is_edge()) return;  // an edge calls no agent
     if (!retired_dirty_ && steady - last_retired_sweep_ < kRetiredSweepEvery) return;
@@ -637,16 +638,13 @@ class DispatcherImpl final : public Dispatcher {
         for (const auto& r : rows) {
           cursor = r.seq;
           if (r.agent && *r.agent == agent) continue;  // addressed to it: waits for it
-          Reroute to{r.id, agent, std::nullopt, std::nullopt};
-          if (r.agent) {
+          // Never discarded here: rule 3 discards on arrival only. Acknowledged long ago, a
+          // webhook whose other hosts are down or paused for a moment waits for them (held).
+          Reroute to{r.id, agent, std::nullopt};
+          if (r.agent)
             to.agent = *r.agent;
-          } else {
-            RouteDecision d = ctx_.directory->route(r.service, std::nullopt);
-            to.agent = d.assigned_agent;
-            if (d.state == WebhookState::kDiscarded)
-              to.discard = "agent " + agent + " is no longer configured; " +
-                           d.reason.value_or("no agent available");
-          }
+          else
+            to.agent = ctx_.directory->route(r.service, std::nullopt).assigned_agent;
           reroutes.push_back(std::move(to));
         }
         walked += rows.size();
@@ -672,9 +670,8 @@ class DispatcherImpl final : public Dispatcher {
 
   struct Reroute {
     std::string id;
-    std::string from;                    // the agent no longer configured
-    std::optional<std::string> agent;    // the new agent; nullopt: held (unless discarded)
-    std::optional<std::string> discard;  // discarded for this reason
+    std::string from;                  // the agent no longer configured
+    std::optional<std::string> agent;  // the new agent; nullopt: held for any agent
   };
 
   void submit_reroutes(std::vector<Reroute> reroutes, std::function<void()> after) {
@@ -682,13 +679,20 @@ class DispatcherImpl final : public Dispatcher {
     auto shared = std::make_shared<std::vector<Reroute>>(std::move(reroutes));
     ctx_.writer->submit(
         [shared](SQLite::Database& db) {
+          auto where = cached_statement(db, "SELECT assigned_agent FROM webhooks WHERE id=?");
           for (const auto& r : *shared) {
+            // Only if it still waits where it was found: a move, a resend or a reload that
+            // brought the agent back may have placed it since.
+            where->reset();
+            where->bind(1, r.id);
+            if (!where->executeStep() || where->getColumn(0).isNull() ||
+                where->getColumn(0).getString() != r.from)
+              continue;
+            where->reset();
             TransitionFields f;
-            f.assigned_agent.emplace(r.agent);  // nullopt: NULL (held, or discarded)
+            f.assigned_agent.emplace(r.agent);  // nullopt: NULL (held)
             f.next_attempt_at = std::optional<Millis>();
-            if (r.discard) f.last_error = std::optional<std::string>(*r.discard);
-            transition(db, r.id, WebhookState::kQueued,
-                       r.discard ? WebhookState::kDiscarded : WebhookState::kQueued, f);
+            transition(db, r.id, WebhookState::kQueued, WebhookState::kQueued, f);
           }
         },
         [this, shared, after = std::move(after), mailbox = mailbox_](const Status& s) {

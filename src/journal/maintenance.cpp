@@ -280,9 +280,15 @@ Result<std::int64_t> move_webhooks(SQLite::Database& db, const MoveFrom& from,
   const WebhookState state = from.stored ? WebhookState::kStored : WebhookState::kQueued;
   // Where they wait, by index: webhooks_queue (assigned_agent, state, seq) for queues, the
   // primary key for stored rows.
-  const std::string where = from.stored  ? std::string("state='stored'")
-                            : from.agent ? std::string("assigned_agent=? AND state='queued'")
-                                         : std::string("assigned_agent IS NULL AND state='queued'");
+  // Stored rows a feed consumer has acknowledged went downstream already: moving them would
+  // deliver them twice (unless the caller insists).
+  const std::string where =
+      from.stored
+          ? std::string(from.include_acknowledged ? "state='stored'"
+                                                  : "state='stored' AND seq > coalesce((SELECT "
+                                                    "max(acked_seq) FROM consumers), 0)")
+      : from.agent ? std::string("assigned_agent=? AND state='queued'")
+                   : std::string("assigned_agent IS NULL AND state='queued'");
   const int batch = std::max(1, options.batch_size);
   const bool own_tx = sqlite3_get_autocommit(db.getHandle()) != 0;
   StatementCacheScope statements(db);

@@ -66,7 +66,8 @@ Result<std::int64_t> resend(SQLite::Database& db, const WebhookFilter& filter,
 //   paused one's);
 // - nullopt with `stored` false: the queued webhooks held for any agent (assigned_agent NULL);
 // - `stored` true: stored webhooks (kept by an edge for its feed), which become queued with a
-//   fresh attempt budget.
+//   fresh attempt budget: only those no feed consumer has acknowledged (a consumer that did
+//   took them downstream), all of them with `include_acknowledged`.
 // Only the service, type, event, since and until fields of `filter` apply. Each row keeps its
 // seq, so webhooks of one alert keep their order in the new queue. Refused (InvalidArgument,
 // nothing changes) while a selected webhook's alert has a webhook inflight where they wait:
@@ -75,6 +76,7 @@ Result<std::int64_t> resend(SQLite::Database& db, const WebhookFilter& filter,
 struct MoveFrom {
   std::optional<std::string> agent;  // nullopt: held (or stored, below)
   bool stored = false;
+  bool include_acknowledged = false;  // stored: also those a consumer has acknowledged
 };
 Result<std::int64_t> move_webhooks(SQLite::Database& db, const MoveFrom& from,
                                    const std::string& to, const WebhookFilter& filter,

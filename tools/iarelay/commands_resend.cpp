@@ -39,11 +39,11 @@ constexpr CommandHelp kMoveHelp = {
     "Moves waiting webhooks to agent B (identifier or handle): the queue of agent A (a retired\n"
     "agent's, or a paused one's), the webhooks held for any agent of their service (--held),\n"
     "or the stored webhooks of a relay that ran as an edge (--stored: they become queued with a\n"
-    "fresh attempt budget). They keep their arrival order, so the webhooks of one alert reach B\n"
-    "in order; they are due at once. Refused while a webhook of one of their alerts is inflight\n"
-    "on A (pause A and wait), and for stored webhooks a feed consumer has not acknowledged\n"
-    "(unless --force). Prints how many; recorded in the audit table. A running iarelayd starts\n"
-    "on them by itself."};
+    "fresh attempt budget; those a feed consumer has acknowledged went downstream and are left\n"
+    "unless --force). They keep their arrival order, so the webhooks of one alert reach B in\n"
+    "order; they are due at once. Refused while a webhook of one of their alerts is inflight on\n"
+    "A (pause A and wait). Stop the feed's consumers before moving stored webhooks. Prints how\n"
+    "many; recorded in the audit table. A running iarelayd starts on them by itself."};
 
 // "inner-1 has acknowledged up to seq 17 (3 newer not yet)" for each consumer that lags.
 std::string unacknowledged_text(const std::vector<UnacknowledgedStored>& lagging) {
@@ -168,7 +168,7 @@ int cmd_move(Context& ctx) {
       "type", text("T"), "only this trigger type")("event", text("E"), "only this alert")(
       "since", text("T"), "received at or after T (RFC 3339, or -2h, -30m)")("until", text("T"),
                                                                              "received before T")(
-      "force", "also move stored webhooks not every feed consumer has acknowledged")(
+      "force", "also move stored webhooks a feed consumer has acknowledged (taken downstream)")(
       "dry-run", "count what would move; change nothing");
   po::variables_map vm;
   if (auto code = parse_args(ctx, kMoveHelp, options, {}, vm)) return *code;
@@ -194,27 +194,14 @@ int cmd_move(Context& ctx) {
   if (ctx.config && !ctx.config->find_agent(*to))
     return fail(ctx, "--to: agent " + *to + " is not in " + ctx.config->file +
                          "; webhooks moved there would wait for it. Configure it first");
-  // Stored rows are kept for the feed's consumers: moving one a consumer has not acknowledged
-  // takes it out of the feed before that consumer has it.
-  std::int64_t unacknowledged = 0;
-  std::string lagging;
-  if (from.stored) {
-    auto found = unacknowledged_stored(**reader, now_millis() + 86'400'000, &unacknowledged);
-    if (!found) return fail(ctx, found.status().message());
-    bool consumers_known = false;
-    for (const auto& u : *found) consumers_known |= !u.consumer.empty();
-    if (!consumers_known) unacknowledged = 0;  // no feed consumer: nobody to lose them
-    lagging = unacknowledged_text(*found);
-  }
-  if (unacknowledged > 0 && !force)
-    return fail(ctx, "refusing to move " + rows_text(unacknowledged) +
-                         " stored for the feed and not acknowledged by every consumer: " + lagging +
-                         ". Nothing was moved; wait for the consumers or add --force");
+  // Stored rows a feed consumer acknowledged went downstream: moved, they would be delivered
+  // twice. move_webhooks leaves them unless --force.
+  from.include_acknowledged = force;
   std::string detail = "from=" +
                        (from.stored  ? std::string("stored")
                         : from.agent ? *from.agent
                                      : std::string("held")) +
-                       " to=" + *to;
+                       " to=" + *to + (from.stored && force ? " force" : "");
   {
     WebhookFilter shown = *filter;
     shown.states.clear();

@@ -155,7 +155,7 @@ TEST_F(RetireAgent, ReloadSendsRoutedWebhooksOnAtOnceAndAddressedOnesWaitVisibly
   for (const auto& id : addressed_) EXPECT_EQ(rows()[id].first, "queued") << id;
 }
 
-TEST_F(RetireAgent, RoutedWebhooksNobodyElseHostsAreDiscardedWithTheReasonOrHeld) {
+TEST_F(RetireAgent, RoutedWebhooksNobodyElseHostsAreHeldNeverDiscarded) {
   // The other agent hosts another service: routed webhooks have nowhere to go.
   write_config(true, "other");
   auto relay = start_relay("relay.log");
@@ -173,8 +173,8 @@ TEST_F(RetireAgent, RoutedWebhooksNobodyElseHostsAreDiscardedWithTheReasonOrHeld
   relay->signal(SIGTERM);
   EXPECT_EQ(relay->wait(std::chrono::seconds(20)), 0);
 
-  // Back on the retired agent, then a configuration where hpnnmi does not hold: discarded,
-  // with the reason.
+  // Back on the retired agent, then a configuration where hpnnmi does not hold: held all the
+  // same (rule 3 discards on arrival only; these were accepted long ago).
   {
     SQLite::Database db(dir_.file("journal.db"), SQLite::OPEN_READWRITE);
     db.exec(std::string("UPDATE webhooks SET assigned_agent='") + kRetired +
@@ -183,14 +183,68 @@ TEST_F(RetireAgent, RoutedWebhooksNobodyElseHostsAreDiscardedWithTheReasonOrHeld
   write_config(false, "other");
   relay = start_relay("relay3.log");
   ASSERT_TRUE(
-      wait_until([&] { return rows()[routed_[0]].first == "discarded"; }, std::chrono::seconds(15)))
+      wait_until([&] { return rows()[routed_[0]].second == "NULL"; }, std::chrono::seconds(15)))
       << read_file(dir_.file("relay3.log"));
-  SQLite::Database db(dir_.file("journal.db"));
-  SQLite::Statement q(db, "SELECT last_error FROM webhooks WHERE id=?");
-  q.bind(1, routed_[0]);
-  ASSERT_TRUE(q.executeStep());
-  EXPECT_NE(q.getColumn(0).getString().find("no longer configured"), std::string::npos);
+  for (const auto& id : routed_)
+    EXPECT_EQ(rows()[id], std::make_pair(std::string("queued"), std::string("NULL"))) << id;
   for (const auto& id : addressed_) EXPECT_EQ(rows()[id].first, "queued") << id;
+}
+
+// Review of issue 11: the retired agent's routed webhooks must wait, not be discarded, while the
+// other agent of their service is paused for a moment; they go to it once it is resumed.
+TEST_F(RetireAgent, RoutedWebhooksWaitForAPausedAgentInsteadOfBeingDiscarded) {
+  write_config(true);
+  auto cmd = run({bin("iarelay"), "--journal", dir_.file("journal.db"), "migrate"});
+  ASSERT_EQ(cmd.exit_code, 0) << cmd.err;
+  cmd = run({bin("iarelay"), "--config", dir_.file("relay.conf"), "agent", "pause", "new"});
+  ASSERT_EQ(cmd.exit_code, 0) << cmd.err;
+  auto relay = start_relay("relay.log");
+  queue_on_the_retired_agent();
+  write_config(false);
+  relay->signal(SIGHUP);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        int held = 0;
+        for (const auto& id : routed_) held += rows()[id].second == "NULL";
+        return held >= static_cast<int>(routed_.size()) - 1;  // one call is under way
+      },
+      std::chrono::seconds(15)))
+      << read_file(dir_.file("relay.log"));
+  for (const auto& [id, row] : rows()) EXPECT_NE(row.first, "discarded") << id;
+  cmd = run({bin("iarelay"), "--journal", dir_.file("journal.db"), "agent", "resume",
+             kKept});  // known now
+  ASSERT_EQ(cmd.exit_code, 0) << cmd.err;
+  EXPECT_TRUE(wait_until([&] { return delivered_to_kept().size() >= routed_.size() - 1; },
+                         std::chrono::seconds(15)))
+      << delivered_to_kept().size() << "\n"
+      << read_file(dir_.file("relay.log"));
+}
+
+// Issue 11 item 4: removing the last agent by a reload leaves a delivering relay delivering: it
+// holds what arrives (before: everything was stored for a feed nobody reads, for good).
+TEST_F(RetireAgent, RemovingTheLastAgentKeepsTheRelayDelivering) {
+  write_config(true, "other");  // two agents
+  auto relay = start_relay("relay.log");
+  std::string conf = "journal = " + dir_.file("journal.db") +
+                     "\n[listen]\naddress = 127.0.0.1:" + std::to_string(port_) + "\n";
+  write_file(dir_.file("relay.conf"), conf);  // no agent left, role not set
+  relay->signal(SIGHUP);
+  auto logged = [&](const std::string& text) {
+    return wait_until(
+        [&] { return read_file(dir_.file("relay.log")).find(text) != std::string::npos; },
+        std::chrono::seconds(10));
+  };
+  ASSERT_TRUE(logged("no agents configured")) << read_file(dir_.file("relay.log"));
+  std::string id = post("", 7);
+  EXPECT_EQ(rows()[id], std::make_pair(std::string("queued"), std::string("NULL")));
+  std::string addressed = post("?agent=someone", 8);
+  EXPECT_EQ(rows()[addressed], std::make_pair(std::string("queued"), std::string("someone")));
+  // A file that now says role = edge is another relay: refused, the running one goes on.
+  write_file(dir_.file("relay.conf"), "role = edge\n" + conf);
+  relay->signal(SIGHUP);
+  EXPECT_TRUE(logged("role change needs a restart")) << read_file(dir_.file("relay.log"));
+  std::string later = post("", 9);
+  EXPECT_EQ(rows()[later].first, "queued") << read_file(dir_.file("relay.log"));
 }
 
 }  // namespace

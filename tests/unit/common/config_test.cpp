@@ -458,9 +458,18 @@ TEST_F(ConfigFile, AgentWithoutCallbackIsAnError) {
 
 // Issue 11 item 4: an edge is a choice the file makes, and an edge calls no agent.
 TEST_F(ConfigFile, RoleIsDeliverUnlessTheFileSaysEdge) {
+  // Unset: SPEC §4.2's rule at start (no agents: an edge), said to be inferred.
   auto none = load("sync = full\n");
   ASSERT_TRUE(none) << none.status().message();
-  EXPECT_EQ(none->role, Role::kDeliver);  // no agents is not an edge
+  EXPECT_EQ(none->role, Role::kEdge);
+  EXPECT_FALSE(none->role_given);
+  auto agents = load("[agent.nnmi1]\ncallback = http://127.0.0.1:9/\n");
+  ASSERT_TRUE(agents) << agents.status().message();
+  EXPECT_EQ(agents->role, Role::kDeliver);
+  auto deliver = load("role = deliver\n");
+  ASSERT_TRUE(deliver) << deliver.status().message();
+  EXPECT_EQ(deliver->role, Role::kDeliver);  // no agents, and still not an edge: it said so
+  EXPECT_TRUE(deliver->role_given);
   auto edge = load("role = edge\n[listen]\n");
   ASSERT_TRUE(edge) << edge.status().message();
   EXPECT_EQ(edge->role, Role::kEdge);
