@@ -54,6 +54,7 @@ ParsedRequest parse_like_listener(std::string_view bytes, std::size_t max_body, 
   }
   if (!head_checked && refused()) return out;
   out.complete = true;
+  out.chunked = parser.chunked();
   out.message = parser.release();
   return out;
 }

@@ -20,6 +20,10 @@ struct ParsedRequest {
   bool complete = false;           // one whole request was read
   boost::beast::error_code error;  // why not (http::error::need_more: the bytes ended early)
   std::size_t consumed = 0;        // bytes of the input the request took
+  // The parser read the body chunked: when some Transfer-Encoding field ends in chunked. Not
+  // message.chunked(), Beast's serializer's view, which reads only the first such field (empty in
+  // `Transfer-Encoding: ` then `Transfer-Encoding: chunked`, a chunked request).
+  bool chunked = false;
   http::request<http::string_body> message;
 };
 

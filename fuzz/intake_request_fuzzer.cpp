@@ -52,7 +52,7 @@ extern "C" int LLVMFuzzerTestOneInput(const unsigned char* data, std::size_t siz
   std::string_view bytes = fuzz::as_view(data, size);
   fuzz::ParsedRequest parsed = fuzz::parse_like_listener(bytes, kMaxBody, bytes.size() + 1);
   if (!parsed.complete) return 0;
-  bool chunked = parsed.message.chunked();
+  bool chunked = parsed.chunked;
   HttpRequest req = fuzz::to_handler_request(std::move(parsed.message));
   // HttpServer::route: only a POST under /v1/webhooks/ reaches admission.
   if (req.path.rfind("/v1/webhooks/", 0) != 0 || req.method != "POST") return 0;

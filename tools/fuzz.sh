@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Fuzzing (issue 10 §2, docs/reliability.md "Fuzzing"): installs clang and libFuzzer, builds the
-# targets of fuzz/ into build-fuzz/ (ASan+UBSan, -DIARELAY_FUZZ=ON) and runs each for SECONDS
-# seconds (default 30). Seeds: tests/fixtures (wrapped as requests and feeds where needed) and
-# fuzz/seeds; what the fuzzer finds is kept in build-fuzz/corpus/TARGET, failing inputs in
-# build-fuzz/artifacts/TARGET. Exit 1 when a target found a failing input.
+# targets of fuzz/ into build-fuzz/ (ASan+UBSan, -DIARELAY_FUZZ=ON), replays their inputs in
+# fuzz/regressions (each once failed its target) and runs each for SECONDS seconds (default
+# 30). Seeds: tests/fixtures (wrapped as requests and feeds where needed) and fuzz/seeds; what
+# the fuzzer finds is kept in build-fuzz/corpus/TARGET, failing inputs in
+# build-fuzz/artifacts/TARGET. Exit 1 when a regression input fails or a target found a failing
+# input.
 #   tools/fuzz.sh [SECONDS] [TARGET...]     e.g. tools/fuzz.sh 30; tools/fuzz.sh 600 feed
 # IARELAY_FUZZ_RUNS=N stops each target after N executions (or SECONDS, whichever comes first):
 #   IARELAY_FUZZ_RUNS=10000000 tools/fuzz.sh 86400 feed     (a long run, docs/reliability.md)
@@ -76,6 +78,15 @@ cp fuzz/seeds/cli_filter/* "$seeds/cli_filter/"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 failed=()
+# First the inputs of fuzz/regressions/TARGET-* for these targets (ctest label `fuzz`).
+pattern="^fuzz_regression\\.($(IFS='|'; echo "${targets[*]}"))-"
+if ! ctest --test-dir "$build" -L fuzz -R "$pattern" --output-on-failure \
+  >"$build/regressions.log" 2>&1; then
+  failed+=(regressions)
+  tail -n 60 "$build/regressions.log"
+fi
+grep -E 'tests passed|tests failed' "$build/regressions.log" | sed 's/^/fuzz: regressions: /' ||
+  true
 for t in "${targets[@]}"; do
   mkdir -p "$build/corpus/$t" "$build/artifacts/$t"
   max_len=8192
