@@ -25,7 +25,7 @@ IntakeRequest request(std::string service, std::string body) {
 }
 
 TEST(AdmitDirect, InfersTypeOfEveryFixtureAndKeepsTheBodyByteForByte) {
-  AgentDirectory edge({}, {});
+  AgentDirectory edge({}, {}, Role::kEdge);
   const std::pair<const char*, const char*> cases[] = {
       {"ib_status.json", "status"},     {"ib_delivery.json", "deliveryStatus"},
       {"ib_response.json", "response"}, {"ib_annotation.json", "annotation"},
@@ -47,7 +47,7 @@ TEST(AdmitDirect, InfersTypeOfEveryFixtureAndKeepsTheBodyByteForByte) {
 }
 
 TEST(AdmitDirect, GivenTypeWinsOverInference) {
-  AgentDirectory edge({}, {});
+  AgentDirectory edge({}, {}, Role::kEdge);
   auto w = admit_direct(
       [] {
         auto r = request("hpnnmi", R"({"status":"active"})");
@@ -60,7 +60,7 @@ TEST(AdmitDirect, GivenTypeWinsOverInference) {
 }
 
 TEST(AdmitDirect, RefusesNonObjectsUninferableTypesAndEmptyServices) {
-  AgentDirectory edge({}, {});
+  AgentDirectory edge({}, {}, Role::kEdge);
   auto array = admit_direct(request("hpnnmi", "[1,2]"), edge, 0);
   EXPECT_EQ(array.status().kind(), StatusKind::kInvalidArgument);
   EXPECT_NE(array.status().message().find("not a JSON object"), std::string::npos);
