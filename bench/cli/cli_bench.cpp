@@ -37,6 +37,7 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 
 // Runs argv, returns (exit code, seconds).
 std::pair<int, double> timed_run(const std::vector<std::string>& args) {
+  std::fflush(stdout);  // else the child's freopen writes the parent's buffered lines again
   auto start = std::chrono::steady_clock::now();
   pid_t pid = fork();
   if (pid == 0) {
