@@ -74,7 +74,10 @@ std::string text_field_problem(std::string_view s, std::size_t max_bytes) {
   return "";
 }
 
-std::string sanitize_utf8(std::string_view s, std::size_t max_bytes) {
+namespace {
+// Valid UTF-8 within max_bytes, cut on a character boundary: invalid bytes become U+FFFD and
+// control characters `control` (what sanitize_utf8 and text_excerpt differ in).
+std::string clean_text(std::string_view s, std::size_t max_bytes, std::string_view control) {
   std::string out;
   out.reserve(std::min(s.size(), max_bytes));
   for (std::size_t i = 0; i < s.size();) {
@@ -84,7 +87,7 @@ std::string sanitize_utf8(std::string_view s, std::size_t max_bytes) {
       piece = kReplacement;
       n = 1;
     } else if (is_control(s, i, n)) {
-      piece = kReplacement;
+      piece = control;
     } else {
       piece = s.substr(i, n);
     }
@@ -93,6 +96,11 @@ std::string sanitize_utf8(std::string_view s, std::size_t max_bytes) {
     i += n;
   }
   return out;
+}
+}  // namespace
+
+std::string sanitize_utf8(std::string_view s, std::size_t max_bytes) {
+  return clean_text(s, max_bytes, kReplacement);
 }
 
 std::string replace_invalid_utf8(std::string_view s) {
@@ -112,24 +120,7 @@ std::string replace_invalid_utf8(std::string_view s) {
 }
 
 std::string text_excerpt(std::string_view s, std::size_t max_bytes) {
-  std::string out;
-  out.reserve(std::min(s.size(), max_bytes));
-  for (std::size_t i = 0; i < s.size();) {
-    std::size_t n = sequence_length(s, i);
-    std::string_view piece;
-    if (n == 0) {
-      piece = kReplacement;
-      n = 1;
-    } else if (is_control(s, i, n)) {
-      piece = " ";
-    } else {
-      piece = s.substr(i, n);
-    }
-    if (out.size() + piece.size() > max_bytes) break;
-    out += piece;
-    i += n;
-  }
-  return out;
+  return clean_text(s, max_bytes, " ");
 }
 
 }  // namespace iarelay
