@@ -9,7 +9,7 @@ packages=(
   libsqlitecpp-dev libsqlite3-dev sqlite3 libcurl4-openssl-dev curl
   nlohmann-json3-dev libboost-program-options-dev libgtest-dev
   libcpp-httplib-dev libspdlog-dev libfmt-dev libssl-dev
-  nginx-light wrk python3 procps dpkg-dev file systemd
+  nginx-light wrk python3 procps dpkg-dev file systemd nodejs node-acorn rhino
 )
 missing=()
 for p in "${packages[@]}"; do
