@@ -39,6 +39,8 @@ test('every recorded callback through the shim in Rhino with javax.crypto', () =
   const sample = s.recordings().find((r) => r.name === 'ib_response').recorded;
   const throwing = { ...sample, body: sample.body.replace('"Acknowledge"', '"Throw"') };
   cases.push({ name: 'apia_callback throws', signed: true, now: Number(sample.timestamp), body: throwing.body, headers: s.relayHeaders(throwing), expect: 503 });
+  const upper = Object.fromEntries(Object.entries(s.relayHeaders(sample)).map(([k, v]) => [k.toUpperCase(), v]));
+  cases.push({ name: 'header names in upper case (found through propertyNames())', signed: true, now: Number(sample.timestamp), body: sample.body, headers: upper, expect: 200, type: sample.type });
   cases.push({ name: 'garbage', signed: false, now: 0, body: '{"xmatters_callback_type": ', headers: { 'webhook-id': 'g1' }, expect: 400 });
 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ia-shim-rhino-'));

@@ -252,3 +252,42 @@ test('signature arithmetic: the Standard Webhooks reference vector, UTF-8 and ba
   }
   assert.equal(i.base64Decode('ab$d'), null);
 });
+
+test('tools/ia-standin.js serves the real shim at /http/applications_hpnnmi on loopback', async () => {
+  const { spawn } = require('node:child_process');
+  const child = spawn(process.execPath, [path.join(s.root, 'tools', 'ia-standin.js'), '--listen', '127.0.0.1:0',
+    '--secret-file', s.secretPath, '--throw-first', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    let stdout = '';
+    child.stdout.on('data', (d) => { stdout += d; });
+    const url = await new Promise((resolve, reject) => {
+      let stderr = '';
+      child.stderr.on('data', (d) => {
+        stderr += d;
+        const m = stderr.match(/listening on (http:\S+)/);
+        if (m) resolve(m[1]);
+      });
+      child.on('exit', (code) => reject(new Error(`ia-standin exited ${code}: ${stderr}`)));
+    });
+    // The relay's request for a recording, at a time the shim's clock accepts.
+    const r = recordings.find((x) => x.name === 'ib_annotation_utf8').recorded;
+    const now = String(Math.floor(Date.now() / 1000));
+    const post = (body, headers) => fetch(url, { method: 'POST', body, headers });
+    const signed = { ...r, timestamp: now };
+    const headers = s.relayHeaders(signed);
+    assert.equal((await post(r.body, headers)).status, 503, 'the first apia_callback throws (--throw-first 1)');
+    const ok = await post(r.body, headers);
+    assert.equal(ok.status, 200);
+    assert.deepEqual(await ok.json(), { delivered: r.webhook_id });
+    assert.equal((await post(r.body, s.relayHeaders(r))).status, 401, 'a timestamp from the recording is stale now');
+    assert.equal((await post('garbage', { 'webhook-id': 'g' })).status, 401, 'unsigned, and the stand-in has a secret');
+    assert.equal((await fetch(url.replace('applications_hpnnmi', 'applications_other'), { method: 'POST', body: '{}' })).status, 404);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const lines = stdout.trim().split('\n').map((l) => JSON.parse(l));
+    assert.equal(lines.length, 1);
+    assert.equal(lines[0].webhook_id, r.webhook_id);
+    assert.deepEqual(lines[0].msg, expected.ib_annotation_utf8);
+  } finally {
+    child.kill();
+  }
+});
