@@ -209,8 +209,11 @@ var IARELAY_SHIM = (function () {
     if (o.secret !== undefined && o.secret !== null) keys.push(signingKey(o.secret));
     if (o.secrets) for (i = 0; i < o.secrets.length; i++) keys.push(signingKey(o.secrets[i]));
     if (o.secretFile) keys.push(signingKey(hooks.readFile(o.secretFile)));
+    var tolerance = o.toleranceSeconds === undefined ? 300 : Number(o.toleranceSeconds);
+    if (!(tolerance >= 0))
+      throw new Error("iarelay shim: toleranceSeconds must be a number of seconds, 0 or more");
     settings.keys = keys;
-    settings.toleranceSeconds = o.toleranceSeconds === undefined ? 300 : Number(o.toleranceSeconds);
+    settings.toleranceSeconds = tolerance;
     settings.callback = o.callback || null;
     settings.log = o.log || null;
   }

@@ -232,6 +232,8 @@ test('configure refuses a secret it cannot use, at load rather than at the first
   assert.throws(() => shim.configure({ secret: 'whsec_%%%' }), /not valid base64/);
   assert.throws(() => shim.configure({ secret: 'whsec_' }), /whsec_ secret is empty/);
   assert.throws(() => shim.configure({ secret: '' }), /secret is empty/);
+  assert.throws(() => shim.configure({ toleranceSeconds: 'five minutes' }), /toleranceSeconds/);
+  assert.throws(() => shim.configure({ toleranceSeconds: -1 }), /toleranceSeconds/);
   shim.hooks.readFile = (p) => fs.readFileSync(p, 'utf8');
   shim.configure({ secretFile: s.secretPath }); // a file's trailing newline is not the secret's
   assert.deepEqual(plain(shim.internals.signingKey(s.secret)), [...s.signingKey(s.secret)]);
