@@ -1,5 +1,5 @@
 // The shim is plain ES5 for the IA's Rhino: `node --check`, a parse with acorn limited to
-// ECMAScript 5 (Debian node-acorn; skipped with a note when absent), and a scan of the code
+// ECMAScript 5 and 3 (Debian node-acorn; skipped with a note when absent), and a scan of the code
 // (comments and strings removed) for ES2015+ syntax and Node APIs.
 'use strict';
 
@@ -49,8 +49,9 @@ test('node --check accepts the shim', () => {
 });
 
 const acorn = loadAcorn();
-test('acorn parses the shim as ECMAScript 5 (a script, not a module)', { skip: !acorn && 'acorn not installed (Debian package node-acorn)' }, () => {
+test('acorn parses the shim as ECMAScript 5, and as 3 (a script, not a module)', { skip: !acorn && 'acorn not installed (Debian package node-acorn)' }, () => {
   acorn.parse(source, { ecmaVersion: 5, sourceType: 'script' });
+  acorn.parse(source, { ecmaVersion: 3, sourceType: 'script' }); // no trailing commas either
   assert.throws(() => acorn.parse('var f = (x) => x;', { ecmaVersion: 5 }), 'the check bites');
 });
 

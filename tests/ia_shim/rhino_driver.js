@@ -1,5 +1,5 @@
 // Runs in Mozilla Rhino (the IA's engine), started by rhino_test.js:
-//   rhino rhino_driver.js SHIM CASES_JSON SECRET_FILE
+//   rhino -version 170 rhino_driver.js SHIM CASES_JSON SECRET_FILE
 // Loads the shim with load() as an integration script would, configures it with secretFile,
 // and calls iarelay_http() for each case with a real java.util.Properties as
 // httpRequestProperties (REQUEST_BODY a Java String) and the real javax.crypto HMAC. Prints one
