@@ -270,7 +270,8 @@ var IARELAY_SHIM = (function () {
     // decoded them as ISO-8859-1 gives them back through that charset.
     var contents = [utf8Bytes(prefix + body)];
     var latin1 = latin1Bytes(body);
-    if (latin1 !== null && /[\u0080-\u00ff]/.test(body)) contents.push(utf8Bytes(prefix).concat(latin1));
+    if (latin1 !== null && /[\u0080-\u00ff]/.test(body))
+      contents.push(utf8Bytes(prefix).concat(latin1));
     var offered = signature.split(" ");
     var ok = false;
     for (var k = 0; k < settings.keys.length; k++) {
