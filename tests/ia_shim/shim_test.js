@@ -281,7 +281,8 @@ test('tools/ia-standin.js serves the real shim at /http/applications_hpnnmi on l
     const ok = await post(r.body, headers);
     assert.equal(ok.status, 200);
     assert.deepEqual(await ok.json(), { delivered: r.webhook_id });
-    assert.equal((await post(r.body, s.relayHeaders(r))).status, 401, 'a timestamp from the recording is stale now');
+    const stale = { ...r, timestamp: String(Number(now) - 3600) };
+    assert.equal((await post(r.body, s.relayHeaders(stale))).status, 401, 'an hour-old timestamp is stale');
     assert.equal((await post('garbage', { 'webhook-id': 'g' })).status, 401, 'unsigned, and the stand-in has a secret');
     assert.equal((await fetch(url.replace('applications_hpnnmi', 'applications_other'), { method: 'POST', body: '{}' })).status, 404);
     await new Promise((resolve) => setTimeout(resolve, 50));
