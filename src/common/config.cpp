@@ -458,17 +458,30 @@ Result<Config> load_config(const std::string& file, const ConfigOverrides& overr
 }
 
 std::string config_example() {
+  // It runs as it is, from the repository root, reaching nothing but 127.0.0.1: the agent is
+  // the stand-in iarelay-sink; [upstream] (which would poll another relay) is commented out.
   std::string out =
-      "# iarelay configuration (SPEC §3). Generated from the key table by\n"
-      "# `iarelayd --print-config-example`; every key is shown with its default.\n";
+      "# iarelay configuration: every key with its default (reference: docs/operations.md,\n"
+      "# \"Configuration reference\"). Generated from the key table by\n"
+      "# `iarelayd --print-config-example`. It runs as it is, from the repository root, and\n"
+      "# reaches no host but 127.0.0.1: intake on 127.0.0.1:8080, one agent that a stand-in\n"
+      "# answers (build/bin/iarelay-sink --listen 127.0.0.1:8081).\n";
   std::string current = "-";
   for (const auto& k : kKeys) {
     std::string section = k.section;
+    const bool upstream = section == "upstream";
+    // "#key = value": a key left out; a line starting "# " is help text.
+    const std::string off = upstream ? "#" : "";
     if (section != current) {
       current = section;
       if (section == "service.*") section = "service.hpnnmi";
       if (section == "agent.*") section = "agent.nnmi1";
-      if (!section.empty()) out += "\n[" + section + "]\n";
+      if (upstream)
+        out +=
+            "\n# [upstream] makes this relay poll another relay's feed (an inner relay fetching\n"
+            "# from an edge relay in the DMZ: docs/deployment.md). Uncomment the section and\n"
+            "# give the edge's url (and token_file) to use it.\n";
+      if (!section.empty()) out += (upstream ? "" : "\n") + off + "[" + section + "]\n";
     }
     std::string value = k.default_value;
     std::string kk = k.key;
@@ -477,10 +490,10 @@ std::string config_example() {
       if (kk == "callback") value = "http://127.0.0.1:8081/apia_callback";
       if (kk == "services") value = "hpnnmi, remedy";
     }
-    if (current == "upstream" && kk == "url") value = "https://edge.example.net:8443";
+    if (upstream && kk == "url") value = "https://edge.example.net:8443";
     out += "# " + std::string(k.help) +
            (std::string(k.choices).empty() ? "" : " (" + std::string(k.choices) + ")") + "\n";
-    out += kk + " =" + (value.empty() ? "" : " " + value) + "\n";
+    out += off + kk + " =" + (value.empty() ? "" : " " + value) + "\n";
   }
   return out;
 }

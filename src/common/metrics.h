@@ -1,9 +1,11 @@
 // A small Prometheus registry (text exposition format 0.0.4): counters, gauges and histograms
 // with labels, plus collectors that render computed families at scrape time (queue depths read
-// from the journal). Thread-safe; references returned stay valid for the registry's life.
+// from the journal, the process's own figures). Thread-safe; references returned stay valid
+// for the registry's life.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -71,5 +73,17 @@ class Metrics {
   std::map<std::string, Family> families_;                     // GUARDED_BY(mu_)
   std::vector<std::function<void(std::string&)>> collectors_;  // GUARDED_BY(mu_)
 };
+
+// The process_* families of the Prometheus client libraries' process collector, read from
+// /proc/self (Linux): process_cpu_seconds_total, process_resident_memory_bytes,
+// process_virtual_memory_bytes, process_open_fds, process_max_fds (the soft limit) and
+// process_start_time_seconds (Unix time). A figure that cannot be read is left out.
+std::string render_process_metrics();
+
+// A collector that runs `render` at most once per `min_interval`, and never more often than
+// every 100 times its last run's duration (so an expensive query takes at most 1% of a
+// thread however often Prometheus scrapes); in between, the last text is appended again.
+std::function<void(std::string&)> throttled_collector(std::function<std::string()> render,
+                                                      std::chrono::milliseconds min_interval);
 
 }  // namespace iarelay

@@ -1,4 +1,5 @@
-// Payload inspection (SPEC §6 inference rules) with nlohmann/json.
+// Payload inspection (the inference rules of docs/architecture.md, "Payload dialects") with
+// nlohmann/json.
 #include "common/payload.h"
 
 #include <nlohmann/json.hpp>

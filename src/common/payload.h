@@ -1,6 +1,7 @@
-// What the relay needs to know about an xMatters payload (SPEC §6): its trigger type and the
-// alert's event identifier, in either dialect; and the normalisation of service names and
-// agent identifiers (SPEC §1). The payload itself is never rewritten here.
+// What the relay needs to know about an xMatters payload (docs/architecture.md, "Payload
+// dialects"): its trigger type and the alert's event identifier, in either dialect; and the
+// normalisation of service names and agent identifiers (docs/architecture.md, "Routing"). The
+// payload itself is never rewritten here.
 #pragma once
 
 #include <cstddef>

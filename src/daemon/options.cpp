@@ -12,7 +12,7 @@ namespace po = boost::program_options;
 Result<DaemonOptions> parse_daemon_options(int argc, char** argv) {
   po::options_description desc("Options");
   desc.add_options()("help,h", "show this help and exit")("version", "print the version and exit")(
-      "config,c", po::value<std::string>(), "configuration file (INI, SPEC §3)")(
+      "config,c", po::value<std::string>(), "configuration file (INI; its keys are listed below)")(
       "check", "validate the configuration and the journal's migrations, then exit")(
       "print-config-example", "print an example configuration with every key and its default")(
       "print-config-reference", "print the configuration reference as a Markdown table");

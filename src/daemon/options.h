@@ -1,4 +1,5 @@
-// iarelayd's command line: --config FILE, --section.key=value overrides (SPEC §3), --help,
+// iarelayd's command line: --config FILE, --section.key=value overrides (docs/operations.md,
+// "Configuration reference"), --help,
 // --version and the generated configuration example/reference.
 #pragma once
 

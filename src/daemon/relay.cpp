@@ -3,6 +3,7 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <spdlog/spdlog.h>
+#include <sqlite3.h>
 
 #include <algorithm>
 #include <chrono>
@@ -277,6 +278,34 @@ std::string Relay::status_document() {
 }
 
 void Relay::register_collectors() {
+  metrics_
+      .gauge("iarelay_build_info",
+             "Always 1; the labels name this build: iarelayd's version and the SQLite library's",
+             {{"version", IARELAY_VERSION}, {"sqlite", sqlite3_libversion()}})
+      .set(1);
+  metrics_.add_collector([](std::string& out) { out += render_process_metrics(); });
+  // Failed and discarded webhooks wait for an operator: no retry will deliver them. A count of
+  // an index range per state (the backlog's size), run at most every 5 s, and less often when
+  // a big backlog makes it slow.
+  metrics_.add_collector(throttled_collector(
+      [this]() -> std::string {
+        auto reader = open_journal_for_read(config_.journal);
+        if (!reader) return "";
+        try {
+          OperatorBacklog b = operator_backlog(**reader);
+          return "# HELP iarelay_webhooks_waiting_for_operator Failed and discarded webhooks: no "
+                 "retry will deliver them; iarelay resend (or purge) does\n"
+                 "# TYPE iarelay_webhooks_waiting_for_operator gauge\n"
+                 "iarelay_webhooks_waiting_for_operator{state=\"failed\"} " +
+                 std::to_string(b.failed) +
+                 "\niarelay_webhooks_waiting_for_operator{state=\"discarded\"} " +
+                 std::to_string(b.discarded) + "\n";
+        } catch (const std::exception& e) {
+          spdlog::warn("metrics: failed/discarded count failed: {}", e.what());
+          return "";
+        }
+      },
+      std::chrono::seconds(5)));
   // Queue depth and oldest age per agent and state, read from the journal at scrape time (an
   // index range scan of the queue, not of the whole table).
   metrics_.add_collector([this](std::string& out) {

@@ -25,9 +25,10 @@ class Poller;
 class Server;
 class Writer;
 
-// Every agent's secret can be read and used as a signing key (SPEC §3, §5): ok, or the
-// configuration error of the first agent whose secret cannot, naming the configuration file,
-// the agent's section and the secret's file or environment variable. Reads the secrets.
+// Every agent's secret can be read and used as a signing key (docs/architecture.md, "Calling
+// apia_callback"): ok, or the configuration error of the first agent whose secret cannot, naming
+// the configuration file, the agent's section and the secret's file or environment variable. Reads
+// the secrets.
 Status check_agent_secrets(const Config& config);
 
 class Relay {

@@ -1,6 +1,6 @@
-// One agent's availability as the dispatcher sees it (SPEC §1 "Availability"): up, down after
-// `down_after` consecutive agent failures, probed one call at a time with backoff 1 s → 30 s
-// while down, up again on the first answer that is not an agent failure; paused by operators.
+// One agent's availability as the dispatcher sees it (docs/architecture.md, "Availability"): up,
+// down after `down_after` consecutive agent failures, probed one call at a time with backoff 1 s →
+// 30 s while down, up again on the first answer that is not an agent failure; paused by operators.
 // Pure state machine (times are given); owned and used by the dispatcher thread only.
 #pragma once
 

@@ -614,10 +614,10 @@ class DispatcherImpl final : public Dispatcher {
 
   // Queued webhooks assigned to an agent that is no longer configured (removed by a reload, or
   // retired while the relay was down). Those addressed to it by identifier keep waiting for it
-  // (SPEC §1 rule 1; status and iarelay_queue_unconfigured show them, `iarelay move` moves
-  // them). The others were routed there: one that asked for another agent goes back to that
-  // agent's queue; one that asked for none goes to the first available agent hosting its
-  // service, else it is held for any agent of its service (never discarded: it was accepted,
+  // (docs/architecture.md, "Routing" rule 1; status and iarelay_queue_unconfigured show them,
+  // `iarelay move` moves them). The others were routed there: one that asked for another agent goes
+  // back to that agent's queue; one that asked for none goes to the first available agent hosting
+  // its service, else it is held for any agent of its service (never discarded: it was accepted,
   // and its service's other agents may be away for a moment). A reroute applies only while
   // the row still waits on the retired agent.
   void sweep_retired(Millis steady) {

@@ -1,7 +1,8 @@
-// The dispatcher (SPEC §1, §5): calls each agent's apia_callback from its journal queue with
-// libcurl's multi interface, per-agent max_inflight and ordering keys, retries with backoff,
-// agent availability (down/probe/up, operator pauses read from the journal) and failover.
-// Every attempt and outcome is journaled through the Writer. Runs on its own thread.
+// The dispatcher (docs/architecture.md, "Routing" to "Calling apia_callback"): calls each agent's
+// apia_callback from its journal queue with libcurl's multi interface, per-agent max_inflight and
+// ordering keys, retries with backoff, agent availability (down/probe/up, operator pauses read from
+// the journal) and failover. Every attempt and outcome is journaled through the Writer. Runs on its
+// own thread.
 //
 // How it works (details in dispatcher.cpp):
 // - Work is read by index (scan_queue) in pages of 256, so memory stays flat whatever the

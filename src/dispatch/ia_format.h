@@ -1,5 +1,6 @@
-// `format = ia` (SPEC §5): converts a stored payload of either dialect (SPEC §6) into the
-// message object an Integration Agent's apia_callback(msg) receives. Pure; thread-safe.
+// `format = ia` (docs/architecture.md, "Calling apia_callback"): converts a stored payload of
+// either dialect ("Payload dialects") into the message object an Integration Agent's
+// apia_callback(msg) receives. Pure; thread-safe.
 //
 // The message: "xmatters_callback_type" (the webhook's trigger type), "eventidentifier", then
 // the payload's other fields with lower-cased keys and string values:

@@ -1,6 +1,7 @@
-// The retry policy of SPEC §5 as a pure function: what to do after one callback attempt, from
-// the attempt number, how the call ended, the current time, the agent's policy and a random
-// draw. No clock, no network, no journal: the dispatcher supplies every input.
+// The retry policy (docs/architecture.md, "Calling apia_callback") as a pure function: what to do
+// after one callback attempt, from the attempt number, how the call ended, the current time, the
+// agent's policy and a random draw. No clock, no network, no journal: the dispatcher supplies every
+// input.
 #pragma once
 
 #include <optional>

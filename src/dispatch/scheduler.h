@@ -1,5 +1,5 @@
-// Ordering keys (SPEC §1 "Ordering") and the choice of what an agent may be sent next from a
-// window of its queue. Pure: the dispatcher feeds rows in arrival order with what it knows
+// Ordering keys (docs/architecture.md, "Ordering") and the choice of what an agent may be sent next
+// from a window of its queue. Pure: the dispatcher feeds rows in arrival order with what it knows
 // (keys in hand, the time); no journal or clock here. Not thread-safe (one per use).
 #pragma once
 

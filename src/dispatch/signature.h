@@ -1,6 +1,7 @@
-// Standard Webhooks signing (SPEC §5), shared by the dispatcher (signs) and iarelay-sink
-// (verifies): the signed content is "<webhook-id>.<webhook-timestamp>.<body>", the header value
-// "v1,<base64 HMAC-SHA256>". Pure functions; thread-safe.
+// Standard Webhooks signing (docs/architecture.md, "Calling apia_callback"), shared by the
+// dispatcher (signs) and iarelay-sink (verifies): the signed content is
+// "<webhook-id>.<webhook-timestamp>.<body>", the header value "v1,<base64 HMAC-SHA256>". Pure
+// functions; thread-safe.
 #pragma once
 
 #include <string>

@@ -1,6 +1,7 @@
-// The routing rules of SPEC §1 over the configured agents and their current availability.
-// Shared by intake (where a webhook goes on arrival) and dispatch (failover, held webhooks,
-// and the availability it observes). Thread-safe: readers and writers may be on any thread.
+// The routing rules (docs/architecture.md, "Routing") over the configured agents and their current
+// availability. Shared by intake (where a webhook goes on arrival) and dispatch (failover, held
+// webhooks, and the availability it observes). Thread-safe: readers and writers may be on any
+// thread.
 #pragma once
 
 #include <map>
@@ -37,7 +38,7 @@ class AgentDirectory {
   std::vector<AgentConfig> agents() const;
   std::optional<AgentConfig> agent(const std::string& agent_id) const;
 
-  // Where a webhook arriving now goes (SPEC §1 rules 1-4; edge relays store everything; a
+  // Where a webhook arriving now goes ("Routing" rules 1-4; edge relays store everything; a
   // delivering relay with no agent configured holds every webhook: rule 1 for those with an
   // agent identifier, held for any agent of their service otherwise).
   RouteDecision route(const std::string& service, const std::optional<std::string>& agent) const;

@@ -146,6 +146,17 @@ Json last_rewind(SQLite::Database& reader, const std::string& name) {
 
 }  // namespace
 
+const char* const kOperatorBacklogSql =
+    "SELECT state, count(*) FROM webhooks WHERE state IN ('failed','discarded') GROUP BY state";
+
+OperatorBacklog operator_backlog(SQLite::Database& reader) {
+  OperatorBacklog b;
+  SQLite::Statement q(reader, kOperatorBacklogSql);
+  while (q.executeStep())
+    (q.getColumn(0).getString() == "failed" ? b.failed : b.discarded) = q.getColumn(1).getInt64();
+  return b;
+}
+
 std::string status_json(SQLite::Database& reader, const Config* config,
                         const std::string& journal_path) {
   // One snapshot for the whole document (unless the caller already holds a transaction).

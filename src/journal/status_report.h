@@ -1,8 +1,9 @@
-// The status document: `iarelay status --format json` and GET /v1/status (SPEC §8): per agent
+// The status document: `iarelay status --format json` and GET /v1/status: per agent
 // state, queued, inflight, oldest queued age, delivered and failed in the last hour; totals by
 // state; upstream cursors and feed consumers' lag; whether a daemon holds the journal.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -55,5 +56,15 @@ inline constexpr std::string_view kCursorRewindAction = "cursor_rewind";
 // database errors.
 std::string status_json(SQLite::Database& reader, const Config* config,
                         const std::string& journal_path);
+
+// Webhooks no retry will deliver: `failed` and `discarded` rows wait for an operator (`iarelay
+// resend`, or `purge`). Counted as one range of the covering index webhooks_state (state,
+// received_at) per state, so the cost is the backlog's size, never the delivered history's.
+struct OperatorBacklog {
+  std::int64_t failed = 0, discarded = 0;
+};
+OperatorBacklog operator_backlog(SQLite::Database& reader);
+// The query operator_backlog runs (tests check its plan).
+extern const char* const kOperatorBacklogSql;
 
 }  // namespace iarelay

@@ -19,7 +19,7 @@ class Database;
 
 namespace iarelay {
 
-// The delivery state of a webhook (SPEC §1). Changes only through transition().
+// The delivery state of a webhook (docs/journal.md, "States"). Changes only through transition().
 enum class WebhookState {
   kStored,     // on an edge relay for its feed; no local agent will be called
   kQueued,     // waiting for its agent (or, assigned_agent NULL, for any agent of its service)

@@ -1,4 +1,4 @@
-// The commands of `iarelay` (SPEC §8), one function each; main() picks one by name. Each takes
+// The commands of `iarelay`, one function each; main() picks one by name. Each takes
 // the context (ctx.args are the arguments after the command name) and returns the exit code.
 #pragma once
 

@@ -12,10 +12,11 @@ namespace {
 
 constexpr CommandHelp kHelp = {
     "status [--format table|json]",
-    "Per agent: state, queued, inflight, oldest queued age, deliveries and failures in the\n"
-    "last hour; totals by state; webhooks held for any agent; upstream cursors and feed\n"
-    "consumers' lag; whether an iarelayd holds the journal. JSON is the document served by\n"
-    "the daemon at GET /v1/status."};
+    "Per agent: state, since when, until when (a pause), queued, inflight, oldest queued age,\n"
+    "deliveries and failures in the last hour, and the reason it is down or paused; totals\n"
+    "by state; webhooks held for any agent; upstream cursors and feed consumers' lag;\n"
+    "whether an iarelayd holds the journal. JSON is the document served by the daemon at\n"
+    "GET /v1/status."};
 
 void print_tables(const Json& doc) {
   const Json& daemon = doc["daemon"];
@@ -56,7 +57,7 @@ void print_tables(const Json& doc) {
 
   RowWriter agents(std::cout, Format::kTable,
                    {"agent", "handle", "configured", "state", "since", "until", "queued",
-                    "inflight", "oldest", "delivered_1h", "failed_1h", "retried_1h"});
+                    "inflight", "oldest", "delivered_1h", "failed_1h", "retried_1h", "reason"});
   for (const auto& a : doc["agents"])
     agents.row({a["id"], a["handle"],
                 a["configured"].get<bool>() ? "yes"
@@ -64,7 +65,10 @@ void print_tables(const Json& doc) {
                                             : "NO",
                 a["state"], a["state_since"], a["paused_until"], a["queued"], a["inflight"],
                 age_text(a["oldest_queued_age_ms"]), a["delivered_last_hour"],
-                a["failed_last_hour"], a["retried_last_hour"]});
+                a["failed_last_hour"], a["retried_last_hour"],
+                // Why it is down or paused (the last failure, the operator's --reason); an up
+                // agent's old reason ("pause ended") is history, not a state.
+                a["state"] == "up" ? Json(nullptr) : a["reason"]});
   if (agents.rows() == 0)
     std::cout << "(no agents configured or known to the journal)\n";
   else

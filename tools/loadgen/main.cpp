@@ -1,6 +1,7 @@
-// iarelay-loadgen (SPEC §9): posts realistic webhooks to an iarelayd intake over --concurrency
-// keep-alive connections (libcurl multi, one thread), retries each until 2xx, records every
-// accepted id (flushed line by line), shows progress on stderr and prints a summary on stdout.
+// iarelay-loadgen (README.md, "What is here"): posts realistic webhooks to an iarelayd intake over
+// --concurrency keep-alive connections (libcurl multi, one thread), retries each until 2xx, records
+// every accepted id (flushed line by line), shows progress on stderr and prints a summary on
+// stdout.
 #include <curl/curl.h>
 #include <netdb.h>
 #include <netinet/in.h>

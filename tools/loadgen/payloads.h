@@ -1,7 +1,8 @@
-// Realistic xMatters outbound-integration payloads for iarelay-loadgen, in both dialects of
-// SPEC §6 (Integration Builder JSON, Integration Agent message) and all four trigger types,
-// with varied alerts, recipients, devices, unicode comments and form properties.
-// Deterministic: webhook n of a given seed is always the same. Thread-safe (const).
+// Realistic xMatters outbound-integration payloads for iarelay-loadgen, in both dialects
+// (docs/architecture.md, "Payload dialects": Integration Builder JSON, Integration Agent
+// message) and all four trigger types, with varied alerts, recipients, devices, unicode comments
+// and form properties. Deterministic: webhook n of a given seed is always the same. Thread-safe
+// (const).
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,6 @@
-// iarelay-sink (SPEC §9): a stand-in apia_callback endpoint for trials and tests. Answers 204 or
-// an injected fault, verifies Standard Webhooks signatures, records one JSON line per request
-// and prints a summary (one JSON object on stdout) on SIGTERM or SIGINT.
+// iarelay-sink (README.md, "What is here"): a stand-in apia_callback endpoint for trials and tests.
+// Answers 204 or an injected fault, verifies Standard Webhooks signatures, records one JSON line
+// per request and prints a summary (one JSON object on stdout) on SIGTERM or SIGINT.
 //
 // --down-for D: the sink does not listen at all for the first D (callers see "connection
 // refused", as with an agent that is stopped), then starts serving.

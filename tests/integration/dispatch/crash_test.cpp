@@ -1,7 +1,8 @@
-// Crash semantics end to end (SPEC §1): iarelayd is SIGKILLed and restarted 20 times while
-// webhooks arrive and the sink fails 10% of calls. Afterwards every accepted webhook was
-// delivered at least once, first deliveries kept per-alert order, and the duplicates (same
-// webhook-id delivered twice) are counted and bounded by what could be in flight at the kills.
+// Crash semantics end to end (docs/journal.md, "Durability and crash semantics"): iarelayd is
+// SIGKILLed and restarted 20 times while webhooks arrive and the sink fails 10% of calls.
+// Afterwards every accepted webhook was delivered at least once, first deliveries kept per-alert
+// order, and the duplicates (same webhook-id delivered twice) are counted and bounded by what could
+// be in flight at the kills.
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <gtest/gtest.h>
 #include <httplib.h>

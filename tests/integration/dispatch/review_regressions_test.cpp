@@ -1,7 +1,7 @@
 // Regressions from the review of the dispatcher's walk past the head window: a reload that
 // turns `ordering = event` into `fifo` while that walk is pending must not let a webhook go past
 // a backing-off head; errors before a call is made (reading the payload) must not spend the
-// webhook's budget of real attempts (SPEC: max_attempts counts real attempts).
+// webhook's budget of real attempts (docs/operations.md: max_attempts counts real attempts).
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <gtest/gtest.h>
 #include <signal.h>

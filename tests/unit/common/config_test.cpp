@@ -271,7 +271,10 @@ TEST_F(ConfigFile, ExampleConfigurationParsesToTheDefaults) {
   ASSERT_EQ(c->agents.size(), 1u);
   EXPECT_EQ(c->agents[0].max_inflight, 8);
   EXPECT_TRUE(c->listen.has_value());
-  EXPECT_TRUE(c->upstream.has_value());
+  // [upstream] is there, commented out: the example reaches no host but 127.0.0.1.
+  EXPECT_FALSE(c->upstream.has_value());
+  EXPECT_TRUE(contains(config_example(), "\n#[upstream]\n"));
+  EXPECT_TRUE(contains(config_example(), "\n#url = https://"));
   EXPECT_TRUE(contains(config_reference_markdown(), "`backoff_max`"));
 }
 

@@ -1,5 +1,6 @@
-// Tests of common/payload.h: the type inference of SPEC §6 on every xMatters fixture, the given
-// type winning, refusal of bodies that are not JSON objects, and name normalisation.
+// Tests of common/payload.h: the type inference of docs/architecture.md ("Payload dialects") on
+// every xMatters fixture, the given type winning, refusal of bodies that are not JSON objects, and
+// name normalisation.
 #include "common/payload.h"
 
 #include <gtest/gtest.h>

@@ -1,4 +1,5 @@
-// Tests of journal/routing.h: every routing rule of SPEC §1 and agent availability.
+// Tests of journal/routing.h: every routing rule of docs/architecture.md ("Routing") and agent
+// availability.
 #include "journal/routing.h"
 
 #include <gtest/gtest.h>
