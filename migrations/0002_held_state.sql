@@ -47,8 +47,10 @@ CREATE INDEX webhooks_queue ON webhooks (assigned_agent, state, seq);
 CREATE INDEX webhooks_state ON webhooks (state, received_at);
 CREATE INDEX webhooks_event ON webhooks (event_id);
 
+-- Columns in the key's order: SQLite 3.40's quick_check misreads a WITHOUT ROWID table whose
+-- columns are declared in another order ("NULL value in ...").
 CREATE TABLE audit_webhooks (
-  audit_id   INTEGER NOT NULL,          -- audit.id of the command
   webhook_id TEXT NOT NULL,             -- webhooks.id it changed
+  audit_id   INTEGER NOT NULL,          -- audit.id of the command
   PRIMARY KEY (webhook_id, audit_id)
 ) WITHOUT ROWID;

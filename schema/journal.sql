@@ -90,8 +90,10 @@ CREATE TABLE audit (
 
 -- The webhooks an operator's command changed (resend, retry, hold, release): `iarelay show`
 -- says who resent or held a webhook, and when. Deleted with the webhook.
+-- Columns in the key's order: SQLite 3.40's quick_check misreads a WITHOUT ROWID table whose
+-- columns are declared in another order ("NULL value in ...").
 CREATE TABLE audit_webhooks (
-  audit_id   INTEGER NOT NULL,          -- audit.id of the command
   webhook_id TEXT NOT NULL,             -- webhooks.id it changed
+  audit_id   INTEGER NOT NULL,          -- audit.id of the command
   PRIMARY KEY (webhook_id, audit_id)
 ) WITHOUT ROWID;

@@ -152,9 +152,9 @@ bool delete_webhook(SQLite::Database& db, std::string_view id, WebhookState stat
 
 void link_audit(SQLite::Database& db, std::int64_t audit_id, std::string_view webhook_id) {
   auto s = cached_statement(
-      db, "INSERT OR IGNORE INTO audit_webhooks (audit_id, webhook_id) VALUES (?,?)");
-  s->bind(1, audit_id);
-  s->bind(2, std::string(webhook_id));
+      db, "INSERT OR IGNORE INTO audit_webhooks (webhook_id, audit_id) VALUES (?,?)");
+  s->bind(1, std::string(webhook_id));
+  s->bind(2, audit_id);
   s->exec();
 }
 
