@@ -45,7 +45,8 @@ constexpr CommandHelp kMoveHelp = {
     "move --from A | --held | --stored  --to B [--service S] [--type T] [--event E] [--since T] "
     "[--until T] [--force] [--dry-run]",
     "Moves waiting webhooks to agent B (identifier or handle): the queue of agent A (a retired\n"
-    "agent's, or a paused one's), the webhooks held for any agent of their service (--held),\n"
+    "agent's, or a paused one's), the unassigned webhooks waiting for any agent of their\n"
+    "service (--held: unrouted = hold; not the held state of 'iarelay hold', which stays),\n"
     "or the stored webhooks of a relay that ran as an edge (--stored: they become queued with a\n"
     "fresh attempt budget; those a feed consumer has acknowledged went downstream and are left\n"
     "unless --force). They keep their arrival order, so the webhooks of one alert reach B in\n"
@@ -181,7 +182,7 @@ int cmd_move(Context& ctx) {
   po::options_description options;
   auto text = [](const char* name) { return po::value<std::string>()->value_name(name); };
   options.add_options()("from", text("A"), "the queue of this agent (identifier or handle)")(
-      "held", "the webhooks held for any agent of their service")(
+      "held", "the unassigned webhooks waiting for any agent of their service")(
       "stored", "the stored webhooks (kept for an edge's feed)")(
       "to", text("B"), "the agent to move them to (identifier or handle)")(
       "service", text("S"), "only this integration service")(

@@ -9,6 +9,8 @@
 #include <sstream>
 #include <thread>
 
+#include "common/crypto.h"
+#include "journal/journal.h"
 #include "sample_journal.h"
 
 namespace iarelay::clitest {
@@ -310,6 +312,49 @@ TEST_F(QueueTest, ShowSaysWhyAWebhookWaits) {
   // The table shows it too.
   auto table = iarelay({"show", "q1b"});
   EXPECT_NE(table.out.find("waiting          behind webhook q1"), std::string::npos) << table.out;
+}
+
+// --- the migration that adds the held state ---------------------------------------------------
+
+TEST(HeldStateMigration, UpgradesA0001JournalKeepingRowsAndTheSeqRecord) {
+  testing::TempDir dir;
+  const std::string path = dir.file("old.db");
+  {
+    // A journal as the previous build left it: migration 0001 only, an edge's raised seq floor.
+    SQLite::Database db(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    const Migration& first = embedded_migrations().at(0);
+    ASSERT_EQ(first.name, "0001_initial");
+    db.exec(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+        "checksum TEXT NOT NULL, applied_at TEXT NOT NULL)");
+    db.exec(first.sql);
+    SQLite::Statement rec(db, "INSERT INTO schema_migrations VALUES (1, ?, ?, 'x')");
+    rec.bind(1, first.name);
+    rec.bind(2, sha256_hex(first.sql));
+    rec.exec();
+    db.exec(
+        "INSERT INTO webhooks (id, source, received_at, service, type, event_id, state, "
+        "assigned_agent, payload) VALUES ('old1', 'direct', '2026-11-29T14:00:00.000Z', "
+        "'hpnnmi', 'status', 'E1', 'queued', 'a1', '{\"k\":1}')");
+    db.exec("UPDATE sqlite_sequence SET seq = 5000000 WHERE name = 'webhooks'");
+    // Before the migration the journal refuses the state.
+    EXPECT_THROW(db.exec("UPDATE webhooks SET state = 'held'"), SQLite::Exception);
+  }
+  auto r = testing::run({testing::bin("iarelay"), "--journal", path, "migrate"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  SQLite::Database db(path, SQLite::OPEN_READWRITE);
+  EXPECT_EQ(db.execAndGet("SELECT payload FROM webhooks WHERE id = 'old1'").getString(),
+            "{\"k\":1}");
+  EXPECT_EQ(db.execAndGet("SELECT seq FROM sqlite_sequence WHERE name = 'webhooks'").getInt64(),
+            5000000);
+  EXPECT_EQ(
+      db.execAndGet("SELECT count(*) FROM sqlite_master WHERE name = 'webhooks_0001'").getInt(), 0);
+  db.exec("UPDATE webhooks SET state = 'held' WHERE id = 'old1'");
+  db.exec(
+      "INSERT INTO webhooks (id, source, received_at, service, type, state, payload) VALUES "
+      "('new1', 'direct', '2026-11-29T15:00:00.000Z', 'hpnnmi', 'status', 'queued', '{}')");
+  EXPECT_EQ(db.execAndGet("SELECT seq FROM webhooks WHERE id = 'new1'").getInt64(), 5000001);
+  EXPECT_EQ(db.execAndGet("PRAGMA integrity_check").getString(), "ok");
 }
 
 // --- against a running iarelayd ---------------------------------------------------------------
