@@ -237,7 +237,7 @@ int cmd_show(Context& ctx) {
   auto db = open_for_read(ctx);
   if (!db) return fail(ctx, db.status().message());
   auto ids = resolve_webhook_refs(**db, {vm["id"].as<std::string>()});
-  if (!ids) return fail(ctx, ids.status().message() + " in " + ctx.journal);
+  if (!ids) return fail(ctx, ids.status().message());
   auto row = load_webhook(**db, ids->front());
   if (!row) return fail(ctx, "webhook " + ids->front() + " was deleted meanwhile");
   const Millis now = now_millis();
