@@ -6,7 +6,7 @@
 -- Applied migrations; the runner refuses a journal whose recorded checksum differs from the
 -- compiled-in migration, or that records a migration this build does not know.
 CREATE TABLE schema_migrations (
-  version    INTEGER PRIMARY KEY,         -- 1 for 0001_initial.sql
+  version    INTEGER PRIMARY KEY,         -- 1 for 0001_initial.sql, 2 for 0002_held_state.sql
   name       TEXT NOT NULL,               -- file name without .sql
   checksum   TEXT NOT NULL,               -- SHA-256 of the migration's text
   applied_at TEXT NOT NULL
@@ -24,8 +24,9 @@ CREATE TABLE webhooks (
   type            TEXT NOT NULL,        -- trigger type: status, deliveryStatus, response, ...
   event_id        TEXT,                 -- the alert's event identifier, or NULL
   state           TEXT NOT NULL         -- delivery state, see docs/journal.md
-                  CHECK (state IN ('stored','queued','inflight','delivered','failed','discarded')),
-  assigned_agent  TEXT,                 -- agent that holds it now (NULL: held for any agent)
+                  CHECK (state IN ('stored','queued','inflight','delivered','failed','discarded',
+                                   'held')),
+  assigned_agent  TEXT,                 -- agent that holds it now (NULL: waits for any agent)
   attempts        INTEGER NOT NULL DEFAULT 0, -- real attempts since stored or last resend
   next_attempt_at TEXT,                 -- not before this time (RFC 3339); NULL: now
   delivered_at    TEXT,                 -- when an agent answered 2xx
@@ -80,8 +81,19 @@ CREATE TABLE audit (
   id       INTEGER PRIMARY KEY,
   at       TEXT NOT NULL,               -- RFC 3339 UTC
   actor    TEXT NOT NULL,               -- user@host of the operator, or 'iarelayd'
-  action   TEXT NOT NULL,               -- resend, pause, resume, purge, retention
+  action   TEXT NOT NULL,               -- resend, move, retry, hold, release, delete, pause,
+                                        -- resume, purge, retention
   filter   TEXT,                        -- the command's filter / arguments as given
   affected INTEGER NOT NULL,            -- rows changed
   detail   TEXT
 );
+
+-- The webhooks an operator's command changed (resend, retry, hold, release): `iarelay show`
+-- says who resent or held a webhook, and when. Deleted with the webhook.
+-- Columns in the key's order: SQLite 3.40's quick_check misreads a WITHOUT ROWID table whose
+-- columns are declared in another order ("NULL value in ...").
+CREATE TABLE audit_webhooks (
+  webhook_id TEXT NOT NULL,             -- webhooks.id it changed
+  audit_id   INTEGER NOT NULL,          -- audit.id of the command
+  PRIMARY KEY (webhook_id, audit_id)
+) WITHOUT ROWID;

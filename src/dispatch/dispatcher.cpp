@@ -7,6 +7,7 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <curl/curl.h>
 #include <spdlog/spdlog.h>
+#include <sqlite3.h>
 
 #include <algorithm>
 #include <atomic>
@@ -811,6 +812,20 @@ class DispatcherImpl final : public Dispatcher {
         if (ks.saturated() || walked >= kMaxWalkRows) return std::pair{after, false};
       }
     };
+    // One read snapshot for the whole fill: a hold committed between the check for held
+    // webhooks and the queue's scan could otherwise let a later webhook of its alert through.
+    std::optional<SQLite::Transaction> snapshot;
+    if (sqlite3_get_autocommit(db_->getHandle())) snapshot.emplace(*db_);
+    // A webhook an operator holds keeps its place: later webhooks of its key wait behind it
+    // (event: same alert; fifo: the whole agent), as behind one backing off.
+    const bool any_held = a.cfg.ordering != Ordering::kNone && any_held_webhook(*db_);
+    auto held_earlier = [this, &a, any_held](const QueuedWebhook& w) {
+      if (!any_held) return false;
+      if (a.cfg.ordering == Ordering::kEvent && w.event_id.empty()) return false;
+      return held_before(*db_, a.cfg.id,
+                         a.cfg.ordering == Ordering::kEvent ? w.event_id : std::string(), w.seq);
+    };
+    if (any_held) ks.check_earlier(held_earlier);
     std::int64_t head_last = a.head_last;
     bool head_ended = false;
     if (!resume_only) {
@@ -829,8 +844,9 @@ class DispatcherImpl final : public Dispatcher {
       // found here is sent only if no earlier webhook of its key is still queued (event
       // ordering; `none` has no constraint; fifo never gets here).
       ks.check_earlier([&](const QueuedWebhook& w) {
-        return a.cfg.ordering == Ordering::kEvent && !w.event_id.empty() &&
-               queued_before(*db_, a.cfg.id, w.event_id, w.seq);
+        return (a.cfg.ordering == Ordering::kEvent && !w.event_id.empty() &&
+                queued_before(*db_, a.cfg.id, w.event_id, w.seq)) ||
+               held_earlier(w);
       });
       const std::int64_t from = std::max(a.resume_after, head_last);
       const std::size_t picked = ks.picked(), busy = ks.passed_over_busy();

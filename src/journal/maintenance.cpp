@@ -7,8 +7,10 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <cctype>
 #include <map>
 #include <memory>
+#include <set>
 
 #include "journal/statement_cache.h"
 
@@ -51,6 +53,12 @@ class AuditRow {
     u.bind(1, affected);
     u.bind(2, *id_);
     u.exec();
+  }
+  // Ties the audit row (written first if need be) to a webhook it changed.
+  void link(SQLite::Database& db, std::int64_t affected_so_far, const std::string& webhook_id) {
+    if (info_.actor.empty()) return;
+    if (!id_) update(db, affected_so_far);
+    link_audit(db, *id_, webhook_id);
   }
 
  private:
@@ -105,7 +113,8 @@ ExtraFilter extra_filter(const WebhookFilter& f) {
 }
 
 bool resendable(WebhookState s) {
-  return s == WebhookState::kFailed || s == WebhookState::kDiscarded;
+  return s == WebhookState::kFailed || s == WebhookState::kDiscarded ||
+         s == WebhookState::kDelivered;
 }
 
 TransitionFields resend_fields(const std::optional<std::string>& to_agent) {
@@ -150,7 +159,7 @@ Result<std::vector<Candidate>> check_ids(SQLite::Database& db,
     }
   }
   if (!problems.empty()) {
-    std::string msg = "cannot resend (only failed or discarded webhooks can be): ";
+    std::string msg = "cannot resend (only failed, discarded or delivered webhooks can be): ";
     for (size_t i = 0; i < problems.size() && i < 5; ++i) msg += (i ? ", " : "") + problems[i];
     if (problems.size() > 5) msg += ", and " + std::to_string(problems.size() - 5) + " more";
     return Status::invalid_argument(msg);
@@ -193,11 +202,13 @@ Result<std::int64_t> resend(SQLite::Database& db, const WebhookFilter& filter,
   const int batch = std::max(1, options.batch_size);
   if (filter.ids.empty()) {
     if (filter.states.empty())
-      return Status::invalid_argument("resend needs webhook ids or a state (failed or discarded)");
+      return Status::invalid_argument(
+          "resend needs webhook ids or a state (failed, discarded or delivered)");
     for (auto s : filter.states)
       if (!resendable(s))
         return Status::invalid_argument("cannot resend webhooks in state '" +
-                                        std::string(to_string(s)) + "' (only failed or discarded)");
+                                        std::string(to_string(s)) +
+                                        "' (only failed, discarded or delivered)");
   }
   if (to_agent && to_agent->empty()) return Status::invalid_argument("empty agent for --to-agent");
   const bool own_tx = sqlite3_get_autocommit(db.getHandle()) != 0;
@@ -218,7 +229,10 @@ Result<std::int64_t> resend(SQLite::Database& db, const WebhookFilter& filter,
         in_transaction(db, own_tx, [&] {
           std::int64_t changed = 0;
           for (size_t i = pos; i < end; ++i)
-            if (transition(db, rows[i].id, rows[i].state, WebhookState::kQueued, fields)) ++changed;
+            if (transition(db, rows[i].id, rows[i].state, WebhookState::kQueued, fields)) {
+              audit.link(db, total + changed, rows[i].id);
+              ++changed;
+            }
           audit.update(db, total + changed);
           total += changed;
         });
@@ -247,7 +261,10 @@ Result<std::int64_t> resend(SQLite::Database& db, const WebhookFilter& filter,
             fetched = rows.size();
             std::int64_t changed = 0;
             for (const auto& r : rows)
-              if (transition(db, r.id, r.state, WebhookState::kQueued, fields)) ++changed;
+              if (transition(db, r.id, r.state, WebhookState::kQueued, fields)) {
+                audit.link(db, total + changed, r.id);
+                ++changed;
+              }
             // Write the audit row even when nothing matched: the operator's action is recorded.
             if (changed > 0 || first) audit.update(db, total + changed);
             total += changed;
@@ -366,9 +383,10 @@ Result<std::int64_t> purge_webhooks(SQLite::Database& db, Millis before,
   std::vector<WebhookState> states = states_in;
   if (states.empty()) states.push_back(WebhookState::kDelivered);
   for (auto s : states)
-    if (s == WebhookState::kQueued || s == WebhookState::kInflight)
+    if (s == WebhookState::kQueued || s == WebhookState::kInflight || s == WebhookState::kHeld)
       return Status::invalid_argument("purge never deletes " + std::string(to_string(s)) +
-                                      " webhooks (they are still to be delivered)");
+                                      " webhooks (they are still to be delivered; iarelay "
+                                      "delete ID --force deletes one)");
   std::sort(states.begin(), states.end());
   states.erase(std::unique(states.begin(), states.end()), states.end());
   const int batch = std::max(1, options.batch_size);
@@ -417,6 +435,10 @@ Result<std::int64_t> purge_webhooks(SQLite::Database& db, Millis before,
                 db, "DELETE FROM attempts WHERE webhook_id IN (" + placeholders(ids.size()) + ")");
             for (size_t i = 0; i < ids.size(); ++i) da.bind(static_cast<int>(i + 1), ids[i]);
             da.exec();
+            SQLite::Statement dl(db, "DELETE FROM audit_webhooks WHERE webhook_id IN (" +
+                                         placeholders(ids.size()) + ")");
+            for (size_t i = 0; i < ids.size(); ++i) dl.bind(static_cast<int>(i + 1), ids[i]);
+            dl.exec();
             // "+state": look rows up by seq; SQLite would otherwise pick the state index and
             // walk every row of that state for each batch.
             SQLite::Statement dw(db, "DELETE FROM webhooks WHERE +state=? AND seq IN (" +
@@ -475,6 +497,285 @@ Result<std::vector<UnacknowledgedStored>> unacknowledged_stored(SQLite::Database
     return out;
   } catch (const SQLite::Exception& e) {
     return from_sqlite(e, "unacknowledged stored webhooks");
+  }
+}
+
+namespace {
+
+constexpr std::size_t kCandidatesShown = 5;
+
+bool all_digits(const std::string& s) {
+  return !s.empty() && s.size() <= 18 && s.find_first_not_of("0123456789") == std::string::npos;
+}
+
+// Ids beginning with `prefix`, in id order, at most `limit` (by the unique index on id: text
+// compares bytewise, so the range [prefix, prefix + 0xFF) holds exactly them).
+std::vector<std::string> ids_with_prefix(SQLite::Database& db, const std::string& prefix,
+                                         int limit) {
+  auto q = cached_statement(db, "SELECT id FROM webhooks WHERE id>=? AND id<? ORDER BY id LIMIT ?");
+  q->bind(1, prefix);
+  q->bind(2, prefix + "\xff");
+  q->bind(3, limit);
+  std::vector<std::string> out;
+  while (q->executeStep()) out.push_back(q->getColumn(0).getString());
+  q->reset();
+  return out;
+}
+
+}  // namespace
+
+Result<std::vector<std::string>> resolve_webhook_refs(SQLite::Database& db,
+                                                      const std::vector<std::string>& refs) {
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  try {
+    StatementCacheScope statements(db);
+    for (const auto& ref : refs) {
+      if (ref.empty()) return Status::invalid_argument("an empty webhook id was given");
+      std::optional<std::string> id;
+      auto exact = cached_statement(db, "SELECT id FROM webhooks WHERE id=?");
+      exact->bind(1, ref);
+      if (exact->executeStep()) id = exact->getColumn(0).getString();
+      exact->reset();
+      if (!id && all_digits(ref)) {
+        auto by_seq = cached_statement(db, "SELECT id FROM webhooks WHERE seq=?");
+        by_seq->bind(1, static_cast<std::int64_t>(std::stoll(ref)));
+        if (by_seq->executeStep()) id = by_seq->getColumn(0).getString();
+        by_seq->reset();
+      }
+      if (!id) {
+        auto matches = ids_with_prefix(db, ref, static_cast<int>(kCandidatesShown) + 1);
+        if (matches.empty()) {
+          std::string upper = ref;
+          for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+          if (upper != ref)
+            matches = ids_with_prefix(db, upper, static_cast<int>(kCandidatesShown) + 1);
+        }
+        if (matches.empty())
+          return Status::not_found("no webhook has the id, id prefix or seq '" + ref + "'" +
+                                   " (iarelay list shows ids and seqs)");
+        if (matches.size() > 1) {
+          std::string msg = "'" + ref + "' is the beginning of more than one webhook id (";
+          for (std::size_t i = 0; i < matches.size() && i < kCandidatesShown; ++i)
+            msg += (i ? ", " : "") + matches[i];
+          if (matches.size() > kCandidatesShown) msg += ", ...";
+          return Status::invalid_argument(msg + "); give more of the id, or the seq");
+        }
+        id = matches.front();
+      }
+      if (seen.insert(*id).second) out.push_back(*id);
+    }
+    return out;
+  } catch (const SQLite::Exception& e) {
+    return from_sqlite(e, "looking up webhooks");
+  }
+}
+
+std::string_view queue_op_name(QueueOp op) {
+  switch (op) {
+    case QueueOp::kRetry:
+      return "retry";
+    case QueueOp::kHold:
+      return "hold";
+    case QueueOp::kRelease:
+      return "release";
+    case QueueOp::kDelete:
+      break;
+  }
+  return "delete";
+}
+
+std::vector<WebhookState> queue_op_states(QueueOp op) {
+  switch (op) {
+    case QueueOp::kRetry:
+    case QueueOp::kHold:
+      return {WebhookState::kQueued};
+    case QueueOp::kRelease:
+      return {WebhookState::kHeld};
+    case QueueOp::kDelete:
+      break;
+  }
+  return {WebhookState::kStored, WebhookState::kQueued,    WebhookState::kDelivered,
+          WebhookState::kFailed, WebhookState::kDiscarded, WebhookState::kHeld};
+}
+
+namespace {
+
+std::string states_text(const std::vector<WebhookState>& states) {
+  std::string out;
+  for (auto s : states) out += (out.empty() ? "" : ", ") + std::string(to_string(s));
+  return out;
+}
+
+// Why `op` does not apply to a webhook in `state`, for messages.
+std::string refusal(QueueOp op, const std::string& state) {
+  if (state == "inflight")
+    return "inflight: a call is under way (wait for its outcome; iarelay show says it)";
+  switch (op) {
+    case QueueOp::kRetry:
+      return state == "held" ? "held (iarelay release it first)" : state + " (not waiting)";
+    case QueueOp::kHold:
+      return state == "held" ? "held already" : state + " (only queued webhooks can be held)";
+    case QueueOp::kRelease:
+      return state + " (not held)";
+    case QueueOp::kDelete:
+      break;
+  }
+  return state;
+}
+
+// Applies `op` to one row through its guarded statement; whether it changed.
+bool apply_op(SQLite::Database& db, QueueOp op, const WebhookRow& r) {
+  auto state = parse_state(r.state);
+  if (!state) return false;
+  TransitionFields f;
+  switch (op) {
+    case QueueOp::kRetry:
+      f.next_attempt_at = std::optional<Millis>();
+      return transition(db, r.id, WebhookState::kQueued, WebhookState::kQueued, f);
+    case QueueOp::kHold:
+      return transition(db, r.id, WebhookState::kQueued, WebhookState::kHeld);
+    case QueueOp::kRelease:
+      return transition(db, r.id, WebhookState::kHeld, WebhookState::kQueued);
+    case QueueOp::kDelete:
+      break;
+  }
+  return delete_webhook(db, r.id, *state);
+}
+
+}  // namespace
+
+Result<std::int64_t> change_webhooks(SQLite::Database& db, QueueOp op, const WebhookFilter& filter,
+                                     Millis now, const MaintenanceOptions& options,
+                                     const std::function<void(const WebhookRow&)>& each) {
+  const std::string name(queue_op_name(op));
+  const std::vector<WebhookState> allowed = queue_op_states(op);
+  auto applies = [&](WebhookState s) {
+    return std::find(allowed.begin(), allowed.end(), s) != allowed.end();
+  };
+  std::vector<WebhookState> states = filter.states;
+  if (filter.ids.empty()) {
+    if (states.empty() && op == QueueOp::kDelete)
+      return Status::invalid_argument("delete needs webhook ids or --state (" +
+                                      states_text(allowed) + ")");
+    for (auto s : states)
+      if (!applies(s))
+        return Status::invalid_argument(name + " applies to " + states_text(allowed) +
+                                        " webhooks, not " + std::string(to_string(s)));
+    if (states.empty()) states = allowed;
+    std::sort(states.begin(), states.end());
+    states.erase(std::unique(states.begin(), states.end()), states.end());
+  }
+  const int batch = std::max(1, options.batch_size);
+  const bool own_tx = sqlite3_get_autocommit(db.getHandle()) != 0;
+  StatementCacheScope statements(db);
+  std::int64_t total = 0;
+  AuditRow audit(options.audit, name);
+  // Applies op to `rows` (or, dry run, counts them), in the caller's transaction.
+  auto run_batch = [&](const std::vector<WebhookRow>& rows, bool first) {
+    if (options.dry_run) {
+      for (const auto& r : rows)
+        if (each) each(r);
+      total += static_cast<std::int64_t>(rows.size());
+      return;
+    }
+    std::int64_t changed = 0;
+    for (const auto& r : rows)
+      if (apply_op(db, op, r)) {
+        if (op != QueueOp::kDelete) audit.link(db, total + changed, r.id);
+        if (each) each(r);
+        ++changed;
+      }
+    // The audit row even when nothing changed: the operator's action is recorded.
+    if (changed > 0 || first) audit.update(db, total + changed);
+    total += changed;
+  };
+  try {
+    if (!filter.ids.empty()) {
+      std::vector<WebhookRow> rows;
+      std::vector<std::string> problems;
+      SQLite::Statement q(
+          db, std::string("SELECT ") + kWebhookRowColumns + " FROM webhooks WHERE id=?");
+      for (const auto& id : filter.ids) {
+        q.reset();
+        q.bind(1, id);
+        if (!q.executeStep()) {
+          problems.push_back(id + " not found");
+          continue;
+        }
+        WebhookRow r = read_webhook_row(q);
+        auto s = parse_state(r.state);
+        if (!s || !applies(*s)) {
+          problems.push_back(id + " is " + refusal(op, r.state));
+          continue;
+        }
+        if (std::none_of(rows.begin(), rows.end(), [&](auto& x) { return x.id == r.id; }))
+          rows.push_back(std::move(r));
+      }
+      if (!problems.empty()) {
+        std::string msg = "cannot " + name + " (nothing changed): ";
+        for (size_t i = 0; i < problems.size() && i < 5; ++i) msg += (i ? "; " : "") + problems[i];
+        if (problems.size() > 5) msg += "; and " + std::to_string(problems.size() - 5) + " more";
+        return Status::invalid_argument(msg);
+      }
+      for (size_t pos = 0; pos < rows.size(); pos += static_cast<size_t>(batch)) {
+        std::vector<WebhookRow> part(
+            rows.begin() + static_cast<long>(pos),
+            rows.begin() + static_cast<long>(std::min(rows.size(), pos + batch)));
+        if (options.dry_run)
+          run_batch(part, pos == 0);
+        else
+          in_transaction(db, own_tx, [&] { run_batch(part, pos == 0); });
+        if (options.progress) options.progress(total);
+      }
+      return total;
+    }
+    ExtraFilter x = extra_filter(filter);
+    if (op == QueueOp::kRetry) {
+      x.sql += " AND next_attempt_at>?";
+      x.values.push_back(format_time(now));
+    }
+    bool first = true;
+    for (WebhookState state : states) {
+      std::string cursor_time;
+      std::int64_t cursor_seq = 0;
+      for (;;) {
+        std::vector<WebhookRow> rows;
+        auto read = [&] {
+          SQLite::Statement q(db, std::string("SELECT ") + kWebhookRowColumns +
+                                      " FROM webhooks WHERE state=? AND (received_at, seq) > "
+                                      "(?, ?)" +
+                                      x.sql + " ORDER BY received_at, seq LIMIT ?");
+          int i = 1;
+          q.bind(i++, std::string(to_string(state)));
+          q.bind(i++, cursor_time);
+          q.bind(i++, cursor_seq);
+          for (const auto& v : x.values) q.bind(i++, v);
+          q.bind(i++, batch);
+          while (q.executeStep()) {
+            rows.push_back(read_webhook_row(q));
+            cursor_seq = rows.back().seq;
+            cursor_time = rows.back().received_at;
+          }
+        };
+        // A dry run reads outside any transaction; a real run reads in the batch's own.
+        if (options.dry_run) {
+          read();
+          run_batch(rows, first);
+        } else {
+          in_transaction(db, own_tx, [&] {
+            read();
+            run_batch(rows, first);
+          });
+        }
+        first = false;
+        if (!rows.empty() && options.progress) options.progress(total);
+        if (rows.size() < static_cast<size_t>(batch)) break;
+      }
+    }
+    return total;
+  } catch (const SQLite::Exception& e) {
+    return from_sqlite(e, name);
   }
 }
 

@@ -41,21 +41,25 @@ struct MaintenanceOptions {
   AuditInfo audit;
 };
 
-// Resend: every webhook selected by `filter` goes from failed or discarded to queued with
-// attempts = 0 and next_attempt_at NULL; with `to_agent`, assigned_agent is set to it (else it
-// keeps its agent; a discarded webhook has none and so is held for any agent of its service).
+// Resend: every webhook selected by `filter` goes from failed, discarded or delivered (a
+// replay) to queued with attempts = 0 and next_attempt_at NULL; with `to_agent`,
+// assigned_agent is set to it (else it keeps its agent; a discarded webhook has none and so
+// waits for any agent of its service).
 // Each change goes through transition(); a row moved by someone else meanwhile is skipped.
 //
-// Selection: `filter.ids` non-empty selects those ids (then every id must exist and be failed
-// or discarded, else InvalidArgument naming them and nothing changes); otherwise
-// `filter.states` (only failed and/or discarded, required) plus the other fields of the filter
-// (agent, service, type, event, since, until; limit and order are ignored).
+// Selection: `filter.ids` non-empty selects those ids (then every id must exist and be
+// failed, discarded or delivered, else InvalidArgument naming them and nothing changes);
+// otherwise `filter.states` (only failed, discarded, delivered; required) plus the other
+// fields of the filter (agent, service, type, event, since, until; limit and order are
+// ignored).
 //
 // Transactions: when `db` is not inside a transaction, each batch runs in its own IMMEDIATE
 // transaction, the audit row (action "resend", kept up to date with the running count) in the
 // first one, so an interrupted run leaves an accurate audit. When the caller already holds a
 // transaction (e.g. a Writer op), everything runs inside it. Returns the number of rows
-// changed (or, dry run, that would change). SQLite errors come back as IoError/Unavailable.
+// changed (or, dry run, that would change). Each webhook resent is linked to the audit row
+// (audit_webhooks): `iarelay show` names who resent it. SQLite errors come back as
+// IoError/Unavailable.
 Result<std::int64_t> resend(SQLite::Database& db, const WebhookFilter& filter,
                             const std::optional<std::string>& to_agent,
                             const MaintenanceOptions& options = {});
@@ -81,6 +85,41 @@ struct MoveFrom {
 Result<std::int64_t> move_webhooks(SQLite::Database& db, const MoveFrom& from,
                                    const std::string& to, const WebhookFilter& filter,
                                    const MaintenanceOptions& options = {});
+
+// --- naming webhooks ------------------------------------------------------------------------
+// What every command that takes webhooks accepts for one: the id, any unique prefix of it
+// (case as given, else upper case: ids are ULIDs), or the seq (digits only; an id that is all
+// digits wins). Returns the ids in the order given, each once. InvalidArgument naming the
+// candidates (the first few) for an ambiguous prefix, NotFound for one that matches nothing;
+// the first problem is reported. SQLite errors as IoError/Unavailable.
+Result<std::vector<std::string>> resolve_webhook_refs(SQLite::Database& db,
+                                                      const std::vector<std::string>& refs);
+
+// --- the queue commands: retry, hold, release, delete ----------------------------------------
+// Modelled on Postfix: retry is `postqueue -i` (a webhook backing off is due now), hold and
+// release are `postsuper -h` / `-H`, delete is `postsuper -d`.
+enum class QueueOp {
+  kRetry,    // queued with next_attempt_at in the future -> queued, next_attempt_at NULL
+  kHold,     // queued -> held (keeps assigned_agent, attempts, next_attempt_at)
+  kRelease,  // held -> queued, where it was
+  kDelete,   // any state but inflight -> deleted, with its attempts
+};
+std::string_view queue_op_name(QueueOp op);  // "retry", "hold", ... (the audit action)
+// The states `op` applies to, and why it refuses the others (for messages and --help).
+std::vector<WebhookState> queue_op_states(QueueOp op);
+
+// Applies `op` to `filter.ids` (then every id must exist and be in a state `op` applies to,
+// else InvalidArgument naming them and nothing changes) or to every webhook matching the
+// filter (states: filter.states, each one `op` applies to, or, empty, all of them; delete
+// requires them; agent, service, type, event, since, until apply; retry only takes webhooks
+// whose next_attempt_at is after `now`). Each row changes through a guarded statement
+// (transition(), delete_webhook()): one the daemon moved meanwhile (claimed it, say) is
+// skipped, never overwritten. Batches, transactions, audit and dry run as for resend(); every
+// webhook changed is linked to the audit row (audit_webhooks), except deleted ones.
+// `each`, when set, is called for every row selected (dry run: that would change).
+Result<std::int64_t> change_webhooks(SQLite::Database& db, QueueOp op, const WebhookFilter& filter,
+                                     Millis now, const MaintenanceOptions& options = {},
+                                     const std::function<void(const WebhookRow&)>& each = {});
 
 // Purge: deletes webhooks in `states` received before `before`, with their attempts rows.
 // `states` empty means {delivered}; queued or inflight among them is refused (InvalidArgument)

@@ -174,7 +174,7 @@ std::string status_json(SQLite::Database& reader, const Config* config,
                                               : Json("deliver");
 
   Json totals;
-  for (const char* s : {"stored", "queued", "inflight", "delivered", "failed", "discarded"})
+  for (const char* s : {"stored", "queued", "inflight", "delivered", "failed", "discarded", "held"})
     totals[s] = 0;
   {
     SQLite::Statement q(reader, "SELECT state, count(*) FROM webhooks GROUP BY state");

@@ -13,8 +13,9 @@
 namespace iarelay {
 namespace {
 
-constexpr std::string_view kStateNames[] = {"stored",    "queued", "inflight",
-                                            "delivered", "failed", "discarded"};
+constexpr std::string_view kStateNames[] = {"stored", "queued",    "inflight", "delivered",
+                                            "failed", "discarded", "held"};
+constexpr int kStateCount = static_cast<int>(std::size(kStateNames));
 
 template <typename T>
 void bind_opt(SQLite::Statement& s, int i, const std::optional<T>& v) {
@@ -46,7 +47,7 @@ std::string_view to_string(WebhookState s) {
 }
 
 std::optional<WebhookState> parse_state(std::string_view s) {
-  for (int i = 0; i < 6; ++i)
+  for (int i = 0; i < kStateCount; ++i)
     if (kStateNames[i] == s) return static_cast<WebhookState>(i);
   return std::nullopt;
 }
@@ -133,6 +134,28 @@ bool transition(SQLite::Database& db, std::string_view id, WebhookState from, We
   u->bind(i++, std::string(id));
   u->bind(i++, std::string(to_string(from)));
   return u->exec() == 1;
+}
+
+bool delete_webhook(SQLite::Database& db, std::string_view id, WebhookState state) {
+  auto d = cached_statement(db, "DELETE FROM webhooks WHERE id=? AND state=?");
+  d->bind(1, std::string(id));
+  d->bind(2, std::string(to_string(state)));
+  if (d->exec() != 1) return false;
+  auto a = cached_statement(db, "DELETE FROM attempts WHERE webhook_id=?");
+  a->bind(1, std::string(id));
+  a->exec();
+  auto l = cached_statement(db, "DELETE FROM audit_webhooks WHERE webhook_id=?");
+  l->bind(1, std::string(id));
+  l->exec();
+  return true;
+}
+
+void link_audit(SQLite::Database& db, std::int64_t audit_id, std::string_view webhook_id) {
+  auto s = cached_statement(
+      db, "INSERT OR IGNORE INTO audit_webhooks (webhook_id, audit_id) VALUES (?,?)");
+  s->bind(1, std::string(webhook_id));
+  s->bind(2, audit_id);
+  s->exec();
 }
 
 int requeue_inflight(SQLite::Database& db) {
@@ -313,6 +336,35 @@ bool queued_before(SQLite::Database& db, std::string_view agent, std::string_vie
   return q->executeStep();
 }
 
+bool held_before(SQLite::Database& db, std::string_view agent, std::string_view event_id,
+                 std::int64_t before_seq) {
+  if (event_id.empty()) {
+    auto q = cached_statement(
+        db, "SELECT 1 FROM webhooks WHERE assigned_agent=? AND state='held' AND seq<? LIMIT 1");
+    q->bind(1, std::string(agent));
+    q->bind(2, before_seq);
+    bool found = q->executeStep();
+    q->reset();
+    return found;
+  }
+  auto q = cached_statement(db,
+                            "SELECT 1 FROM webhooks WHERE event_id=? AND +state='held' AND +seq<? "
+                            "AND (+assigned_agent=? OR +assigned_agent IS NULL) LIMIT 1");
+  q->bind(1, std::string(event_id));
+  q->bind(2, before_seq);
+  q->bind(3, std::string(agent));
+  bool found = q->executeStep();
+  q->reset();
+  return found;
+}
+
+bool any_held_webhook(SQLite::Database& db) {
+  auto q = cached_statement(db, "SELECT 1 FROM webhooks WHERE state='held' LIMIT 1");
+  bool found = q->executeStep();
+  q->reset();
+  return found;
+}
+
 std::optional<std::string> load_payload(SQLite::Database& db, std::string_view id) {
   auto q = cached_statement(db, "SELECT payload FROM webhooks WHERE id=?");
   q->bind(1, std::string(id));
@@ -341,6 +393,32 @@ std::vector<FeedMessage> feed_after(SQLite::Database& db, std::int64_t after, in
     out.push_back(std::move(m));
   }
   return out;
+}
+
+const char* const kWebhookRowColumns =
+    "seq, id, source, source_id, received_at, service, agent, type, event_id, state, "
+    "assigned_agent, attempts, next_attempt_at, delivered_at, last_status, last_error, NULL";
+
+WebhookRow read_webhook_row(SQLite::Statement& q) {
+  WebhookRow r;
+  r.seq = q.getColumn(0).getInt64();
+  r.id = q.getColumn(1).getString();
+  r.source = q.getColumn(2).getString();
+  r.source_id = opt_text(q.getColumn(3));
+  r.received_at = q.getColumn(4).getString();
+  r.service = q.getColumn(5).getString();
+  r.agent = opt_text(q.getColumn(6));
+  r.type = q.getColumn(7).getString();
+  r.event_id = opt_text(q.getColumn(8));
+  r.state = q.getColumn(9).getString();
+  r.assigned_agent = opt_text(q.getColumn(10));
+  r.attempts = q.getColumn(11).getInt();
+  r.next_attempt_at = opt_text(q.getColumn(12));
+  r.delivered_at = opt_text(q.getColumn(13));
+  r.last_status = opt_int(q.getColumn(14));
+  r.last_error = opt_text(q.getColumn(15));
+  r.payload = opt_text(q.getColumn(16));
+  return r;
 }
 
 void for_each_webhook(SQLite::Database& db, const WebhookFilter& f, bool with_payload,
@@ -382,24 +460,7 @@ void for_each_webhook(SQLite::Database& db, const WebhookFilter& f, bool with_pa
   if (f.until) q.bind(i++, format_time(*f.until));
   for (const auto& id : f.ids) q.bind(i++, id);
   while (q.executeStep()) {
-    WebhookRow r;
-    r.seq = q.getColumn(0).getInt64();
-    r.id = q.getColumn(1).getString();
-    r.source = q.getColumn(2).getString();
-    r.source_id = opt_text(q.getColumn(3));
-    r.received_at = q.getColumn(4).getString();
-    r.service = q.getColumn(5).getString();
-    r.agent = opt_text(q.getColumn(6));
-    r.type = q.getColumn(7).getString();
-    r.event_id = opt_text(q.getColumn(8));
-    r.state = q.getColumn(9).getString();
-    r.assigned_agent = opt_text(q.getColumn(10));
-    r.attempts = q.getColumn(11).getInt();
-    r.next_attempt_at = opt_text(q.getColumn(12));
-    r.delivered_at = opt_text(q.getColumn(13));
-    r.last_status = opt_int(q.getColumn(14));
-    r.last_error = opt_text(q.getColumn(15));
-    r.payload = opt_text(q.getColumn(16));
+    WebhookRow r = read_webhook_row(q);
     if (!fn(r)) break;
   }
 }

@@ -15,7 +15,8 @@
 
 namespace SQLite {
 class Database;
-}
+class Statement;
+}  // namespace SQLite
 
 namespace iarelay {
 
@@ -27,6 +28,7 @@ enum class WebhookState {
   kDelivered,  // an agent answered 2xx
   kFailed,     // permanent error or attempt budget spent; only `iarelay resend` revives it
   kDiscarded,  // no agent could take it on arrival (reason in last_error); resend revives it
+  kHeld,       // held by an operator (`iarelay hold`): never claimed until `iarelay release`
 };
 std::string_view to_string(WebhookState s);
 std::optional<WebhookState> parse_state(std::string_view s);
@@ -74,6 +76,14 @@ struct TransitionFields {
 // the row was in `from` (and so changed); false means someone else moved it first.
 bool transition(SQLite::Database& db, std::string_view id, WebhookState from, WebhookState to,
                 const TransitionFields& fields = {});
+
+// Deletes the webhook, its attempts and its audit_webhooks links, but only while it is still in
+// `state` (the guard of transition(): a row the daemon moved meanwhile is left alone). Returns
+// whether it was deleted.
+bool delete_webhook(SQLite::Database& db, std::string_view id, WebhookState state);
+
+// Ties audit row `audit_id` to a webhook it changed (audit_webhooks), for `iarelay show`.
+void link_audit(SQLite::Database& db, std::int64_t audit_id, std::string_view webhook_id);
 
 // On start: every inflight webhook back to queued. Returns how many.
 int requeue_inflight(SQLite::Database& db);
@@ -137,6 +147,14 @@ std::optional<std::string> load_payload(SQLite::Database& db, std::string_view i
 // Every agent identifier that has queued webhooks assigned to it, in text order: one index seek
 // per distinct assigned_agent (webhooks_queue), not a scan of the table.
 std::vector<std::string> agents_with_queued(SQLite::Database& db);
+// Whether a held webhook (an operator's hold) stands before `before_seq` in the delivery order
+// of `agent`: one of the same alert (`event_id`, by the event index) held for this agent or
+// for any agent, or, with `event_id` empty (fifo ordering), any held for this agent. The
+// dispatcher's check that a hold does not let later webhooks overtake the held one.
+bool held_before(SQLite::Database& db, std::string_view agent, std::string_view event_id,
+                 std::int64_t before_seq);
+// Whether any webhook is held (one seek in the state index).
+bool any_held_webhook(SQLite::Database& db);
 
 struct FeedMessage {
   std::int64_t seq = 0;
@@ -176,6 +194,10 @@ struct WebhookRow {
   std::optional<std::string> last_error;
   std::optional<std::string> payload;  // only when asked for
 };
+// The columns read_webhook_row() reads, in order, for a SELECT list ("NULL" in place of the
+// payload).
+extern const char* const kWebhookRowColumns;
+WebhookRow read_webhook_row(SQLite::Statement& q);
 // Streams matching rows (newest first unless oldest_first); stop early by returning false.
 void for_each_webhook(SQLite::Database& db, const WebhookFilter& f, bool with_payload,
                       const std::function<bool(const WebhookRow&)>& fn);

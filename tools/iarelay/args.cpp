@@ -122,7 +122,7 @@ void add_filter_options(po::options_description& options, bool with_limit) {
   auto text = [](const char* name) { return po::value<std::string>()->value_name(name); };
   options.add_options()(
       "state", po::value<std::vector<std::string>>()->composing()->value_name("S"),
-      "stored|queued|inflight|delivered|failed|discarded (repeat or comma-separate)")(
+      "stored|queued|inflight|delivered|failed|discarded|held (repeat or comma-separate)")(
       "agent", text("A"), "assigned or requested agent (identifier or handle)")(
       "service", text("S"), "integration service")("type", text("T"),
                                                    "trigger type (status, deliveryStatus, ...)")(
@@ -148,7 +148,7 @@ Result<std::vector<WebhookState>> states_from(const std::vector<std::string>& na
       if (!s)
         return Status::invalid_argument(
             "unknown state '" + name +
-            "' (valid: stored, queued, inflight, delivered, failed, discarded)");
+            "' (valid: stored, queued, inflight, delivered, failed, discarded, held)");
       out.push_back(*s);
     }
   }

@@ -7,6 +7,7 @@
 #include "commands.h"
 #include "common/payload.h"
 #include "common/time.h"
+#include "journal/maintenance.h"
 
 namespace iarelay::cli {
 namespace {
@@ -22,8 +23,14 @@ constexpr CommandHelp kListHelp = {
 
 constexpr CommandHelp kShowHelp = {
     "show ID [--format table|json]",
-    "One webhook: every field, its payload, and every delivery attempt. ID is the webhook id\n"
-    "(or its seq number). In JSON the attempts are the array \"delivery_attempts\"."};
+    "One webhook: every field, why it is waiting (queued or held: agent paused or down, backing\n"
+    "off, behind an earlier webhook of its alert, held by an operator, waiting for any agent of\n"
+    "its service, no agent configured for its identifier; give --config for the last), who\n"
+    "changed it by hand (resend, retry, hold, release: from the audit table), its payload, and\n"
+    "every delivery attempt, in series: the first as received, one more per resend, each\n"
+    "marked with who resent it and when. ID is a webhook id, any unique prefix of it, or its\n"
+    "seq. In JSON the attempts are the array \"delivery_attempts\" (each with its \"series\"),\n"
+    "the reasons \"waiting\", the hand changes \"operator_actions\"."};
 
 Json opt(const std::optional<std::string>& v) {
   return v ? Json(*v) : Json(nullptr);
@@ -68,7 +75,7 @@ std::vector<Json> table_values(const WebhookRow& r) {
       opt(r.event_id), r.attempts, opt(r.last_status), opt(r.last_error)};
 }
 
-std::optional<WebhookRow> find_webhook(SQLite::Database& db, const std::string& id) {
+std::optional<WebhookRow> load_webhook(SQLite::Database& db, const std::string& id) {
   std::optional<WebhookRow> out;
   WebhookFilter f;
   f.ids = {id};
@@ -76,15 +83,104 @@ std::optional<WebhookRow> find_webhook(SQLite::Database& db, const std::string& 
     out = r;
     return false;
   });
-  if (out || id.empty() || id.find_first_not_of("0123456789") != std::string::npos) return out;
-  SQLite::Statement q(db, "SELECT id FROM webhooks WHERE seq=?");
-  q.bind(1, static_cast<std::int64_t>(std::stoll(id)));
-  if (!q.executeStep()) return out;
-  f.ids = {q.getColumn(0).getString()};
-  for_each_webhook(db, f, true, [&](const WebhookRow& r) {
-    out = r;
-    return false;
-  });
+  return out;
+}
+
+// An operator's change of this webhook (audit_webhooks joined to audit), oldest first.
+struct HandChange {
+  std::string at, actor, action, command;
+};
+std::vector<HandChange> hand_changes(SQLite::Database& db, const std::string& id) {
+  std::vector<HandChange> out;
+  SQLite::Statement q(db,
+                      "SELECT a.at, a.actor, a.action, coalesce(a.filter, '') FROM audit_webhooks "
+                      "l JOIN audit a ON a.id = l.audit_id WHERE l.webhook_id=? ORDER BY a.id");
+  q.bind(1, id);
+  while (q.executeStep())
+    out.push_back({q.getColumn(0).getString(), q.getColumn(1).getString(),
+                   q.getColumn(2).getString(), q.getColumn(3).getString()});
+  return out;
+}
+
+// Why a queued or held webhook is not being sent now, one reason per entry (empty for other
+// states). Read from the agents table, the configuration when given, and its alert's rows.
+std::vector<std::string> waiting_reasons(const Context& ctx, SQLite::Database& db,
+                                         const WebhookRow& r,
+                                         const std::vector<HandChange>& changes, Millis now) {
+  std::vector<std::string> out;
+  if (r.state != "queued" && r.state != "held") return out;
+  if (r.state == "held") {
+    const HandChange* hold = nullptr;
+    for (const auto& c : changes)
+      if (c.action == "hold") hold = &c;
+    out.push_back(std::string("held by an operator") +
+                  (hold ? " (" + hold->actor + " at " + hold->at + ")" : "") +
+                  ": never sent until 'iarelay release " + r.id + "'");
+  }
+  const AgentConfig* configured =
+      ctx.config && r.assigned_agent ? ctx.config->find_agent(*r.assigned_agent) : nullptr;
+  if (!r.assigned_agent) {
+    out.push_back("waits for any agent of service '" + r.service +
+                  "' to be available (not assigned to an agent: unrouted = hold, or resent "
+                  "after being discarded)");
+  } else if (ctx.config && !configured) {
+    out.push_back("no agent is configured for identifier '" + *r.assigned_agent + "' in " +
+                  ctx.config->file + ": it waits for one ('iarelay move --from " +
+                  *r.assigned_agent + " --to B' moves it)");
+  } else {
+    auto agent = load_agent(db, *r.assigned_agent);
+    if (agent && agent->state == "paused") {
+      std::string text = "agent " + *r.assigned_agent + " paused since " + agent->state_since;
+      text += agent->paused_until ? " until " + format_time(*agent->paused_until)
+                                  : std::string(" (until 'iarelay agent resume')");
+      if (agent->reason) text += ": " + *agent->reason;
+      out.push_back(text);
+    } else if (agent && agent->state == "down") {
+      out.push_back("agent " + *r.assigned_agent + " down since " + agent->state_since +
+                    (agent->reason ? ": " + *agent->reason : std::string()) +
+                    " (probed until it answers)");
+    } else if (!agent && !ctx.config) {
+      out.push_back("agent " + *r.assigned_agent +
+                    " is unknown to the journal (no daemon has run it yet; with --config FILE "
+                    "show checks whether it is configured)");
+    }
+  }
+  if (r.next_attempt_at) {
+    auto at = parse_time(*r.next_attempt_at, now);
+    if (at && *at > now)
+      out.push_back("backing off until " + *r.next_attempt_at + " after attempt " +
+                    std::to_string(r.attempts) +
+                    (r.last_error ? " (" + *r.last_error + ")" : std::string()) +
+                    "; 'iarelay retry " + r.id + "' makes it due now");
+  }
+  // Delivered one at a time per alert (ordering = event, the default): an earlier webhook of
+  // its alert still to be delivered by the same agent goes first.
+  Ordering ordering = configured ? configured->ordering : Ordering::kEvent;
+  if (ordering != Ordering::kNone && (r.event_id || ordering == Ordering::kFifo)) {
+    std::string sql =
+        "SELECT id, seq, state FROM webhooks WHERE seq<? AND state IN ('queued','inflight',"
+        "'held') AND (assigned_agent IS ? OR assigned_agent IS NULL)";
+    sql += ordering == Ordering::kFifo ? " AND ?3 IS ?3" : " AND event_id=?";
+    sql += " ORDER BY seq DESC LIMIT 1";
+    SQLite::Statement q(db, sql);
+    q.bind(1, r.seq);
+    if (r.assigned_agent)
+      q.bind(2, *r.assigned_agent);
+    else
+      q.bind(2);
+    if (r.event_id)
+      q.bind(3, *r.event_id);
+    else
+      q.bind(3);
+    if (q.executeStep())
+      out.push_back("behind webhook " + q.getColumn(0).getString() + " (seq " +
+                    std::to_string(q.getColumn(1).getInt64()) + ", " + q.getColumn(2).getString() +
+                    ") of " +
+                    (ordering == Ordering::kFifo ? std::string("its agent (ordering = fifo)")
+                                                 : "its alert " + *r.event_id) +
+                    ": delivered in arrival order");
+  }
+  if (out.empty() && r.state == "queued") out.push_back("due now: the daemon sends it next");
   return out;
 }
 
@@ -140,9 +236,24 @@ int cmd_show(Context& ctx) {
   if (!format) return usage_error(ctx, format.status().message());
   auto db = open_for_read(ctx);
   if (!db) return fail(ctx, db.status().message());
-  const std::string id = vm["id"].as<std::string>();
-  auto row = find_webhook(**db, id);
-  if (!row) return fail(ctx, "no webhook with id '" + id + "' in " + ctx.journal);
+  auto ids = resolve_webhook_refs(**db, {vm["id"].as<std::string>()});
+  if (!ids) return fail(ctx, ids.status().message());
+  auto row = load_webhook(**db, ids->front());
+  if (!row) return fail(ctx, "webhook " + ids->front() + " was deleted meanwhile");
+  const Millis now = now_millis();
+  const auto changes = hand_changes(**db, row->id);
+  const auto waiting = waiting_reasons(ctx, **db, *row, changes, now);
+  // Each resend starts a series of attempts; an attempt belongs to the series of the last
+  // resend before it.
+  std::vector<const HandChange*> resends;
+  for (const auto& c : changes)
+    if (c.action == "resend") resends.push_back(&c);
+  auto series_of = [&](const std::string& started_at) {
+    int n = 1;
+    for (const auto* r : resends)
+      if (r->at <= started_at) ++n;
+    return n;
+  };
 
   Json attempts = Json::array();
   SQLite::Statement q(**db,
@@ -156,7 +267,8 @@ int cmd_show(Context& ctx) {
       if (c.isInteger()) return c.getInt64();
       return c.getString();
     };
-    attempts.push_back({{"attempt", col(0)},
+    attempts.push_back({{"series", series_of(q.getColumn(2).getString())},
+                        {"attempt", col(0)},
                         {"agent", col(1)},
                         {"started_at", col(2)},
                         {"duration_ms", col(3)},
@@ -179,6 +291,15 @@ int cmd_show(Context& ctx) {
     // The payload as a JSON value when it parses (it should: intake accepts only objects), else
     // as a JSON string of its text.
     doc["payload"] = payload.is_discarded() ? Json(payload_text) : payload;
+    doc["waiting"] = waiting;
+    Json actions = Json::array();
+    int series = 1;
+    for (const auto& c : changes) {
+      Json a = {{"at", c.at}, {"actor", c.actor}, {"action", c.action}, {"command", c.command}};
+      if (c.action == "resend") a["starts_series"] = ++series;
+      actions.push_back(std::move(a));
+    }
+    doc["operator_actions"] = actions;
     doc["delivery_attempts"] = attempts;  // "attempts" is the count column
     std::cout << doc.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
     return kExitOk;
@@ -187,6 +308,14 @@ int cmd_show(Context& ctx) {
     const std::string& name = kAllColumns[i];
     std::cout << name << std::string(17 - name.size(), ' ')
               << terminal_text(cell_text(values[i], "-"), /*one_line=*/true) << "\n";
+  }
+  for (const auto& w : waiting)
+    std::cout << "waiting          " << terminal_text(w, /*one_line=*/true) << "\n";
+  if (!changes.empty()) {
+    std::cout << "\nchanged by hand:\n";
+    RowWriter out(std::cout, Format::kTable, {"at", "actor", "action", "command"});
+    for (const auto& c : changes) out.row({c.at, c.actor, c.action, c.command});
+    out.finish();
   }
   // dump() escapes C0 controls but not DEL and C1; terminal_text escapes what is left.
   std::cout << "\npayload:\n"
@@ -200,13 +329,28 @@ int cmd_show(Context& ctx) {
     return kExitOk;
   }
   std::cout << "attempts:\n";
-  RowWriter out(
-      std::cout, Format::kTable,
-      {"attempt", "agent", "started_at", "duration_ms", "http_status", "outcome", "error"});
-  for (const auto& a : attempts)
-    out.row({a["attempt"], a["agent"], a["started_at"], a["duration_ms"], a["http_status"],
-             a["outcome"], a["error"]});
-  out.finish();
+  const int last_series = 1 + static_cast<int>(resends.size());
+  for (int series = 1; series <= last_series; ++series) {
+    if (last_series > 1) {
+      if (series == 1)
+        std::cout << "series 1: as received at " << row->received_at << "\n";
+      else
+        std::cout << "series " << series << ": resent at " << resends[series - 2]->at << " by "
+                  << terminal_text(resends[series - 2]->actor, true) << " ("
+                  << terminal_text(resends[series - 2]->command, true) << ")\n";
+    }
+    RowWriter out(
+        std::cout, Format::kTable,
+        {"attempt", "agent", "started_at", "duration_ms", "http_status", "outcome", "error"});
+    for (const auto& a : attempts)
+      if (a["series"] == series)
+        out.row({a["attempt"], a["agent"], a["started_at"], a["duration_ms"], a["http_status"],
+                 a["outcome"], a["error"]});
+    if (out.rows() == 0)
+      std::cout << "  none yet\n";
+    else
+      out.finish();
+  }
   return kExitOk;
 }
 

@@ -17,19 +17,27 @@ namespace {
 constexpr std::int64_t kProgressEvery = 10'000;
 
 constexpr CommandHelp kResendHelp = {
-    "resend ID... | resend --state failed|discarded [--agent A] [--service S] [--type T] "
-    "[--event E] [--since T] [--until T] [--to-agent A] [--dry-run]",
-    "Puts failed or discarded webhooks back to queued with a fresh attempt budget (attempts 0,\n"
-    "due now), either the given ids (all must be failed or discarded, else nothing changes)\n"
-    "or every webhook matching the filters. --to-agent assigns them to that agent (identifier\n"
-    "or handle); otherwise a failed webhook stays with its agent and a discarded one waits for\n"
-    "any agent of its service. Prints how many; recorded in the audit table. A running\n"
-    "iarelayd starts on them by itself."};
+    "resend ID... | resend --state failed|discarded|delivered [--agent A] [--service S] "
+    "[--type T] [--event E] [--since T] [--until T] [--to-agent A] [--dry-run]",
+    "Puts failed, discarded or delivered webhooks back to queued with a fresh attempt budget\n"
+    "(attempts 0, due now), either the given ids (all must be in those states, else nothing\n"
+    "changes) or every webhook matching the filters. Resending a delivered webhook replays it:\n"
+    "the agent gets it again with the same webhook-id. ID is a webhook id, any unique prefix of\n"
+    "it, or its seq. --to-agent assigns them to that agent (identifier or handle); otherwise a\n"
+    "webhook stays with its agent and a discarded one waits for any agent of its service.\n"
+    "Refused, and why:\n"
+    "  queued     it is waiting already ('iarelay retry' makes one backing off due now)\n"
+    "  inflight   a call is under way; its outcome decides (wait, then 'iarelay show')\n"
+    "  held       an operator holds it ('iarelay release')\n"
+    "  stored     kept for an edge's feed, no local agent ('iarelay move --stored')\n"
+    "Prints how many; recorded in the audit table, and 'iarelay show ID' marks each series of\n"
+    "attempts with who resent it. A running iarelayd starts on them within a second."};
 
 constexpr CommandHelp kPurgeHelp = {
     "purge --before T [--state S]... [--force] [--dry-run]",
     "Deletes webhooks received before T in the given states (default: delivered), with their\n"
-    "attempts. Never deletes queued or inflight webhooks. Stored webhooks (an edge's feed)\n"
+    "attempts. Never deletes queued, held or inflight webhooks ('iarelay delete' does, one by\n"
+    "one). Stored webhooks (an edge's feed)\n"
     "that not every feed consumer has acknowledged are refused (nothing changes) unless\n"
     "--force. Prints how many; recorded in the audit table."};
 
@@ -37,7 +45,8 @@ constexpr CommandHelp kMoveHelp = {
     "move --from A | --held | --stored  --to B [--service S] [--type T] [--event E] [--since T] "
     "[--until T] [--force] [--dry-run]",
     "Moves waiting webhooks to agent B (identifier or handle): the queue of agent A (a retired\n"
-    "agent's, or a paused one's), the webhooks held for any agent of their service (--held),\n"
+    "agent's, or a paused one's), the unassigned webhooks waiting for any agent of their\n"
+    "service (--held: unrouted = hold; not the held state of 'iarelay hold', which stays),\n"
     "or the stored webhooks of a relay that ran as an edge (--stored: they become queued with a\n"
     "fresh attempt budget; those a feed consumer has acknowledged went downstream and are left\n"
     "unless --force). They keep their arrival order, so the webhooks of one alert reach B in\n"
@@ -79,7 +88,12 @@ std::string resend_detail(const WebhookFilter& f, const std::optional<std::strin
   auto add = [&](const std::string& key, const std::string& value) {
     out += (out.empty() ? "" : " ") + key + "=" + value;
   };
-  if (!f.ids.empty()) add("ids", std::to_string(f.ids.size()));
+  if (!f.ids.empty()) {
+    std::string ids;
+    for (std::size_t i = 0; i < f.ids.size() && i < 20; ++i) ids += (i ? "," : "") + f.ids[i];
+    if (f.ids.size() > 20) ids += ",... (" + std::to_string(f.ids.size()) + ")";
+    add("ids", ids);
+  }
   std::string states;
   for (auto s : f.states) states += (states.empty() ? "" : ",") + std::string(to_string(s));
   if (!states.empty()) add("states", states);
@@ -109,24 +123,31 @@ int cmd_resend(Context& ctx) {
   auto filter = filter_from(ctx, vm, now_millis());
   if (!filter) return usage_error(ctx, filter.status().message());
   if (vm.count("id")) {
-    filter->ids = vm["id"].as<std::vector<std::string>>();
     for (const char* name : {"state", "agent", "service", "type", "event", "since", "until"})
       if (vm.count(name))
         return usage_error(ctx,
                            std::string("give webhook ids or --") + name + " filters, not both");
   } else if (filter->states.empty()) {
-    return usage_error(ctx, "give webhook ids, or --state failed|discarded with optional filters");
+    return usage_error(
+        ctx, "give webhook ids, or --state failed|discarded|delivered with optional filters");
   }
   for (auto s : filter->states)
-    if (s != WebhookState::kFailed && s != WebhookState::kDiscarded)
+    if (s != WebhookState::kFailed && s != WebhookState::kDiscarded &&
+        s != WebhookState::kDelivered)
       return usage_error(ctx, "--state " + std::string(to_string(s)) +
-                                  ": only failed or discarded webhooks can be resent");
+                                  ": only failed, discarded or delivered webhooks can be resent "
+                                  "(see iarelay resend --help)");
   const bool dry_run = vm.count("dry-run") > 0;
 
   // Everything that can be refused is checked on a read-only connection (a dry run is exactly
   // that), so a refusal never opens the journal for writing.
   auto reader = open_for_read(ctx);
   if (!reader) return fail(ctx, reader.status().message());
+  if (vm.count("id")) {
+    auto ids = resolve_webhook_refs(**reader, vm["id"].as<std::vector<std::string>>());
+    if (!ids) return fail(ctx, ids.status().message());
+    filter->ids = std::move(*ids);
+  }
   std::optional<std::string> to_agent;
   if (vm.count("to-agent")) {
     auto agent = resolve_agent(ctx, **reader, vm["to-agent"].as<std::string>());
@@ -161,7 +182,7 @@ int cmd_move(Context& ctx) {
   po::options_description options;
   auto text = [](const char* name) { return po::value<std::string>()->value_name(name); };
   options.add_options()("from", text("A"), "the queue of this agent (identifier or handle)")(
-      "held", "the webhooks held for any agent of their service")(
+      "held", "the unassigned webhooks waiting for any agent of their service")(
       "stored", "the stored webhooks (kept for an edge's feed)")(
       "to", text("B"), "the agent to move them to (identifier or handle)")(
       "service", text("S"), "only this integration service")(
@@ -248,9 +269,10 @@ int cmd_purge(Context& ctx) {
     states = std::move(*parsed);
   }
   for (auto s : states)
-    if (s == WebhookState::kQueued || s == WebhookState::kInflight)
+    if (s == WebhookState::kQueued || s == WebhookState::kInflight || s == WebhookState::kHeld)
       return usage_error(ctx, "--state " + std::string(to_string(s)) +
-                                  ": purge never deletes queued or inflight webhooks");
+                                  ": purge never deletes queued, held or inflight webhooks "
+                                  "(iarelay delete ID --force deletes one)");
   const bool dry_run = vm.count("dry-run") > 0;
   const bool force = vm.count("force") > 0;
 

@@ -56,16 +56,19 @@ TEST_F(WriteTest, ResendByIdsQueuesWithFreshBudgetAndAudits) {
   EXPECT_EQ(log[0].affected, 2);
 }
 
-TEST_F(WriteTest, ResendRefusesIdsNotFailedOrDiscarded) {
+TEST_F(WriteTest, ResendRefusesIdsNotFailedDiscardedOrDelivered) {
   close_journal();
   const std::string before = testing::read_file(journal_);
-  auto r = iarelay({"resend", "f1", "q1", "d1", "ghost"});
+  auto r = iarelay({"resend", "f1", "q1", "d1", "i1"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(lines(r.err), 1) << r.err;
   EXPECT_NE(r.err.find("q1 is queued"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("d1 is delivered"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("ghost not found"), std::string::npos) << r.err;
-  EXPECT_EQ(testing::read_file(journal_), before);
+  EXPECT_NE(r.err.find("i1 is inflight"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("d1"), std::string::npos) << r.err;  // delivered: a replay
+  auto ghost = iarelay({"resend", "f1", "ghost"});
+  EXPECT_EQ(ghost.exit_code, 1);
+  EXPECT_NE(ghost.err.find("'ghost'"), std::string::npos) << ghost.err;
+  EXPECT_TRUE(testing::read_file(journal_) == before);
   EXPECT_EQ(field("f1", "state"), "failed");  // all or nothing
 }
 
@@ -117,7 +120,8 @@ TEST_F(WriteTest, ResendUsageErrors) {
   for (const auto& args : std::vector<std::vector<std::string>>{
            {"resend"},
            {"resend", "--state", "queued"},
-           {"resend", "--state", "delivered,failed"},
+           {"resend", "--state", "inflight,failed"},
+           {"resend", "--state", "held"},
            {"resend", "--state", "nonsense"},
            {"resend", "f1", "--state", "failed"},
            {"resend", "--state", "failed", "--since", "last week"}}) {

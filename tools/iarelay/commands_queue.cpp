@@ -1,0 +1,196 @@
+// `iarelay retry`, `hold`, `release` and `delete`: the queue commands modelled on Postfix
+// (postqueue -i, postsuper -h, -H, -d), over change_webhooks() in journal/maintenance.h:
+// guarded per row, batched, audited with the command line. A running iarelayd sees the change
+// within a second (it rereads its queues when the journal's data_version moves).
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include <iostream>
+
+#include "args.h"
+#include "commands.h"
+#include "common/time.h"
+#include "journal/maintenance.h"
+
+namespace iarelay::cli {
+namespace {
+
+constexpr std::size_t kListedRows = 50;  // rows a dry run lists
+
+constexpr CommandHelp kRetryHelp = {
+    "retry ID... | retry [--agent A] [--service S] [--type T] [--event E] [--since T] "
+    "[--until T] | retry --all  [--dry-run]",
+    "Makes queued webhooks that are backing off after a failed attempt due now (postqueue -i):\n"
+    "next_attempt_at is cleared, the attempt count is kept. ID is a webhook id, any unique\n"
+    "prefix of it, or its seq. With filters (or --all) only queued webhooks whose next attempt\n"
+    "is in the future are taken. Refused for ids that are not queued: inflight (a call is under\n"
+    "way), held (release it), failed, discarded or delivered (use resend). An agent that is\n"
+    "down or paused still gets nothing until it is up ('iarelay show ID' says why a webhook\n"
+    "waits). A running iarelayd acts on it within a second. Recorded in the audit table."};
+
+constexpr CommandHelp kHoldHelp = {
+    "hold ID... | hold [--agent A] [--service S] [--type T] [--event E] [--since T] [--until T] "
+    "| hold --all  [--dry-run]",
+    "Holds queued webhooks (postsuper -h): state 'held', never sent until 'iarelay release'.\n"
+    "A held webhook keeps its agent, attempts and place: with the agent's default ordering\n"
+    "(event) the later webhooks of its alert wait behind it, as they would behind one backing\n"
+    "off (ordering = fifo: every later webhook of the agent waits; none: nothing waits). Only\n"
+    "queued webhooks can be held: an inflight one is refused (its call is under way). ID is a\n"
+    "webhook id, any unique prefix of it, or its seq. Not the same as a webhook waiting for\n"
+    "any agent of its service (unrouted = hold; 'iarelay move --held' moves those). Recorded\n"
+    "in the audit table; 'iarelay show ID' says who held it."};
+
+constexpr CommandHelp kReleaseHelp = {
+    "release ID... | release [--agent A] [--service S] [--type T] [--event E] [--since T] "
+    "[--until T] | release --all  [--dry-run]",
+    "Releases held webhooks (postsuper -H): back to queued where they were (same agent, same\n"
+    "place in its queue, same next attempt time; 'iarelay retry' makes them due now). ID is a\n"
+    "webhook id, any unique prefix of it, or its seq. Recorded in the audit table."};
+
+constexpr CommandHelp kDeleteHelp = {
+    "delete ID... | delete --state S [--agent A] [--service S] [--type T] [--event E] "
+    "[--since T] [--until T]  [--force] [--dry-run]",
+    "Deletes webhooks with their attempts (postsuper -d): any state but inflight (a call is\n"
+    "under way: wait for its outcome). Without --force it only lists what would be deleted\n"
+    "(as --dry-run does); with --force it deletes them. ID is a webhook id, any unique prefix\n"
+    "of it, or its seq; with filters, --state is required (stored, queued, delivered, failed,\n"
+    "discarded, held). A deleted webhook is never delivered and cannot be resent. Recorded in\n"
+    "the audit table with the ids deleted. For old delivered webhooks 'iarelay purge' is the\n"
+    "tool."};
+
+std::string rows_text(std::int64_t n) {
+  return std::to_string(n) + (n == 1 ? " webhook" : " webhooks");
+}
+
+// The selection for the audit row: ids (the first few), filters with absolute times.
+std::string detail_text(const WebhookFilter& f) {
+  std::string out;
+  auto add = [&](const std::string& key, const std::string& value) {
+    out += (out.empty() ? "" : " ") + key + "=" + value;
+  };
+  if (!f.ids.empty()) {
+    std::string ids;
+    for (std::size_t i = 0; i < f.ids.size() && i < 20; ++i) ids += (i ? "," : "") + f.ids[i];
+    if (f.ids.size() > 20) ids += ",... (" + std::to_string(f.ids.size()) + ")";
+    add("ids", ids);
+  }
+  std::string states;
+  for (auto s : f.states) states += (states.empty() ? "" : ",") + std::string(to_string(s));
+  if (!states.empty()) add("states", states);
+  if (f.agent) add("agent", *f.agent);
+  if (f.service) add("service", *f.service);
+  if (f.type) add("type", *f.type);
+  if (f.event) add("event", *f.event);
+  if (f.since) add("since", format_time(*f.since));
+  if (f.until) add("until", format_time(*f.until));
+  return out;
+}
+
+int queue_command(Context& ctx, QueueOp op, const CommandHelp& help) {
+  const std::string name(queue_op_name(op));
+  const bool is_delete = op == QueueOp::kDelete;
+  po::options_description options;
+  options.add_options()("id", po::value<std::vector<std::string>>(), "");
+  add_filter_options(options, false);
+  if (is_delete)
+    options.add_options()("force", "delete them (without it: list what would be deleted)");
+  else
+    options.add_options()("all", "every webhook it applies to (no filter)");
+  options.add_options()("dry-run", "list what would change; change nothing");
+  po::positional_options_description positional;
+  positional.add("id", -1);
+  po::variables_map vm;
+  if (auto code = parse_args(ctx, help, options, positional, vm)) return *code;
+  const Millis now = now_millis();
+  auto filter = filter_from(ctx, vm, now);
+  if (!filter) return usage_error(ctx, filter.status().message());
+  bool any_filter = false;
+  for (const char* f : {"state", "agent", "service", "type", "event", "since", "until"})
+    any_filter |= vm.count(f) > 0;
+  const bool all = vm.count("all") > 0;
+  if (vm.count("id") && (any_filter || all))
+    return usage_error(ctx, "give webhook ids or filters, not both");
+  if (!vm.count("id") && !any_filter && !all)
+    return usage_error(ctx, is_delete ? "give webhook ids, or --state S with optional filters"
+                                      : "give webhook ids, filters (--agent A, --service S, ...) "
+                                        "or --all");
+  if (is_delete && !vm.count("id") && !vm.count("state"))
+    return usage_error(ctx,
+                       "delete by filter needs --state (stored, queued, delivered, failed, "
+                       "discarded, held): inflight webhooks are never deleted");
+  const auto allowed = queue_op_states(op);
+  for (auto s : filter->states)
+    if (std::find(allowed.begin(), allowed.end(), s) == allowed.end())
+      return usage_error(ctx, "--state " + std::string(to_string(s)) + ": " + name +
+                                  " does not apply to " + std::string(to_string(s)) +
+                                  " webhooks (see iarelay " + name + " --help)");
+  const bool dry_run = vm.count("dry-run") > 0 || (is_delete && !vm.count("force"));
+
+  auto reader = open_for_read(ctx);
+  if (!reader) return fail(ctx, reader.status().message());
+  if (vm.count("id")) {
+    auto ids = resolve_webhook_refs(**reader, vm["id"].as<std::vector<std::string>>());
+    if (!ids) return fail(ctx, ids.status().message());
+    filter->ids = std::move(*ids);
+  }
+  // Everything that can be refused is refused on the read-only connection first (a dry run
+  // is exactly that), so a refusal never opens the journal for writing.
+  {
+    MaintenanceOptions check;
+    check.dry_run = true;
+    RowWriter out(std::cout, Format::kTable,
+                  {"seq", "id", "state", "agent", "event_id", "received_at", "next_attempt_at"});
+    std::int64_t listed = 0;
+    auto would = change_webhooks(**reader, op, *filter, now, check, [&](const WebhookRow& r) {
+      if (!dry_run || static_cast<std::size_t>(listed++) >= kListedRows) return;
+      Json agent = r.assigned_agent ? Json(*r.assigned_agent) : Json(nullptr);
+      out.row({r.seq, r.id, r.state, agent, r.event_id ? Json(*r.event_id) : Json(nullptr),
+               r.received_at, r.next_attempt_at ? Json(*r.next_attempt_at) : Json(nullptr)});
+    });
+    if (!would) return fail(ctx, would.status().message());
+    if (dry_run) {
+      out.finish();
+      if (static_cast<std::size_t>(*would) > kListedRows)
+        std::cout << "... and " << (*would - static_cast<std::int64_t>(kListedRows)) << " more\n";
+      std::cout << "would " << name << " " << rows_text(*would) << " (dry run: nothing changed"
+                << (is_delete && !vm.count("force") ? "; add --force to delete them" : "") << ")\n";
+      return kExitOk;
+    }
+  }
+  reader->reset();
+
+  auto db = open_for_write(ctx);
+  if (!db) return fail(ctx, db.status().message());
+  MaintenanceOptions run;
+  run.audit = {actor(), audit_filter(ctx), detail_text(*filter)};
+  auto done = change_webhooks(**db, op, *filter, now, run);
+  if (!done) return fail(ctx, done.status().message());
+  const char* past = op == QueueOp::kRetry     ? "made due now"
+                     : op == QueueOp::kHold    ? "held"
+                     : op == QueueOp::kRelease ? "released"
+                                               : "deleted";
+  std::cout << past << " " << rows_text(*done) << "\n";
+  // A row the daemon moved between the check and the change is skipped (guarded), not
+  // overwritten: say so when ids were given.
+  if (!filter->ids.empty() && static_cast<std::size_t>(*done) < filter->ids.size())
+    std::cout << (filter->ids.size() - static_cast<std::size_t>(*done))
+              << " changed state meanwhile (the daemon took them) and were left as they are; "
+                 "iarelay show ID says where they are\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+int cmd_retry(Context& ctx) {
+  return queue_command(ctx, QueueOp::kRetry, kRetryHelp);
+}
+int cmd_hold(Context& ctx) {
+  return queue_command(ctx, QueueOp::kHold, kHoldHelp);
+}
+int cmd_release(Context& ctx) {
+  return queue_command(ctx, QueueOp::kRelease, kReleaseHelp);
+}
+int cmd_delete(Context& ctx) {
+  return queue_command(ctx, QueueOp::kDelete, kDeleteHelp);
+}
+
+}  // namespace iarelay::cli
