@@ -93,8 +93,8 @@ systemctl() {
       before=$(grep -c ' reloaded ' "$stage/daemon.log" || true)
       MAINPID=$daemon_pid
       eval "$exec_reload"
-      wait_for 10 test "$(grep -c ' reloaded ' "$stage/daemon.log")" -gt "$before" ||
-        fail "no 'reloaded' in the log after $exec_reload"
+      reloaded_since() { [[ $(grep -c ' reloaded ' "$stage/daemon.log") -gt $1 ]]; }
+      wait_for 10 reloaded_since "$before" || fail "no 'reloaded' in the log after $exec_reload"
       ;;
     *) fail "systemctl $1: not stood in for" ;;
   esac
@@ -112,8 +112,9 @@ post() {  # post [QUERY]: one webhook for service hpnnmi, a new alert each time
 }
 journal_query() { runuser -u iarelay -- sqlite3 -readonly "$state/journal.db" "$1"; }
 delivered() { [[ -f $stage/delivered.jsonl ]] && wc -l <"$stage/delivered.jsonl" || echo 0; }
+has_delivered() { [[ $(delivered) -ge $1 ]]; }
 wait_delivered() {  # wait_delivered N: the sink has N deliveries
-  wait_for 15 test "$(delivered)" -ge "$1" || fail "the sink has $(delivered) deliveries, expected $1"
+  wait_for 15 has_delivered "$1" || fail "the sink has $(delivered) deliveries, expected $1"
 }
 owned_by_service() {
   local other
@@ -127,8 +128,8 @@ post '?agent=ws-198/10.2.0.121:8081'
 post '?agent=ws-199/10.2.0.122:8081'
 post '?agent=ws-199/10.2.0.122:8081'
 wait_delivered 1
-wait_for 15 test "$(journal_query "SELECT count(*) FROM webhooks WHERE state='failed'")" = 2 ||
-  fail "expected 2 failed webhooks"
+two_failed() { [[ $(journal_query "SELECT count(*) FROM webhooks WHERE state='failed'") == 2 ]]; }
+wait_for 15 two_failed || fail "expected 2 failed webhooks"
 owned_by_service "the first webhooks"
 
 # The runbooks' commands, section by section, from the installed doc.
@@ -142,6 +143,7 @@ commands=$(grep -cv '^#\|^$' "$stage/runbooks.txt" || true)
 [[ $commands -ge 10 ]] || fail "only $commands runbook commands found in $doc"
 section=
 id=
+paused=0
 ran=0
 while IFS= read -r line <&4; do
   if [[ $line == "#SECTION "* ]]; then
@@ -179,6 +181,14 @@ EOF
   ran=$((ran + 1))
   owned_by_service "$command"
   # What the runbook says the command does, where the test can see it.
+  case $command in
+    *" agent pause "*)
+      # The daemon reads pauses within a second: wait for it, as the operator reads status.
+      paused_since() { [[ $(grep -c ' paused by operator' "$stage/daemon.log") -gt $1 ]]; }
+      wait_for 5 paused_since "$paused" || fail "the daemon did not take the pause within 5 s"
+      paused=$((paused + 1))
+      ;;
+  esac
   case $command in
     *"agent pause nnmi1 "*)
       post '?agent=ws-198/10.2.0.121:8081'
