@@ -26,6 +26,9 @@ for f in ./usr/bin/iarelayd ./usr/bin/iarelay ./usr/bin/iarelay-sink \
   grep -qx "$f" "$work/contents" || { echo "missing from package: $f"; exit 1; }
 done
 echo "depends: $(dpkg-deb -f "$deb" Depends)"
+# An upgrade must keep the operator's configuration: it is a conffile.
+dpkg-deb -I "$deb" conffiles | grep -qx /etc/iarelay/iarelay.conf ||
+  { echo "/etc/iarelay/iarelay.conf is not a conffile: an upgrade would overwrite it"; exit 1; }
 
 if [[ $(id -u) -ne 0 ]]; then
   echo "SKIP: installing the package for real needs root (a mount namespace with an overlay"

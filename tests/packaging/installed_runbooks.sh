@@ -8,7 +8,8 @@
 # with UMask=0077, SIGTERM, ExecReload), and `sudo` runs its command (we are root already).
 # What the runbooks leave to the operator's hands is done here where the doc says it:
 #   - "Remove its [agent.X] section" in a comment: the section is removed from the file;
-#   - the placeholder id `01JD...`: the id of a webhook that failed.
+#   - the placeholder id `01JD...`: the id of a webhook that failed;
+#   - the package to upgrade to, iarelay_VERSION_amd64.deb: this same .deb.
 # After every command: nothing under /var/lib/iarelay belongs to anyone but iarelay.
 set -euo pipefail
 stage=$1
@@ -174,6 +175,9 @@ EOF
     [[ -n $id ]] || fail "no failed webhook to stand for 01JD..."
     command=${command//01JD.../$id}
   fi
+  # The package to upgrade to: this one again (its conffile must keep the agents added above).
+  command=${command//iarelay_VERSION_amd64.deb/$(ls "$stage"/iarelay_*.deb)}
+  [[ $command != *VERSION* ]] || fail "placeholder this test does not know in: $line"
   [[ $command != *...* ]] || fail "placeholder this test does not know in: $line"
   echo "\$ $command"
   before=$(delivered)
@@ -207,6 +211,7 @@ EOF
 done 4<"$stage/runbooks.txt"
 echo "ran $ran runbook commands as root"
 
+grep -q '^\[agent.nnmi1\]$' "$conf" || fail "the agents added to $conf are gone (upgrade?)"
 # The service still owns its journal and works: a new webhook is delivered.
 kill -0 "$daemon_pid" 2>/dev/null || fail "iarelayd is not running after the runbooks"
 before=$(delivered)
