@@ -17,10 +17,14 @@ cd "$stage"
 conf=/etc/iarelay/iarelay.conf
 state=/var/lib/iarelay
 doc=/usr/share/doc/iarelay/operations.md
+exec 5>&1  # the test's output, also from inside a runbook command whose output is captured
 fail() {
-  echo "FAIL: $*"
-  echo "--- daemon log (last 30 lines)"
-  tail -n 30 "$stage/daemon.log" 2>/dev/null || true
+  {
+    [[ -s $stage/command.out ]] && sed 's/^/    /' "$stage/command.out"
+    echo "FAIL: $*"
+    echo "--- daemon log (last 30 lines)"
+    tail -n 30 "$stage/daemon.log" 2>/dev/null || true
+  } >&5
   exit 1
 }
 
@@ -125,7 +129,8 @@ owned_by_service() {
 
 # An operator who creates the journal by hand before the first start, as root: it must be the
 # service's (a root-owned journal would keep iarelayd from starting).
-iarelay --config "$conf" migrate >"$stage/command.out" 2>&1 || { cat "$stage/command.out"; fail "migrate"; }
+iarelay --config "$conf" migrate >"$stage/command.out" 2>&1 || fail "iarelay migrate as root before the first start"
+: >"$stage/command.out"
 owned_by_service "iarelay migrate before the first start"
 start_daemon
 # Before the runbooks: one delivery through nnmi1, two webhooks nnmi2 refuses (failed).
@@ -182,10 +187,10 @@ EOF
   echo "\$ $command"
   before=$(delivered)
   if ! eval "$command" >"$stage/command.out" 2>&1; then
-    cat "$stage/command.out"
     fail "runbook \"$section\": '$command' failed"
   fi
   sed 's/^/    /' "$stage/command.out"
+  : >"$stage/command.out"
   ran=$((ran + 1))
   owned_by_service "$command"
   # What the runbook says the command does, where the test can see it.
