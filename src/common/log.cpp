@@ -1,12 +1,13 @@
-// spdlog configuration: a text pattern or one JSON object per line.
+// spdlog configuration: a text pattern or one JSON object per line, with the journald priority
+// prefix when stderr is the journal.
 #include "common/log.h"
 
 #include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <spdlog/sinks/stdout_sinks.h>
-#include <spdlog/spdlog.h>
 #include <cstdio>
 #include <cstdlib>
 

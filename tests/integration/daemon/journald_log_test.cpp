@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
 
@@ -23,11 +24,12 @@ std::string stream_id(const std::string& path) {
 // Runs iarelayd without agents (it warns that it starts as an edge) until it listens, makes a
 // reload fail (an error line), stops it, and returns what it wrote to stderr.
 std::string daemon_log(const TempDir& dir, const std::string& log,
-                       const std::map<std::string, std::string>& env) {
+                       const std::map<std::string, std::string>& env,
+                       const std::string& extra = "") {
   int port = free_port();
   std::string conf = dir.file("relay.conf");
-  write_file(conf, "journal = " + dir.file("journal.db") + "\nlog_level = debug\n[listen]\n" +
-                       "address = 127.0.0.1:" + std::to_string(port) + "\n");
+  write_file(conf, "journal = " + dir.file("journal.db") + "\nlog_level = debug\n" + extra +
+                       "[listen]\n" + "address = 127.0.0.1:" + std::to_string(port) + "\n");
   Process relay({bin("iarelayd"), "--config", conf}, "", log, env);
   EXPECT_TRUE(wait_for_port(port)) << read_file(log);
   write_file(conf, "no_such_key = 1\n");
@@ -69,6 +71,23 @@ TEST(JournaldLog, UnderSystemdEveryLineStartsWithItsPriorityAndHasNoTimestamp) {
     if (line.find("reload failed") != std::string::npos) {
       EXPECT_EQ(line.rfind("<3>error ", 0), 0u) << line;
     }
+  }
+}
+
+TEST(JournaldLog, JsonLinesCarryThePriorityBeforeTheObject) {
+  TempDir dir;
+  std::string log = dir.file("stderr.log");
+  write_file(log, "");
+  auto lines =
+      lines_of(daemon_log(dir, log, {{"JOURNAL_STREAM", stream_id(log)}}, "log_format = json\n"));
+  ASSERT_GE(lines.size(), 3u);
+  for (const auto& line : lines) {
+    ASSERT_TRUE(std::regex_match(line.substr(0, 4), std::regex(R"(<[2-7]>\{)"))) << line;
+    auto doc = nlohmann::json::parse(line.substr(3), nullptr, false);
+    ASSERT_FALSE(doc.is_discarded()) << line;
+    std::string level = doc["level"];
+    char expected = level == "error" ? '3' : level == "warning" ? '4' : level == "info" ? '6' : '7';
+    EXPECT_EQ(line[1], expected) << line;
   }
 }
 
