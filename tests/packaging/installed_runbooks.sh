@@ -186,7 +186,7 @@ EOF
   [[ $command != *...* ]] || fail "placeholder this test does not know in: $line"
   echo "\$ $command"
   before=$(delivered)
-  if ! eval "$command" >"$stage/command.out" 2>&1; then
+  if ! eval "$command" </dev/null >"$stage/command.out" 2>&1; then
     fail "runbook \"$section\": '$command' failed"
   fi
   sed 's/^/    /' "$stage/command.out"
