@@ -2,9 +2,13 @@
 #include "cli.h"
 
 #include <SQLiteCpp/SQLiteCpp.h>
+#include <grp.h>
 #include <pwd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 
@@ -102,16 +106,74 @@ Result<DatabasePtr> open_for_write(const Context& ctx) {
 }
 
 std::string actor() {
-  std::string user;
-  if (const char* u = std::getenv("USER"); u && *u) user = u;
-  if (user.empty()) {
-    if (const passwd* pw = ::getpwuid(::getuid())) user = pw->pw_name;
+  // Worked out once: after run_as_journal_owner the uid is the journal's owner, but the audit
+  // row names who ran the command.
+  static const std::string who = [] {
+    std::string user;
+    if (const char* u = std::getenv("USER"); u && *u) user = u;
+    if (user.empty()) {
+      if (const passwd* pw = ::getpwuid(::getuid())) user = pw->pw_name;
+    }
+    if (user.empty()) user = "uid" + std::to_string(::getuid());
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) != 0 || !*host)
+      std::snprintf(host, sizeof host, "%s", "localhost");
+    return user + "@" + host;
+  }();
+  return who;
+}
+
+Status run_as_journal_owner(const Context& ctx, const std::vector<std::string>& command_line) {
+  if (::geteuid() != 0) return Status::ok();
+  // The journal, or for one not created yet (migrate) the directory it goes in.
+  struct stat st {};
+  if (::stat(ctx.journal.c_str(), &st) != 0) {
+    std::string dir = std::filesystem::path(ctx.journal).parent_path().string();
+    if (::stat(dir.empty() ? "." : dir.c_str(), &st) != 0) return Status::ok();
   }
-  if (user.empty()) user = "uid" + std::to_string(::getuid());
-  char host[256] = {};
-  if (::gethostname(host, sizeof host - 1) != 0 || !*host)
-    std::snprintf(host, sizeof host, "%s", "localhost");
-  return user + "@" + host;
+  if (st.st_uid == 0) return Status::ok();
+  (void)actor();
+  const passwd* pw = ::getpwuid(st.st_uid);
+  const std::string user = pw ? pw->pw_name : std::to_string(st.st_uid);
+  // A -wal or -shm left behind by a root run before this check existed: the owner could not
+  // open the journal any more. Root gives them back.
+  for (const char* suffix : {"-wal", "-shm"}) {
+    const std::string side = ctx.journal + suffix;
+    struct stat side_st {};
+    if (::lstat(side.c_str(), &side_st) == 0 && S_ISREG(side_st.st_mode) &&
+        side_st.st_uid != st.st_uid && ::chown(side.c_str(), st.st_uid, st.st_gid) == 0)
+      std::cerr << "iarelay: " << side << " belonged to uid " << side_st.st_uid
+                << "; gave it back to " << user << "\n";
+  }
+  int rc = pw ? ::initgroups(user.c_str(), st.st_gid) : ::setgroups(1, &st.st_gid);
+  const char* step = "setgroups";
+  if (rc == 0) {
+    step = "setgid";
+    rc = ::setgid(st.st_gid);
+  }
+  if (rc == 0) {
+    step = "setuid";
+    rc = ::setuid(st.st_uid);
+  }
+  if (rc == 0 && ::geteuid() == st.st_uid && ::getuid() == st.st_uid) return Status::ok();
+  const std::string why = rc == 0 ? "still root" : std::strerror(errno);
+  std::string retry = "runuser -u " + user + " --";
+  for (const auto& a : command_line) {
+    bool quote = a.empty() || a.find_first_not_of(
+                                  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                  "0123456789-_./:=+,@%") != std::string::npos;
+    retry += " ";
+    if (!quote) {
+      retry += a;
+      continue;
+    }
+    retry += "'";
+    for (char c : a) retry += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    retry += "'";
+  }
+  return Status::conflict(
+      ctx.journal + " belongs to " + user + " and root could not become " + user + " (" + step +
+      ": " + why + "); files root creates beside it would lock the service out. Run: " + retry);
 }
 
 std::string audit_filter(const Context& ctx) {

@@ -37,7 +37,14 @@ Result<DatabasePtr> open_for_read(const Context& ctx);
 // and have exactly this build's migrations. Opened with open_journal_for_write.
 Result<DatabasePtr> open_for_write(const Context& ctx);
 
-// "$USER@hostname" for audit rows.
+// Run as root on a journal (or, not created yet, its directory) that belongs to another user
+// (the service account): become that user (groups, gid, uid) before anything opens it, so the
+// -wal and -shm files SQLite creates stay the service's. Gives back a -wal/-shm root left
+// there. Fails, naming the `runuser -u USER -- ...` command to use, when the switch is refused.
+// command_line: the command as typed ("iarelay", then its arguments), for that message.
+Status run_as_journal_owner(const Context& ctx, const std::vector<std::string>& command_line);
+
+// "$USER@hostname" for audit rows: who ran the command, also after run_as_journal_owner.
 std::string actor();
 // The command line as given, for audit rows: "resend --state failed --agent x".
 std::string audit_filter(const Context& ctx);

@@ -146,6 +146,11 @@ int run(int argc, char** argv) {
   }
   if (vm.count("journal")) ctx.journal = vm["journal"].as<std::string>();
   if (ctx.journal.empty()) return usage_error(ctx, "--journal: empty path");
+  if (!wants_help) {
+    std::vector<std::string> command_line{"iarelay"};
+    command_line.insert(command_line.end(), argv + 1, argv + argc);
+    if (Status s = run_as_journal_owner(ctx, command_line); !s) return fail(ctx, s.message());
+  }
   try {
     return command->run(ctx);
   } catch (const SQLite::Exception& e) {
