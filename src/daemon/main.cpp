@@ -41,6 +41,25 @@ int check_only(const Config& config) {
   return 0;
 }
 
+// Migrations run in Relay::start, before READY=1. One that rebuilds a table (0002_held_state
+// copies every webhook: ~25 s per GB measured) can outlast systemd's start timeout (90 s by
+// default), and a unit killed mid-migration rolls it back and starts it again, for ever. So when
+// any is pending: say so, and ask systemd for time (EXTEND_TIMEOUT_USEC, one request for six
+// hours; READY=1 ends the wait as soon as the migrations are done).
+void announce_pending_migrations(const std::string& journal) {
+  auto db = open_journal_for_read(journal);
+  if (!db) return;  // no journal yet: the empty schema is made at once
+  std::vector<std::string> pending;
+  if (!verify_migrations(**db, &pending) || pending.empty()) return;
+  std::string names;
+  for (const auto& name : pending) names += (names.empty() ? "" : ", ") + name;
+  spdlog::warn(
+      "applying {} journal migration(s) before serving: {}; on a large journal this takes "
+      "minutes (docs/operations.md \"Upgrade\")",
+      pending.size(), names);
+  sd_notify("EXTEND_TIMEOUT_USEC=21600000000\nSTATUS=applying journal migrations: " + names);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -92,6 +111,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  announce_pending_migrations(config->journal);
   Relay relay(*config);
   if (Status s = relay.start(); !s) {
     spdlog::error("cannot start: {}", s.message());

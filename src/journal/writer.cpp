@@ -46,11 +46,16 @@ int on_wal_commit(void* writer_frames, sqlite3*, const char*, int frames) {
 Result<std::unique_ptr<Writer>> Writer::open(const std::string& path, SyncLevel sync) {
   auto db = open_journal_for_write(path, sync);
   if (!db) return db.status();
+  try {
+    // Checkpoints are the checkpointer thread's job, not the committing thread's: also a
+    // migration's (copying a big table back into the file at its COMMIT would hold the start).
+    (*db)->exec("PRAGMA wal_autocheckpoint=0");
+  } catch (const SQLite::Exception& e) {
+    return Status::io_error(path + ": " + e.what());
+  }
   if (Status s = migrate(**db); !s) return s;
   int wal_fd = -1;
   try {
-    // Checkpoints are the checkpointer thread's job, not the committing thread's.
-    (*db)->exec("PRAGMA wal_autocheckpoint=0");
     (*db)->exec(kJournalSizeLimit);
     if (sync == SyncLevel::kFull) {
       // A read opens (creating if need be) the WAL file, which this connection then keeps

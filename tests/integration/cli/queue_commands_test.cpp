@@ -12,6 +12,7 @@
 #include "common/crypto.h"
 #include "journal/journal.h"
 #include "sample_journal.h"
+#include "support/old_journal.h"
 
 namespace iarelay::clitest {
 namespace {
@@ -321,17 +322,7 @@ TEST(HeldStateMigration, UpgradesA0001JournalKeepingRowsAndTheSeqRecord) {
   const std::string path = dir.file("old.db");
   {
     // A journal as the previous build left it: migration 0001 only, an edge's raised seq floor.
-    SQLite::Database db(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
-    const Migration& first = embedded_migrations().at(0);
-    ASSERT_EQ(first.name, "0001_initial");
-    db.exec(
-        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-        "checksum TEXT NOT NULL, applied_at TEXT NOT NULL)");
-    db.exec(first.sql);
-    SQLite::Statement rec(db, "INSERT INTO schema_migrations VALUES (1, ?, ?, 'x')");
-    rec.bind(1, first.name);
-    rec.bind(2, sha256_hex(first.sql));
-    rec.exec();
+    SQLite::Database db = testing::journal_at_first_migration(path);
     db.exec(
         "INSERT INTO webhooks (id, source, received_at, service, type, event_id, state, "
         "assigned_agent, payload) VALUES ('old1', 'direct', '2026-11-29T14:00:00.000Z', "

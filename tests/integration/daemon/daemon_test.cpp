@@ -15,6 +15,7 @@
 
 #include "journal/writer.h"
 
+#include "support/old_journal.h"
 #include "support/process.h"
 #include "support/temp_dir.h"
 
@@ -342,42 +343,104 @@ TEST(Drain, ACallStillRunningAtTheGraceIsMadeAgainAtTheNextStart) {
   EXPECT_NE(second, std::string::npos) << calls;
 }
 
+// $NOTIFY_SOCKET as systemd has it: a datagram socket whose messages the test collects.
+class NotifySocket {
+ public:
+  explicit NotifySocket(const std::string& path) : path_(path) {
+    fd_ = socket(AF_UNIX, SOCK_DGRAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+    bound_ = bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    timeval timeout{0, 100'000};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  }
+  ~NotifySocket() { close(fd_); }
+  NotifySocket(const NotifySocket&) = delete;
+  NotifySocket& operator=(const NotifySocket&) = delete;
+
+  bool bound() const { return bound_; }
+  const std::string& path() const { return path_; }
+  // Everything received so far, one message per line.
+  const std::string& received() const { return received_; }
+  // Collects messages for `for_how_long`.
+  void drain(std::chrono::milliseconds for_how_long) {
+    auto end = std::chrono::steady_clock::now() + for_how_long;
+    char buf[512];
+    while (std::chrono::steady_clock::now() < end) {
+      ssize_t n = recv(fd_, buf, sizeof buf, 0);
+      if (n > 0) received_ += std::string(buf, static_cast<size_t>(n)) + "\n";
+    }
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  bool bound_ = false;
+  std::string received_;
+};
+
 // Type=notify: READY=1 once serving, WATCHDOG=1 while alive, STOPPING=1 on SIGTERM.
 TEST(Systemd, NotifiesReadyWatchdogAndStopping) {
   TempDir dir;
-  std::string socket_path = dir.file("notify.sock");
-  int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", socket_path.c_str());
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  timeval timeout{0, 100'000};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  NotifySocket notify(dir.file("notify.sock"));
+  ASSERT_TRUE(notify.bound());
   int port = free_port();
   write_file(dir.file("relay.conf"), relay_config(dir, port));
-  std::string received;
-  auto drain = [&](std::chrono::milliseconds for_how_long) {
-    auto end = std::chrono::steady_clock::now() + for_how_long;
-    char buf[256];
-    while (std::chrono::steady_clock::now() < end) {
-      ssize_t n = recv(fd, buf, sizeof buf, 0);
-      if (n > 0) received += std::string(buf, static_cast<size_t>(n)) + "\n";
-    }
-  };
   {
     Process relay(relayd(dir), "", dir.file("relay.log"),
-                  {{"NOTIFY_SOCKET", socket_path}, {"WATCHDOG_USEC", "400000"}});
+                  {{"NOTIFY_SOCKET", notify.path()}, {"WATCHDOG_USEC", "400000"}});
     ASSERT_TRUE(wait_for_port(port));
-    drain(std::chrono::milliseconds(700));
-    EXPECT_NE(received.find("READY=1"), std::string::npos) << received;
-    EXPECT_NE(received.find("WATCHDOG=1"), std::string::npos) << received;
-    EXPECT_EQ(received.find("STOPPING=1"), std::string::npos) << received;
+    notify.drain(std::chrono::milliseconds(700));
+    EXPECT_NE(notify.received().find("READY=1"), std::string::npos) << notify.received();
+    EXPECT_NE(notify.received().find("WATCHDOG=1"), std::string::npos) << notify.received();
+    EXPECT_EQ(notify.received().find("STOPPING=1"), std::string::npos) << notify.received();
     relay.signal(SIGTERM);
-    drain(std::chrono::milliseconds(300));
+    notify.drain(std::chrono::milliseconds(300));
     EXPECT_EQ(relay.wait(), 0);
   }
-  EXPECT_NE(received.find("STOPPING=1"), std::string::npos) << received;
-  close(fd);
+  EXPECT_NE(notify.received().find("STOPPING=1"), std::string::npos) << notify.received();
+}
+
+// A journal an earlier build left: the migrations run before READY=1 and can take minutes, so
+// the daemon asks systemd for time first (or a unit killed at its start timeout would roll the
+// migration back and start it again, for ever), and says why. With nothing pending it does not.
+TEST(Systemd, AsksForTimeBeforeMigratingAnOldJournal) {
+  TempDir dir;
+  {
+    SQLite::Database old = journal_at_first_migration(dir.file("journal.db"));
+    old.exec(
+        "INSERT INTO webhooks (id, source, received_at, service, type, state, payload) VALUES "
+        "('old1', 'direct', '2026-11-29T14:00:00.000Z', 'svc', 'status', 'delivered', '{}')");
+  }
+  int port = free_port();
+  write_file(dir.file("relay.conf"), relay_config(dir, port));
+  for (bool first_start : {true, false}) {
+    SCOPED_TRACE(first_start ? "the start that migrates" : "the next start");
+    NotifySocket notify(dir.file(first_start ? "notify1.sock" : "notify2.sock"));
+    ASSERT_TRUE(notify.bound());
+    Process relay(relayd(dir), "", dir.file("relay.log"), {{"NOTIFY_SOCKET", notify.path()}});
+    ASSERT_TRUE(wait_for_port(port));
+    notify.drain(std::chrono::milliseconds(500));
+    const std::string& got = notify.received();
+    size_t ready = got.find("READY=1");
+    ASSERT_NE(ready, std::string::npos) << got;
+    size_t extend = got.find("EXTEND_TIMEOUT_USEC=");
+    if (first_start) {
+      ASSERT_NE(extend, std::string::npos) << got;
+      EXPECT_LT(extend, ready) << got;
+      EXPECT_NE(got.find("STATUS=applying journal migrations: 0002_held_state"), std::string::npos)
+          << got;
+    } else {
+      EXPECT_EQ(extend, std::string::npos) << got;
+    }
+    relay.signal(SIGTERM);
+    EXPECT_EQ(relay.wait(), 0);
+  }
+  EXPECT_NE(read_file(dir.file("relay.log")).find("applying 1 journal migration(s)"),
+            std::string::npos);
+  SQLite::Database db(dir.file("journal.db"));
+  EXPECT_EQ(db.execAndGet("SELECT state FROM webhooks WHERE id = 'old1'").getString(), "delivered");
 }
 
 TEST(Retention, PurgesOldDeliveredWebhooksOnlyAndAudits) {
