@@ -10,6 +10,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "common/suggest.h"
 
 namespace po = boost::program_options;
 using namespace iarelay;
@@ -99,7 +100,8 @@ int run(int argc, char** argv) {
       po::store(po::command_line_parser(tokens).options(options).run(), ignored);
       po::notify(ignored);
     };
-    return usage_error(ctx, usage_message(e, global, parse) + " (see iarelay --help)");
+    return usage_error(
+        ctx, describe_usage_error(e, "", options, {}, global, parse) + " (see iarelay --help)");
   }
   if (vm.count("version")) {
     std::cout << "iarelay " << IARELAY_VERSION << "\n";
@@ -126,7 +128,12 @@ int run(int argc, char** argv) {
   const CommandEntry* command = nullptr;
   for (const auto& c : kCommands)
     if (name == c.name) command = &c;
-  if (!command) return usage_error(ctx, "unknown command '" + name + "' (see iarelay --help)");
+  if (!command) {
+    std::vector<std::string> names;
+    for (const auto& c : kCommands) names.push_back(c.name);
+    return usage_error(ctx, "unknown command '" + name + "'" + did_you_mean(name, names) +
+                                " (see iarelay --help)");
+  }
   ctx.command = name;
 
   bool wants_help = false;
