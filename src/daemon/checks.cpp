@@ -1,6 +1,7 @@
 // The start's checks, one list of problems (see checks.h).
 #include "daemon/checks.h"
 
+#include <SQLiteCpp/Database.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <sys/stat.h>

@@ -330,7 +330,8 @@ std::string Relay::status_document() {
   // changed a key needing a restart, the file says one thing and the daemon does another.
   nlohmann::json doc = nlohmann::json::parse(status_json(**reader, &config_, config_.journal));
   nlohmann::json in_use;
-  in_use["config_file"] = config_.file.empty() ? nlohmann::json(nullptr) : config_.file;
+  in_use["config_file"] =
+      config_.file.empty() ? nlohmann::json(nullptr) : nlohmann::json(config_.file);
   in_use["journal"] = config_.journal;
   in_use["sync"] = config_.sync == SyncLevel::kFull ? "full" : "normal";
   in_use["listen_address"] =

@@ -181,5 +181,49 @@ TEST(Reload, AKeyNeedingARestartIsNamedAndKeepsItsValue) {
   EXPECT_EQ(relay.wait(20s), 0);
 }
 
+// What an operator sees of ?agent=HANDLE and of an identifier nobody configured: the handle's
+// webhook is its agent's (by identifier), the other waits, logged once, and `iarelay status`
+// shows it as NOT CONFIGURED.
+TEST(Intake, AHandleIsItsAgentAndAnUnknownIdentifierIsLoggedOnceAndShownInStatus) {
+  TempDir dir;
+  const int port = free_port();
+  write_file(dir.file("relay.conf"),
+             "journal = " + dir.file("journal.db") +
+                 "\n[listen]\naddress = 127.0.0.1:" + std::to_string(port) +
+                 "\n[agent.nnmi1]\nid = ws-1/127.0.0.1:1\ncallback = http://127.0.0.1:1/cb\n"
+                 "services = svc\n");
+  Process relay({bin("iarelayd"), "--config", dir.file("relay.conf")}, "", dir.file("relay.log"));
+  ASSERT_TRUE(wait_for_port(port)) << read_file(dir.file("relay.log"));
+  httplib::Client client("127.0.0.1", port);
+  for (const char* agent : {"nnmi1", "nnmi2", "nnmi2", "nnmi2"}) {
+    auto r = client.Post("/v1/webhooks/svc?agent=" + std::string(agent), R"({"status":"active"})",
+                         "application/json");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 202) << r->body;
+  }
+  std::string warning = wait_for_line(dir.file("relay.log"), "agent identifier 'nnmi2'");
+  EXPECT_NE(warning.find("configured: ws-1/127.0.0.1:1 ([agent.nnmi1])"), std::string::npos)
+      << warning;
+  const std::string log = read_file(dir.file("relay.log"));
+  std::size_t times = 0;
+  for (auto at = log.find("agent identifier 'nnmi2'"); at != std::string::npos;
+       at = log.find("agent identifier 'nnmi2'", at + 1))
+    ++times;
+  EXPECT_EQ(times, 1u) << log;
+
+  CommandResult list = run({bin("iarelay"), "--config", dir.file("relay.conf"), "list", "--format",
+                            "json", "--agent", "ws-1/127.0.0.1:1"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  auto rows = nlohmann::json::parse(list.out);
+  ASSERT_EQ(rows.size(), 1u) << list.out;
+  EXPECT_EQ(rows[0]["agent"], "ws-1/127.0.0.1:1") << list.out;
+  CommandResult status = run({bin("iarelay"), "--config", dir.file("relay.conf"), "status"});
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_NE(status.out.find("NOT CONFIGURED 3 queued"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("(nnmi2)"), std::string::npos) << status.out;
+  relay.signal(SIGTERM);
+  EXPECT_EQ(relay.wait(20s), 0);
+}
+
 }  // namespace
 }  // namespace iarelay::testing
