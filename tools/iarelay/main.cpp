@@ -51,8 +51,9 @@ void print_usage(std::ostream& out) {
          "var/journal.db)\n"
          "  --help          this help; 'iarelay COMMAND --help' for a command's\n"
          "  --version       print the version\n\n"
-         "Times are RFC 3339 (2026-11-29T14:00:00Z) or relative (-2h, -30m). Exit status: 0 "
-         "success,\n1 failure, 2 bad usage.\n";
+         "Times are RFC 3339 with an offset (2026-11-29T14:00:00Z; one without an offset is\n"
+         "refused as ambiguous) or relative to now (-2h, -30m, -7d in the past; +2h in the\n"
+         "future, as for --until). Exit status: 0 success, 1 failure, 2 bad usage.\n";
 }
 
 // Tokens before the command name are global options; "--config X" takes the next token.
