@@ -31,6 +31,9 @@ std::string nearest(std::string_view word, const std::vector<std::string>& candi
   std::size_t best_distance = 3;  // more than 2 edits is not a typo
   for (const auto& c : candidates) {
     if (c == word) return "";
+    // More than 2 apart in length is more than 2 edits: no need to measure (a long word from
+    // outside costs nothing).
+    if (word.size() > c.size() + 2 || c.size() > word.size() + 2) continue;
     std::size_t d = edit_distance(word, c);
     if (d < best_distance && 2 * d < std::max(word.size(), c.size())) {
       best = c;
