@@ -31,7 +31,8 @@ Result<DaemonOptions> parse_daemon_options(int argc, char** argv) {
           "--SECTION.KEY=VALUE, e.g. --listen.address=127.0.0.1:8080 --agent.nnmi1.timeout=5s;\n"
           "these win over the file. Secrets only from files or IARELAY_* variables.\n\n"
           "Signals: SIGTERM/SIGINT stop cleanly (a second one exits at once); SIGHUP reloads\n"
-          "agents and services from the configuration file.\n\n"
+          "the configuration file: the keys marked * take effect; each other key that changed\n"
+          "is logged as needing a restart and keeps its value (GET /v1/status: in_use).\n\n"
           "Configuration keys (file section, key, default; * = reloadable on SIGHUP):\n";
   std::string section = "-";
   for (const ConfigKey& k : config_keys()) {
@@ -52,6 +53,15 @@ Result<DaemonOptions> parse_daemon_options(int argc, char** argv) {
     po::variables_map vm;
     po::store(parsed, vm);
     for (const auto& opt : parsed.options) {
+      // A bare word ("iarelayd foo") is not an option: Boost keeps it as a positional one,
+      // which nothing would read.
+      if (opt.position_key != -1 || opt.string_key.empty()) {
+        std::string tok = opt.original_tokens.empty() ? opt.value.empty() ? "" : opt.value.front()
+                                                      : opt.original_tokens.front();
+        return Status::invalid_argument("unexpected argument '" + tok +
+                                        "': iarelayd takes options only (--config FILE, "
+                                        "--check, --SECTION.KEY=VALUE)");
+      }
       if (!opt.unregistered) continue;
       // Unregistered tokens arrive as "--name=value" or "--name" "value".
       std::string name = opt.string_key;

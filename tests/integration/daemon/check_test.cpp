@@ -119,6 +119,8 @@ TEST(DaemonUsage, MistakesAreSaidInTheDaemonsWordsWithTheNearestOption) {
        "unknown section [lisen] (did you mean listen?)"},
       {{"--config", dir.file("relay.conf"), "--listen.adress=127.0.0.1:1"},
        "[listen] adress: unknown key (did you mean address?)"},
+      {{"--config", dir.file("relay.conf"), "foo"},
+       "unexpected argument 'foo': iarelayd takes options only"},
       {{"--config", dir.file("absent.conf")},
        "cannot read configuration file: No such file or directory"},
   };
