@@ -2,9 +2,13 @@
 // parse_config_file) because every error must name the line it came from.
 #include "common/config.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -12,6 +16,7 @@
 #include <sstream>
 
 #include "common/payload.h"
+#include "common/suggest.h"
 
 namespace iarelay {
 namespace {
@@ -107,6 +112,28 @@ const ConfigKey* find_key(const std::string& section, const std::string& key) {
   return nullptr;
 }
 
+// " (did you mean address?)" for an unknown key of `section`, or "".
+std::string key_suggestion(const std::string& section, const std::string& key) {
+  const char* kind = section_kind(section);
+  if (!kind) return "";
+  std::vector<std::string> known;
+  for (const auto& k : kKeys)
+    if (std::string_view(k.section) == kind) known.push_back(k.key);
+  return did_you_mean(key, known);
+}
+
+// What is wrong with a section name section_kind() does not know.
+std::string unknown_section(const std::string& section) {
+  std::string hint = did_you_mean(section, {"listen", "upstream"});
+  size_t dot = section.find('.');
+  if (hint.empty() && dot != std::string::npos) {
+    std::string kind = nearest(section.substr(0, dot), {"agent", "service"});
+    if (!kind.empty()) hint = " (did you mean " + kind + section.substr(dot) + "?)";
+  }
+  return "unknown section [" + section + "]" + hint +
+         "; sections are [listen], [upstream], [service.NAME] and [agent.NAME]";
+}
+
 Status error_at(const std::string& where, const std::string& section, const std::string& key,
                 const std::string& what) {
   std::string name = section.empty() ? key : "[" + section + "] " + key;
@@ -114,8 +141,16 @@ Status error_at(const std::string& where, const std::string& section, const std:
 }
 
 Status read_ini(const std::string& file, Entries& out) {
+  // Why it cannot be read, in the system's words (missing, permission denied, a directory).
+  auto unreadable = [&](const std::string& why) {
+    return Status::io_error(file + ": cannot read configuration file: " + why);
+  };
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) return unreadable(std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) return unreadable("it is a directory");
+  errno = 0;
   std::ifstream in(file);
-  if (!in) return Status::io_error(file + ": cannot read configuration file");
+  if (!in) return unreadable(errno ? std::strerror(errno) : "open failed");
   std::string line, section;
   int lineno = 0;
   while (std::getline(in, line)) {
@@ -134,8 +169,7 @@ Status read_ini(const std::string& file, Entries& out) {
       if (t.back() != ']') return Status::invalid_argument(where + ": unterminated section header");
       section = trim(t.substr(1, t.size() - 2));
       if (!section_kind(section))
-        return Status::invalid_argument(where + ": unknown section [" + section +
-                                        "] (expected listen, upstream, service.NAME, agent.NAME)");
+        return Status::invalid_argument(where + ": " + unknown_section(section));
       out[section].try_emplace(kDeclared, Entry{"", where});  // an empty [agent.x] declares it
       continue;
     }
@@ -144,7 +178,8 @@ Status read_ini(const std::string& file, Entries& out) {
       return Status::invalid_argument(where + ": expected 'key = value', got '" + t + "'");
     std::string key = trim(t.substr(0, eq));
     std::string value = trim(t.substr(eq + 1));
-    if (!find_key(section, key)) return error_at(where, section, key, "unknown key");
+    if (!find_key(section, key))
+      return error_at(where, section, key, "unknown key" + key_suggestion(section, key));
     auto& sec = out[section];
     if (auto it = sec.find(key); it != sec.end())
       return error_at(where, section, key, "set twice (first at " + it->second.where + ")");
@@ -172,7 +207,10 @@ Status apply_overrides(const ConfigOverrides& overrides, Entries& out) {
     size_t dot = name.rfind('.');
     std::string section = dot == std::string::npos ? "" : name.substr(0, dot);
     std::string key = dot == std::string::npos ? name : name.substr(dot + 1);
-    if (!find_key(section, key)) return error_at("command line", section, key, "unknown key");
+    if (!section_kind(section))
+      return Status::invalid_argument("command line: --" + name + ": " + unknown_section(section));
+    if (!find_key(section, key))
+      return error_at("command line", section, key, "unknown key" + key_suggestion(section, key));
     if (section.rfind("service.", 0) == 0 && !out.count(section)) {
       // --service.hpnnmi.unrouted overrides [service.applications|hpnnmi], and the other way
       // round: the same service, whichever way either spells it.
@@ -517,8 +555,11 @@ std::string config_reference_markdown() {
 Result<std::string> read_secret(const std::string& file, const std::string& env_name) {
   if (const char* v = std::getenv(env_name.c_str()); v && *v) return std::string(v);
   if (file.empty()) return std::string();
+  errno = 0;
   std::ifstream in(file, std::ios::binary);
-  if (!in) return Status::io_error(file + ": cannot read secret file");
+  if (!in)
+    return Status::io_error(
+        file + ": cannot read secret file: " + (errno ? std::strerror(errno) : "open failed"));
   std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
   if (s.empty()) return Status::invalid_argument(file + ": secret file is empty");

@@ -42,7 +42,7 @@ Result<Millis> parse_unit_sequence(std::string_view text, std::string_view what)
     while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9') ++pos;
     if (pos == start || pos - start > 12) {
       return Status::invalid_argument("bad " + std::string(what) + " '" + std::string(text) +
-                                      "' (expected e.g. 250ms, 10s, 5m, 2h)");
+                                      "' (expected e.g. 250ms, 10s, 5m, 2h, 7d, 1h30m)");
     }
     Millis n = std::stoll(std::string(text.substr(start, pos - start)));
     size_t ustart = pos;
@@ -110,15 +110,22 @@ Result<Millis> parse_time(std::string_view text, Millis now) {
   if (text == "now") return now;
   if (!text.empty() && (text[0] == '-' || text[0] == '+')) {
     auto d = parse_unit_sequence(text.substr(1), "relative time");
-    if (!d) return d.status();
+    if (!d)
+      return Status::invalid_argument(
+          "bad relative time '" + std::string(text) +
+          "' (expected a sign, a number and a unit: -2h for 2 hours ago, +2h for 2 hours from "
+          "now; units ms, s, m, h, d, combined as -1h30m)");
     Millis t;
     if (text[0] == '-' ? __builtin_sub_overflow(now, *d, &t) : __builtin_add_overflow(now, *d, &t))
       return Status::invalid_argument("relative time '" + std::string(text) + "' is out of range");
     return t;
   }
   auto bad = [&] {
-    return Status::invalid_argument("bad time '" + std::string(text) +
-                                    "' (expected RFC 3339 like 2026-11-29T14:00:00Z, or -2h)");
+    return Status::invalid_argument(
+        "bad time '" + std::string(text) +
+        "' (expected RFC 3339 with an offset, like 2026-11-29T14:00:00Z (Z: UTC) or "
+        "2026-11-29T16:00:00+02:00, a date like 2026-11-29 (midnight UTC), or a time relative "
+        "to now: -2h for the past, +2h for the future)");
   };
   size_t pos = 0;
   int y, mo, d, h = 0, mi = 0, s = 0;
@@ -148,7 +155,11 @@ Result<Millis> parse_time(std::string_view text, Millis now) {
       }
       if (digits == 0) return bad();
     }
-    if (pos >= text.size()) return bad();  // a time of day needs a zone
+    if (pos >= text.size())  // a time of day needs a zone
+      return Status::invalid_argument(
+          "time '" + std::string(text) +
+          "' has no offset: it would be ambiguous (local time or UTC?), so it is refused; write " +
+          std::string(text) + "Z for UTC, or add the offset (+02:00)");
     if (text[pos] == 'Z' || text[pos] == 'z') {
       ++pos;
     } else if (text[pos] == '+' || text[pos] == '-') {

@@ -12,6 +12,7 @@
 
 #include "common/config.h"
 #include "common/log.h"
+#include "daemon/checks.h"
 #include "daemon/options.h"
 #include "daemon/relay.h"
 #include "daemon/systemd_notify.h"
@@ -21,20 +22,21 @@ using namespace iarelay;
 
 namespace {
 
+// --check: every check a start makes (daemon/checks.h, the same as `iarelay check --config`),
+// every problem on its own line; exit 2 when there is any.
 int check_only(const Config& config) {
+  std::vector<std::string> problems = start_problems(config);
+  for (const auto& p : problems) std::cerr << "iarelayd: " << p << "\n";
+  if (!problems.empty()) return 2;
   auto db = open_journal_for_read(config.journal);
   if (!db) {
-    if (db.status().kind() == StatusKind::kNotFound) {
-      std::cout << "configuration ok; journal " << config.journal << " will be created\n";
-      return 0;
-    }
-    std::cerr << "iarelayd: " << db.status().message() << "\n";
-    return 1;
+    std::cout << "configuration ok; journal " << config.journal << " will be created\n";
+    return 0;
   }
   std::vector<std::string> pending;
-  if (Status s = verify_migrations(**db, &pending); !s) {
-    std::cerr << "iarelayd: " << config.journal << ": " << s.message() << "\n";
-    return 1;
+  if (Status s = verify_migrations(**db, &pending); !s) {  // start_problems checked it
+    std::cerr << "iarelayd: journal " << config.journal << ": " << s.message() << "\n";
+    return 2;
   }
   std::cout << "configuration ok; journal " << config.journal << " ok, " << pending.size()
             << " migrations pending\n";
@@ -89,13 +91,13 @@ int main(int argc, char** argv) {
     std::cerr << "iarelayd: " << config.status().message() << "\n";
     return 2;
   }
+  if (options->action == DaemonOptions::Action::kCheck) return check_only(*config);
   // An agent secret that cannot be read is a configuration error too, at start and at --check
   // (otherwise the agent would be held without a word, and still chosen by routing).
   if (Status s = check_agent_secrets(*config); !s) {
     std::cerr << "iarelayd: " << s.message() << "\n";
     return 2;
   }
-  if (options->action == DaemonOptions::Action::kCheck) return check_only(*config);
   if (Status s = init_logging(config->log_level, config->log_format); !s) {
     std::cerr << "iarelayd: " << s.message() << "\n";
     return 2;

@@ -5,6 +5,8 @@
 #include <boost/program_options.hpp>
 #include <sstream>
 
+#include "common/suggest.h"
+
 namespace iarelay {
 
 namespace po = boost::program_options;
@@ -13,7 +15,9 @@ Result<DaemonOptions> parse_daemon_options(int argc, char** argv) {
   po::options_description desc("Options");
   desc.add_options()("help,h", "show this help and exit")("version", "print the version and exit")(
       "config,c", po::value<std::string>(), "configuration file (INI; its keys are listed below)")(
-      "check", "validate the configuration and the journal's migrations, then exit")(
+      "check",
+      "run every check a start makes (configuration, secret and token files, TLS certificate "
+      "and key, journal directory and migrations), list every problem, then exit")(
       "print-config-example", "print an example configuration with every key and its default")(
       "print-config-reference", "print the configuration reference as a Markdown table");
   DaemonOptions out;
@@ -27,7 +31,8 @@ Result<DaemonOptions> parse_daemon_options(int argc, char** argv) {
           "--SECTION.KEY=VALUE, e.g. --listen.address=127.0.0.1:8080 --agent.nnmi1.timeout=5s;\n"
           "these win over the file. Secrets only from files or IARELAY_* variables.\n\n"
           "Signals: SIGTERM/SIGINT stop cleanly (a second one exits at once); SIGHUP reloads\n"
-          "agents and services from the configuration file.\n\n"
+          "the configuration file: the keys marked * take effect; each other key that changed\n"
+          "is logged as needing a restart and keeps its value (GET /v1/status: in_use).\n\n"
           "Configuration keys (file section, key, default; * = reloadable on SIGHUP):\n";
   std::string section = "-";
   for (const ConfigKey& k : config_keys()) {
@@ -48,6 +53,15 @@ Result<DaemonOptions> parse_daemon_options(int argc, char** argv) {
     po::variables_map vm;
     po::store(parsed, vm);
     for (const auto& opt : parsed.options) {
+      // A bare word ("iarelayd foo") is not an option: Boost keeps it as a positional one,
+      // which nothing would read.
+      if (opt.position_key != -1 || opt.string_key.empty()) {
+        std::string tok = opt.original_tokens.empty() ? opt.value.empty() ? "" : opt.value.front()
+                                                      : opt.original_tokens.front();
+        return Status::invalid_argument("unexpected argument '" + tok +
+                                        "': iarelayd takes options only (--config FILE, "
+                                        "--check, --SECTION.KEY=VALUE)");
+      }
       if (!opt.unregistered) continue;
       // Unregistered tokens arrive as "--name=value" or "--name" "value".
       std::string name = opt.string_key;
@@ -57,9 +71,16 @@ Result<DaemonOptions> parse_daemon_options(int argc, char** argv) {
       if (opt.original_tokens.size() == 1) {
         const std::string& tok = opt.original_tokens.front();
         size_t eq = tok.find('=');
-        if (tok.rfind("--", 0) != 0 || eq == std::string::npos)
-          return Status::invalid_argument("unexpected argument '" + tok +
-                                          "' (overrides are --section.key=value)");
+        if (tok.rfind("--", 0) != 0 || eq == std::string::npos) {
+          std::vector<std::string> known;
+          for (const auto& o : desc.options()) known.push_back("--" + o->long_name());
+          std::string hint = did_you_mean(tok, known);
+          return Status::invalid_argument(
+              "unexpected argument '" + tok + "'" +
+              (hint.empty() ? " (options are --config FILE, --check, ...; configuration "
+                              "overrides are --section.key=value)"
+                            : hint));
+        }
         name = tok.substr(2, eq - 2);
         value = tok.substr(eq + 1);
       }
@@ -76,6 +97,17 @@ Result<DaemonOptions> parse_daemon_options(int argc, char** argv) {
       out.action = DaemonOptions::Action::kPrintReference;
     else if (vm.count("check"))
       out.action = DaemonOptions::Action::kCheck;
+  } catch (const po::invalid_command_line_syntax& e) {
+    // In our words, not Boost's ("the required argument for option '--config' is missing").
+    std::string name = e.get_option_name();
+    if (name.rfind("--", 0) != 0) name = "--" + name;
+    return Status::invalid_argument(e.kind() == po::invalid_syntax::missing_parameter
+                                        ? name + " needs a value (--config FILE)"
+                                        : name + " takes no value");
+  } catch (const po::multiple_occurrences& e) {
+    std::string name = e.get_option_name();
+    if (name.rfind("--", 0) != 0) name = "--" + name;
+    return Status::invalid_argument(name + " is given more than once (give it once)");
   } catch (const po::error& e) {
     return Status::invalid_argument(e.what());
   }

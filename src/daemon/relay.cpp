@@ -5,6 +5,8 @@
 #include <spdlog/spdlog.h>
 #include <sqlite3.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <chrono>
 #include <set>
@@ -22,6 +24,55 @@
 #include "journal/writer.h"
 
 namespace iarelay {
+
+namespace {
+
+std::string shown(const std::string& v) {
+  return v.empty() ? "(unset)" : v;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::pair<std::string, std::string>>> restart_keys(
+    const Config& running, const Config& fresh) {
+  std::vector<std::pair<std::string, std::pair<std::string, std::string>>> out;
+  auto note = [&](const std::string& key, const std::string& was, const std::string& now) {
+    if (was != now) out.push_back({key, {shown(was), shown(now)}});
+  };
+  auto sync = [](SyncLevel s) { return std::string(s == SyncLevel::kFull ? "full" : "normal"); };
+  note("journal", running.journal, fresh.journal);
+  note("sync", sync(running.sync), sync(fresh.sync));
+  note("log_format", running.log_format, fresh.log_format);
+  const ListenConfig no_listen{"", "", 0, 0, "", ""};
+  const ListenConfig& a = running.listen ? *running.listen : no_listen;
+  const ListenConfig& b = fresh.listen ? *fresh.listen : no_listen;
+  if (running.listen.has_value() != fresh.listen.has_value())
+    note("[listen]", running.listen ? "present" : "absent", fresh.listen ? "present" : "absent");
+  note("[listen] address", a.address, b.address);
+  note("[listen] token_file", a.token_file, b.token_file);
+  note("[listen] max_body", a.max_body ? std::to_string(a.max_body) + " bytes" : "",
+       b.max_body ? std::to_string(b.max_body) + " bytes" : "");
+  note("[listen] max_connections", a.max_connections ? std::to_string(a.max_connections) : "",
+       b.max_connections ? std::to_string(b.max_connections) : "");
+  note("[listen] tls_cert", a.tls_cert, b.tls_cert);
+  note("[listen] tls_key", a.tls_key, b.tls_key);
+  if (running.upstream.has_value() != fresh.upstream.has_value())
+    note("[upstream]", running.upstream ? "present" : "absent",
+         fresh.upstream ? "present" : "absent");
+  if (running.upstream && fresh.upstream) {
+    const UpstreamConfig& u = *running.upstream;
+    const UpstreamConfig& v = *fresh.upstream;
+    note("[upstream] url", u.url, v.url);
+    note("[upstream] token_file", u.token_file, v.token_file);
+    note("[upstream] name", u.name, v.name);
+    note("[upstream] consumer", u.consumer, v.consumer);
+    note("[upstream] poll_wait", format_duration(u.poll_wait), format_duration(v.poll_wait));
+    note("[upstream] batch", std::to_string(u.batch), std::to_string(v.batch));
+    note("[upstream] proxy", u.proxy, v.proxy);
+    note("[upstream] ca_file", u.ca_file, v.ca_file);
+  }
+  return out;
+}
 
 namespace {
 
@@ -243,11 +294,13 @@ Status Relay::reload(const ConfigOverrides& overrides) {
     return Status::invalid_argument(
         std::string("role = ") + (fresh->role == Role::kEdge ? "edge" : "deliver") +
         " differs from the running role; a role change needs a restart");
-  // Only reloadable keys change; others need a restart and are reported.
-  if (fresh->journal != config_.journal || fresh->sync != config_.sync ||
-      fresh->listen.has_value() != config_.listen.has_value() ||
-      fresh->upstream.has_value() != config_.upstream.has_value())
-    spdlog::warn("reload: journal, sync, [listen] and [upstream] changes need a restart; ignored");
+  // Only reloadable keys change; each other key that changed is named, and keeps its value.
+  restart_needed_ = restart_keys(config_, *fresh);
+  for (const auto& [key, values] : restart_needed_)
+    spdlog::warn(
+        "reload: {} changed from {} to {}, which needs a restart; keeping {} until iarelayd is "
+        "restarted",
+        key, values.first, values.second, values.first);
   config_.agents = fresh->agents;
   config_.services = fresh->services;
   config_.retain_delivered = fresh->retain_delivered;
@@ -274,7 +327,26 @@ std::string Relay::status_document() {
   auto reader = open_journal_for_read(config_.journal);
   if (!reader) return std::string(R"({"error":"journal unreadable"})");
   std::lock_guard lock(config_mu_);
-  return status_json(**reader, &config_, config_.journal);
+  // The journal's document, and the values this process runs with: after a reload that
+  // changed a key needing a restart, the file says one thing and the daemon does another.
+  nlohmann::json doc = nlohmann::json::parse(status_json(**reader, &config_, config_.journal));
+  nlohmann::json in_use;
+  in_use["config_file"] =
+      config_.file.empty() ? nlohmann::json(nullptr) : nlohmann::json(config_.file);
+  in_use["journal"] = config_.journal;
+  in_use["sync"] = config_.sync == SyncLevel::kFull ? "full" : "normal";
+  in_use["listen_address"] =
+      config_.listen ? nlohmann::json(config_.listen->address) : nlohmann::json(nullptr);
+  in_use["listen_port"] = server_ ? nlohmann::json(server_->port()) : nlohmann::json(nullptr);
+  in_use["tls"] = config_.listen && !config_.listen->tls_cert.empty();
+  in_use["upstream_url"] =
+      config_.upstream ? nlohmann::json(config_.upstream->url) : nlohmann::json(nullptr);
+  nlohmann::json pending = nlohmann::json::array();
+  for (const auto& [key, values] : restart_needed_)
+    pending.push_back({{"key", key}, {"in_use", values.first}, {"in_file", values.second}});
+  in_use["restart_needed"] = std::move(pending);
+  doc["in_use"] = std::move(in_use);
+  return doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 void Relay::register_collectors() {

@@ -10,6 +10,8 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "common/config.h"
 #include "common/metrics.h"
@@ -30,6 +32,12 @@ class Writer;
 // the configuration file, the agent's section and the secret's file or environment variable. Reads
 // the secrets.
 Status check_agent_secrets(const Config& config);
+
+// The keys a reload cannot apply (their `reloadable` is false) whose value differs between the
+// running configuration and a fresh one: ("[listen] address", (running value, fresh value)),
+// in the key table's order. A reload logs each and keeps the running value.
+std::vector<std::pair<std::string, std::pair<std::string, std::string>>> restart_keys(
+    const Config& running, const Config& fresh);
 
 class Relay {
  public:
@@ -73,6 +81,9 @@ class Relay {
 
   Config config_;
   std::set<std::string> signing_agents_;  // ids of the agents that sign; main thread only
+  // What the last reload could not apply (restart_keys); shown by /v1/status.
+  // GUARDED_BY(config_mu_)
+  std::vector<std::pair<std::string, std::pair<std::string, std::string>>> restart_needed_;
   std::mutex config_mu_;  // guards config_ between reload() and the janitor / status
   Metrics metrics_;
   std::unique_ptr<DaemonLock> lock_;

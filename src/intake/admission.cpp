@@ -1,6 +1,8 @@
 // Building NewWebhook rows: validation, type inference and the routing decision.
 #include "intake/admission.h"
 
+#include <spdlog/spdlog.h>
+
 #include "common/crypto.h"
 #include "common/payload.h"
 #include "common/utf8.h"
@@ -9,6 +11,10 @@ namespace iarelay {
 namespace {
 
 void apply_route(NewWebhook& w, const AgentDirectory& directory) {
+  // ?agent=nnmi1 where nnmi1 is a section name: the webhook is that agent's, under the
+  // identifier its queue and the journal know (otherwise it would wait where nothing delivers).
+  if (w.agent)
+    if (auto id = directory.configured_id(*w.agent)) w.agent = std::move(*id);
   RouteDecision d = directory.route(w.service, w.agent);
   w.state = d.state;
   w.assigned_agent = std::move(d.assigned_agent);
@@ -139,6 +145,36 @@ NewWebhook quarantine_feed_item(const FeedItem& item, const std::string& source,
   w.reason = sanitize_utf8("refused from the upstream's feed: " + std::string(why), 1024);
   w.payload = item.payload;
   return w;
+}
+
+bool UnconfiguredAgentLog::note(const NewWebhook& w, const AgentDirectory& directory) {
+  if (directory.is_edge() || !w.agent || w.state != WebhookState::kQueued ||
+      w.assigned_agent != w.agent || directory.configured_id(*w.agent))
+    return false;
+  {
+    std::lock_guard lock(mu_);
+    if (full_ || logged_.count(*w.agent)) return false;
+    if (logged_.size() >= kMaxLogged) {
+      full_ = true;
+      spdlog::warn(
+          "webhooks for {} agent identifiers no agent is configured with have been logged; "
+          "further ones are not (iarelay status lists them under NOT CONFIGURED)",
+          kMaxLogged);
+      return true;
+    }
+    logged_.insert(*w.agent);
+  }
+  std::string configured;
+  for (const auto& a : directory.agents())
+    configured += (configured.empty() ? "" : ", ") +
+                  (a.handle == a.id ? a.id : a.id + " ([agent." + a.handle + "])");
+  spdlog::warn(
+      "webhook {} for service {} is queued for agent identifier '{}', which no configured agent "
+      "has (configured: {}); it waits until an agent with that id is configured (iarelay status: "
+      "NOT CONFIGURED; iarelay move --from '{}' --to ID moves them). Further webhooks for '{}' "
+      "are not logged",
+      w.id, w.service, *w.agent, configured.empty() ? "none" : configured, *w.agent, *w.agent);
+  return true;
 }
 
 }  // namespace iarelay

@@ -220,8 +220,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   }
 
   void read_failed(beast::error_code ec) {
-    if (ec == http::error::body_limit)
-      return send_final(413, "request body is larger than max_body");
+    if (ec == http::error::body_limit) return send_final(413, state_.options.body_too_large);
     if (ec == http::error::header_limit)
       return send_final(431, "request header is larger than 16 KiB");
     if (ec == http::error::end_of_stream || ec == asio::error::eof ||

@@ -48,6 +48,8 @@ struct HttpListenerOptions {
   int port = 0;                   // 0: an ephemeral port
   std::string tls_cert, tls_key;  // both set: TLS
   std::size_t max_body = 1 << 20;
+  // The 413 answer's message: it names the limit and where it is configured.
+  std::string body_too_large = "request body is larger than max_body";
   int idle_seconds = 5;  // a keep-alive connection idle this long is closed
   // Open connections served at once; a new one past it is answered 503 (plain HTTP; closed
   // without a word under TLS) and closed.

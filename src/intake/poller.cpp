@@ -285,6 +285,7 @@ class CurlPoller final : public Poller {
             quarantine_feed_item(item, ctx_.upstream.name, w.status().message(), now));
         continue;
       }
+      unconfigured_.note(*w, *ctx_.directory);
       webhooks->push_back(std::move(*w));
     }
     std::string name = ctx_.upstream.name;
@@ -502,6 +503,7 @@ class CurlPoller final : public Poller {
   }
 
   PollerContext ctx_;
+  UnconfiguredAgentLog unconfigured_;
   std::string base_url_;
   CURLM* multi_ = nullptr;  // used by the poll thread; curl_multi_wakeup from stop()
   CURL* easy_ = nullptr;    // used by the poll thread only

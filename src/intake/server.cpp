@@ -180,6 +180,7 @@ class HttpServer final : public Server {
       o.tls_key = l.tls_key;
     }
     o.max_body = static_cast<size_t>(l.max_body);
+    o.body_too_large = body_too_large_message(l.max_body);
     o.idle_seconds = kIdleConnectionSeconds;
     o.max_connections = static_cast<size_t>(l.max_connections);
     // The token is checked on the head, so a 401 never waits for (or reads) the body.
@@ -357,6 +358,7 @@ class HttpServer final : public Server {
             count_status("/v1/webhooks", 503);
             return reply(retry_later("journal not writable: " + s.message()));
           }
+          if (!outcome->duplicate) unconfigured_.note(*webhook, *ctx_.directory);
           std::string state =
               outcome->duplicate ? "duplicate" : std::string(to_string(outcome->state));
           if (ctx_.metrics)
@@ -454,6 +456,7 @@ class HttpServer final : public Server {
   ReaderPool readers_;
   WorkerPool workers_;
   std::unique_ptr<HttpListener> listener_;
+  UnconfiguredAgentLog unconfigured_;
 
   std::mutex feed_mu_;
   std::condition_variable feed_cv_;
@@ -462,6 +465,18 @@ class HttpServer final : public Server {
 };
 
 }  // namespace
+
+std::string body_too_large_message(std::int64_t max_body) {
+  // As the key would be written (parse_size's units), and as a reader would say it.
+  std::string key = std::to_string(max_body), human = key + " bytes";
+  for (auto [shift, unit] : {std::pair{30, "GiB"}, std::pair{20, "MiB"}, std::pair{10, "KiB"}})
+    if (max_body > 0 && max_body % (std::int64_t{1} << shift) == 0) {
+      key = std::to_string(max_body >> shift) + unit;
+      human = std::to_string(max_body >> shift) + " " + unit;
+      break;
+    }
+  return "body is larger than " + human + " ([listen] max_body = " + key + ")";
+}
 
 Result<std::unique_ptr<Server>> Server::start(ServerContext ctx) {
   if (!ctx.writer || !ctx.directory)

@@ -4,6 +4,7 @@
 // the routing boundary. start() binds and serves on its own threads; stop() is idempotent.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -39,5 +40,9 @@ class Server {
   // Wakes feed long-polls; call after each journal commit.
   virtual void notify_committed() = 0;
 };
+
+// The 413 answer for a body over `max_body` bytes, naming the limit and its key:
+// "body is larger than 1 MiB ([listen] max_body = 1MiB)".
+std::string body_too_large_message(std::int64_t max_body);
 
 }  // namespace iarelay

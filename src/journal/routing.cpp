@@ -59,6 +59,16 @@ std::optional<AgentConfig> AgentDirectory::agent(const std::string& agent_id) co
   return std::nullopt;
 }
 
+std::optional<std::string> AgentDirectory::configured_id(const std::string& id_or_handle) const {
+  std::shared_lock lock(mu_);
+  // Identifiers first: a handle that is also another agent's identifier names that agent.
+  for (const auto& a : agents_)
+    if (a.id == id_or_handle) return a.id;
+  for (const auto& a : agents_)
+    if (a.handle == id_or_handle) return a.id;
+  return std::nullopt;
+}
+
 bool AgentDirectory::holds(const std::string& service) const {
   std::shared_lock lock(mu_);
   for (const auto& s : services_)

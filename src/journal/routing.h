@@ -37,6 +37,9 @@ class AgentDirectory {
   Availability availability(const std::string& agent_id) const;
   std::vector<AgentConfig> agents() const;
   std::optional<AgentConfig> agent(const std::string& agent_id) const;
+  // The identifier of the configured agent `id_or_handle` names: its identifier, or the handle
+  // (section name) of an agent whose identifier differs; nullopt when no agent has either.
+  std::optional<std::string> configured_id(const std::string& id_or_handle) const;
 
   // Where a webhook arriving now goes ("Routing" rules 1-4; edge relays store everything; a
   // delivering relay with no agent configured holds every webhook: rule 1 for those with an

@@ -3,10 +3,13 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <functional>
 #include <iostream>
+#include <set>
 #include <string_view>
 
+#include "common/suggest.h"
 #include "common/time.h"
 
 namespace iarelay::cli {
@@ -77,8 +80,9 @@ std::optional<int> parse_args(const Context& ctx, const CommandHelp& help,
       po::variables_map ignored;
       parse_into(args, all, positional, ignored);
     };
-    return usage_error(
-        ctx, usage_message(e, ctx.args, parse) + " (see iarelay " + ctx.command + " --help)");
+    return usage_error(ctx, describe_usage_error(e, ctx.command, all, positional,
+                                                 join_option_values(all, ctx.args), parse) +
+                                " (see iarelay " + ctx.command + " --help)");
   }
   return std::nullopt;
 }
@@ -116,6 +120,115 @@ std::string usage_message(const po::error& e, const std::vector<std::string>& ar
     }
   }
   return message;
+}
+
+namespace {
+
+// What a missing positional argument is, for "give ...".
+std::string what_to_give(const std::string& command, const std::string& name) {
+  static const std::pair<const char*, const char*> kWhat[] = {
+      {"agent pause/id", "an agent identifier or handle"},
+      {"agent resume/id", "an agent identifier or handle"},
+      {"show/id", "a webhook id"},
+      {"resend/id", "a webhook id"},
+      {"sql/query", "a query (one read-only SELECT)"},
+  };
+  for (const auto& [key, what] : kWhat)
+    if (command + "/" + name == key) return what;
+  std::string upper = name;
+  for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return upper;
+}
+
+bool is_positional(const po::positional_options_description& positional, const std::string& name) {
+  unsigned n = positional.max_total_count();
+  for (unsigned i = 0; i < n && i < 64; ++i)
+    if (positional.name_for_position(i) == name) return true;
+  return n > 64 && positional.name_for_position(n - 1) == name;
+}
+
+// "--id" or "-h" as Boost names it, without dashes.
+std::string bare(std::string name) {
+  while (!name.empty() && name.front() == '-') name.erase(0, 1);
+  return name;
+}
+
+// An option as written on the command line: "--since", "-h".
+std::string shown(const std::string& name) {
+  std::string b = bare(name);
+  return (b.size() == 1 ? "-" : "--") + b;
+}
+
+}  // namespace
+
+std::string describe_usage_error(
+    const po::error& e, const std::string& command, const po::options_description& options,
+    const po::positional_options_description& positional, const std::vector<std::string>& args,
+    const std::function<void(const std::vector<std::string>&)>& parse) {
+  std::vector<std::string> known;  // the options a user can give, as "--name"
+  for (const auto& o : options.options())
+    if (!o->long_name().empty() && !is_positional(positional, o->long_name()))
+      known.push_back("--" + o->long_name());
+  if (!command.empty()) {
+    known.push_back("--config");
+    known.push_back("--journal");
+  }
+  if (const auto* missing = dynamic_cast<const po::required_option*>(&e)) {
+    std::string name = bare(missing->get_option_name());
+    if (is_positional(positional, name)) return "give " + what_to_give(command, name);
+    const po::option_description* d = options.find_nothrow(name, false);
+    std::string value = d ? d->semantic()->name() : "";
+    return "--" + name + " is required (give --" + name +
+           (value.empty() || value == "arg" ? std::string("") : " " + value) + ")";
+  }
+  if (const auto* unknown = dynamic_cast<const po::unknown_option*>(&e)) {
+    std::string token = unknown->get_option_name();
+    std::string name = token.substr(0, token.find('='));
+    return "unknown option '" + name + "'" + did_you_mean(name, known);
+  }
+  if (const auto* ambiguous = dynamic_cast<const po::ambiguous_option*>(&e)) {
+    std::set<std::string> alternatives(ambiguous->alternatives().begin(),
+                                       ambiguous->alternatives().end());
+    std::string list;
+    for (const auto& a : alternatives) list += (list.empty() ? "" : ", ") + shown(a);
+    return "option '" + ambiguous->get_option_name() + "' is ambiguous: " + list +
+           " (give the whole name)";
+  }
+  if (const auto* syntax = dynamic_cast<const po::invalid_command_line_syntax*>(&e)) {
+    std::string name = shown(syntax->get_option_name());
+    switch (syntax->kind()) {
+      case po::invalid_syntax::missing_parameter:
+        return name + " needs a value";
+      case po::invalid_syntax::extra_parameter:
+        return name + " takes no value";
+      default:
+        return "'" + name + "' is not an option this command takes";
+    }
+  }
+  if (const auto* twice = dynamic_cast<const po::multiple_occurrences*>(&e))
+    return shown(twice->get_option_name()) + " is given more than once (give it once)";
+  if (dynamic_cast<const po::too_many_positional_options_error*>(&e)) {
+    unsigned most = positional.max_total_count();
+    // The arguments that are not options (after join_option_values, an option's value is
+    // joined to it); those past `most` are the extra ones.
+    std::vector<std::string> plain;
+    bool rest = false;
+    for (const auto& a : args) {
+      if (!rest && a == "--") {
+        rest = true;
+        continue;
+      }
+      if (rest || a.empty() || a[0] != '-' || a == "-") plain.push_back(a);
+    }
+    std::string extra = plain.size() > most ? " ('" + plain[most] + "' is one too many)" : "";
+    if (most == 0) return "takes no arguments" + extra;
+    return "takes at most " + std::to_string(most) + (most == 1 ? " argument" : " arguments") +
+           extra;
+  }
+  if (const auto* bad = dynamic_cast<const po::validation_error*>(&e))
+    return shown(bad->get_option_name()) + ": the value given is not valid";
+  // Any other kind: Boost's text, the only description there is.
+  return usage_message(e, args, parse);
 }
 
 void add_filter_options(po::options_description& options, bool with_limit) {

@@ -35,6 +35,16 @@ std::optional<int> parse_args(const Context& ctx, const CommandHelp& help,
 std::string usage_message(const po::error& e, const std::vector<std::string>& args,
                           const std::function<void(const std::vector<std::string>&)>& parse);
 
+// What a po::error thrown while parsing `args` against `options` means, in the tool's words
+// (Boost's own text never reaches the operator): a missing argument says what to give, an
+// unknown option names the nearest known one, a bad value or an extra argument says which.
+// `command` ("agent pause", "" for the global options) picks the wording of what to give.
+std::string describe_usage_error(const po::error& e, const std::string& command,
+                                 const po::options_description& options,
+                                 const po::positional_options_description& positional,
+                                 const std::vector<std::string>& args,
+                                 const std::function<void(const std::vector<std::string>&)>& parse);
+
 // --state --agent --service --type --event --since --until [--limit]
 void add_filter_options(po::options_description& options, bool with_limit);
 // InvalidArgument (a usage error) for unknown states, bad times or limits. `now` anchors

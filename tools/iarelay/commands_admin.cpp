@@ -3,11 +3,13 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 
 #include "args.h"
 #include "commands.h"
+#include "daemon/checks.h"
 
 namespace iarelay::cli {
 namespace {
@@ -21,8 +23,10 @@ constexpr CommandHelp kMigrateHelp = {
 constexpr CommandHelp kCheckHelp = {
     "check",
     "Checks the journal (PRAGMA integrity_check, applied migrations against this build's)\n"
-    "and, with --config, the configuration (its keys, and that the files it names are\n"
-    "readable). Prints what is fine; exits 1 naming every problem."};
+    "and, with --config, everything a start checks, as iarelayd --check does: the\n"
+    "configuration's keys, every secret and token file, the TLS certificate and key, and\n"
+    "that the journal can be opened or created. Prints what is fine; exits 1 with one line\n"
+    "per problem, every problem listed."};
 
 // A read-only look at an existing file before it is opened for writing, so that a foreign or
 // damaged file is refused without a byte of it changing.
@@ -40,13 +44,6 @@ Status precheck_existing(const std::string& path) {
     return Status::corruption(path + ": " + e.getErrorStr());
   }
   return Status::ok();
-}
-
-void check_readable(const std::string& what, const std::string& path,
-                    std::vector<std::string>& problems) {
-  if (path.empty()) return;
-  if (::access(path.c_str(), R_OK) != 0)
-    problems.push_back(what + " " + path + ": " + std::strerror(errno));
 }
 
 }  // namespace
@@ -75,49 +72,49 @@ int cmd_check(Context& ctx) {
   po::variables_map vm;
   if (auto code = parse_args(ctx, kCheckHelp, options, {}, vm)) return *code;
   std::vector<std::string> problems;
+  auto add = [&](const std::string& p) {
+    if (std::find(problems.begin(), problems.end(), p) == problems.end()) problems.push_back(p);
+  };
 
   if (ctx.config) {
+    // The checks `iarelayd --check` and a start make (daemon/checks.h), word for word.
     const Config& c = *ctx.config;
-    std::size_t before = problems.size();
-    if (c.listen) {
-      check_readable("[listen] token_file", c.listen->token_file, problems);
-      check_readable("[listen] tls_cert", c.listen->tls_cert, problems);
-      check_readable("[listen] tls_key", c.listen->tls_key, problems);
-    }
-    if (c.upstream) {
-      check_readable("[upstream] token_file", c.upstream->token_file, problems);
-      check_readable("[upstream] ca_file", c.upstream->ca_file, problems);
-    }
-    for (const auto& a : c.agents)
-      check_readable("[agent." + a.handle + "] secret_file", a.secret_file, problems);
-    if (problems.size() == before)
+    for (const auto& p : start_problems(c)) add(p);
+    if (problems.empty())
       std::cout << "config " << c.file << ": ok (" << c.agents.size() << " agents, "
                 << c.services.size() << " services"
                 << (c.listen ? ", listening on " + c.listen->address : std::string())
                 << (c.upstream ? ", polling " + c.upstream->url : std::string()) << ")\n";
+    std::error_code ec;
+    if (ctx.journal == c.journal && !std::filesystem::exists(ctx.journal, ec)) {
+      if (problems.empty())
+        std::cout << "journal " << ctx.journal
+                  << " does not exist yet; iarelayd creates it at start\n";
+      for (const auto& p : problems) fail(ctx, p);
+      return problems.empty() ? kExitOk : kExitFailure;
+    }
   }
 
   auto db = open_for_read(ctx);
   if (!db) {
-    problems.push_back(db.status().message());
+    add(db.status().message());
   } else {
     std::vector<std::string> integrity;
     SQLite::Statement q(**db, "PRAGMA integrity_check");
     while (q.executeStep()) integrity.push_back(q.getColumn(0).getString());
     bool intact = integrity.size() == 1 && integrity[0] == "ok";
     if (!intact)
-      problems.push_back(
-          ctx.journal +
+      add("journal " + ctx.journal +
           ": integrity_check: " + (integrity.empty() ? std::string("no answer") : integrity[0]) +
           (integrity.size() > 1 ? " (and " + std::to_string(integrity.size() - 1) + " more)"
                                 : std::string()));
     std::vector<std::string> pending;
     Status migrations = verify_migrations(**db, &pending);
     if (!migrations)
-      problems.push_back(ctx.journal + ": " + migrations.message());
+      add("journal " + ctx.journal + ": " + migrations.message());
     else if (!pending.empty())
-      problems.push_back(ctx.journal + " needs migration " + pending.front() +
-                         " (run iarelay migrate)");
+      add("journal " + ctx.journal + " needs migration " + pending.front() +
+          " (run iarelay migrate)");
     if (intact && migrations && pending.empty()) {
       std::int64_t webhooks = (*db)->execAndGet("SELECT count(*) FROM webhooks").getInt64();
       auto pid = daemon_holding(ctx.journal);
@@ -128,10 +125,9 @@ int cmd_check(Context& ctx) {
                 << ")\n";
     }
   }
-  if (problems.empty()) return kExitOk;
-  std::string message;
-  for (const auto& p : problems) message += (message.empty() ? "" : "; ") + p;
-  return fail(ctx, message);
+  // One line per problem, each as `iarelayd --check` says it.
+  for (const auto& p : problems) fail(ctx, p);
+  return problems.empty() ? kExitOk : kExitFailure;
 }
 
 }  // namespace iarelay::cli

@@ -6,6 +6,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "common/suggest.h"
 #include "common/time.h"
 #include "common/utf8.h"
 #include "journal/status_report.h"
@@ -130,7 +131,8 @@ int agent_change(Context& ctx, bool pause) {
 }  // namespace
 
 int cmd_agent(Context& ctx) {
-  if (ctx.args.empty()) return usage_error(ctx, "agent needs list, pause ID or resume ID");
+  if (ctx.args.empty())
+    return usage_error(ctx, "give list, pause ID or resume ID (see iarelay agent --help)");
   std::string sub = ctx.args.front();
   if (sub == "--help" || sub == "-h") {
     po::options_description none;
@@ -143,7 +145,9 @@ int cmd_agent(Context& ctx) {
   if (sub == "pause") return agent_change(ctx, true);
   if (sub == "resume") return agent_change(ctx, false);
   ctx.command = "agent";
-  return usage_error(ctx, "unknown agent command '" + sub + "' (list, pause or resume)");
+  return usage_error(ctx, "unknown agent command '" + sub + "'" +
+                              did_you_mean(sub, {"list", "pause", "resume"}) +
+                              " (agent list, agent pause ID or agent resume ID)");
 }
 
 }  // namespace iarelay::cli

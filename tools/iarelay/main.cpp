@@ -10,6 +10,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "common/suggest.h"
 
 namespace po = boost::program_options;
 using namespace iarelay;
@@ -55,8 +56,9 @@ void print_usage(std::ostream& out) {
          "var/journal.db)\n"
          "  --help          this help; 'iarelay COMMAND --help' for a command's\n"
          "  --version       print the version\n\n"
-         "Times are RFC 3339 (2026-11-29T14:00:00Z) or relative (-2h, -30m). Exit status: 0 "
-         "success,\n1 failure, 2 bad usage.\n";
+         "Times are RFC 3339 with an offset (2026-11-29T14:00:00Z; one without an offset is\n"
+         "refused as ambiguous) or relative to now (-2h, -30m, -7d in the past; +2h in the\n"
+         "future, as for --until). Exit status: 0 success, 1 failure, 2 bad usage.\n";
 }
 
 // Tokens before the command name are global options; "--config X" takes the next token.
@@ -104,7 +106,8 @@ int run(int argc, char** argv) {
       po::store(po::command_line_parser(tokens).options(options).run(), ignored);
       po::notify(ignored);
     };
-    return usage_error(ctx, usage_message(e, global, parse) + " (see iarelay --help)");
+    return usage_error(
+        ctx, describe_usage_error(e, "", options, {}, global, parse) + " (see iarelay --help)");
   }
   if (vm.count("version")) {
     std::cout << "iarelay " << IARELAY_VERSION << "\n";
@@ -131,7 +134,12 @@ int run(int argc, char** argv) {
   const CommandEntry* command = nullptr;
   for (const auto& c : kCommands)
     if (name == c.name) command = &c;
-  if (!command) return usage_error(ctx, "unknown command '" + name + "' (see iarelay --help)");
+  if (!command) {
+    std::vector<std::string> names;
+    for (const auto& c : kCommands) names.push_back(c.name);
+    return usage_error(ctx, "unknown command '" + name + "'" + did_you_mean(name, names) +
+                                " (see iarelay --help)");
+  }
   ctx.command = name;
 
   bool wants_help = false;

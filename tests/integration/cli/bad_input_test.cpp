@@ -189,7 +189,7 @@ TEST_F(BadInputTest, OptionHoldingAMessagePlaceholderIsAUsageError) {
     ASSERT_EQ(p.wait(std::chrono::seconds(10)), 2) << option;
     std::string message = testing::read_file(err);
     EXPECT_EQ(lines(message), 1) << message;
-    EXPECT_NE(message.find("unrecognised option '" + option + "'"), std::string::npos) << message;
+    EXPECT_NE(message.find("unknown option '" + option + "'"), std::string::npos) << message;
   }
 }
 

@@ -1,8 +1,11 @@
 // The intake listener in-process: direct webhooks end to end into SQLite, every refusal class,
 // idempotency, routing outcomes, the feed long-poll and ack, admin endpoints, TLS.
 #include <httplib.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "harness.h"
 #include "intake/feed.h"
@@ -147,7 +150,8 @@ TEST_F(ServerTest, BadRequestsGetTheirStatusAMessageAndStoreNothing) {
       {"not json", auth(), "/v1/webhooks/hpnnmi", "status=active", 400, "not valid JSON"},
       {"no type", auth(), "/v1/webhooks/hpnnmi", R"({"foo":"bar"})", 400, "cannot be inferred"},
       {"too big", auth(), "/v1/webhooks/hpnnmi",
-       R"({"status":"active","pad":")" + std::string(8000, 'x') + "\"}", 413, "max_body"},
+       R"({"status":"active","pad":")" + std::string(8000, 'x') + "\"}", 413,
+       "body is larger than 4 KiB ([listen] max_body = 4KiB)"},
       {"empty service", auth(), "/v1/webhooks/applications%7C", ok_body, 400, "service"},
   };
   for (const auto& c : cases) {
@@ -222,6 +226,61 @@ TEST_F(ServerTest, AgentIdentifiersWithSlashAndColonGetTheirOwnQueue) {
     }
     EXPECT_EQ(stored->state, "queued");
   }
+}
+
+// Logs of the default logger into a string while alive.
+class LogCapture {
+ public:
+  LogCapture() : previous_(spdlog::default_logger()) {
+    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(out_);
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink));
+  }
+  ~LogCapture() { spdlog::set_default_logger(previous_); }
+  std::string text() const { return out_.str(); }
+
+ private:
+  std::shared_ptr<spdlog::logger> previous_;
+  std::ostringstream out_;
+};
+
+std::size_t occurrences(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+TEST_F(ServerTest, AHandleIsResolvedToItsAgentsIdentifierAndAnUnknownIdIsLoggedOnce) {
+  AgentConfig named = make_agent(kAgent, {"hpnnmi"});
+  named.handle = "nnmi1";  // [agent.nnmi1] id = ws-198/10.2.0.121:8081
+  start({named});
+  LogCapture log;
+  auto post = [&](const std::string& query) {
+    auto r = client_->Post(("/v1/webhooks/hpnnmi" + query).c_str(), auth(),
+                           R"({"status":"active"})", "application/json");
+    EXPECT_TRUE(r && r->status == 202) << (r ? r->body : "no response");
+    return row(*relay_, body_of(r)["id"]);
+  };
+  // The handle: recorded (agent and queue) under the identifier the dispatcher delivers to.
+  auto by_handle = post("?agent=nnmi1");
+  ASSERT_TRUE(by_handle);
+  EXPECT_EQ(by_handle->agent, kAgent);
+  EXPECT_EQ(by_handle->assigned_agent, kAgent);
+  // Neither an identifier nor a handle: kept as given, and said once per identifier.
+  for (int i = 0; i < 3; ++i) {
+    auto unknown = post("?agent=nnmi2");
+    ASSERT_TRUE(unknown);
+    EXPECT_EQ(unknown->agent, "nnmi2");
+    EXPECT_EQ(unknown->state, "queued");
+  }
+  post("?agent=ws-9%2F10.0.0.9%3A8081");
+  post(std::string("?agent=") + kAgentEncoded);  // configured: not logged
+  std::string text = log.text();
+  EXPECT_EQ(occurrences(text, "agent identifier 'nnmi2'"), 1u) << text;
+  EXPECT_EQ(occurrences(text, "agent identifier 'ws-9/10.0.0.9:8081'"), 1u) << text;
+  EXPECT_EQ(occurrences(text, "which no configured agent has"), 2u) << text;
+  EXPECT_NE(text.find("configured: ws-198/10.2.0.121:8081 ([agent.nnmi1])"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("[warning]"), std::string::npos) << text;
 }
 
 TEST_F(ServerTest, NoAvailableAgentDiscardsWithReasonUnlessTheServiceHolds) {

@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <set>
 #include <string>
@@ -322,6 +325,50 @@ TEST_F(ConfigFile, EachBadValueNamesFileLineAndKey) {
         << bad.ini << " -> " << e;
     EXPECT_TRUE(contains(e, bad.key)) << bad.ini << " -> " << e;
     EXPECT_EQ(e.find('\n'), std::string::npos) << e;  // one line
+  }
+}
+
+TEST_F(ConfigFile, UnknownKeysSuggestTheNearestKnownOne) {
+  std::string e = error("[listen]\nadress = 127.0.0.1:8080\n");
+  EXPECT_TRUE(contains(e, path() + ":2: [listen] adress: unknown key (did you mean address?)"))
+      << e;
+  e = error(std::string(kMinimalAgent) + "timout = 5s\n");
+  EXPECT_TRUE(contains(e, "timout: unknown key (did you mean timeout?)")) << e;
+  e = error("jornal = j.db\n");
+  EXPECT_TRUE(contains(e, "jornal: unknown key (did you mean journal?)")) << e;
+  e = error("[lisen]\n");
+  EXPECT_TRUE(contains(e, "unknown section [lisen] (did you mean listen?)")) << e;
+  e = error("[agnet.nnmi1]\n");
+  EXPECT_TRUE(contains(e, "(did you mean agent.nnmi1?)")) << e;
+  // Nothing near: no guess.
+  e = error("colour = red\n");
+  EXPECT_TRUE(contains(e, "colour: unknown key")) << e;
+  EXPECT_FALSE(contains(e, "did you mean")) << e;
+  // The command line too.
+  e = error("", {{"listen.adress", "127.0.0.1:1"}});
+  EXPECT_TRUE(contains(e, "command line: [listen] adress: unknown key (did you mean address?)"))
+      << e;
+}
+
+TEST_F(ConfigFile, AFileThatCannotBeReadSaysWhy) {
+  auto missing = load_config(dir_.file("absent.conf"));
+  ASSERT_FALSE(missing.is_ok());
+  EXPECT_EQ(
+      missing.status().message(),
+      dir_.file("absent.conf") + ": cannot read configuration file: No such file or directory");
+  auto directory = load_config(dir_.path());
+  ASSERT_FALSE(directory.is_ok());
+  EXPECT_TRUE(
+      contains(directory.status().message(), "cannot read configuration file: it is a directory"))
+      << directory.status().message();
+  if (::geteuid() != 0) {  // root reads anything
+    testing::write_file(path(), "sync = full\n");
+    ::chmod(path().c_str(), 0);
+    auto denied = load_config(path());
+    ASSERT_FALSE(denied.is_ok());
+    EXPECT_TRUE(
+        contains(denied.status().message(), "cannot read configuration file: Permission denied"))
+        << denied.status().message();
   }
 }
 

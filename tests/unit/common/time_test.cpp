@@ -139,5 +139,30 @@ TEST(Time, ExtremesFormatWithoutOverflow) {
   EXPECT_EQ(format_duration(std::numeric_limits<Millis>::min()).front(), '-');
 }
 
+// An operator's mistake is answered with what to write: both directions of a relative time, and
+// why a time without an offset is refused.
+TEST(Time, ErrorsShowBothDirectionsAndWhyAnOffsetIsNeeded) {
+  for (const char* bad : {"yesterday", "2h", "2026-13-01"}) {
+    auto t = parse_time(bad, 0);
+    ASSERT_FALSE(t.is_ok()) << bad;
+    const std::string m = t.status().message();
+    EXPECT_NE(m.find("-2h for the past"), std::string::npos) << m;
+    EXPECT_NE(m.find("+2h for the future"), std::string::npos) << m;
+    EXPECT_NE(m.find("2026-11-29T14:00:00Z (Z: UTC)"), std::string::npos) << m;
+  }
+  auto relative = parse_time("-2x", 0);
+  ASSERT_FALSE(relative.is_ok());
+  EXPECT_NE(relative.status().message().find("'-2x'"), std::string::npos)
+      << relative.status().message();
+  EXPECT_NE(relative.status().message().find("+2h for 2 hours from now"), std::string::npos)
+      << relative.status().message();
+  auto local = parse_time("2026-11-29T14:00:00", 0);
+  ASSERT_FALSE(local.is_ok());
+  EXPECT_EQ(local.status().message(),
+            "time '2026-11-29T14:00:00' has no offset: it would be ambiguous (local time or "
+            "UTC?), so it is refused; write 2026-11-29T14:00:00Z for UTC, or add the offset "
+            "(+02:00)");
+}
+
 }  // namespace
 }  // namespace iarelay

@@ -140,6 +140,56 @@ TEST(AdmitFeedItem, KeepsUpstreamIdentityAndRoutesLocally) {
   EXPECT_FALSE(admit_feed_item(FeedItem(item), "edge", dir, 5).is_ok());
 }
 
+// ?agent=HANDLE (the [agent.HANDLE] section's name) is that agent's webhook, under its
+// identifier; an identifier wins over a handle that spells it; anything else is kept as given.
+TEST(AdmitDirect, AHandleBecomesItsAgentsIdentifier) {
+  AgentConfig nnmi1 = agent("ws-198/10.2.0.121:8081", {"hpnnmi"});
+  nnmi1.handle = "nnmi1";
+  AgentConfig confusing = agent("nnmi1-b", {"hpnnmi"});
+  confusing.handle = "ws-198/10.2.0.121:8081";  // a handle equal to another agent's id
+  AgentDirectory dir({nnmi1, confusing}, {});
+  auto admit = [&](const std::string& name) {
+    IntakeRequest r = request("hpnnmi", R"({"status":"active"})");
+    r.agent = name;
+    auto w = admit_direct(r, dir, 1);
+    EXPECT_TRUE(w.is_ok()) << w.status().message();
+    return w.is_ok() ? *w : NewWebhook{};
+  };
+  NewWebhook by_handle = admit("nnmi1");
+  EXPECT_EQ(by_handle.agent, "ws-198/10.2.0.121:8081");
+  EXPECT_EQ(by_handle.assigned_agent, "ws-198/10.2.0.121:8081");
+  EXPECT_EQ(admit("ws-198/10.2.0.121:8081").agent, "ws-198/10.2.0.121:8081");
+  EXPECT_EQ(admit("nnmi2").agent, "nnmi2");
+  EXPECT_EQ(admit("nnmi2").assigned_agent, "nnmi2");
+
+  FeedItem item;
+  item.id = "01UPSTREAMID";
+  item.service = "hpnnmi";
+  item.agent = "nnmi1";
+  item.payload = R"({"status":"active"})";
+  item.payload_is_object = true;
+  auto fed = admit_feed_item(std::move(item), "edge", dir, 5);
+  ASSERT_TRUE(fed.is_ok()) << fed.status().message();
+  EXPECT_EQ(fed->agent, "ws-198/10.2.0.121:8081");
+}
+
+// The warning for an identifier no agent has: once per identifier, none for configured ones.
+TEST(UnconfiguredAgentLog, LogsOncePerIdentifier) {
+  AgentDirectory dir({agent("a1", {"hpnnmi"})}, {});
+  UnconfiguredAgentLog log;
+  auto admitted = [&](const std::string& name) {
+    IntakeRequest r = request("hpnnmi", R"({"status":"active"})");
+    r.agent = name;
+    return *admit_direct(r, dir, 1);
+  };
+  EXPECT_TRUE(log.note(admitted("ghost"), dir));
+  EXPECT_FALSE(log.note(admitted("ghost"), dir));
+  EXPECT_TRUE(log.note(admitted("ghost2"), dir));
+  EXPECT_FALSE(log.note(admitted("a1"), dir));
+  AgentDirectory edge({}, {}, Role::kEdge);
+  EXPECT_FALSE(log.note(admitted("other"), edge));
+}
+
 TEST(AdmitDirect, RefusesInvalidTextFieldsNamingTheField) {
   AgentDirectory dir({agent("a1", {"hpnnmi"})}, {});
   const std::string body = R"({"status":"active","eventIdentifier":1})";
