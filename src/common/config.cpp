@@ -189,7 +189,7 @@ Status read_ini(const std::string& file, Entries& out) {
 }
 
 // The service a [service.NAME] section names: NAME normalised as intake normalises a request's
-// ("applications|hpnnmi" is "hpnnmi", SPEC §1).
+// ("applications|hpnnmi" is "hpnnmi", docs/architecture.md "Routing").
 std::string section_service(const std::string& section) {
   return normalize_service(std::string_view(section).substr(8));
 }
@@ -484,8 +484,9 @@ Result<Config> load_config(const std::string& file, const ConfigOverrides& overr
                       "must be at least backoff_initial, which must be > 0");
     c.agents.push_back(std::move(a));
   }
-  // Unset, the role follows SPEC §4.2 (a relay without agents is an edge); the daemon fixes it
-  // at start, so a reload that removes the last agent leaves a delivering relay delivering.
+  // Unset, the role follows docs/deployment.md (a relay without agents is an edge); the daemon
+  // fixes it at start, so a reload that removes the last agent leaves a delivering relay
+  // delivering.
   if (!c.role_given) c.role = c.agents.empty() ? Role::kEdge : Role::kDeliver;
   if (c.role == Role::kEdge && !c.agents.empty())
     return error_at(top.where("role"), "", "role",

@@ -1,6 +1,7 @@
-// The configuration of SPEC §3: one declarative table of keys (kConfigKeys) drives parsing of
-// the INI file and command-line overrides, `--help`, examples/iarelay.conf and the reference in
-// docs/operations.md. Parsing never throws; errors name the file and line (or "command line").
+// The configuration of docs/operations.md "Configuration reference": one declarative table of keys
+// (kConfigKeys) drives parsing of the INI file and command-line overrides, `--help`,
+// examples/iarelay.conf and the reference in docs/operations.md. Parsing never throws; errors name
+// the file and line (or "command line").
 #pragma once
 
 #include <cstdint>
@@ -19,7 +20,7 @@ namespace iarelay {
 enum class SyncLevel { kFull, kNormal };
 enum class AgentFormat { kIa, kRaw };
 enum class Ordering { kEvent, kFifo, kNone };
-// deliver: webhooks go to the configured agents; edge: stored for the feed (SPEC §4.2).
+// deliver: webhooks go to the configured agents; edge: stored for the feed (docs/deployment.md).
 enum class Role { kDeliver, kEdge };
 
 // One row of the key table. `section` is "" (top level), "listen", "upstream", "service.*" or

@@ -1,9 +1,9 @@
 // Admission: turns one arriving webhook (a direct POST, or a message of an upstream's feed) into
-// the NewWebhook row to journal, with its trigger type (SPEC §6) and routing decision (SPEC §1)
-// made here. This is the border: every text field taken from a request line, a header or a feed
-// is checked here, once (valid UTF-8, no control characters, bounded length), so nothing inside
-// (journal, dispatcher, status) ever meets raw outside bytes. Pure functions over their inputs
-// and the directory; nothing is stored.
+// the NewWebhook row to journal, with its trigger type (docs/architecture.md "Payload dialects")
+// and routing decision (docs/architecture.md "Routing") made here. This is the border: every text
+// field taken from a request line, a header or a feed is checked here, once (valid UTF-8, no
+// control characters, bounded length), so nothing inside (journal, dispatcher, status) ever meets
+// raw outside bytes. Pure functions over their inputs and the directory; nothing is stored.
 #pragma once
 
 #include <mutex>
@@ -41,10 +41,10 @@ Status check_text_field(std::string_view field, std::string_view value, size_t m
 
 // A direct webhook (source "direct", a new id, received now). An agent named by the handle of a
 // configured agent (its [agent.HANDLE] section's name) is recorded as that agent's identifier;
-// any other agent name is kept as given (SPEC §1 rule 1: it waits for an agent with that id).
-// InvalidArgument with a message for the client, naming the field, when the service is empty,
-// service, agent, type or Idempotency-Key fails check_text_field, the body is not a JSON object, or
-// the type cannot be inferred.
+// any other agent name is kept as given (docs/architecture.md "Routing": it waits for an agent with
+// that id). InvalidArgument with a message for the client, naming the field, when the service is
+// empty, service, agent, type or Idempotency-Key fails check_text_field, the body is not a JSON
+// object, or the type cannot be inferred.
 Result<NewWebhook> admit_direct(IntakeRequest request, const AgentDirectory& directory, Millis now);
 
 // A message of upstream `source`'s feed, routed here as if it had arrived here directly

@@ -1,4 +1,4 @@
-// The feed's wire format (SPEC §4.2), both ends: the edge renders GET /v1/feed bodies from
+// The feed's wire format (docs/deployment.md), both ends: the edge renders GET /v1/feed bodies from
 // stored rows; the inner relay's poller parses them. Payloads travel byte for byte: the edge
 // embeds each stored JSON text as the message's "payload" value unchanged, and the parser hands
 // back that exact text (not a re-serialisation), so the inner journal stores what the edge got.
@@ -40,7 +40,8 @@ struct FeedItem {
   std::string payload;
   bool payload_is_object = false;
   // Filled by parse_feed from the payload it already parsed (so admission need not parse it
-  // again), by the rules of inspect_payload (SPEC §6): the given type, else the inferred one
+  // again), by the rules of inspect_payload (docs/architecture.md "Payload dialects"): the given
+  // type, else the inferred one
   // ("" when none can be inferred), and the alert's event identifier ("" when none).
   bool inspected = false;
   std::string inferred_type;

@@ -1,5 +1,5 @@
-// Indirect mode (SPEC §4.2, [upstream]): long-polls another relay's feed, stores each batch and
-// the cursor in one transaction, then acks. Redelivered batches are stored once (dedup on
+// Indirect mode (docs/deployment.md, [upstream]): long-polls another relay's feed, stores each
+// batch and the cursor in one transaction, then acks. Redelivered batches are stored once (dedup on
 // source and id). Upstream failures back off with jitter and are logged and counted. A message
 // that cannot be admitted is stored as failed (never dropped: the upstream is acked past it).
 // An upstream whose newest seq is below the cursor (its journal restored from a backup) is

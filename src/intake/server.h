@@ -1,7 +1,8 @@
-// The HTTP listener of iarelayd (SPEC §4): direct intake POST /v1/webhooks/{service}, the edge
-// feed (GET /v1/feed, POST /v1/feed/ack) and admin (/healthz, /readyz, /metrics, /v1/status).
-// A 202 is sent only after the webhook's group commit is durable. Handlers never throw past
-// the routing boundary. start() binds and serves on its own threads; stop() is idempotent.
+// The HTTP listener of iarelayd (docs/architecture.md "HTTP endpoints"): direct intake POST
+// /v1/webhooks/{service}, the edge feed (GET /v1/feed, POST /v1/feed/ack) and admin (/healthz,
+// /readyz, /metrics, /v1/status). A 202 is sent only after the webhook's group commit is durable.
+// Handlers never throw past the routing boundary. start() binds and serves on its own threads;
+// stop() is idempotent.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,6 @@
-// Tests of common/config.h: every SPEC §3 key and default read from a real INI file, each bad
-// value reported with file:line and key, command-line overrides, agent order and secrets.
+// Tests of common/config.h: every docs/operations.md "Configuration reference" key and default read
+// from a real INI file, each bad value reported with file:line and key, command-line overrides,
+// agent order and secrets.
 #include "common/config.h"
 
 #include <gtest/gtest.h>
@@ -201,7 +202,7 @@ TEST_F(ConfigFile, OrderingNoneAndFormatIa) {
 }
 
 TEST_F(ConfigFile, TheKeyTableCoversTheSpecAndEachKeyIsAccepted) {
-  // The keys SPEC §3 names, by section.
+  // The keys docs/operations.md "Configuration reference" names, by section.
   std::set<std::string> spec = {".journal",
                                 ".sync",
                                 ".log_level",
@@ -420,8 +421,9 @@ TEST_F(ConfigFile, DuplicateAgentIdentifierFromAHandleNamesALine) {
   EXPECT_TRUE(contains(e, "'y'")) << e;
 }
 
-// Issue 11 B: "applications|hpnnmi" and "hpnnmi" name the same service (SPEC §1), so two
-// sections that do are one policy given twice: an error naming both lines, not a silent pick.
+// Issue 11 B: "applications|hpnnmi" and "hpnnmi" name the same service (docs/architecture.md
+// "Routing"), so two sections that do are one policy given twice: an error naming both lines, not a
+// silent pick.
 TEST_F(ConfigFile, TwoSectionsNamingTheSameServiceAreAnError) {
   std::string e = error(
       "[service.hpnnmi]\nunrouted = discard\n\n[service.applications|hpnnmi]\n"
@@ -508,7 +510,7 @@ TEST_F(ConfigFile, AgentWithoutCallbackIsAnError) {
 
 // Issue 11 item 4: an edge is a choice the file makes, and an edge calls no agent.
 TEST_F(ConfigFile, RoleIsDeliverUnlessTheFileSaysEdge) {
-  // Unset: SPEC §4.2's rule at start (no agents: an edge), said to be inferred.
+  // Unset: docs/deployment.md's rule at start (no agents: an edge), said to be inferred.
   auto none = load("sync = full\n");
   ASSERT_TRUE(none) << none.status().message();
   EXPECT_EQ(none->role, Role::kEdge);
