@@ -9,6 +9,9 @@
 #   tools/fuzz.sh [SECONDS] [TARGET...]     e.g. tools/fuzz.sh 30; tools/fuzz.sh 600 feed
 # IARELAY_FUZZ_RUNS=N stops each target after N executions (or SECONDS, whichever comes first):
 #   IARELAY_FUZZ_RUNS=10000000 tools/fuzz.sh 86400 feed     (a long run, docs/reliability.md)
+# IARELAY_FUZZ_TIMEOUT=S: an input running longer than S seconds of wall time is a finding
+# (default 25). libFuzzer measures wall time: a long run at `nice 19` beside other work can
+# wait that long for a CPU, so long runs on a shared machine give 600.
 # Run after tools/setup.sh (the project's other build dependencies), as CI does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -93,7 +96,7 @@ for t in "${targets[@]}"; do
   [[ $t == http_parser || $t == intake_request ]] && max_len=20000  # past the 16 KiB header limit
   echo "fuzz: $t for ${seconds}s"
   if ! "$build/bin/fuzz_$t" -max_total_time="$seconds" -runs="${IARELAY_FUZZ_RUNS:--1}" \
-    -max_len="$max_len" -timeout=25 \
+    -max_len="$max_len" -timeout="${IARELAY_FUZZ_TIMEOUT:-25}" \
     -print_final_stats=1 -artifact_prefix="$build/artifacts/$t/" \
     "$build/corpus/$t" "$seeds/$t" >"$build/artifacts/$t.log" 2>&1; then
     failed+=("$t")
