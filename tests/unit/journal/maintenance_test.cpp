@@ -167,6 +167,21 @@ TEST_F(FeedJournalTest, ChangeByIdWaitsForAnotherWriterInsteadOfFailingAtOnce) {
   EXPECT_EQ(db_->execAndGet("SELECT count(*) FROM webhooks WHERE state='held'").getInt64(), 2);
   // No read transaction is left behind either: another writer gets in at once.
   EXPECT_NO_THROW((*other)->exec("BEGIN IMMEDIATE; COMMIT"));
+
+  // resend by id, the same way.
+  add("f1", WebhookState::kFailed, 0);
+  (*other)->exec("BEGIN IMMEDIATE");
+  add_from(**other, "daemon-row-2");
+  std::thread committer2([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    (*other)->exec("COMMIT");
+  });
+  WebhookFilter r;
+  r.ids = {"f1"};
+  auto resent = resend(*db_, r, std::nullopt);
+  committer2.join();
+  ASSERT_TRUE(resent.is_ok()) << resent.status().message();
+  EXPECT_EQ(*resent, 1);
 }
 
 // delete (postsuper -d) keeps the feed's guard that purge has: stored rows not every consumer
