@@ -356,9 +356,9 @@ void Relay::register_collectors() {
              {{"version", IARELAY_VERSION}, {"sqlite", sqlite3_libversion()}})
       .set(1);
   metrics_.add_collector([](std::string& out) { out += render_process_metrics(); });
-  // Failed and discarded webhooks wait for an operator: no retry will deliver them. A count of
-  // an index range per state (the backlog's size), run at most every 5 s, and less often when
-  // a big backlog makes it slow.
+  // Failed, discarded and held webhooks wait for an operator: no retry will deliver them. A count
+  // of an index range per state (the backlog's size), run at most every 5 s, and less often when a
+  // big backlog makes it slow.
   metrics_.add_collector(throttled_collector(
       [this]() -> std::string {
         auto reader = open_journal_for_read(config_.journal);
@@ -366,14 +366,17 @@ void Relay::register_collectors() {
         try {
           OperatorBacklog b = operator_backlog(**reader);
           return "# HELP iarelay_webhooks_waiting_for_operator Failed and discarded webhooks: no "
-                 "retry will deliver them; iarelay resend (or purge) does\n"
+                 "retry will deliver them; iarelay resend (or purge) does. Held webhooks: an "
+                 "operator held them; iarelay release (or delete) ends that\n"
                  "# TYPE iarelay_webhooks_waiting_for_operator gauge\n"
                  "iarelay_webhooks_waiting_for_operator{state=\"failed\"} " +
                  std::to_string(b.failed) +
                  "\niarelay_webhooks_waiting_for_operator{state=\"discarded\"} " +
-                 std::to_string(b.discarded) + "\n";
+                 std::to_string(b.discarded) +
+                 "\niarelay_webhooks_waiting_for_operator{state=\"held\"} " +
+                 std::to_string(b.held) + "\n";
         } catch (const std::exception& e) {
-          spdlog::warn("metrics: failed/discarded count failed: {}", e.what());
+          spdlog::warn("metrics: failed/discarded/held count failed: {}", e.what());
           return "";
         }
       },

@@ -588,11 +588,17 @@ class DispatcherImpl final : public Dispatcher {
     std::vector<std::pair<std::string, std::string>> moves;
     std::size_t walked = 0;
     std::int64_t cursor = a.failover_cursor;
+    // A webhook behind a held one of its alert stays with it: moved alone, it would wait on
+    // the other agent, and once the hold ends the two would be on different agents.
+    const bool any_held = a.cfg.ordering == Ordering::kEvent && any_held_webhook(*db_);
     for (;;) {
       auto rows = scan_queue(*db_, a.cfg.id, cursor, kScanPage);
       for (const auto& r : rows) {
         cursor = r.seq;
         if (r.agent || a.in_hand.count(r.seq)) continue;
+        if (any_held && !r.event_id.empty() &&
+            held_before(*db_, a.cfg.id, r.event_id, r.service, r.seq))
+          continue;
         if (auto target = ctx_.directory->available_agent_for(r.service, a.cfg.id))
           moves.emplace_back(r.id, *target);
       }
@@ -823,7 +829,8 @@ class DispatcherImpl final : public Dispatcher {
       if (!any_held) return false;
       if (a.cfg.ordering == Ordering::kEvent && w.event_id.empty()) return false;
       return held_before(*db_, a.cfg.id,
-                         a.cfg.ordering == Ordering::kEvent ? w.event_id : std::string(), w.seq);
+                         a.cfg.ordering == Ordering::kEvent ? w.event_id : std::string(), w.service,
+                         w.seq);
     };
     if (any_held) ks.check_earlier(held_earlier);
     std::int64_t head_last = a.head_last;

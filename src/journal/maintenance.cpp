@@ -121,6 +121,9 @@ TransitionFields resend_fields(const std::optional<std::string>& to_agent) {
   TransitionFields f;
   f.attempts = 0;
   f.next_attempt_at = std::optional<Millis>();
+  // delivered_at says when it was delivered; a replay is not, until the agent takes it again
+  // (the earlier delivery stays in its attempts).
+  f.clear_delivered_at = true;
   if (to_agent) f.assigned_agent = std::optional<std::string>(*to_agent);
   return f;
 }
@@ -624,6 +627,30 @@ std::string refusal(QueueOp op, const std::string& state) {
   return state;
 }
 
+struct ConsumerAck {
+  std::string name;
+  std::int64_t acked_seq = 0;
+};
+std::vector<ConsumerAck> feed_consumers(SQLite::Database& db) {
+  std::vector<ConsumerAck> out;
+  SQLite::Statement q(db, "SELECT name, acked_seq FROM consumers ORDER BY name");
+  while (q.executeStep()) out.push_back({q.getColumn(0).getString(), q.getColumn(1).getInt64()});
+  return out;
+}
+// Which feed consumers have not acknowledged `seq` (empty: every one has), for messages.
+std::string lacking_text(const std::vector<ConsumerAck>& consumers, std::int64_t seq) {
+  if (consumers.empty()) return "no feed consumer has acknowledged any (none is known)";
+  std::string out;
+  for (const auto& c : consumers)
+    if (c.acked_seq < seq)
+      out += (out.empty() ? "" : ", ") + std::string("consumer '") + c.name +
+             "' has acknowledged up to seq " + std::to_string(c.acked_seq);
+  return out;
+}
+constexpr const char* kUnacknowledgedHint =
+    ". Once every consumer has them, 'iarelay purge --state stored --before T' deletes them; "
+    "--force-unacknowledged deletes them anyway (the consumers never get them)";
+
 // Applies `op` to one row through its guarded statement; whether it changed.
 bool apply_op(SQLite::Database& db, QueueOp op, const WebhookRow& r) {
   auto state = parse_state(r.state);
@@ -694,28 +721,50 @@ Result<std::int64_t> change_webhooks(SQLite::Database& db, QueueOp op, const Web
     if (!filter.ids.empty()) {
       std::vector<WebhookRow> rows;
       std::vector<std::string> problems;
-      SQLite::Statement q(
-          db, std::string("SELECT ") + kWebhookRowColumns + " FROM webhooks WHERE id=?");
-      for (const auto& id : filter.ids) {
-        q.reset();
-        q.bind(1, id);
-        if (!q.executeStep()) {
-          problems.push_back(id + " not found");
-          continue;
+      std::optional<std::vector<ConsumerAck>> consumers;
+      bool unacknowledged = false;
+      {
+        // Reset after each row: a statement left on a row keeps its read transaction open, and
+        // the BEGIN IMMEDIATE below would then have to upgrade it to a write, which SQLite
+        // refuses at once (SQLITE_BUSY, no busy handler) whenever the daemon is writing.
+        SQLite::Statement q(
+            db, std::string("SELECT ") + kWebhookRowColumns + " FROM webhooks WHERE id=?");
+        for (const auto& id : filter.ids) {
+          q.bind(1, id);
+          const bool found = q.executeStep();
+          std::optional<WebhookRow> row;
+          if (found) row = read_webhook_row(q);
+          q.reset();
+          if (!row) {
+            problems.push_back(id + " not found");
+            continue;
+          }
+          WebhookRow& r = *row;
+          auto s = parse_state(r.state);
+          if (!s || !applies(*s)) {
+            problems.push_back(id + " is " + refusal(op, r.state));
+            continue;
+          }
+          // A stored row is kept for the feed: as purge, delete leaves one a consumer lacks.
+          if (op == QueueOp::kDelete && *s == WebhookState::kStored && !options.force) {
+            if (!consumers) consumers = feed_consumers(db);
+            std::string lacking = lacking_text(*consumers, r.seq);
+            if (!lacking.empty()) {
+              problems.push_back(id + " is stored and not acknowledged by every feed consumer (" +
+                                 lacking + ")");
+              unacknowledged = true;
+              continue;
+            }
+          }
+          if (std::none_of(rows.begin(), rows.end(), [&](auto& x) { return x.id == r.id; }))
+            rows.push_back(std::move(r));
         }
-        WebhookRow r = read_webhook_row(q);
-        auto s = parse_state(r.state);
-        if (!s || !applies(*s)) {
-          problems.push_back(id + " is " + refusal(op, r.state));
-          continue;
-        }
-        if (std::none_of(rows.begin(), rows.end(), [&](auto& x) { return x.id == r.id; }))
-          rows.push_back(std::move(r));
       }
       if (!problems.empty()) {
         std::string msg = "cannot " + name + " (nothing changed): ";
         for (size_t i = 0; i < problems.size() && i < 5; ++i) msg += (i ? "; " : "") + problems[i];
         if (problems.size() > 5) msg += "; and " + std::to_string(problems.size() - 5) + " more";
+        if (unacknowledged) msg += kUnacknowledgedHint;
         return Status::invalid_argument(msg);
       }
       for (size_t pos = 0; pos < rows.size(); pos += static_cast<size_t>(batch)) {
@@ -731,6 +780,25 @@ Result<std::int64_t> change_webhooks(SQLite::Database& db, QueueOp op, const Web
       return total;
     }
     ExtraFilter x = extra_filter(filter);
+    // Stored rows a feed consumer lacks: refused as a whole, before anything changes.
+    if (op == QueueOp::kDelete && !options.force &&
+        std::count(states.begin(), states.end(), WebhookState::kStored) > 0) {
+      SQLite::Statement q(db,
+                          "SELECT count(*), max(seq) FROM webhooks WHERE state='stored' AND "
+                          "seq > coalesce((SELECT min(acked_seq) FROM consumers), 0)" +
+                              x.sql);
+      int i = 1;
+      for (const auto& v : x.values) q.bind(i++, v);
+      q.executeStep();
+      const std::int64_t n = q.getColumn(0).getInt64();
+      const std::int64_t newest = q.getColumn(1).isNull() ? 0 : q.getColumn(1).getInt64();
+      q.reset();
+      if (n > 0)
+        return Status::invalid_argument(
+            "refusing to delete " + std::to_string(n) + " stored webhook" + (n == 1 ? "" : "s") +
+            " not acknowledged by every feed consumer (" +
+            lacking_text(feed_consumers(db), newest) + "); nothing changed" + kUnacknowledgedHint);
+    }
     if (op == QueueOp::kRetry) {
       x.sql += " AND next_attempt_at>?";
       x.values.push_back(format_time(now));
@@ -742,10 +810,14 @@ Result<std::int64_t> change_webhooks(SQLite::Database& db, QueueOp op, const Web
       for (;;) {
         std::vector<WebhookRow> rows;
         auto read = [&] {
+          // The check above ran before; a stored row that arrived since is not taken either.
+          const bool acknowledged_only =
+              op == QueueOp::kDelete && state == WebhookState::kStored && !options.force;
           SQLite::Statement q(db, std::string("SELECT ") + kWebhookRowColumns +
                                       " FROM webhooks WHERE state=? AND (received_at, seq) > "
                                       "(?, ?)" +
-                                      x.sql + " ORDER BY received_at, seq LIMIT ?");
+                                      x.sql + (acknowledged_only ? kAcknowledgedByAll : "") +
+                                      " ORDER BY received_at, seq LIMIT ?");
           int i = 1;
           q.bind(i++, std::string(to_string(state)));
           q.bind(i++, cursor_time);

@@ -35,14 +35,14 @@ struct AuditInfo {
 struct MaintenanceOptions {
   int batch_size = 1000;  // rows per transaction
   bool dry_run = false;   // count what would change; write nothing (no audit row either)
-  // Purge only: also delete `stored` rows that not every feed consumer has acknowledged.
+  // Purge and delete: also delete `stored` rows that not every feed consumer has acknowledged.
   bool force = false;
   ProgressFn progress;  // may be empty
   AuditInfo audit;
 };
 
 // Resend: every webhook selected by `filter` goes from failed, discarded or delivered (a
-// replay) to queued with attempts = 0 and next_attempt_at NULL; with `to_agent`,
+// replay) to queued with attempts = 0 and next_attempt_at and delivered_at NULL; with `to_agent`,
 // assigned_agent is set to it (else it keeps its agent; a discarded webhook has none and so
 // waits for any agent of its service).
 // Each change goes through transition(); a row moved by someone else meanwhile is skipped.
@@ -116,6 +116,9 @@ std::vector<WebhookState> queue_op_states(QueueOp op);
 // (transition(), delete_webhook()): one the daemon moved meanwhile (claimed it, say) is
 // skipped, never overwritten. Batches, transactions, audit and dry run as for resend(); every
 // webhook changed is linked to the audit row (audit_webhooks), except deleted ones.
+// Delete refuses (InvalidArgument naming the consumers that lack them; nothing changes)
+// `stored` rows that not every row of `consumers` has acknowledged (none when there is no
+// consumer row), as purge keeps them; options.force lifts this.
 // `each`, when set, is called for every row selected (dry run: that would change).
 Result<std::int64_t> change_webhooks(SQLite::Database& db, QueueOp op, const WebhookFilter& filter,
                                      Millis now, const MaintenanceOptions& options = {},

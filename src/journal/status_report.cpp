@@ -147,13 +147,18 @@ Json last_rewind(SQLite::Database& reader, const std::string& name) {
 }  // namespace
 
 const char* const kOperatorBacklogSql =
-    "SELECT state, count(*) FROM webhooks WHERE state IN ('failed','discarded') GROUP BY state";
+    "SELECT state, count(*) FROM webhooks WHERE state IN ('failed','discarded','held') GROUP BY "
+    "state";
 
 OperatorBacklog operator_backlog(SQLite::Database& reader) {
   OperatorBacklog b;
   SQLite::Statement q(reader, kOperatorBacklogSql);
-  while (q.executeStep())
-    (q.getColumn(0).getString() == "failed" ? b.failed : b.discarded) = q.getColumn(1).getInt64();
+  while (q.executeStep()) {
+    const std::string state = q.getColumn(0).getString();
+    (state == "failed" ? b.failed
+     : state == "held" ? b.held
+                       : b.discarded) = q.getColumn(1).getInt64();
+  }
   return b;
 }
 
@@ -186,6 +191,22 @@ std::string status_json(SQLite::Database& reader, const Config* config,
   doc["held"] = {{"queued", held.queued},
                  {"oldest_queued_at", held.oldest_at},
                  {"oldest_queued_age_ms", held.oldest_age_ms}};
+  doc["unassigned"] = doc["held"];  // the same: "held" is the older name, kept for scripts
+  {
+    // Held by an operator (iarelay hold): one range of the state index.
+    SQLite::Statement q(reader,
+                        "SELECT count(*), min(received_at) FROM webhooks WHERE state='held'");
+    q.executeStep();
+    Json oldest_at = nullptr, oldest_age_ms = nullptr;
+    if (!q.getColumn(1).isNull()) {
+      std::string at = q.getColumn(1).getString();
+      oldest_at = at;
+      if (auto t = parse_time(at, now)) oldest_age_ms = std::max<Millis>(0, now - *t);
+    }
+    doc["held_by_operator"] = {{"webhooks", q.getColumn(0).getInt64()},
+                               {"oldest_received_at", oldest_at},
+                               {"oldest_received_age_ms", oldest_age_ms}};
+  }
 
   // Which agents to list, in order: configured, then the agents table, then assignees.
   std::vector<std::string> ids;

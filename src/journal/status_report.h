@@ -25,9 +25,13 @@ inline constexpr std::string_view kCursorRewindAction = "cursor_rewind";
 //   "journal"       the journal path
 //   "daemon"        {"running": bool, "pid": int|null}  an iarelayd holds "<journal>.lock"
 //   "role"          "deliver" | "edge" (the configuration's role), null without a configuration
-//   "totals"        {"stored","queued","inflight","delivered","failed","discarded": int}
+//   "totals"        {"stored","queued","inflight","delivered","failed","discarded","held": int}
 //   "held"          {"queued": int, "oldest_queued_at", "oldest_queued_age_ms"}: queued webhooks
-//                   with no assigned agent (waiting for any agent of their service)
+//                   with no assigned agent (waiting for any agent of their service); the
+//                   older name of "unassigned", kept for compatibility
+//   "unassigned"    the same object as "held"
+//   "held_by_operator" {"webhooks": int, "oldest_received_at", "oldest_received_age_ms"}:
+//                   webhooks in the state `held` (iarelay hold), the oldest by arrival
 //   "agents"        array, configured agents first in configuration order, then agents known
 //                   only to the journal (agents table, or queued/inflight/recent work):
 //                   {"id", "handle" (config section name or null), "configured": bool,
@@ -61,7 +65,7 @@ std::string status_json(SQLite::Database& reader, const Config* config,
 // resend`, or `purge`). Counted as one range of the covering index webhooks_state (state,
 // received_at) per state, so the cost is the backlog's size, never the delivered history's.
 struct OperatorBacklog {
-  std::int64_t failed = 0, discarded = 0;
+  std::int64_t failed = 0, discarded = 0, held = 0;
 };
 OperatorBacklog operator_backlog(SQLite::Database& reader);
 // The query operator_backlog runs (tests check its plan).

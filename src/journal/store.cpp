@@ -114,6 +114,7 @@ bool transition(SQLite::Database& db, std::string_view id, WebhookState from, We
   if (f.attempts) sql += ", attempts=?";
   if (f.increment_attempts) sql += ", attempts=attempts+1";
   if (f.delivered_at) sql += ", delivered_at=?";
+  if (f.clear_delivered_at) sql += ", delivered_at=NULL";
   if (f.last_status) sql += ", last_status=?";
   if (f.last_error) sql += ", last_error=?";
   sql += " WHERE id=? AND state=?";
@@ -336,8 +337,14 @@ bool queued_before(SQLite::Database& db, std::string_view agent, std::string_vie
   return q->executeStep();
 }
 
+// "+": only the event index applies (an event has few rows). Any agent: failover, a reroute or
+// a move may have taken the later webhooks of the alert elsewhere.
+const char* const kHeldOfAlertBeforeSql =
+    "SELECT 1 FROM webhooks WHERE event_id=? AND +state='held' AND +seq<? AND +service=? "
+    "LIMIT 1";
+
 bool held_before(SQLite::Database& db, std::string_view agent, std::string_view event_id,
-                 std::int64_t before_seq) {
+                 std::string_view service, std::int64_t before_seq) {
   if (event_id.empty()) {
     auto q = cached_statement(
         db, "SELECT 1 FROM webhooks WHERE assigned_agent=? AND state='held' AND seq<? LIMIT 1");
@@ -347,12 +354,10 @@ bool held_before(SQLite::Database& db, std::string_view agent, std::string_view 
     q->reset();
     return found;
   }
-  auto q = cached_statement(db,
-                            "SELECT 1 FROM webhooks WHERE event_id=? AND +state='held' AND +seq<? "
-                            "AND (+assigned_agent=? OR +assigned_agent IS NULL) LIMIT 1");
+  auto q = cached_statement(db, kHeldOfAlertBeforeSql);
   q->bind(1, std::string(event_id));
   q->bind(2, before_seq);
-  q->bind(3, std::string(agent));
+  q->bind(3, std::string(service));
   bool found = q->executeStep();
   q->reset();
   return found;

@@ -69,6 +69,7 @@ struct TransitionFields {
   std::optional<int> attempts;      // set to
   bool increment_attempts = false;  // attempts = attempts + 1
   std::optional<Millis> delivered_at;
+  bool clear_delivered_at = false;  // delivered_at = NULL (a replay: not delivered again yet)
   std::optional<std::optional<int>> last_status;
   std::optional<std::optional<std::string>> last_error;
 };
@@ -148,11 +149,14 @@ std::optional<std::string> load_payload(SQLite::Database& db, std::string_view i
 // per distinct assigned_agent (webhooks_queue), not a scan of the table.
 std::vector<std::string> agents_with_queued(SQLite::Database& db);
 // Whether a held webhook (an operator's hold) stands before `before_seq` in the delivery order
-// of `agent`: one of the same alert (`event_id`, by the event index) held for this agent or
-// for any agent, or, with `event_id` empty (fifo ordering), any held for this agent. The
-// dispatcher's check that a hold does not let later webhooks overtake the held one.
+// of `agent`: one of the same alert (`event_id` and `service`, by the event index) held on any
+// agent (failover, a reroute or a move may have taken the later webhooks elsewhere), or, with
+// `event_id` empty (fifo ordering), any held for this agent. The dispatcher's check that a
+// hold does not let later webhooks overtake the held one.
 bool held_before(SQLite::Database& db, std::string_view agent, std::string_view event_id,
-                 std::int64_t before_seq);
+                 std::string_view service, std::int64_t before_seq);
+// The query of held_before for an alert (tests check its plan).
+extern const char* const kHeldOfAlertBeforeSql;
 // Whether any webhook is held (one seek in the state index).
 bool any_held_webhook(SQLite::Database& db);
 

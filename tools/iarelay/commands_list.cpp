@@ -154,13 +154,15 @@ std::vector<std::string> waiting_reasons(const Context& ctx, SQLite::Database& d
                     "; 'iarelay retry " + r.id + "' makes it due now");
   }
   // Delivered one at a time per alert (ordering = event, the default): an earlier webhook of
-  // its alert still to be delivered by the same agent goes first.
+  // its alert still to be delivered by the same agent goes first, and so does one of its
+  // alert held by an operator on any agent of its service.
   Ordering ordering = configured ? configured->ordering : Ordering::kEvent;
   if (ordering != Ordering::kNone && (r.event_id || ordering == Ordering::kFifo)) {
     std::string sql =
-        "SELECT id, seq, state FROM webhooks WHERE seq<? AND state IN ('queued','inflight',"
-        "'held') AND (assigned_agent IS ? OR assigned_agent IS NULL)";
-    sql += ordering == Ordering::kFifo ? " AND ?3 IS ?3" : " AND event_id=?";
+        "SELECT id, seq, state FROM webhooks WHERE seq<?1 AND ((state IN ('queued','inflight',"
+        "'held') AND (assigned_agent IS ?2 OR assigned_agent IS NULL))";
+    sql += ordering == Ordering::kFifo ? ") AND ?3 IS ?3 AND ?4 IS ?4"
+                                       : " OR (state='held' AND service=?4)) AND event_id=?3";
     sql += " ORDER BY seq DESC LIMIT 1";
     SQLite::Statement q(db, sql);
     q.bind(1, r.seq);
@@ -172,6 +174,7 @@ std::vector<std::string> waiting_reasons(const Context& ctx, SQLite::Database& d
       q.bind(3, *r.event_id);
     else
       q.bind(3);
+    q.bind(4, r.service);
     if (q.executeStep())
       out.push_back("behind webhook " + q.getColumn(0).getString() + " (seq " +
                     std::to_string(q.getColumn(1).getInt64()) + ", " + q.getColumn(2).getString() +

@@ -48,14 +48,17 @@ constexpr CommandHelp kReleaseHelp = {
 
 constexpr CommandHelp kDeleteHelp = {
     "delete ID... | delete --state S [--agent A] [--service S] [--type T] [--event E] "
-    "[--since T] [--until T]  [--force] [--dry-run]",
+    "[--since T] [--until T]  [--force [--force-unacknowledged]] [--dry-run]",
     "Deletes webhooks with their attempts (postsuper -d): any state but inflight (a call is\n"
     "under way: wait for its outcome). Without --force it only lists what would be deleted\n"
     "(as --dry-run does); with --force it deletes them. ID is a webhook id, any unique prefix\n"
     "of it, or its seq; with filters, --state is required (stored, queued, delivered, failed,\n"
     "discarded, held). A deleted webhook is never delivered and cannot be resent. Recorded in\n"
     "the audit table with the ids deleted. For old delivered webhooks 'iarelay purge' is the\n"
-    "tool."};
+    "tool. Stored webhooks (an edge's feed) that not every feed consumer has acknowledged are\n"
+    "refused, naming the consumers, as purge refuses them: 'iarelay purge --state stored'\n"
+    "deletes them once the consumers have them; --force-unacknowledged with --force deletes\n"
+    "them anyway (the consumers never get them; the audit row says so)."};
 
 std::string rows_text(std::int64_t n) {
   return std::to_string(n) + (n == 1 ? " webhook" : " webhooks");
@@ -92,7 +95,9 @@ int queue_command(Context& ctx, QueueOp op, const CommandHelp& help) {
   options.add_options()("id", po::value<std::vector<std::string>>(), "");
   add_filter_options(options, false);
   if (is_delete)
-    options.add_options()("force", "delete them (without it: list what would be deleted)");
+    options.add_options()("force", "delete them (without it: list what would be deleted)")(
+        "force-unacknowledged",
+        "also delete stored webhooks that not every feed consumer has acknowledged");
   else
     options.add_options()("all", "every webhook it applies to (no filter)");
   options.add_options()("dry-run", "list what would change; change nothing");
@@ -124,6 +129,11 @@ int queue_command(Context& ctx, QueueOp op, const CommandHelp& help) {
                                   " does not apply to " + std::string(to_string(s)) +
                                   " webhooks (see iarelay " + name + " --help)");
   const bool dry_run = vm.count("dry-run") > 0 || (is_delete && !vm.count("force"));
+  // Stored rows a feed consumer lacks: a second, explicit confirmation (delete's --force only
+  // says "not a dry run").
+  const bool force_unacknowledged = vm.count("force-unacknowledged") > 0;
+  if (force_unacknowledged && !vm.count("force"))
+    return usage_error(ctx, "--force-unacknowledged goes with --force");
 
   auto reader = open_for_read(ctx);
   if (!reader) return fail(ctx, reader.status().message());
@@ -137,6 +147,7 @@ int queue_command(Context& ctx, QueueOp op, const CommandHelp& help) {
   {
     MaintenanceOptions check;
     check.dry_run = true;
+    check.force = force_unacknowledged;
     RowWriter out(std::cout, Format::kTable,
                   {"seq", "id", "state", "agent", "event_id", "received_at", "next_attempt_at"});
     std::int64_t listed = 0;
@@ -161,7 +172,12 @@ int queue_command(Context& ctx, QueueOp op, const CommandHelp& help) {
   auto db = open_for_write(ctx);
   if (!db) return fail(ctx, db.status().message());
   MaintenanceOptions run;
-  run.audit = {actor(), audit_filter(ctx), detail_text(*filter)};
+  run.force = force_unacknowledged;
+  run.audit = {
+      actor(), audit_filter(ctx),
+      detail_text(*filter) + (force_unacknowledged
+                                  ? " force-unacknowledged (stored webhooks a feed consumer lacked)"
+                                  : "")};
   auto done = change_webhooks(**db, op, *filter, now, run);
   if (!done) return fail(ctx, done.status().message());
   const char* past = op == QueueOp::kRetry     ? "made due now"

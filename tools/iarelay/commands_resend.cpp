@@ -15,14 +15,18 @@ namespace iarelay::cli {
 namespace {
 
 constexpr std::int64_t kProgressEvery = 10'000;
+constexpr std::int64_t kListedRows = 50;  // delivered rows a replay without --force lists
 
 constexpr CommandHelp kResendHelp = {
     "resend ID... | resend --state failed|discarded|delivered [--agent A] [--service S] "
-    "[--type T] [--event E] [--since T] [--until T] [--to-agent A] [--dry-run]",
+    "[--type T] [--event E] [--since T] [--until T] [--to-agent A] [--force] [--dry-run]",
     "Puts failed, discarded or delivered webhooks back to queued with a fresh attempt budget\n"
     "(attempts 0, due now), either the given ids (all must be in those states, else nothing\n"
     "changes) or every webhook matching the filters. Resending a delivered webhook replays it:\n"
-    "the agent gets it again with the same webhook-id. ID is a webhook id, any unique prefix of\n"
+    "the agent gets it again with the same webhook-id (its delivered_at is cleared until it is\n"
+    "delivered again). Replaying delivered webhooks chosen by filter (--state delivered) needs\n"
+    "--force: without it the command lists what it would replay and changes nothing (by ids,\n"
+    "no --force is needed). ID is a webhook id, any unique prefix of\n"
     "it, or its seq. --to-agent assigns them to that agent (identifier or handle); otherwise a\n"
     "webhook stays with its agent and a discarded one waits for any agent of its service.\n"
     "Refused, and why:\n"
@@ -115,6 +119,7 @@ int cmd_resend(Context& ctx) {
   add_filter_options(options, false);
   options.add_options()("to-agent", po::value<std::string>()->value_name("A"),
                         "assign them to this agent (identifier or handle)")(
+      "force", "replay the delivered webhooks the filters select (without it: list them)")(
       "dry-run", "count what would be resent; change nothing");
   po::positional_options_description positional;
   positional.add("id", -1);
@@ -137,7 +142,12 @@ int cmd_resend(Context& ctx) {
       return usage_error(ctx, "--state " + std::string(to_string(s)) +
                                   ": only failed, discarded or delivered webhooks can be resent "
                                   "(see iarelay resend --help)");
-  const bool dry_run = vm.count("dry-run") > 0;
+  // A replay by filter can take the whole retained history: listed unless --force.
+  const bool replay_by_filter =
+      !vm.count("id") && std::find(filter->states.begin(), filter->states.end(),
+                                   WebhookState::kDelivered) != filter->states.end();
+  const bool list_replay = replay_by_filter && !vm.count("force") && !vm.count("dry-run");
+  const bool dry_run = vm.count("dry-run") > 0 || list_replay;
 
   // Everything that can be refused is checked on a read-only connection (a dry run is exactly
   // that), so a refusal never opens the journal for writing.
@@ -158,8 +168,36 @@ int cmd_resend(Context& ctx) {
     MaintenanceOptions check;
     check.dry_run = true;
     if (dry_run) check.progress = progress_printer("resend --dry-run");
+    if (list_replay) {
+      // The delivered webhooks it would replay, oldest first (the first kListedRows).
+      WebhookFilter delivered = *filter;
+      delivered.states = {WebhookState::kDelivered};
+      delivered.oldest_first = true;
+      delivered.limit = kListedRows;
+      RowWriter out(std::cout, Format::kTable,
+                    {"seq", "id", "state", "agent", "event_id", "received_at", "delivered_at"});
+      for_each_webhook(**reader, delivered, false, [&](const WebhookRow& r) {
+        out.row({r.seq, r.id, r.state, r.assigned_agent ? Json(*r.assigned_agent) : Json(nullptr),
+                 r.event_id ? Json(*r.event_id) : Json(nullptr), r.received_at,
+                 r.delivered_at ? Json(*r.delivered_at) : Json(nullptr)});
+        return true;
+      });
+      out.finish();
+    }
     auto would = resend(**reader, *filter, to_agent, check);
     if (!would) return fail(ctx, would.status().message());
+    if (list_replay) {
+      WebhookFilter delivered = *filter;
+      delivered.states = {WebhookState::kDelivered};
+      auto replays = resend(**reader, delivered, to_agent, check);
+      if (!replays) return fail(ctx, replays.status().message());
+      if (*replays > static_cast<std::int64_t>(kListedRows))
+        std::cout << "... and " << (*replays - static_cast<std::int64_t>(kListedRows)) << " more\n";
+      std::cout << "would resend " << rows_text(*would) << ", " << *replays
+                << " of them delivered already (a replay: the agent gets them again); nothing "
+                   "changed: add --force to resend them\n";
+      return kExitOk;
+    }
     if (dry_run) {
       std::cout << "would resend " << rows_text(*would) << " (dry run: nothing changed)\n";
       return kExitOk;

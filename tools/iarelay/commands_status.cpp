@@ -14,7 +14,8 @@ constexpr CommandHelp kHelp = {
     "status [--format table|json]",
     "Per agent: state, since when, until when (a pause), queued, inflight, oldest queued age,\n"
     "deliveries and failures in the last hour, and the reason it is down or paused; totals\n"
-    "by state; webhooks held for any agent; upstream cursors and feed consumers' lag;\n"
+    "by state; unassigned webhooks (queued for any agent of their service) and webhooks held\n"
+    "by an operator (iarelay hold); upstream cursors and feed consumers' lag;\n"
     "whether an iarelayd holds the journal. JSON is the document served by the daemon at\n"
     "GET /v1/status."};
 
@@ -39,10 +40,18 @@ void print_tables(const Json& doc) {
   std::cout << "totals   ";
   for (const auto& [state, n] : doc["totals"].items()) std::cout << " " << state << " " << n;
   std::cout << "\n";
-  const Json& held = doc["held"];
-  std::cout << "held      " << held["queued"] << " queued for any agent of their service";
-  if (held["queued"].get<std::int64_t>() > 0)
-    std::cout << " (oldest " << age_text(held["oldest_queued_age_ms"]) << ")";
+  // Two different things: queued with no agent (unrouted = hold, a resent discarded one),
+  // and the state `held` (an operator's iarelay hold).
+  const Json& unassigned = doc["unassigned"];
+  std::cout << "unassigned " << unassigned["queued"] << " queued for any agent of their service";
+  if (unassigned["queued"].get<std::int64_t>() > 0)
+    std::cout << " (oldest " << age_text(unassigned["oldest_queued_age_ms"]) << ")";
+  std::cout << "\n";
+  const Json& held = doc["held_by_operator"];
+  std::cout << "held       " << held["webhooks"] << " held by an operator";
+  if (held["webhooks"].get<std::int64_t>() > 0)
+    std::cout << " (oldest received " << age_text(held["oldest_received_age_ms"])
+              << " ago; iarelay list --state held, iarelay release ID)";
   std::cout << "\n";
   const Json& unconfigured = doc["unconfigured"];
   if (unconfigured.is_object() && unconfigured["queued"].get<std::int64_t>() > 0) {

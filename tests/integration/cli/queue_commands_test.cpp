@@ -30,6 +30,11 @@ class QueueTest : public CliTest {
                        q.getColumn(2).getInt64());
     return out;
   }
+  std::string detail_of_last_audit() {
+    SQLite::Database db(journal_, SQLite::OPEN_READONLY);
+    return db.execAndGet("SELECT coalesce(detail, '') FROM audit ORDER BY id DESC LIMIT 1")
+        .getString();
+  }
   std::int64_t links(const std::string& id) {
     return count("SELECT count(*) FROM audit_webhooks WHERE webhook_id='" + id + "'");
   }
@@ -156,6 +161,16 @@ TEST_F(QueueTest, HoldKeepsAgentAndPlaceReleaseReturnsItThere) {
   EXPECT_EQ(listed_ids({"--state", "held"}), std::vector<std::string>{"q1"});
   auto status = json_of(iarelay({"status", "--format=json"}));
   EXPECT_EQ(status["totals"]["held"], 1);
+  // The operator's holds apart from the unassigned webhooks (unrouted = hold: q2), whose
+  // key "held" stays for compatibility.
+  EXPECT_EQ(status["held_by_operator"]["webhooks"], 1) << status.dump();
+  EXPECT_EQ(status["unassigned"]["queued"], 1) << status.dump();
+  EXPECT_EQ(status["held"]["queued"], 1);
+  auto text = iarelay({"status"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("unassigned 1 queued for any agent of their service"), std::string::npos)
+      << text.out;
+  EXPECT_NE(text.out.find("held       1 held by an operator"), std::string::npos) << text.out;
 
   auto show = json_of(iarelay({"show", "q1", "--format=json"}));
   ASSERT_FALSE(show["waiting"].empty());
@@ -233,6 +248,27 @@ TEST_F(QueueTest, DeleteListsWithoutForceDeletesWithItAndNeverInflight) {
   EXPECT_EQ(field("i1", "state"), "inflight");
 }
 
+// delete keeps the feed's guard of purge: a stored webhook not every consumer acknowledged is
+// refused (naming who lags and the way out) unless confirmed a second time, and audited so.
+TEST_F(QueueTest, DeleteRefusesStoredWebhooksAFeedConsumerHasNotAcknowledged) {
+  auto refused = iarelay({"delete", "s1", "--force"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("inner-1"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("--force-unacknowledged"), std::string::npos) << refused.err;
+  EXPECT_EQ(field("s1", "state"), "stored");
+  refused = iarelay({"delete", "--state", "stored", "--force"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("inner-1"), std::string::npos) << refused.err;
+  EXPECT_EQ(field("s1", "state"), "stored");
+  EXPECT_TRUE(audit_rows().empty());
+
+  auto r = iarelay({"delete", "s1", "--force", "--force-unacknowledged"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(field("s1", "state"), "<missing>");
+  EXPECT_NE(detail_of_last_audit().find("unacknowledged"), std::string::npos)
+      << detail_of_last_audit();
+}
+
 // --- resend of a delivered webhook: a replay, in series --------------------------------------
 
 TEST_F(QueueTest, ResendOfADeliveredWebhookReplaysItAndShowMarksTheSeries) {
@@ -266,10 +302,51 @@ TEST_F(QueueTest, ResendOfADeliveredWebhookReplaysItAndShowMarksTheSeries) {
   EXPECT_NE(table.out.find("series 2: resent at"), std::string::npos) << table.out;
   EXPECT_NE(table.out.find("by frank@"), std::string::npos) << table.out;
 
+  // A replay clears delivered_at: it is not delivered (again) yet.
+  reopen();
+  op([&](SQLite::Database& db) {
+    TransitionFields f;
+    f.delivered_at = now_ - 30 * kMinute;
+    ASSERT_TRUE(transition(db, "d2", WebhookState::kDelivered, WebhookState::kDelivered, f));
+  });
+  EXPECT_NE(field("d2", "delivered_at"), "NULL");
+  ASSERT_EQ(iarelay({"resend", "d2"}).exit_code, 0);
+  EXPECT_EQ(field("d2", "delivered_at"), "NULL");
+
   // --help names what it refuses and why.
   auto help = iarelay({"resend", "--help"});
   for (const char* refused : {"queued", "inflight", "held", "stored"})
     EXPECT_NE(help.out.find("  " + std::string(refused) + " "), std::string::npos) << refused;
+}
+
+// Replaying delivered webhooks chosen by filter needs --force: without it, the command lists
+// what it would replay and changes nothing (by explicit ids it needs none).
+TEST_F(QueueTest, ResendOfDeliveredWebhooksByFilterNeedsForce) {
+  op([&](SQLite::Database& db) {
+    TransitionFields f;
+    f.delivered_at = now_ - 50 * kHour;
+    ASSERT_TRUE(transition(db, "d1", WebhookState::kDelivered, WebhookState::kDelivered, f));
+  });
+  close_journal();
+  const std::string before = testing::read_file(journal_);
+  auto listing = iarelay({"resend", "--state", "delivered", "--agent", kAgentA});
+  ASSERT_EQ(listing.exit_code, 0) << listing.err;
+  EXPECT_NE(listing.out.find("d1"), std::string::npos) << listing.out;
+  EXPECT_NE(listing.out.find("would resend 1 webhook"), std::string::npos) << listing.out;
+  EXPECT_NE(listing.out.find("--force"), std::string::npos) << listing.out;
+  EXPECT_EQ(field("d1", "state"), "delivered");
+  EXPECT_TRUE(testing::read_file(journal_) == before);
+  // Failed ones alone need no --force.
+  auto failed = iarelay({"resend", "--state", "failed", "--service", "remedy"});
+  ASSERT_EQ(failed.exit_code, 0) << failed.err;
+  EXPECT_EQ(field("f2", "state"), "queued");
+
+  auto r = iarelay({"resend", "--state", "delivered", "--agent", kAgentA, "--force"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("resent 1 webhook"), std::string::npos) << r.out;
+  EXPECT_EQ(field("d1", "state"), "queued");
+  EXPECT_EQ(field("d1", "delivered_at"), "NULL");
+  EXPECT_EQ(field("d2", "state"), "delivered");
 }
 
 // --- show: why a webhook waits ----------------------------------------------------------------

@@ -117,6 +117,46 @@ TEST(Metrics, BuildProcessAndOperatorBacklogAreExposed) {
   EXPECT_EQ(relay.wait(std::chrono::seconds(20)), 0);
 }
 
+// A webhook an operator holds waits for an operator too: the gauge counts it under
+// state="held" (a hold forgotten for days is what its alert rule catches).
+TEST(Metrics, HeldWebhooksAreCountedAsWaitingForOperator) {
+  TempDir dir;
+  const int port = free_port(), agent_port = free_port();  // nothing listens on agent_port
+  write_file(dir.file("relay.conf"), "journal = " + dir.file("journal.db") +
+                                         "\n[listen]\naddress = 127.0.0.1:" + std::to_string(port) +
+                                         "\n[agent.a1]\ncallback = http://127.0.0.1:" +
+                                         std::to_string(agent_port) + "/cb\nservices = svc\n");
+  Process relay({bin("iarelayd"), "--config", dir.file("relay.conf")}, "", dir.file("relay.log"));
+  ASSERT_TRUE(wait_for_port(port)) << read_file(dir.file("relay.log"));
+  httplib::Client client("127.0.0.1", port);
+  auto res = client.Post("/v1/webhooks/svc", R"({"status":"active","eventIdentifier":1})",
+                         "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 202) << res->body;
+  const std::string journal = dir.file("journal.db");
+  // Held while the daemon retries it (a hold of an inflight one is refused: try again).
+  ASSERT_TRUE(wait_until(
+      [&] {
+        run({bin("iarelay"), "--config", dir.file("relay.conf"), "hold", "--all"});
+        return count_in(journal, "held") == 1;
+      },
+      std::chrono::seconds(20)));
+
+  auto scrape = client.Get("/metrics");
+  ASSERT_TRUE(scrape);
+  const std::string text = scrape->body;
+  EXPECT_EQ(value_of(text, R"(iarelay_webhooks_waiting_for_operator{state="held"})"), 1.0) << text;
+  EXPECT_EQ(value_of(text, R"(iarelay_webhooks_waiting_for_operator{state="failed"})"), 0.0)
+      << text;
+  // The sample rules watch held webhooks too.
+  std::string rules = read_file(std::string(IARELAY_SOURCE_DIR) + "/examples/prometheus-rules.yml");
+  EXPECT_NE(rules.find(R"(iarelay_webhooks_waiting_for_operator{state="held"})"),
+            std::string::npos);
+
+  relay.signal(SIGTERM);
+  EXPECT_EQ(relay.wait(std::chrono::seconds(20)), 0);
+}
+
 // The backlog is counted from the covering index on (state, received_at), never by reading
 // the table: a journal of millions of delivered rows costs nothing at each scrape.
 TEST(Metrics, OperatorBacklogQueryUsesTheStateIndex) {

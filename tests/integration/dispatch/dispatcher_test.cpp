@@ -469,6 +469,75 @@ TEST(Dispatch, FailsOverToTheNextAgentOfTheService) {
   EXPECT_EQ(relay.row(pinned).assigned_agent, "first");
 }
 
+// A hold keeps the later webhooks of its alert waiting on every agent, not only on its own:
+// failover must not send a later webhook (no agent identifier) through another agent of the
+// service while the held one waits; once released, both go in arrival order.
+TEST(Dispatch, HeldWebhookKeepsItsAlertWaitingAfterFailover) {
+  testing::TempDir dir;
+  Sink sink(dir, "sink");
+  Relay relay(dir);
+  std::string e1 = relay.insert_raw("first", "status", R"({"eventIdentifier": 7, "n": 1})", "svc",
+                                    std::nullopt, std::string("7"));
+  std::string w2 = relay.insert_raw("first", "status", R"({"eventIdentifier": 7, "n": 2})", "svc",
+                                    std::nullopt, std::string("7"));
+  ASSERT_TRUE(relay.write([&](SQLite::Database& db) {
+    WebhookFilter f;
+    f.ids = {e1};
+    auto held = change_webhooks(db, QueueOp::kHold, f, now_millis());
+    ASSERT_TRUE(held) << held.status().message();
+    EXPECT_EQ(*held, 1);
+    set_agent_state(db, "first", "paused", std::string("maintenance"), std::nullopt, false);
+  }));
+  relay.start({agent("first", sink.url()), agent("second", sink.url())});
+  // Failover leaves w2 with the held e1 (moved alone, the two would end up on two agents).
+  std::this_thread::sleep_for(2500ms);
+  EXPECT_EQ(relay.row(w2).state, "queued");
+  EXPECT_TRUE(sink.records().empty());
+  ASSERT_TRUE(relay.write([&](SQLite::Database& db) {
+    WebhookFilter f;
+    f.ids = {e1};
+    ASSERT_TRUE(change_webhooks(db, QueueOp::kRelease, f, now_millis()));
+  }));
+  ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == 2; }, 10s));
+  auto recs = first_deliveries(sink.records());
+  ASSERT_EQ(recs.size(), 2u);
+  EXPECT_EQ(recs[0], e1);
+  EXPECT_EQ(recs[1], w2);
+}
+
+// The later webhook of a held one's alert, moved by an operator to another agent of the
+// service, still waits there until the hold ends.
+TEST(Dispatch, HeldWebhookKeepsItsAlertWaitingOnTheAgentALaterOneWasMovedTo) {
+  testing::TempDir dir;
+  Sink sink(dir, "sink");
+  Relay relay(dir);
+  std::string e1 = relay.insert_raw("first", "status", R"({"eventIdentifier": 8, "n": 1})", "svc",
+                                    std::nullopt, std::string("8"));
+  std::string w2 = relay.insert_raw("first", "status", R"({"eventIdentifier": 8, "n": 2})", "svc",
+                                    std::nullopt, std::string("8"));
+  ASSERT_TRUE(relay.write([&](SQLite::Database& db) {
+    WebhookFilter f;
+    f.ids = {e1};
+    ASSERT_TRUE(change_webhooks(db, QueueOp::kHold, f, now_millis()));
+    MoveFrom from;
+    from.agent = "first";
+    auto moved = move_webhooks(db, from, "second", {});
+    ASSERT_TRUE(moved) << moved.status().message();
+    EXPECT_EQ(*moved, 1);  // w2: e1 is held, not queued
+  }));
+  relay.start({agent("first", sink.url()), agent("second", sink.url())});
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(relay.row(w2).assigned_agent, "second");
+  EXPECT_EQ(relay.row(w2).state, "queued");
+  EXPECT_TRUE(sink.records().empty());
+  ASSERT_TRUE(relay.write([&](SQLite::Database& db) {
+    WebhookFilter f;
+    f.ids = {e1};
+    ASSERT_TRUE(change_webhooks(db, QueueOp::kRelease, f, now_millis()));
+  }));
+  ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == 2; }, 10s));
+}
+
 TEST(Dispatch, ClientErrorFailsAtOnceAndResendDelivers) {
   testing::TempDir dir;
   int port = testing::free_port();

@@ -5,6 +5,9 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <thread>
+
 #include "common/time.h"
 #include "journal/journal.h"
 #include "journal/store.h"
@@ -35,6 +38,15 @@ class FeedJournalTest : public ::testing::Test {
     w.state = state;
     w.payload = "{}";
     return insert_webhook(*db_, w).seq;
+  }
+  void add_from(SQLite::Database& db, const std::string& id) {
+    NewWebhook w;
+    w.id = id;
+    w.received_at = now_;
+    w.service = "hpnnmi";
+    w.type = "status";
+    w.payload = "{}";
+    insert_webhook(db, w);
   }
   std::string ids() {
     return db_
@@ -130,6 +142,95 @@ TEST_F(FeedJournalTest, SeqFloorOnAnEmptyJournal) {
   const Millis start = now_millis();
   EXPECT_EQ(raise_seq_floor(*db_, start), start * 1000);
   EXPECT_EQ(add("first", WebhookState::kStored, 0), start * 1000 + 1);
+}
+
+// hold/release/retry/delete by id while another connection (the daemon) writes: the id
+// lookups must not leave a read transaction open, or BEGIN IMMEDIATE has to upgrade it to a
+// write, which SQLite refuses at once (SQLITE_BUSY, no busy handler) instead of waiting.
+TEST_F(FeedJournalTest, ChangeByIdWaitsForAnotherWriterInsteadOfFailingAtOnce) {
+  add("q1", WebhookState::kQueued, 0);
+  add("q2", WebhookState::kQueued, 0);
+  auto other = open_journal_for_write(dir_.file("j.db"), SyncLevel::kNormal);
+  ASSERT_TRUE(other.is_ok());
+  (*other)->exec("BEGIN IMMEDIATE");
+  add_from(**other, "daemon-row");
+  std::thread committer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    (*other)->exec("COMMIT");
+  });
+  WebhookFilter f;
+  f.ids = {"q1", "q2"};
+  auto held = change_webhooks(*db_, QueueOp::kHold, f, now_);
+  committer.join();
+  ASSERT_TRUE(held.is_ok()) << held.status().message();
+  EXPECT_EQ(*held, 2);
+  EXPECT_EQ(db_->execAndGet("SELECT count(*) FROM webhooks WHERE state='held'").getInt64(), 2);
+  // No read transaction is left behind either: another writer gets in at once.
+  EXPECT_NO_THROW((*other)->exec("BEGIN IMMEDIATE; COMMIT"));
+
+  // resend by id, the same way.
+  add("f1", WebhookState::kFailed, 0);
+  (*other)->exec("BEGIN IMMEDIATE");
+  add_from(**other, "daemon-row-2");
+  std::thread committer2([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    (*other)->exec("COMMIT");
+  });
+  WebhookFilter r;
+  r.ids = {"f1"};
+  auto resent = resend(*db_, r, std::nullopt);
+  committer2.join();
+  ASSERT_TRUE(resent.is_ok()) << resent.status().message();
+  EXPECT_EQ(*resent, 1);
+}
+
+// delete (postsuper -d) keeps the feed's guard that purge has: stored rows not every consumer
+// acknowledged are refused, by id or by filter, naming who lags, unless the caller insists.
+TEST_F(FeedJournalTest, DeleteKeepsStoredRowsUntilEveryConsumerHasAcknowledgedThem) {
+  std::int64_t s1 = add("s1", WebhookState::kStored, 2 * kHour);
+  std::int64_t s2 = add("s2", WebhookState::kStored, kHour);
+  add("s3", WebhookState::kStored, 0);
+  WebhookFilter by_id;
+  by_id.ids = {"s1"};
+  WebhookFilter by_state;
+  by_state.states = {WebhookState::kStored};
+
+  // No consumer known: nothing is acknowledged.
+  auto refused = change_webhooks(*db_, QueueOp::kDelete, by_id, now_);
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_NE(refused.status().message().find("no feed consumer"), std::string::npos)
+      << refused.status().message();
+  EXPECT_EQ(ids(), "s1,s2,s3");
+
+  ack_consumer(*db_, "inner-1", s2);
+  ack_consumer(*db_, "inner-2", s1);
+  by_id.ids = {"s2"};
+  refused = change_webhooks(*db_, QueueOp::kDelete, by_id, now_);
+  ASSERT_FALSE(refused.is_ok());
+  const std::string msg = refused.status().message();
+  EXPECT_NE(msg.find("inner-2"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("inner-1"), std::string::npos) << msg;  // it has s2
+  EXPECT_NE(msg.find("purge"), std::string::npos) << msg;
+  refused = change_webhooks(*db_, QueueOp::kDelete, by_state, now_);
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_NE(refused.status().message().find("2 stored"), std::string::npos)
+      << refused.status().message();
+  EXPECT_EQ(ids(), "s1,s2,s3");
+
+  // What every consumer acknowledged goes without more ado.
+  by_id.ids = {"s1"};
+  auto deleted = change_webhooks(*db_, QueueOp::kDelete, by_id, now_);
+  ASSERT_TRUE(deleted.is_ok()) << deleted.status().message();
+  EXPECT_EQ(*deleted, 1);
+  EXPECT_EQ(ids(), "s2,s3");
+
+  // The caller insists: deleted anyway.
+  MaintenanceOptions force;
+  force.force = true;
+  deleted = change_webhooks(*db_, QueueOp::kDelete, by_state, now_, force);
+  ASSERT_TRUE(deleted.is_ok()) << deleted.status().message();
+  EXPECT_EQ(*deleted, 2);
+  EXPECT_EQ(ids(), "");
 }
 
 }  // namespace

@@ -389,6 +389,28 @@ TEST_F(Store, ScanQueueUsesTheQueueIndex) {
   EXPECT_EQ(detail.find("TEMP B-TREE"), std::string::npos) << detail;
 }
 
+// A held webhook keeps the later ones of its alert (event, service) waiting on every agent:
+// failover or a reroute may have moved them to another agent of the service.
+TEST_F(Store, HeldBeforeFindsAHeldWebhookOfTheAlertOnAnyAgent) {
+  auto held = insert_webhook(*db_, hook("H1", "a1")).seq;
+  ASSERT_TRUE(transition(*db_, "H1", WebhookState::kQueued, WebhookState::kHeld));
+  auto moved = insert_webhook(*db_, hook("W2", "b")).seq;
+  NewWebhook other_service = hook("W3", "b");
+  other_service.service = "remedy";
+  auto other = insert_webhook(*db_, other_service).seq;
+  EXPECT_TRUE(held_before(*db_, "a1", "4412901", "hpnnmi", moved));
+  EXPECT_TRUE(held_before(*db_, "b", "4412901", "hpnnmi", moved));   // on another agent
+  EXPECT_FALSE(held_before(*db_, "b", "4412901", "hpnnmi", held));   // nothing before it
+  EXPECT_FALSE(held_before(*db_, "b", "4412901", "remedy", other));  // another service
+  EXPECT_FALSE(held_before(*db_, "b", "other-event", "hpnnmi", moved));
+  // By the event index (an event has few rows), never a scan of the table.
+  SQLite::Statement plan(*db_, std::string("EXPLAIN QUERY PLAN ") + kHeldOfAlertBeforeSql);
+  std::string detail;
+  while (plan.executeStep()) detail += plan.getColumn(3).getString() + "\n";
+  EXPECT_NE(detail.find("webhooks_event"), std::string::npos) << detail;
+  EXPECT_EQ(detail.find("SCAN"), std::string::npos) << detail;
+}
+
 TEST_F(Store, QueuedBeforeFindsAnEarlierQueuedWebhookOfTheEventForTheAgent) {
   auto first = insert_webhook(*db_, hook("E1")).seq;  // event 4412901, agent a1
   auto second = insert_webhook(*db_, hook("E2")).seq;
