@@ -151,7 +151,11 @@ Status read_ini(const std::string& file, Entries& out) {
   errno = 0;
   std::ifstream in(file);
   if (!in) return unreadable(errno ? std::strerror(errno) : "open failed");
+  // Every line's problem, not only the first: an operator fixes a file in one pass.
+  std::vector<std::string> problems;
+  auto problem = [&](const Status& s) { problems.push_back(s.message()); };
   std::string line, section;
+  bool bad_section = false;  // keys under a section already reported are not reported again
   int lineno = 0;
   while (std::getline(in, line)) {
     ++lineno;
@@ -166,26 +170,43 @@ Status read_ini(const std::string& file, Entries& out) {
       }
     }
     if (t[0] == '[') {
-      if (t.back() != ']') return Status::invalid_argument(where + ": unterminated section header");
+      bad_section = true;
+      if (t.back() != ']') {
+        problem(Status::invalid_argument(where + ": unterminated section header"));
+        continue;
+      }
       section = trim(t.substr(1, t.size() - 2));
-      if (!section_kind(section))
-        return Status::invalid_argument(where + ": " + unknown_section(section));
+      if (!section_kind(section)) {
+        problem(Status::invalid_argument(where + ": " + unknown_section(section)));
+        continue;
+      }
+      bad_section = false;
       out[section].try_emplace(kDeclared, Entry{"", where});  // an empty [agent.x] declares it
       continue;
     }
+    if (bad_section) continue;
     size_t eq = t.find('=');
-    if (eq == std::string::npos)
-      return Status::invalid_argument(where + ": expected 'key = value', got '" + t + "'");
+    if (eq == std::string::npos) {
+      problem(Status::invalid_argument(where + ": expected 'key = value', got '" + t + "'"));
+      continue;
+    }
     std::string key = trim(t.substr(0, eq));
     std::string value = trim(t.substr(eq + 1));
-    if (!find_key(section, key))
-      return error_at(where, section, key, "unknown key" + key_suggestion(section, key));
+    if (!find_key(section, key)) {
+      problem(error_at(where, section, key, "unknown key" + key_suggestion(section, key)));
+      continue;
+    }
     auto& sec = out[section];
-    if (auto it = sec.find(key); it != sec.end())
-      return error_at(where, section, key, "set twice (first at " + it->second.where + ")");
+    if (auto it = sec.find(key); it != sec.end()) {
+      problem(error_at(where, section, key, "set twice (first at " + it->second.where + ")"));
+      continue;
+    }
     sec[key] = Entry{value, where};
   }
-  return Status::ok();
+  if (problems.empty()) return Status::ok();
+  std::string all;
+  for (const auto& p : problems) all += (all.empty() ? "" : "\n") + p;
+  return Status::invalid_argument(all);
 }
 
 // The service a [service.NAME] section names: NAME normalised as intake normalises a request's

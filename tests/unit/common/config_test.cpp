@@ -351,6 +351,30 @@ TEST_F(ConfigFile, UnknownKeysSuggestTheNearestKnownOne) {
       << e;
 }
 
+// A file with several mistakes names each of them, with its line, at once (and the keys of a
+// section it could not read are not reported again, one by one).
+TEST_F(ConfigFile, EveryMistakeOfTheFileIsListedAtOnce) {
+  std::string e = error(
+      "jornal = j.db\n"              // 1
+      "[listen]\n"                   // 2
+      "adress = 127.0.0.1:8080\n"    // 3
+      "max_body = 1MiB\n"            // 4
+      "max_body = 2MiB\n"            // 5
+      "[lisen]\n"                    // 6
+      "address = 127.0.0.1:1\n"      // 7
+      "port 8080\n"                  // 8 (under the unknown section: not reported again)
+      "[upstream]\n"                 // 9
+      "url http://127.0.0.1:1/\n");  // 10
+  EXPECT_TRUE(contains(e, path() + ":1: jornal: unknown key (did you mean journal?)")) << e;
+  EXPECT_TRUE(contains(e, path() + ":3: [listen] adress: unknown key")) << e;
+  EXPECT_TRUE(contains(e, path() + ":5: [listen] max_body: set twice (first at " + path() + ":4)"))
+      << e;
+  EXPECT_TRUE(contains(e, path() + ":6: unknown section [lisen]")) << e;
+  EXPECT_FALSE(contains(e, ":7:")) << e;
+  EXPECT_FALSE(contains(e, ":8:")) << e;
+  EXPECT_TRUE(contains(e, path() + ":10: expected 'key = value'")) << e;
+}
+
 TEST_F(ConfigFile, AFileThatCannotBeReadSaysWhy) {
   auto missing = load_config(dir_.file("absent.conf"));
   ASSERT_FALSE(missing.is_ok());
