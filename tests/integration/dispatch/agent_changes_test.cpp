@@ -61,6 +61,10 @@ class Relay {
   }
   ~Relay() {
     if (dispatcher_) dispatcher_->stop(2'000);
+    // The writer's threads go first, as in the daemon (src/daemon/relay.cpp): its commit
+    // listener calls the dispatcher, which members declared after it would already have
+    // destroyed (a SEGFAULT seen once in some 300 runs).
+    writer_.reset();
   }
   void start(std::vector<AgentConfig> agents) {
     directory_ = std::make_unique<AgentDirectory>(std::move(agents), std::vector<ServiceConfig>{});
