@@ -88,6 +88,7 @@ class Relay {
   }
   ~Relay() {
     if (dispatcher_) dispatcher_->stop(2'000);
+    writer_.reset();  // before the dispatcher its commit listener calls (dispatcher_test.cpp)
   }
   void start(std::vector<AgentConfig> agents) {
     directory_ = std::make_unique<AgentDirectory>(std::move(agents), std::vector<ServiceConfig>{});
