@@ -78,18 +78,24 @@ extern "C" int LLVMFuzzerTestOneInput(const unsigned char* data, std::size_t siz
   if (config) {
     check_valid(*config);
   } else {
-    const std::string& m = config.status().message();
-    FUZZ_CHECK(m.find('\n') == std::string::npos, "a message of several lines: %s",
-               show(m).c_str());
-    FUZZ_CHECK(m.rfind(path + ":", 0) == 0, "the error does not name the file: %s",
-               show(m).c_str());
-    std::size_t at = path.size() + 1;
-    std::size_t line = 0, digits = 0;
-    while (at < m.size() && m[at] >= '0' && m[at] <= '9' && digits < 9)
-      line = line * 10 + static_cast<std::size_t>(m[at++] - '0'), ++digits;
-    FUZZ_CHECK(digits > 0 && line >= 1 && line <= lines && m.compare(at, 2, ": ") == 0,
-               "the error does not name a line of the file (%zu lines): %s", lines,
-               show(m).c_str());
+    // One line per mistake (the file's are all listed at once), each naming the file and a
+    // line of it, in the order of the file.
+    const std::string& all = config.status().message();
+    std::size_t previous = 0;
+    for (std::string_view one : fuzz::split(all, '\n')) {
+      std::string m(one);
+      FUZZ_CHECK(m.rfind(path + ":", 0) == 0, "the error does not name the file: %s",
+                 show(all).c_str());
+      std::size_t at = path.size() + 1;
+      std::size_t line = 0, digits = 0;
+      while (at < m.size() && m[at] >= '0' && m[at] <= '9' && digits < 9)
+        line = line * 10 + static_cast<std::size_t>(m[at++] - '0'), ++digits;
+      FUZZ_CHECK(digits > 0 && line >= 1 && line <= lines && m.compare(at, 2, ": ") == 0,
+                 "the error does not name a line of the file (%zu lines): %s", lines,
+                 show(all).c_str());
+      FUZZ_CHECK(line >= previous, "the errors are not in the file's order: %s", show(all).c_str());
+      previous = line;
+    }
   }
 
   ConfigOverrides overrides;
