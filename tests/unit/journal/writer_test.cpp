@@ -590,8 +590,9 @@ namespace {
 // Under steady load the writer begins each transaction right after the last, so without its
 // own checkpoint between two transactions the WAL never restarts (it grew to 720 MB for 100k
 // webhooks). 40k 1 KiB webhooks, always 64 in flight, write some 280 MB of WAL frames.
-// Some 40 s on two busy cores; a sanitizer makes every commit several times slower (under
-// ThreadSanitizer 120 s were not enough for the first of the two passes).
+// A sanitizer makes every commit several times slower: under ThreadSanitizer, beside other
+// tests, 120 s were once not enough for the first of the two passes (both took 228 s another
+// time).
 #ifdef IARELAY_SANITIZED
 constexpr std::chrono::seconds kSteadyLoadDeadline(420);
 #else
