@@ -29,5 +29,10 @@ fi
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+if [[ $sanitizers == thread ]]; then
+  # Reports inside the uninstrumented libcpp-httplib.so (test stand-ins only): each line of
+  # tools/tsan.supp says why it is not a race. TSAN_OPTIONS reaches every program a test starts.
+  TSAN_OPTIONS+=:suppressions=$PWD/tools/tsan.supp
+fi
 cd "$dir"
 ctest --output-on-failure --timeout 900 -j 2 "$@"

@@ -86,6 +86,10 @@ class Relay {
     EXPECT_TRUE(r);
     reader_ = std::move(*r);
   }
+  // As Relay::stop does: the writer goes before the dispatcher, directory and metrics that its
+  // threads still use (the commit listener, the dispatcher's outcome callbacks), so none of
+  // them runs into a destroyed one (ThreadSanitizer saw the listener read `dispatcher_` while
+  // it was deleted).
   ~Relay() {
     if (dispatcher_) dispatcher_->stop(2'000);
     writer_.reset();  // before the dispatcher its commit listener calls (dispatcher_test.cpp)
