@@ -337,4 +337,31 @@ Result<Format> format_from(const po::variables_map& vm, const char* allowed) {
   return *f;
 }
 
+std::string rows_text(std::int64_t n) {
+  return std::to_string(n) + (n == 1 ? " webhook" : " webhooks");
+}
+
+std::string selection_detail(const WebhookFilter& f) {
+  std::string out;
+  auto add = [&](const std::string& key, const std::string& value) {
+    out += (out.empty() ? "" : " ") + key + "=" + value;
+  };
+  if (!f.ids.empty()) {
+    std::string ids;
+    for (std::size_t i = 0; i < f.ids.size() && i < 20; ++i) ids += (i ? "," : "") + f.ids[i];
+    if (f.ids.size() > 20) ids += ",... (" + std::to_string(f.ids.size()) + ")";
+    add("ids", ids);
+  }
+  std::string states;
+  for (auto s : f.states) states += (states.empty() ? "" : ",") + std::string(to_string(s));
+  if (!states.empty()) add("states", states);
+  if (f.agent) add("agent", *f.agent);
+  if (f.service) add("service", *f.service);
+  if (f.type) add("type", *f.type);
+  if (f.event) add("event", *f.event);
+  if (f.since) add("since", format_time(*f.since));
+  if (f.until) add("until", format_time(*f.until));
+  return out;
+}
+
 }  // namespace iarelay::cli

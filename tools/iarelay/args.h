@@ -60,4 +60,9 @@ void add_format_option(po::options_description& options, const char* default_for
                        const char* allowed);
 Result<Format> format_from(const po::variables_map& vm, const char* allowed);
 
+// The selection as audit rows record it: ids (the first 20), states, filters, times absolute.
+std::string selection_detail(const WebhookFilter& filter);
+// "1 webhook", "2 webhooks".
+std::string rows_text(std::int64_t n);
+
 }  // namespace iarelay::cli

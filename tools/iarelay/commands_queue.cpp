@@ -60,34 +60,6 @@ constexpr CommandHelp kDeleteHelp = {
     "deletes them once the consumers have them; --force-unacknowledged with --force deletes\n"
     "them anyway (the consumers never get them; the audit row says so)."};
 
-std::string rows_text(std::int64_t n) {
-  return std::to_string(n) + (n == 1 ? " webhook" : " webhooks");
-}
-
-// The selection for the audit row: ids (the first few), filters with absolute times.
-std::string detail_text(const WebhookFilter& f) {
-  std::string out;
-  auto add = [&](const std::string& key, const std::string& value) {
-    out += (out.empty() ? "" : " ") + key + "=" + value;
-  };
-  if (!f.ids.empty()) {
-    std::string ids;
-    for (std::size_t i = 0; i < f.ids.size() && i < 20; ++i) ids += (i ? "," : "") + f.ids[i];
-    if (f.ids.size() > 20) ids += ",... (" + std::to_string(f.ids.size()) + ")";
-    add("ids", ids);
-  }
-  std::string states;
-  for (auto s : f.states) states += (states.empty() ? "" : ",") + std::string(to_string(s));
-  if (!states.empty()) add("states", states);
-  if (f.agent) add("agent", *f.agent);
-  if (f.service) add("service", *f.service);
-  if (f.type) add("type", *f.type);
-  if (f.event) add("event", *f.event);
-  if (f.since) add("since", format_time(*f.since));
-  if (f.until) add("until", format_time(*f.until));
-  return out;
-}
-
 int queue_command(Context& ctx, QueueOp op, const CommandHelp& help) {
   const std::string name(queue_op_name(op));
   const bool is_delete = op == QueueOp::kDelete;
@@ -175,9 +147,9 @@ int queue_command(Context& ctx, QueueOp op, const CommandHelp& help) {
   run.force = force_unacknowledged;
   run.audit = {
       actor(), audit_filter(ctx),
-      detail_text(*filter) + (force_unacknowledged
-                                  ? " force-unacknowledged (stored webhooks a feed consumer lacked)"
-                                  : "")};
+      selection_detail(*filter) +
+          (force_unacknowledged ? " force-unacknowledged (stored webhooks a feed consumer lacked)"
+                                : "")};
   auto done = change_webhooks(**db, op, *filter, now, run);
   if (!done) return fail(ctx, done.status().message());
   const char* past = op == QueueOp::kRetry     ? "made due now"
