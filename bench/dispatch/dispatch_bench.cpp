@@ -7,8 +7,16 @@
 // ahead of those to drain (the due ones must be found behind them), and the process's CPU
 // while idle afterwards (the walk past the head window, with the N still queued) is printed.
 //
+// With --chains, one table instead: per-alert ordering at full speed (issue 14). Against nginx
+// answering 204, `sync = full`, webhooks of ~1 KiB spread over E alerts (webhook i belongs to
+// alert i mod E, so each alert is a chain of N/E webhooks that must go one at a time): E = 1
+// (5,000 webhooks), 10, 100 and 1,000 (20,000 each), and 100 alerts with `ordering = none`.
+// Each row prints the drain rate and the chain step: the drain's wall time divided by the
+// webhooks of one alert (the time one alert needs per webhook, call and journal included).
+//
 // Usage: dispatch_bench [--sizes 100000,1000000] [--max-inflight 64] [--sync normal|full]
 //                       [--format ia|raw] [--targets sink,nginx] [--backing-off N] [--dir DIR]
+//        dispatch_bench --chains [--sizes 5000,20000] [--max-inflight 64] [--sync full]
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -56,6 +64,10 @@ struct Options {
   std::vector<std::string> targets = {"sink", "nginx"};
   long backing_off = 0;
   std::string dir;
+  Ordering ordering = Ordering::kEvent;
+  bool chains = false;
+  bool sync_given = false;
+  bool sizes_given = false;
 };
 
 double since(Clock::time_point t) {
@@ -102,8 +114,10 @@ void stop(pid_t pid) {
 }
 
 // A fast direct bulk insert: one transaction, one prepared statement, synchronous off.
-// Webhooks come in alerts of four (status, deliveryStatus, response, annotation).
-void prefill(const std::string& path, long n, long backing_off) {
+// Webhooks come in alerts of four (status, deliveryStatus, response, annotation); with
+// `events` > 0, webhook i belongs to alert i mod events instead (chains of n / events), its
+// payload padded to ~1 KiB.
+void prefill(const std::string& path, long n, long backing_off, long events) {
   { auto w = Writer::open(path, SyncLevel::kNormal); }  // creates and migrates
   SQLite::Database db(path, SQLite::OPEN_READWRITE);
   db.exec("PRAGMA synchronous=OFF");
@@ -129,7 +143,7 @@ void prefill(const std::string& path, long n, long backing_off) {
     later.reset();
   }
   for (long i = 0; i < n; ++i) {
-    long event = 4'400'000 + i / 4;
+    long event = 4'400'000 + (events > 0 ? i % events : i / 4);
     std::string payload;
     switch (i % 4) {
       case 0:
@@ -156,6 +170,12 @@ void prefill(const std::string& path, long n, long backing_off) {
             R"(, "date": "2026-11-20T09:13:55Z", "author": {"firstName": "Maria", "lastName": "Garcia"}, "comment": "Router rebooted", "eventProperties": [{"Incident ID": "INC)" +
             std::to_string(event) + R"("}]})";
     }
+    if (events > 0) {
+      // ~1 KiB, as xMatters' status webhooks with a few properties are.
+      payload.pop_back();
+      payload += R"(, "n": )" + std::to_string(i) + R"(, "message": ")" +
+                 std::string(1024 - std::min<std::size_t>(payload.size(), 1000) - 24, 'x') + "\"}";
+    }
     ins.bind(1, new_webhook_id());
     ins.bind(2, received);
     ins.bind(3, types[i % 4]);
@@ -174,6 +194,8 @@ struct Run {
   long peak_rss_kib = 0, start_rss_kib = 0;
   std::uint64_t retries = 0, failed = 0;
   long journaled = 0;
+  std::uint64_t commits = 0;
+  double commit_ms = 0;  // mean time from COMMIT to durable (the fsync at sync = full)
 };
 
 Run drain(const std::string& path, long n, const std::string& url, const Options& o) {
@@ -190,6 +212,7 @@ Run drain(const std::string& path, long n, const std::string& url, const Options
   a.services = {"hpnnmi"};
   a.format = o.format;
   a.max_inflight = o.max_inflight;
+  a.ordering = o.ordering;
   AgentDirectory directory({a}, {});
   Metrics metrics;
   Counter& delivered = metrics.counter("iarelay_deliveries_total", "",
@@ -232,6 +255,9 @@ Run drain(const std::string& path, long n, const std::string& url, const Options
   r.peak_rss_kib = std::max(r.peak_rss_kib, rss_kib());
   r.retries = retried.value();
   r.failed = failed.value();
+  const Writer::Stats ws = (*writer)->stats();
+  r.commits = ws.commits;
+  r.commit_ms = ws.commits ? ws.commit_seconds_total * 1000 / static_cast<double>(ws.commits) : 0;
   if (o.backing_off > 0) {
     const double cpu0 = cpu_seconds();
     const auto t1 = Clock::now();
@@ -258,6 +284,93 @@ std::string wrk(int port) {
   return std::to_string(static_cast<long>(v));
 }
 
+// Starts iarelay-sink ("sink") or an nginx answering 204 to everything ("nginx") on `port`.
+pid_t start_target(const std::string& target, const std::string& dir, int port) {
+  if (target == "sink")
+    return spawn({std::string(IARELAY_BIN_DIR) + "/iarelay-sink",
+                  "--listen=127.0.0.1:" + std::to_string(port)},
+                 dir + "/sink.out");
+  fs::create_directories(dir + "/nginx");
+  std::ofstream conf(dir + "/nginx/nginx.conf");
+  conf << "worker_processes 1;\ndaemon off;\npid " << dir << "/nginx/nginx.pid;\n"
+       << "error_log " << dir << "/nginx/error.log;\nevents { worker_connections 4096; }\n"
+       << "http {\n  access_log off;\n  client_body_temp_path " << dir << "/nginx;\n"
+       << "  keepalive_requests 10000000;\n  server {\n    listen 127.0.0.1:" << port
+       << ";\n    location / { return 204; }\n  }\n}\n";
+  conf.close();
+  return spawn({"nginx", "-p", dir + "/nginx", "-e", dir + "/nginx/error.log", "-c",
+                dir + "/nginx/nginx.conf"},
+               dir + "/nginx.out");
+}
+
+std::string load_average() {
+  std::ifstream in("/proc/loadavg");
+  std::string a, b, c;
+  in >> a >> b >> c;
+  return a + " " + b + " " + c;
+}
+
+// The --chains table (see the top of the file).
+int chains(const Options& given, const std::string& dir, const std::string& self) {
+  Options o = given;
+  if (!o.sync_given) o.sync = SyncLevel::kFull;
+  const long one = o.sizes_given ? o.sizes.front() : 5'000;
+  const long many = o.sizes_given ? o.sizes.back() : 20'000;
+  struct Row {
+    long events, n;
+    Ordering ordering;
+  };
+  const std::vector<Row> rows = {{1, one, Ordering::kEvent},
+                                 {10, many, Ordering::kEvent},
+                                 {100, many, Ordering::kEvent},
+                                 {1000, many, Ordering::kEvent},
+                                 {100, many, Ordering::kNone}};
+  int port = free_port();
+  pid_t server = start_target("nginx", dir, port);
+  if (!wait_for_port(port)) {
+    std::printf("nginx could not start (see %s)\n", dir.c_str());
+    stop(server);
+    return 1;
+  }
+  std::printf(
+      "dispatch_bench --chains: nginx answering 204, max_inflight=%d sync=%s format=%s, "
+      "~1 KiB webhooks; load average %s\n",
+      o.max_inflight, o.sync == SyncLevel::kFull ? "full" : "normal",
+      o.format == AgentFormat::kIa ? "ia" : "raw", load_average().c_str());
+  std::printf(
+      "| alerts (E) | webhooks | ordering | drained/s | chain step (ms) | commits per webhook "
+      "| commit to durable (ms) |\n|---|---|---|---|---|---|---|\n");
+  std::fflush(stdout);
+  double none_rate = 0, hundred_rate = 0;
+  for (const Row& row : rows) {
+    std::string path = dir + "/journal-chains.db";
+    for (auto suffix : {"", "-wal", "-shm", ".lock"}) fs::remove(path + suffix);
+    pid_t child =
+        spawn({self, "--prefill", path, std::to_string(row.n), "0", std::to_string(row.events)},
+              dir + "/prefill.out");
+    int st = 0;
+    waitpid(child, &st, 0);
+    o.ordering = row.ordering;
+    Run r = drain(path, row.n, "http://127.0.0.1:" + std::to_string(port) + "/apia_callback", o);
+    const bool ordered = row.ordering == Ordering::kEvent;
+    const double step_ms = r.seconds * 1000 / (static_cast<double>(row.n) / row.events);
+    char step[32] = "-";
+    if (ordered) std::snprintf(step, sizeof step, "%.2f", step_ms);
+    std::printf("| %ld | %ld | %s | %.0f | %s | %.2f | %.2f |%s\n", row.events, row.n,
+                ordered ? "event" : "none", r.rate, step,
+                static_cast<double>(r.commits) / static_cast<double>(row.n), r.commit_ms,
+                r.journaled < row.n || r.failed || r.retries ? "  (not all delivered!)" : "");
+    std::fflush(stdout);
+    if (!ordered) none_rate = r.rate;
+    if (ordered && row.events == 100) hundred_rate = r.rate;
+    for (auto suffix : {"", "-wal", "-shm", ".lock"}) fs::remove(path + suffix);
+  }
+  if (none_rate > 0)
+    std::printf("100 alerts ordered / ordering none: %.2f\n", hundred_rate / none_rate);
+  stop(server);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -274,9 +387,11 @@ int main(int argc, char** argv) {
     if (arg == "--prefill") {  // internal: run in a child so its memory is not counted
       std::string path = next();
       long n = std::stol(next());
-      prefill(path, n, std::stol(next()));
+      long backing_off = std::stol(next());
+      prefill(path, n, backing_off, std::stol(next()));
       return 0;
     } else if (arg == "--sizes") {
+      o.sizes_given = true;
       o.sizes.clear();
       std::stringstream ss(next());
       std::string s;
@@ -285,6 +400,9 @@ int main(int argc, char** argv) {
       o.max_inflight = std::stoi(next());
     } else if (arg == "--sync") {
       o.sync = next() == "full" ? SyncLevel::kFull : SyncLevel::kNormal;
+      o.sync_given = true;
+    } else if (arg == "--chains") {
+      o.chains = true;
     } else if (arg == "--format") {
       o.format = next() == "raw" ? AgentFormat::kRaw : AgentFormat::kIa;
     } else if (arg == "--targets") {
@@ -298,7 +416,9 @@ int main(int argc, char** argv) {
       o.dir = next();
     } else {
       std::cerr << "usage: dispatch_bench [--sizes N,N] [--max-inflight N] [--sync normal|full] "
-                   "[--format ia|raw] [--targets sink,nginx] [--backing-off N] [--dir DIR]\n";
+                   "[--format ia|raw] [--targets sink,nginx] [--backing-off N] [--dir DIR]\n"
+                   "       dispatch_bench --chains [--sizes 5000,20000] [--max-inflight N] "
+                   "[--sync normal|full]\n";
       return arg == "--help" ? 0 : 2;
     }
   }
@@ -308,31 +428,19 @@ int main(int argc, char** argv) {
           : o.dir;
   fs::create_directories(dir);
   const std::string self = fs::read_symlink("/proc/self/exe");
+  if (o.chains) {
+    int rc = chains(o, dir, self);
+    fs::remove_all(dir);
+    return rc;
+  }
   std::printf("dispatch_bench: max_inflight=%d sync=%s format=%s ordering=event (alerts of 4)\n",
               o.max_inflight, o.sync == SyncLevel::kFull ? "full" : "normal",
               o.format == AgentFormat::kIa ? "ia" : "raw");
   std::vector<std::pair<std::string, std::vector<Run>>> results;
   for (const auto& target : o.targets) {
     int port = free_port();
-    pid_t server = -1;
+    pid_t server = start_target(target, dir, port);
     std::string note;
-    if (target == "sink") {
-      server = spawn({std::string(IARELAY_BIN_DIR) + "/iarelay-sink",
-                      "--listen=127.0.0.1:" + std::to_string(port)},
-                     dir + "/sink.out");
-    } else {
-      fs::create_directories(dir + "/nginx");
-      std::ofstream conf(dir + "/nginx/nginx.conf");
-      conf << "worker_processes 1;\ndaemon off;\npid " << dir << "/nginx/nginx.pid;\n"
-           << "error_log " << dir << "/nginx/error.log;\nevents { worker_connections 4096; }\n"
-           << "http {\n  access_log off;\n  client_body_temp_path " << dir << "/nginx;\n"
-           << "  keepalive_requests 10000000;\n  server {\n    listen 127.0.0.1:" << port
-           << ";\n    location / { return 204; }\n  }\n}\n";
-      conf.close();
-      server = spawn({"nginx", "-p", dir + "/nginx", "-e", dir + "/nginx/error.log", "-c",
-                      dir + "/nginx/nginx.conf"},
-                     dir + "/nginx.out");
-    }
     if (!wait_for_port(port)) {
       std::printf("%-6s could not start (see %s)\n", target.c_str(), dir.c_str());
       stop(server);
@@ -345,7 +453,7 @@ int main(int argc, char** argv) {
       for (auto suffix : {"", "-wal", "-shm", ".lock"}) fs::remove(path + suffix);
       auto t = Clock::now();
       pid_t child =
-          spawn({self, "--prefill", path, std::to_string(n), std::to_string(o.backing_off)},
+          spawn({self, "--prefill", path, std::to_string(n), std::to_string(o.backing_off), "0"},
                 dir + "/prefill.out");
       int st = 0;
       waitpid(child, &st, 0);
