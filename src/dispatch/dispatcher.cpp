@@ -59,6 +59,9 @@ constexpr int kReopenAfterFailures = 3;  // reads failed in a row: reopen the re
 // one reached the queue's end: the price of finding due webhooks behind them stays bounded.
 constexpr Millis kResumeEvery = 50;
 constexpr Millis kPassEvery = 1000;
+// The chain step (finish): rows of the agent's queue the writer walks, inside the transaction
+// that records an outcome, looking for the next webhook of the same alert.
+constexpr int kChainWalk = 256;
 // Queues of agents no longer configured are looked for at every reload and this often.
 constexpr Millis kRetiredSweepEvery = 10'000;
 
@@ -101,6 +104,51 @@ struct InHand {
   bool probe = false;
 };
 
+// The next webhook of an alert, claimed in the transaction that records the outcome of the one
+// before (docs/journal.md, "Durability and crash semantics"): one commit per step of an alert's
+// chain instead of two, and no walk of the queue to find it. The walk is the scheduler's own
+// (KeyScheduler, one pick) over the head of the queue as the journal has it at that commit: the
+// next webhook is claimed only when it is the row the scheduler would pick next for the slot
+// the finished call frees, so no other alert's due webhook is passed over and nothing of the
+// alert is overtaken (held, backing off, an earlier one resent). Anything else: no claim; the
+// key is released and the queue walked as before.
+struct Chain {
+  std::string agent_id;
+  std::string key;                       // the alert's ordering key (event ordering)
+  std::unordered_set<std::string> busy;  // the other keys in hand when the outcome was made
+  Millis now = 0;                        // due means next_attempt_at <= now
+  // Set on the writer thread by each run of the op (a failed write runs it again).
+  bool claimed = false;
+  QueuedWebhook next;  // as read before its claim (attempts not yet counted)
+};
+
+// Writer thread, inside the outcome's transaction, after the finished webhook is delivered.
+void claim_next_of_alert(SQLite::Database& db, Chain& c) {
+  c.claimed = false;
+  // An operator's pause committed since the dispatcher last looked: nothing more is sent.
+  if (auto row = load_agent(db, c.agent_id); row && row->state == "paused") return;
+  KeyScheduler ks(Ordering::kEvent, c.now, c.busy, 1);
+  if (any_held_webhook(db))
+    ks.check_earlier([&](const QueuedWebhook& w) {
+      return !w.event_id.empty() && held_before(db, c.agent_id, w.event_id, w.service, w.seq);
+    });
+  for (auto& r : scan_queue(db, c.agent_id, 0, kChainWalk)) {
+    if (!ks.offer(r)) {
+      if (ks.saturated()) return;
+      continue;
+    }
+    // The row the scheduler picks next: claimed here only if it is of this alert.
+    if (ordering_key(Ordering::kEvent, r) != c.key) return;
+    TransitionFields f;
+    f.assigned_agent = std::optional<std::string>(c.agent_id);
+    f.increment_attempts = true;
+    if (!transition(db, r.id, WebhookState::kQueued, WebhookState::kInflight, f)) return;
+    c.claimed = true;
+    c.next = std::move(r);
+    return;
+  }
+}
+
 struct Call {
   Agent* agent = nullptr;
   InHand item;
@@ -126,9 +174,10 @@ struct Agent {
   std::unordered_set<std::string> busy_keys;  // keys of webhooks in hand
   std::unordered_set<std::int64_t> in_hand;   // their seqs
   std::deque<QueuedWebhook> candidates;       // picked by the last fill, not yet claimed
-  bool dirty = true;                          // something changed: a fill may find work
-  Millis wake_at = kNever;                    // earliest not-due row seen by the last fill
-  std::size_t claiming = 0;                   // claims submitted, not yet committed
+  std::deque<InHand> ready;   // claimed by a chain step (see Chain), waiting for a slot
+  bool dirty = true;          // something changed: a fill may find work
+  Millis wake_at = kNever;    // earliest not-due row seen by the last fill
+  std::size_t claiming = 0;   // claims submitted, not yet committed
   Millis claim_retry_at = 0;  // steady time before which no claim is made (one failed)
   std::size_t calls = 0;      // HTTP calls in flight
   std::unordered_set<std::int64_t> streak;    // backed off during the current failure run
@@ -425,7 +474,10 @@ class DispatcherImpl final : public Dispatcher {
       if (stopping_) {
         if (stop_deadline == kNever) {
           stop_deadline = steady_millis() + grace_;
-          for (auto& [id, a] : agents_) a->candidates.clear();
+          for (auto& [id, a] : agents_) {
+            a->candidates.clear();
+            start_ready(*a);  // gives them back
+          }
         }
         if (outstanding_ == 0 || steady_millis() >= stop_deadline) return;
       } else {
@@ -746,12 +798,14 @@ class DispatcherImpl final : public Dispatcher {
   // --- scheduling and claims
   // ----------------------------------------------------------------------
   void schedule(Agent& a, Millis now, Millis steady) {
+    start_ready(a);
     if (a.removed || !a.usable) return;
     // A claim's commit failed (a full disk): the next waits like any failed write, instead of
     // being made again at once, in a loop, for as long as the journal cannot be written.
     if (steady < a.claim_retry_at) return;
-    std::size_t free = a.health.may_start(
-        a.calls + a.claiming, static_cast<size_t>(std::max(a.cfg.max_inflight, 1)), steady);
+    std::size_t free =
+        a.health.may_start(a.calls + a.claiming + a.ready.size(),
+                           static_cast<size_t>(std::max(a.cfg.max_inflight, 1)), steady);
     if (free == 0) return;
     if (a.keys_ordering != a.cfg.ordering) {
       // The ordering changed (reload): the keys in hand were computed under the old one.
@@ -884,7 +938,7 @@ class DispatcherImpl final : public Dispatcher {
     auto items = std::make_shared<std::vector<InHand>>(std::move(batch));
     auto claimed = std::make_shared<std::vector<bool>>(items->size(), false);
     std::string agent_id = a.cfg.id;
-    ctx_.writer->submit(
+    ctx_.writer->submit_quiet(
         [items, claimed, agent_id](SQLite::Database& db) {
           for (size_t i = 0; i < items->size(); ++i) {
             TransitionFields f;
@@ -930,7 +984,7 @@ class DispatcherImpl final : public Dispatcher {
     ++outstanding_;
     auto shared = std::make_shared<std::vector<InHand>>(std::move(items));
     std::string agent_id = a.cfg.id;
-    ctx_.writer->submit(
+    ctx_.writer->submit_quiet(
         [shared](SQLite::Database& db) {
           for (const auto& it : *shared) {
             TransitionFields f;
@@ -1240,11 +1294,68 @@ class DispatcherImpl final : public Dispatcher {
     }
     if (!called) attempt.reset();
     const std::string id = item.w.id;
-    auto op = std::make_shared<Writer::Op>([attempt, id, to, f](SQLite::Database& db) {
+    std::shared_ptr<Chain> chain;
+    if (d.kind == RetryDecision::Kind::kDelivered && called && may_chain(a, item)) {
+      chain = std::make_shared<Chain>();
+      chain->agent_id = a.cfg.id;
+      chain->key = item.key;
+      chain->busy = a.busy_keys;
+      chain->busy.erase(item.key);
+      chain->now = now;
+    }
+    auto op = std::make_shared<Writer::Op>([attempt, id, to, f, chain](SQLite::Database& db) {
       if (attempt) record_attempt(db, *attempt);
-      transition(db, id, WebhookState::kInflight, to, f);
+      const bool moved = transition(db, id, WebhookState::kInflight, to, f);
+      if (chain) {
+        chain->claimed = false;
+        if (moved) claim_next_of_alert(db, *chain);
+      }
     });
-    pending_outcomes_.push_back({0, a.cfg.id, std::move(item), std::move(op), std::move(target)});
+    pending_outcomes_.push_back(
+        {0, a.cfg.id, std::move(item), std::move(op), std::move(target), std::move(chain)});
+  }
+
+  // Whether the outcome of `item` (delivered) may claim the next webhook of its alert in the
+  // same transaction (see Chain): only under event ordering, for an alert, on an agent that is
+  // up, usable and has room, outside reloads of its ordering and of shutdown.
+  bool may_chain(const Agent& a, const InHand& item) const {
+    return !stopping_ && !a.removed && a.usable && a.cfg.ordering == Ordering::kEvent &&
+           a.keys_ordering == Ordering::kEvent && !item.probe && !item.w.event_id.empty() &&
+           a.health.state() == AgentHealth::State::kUp && !a.health.probing() &&
+           a.expedite.empty() && steady_millis() >= a.claim_retry_at;
+  }
+
+  // The outcome of `done` claimed the next webhook of its alert: it is sent now (its key stays
+  // busy), or once a call ends when the slot the finished call freed was taken meanwhile
+  // (max_inflight holds), or, while stopping, given back.
+  void continue_chain(Agent& a, const InHand& done, QueuedWebhook next) {
+    a.in_hand.erase(done.w.seq);
+    InHand item;
+    item.key = done.key;
+    item.attempt = next.attempts + 1;
+    item.w = std::move(next);
+    a.in_hand.insert(item.w.seq);
+    a.ready.push_back(std::move(item));
+    start_ready(a);
+  }
+
+  // Starts the claimed webhooks waiting for a slot while there is room; gives them back
+  // (queued, attempt not counted) when the dispatcher stops or the agent is no longer up.
+  void start_ready(Agent& a) {
+    if (a.ready.empty()) return;
+    if (stopping_ || a.removed || !a.usable || a.health.state() != AgentHealth::State::kUp) {
+      std::vector<InHand> back(std::make_move_iterator(a.ready.begin()),
+                               std::make_move_iterator(a.ready.end()));
+      a.ready.clear();
+      unclaim(a, std::move(back));
+      return;
+    }
+    const auto max = static_cast<std::size_t>(std::max(a.cfg.max_inflight, 1));
+    while (!a.ready.empty() && a.calls + a.claiming < max) {
+      InHand item = std::move(a.ready.front());
+      a.ready.pop_front();
+      start_call(a, std::move(item));
+    }
   }
 
   // An outcome waiting to be journaled (or to be journaled again after a failed write).
@@ -1254,6 +1365,7 @@ class DispatcherImpl final : public Dispatcher {
     InHand item;
     std::shared_ptr<Writer::Op> op;
     std::string target;
+    std::shared_ptr<Chain> chain;  // set: the op may claim the next webhook of the alert
   };
 
   // The outcomes of one loop turn go to the Writer as one op.
@@ -1267,7 +1379,7 @@ class DispatcherImpl final : public Dispatcher {
   void submit_outcomes(std::vector<PendingOutcome> outcomes) {
     ++outstanding_;
     auto batch = std::make_shared<std::vector<PendingOutcome>>(std::move(outcomes));
-    ctx_.writer->submit(
+    ctx_.writer->submit_quiet(
         [batch](SQLite::Database& db) {
           for (auto& o : *batch) (*o.op)(db);
         },
@@ -1286,8 +1398,15 @@ class DispatcherImpl final : public Dispatcher {
               }
               return;
             }
-            for (const auto& o : *batch) {
-              release(*agents_.at(o.agent_id), o.item);
+            for (auto& o : *batch) {
+              Agent& a = *agents_.at(o.agent_id);
+              if (o.chain) {
+                if (o.chain->claimed) {
+                  continue_chain(a, o.item, std::move(o.chain->next));
+                  continue;
+                }
+              }
+              release(a, o.item);
               if (!o.target.empty())
                 if (auto it = agents_.find(o.target); it != agents_.end()) it->second->dirty = true;
             }

@@ -154,7 +154,26 @@ void Writer::submit(Op op, Done done) {
   {
     std::lock_guard lock(mu_);
     if (!stopping_) {
-      queue_.push_back(Pending{std::move(op), std::move(done)});
+      queue_.push_back(Pending{std::move(op), std::move(done), false});
+      // While the writer runs a batch, submitters only queue: no wake-up system call per op.
+      if (writer_waiting_) cv_.notify_one();
+      return;
+    }
+  }
+  done(Status::unavailable("journal writer is stopping"));
+}
+
+bool Writer::any_loud(const std::vector<Pending>& ops) {
+  for (const auto& p : ops)
+    if (!p.quiet) return true;
+  return false;
+}
+
+void Writer::submit_quiet(Op op, Done done) {
+  {
+    std::lock_guard lock(mu_);
+    if (!stopping_) {
+      queue_.push_back(Pending{std::move(op), std::move(done), true});
       // While the writer runs a batch, submitters only queue: no wake-up system call per op.
       if (writer_waiting_) cv_.notify_one();
       return;
@@ -328,8 +347,9 @@ void Writer::run_loop() {
     for (size_t i = 0; i < batch.size(); ++i) {
       if (batch[i].done) batch[i].done(commit_status.is_ok() ? results[i] : commit_status);
     }
+    const bool loud = any_loud(batch);
     batch.clear();
-    if (commit_status.is_ok() && listener) listener();
+    if (commit_status.is_ok() && loud && listener) listener();
     {
       std::lock_guard lock(mu_);
       durable_generation_ = generation;
@@ -371,7 +391,7 @@ void Writer::sync_group(std::deque<Committed> group, const std::function<int(int
   }
   auto now = std::chrono::steady_clock::now();
   std::function<void()> listener;
-  bool any_durable = false;
+  bool any_durable = false;  // ...with an operation that was not submitted quiet
   {
     std::lock_guard lock(mu_);
     ++stats_.syncs;
@@ -387,7 +407,7 @@ void Writer::sync_group(std::deque<Committed> group, const std::function<int(int
         ++stats_.failed_commits;
         continue;
       }
-      any_durable = true;
+      any_durable = any_durable || any_loud(c.ops);
       record_commit(std::chrono::duration<double>(now - c.commit_started).count());
     }
     listener = listener_;

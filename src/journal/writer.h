@@ -68,11 +68,17 @@ class Writer {
   Writer& operator=(const Writer&) = delete;
 
   void submit(Op op, Done done);
+  // As submit, for an operation that creates no work for anyone the commit listener wakes (the
+  // dispatcher's own claims and outcomes: it acts on their Done itself). A commit made only of
+  // such operations does not call the listener, so the dispatcher does not walk its queues
+  // again for its own bookkeeping.
+  void submit_quiet(Op op, Done done);
   std::future<Status> submit(Op op);
   // Submits and waits until durable.
   Status run(Op op) { return submit(std::move(op)).get(); }
 
-  // Called after each successful commit is durable (e.g. to wake feed long-polls).
+  // Called after each successful commit is durable (e.g. to wake feed long-polls), unless every
+  // operation of the commit was submitted with submit_quiet.
   void set_commit_listener(std::function<void()> listener);
   // Waits until every transaction committed (or committing) when it was called is durable.
   // A reader that saw rows calls it before passing them on. Not ok when the sync failed.
@@ -104,7 +110,9 @@ class Writer {
   struct Pending {
     Op op;
     Done done;
+    bool quiet = false;  // submit_quiet: no listener call for it
   };
+  static bool any_loud(const std::vector<Pending>& ops);
   // A committed transaction waiting for its fsync.
   struct Committed {
     std::vector<Pending> ops;

@@ -9,12 +9,14 @@
 #include <httplib.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -232,6 +234,7 @@ class Relay {
   }
   std::optional<AgentRow> agent_row(const std::string& id) { return load_agent(*reader_, id); }
   Metrics& metrics() { return metrics_; }
+  Writer::Stats writer_stats() const { return writer_->stats(); }
 
  private:
   std::string path_;
@@ -315,6 +318,41 @@ void expect_per_event_order(Relay& relay, const std::vector<Json>& records) {
                              << " was delivered before an earlier one";
     last = seq[id];
   }
+}
+
+// Stricter than expect_per_event_order, over every call the agents saw (failed ones too, in
+// the order given): no webhook of an alert was sent before every earlier webhook of the alert
+// had been answered 2xx.
+void expect_no_overtaking(Relay& relay, const std::vector<Json>& calls) {
+  std::map<std::string, std::int64_t> seq;
+  std::map<std::string, std::string> event;
+  std::map<std::string, std::set<std::int64_t>> of_event;  // the seqs of each event
+  for (auto& r : relay.rows()) {
+    seq[r.id] = r.seq;
+    event[r.id] = r.event_id.value_or("");
+    of_event[event[r.id]].insert(r.seq);
+  }
+  std::set<std::int64_t> delivered;
+  for (const auto& c : calls) {
+    const std::string id = c["webhook_id"];
+    for (std::int64_t earlier : of_event[event[id]]) {
+      if (earlier >= seq[id]) break;
+      EXPECT_TRUE(delivered.count(earlier))
+          << "event " << event[id] << ": webhook " << id << " (seq " << seq[id]
+          << ") was sent before seq " << earlier << " was delivered";
+    }
+    if (c["status"].get<int>() / 100 == 2) delivered.insert(seq[id]);
+  }
+}
+
+// The calls two sinks saw, in the order they arrived (their received_at, then file order).
+std::vector<Json> merged_calls(const std::vector<Json>& a, const std::vector<Json>& b) {
+  std::vector<Json> all = a;
+  all.insert(all.end(), b.begin(), b.end());
+  std::stable_sort(all.begin(), all.end(), [](const Json& x, const Json& y) {
+    return x["received_at"].get<std::string>() < y["received_at"].get<std::string>();
+  });
+  return all;
 }
 
 TEST(Dispatch, DeliversSignedIaMessageWithSpecHeaders) {
@@ -912,6 +950,105 @@ TEST(Dispatch, AlertsBehindBackingOffDrainInOrder) {
   auto recs = sink.records();
   EXPECT_EQ(first_deliveries(recs).size(), 60u);
   expect_per_event_order(relay, recs);
+}
+
+// --- chains: the next webhook of an alert claimed with the outcome of the one before -----------
+
+// One alert's chain takes one journal commit per webhook: its outcome and the claim of the next
+// webhook of the alert are one transaction (two commits per webhook before: the outcome, then
+// the claim after a walk of the queue).
+TEST(Dispatch, AlertChainClaimsTheNextWebhookWithTheOutcome) {
+  testing::TempDir dir;
+  Sink sink(dir, "sink");
+  Relay relay(dir);
+  constexpr int kN = 120;
+  for (int i = 0; i < kN; ++i)
+    relay.insert_raw("a", "status", R"({"eventIdentifier": 7, "n": )" + std::to_string(i) + "}",
+                     "svc", std::string("a"), std::string("7"));
+  const auto before = relay.writer_stats().commits;
+  relay.start({agent("a", sink.url())});
+  ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == kN; }, 30s))
+      << relay.count("delivered") << " delivered";
+  const auto commits = relay.writer_stats().commits - before;
+  std::cout << "[ info ] " << commits << " commits for a chain of " << kN << " webhooks\n";
+  EXPECT_LE(commits, static_cast<std::uint64_t>(kN + kN / 4));
+  auto recs = sink.records();
+  EXPECT_EQ(recs.size(), static_cast<std::size_t>(kN));  // each once
+  expect_no_overtaking(relay, recs);
+}
+
+// An agent that fails a third of its calls (503, retried after 20..100 ms): each alert's chain
+// stops at the failed webhook until it is delivered; nothing of the alert overtakes it.
+TEST(Dispatch, AlertChainsKeepOrderWhileTheAgentFailsThenSucceeds) {
+  testing::TempDir dir;
+  Sink sink(dir, "sink", {"--fail-rate=0.33", "--seed=5"});
+  Relay relay(dir);
+  auto a = agent("a", sink.url());
+  a.down_after = 1000;  // stays up: the retries are the webhooks' own
+  a.backoff_initial = 20;
+  a.backoff_max = 100;
+  a.max_inflight = 4;
+  relay.start({a});
+  for (int i = 0; i < 90; ++i) relay.enqueue(std::to_string(500 + i % 3), i, std::string("a"));
+  ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == 90; }, 60s))
+      << relay.count("delivered") << " delivered";
+  auto recs = sink.records();
+  EXPECT_GT(relay.attempts_with("retry"), 10);
+  EXPECT_EQ(first_deliveries(recs).size(), 90u);
+  expect_no_overtaking(relay, recs);
+}
+
+// Webhooks without an agent identifier: the first agent goes away in the middle of the alert's
+// chain; the rest of the chain fails over to the second agent, in order, nothing lost.
+TEST(Dispatch, AlertChainFailsOverToTheNextAgentInOrder) {
+  testing::TempDir dir;
+  Sink first_sink(dir, "first");
+  Sink second_sink(dir, "second");
+  Relay relay(dir);
+  auto first = agent("first", first_sink.url());
+  first.down_after = 2;
+  relay.start({first, agent("second", second_sink.url())});
+  constexpr int kN = 150;
+  for (int i = 0; i < kN; ++i) relay.enqueue("77", i);  // no agent id: routed to "first"
+  ASSERT_TRUE(wait_until([&] { return first_sink.records().size() >= 20; }, 20s));
+  first_sink.stop();
+  ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == kN; }, 60s))
+      << relay.count("delivered") << " delivered";
+  auto on_first = first_sink.records(), on_second = second_sink.records();
+  EXPECT_FALSE(on_second.empty());
+  EXPECT_EQ(first_deliveries(merged_calls(on_first, on_second)).size(),
+            static_cast<std::size_t>(kN));
+  expect_no_overtaking(relay, merged_calls(on_first, on_second));
+}
+
+// A pause in the middle of a chain stops it (the chain step reads the pause in its own
+// transaction; a claimed webhook waiting for a slot is given back); resumed, the chain goes on
+// from where it stopped, each webhook delivered once, in order.
+TEST(Dispatch, AlertChainStopsAtAPauseAndGoesOnAfterResume) {
+  testing::TempDir dir;
+  Sink sink(dir, "sink", {"--latency=2ms"});
+  Relay relay(dir);
+  relay.start({agent("a", sink.url())});
+  constexpr int kN = 400;
+  for (int i = 0; i < kN; ++i) relay.enqueue(std::to_string(600 + i % 2), i, std::string("a"));
+  ASSERT_TRUE(wait_until([&] { return sink.records().size() >= 40; }, 20s));
+  ASSERT_TRUE(relay.write([](SQLite::Database& db) {
+    set_agent_state(db, "a", "paused", std::string("maintenance"), std::nullopt, false);
+  }));
+  std::this_thread::sleep_for(800ms);  // the dispatcher reads the agents table every 250 ms
+  const auto at_pause = sink.records().size();
+  std::this_thread::sleep_for(1000ms);
+  EXPECT_EQ(sink.records().size(), at_pause) << "calls went on during the pause";
+  EXPECT_LT(at_pause, static_cast<std::size_t>(kN)) << "the chain ended before the pause";
+  EXPECT_EQ(relay.count("inflight"), 0);
+  ASSERT_TRUE(relay.write([](SQLite::Database& db) {
+    set_agent_state(db, "a", "up", std::nullopt, std::nullopt, false);
+  }));
+  ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == kN; }, 30s))
+      << relay.count("delivered") << " delivered";
+  auto recs = sink.records();
+  EXPECT_EQ(recs.size(), static_cast<std::size_t>(kN));  // each once: nothing sent twice
+  expect_no_overtaking(relay, recs);
 }
 
 // Issue 11 item 6: the wall clock stepped back or forward (an NTP correction, an operator's
