@@ -203,6 +203,7 @@ struct Agent {
   Counter* delivered = nullptr;
   Counter* retried = nullptr;
   Counter* failed = nullptr;
+  Counter* chained = nullptr;  // webhooks claimed by a chain step (see Chain)
   Histogram* duration = nullptr;
   Gauge* state_gauges[3] = {nullptr, nullptr, nullptr};  // up, down, paused
 };
@@ -329,6 +330,9 @@ class DispatcherImpl final : public Dispatcher {
                                                  {{"agent", cfg.id}, {"outcome", "retry"}});
           slot->failed = &ctx_.metrics->counter("iarelay_deliveries_total", help_d,
                                                 {{"agent", cfg.id}, {"outcome", "failed"}});
+          slot->chained = &ctx_.metrics->counter(
+              "iarelay_chained_claims_total",
+              "Webhooks claimed with the outcome of the one before them in their alert", base);
           slot->duration = &ctx_.metrics->histogram(
               "iarelay_attempt_duration_seconds", "Duration of callback attempts",
               {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}, base);
@@ -1335,6 +1339,7 @@ class DispatcherImpl final : public Dispatcher {
     item.attempt = next.attempts + 1;
     item.w = std::move(next);
     a.in_hand.insert(item.w.seq);
+    if (a.chained) a.chained->inc();
     a.ready.push_back(std::move(item));
     start_ready(a);
   }
