@@ -17,6 +17,7 @@
 // Usage: dispatch_bench [--sizes 100000,1000000] [--max-inflight 64] [--sync normal|full]
 //                       [--format ia|raw] [--targets sink,nginx] [--backing-off N] [--dir DIR]
 //        dispatch_bench --chains [--sizes 5000,20000] [--max-inflight 64] [--sync full]
+//                       [--rows 1,10,100,1000,none]
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -26,6 +27,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -68,6 +70,7 @@ struct Options {
   bool chains = false;
   bool sync_given = false;
   bool sizes_given = false;
+  std::vector<std::string> rows;  // --chains: only these rows ("1", "10", ..., "none")
 };
 
 double since(Clock::time_point t) {
@@ -343,6 +346,9 @@ int chains(const Options& given, const std::string& dir, const std::string& self
   std::fflush(stdout);
   double none_rate = 0, hundred_rate = 0;
   for (const Row& row : rows) {
+    const std::string name =
+        row.ordering == Ordering::kNone ? std::string("none") : std::to_string(row.events);
+    if (!o.rows.empty() && std::find(o.rows.begin(), o.rows.end(), name) == o.rows.end()) continue;
     std::string path = dir + "/journal-chains.db";
     for (auto suffix : {"", "-wal", "-shm", ".lock"}) fs::remove(path + suffix);
     pid_t child =
@@ -403,6 +409,10 @@ int main(int argc, char** argv) {
       o.sync_given = true;
     } else if (arg == "--chains") {
       o.chains = true;
+    } else if (arg == "--rows") {
+      std::stringstream ss(next());
+      std::string r;
+      while (std::getline(ss, r, ',')) o.rows.push_back(r);
     } else if (arg == "--format") {
       o.format = next() == "raw" ? AgentFormat::kRaw : AgentFormat::kIa;
     } else if (arg == "--targets") {
@@ -418,7 +428,7 @@ int main(int argc, char** argv) {
       std::cerr << "usage: dispatch_bench [--sizes N,N] [--max-inflight N] [--sync normal|full] "
                    "[--format ia|raw] [--targets sink,nginx] [--backing-off N] [--dir DIR]\n"
                    "       dispatch_bench --chains [--sizes 5000,20000] [--max-inflight N] "
-                   "[--sync normal|full]\n";
+                   "[--sync normal|full] [--rows 1,10,100,1000,none]\n";
       return arg == "--help" ? 0 : 2;
     }
   }

@@ -62,6 +62,9 @@ constexpr Millis kPassEvery = 1000;
 // The chain step (finish): rows of the agent's queue the writer walks, inside the transaction
 // that records an outcome, looking for the next webhook of the same alert.
 constexpr int kChainWalk = 256;
+constexpr int kChainPage = 16;
+// Chain steps in a row that may go past due webhooks of other alerts (see Chain).
+constexpr int kChainQuantum = 16;
 // Queues of agents no longer configured are looked for at every reload and this often.
 constexpr Millis kRetiredSweepEvery = 10'000;
 
@@ -102,21 +105,28 @@ struct InHand {
   std::string key;
   int attempt = 0;  // the attempt this claim makes (attempts + 1)
   bool probe = false;
+  int chain_steps = 0;  // claimed by that many chain steps in a row (see Chain)
 };
 
 // The next webhook of an alert, claimed in the transaction that records the outcome of the one
 // before (docs/journal.md, "Durability and crash semantics"): one commit per step of an alert's
 // chain instead of two, and no walk of the queue to find it. The walk is the scheduler's own
-// (KeyScheduler, one pick) over the head of the queue as the journal has it at that commit: the
-// next webhook is claimed only when it is the row the scheduler would pick next for the slot
-// the finished call frees, so no other alert's due webhook is passed over and nothing of the
-// alert is overtaken (held, backing off, an earlier one resent). Anything else: no claim; the
-// key is released and the queue walked as before.
+// (KeyScheduler) over the head of the queue as the journal has it at that commit: the next
+// webhook is claimed when it is the row the scheduler would pick next for the slot the
+// finished call frees, or, for at most kChainQuantum steps in a row, when due webhooks of
+// other alerts come before it in the queue (those take the next free slots meanwhile: the
+// chained webhook waits in `ready` until one is free; the quantum bounds how long an alert
+// that keeps receiving webhooks goes ahead of others). Nothing of the alert is overtaken
+// (held, backing off, an earlier one resent): the scheduler blocks the key at its first such
+// row. Anything else: no claim; the key is released and the queue walked as before.
 struct Chain {
   std::string agent_id;
   std::string key;                       // the alert's ordering key (event ordering)
+  std::string event_id;                  // the alert's event id
+  std::int64_t after_seq = 0;            // the seq of the webhook whose outcome this is
   std::unordered_set<std::string> busy;  // the other keys in hand when the outcome was made
   Millis now = 0;                        // due means next_attempt_at <= now
+  bool may_pass = false;                 // may go past other alerts' due webhooks (kChainQuantum)
   // Set on the writer thread by each run of the op (a failed write runs it again).
   bool claimed = false;
   QueuedWebhook next;  // as read before its claim (attempts not yet counted)
@@ -127,25 +137,42 @@ void claim_next_of_alert(SQLite::Database& db, Chain& c) {
   c.claimed = false;
   // An operator's pause committed since the dispatcher last looked: nothing more is sent.
   if (auto row = load_agent(db, c.agent_id); row && row->state == "paused") return;
-  KeyScheduler ks(Ordering::kEvent, c.now, c.busy, 1);
+  // Where the alert's next webhook is (event index), and how far into the queue: a webhook
+  // further than kChainWalk rows from the head is left to the dispatcher's own walk.
+  auto next = next_queued_of_event(db, c.agent_id, c.event_id, c.after_seq);
+  if (!next || queued_ahead(db, c.agent_id, *next, kChainWalk) >= kChainWalk) return;
+  KeyScheduler ks(Ordering::kEvent, c.now, c.busy, c.may_pass ? kChainWalk : 1);
   if (any_held_webhook(db))
     ks.check_earlier([&](const QueuedWebhook& w) {
       return !w.event_id.empty() && held_before(db, c.agent_id, w.event_id, w.service, w.seq);
     });
-  for (auto& r : scan_queue(db, c.agent_id, 0, kChainWalk)) {
-    if (!ks.offer(r)) {
-      if (ks.saturated()) return;
-      continue;
+  // In small pages: the pick is nearly always among the first rows, and this runs on the
+  // writer's thread for every delivered webhook.
+  std::int64_t after = 0;
+  for (int walked = 0; walked < kChainWalk;) {
+    auto rows = scan_queue(db, c.agent_id, after, kChainPage);
+    for (auto& r : rows) {
+      if (r.seq > *next) return;  // cannot happen (the row would be the next one)
+      after = r.seq;
+      ++walked;
+      if (!ks.offer(r)) {
+        if (ks.saturated()) return;
+        continue;
+      }
+      // A row the scheduler picks: claimed here only if it is of this alert.
+      if (ordering_key(Ordering::kEvent, r) != c.key) {
+        if (!c.may_pass) return;
+        continue;
+      }
+      TransitionFields f;
+      f.assigned_agent = std::optional<std::string>(c.agent_id);
+      f.increment_attempts = true;
+      if (!transition(db, r.id, WebhookState::kQueued, WebhookState::kInflight, f)) return;
+      c.claimed = true;
+      c.next = std::move(r);
+      return;
     }
-    // The row the scheduler picks next: claimed here only if it is of this alert.
-    if (ordering_key(Ordering::kEvent, r) != c.key) return;
-    TransitionFields f;
-    f.assigned_agent = std::optional<std::string>(c.agent_id);
-    f.increment_attempts = true;
-    if (!transition(db, r.id, WebhookState::kQueued, WebhookState::kInflight, f)) return;
-    c.claimed = true;
-    c.next = std::move(r);
-    return;
+    if (rows.size() < static_cast<std::size_t>(kChainPage)) return;
   }
 }
 
@@ -1303,9 +1330,12 @@ class DispatcherImpl final : public Dispatcher {
       chain = std::make_shared<Chain>();
       chain->agent_id = a.cfg.id;
       chain->key = item.key;
+      chain->event_id = item.w.event_id;
+      chain->after_seq = item.w.seq;
       chain->busy = a.busy_keys;
       chain->busy.erase(item.key);
       chain->now = now;
+      chain->may_pass = item.chain_steps < kChainQuantum;
     }
     auto op = std::make_shared<Writer::Op>([attempt, id, to, f, chain](SQLite::Database& db) {
       if (attempt) record_attempt(db, *attempt);
@@ -1337,6 +1367,7 @@ class DispatcherImpl final : public Dispatcher {
     InHand item;
     item.key = done.key;
     item.attempt = next.attempts + 1;
+    item.chain_steps = done.chain_steps + 1;
     item.w = std::move(next);
     a.in_hand.insert(item.w.seq);
     if (a.chained) a.chained->inc();

@@ -337,6 +337,34 @@ bool queued_before(SQLite::Database& db, std::string_view agent, std::string_vie
   return q->executeStep();
 }
 
+std::optional<std::int64_t> next_queued_of_event(SQLite::Database& db, std::string_view agent,
+                                                 std::string_view event_id,
+                                                 std::int64_t after_seq) {
+  // "+": the event index, whose entries of one event are in seq (rowid) order, from after_seq.
+  auto q = cached_statement(db,
+                            "SELECT seq FROM webhooks WHERE event_id=? AND seq>? AND "
+                            "+assigned_agent=? AND +state='queued' ORDER BY seq LIMIT 1");
+  q->bind(1, std::string(event_id));
+  q->bind(2, after_seq);
+  q->bind(3, std::string(agent));
+  std::optional<std::int64_t> out;
+  if (q->executeStep()) out = q->getColumn(0).getInt64();
+  q->reset();
+  return out;
+}
+
+int queued_ahead(SQLite::Database& db, std::string_view agent, std::int64_t before_seq, int limit) {
+  auto q = cached_statement(db,
+                            "SELECT count(*) FROM (SELECT 1 FROM webhooks WHERE assigned_agent=? "
+                            "AND state='queued' AND seq<? LIMIT ?)");
+  q->bind(1, std::string(agent));
+  q->bind(2, before_seq);
+  q->bind(3, limit);
+  int n = q->executeStep() ? q->getColumn(0).getInt() : 0;
+  q->reset();
+  return n;
+}
+
 // "+": only the event index applies (an event has few rows). Any agent: failover, a reroute or
 // a move may have taken the later webhooks of the alert elsewhere.
 const char* const kHeldOfAlertBeforeSql =
