@@ -62,8 +62,7 @@ constexpr Millis kPassEvery = 1000;
 // The chain step (finish): rows of the agent's queue the writer walks, inside the transaction
 // that records an outcome, looking for the next webhook of the same alert.
 constexpr int kChainWalk = 256;
-constexpr int kChainPage = 16;
-// Chain steps in a row that may go past due webhooks of other alerts (see Chain).
+// Chain steps in a row that may go before due webhooks of other alerts (see Chain).
 constexpr int kChainQuantum = 16;
 // Queues of agents no longer configured are looked for at every reload and this often.
 constexpr Millis kRetiredSweepEvery = 10'000;
@@ -110,23 +109,21 @@ struct InHand {
 
 // The next webhook of an alert, claimed in the transaction that records the outcome of the one
 // before (docs/journal.md, "Durability and crash semantics"): one commit per step of an alert's
-// chain instead of two, and no walk of the queue to find it. The walk is the scheduler's own
-// (KeyScheduler) over the head of the queue as the journal has it at that commit: the next
-// webhook is claimed when it is the row the scheduler would pick next for the slot the
-// finished call frees, or, for at most kChainQuantum steps in a row, when due webhooks of
-// other alerts come before it in the queue (those take the next free slots meanwhile: the
-// chained webhook waits in `ready` until one is free; the quantum bounds how long an alert
-// that keeps receiving webhooks goes ahead of others). Nothing of the alert is overtaken
-// (held, backing off, an earlier one resent): the scheduler blocks the key at its first such
-// row. Anything else: no claim; the key is released and the queue walked as before.
+// chain instead of two, and no walk of the queue to find it. Claimed only when, as the journal
+// has it at that commit, it is the alert's first queued webhook on the agent, due, with no
+// held webhook of the alert before it, and among the first kChainWalk rows of the queue:
+// nothing of the alert is overtaken. For kChainQuantum steps in a row it may go before due
+// webhooks of other alerts (those take the next free slots meanwhile: the chained webhook waits
+// in `ready` until one is free); after that, only while the dispatcher knows of no other work
+// for the agent (no candidates, nothing changed since a walk that found everything), so an
+// alert that keeps receiving webhooks never holds a slot while others wait. Anything else: no
+// claim; the key is released and the queue walked as before.
 struct Chain {
   std::string agent_id;
-  std::string key;                       // the alert's ordering key (event ordering)
-  std::string event_id;                  // the alert's event id
-  std::int64_t after_seq = 0;            // the seq of the webhook whose outcome this is
-  std::unordered_set<std::string> busy;  // the other keys in hand when the outcome was made
-  Millis now = 0;                        // due means next_attempt_at <= now
-  bool may_pass = false;                 // may go past other alerts' due webhooks (kChainQuantum)
+  std::string key;             // the alert's ordering key (event ordering)
+  std::string event_id;        // the alert's event id
+  std::int64_t after_seq = 0;  // the seq of the webhook whose outcome this is
+  Millis now = 0;              // due means next_attempt_at <= now
   // Set on the writer thread by each run of the op (a failed write runs it again).
   bool claimed = false;
   QueuedWebhook next;  // as read before its claim (attempts not yet counted)
@@ -137,43 +134,25 @@ void claim_next_of_alert(SQLite::Database& db, Chain& c) {
   c.claimed = false;
   // An operator's pause committed since the dispatcher last looked: nothing more is sent.
   if (auto row = load_agent(db, c.agent_id); row && row->state == "paused") return;
-  // Where the alert's next webhook is (event index), and how far into the queue: a webhook
-  // further than kChainWalk rows from the head is left to the dispatcher's own walk.
-  auto next = next_queued_of_event(db, c.agent_id, c.event_id, c.after_seq);
-  if (!next || queued_ahead(db, c.agent_id, *next, kChainWalk) >= kChainWalk) return;
-  KeyScheduler ks(Ordering::kEvent, c.now, c.busy, c.may_pass ? kChainWalk : 1);
-  if (any_held_webhook(db))
-    ks.check_earlier([&](const QueuedWebhook& w) {
-      return !w.event_id.empty() && held_before(db, c.agent_id, w.event_id, w.service, w.seq);
-    });
-  // In small pages: the pick is nearly always among the first rows, and this runs on the
-  // writer's thread for every delivered webhook.
-  std::int64_t after = 0;
-  for (int walked = 0; walked < kChainWalk;) {
-    auto rows = scan_queue(db, c.agent_id, after, kChainPage);
-    for (auto& r : rows) {
-      if (r.seq > *next) return;  // cannot happen (the row would be the next one)
-      after = r.seq;
-      ++walked;
-      if (!ks.offer(r)) {
-        if (ks.saturated()) return;
-        continue;
-      }
-      // A row the scheduler picks: claimed here only if it is of this alert.
-      if (ordering_key(Ordering::kEvent, r) != c.key) {
-        if (!c.may_pass) return;
-        continue;
-      }
-      TransitionFields f;
-      f.assigned_agent = std::optional<std::string>(c.agent_id);
-      f.increment_attempts = true;
-      if (!transition(db, r.id, WebhookState::kQueued, WebhookState::kInflight, f)) return;
-      c.claimed = true;
-      c.next = std::move(r);
-      return;
-    }
-    if (rows.size() < static_cast<std::size_t>(kChainPage)) return;
-  }
+  // The alert's next webhook after the finished one (event index), near the head of the queue
+  // (one further in is left to the dispatcher's own walk), with no earlier webhook of the alert
+  // still queued (a resend, a release: that one goes first, found by the dispatcher's walk).
+  auto seq = next_queued_of_event(db, c.agent_id, c.event_id, c.after_seq);
+  if (!seq || queued_ahead(db, c.agent_id, *seq, kChainWalk) >= kChainWalk ||
+      queued_of_event_ahead(db, c.agent_id, c.event_id, *seq))
+    return;
+  auto rows = scan_queue(db, c.agent_id, *seq - 1, 1);
+  if (rows.empty() || rows.front().seq != *seq) return;
+  QueuedWebhook& next = rows.front();
+  if (next.next_attempt_at && *next.next_attempt_at > c.now) return;  // backing off
+  const bool any_held = any_held_webhook(db);
+  if (any_held && held_before(db, c.agent_id, c.event_id, next.service, next.seq)) return;
+  TransitionFields f;
+  f.assigned_agent = std::optional<std::string>(c.agent_id);
+  f.increment_attempts = true;
+  if (!transition(db, next.id, WebhookState::kQueued, WebhookState::kInflight, f)) return;
+  c.claimed = true;
+  c.next = std::move(next);
 }
 
 struct Call {
@@ -202,6 +181,7 @@ struct Agent {
   std::unordered_set<std::int64_t> in_hand;   // their seqs
   std::deque<QueuedWebhook> candidates;       // picked by the last fill, not yet claimed
   std::deque<InHand> ready;   // claimed by a chain step (see Chain), waiting for a slot
+  bool more_to_pick = false;  // the last fill stopped at its cap: more may be due behind
   bool dirty = true;          // something changed: a fill may find work
   Millis wake_at = kNever;    // earliest not-due row seen by the last fill
   std::size_t claiming = 0;   // claims submitted, not yet committed
@@ -959,6 +939,7 @@ class DispatcherImpl final : public Dispatcher {
     if (auto due = ks.earliest_not_due()) a.wake_at = *due;
     if (resume_only) a.wake_at = std::min(a.wake_at, head_wake_at);
     a.dirty = false;  // only now: a scan that failed part-way is done again
+    a.more_to_pick = ks.saturated();
     // Walked without finding work behind busy keys: completions will mark the agent dirty; the
     // rows not walked are looked at again at the next forced reload.
   }
@@ -1332,10 +1313,7 @@ class DispatcherImpl final : public Dispatcher {
       chain->key = item.key;
       chain->event_id = item.w.event_id;
       chain->after_seq = item.w.seq;
-      chain->busy = a.busy_keys;
-      chain->busy.erase(item.key);
       chain->now = now;
-      chain->may_pass = item.chain_steps < kChainQuantum;
     }
     auto op = std::make_shared<Writer::Op>([attempt, id, to, f, chain](SQLite::Database& db) {
       if (attempt) record_attempt(db, *attempt);
@@ -1351,8 +1329,12 @@ class DispatcherImpl final : public Dispatcher {
 
   // Whether the outcome of `item` (delivered) may claim the next webhook of its alert in the
   // same transaction (see Chain): only under event ordering, for an alert, on an agent that is
-  // up, usable and has room, outside reloads of its ordering and of shutdown.
+  // up and usable, outside reloads of its ordering and of shutdown; past kChainQuantum steps in
+  // a row only while nothing else is known to wait for the agent.
   bool may_chain(const Agent& a, const InHand& item) const {
+    if (item.chain_steps >= kChainQuantum &&
+        (!a.candidates.empty() || a.dirty || a.more_to_pick || a.resume_pending))
+      return false;
     return !stopping_ && !a.removed && a.usable && a.cfg.ordering == Ordering::kEvent &&
            a.keys_ordering == Ordering::kEvent && !item.probe && !item.w.event_id.empty() &&
            a.health.state() == AgentHealth::State::kUp && !a.health.probing() &&

@@ -365,6 +365,20 @@ int queued_ahead(SQLite::Database& db, std::string_view agent, std::int64_t befo
   return n;
 }
 
+bool queued_of_event_ahead(SQLite::Database& db, std::string_view agent, std::string_view event_id,
+                           std::int64_t before_seq) {
+  auto q = cached_statement(db,
+                            // "+": only the queue index applies.
+                            "SELECT 1 FROM webhooks WHERE assigned_agent=? AND state='queued' AND "
+                            "seq<? AND +event_id=? LIMIT 1");
+  q->bind(1, std::string(agent));
+  q->bind(2, before_seq);
+  q->bind(3, std::string(event_id));
+  bool found = q->executeStep();
+  q->reset();
+  return found;
+}
+
 // "+": only the event index applies (an event has few rows). Any agent: failover, a reroute or
 // a move may have taken the later webhooks of the alert elsewhere.
 const char* const kHeldOfAlertBeforeSql =

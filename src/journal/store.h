@@ -151,6 +151,11 @@ std::optional<std::int64_t> next_queued_of_event(SQLite::Database& db, std::stri
 // How many queued webhooks of `agent` have seq < before_seq, counting at most `limit` (from
 // the queue index alone, no row read).
 int queued_ahead(SQLite::Database& db, std::string_view agent, std::int64_t before_seq, int limit);
+// Whether a queued webhook of `agent` with this event id and seq < before_seq exists, by the
+// queue index: reads every queued row of the agent before before_seq, so only for a seq near the
+// head of the queue (queued_ahead small); queued_before reads the event's rows instead.
+bool queued_of_event_ahead(SQLite::Database& db, std::string_view agent, std::string_view event_id,
+                           std::int64_t before_seq);
 std::optional<std::string> load_payload(SQLite::Database& db, std::string_view id);
 // Every agent identifier that has queued webhooks assigned to it, in text order: one index seek
 // per distinct assigned_agent (webhooks_queue), not a scan of the table.
