@@ -18,7 +18,10 @@
 //   A webhook is claimed (queued → inflight, attempts + 1, one Writer op per batch) and sent
 //   only once the claim is durable; its outcome and the attempts row are journaled
 //   asynchronously, and its ordering key stays busy until that commit, so a later webhook of
-//   the same alert never overtakes it.
+//   the same alert never overtakes it. Under event ordering a delivered webhook's outcome op
+//   also claims the alert's next webhook when the journal, in that transaction, shows it may
+//   go (a chain step: one commit per step, no walk; see Chain in dispatcher.cpp). The
+//   dispatcher's claims and outcomes are submitted quiet: their commits do not wake it.
 // - One webhook never stops the thread: a problem of the webhook itself while preparing its
 //   call (payload missing, ia conversion) fails that webhook; a local error with no call made
 //   (reading the payload, starting the call) requeues it with its attempt given back
