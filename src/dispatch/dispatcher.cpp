@@ -64,6 +64,10 @@ constexpr Millis kPassEvery = 1000;
 constexpr int kChainWalk = 256;
 // Chain steps in a row that may go before due webhooks of other alerts (see Chain).
 constexpr int kChainQuantum = 16;
+// Chain steps that claimed nothing in a row after which only one in kChainRetryEvery delivered
+// webhooks tries one (a queue of many alerts interleaved: the next of an alert is far behind).
+constexpr std::size_t kChainMisses = 8;
+constexpr std::size_t kChainRetryEvery = 16;
 // Queues of agents no longer configured are looked for at every reload and this often.
 constexpr Millis kRetiredSweepEvery = 10'000;
 
@@ -182,6 +186,10 @@ struct Agent {
   std::deque<QueuedWebhook> candidates;       // picked by the last fill, not yet claimed
   std::deque<InHand> ready;   // claimed by a chain step (see Chain), waiting for a slot
   bool more_to_pick = false;  // the last fill stopped at its cap: more may be due behind
+  // Chain steps that claimed nothing in a row (alerts too far apart in the queue, say): past
+  // kChainMisses only one outcome in kChainRetryEvery tries, until one claims again.
+  std::size_t chain_misses = 0;
+  std::size_t chain_skipped = 0;
   bool dirty = true;          // something changed: a fill may find work
   Millis wake_at = kNever;    // earliest not-due row seen by the last fill
   std::size_t claiming = 0;   // claims submitted, not yet committed
@@ -1331,10 +1339,11 @@ class DispatcherImpl final : public Dispatcher {
   // same transaction (see Chain): only under event ordering, for an alert, on an agent that is
   // up and usable, outside reloads of its ordering and of shutdown; past kChainQuantum steps in
   // a row only while nothing else is known to wait for the agent.
-  bool may_chain(const Agent& a, const InHand& item) const {
+  bool may_chain(Agent& a, const InHand& item) const {
     if (item.chain_steps >= kChainQuantum &&
         (!a.candidates.empty() || a.dirty || a.more_to_pick || a.resume_pending))
       return false;
+    if (a.chain_misses >= kChainMisses && ++a.chain_skipped % kChainRetryEvery != 0) return false;
     return !stopping_ && !a.removed && a.usable && a.cfg.ordering == Ordering::kEvent &&
            a.keys_ordering == Ordering::kEvent && !item.probe && !item.w.event_id.empty() &&
            a.health.state() == AgentHealth::State::kUp && !a.health.probing() &&
@@ -1419,6 +1428,7 @@ class DispatcherImpl final : public Dispatcher {
             for (auto& o : *batch) {
               Agent& a = *agents_.at(o.agent_id);
               if (o.chain) {
+                a.chain_misses = o.chain->claimed ? 0 : a.chain_misses + 1;
                 if (o.chain->claimed) {
                   continue_chain(a, o.item, std::move(o.chain->next));
                   continue;
