@@ -250,6 +250,29 @@ TEST(Writer, CommitListenerRunsAfterTheCommitIsVisible) {
   EXPECT_EQ(calls.load(), 1);  // one commit, one call
 }
 
+// The dispatcher's own claims and outcomes are submitted quiet: a commit made only of quiet
+// operations does not call the listener (the dispatcher would walk its queues again for its own
+// bookkeeping); a commit with any other operation does, at both sync levels.
+TEST(Writer, QuietOperationsAloneDoNotCallTheCommitListener) {
+  for (SyncLevel sync : {SyncLevel::kNormal, SyncLevel::kFull}) {
+    testing::TempDir dir;
+    auto w = open_writer(dir.file("j.db"), sync);
+    ASSERT_TRUE(w);
+    std::atomic<int> calls{0};
+    w->set_commit_listener([&] { calls.fetch_add(1); });
+    for (int i = 0; i < 3; ++i) {
+      std::promise<Status> done;
+      w->submit_quiet([i](SQLite::Database& db) { insert_audit(db, "q" + std::to_string(i)); },
+                      [&](const Status& s) { done.set_value(s); });
+      ASSERT_TRUE(done.get_future().get().is_ok());
+    }
+    EXPECT_EQ(calls.load(), 0);
+    ASSERT_TRUE(w->run([](SQLite::Database& db) { insert_audit(db, "loud"); }).is_ok());
+    w.reset();  // every callback has run
+    EXPECT_EQ(calls.load(), 1);
+  }
+}
+
 TEST(Writer, StatsCountCommitsAndTheirDurations) {
   testing::TempDir dir;
   auto w = open_writer(dir.file("j.db"), SyncLevel::kFull);
