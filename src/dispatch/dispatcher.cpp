@@ -159,6 +159,22 @@ void claim_next_of_alert(SQLite::Database& db, Chain& c) {
   c.next = std::move(next);
 }
 
+// The chain step under a savepoint of its own: whatever goes wrong there (a journal an operator
+// changed, say) leaves the outcome to be journaled as it would be without it, never fails it.
+void try_chain_step(SQLite::Database& db, Chain& c) {
+  cached_statement(db, "SAVEPOINT chain")->exec();
+  try {
+    claim_next_of_alert(db, c);
+  } catch (const std::exception& e) {
+    c.claimed = false;
+    // SQLite rolled the whole transaction back (I/O error, disk full): the outcome fails too.
+    if (sqlite3_get_autocommit(db.getHandle())) throw;
+    cached_statement(db, "ROLLBACK TO chain")->exec();
+    spdlog::debug("chain step for agent {} skipped: {}", c.agent_id, e.what());
+  }
+  cached_statement(db, "RELEASE chain")->exec();
+}
+
 struct Call {
   Agent* agent = nullptr;
   InHand item;
@@ -1328,7 +1344,7 @@ class DispatcherImpl final : public Dispatcher {
       const bool moved = transition(db, id, WebhookState::kInflight, to, f);
       if (chain) {
         chain->claimed = false;
-        if (moved) claim_next_of_alert(db, *chain);
+        if (moved) try_chain_step(db, *chain);
       }
     });
     pending_outcomes_.push_back(
