@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -1124,6 +1125,179 @@ TEST_F(ClockSteps, APauseUntilAStoredTimeEndsWhenTheClockPassesIt) {
   EXPECT_EQ(sink.records().size(), 0u);
   set_wall_clock_offset_for_testing(3'600'000);
   EXPECT_TRUE(wait_until([&] { return relay.count("delivered") == 1; }, 5s));
+}
+
+
+// --- review of i14-chain ----------------------------------------------------------------------
+// Calls two Capture servers saw, in one order: (event, n, status answered).
+struct CallLog {
+  std::mutex mu;
+  std::vector<std::tuple<std::string, int, int>> calls;
+  void add(const httplib::Request& req, int status) {
+    auto j = Json::parse(req.body);
+    std::lock_guard lock(mu);
+    calls.emplace_back(j["eventIdentifier"].dump(), j["n"].get<int>(), status);
+  }
+  // Index of the first call of (event, n) answered 2xx (or any, when !ok_only); -1: none.
+  std::string dump() {
+    std::lock_guard lock(mu);
+    std::string out;
+    for (auto& [e, n, st] : calls)
+      out += "(" + e + "," + std::to_string(n) + "," + std::to_string(st) + ") ";
+    return out;
+  }
+  int first(const std::string& event, int n, bool ok_only) {
+    std::lock_guard lock(mu);
+    for (size_t i = 0; i < calls.size(); ++i)
+      if (std::get<0>(calls[i]) == event && std::get<1>(calls[i]) == n &&
+          (!ok_only || std::get<2>(calls[i]) / 100 == 2))
+        return static_cast<int>(i);
+    return -1;
+  }
+};
+
+// Holds the journal's write lock (another connection, as `iarelay sql` or any other process
+// could) for `hold` once asked: the writer's commits wait meanwhile.
+class WriteLockHolder {
+ public:
+  WriteLockHolder(std::string path, std::chrono::milliseconds hold)
+      : thread_([this, path, hold] {
+          {
+            std::unique_lock lock(mu_);
+            cv_.wait(lock, [&] { return asked_; });
+          }
+          SQLite::Database db(path, SQLite::OPEN_READWRITE);
+          db.setBusyTimeout(10'000);
+          db.exec("BEGIN IMMEDIATE");
+          {
+            std::lock_guard lock(mu_);
+            locked_ = true;
+          }
+          cv_.notify_all();
+          std::this_thread::sleep_for(hold);
+          db.exec("ROLLBACK");
+        }) {}
+  ~WriteLockHolder() {
+    take();
+    thread_.join();
+  }
+  // Takes the lock (once) and returns when it is held.
+  void take() {
+    std::unique_lock lock(mu_);
+    asked_ = true;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return locked_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool asked_ = false, locked_ = false;
+  std::thread thread_;
+};
+
+// Alert 1 (n = 0, 1, 2) and alert 2 (n = 100) on "first" (max_inflight 2, down after one
+// failure). The agent answers alert 1's first webhook 204 while the journal's write lock is
+// held (its outcome, with the chain step claiming n = 1, waits to be committed), then alert 2's
+// webhook 503 (the agent goes down). The chain step's commit then finds the agent down: n = 1
+// goes to the ready list and is given back (unclaim), while the failover sweep, which skips
+// webhooks in hand, has already moved n = 2 to "second". Without the chain step, n = 1 and
+// n = 2 would both have been queued and moved together, in order.
+TEST(Review14, ChainedWebhookGivenBackAtADownAgentIsNotOvertakenByFailover) {
+  testing::TempDir dir;
+  CallLog log;
+  std::atomic<bool> g1_failed{false};
+  WriteLockHolder holder(dir.file("journal.db"), 1500ms);
+  Capture second([&](const httplib::Request& req, httplib::Response& res) {
+    res.status = 204;
+    log.add(req, 204);
+  });
+  Capture first([&](const httplib::Request& req, httplib::Response& res) {
+    auto j = Json::parse(req.body);
+    if (j["eventIdentifier"].dump() == "1" && j["n"] == 0) {
+      holder.take();
+      res.status = 204;
+    } else if (j["eventIdentifier"].dump() == "2" && !g1_failed.exchange(true)) {
+      std::this_thread::sleep_for(300ms);
+      res.status = 503;
+    } else {
+      res.status = 204;
+    }
+    log.add(req, res.status);
+  });
+  Relay relay(dir);
+  auto a = agent("first", first.url());
+  a.max_inflight = 2;
+  a.down_after = 1;
+  // Webhooks without an agent identifier, routed to "first" (the first of the service).
+  // Stored before the start: the first fill claims n = 0 and alert 2 together.
+  std::vector<std::string> ids;
+  for (auto [e, n] : std::vector<std::pair<int, int>>{{1, 0}, {2, 100}, {1, 1}, {1, 2}})
+    ids.push_back(relay.insert_raw("first", "status",
+                                   R"({"eventIdentifier": )" + std::to_string(e) +
+                                       R"(, "n": )" + std::to_string(n) + "}",
+                                   "svc", std::nullopt, std::to_string(e)));
+  relay.start({a, agent("second", second.url())});
+  ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == 4; }, 20s))
+      << relay.count("delivered") << " delivered";
+  const int n1_ok = log.first("1", 1, true), n2_sent = log.first("1", 2, false);
+  ASSERT_GE(n1_ok, 0);
+  ASSERT_GE(n2_sent, 0);
+  EXPECT_LT(n1_ok, n2_sent) << "alert 1: n = 2 was sent before n = 1 was delivered; calls "
+                            << log.dump();
+  std::cout << "[ info ] calls " << log.dump() << "\n";
+}
+
+// As above with one agent, and the unclaim's write failing (a fault injected by a trigger on
+// inflight -> queued; in production: a full disk, an `iarelay sql` session or other process
+// holding the write lock past the 5 s busy timeout, an I/O error). unclaim's completion ignores
+// the status: the key and the seq are released while the row stays inflight, so n = 2 goes
+// first and n = 1 is never sent (inflight until the next restart).
+TEST(Review14, FailedUnclaimOfAReadyWebhookLeavesItInflightAndLetsTheAlertGoOn) {
+  testing::TempDir dir;
+  CallLog log;
+  std::atomic<bool> g1_failed{false};
+  WriteLockHolder holder(dir.file("journal.db"), 1500ms);
+  Capture first([&](const httplib::Request& req, httplib::Response& res) {
+    auto j = Json::parse(req.body);
+    if (j["eventIdentifier"].dump() == "1" && j["n"] == 0) {
+      holder.take();
+      res.status = 204;
+    } else if (j["eventIdentifier"].dump() == "2" && !g1_failed.exchange(true)) {
+      std::this_thread::sleep_for(300ms);
+      res.status = 503;
+    } else {
+      res.status = 204;
+    }
+    log.add(req, res.status);
+  });
+  Relay relay(dir);
+  ASSERT_TRUE(relay.write([](SQLite::Database& db) {
+    db.exec(
+        "CREATE TRIGGER review_fail_requeue BEFORE UPDATE OF state ON webhooks WHEN "
+        "OLD.state='inflight' AND NEW.state='queued' BEGIN SELECT RAISE(ABORT, 'injected'); END");
+  }));
+  auto a = agent("first", first.url());
+  a.max_inflight = 2;
+  a.down_after = 1;
+  std::vector<std::string> ids;
+  for (auto [e, n] : std::vector<std::pair<int, int>>{{1, 0}, {2, 100}, {1, 1}, {1, 2}})
+    ids.push_back(relay.insert_raw("first", "status",
+                                   R"({"eventIdentifier": )" + std::to_string(e) +
+                                       R"(, "n": )" + std::to_string(n) + "}",
+                                   "svc", std::nullopt, std::to_string(e)));
+  relay.start({a});
+  // The write failure lasts until the lock was released and the unclaim tried.
+  std::this_thread::sleep_for(2500ms);
+  ASSERT_TRUE(relay.write(
+      [](SQLite::Database& db) { db.exec("DROP TRIGGER IF EXISTS review_fail_requeue"); }));
+  EXPECT_TRUE(wait_until([&] { return relay.count("delivered") == 4; }, 15s))
+      << relay.count("delivered") << " delivered; n = 1 is " << relay.row(ids[2]).state;
+  const int n1_ok = log.first("1", 1, true), n2_sent = log.first("1", 2, false);
+  EXPECT_GE(n1_ok, 0) << "alert 1: n = 1 never delivered (state " << relay.row(ids[2]).state
+                      << ")";
+  EXPECT_TRUE(n1_ok >= 0 && (n2_sent < 0 || n1_ok < n2_sent))
+      << "alert 1: n = 2 was sent before n = 1 was delivered; calls " << log.dump();
 }
 
 }  // namespace
