@@ -551,6 +551,8 @@ class DispatcherImpl final : public Dispatcher {
         at = std::min(at, now + (a->health.next_probe_at() - steady));
     for (const auto& w : write_retries_)
       at = std::min(at, now + std::max<Millis>(0, w.retry_at - steady));
+    for (const auto& u : unclaim_retries_)
+      at = std::min(at, now + std::max<Millis>(0, u.retry_at - steady));
     for (const auto& [id, a] : agents_)
       if (a->claim_retry_at > steady) at = std::min(at, now + (a->claim_retry_at - steady));
     for (const auto& [id, a] : agents_)
@@ -683,6 +685,11 @@ class DispatcherImpl final : public Dispatcher {
       for (const auto& r : rows) {
         cursor = r.seq;
         if (r.agent || a.in_hand.count(r.seq)) continue;
+        // A webhook of an alert with one in hand (a chain step's claim waiting to be given
+        // back, say) stays: moved, it could be sent before the one in hand.
+        if (a.keys_ordering == Ordering::kEvent &&
+            a.busy_keys.count(ordering_key(Ordering::kEvent, r)))
+          continue;
         if (any_held && !r.event_id.empty() &&
             held_before(*db_, a.cfg.id, r.event_id, r.service, r.seq))
           continue;
@@ -727,11 +734,18 @@ class DispatcherImpl final : public Dispatcher {
     for (const std::string& agent : agents_with_queued(*db_)) {
       if (configured.count(agent)) continue;
       std::int64_t& cursor = retired_cursors_[agent];
+      const Agent* busy = nullptr;  // a removed agent still finishing what it has in hand
+      if (auto it = agents_.find(agent); it != agents_.end()) busy = it->second.get();
       for (;;) {
         auto rows = scan_queue(*db_, agent, cursor, kScanPage);
         for (const auto& r : rows) {
           cursor = r.seq;
           if (r.agent && *r.agent == agent) continue;  // addressed to it: waits for it
+          // Behind a webhook of its alert still in hand (being finished or given back): stays
+          // until that one is done, or it could be sent first elsewhere.
+          if (busy && busy->keys_ordering == Ordering::kEvent &&
+              busy->busy_keys.count(ordering_key(Ordering::kEvent, r)))
+            continue;
           // Never discarded here: rule 3 discards on arrival only. Acknowledged long ago, a
           // webhook whose other hosts are down or paused for a moment waits for them (held).
           Reroute to{r.id, agent, std::nullopt};
@@ -1015,7 +1029,10 @@ class DispatcherImpl final : public Dispatcher {
     if (!give_back.empty()) unclaim(a, std::move(give_back));
   }
 
-  // Claimed but not sent (stopping): back to queued with the attempt not counted.
+  // Claimed but not sent (stopping, or a chain step's claim the agent can no longer take): back
+  // to queued with the attempt not counted. Keys and seqs are released only once that is
+  // journaled: should the write fail, the rows stay inflight and in hand (nothing later of
+  // their alerts goes first) and the write is made again shortly, as outcomes are.
   void unclaim(Agent& a, std::vector<InHand> items) {
     ++outstanding_;
     auto shared = std::make_shared<std::vector<InHand>>(std::move(items));
@@ -1028,10 +1045,18 @@ class DispatcherImpl final : public Dispatcher {
             transition(db, it.w.id, WebhookState::kInflight, WebhookState::kQueued, f);
           }
         },
-        [this, shared, agent_id, mailbox = mailbox_](const Status&) {
-          mailbox->post([this, shared, agent_id] {
+        [this, shared, agent_id, mailbox = mailbox_](const Status& s) {
+          mailbox->post([this, shared, agent_id, s] {
             --outstanding_;
             Agent& ag = *agents_.at(agent_id);
+            if (!s && !stopping_) {
+              spdlog::warn("giving back {} claimed webhooks of {} failed: {}; retrying",
+                           shared->size(), agent_id, s.message());
+              unclaim_retries_.push_back(
+                  {steady_millis() + kWriteRetryDelay, agent_id, std::move(*shared)});
+              return;
+            }
+            // Stopping: rows left inflight are requeued at the next start.
             for (const auto& it : *shared) release(ag, it);
           });
         });
@@ -1459,6 +1484,15 @@ class DispatcherImpl final : public Dispatcher {
   }
 
   void retry_failed_writes(Millis steady) {
+    for (auto it = unclaim_retries_.begin(); it != unclaim_retries_.end();) {
+      if (it->retry_at <= steady) {
+        UnclaimRetry u = std::move(*it);
+        it = unclaim_retries_.erase(it);
+        unclaim(*agents_.at(u.agent_id), std::move(u.items));
+      } else {
+        ++it;
+      }
+    }
     for (auto it = write_retries_.begin(); it != write_retries_.end();) {
       if (it->retry_at <= steady) {
         std::vector<PendingOutcome> one;
@@ -1492,6 +1526,13 @@ class DispatcherImpl final : public Dispatcher {
   std::size_t max_connections_ = 0;
   std::vector<PendingOutcome> pending_outcomes_;
   std::vector<PendingOutcome> write_retries_;
+  // Give-backs (unclaim) whose write failed: made again at retry_at (steady), keys kept busy.
+  struct UnclaimRetry {
+    Millis retry_at;
+    std::string agent_id;
+    std::vector<InHand> items;
+  };
+  std::vector<UnclaimRetry> unclaim_retries_;
   std::mt19937_64 rng_;
   std::uniform_real_distribution<double> draw_{0.0, 1.0};
   Millis last_check_ = 0;
