@@ -214,6 +214,8 @@ struct Agent {
   std::unordered_set<std::int64_t> streak;    // backed off during the current failure run
   std::unordered_set<std::int64_t> expedite;  // due at once: backed off before it came back
   std::int64_t failover_cursor = 0;
+  std::unordered_set<std::string> failover_skipped;  // alerts the current pass left behind
+  bool failover_recheck = false;  // the last sweep left an alert behind: sweep again soon
   bool failover_pending = false;
   ReadGate scan_gate, failover_gate;  // this agent's reads (see ReadGate)
   // Where the next fill's second window starts (0: right after the head window: a new pass),
@@ -671,9 +673,13 @@ class DispatcherImpl final : public Dispatcher {
   // available agent hosting their service.
   void sweep_failover(Agent& a, Millis steady) {
     if (a.failover_pending || a.removed || a.health.state() == AgentHealth::State::kUp) return;
-    if (steady - last_failover_sweep_[a.cfg.id] < kForcedReloadEvery && a.failover_cursor == 0)
+    // An alert left behind because a webhook of it was in hand is looked at again as soon as
+    // something was released (not only at the next forced reload).
+    if (steady - last_failover_sweep_[a.cfg.id] < kForcedReloadEvery && a.failover_cursor == 0 &&
+        !(a.failover_recheck && a.dirty))
       return;
     last_failover_sweep_[a.cfg.id] = steady;
+    a.failover_recheck = false;
     std::vector<std::pair<std::string, std::string>> moves;
     std::size_t walked = 0;
     std::int64_t cursor = a.failover_cursor;
@@ -687,9 +693,17 @@ class DispatcherImpl final : public Dispatcher {
         if (r.agent || a.in_hand.count(r.seq)) continue;
         // A webhook of an alert with one in hand (a chain step's claim waiting to be given
         // back, say) stays: moved, it could be sent before the one in hand.
-        if (a.keys_ordering == Ordering::kEvent &&
-            a.busy_keys.count(ordering_key(Ordering::kEvent, r)))
-          continue;
+        // The walk is paged over loop turns: an alert skipped once stays skipped for the rest
+        // of the pass (its key may be released before a later page), so nothing of it is
+        // moved ahead of the webhook left behind; the next pass moves them in order.
+        if (a.keys_ordering == Ordering::kEvent) {
+          std::string key = ordering_key(Ordering::kEvent, r);
+          if (a.busy_keys.count(key) || a.failover_skipped.count(key)) {
+            a.failover_skipped.insert(std::move(key));
+            a.failover_recheck = true;
+            continue;
+          }
+        }
         if (any_held && !r.event_id.empty() &&
             held_before(*db_, a.cfg.id, r.event_id, r.service, r.seq))
           continue;
@@ -704,6 +718,7 @@ class DispatcherImpl final : public Dispatcher {
       if (walked >= kMaxWalkRows) break;
     }
     a.failover_cursor = cursor;
+    if (cursor == 0) a.failover_skipped.clear();  // the pass ended: the next starts afresh
     if (moves.empty()) return;
     a.failover_pending = true;
     a.candidates.clear();
@@ -736,6 +751,8 @@ class DispatcherImpl final : public Dispatcher {
       std::int64_t& cursor = retired_cursors_[agent];
       const Agent* busy = nullptr;  // a removed agent still finishing what it has in hand
       if (auto it = agents_.find(agent); it != agents_.end()) busy = it->second.get();
+      std::unordered_set<std::string>& skipped = retired_skipped_[agent];
+      if (cursor == 0) skipped.clear();  // a new pass
       for (;;) {
         auto rows = scan_queue(*db_, agent, cursor, kScanPage);
         for (const auto& r : rows) {
@@ -743,9 +760,14 @@ class DispatcherImpl final : public Dispatcher {
           if (r.agent && *r.agent == agent) continue;  // addressed to it: waits for it
           // Behind a webhook of its alert still in hand (being finished or given back): stays
           // until that one is done, or it could be sent first elsewhere.
-          if (busy && busy->keys_ordering == Ordering::kEvent &&
-              busy->busy_keys.count(ordering_key(Ordering::kEvent, r)))
-            continue;
+          // As in sweep_failover, an alert skipped once stays skipped for the rest of the pass.
+          if (busy && busy->keys_ordering == Ordering::kEvent) {
+            std::string key = ordering_key(Ordering::kEvent, r);
+            if (busy->busy_keys.count(key) || skipped.count(key)) {
+              skipped.insert(std::move(key));
+              continue;
+            }
+          }
           // Never discarded here: rule 3 discards on arrival only. Acknowledged long ago, a
           // webhook whose other hosts are down or paused for a moment waits for them (held).
           Reroute to{r.id, agent, std::nullopt};
@@ -849,6 +871,9 @@ class DispatcherImpl final : public Dispatcher {
   void schedule(Agent& a, Millis now, Millis steady) {
     start_ready(a);
     if (a.removed || !a.usable) return;
+    // Webhooks are being moved away (failover): a claim now (a probe) could take one whose
+    // alert's later webhooks are moved and then sent first elsewhere. Claims wait for the move.
+    if (a.failover_pending) return;
     // A claim's commit failed (a full disk): the next waits like any failed write, instead of
     // being made again at once, in a loop, for as long as the journal cannot be written.
     if (steady < a.claim_retry_at) return;
@@ -1548,7 +1573,9 @@ class DispatcherImpl final : public Dispatcher {
   bool retired_pending_ = false;
   Millis last_retired_sweep_ = 0;
   std::map<std::string, std::int64_t> retired_cursors_;  // where each queue's walk goes on
-  int failures_in_a_row_ = 0;                            // reads failed since one last went through
+  // Alerts each queue's current pass left behind (a webhook of theirs in hand).
+  std::map<std::string, std::unordered_set<std::string>> retired_skipped_;
+  int failures_in_a_row_ = 0;  // reads failed since one last went through
 };
 
 }  // namespace
