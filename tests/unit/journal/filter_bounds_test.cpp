@@ -1,4 +1,4 @@
-// Review 7: what the queue commands and resend do to webhooks that arrive (or change) while a
+// What the queue commands and resend do to webhooks that arrive (or change) while a
 // command runs. A command chooses its webhooks by filter when the operator starts it; a webhook
 // the daemon acknowledges after that moment is not one the operator chose.
 #include <SQLiteCpp/SQLiteCpp.h>
@@ -15,7 +15,7 @@ namespace {
 
 constexpr Millis kMinute = 60'000;
 
-class Review7Test : public ::testing::Test {
+class FilterBounds : public ::testing::Test {
  protected:
   void SetUp() override {
     auto db = open_journal_for_write(dir_.file("j.db"), SyncLevel::kNormal);
@@ -62,7 +62,7 @@ class Review7Test : public ::testing::Test {
 // acknowledges a new webhook for agent-a (received after the command began): the command's
 // keyset walk reaches it and deletes it too. Nothing records its id (the audit row of a filter
 // delete has only the filter; the attempts go with the row): an acknowledged webhook is gone.
-TEST_F(Review7Test, DeleteByFilterLeavesWebhooksAcceptedAfterTheCommandBegan) {
+TEST_F(FilterBounds, DeleteByFilterLeavesWebhooksAcceptedAfterTheCommandBegan) {
   add(*db_, "old1", WebhookState::kQueued, now_ - 3 * kMinute);
   add(*db_, "old2", WebhookState::kQueued, now_ - 2 * kMinute);
   add(*db_, "old3", WebhookState::kQueued, now_ - kMinute);
@@ -84,12 +84,18 @@ TEST_F(Review7Test, DeleteByFilterLeavesWebhooksAcceptedAfterTheCommandBegan) {
   EXPECT_EQ(ids("queued"), "acked-later")
       << "a webhook acknowledged after the delete began was deleted by it";
   EXPECT_EQ(*deleted, 3);
+  // The audit keeps the ids the delete took (a filter delete recorded only its filter).
+  SQLite::Statement linked(*db_,
+                           "SELECT group_concat(webhook_id, ',') FROM (SELECT webhook_id FROM "
+                           "audit_webhooks ORDER BY webhook_id)");
+  linked.executeStep();
+  EXPECT_EQ(linked.getColumn(0).getString(), "old1,old2,old3");
 }
 
 // The same for a replay: `iarelay resend --state delivered --since -1h --force` replays what
 // was delivered in the last hour. A webhook received and delivered while the command runs is
 // replayed as well: the agent gets it twice, though nobody asked for it.
-TEST_F(Review7Test, ReplayByFilterDoesNotReplayWebhooksDeliveredAfterTheCommandBegan) {
+TEST_F(FilterBounds, ReplayByFilterDoesNotReplayWebhooksDeliveredAfterTheCommandBegan) {
   for (int i = 0; i < 3; ++i)
     add(*db_, "d" + std::to_string(i), WebhookState::kDelivered, now_ - (3 - i) * kMinute);
   WebhookFilter f;
