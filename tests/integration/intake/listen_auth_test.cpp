@@ -442,5 +442,51 @@ TEST(ListenAuthDaemon, LoadgenWithBasicAndQueryAndRotationByReload) {
   }
 }
 
+// The loadgen's libcurl path (https://) sends each scheme too: an in-process relay with TLS
+// takes every webhook of each run with Basic (the configured user), bearer and query.
+TEST(ListenAuthDaemon, LoadgenOverHttpsSendsEachScheme) {
+  if (!have_binaries()) GTEST_SKIP() << "iarelay-loadgen not built";
+  testing::TempDir dir;
+  auto gen =
+      testing::run({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1",
+                    "-keyout", dir.file("key.pem"), "-out", dir.file("cert.pem")});
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  InProcessRelay relay(dir.file("j.db"), {make_agent(kAgent, {"hpnnmi"})});
+  int port =
+      relay.start_server(0, "placeholder", 1 << 20, dir.file("cert.pem"), dir.file("key.pem"));
+  ASSERT_GT(port, 0);
+  relay.set_credentials({{kOld, kNew}, "nnmi-relay"});
+  testing::write_file(dir.file("token"), std::string(kNew) + "\n");
+  int expected = 0;
+  for (std::vector<std::string> how :
+       {std::vector<std::string>{"--auth", "basic", "--user", "nnmi-relay"},
+        {"--auth", "bearer"},
+        {"--auth", "query"},
+        {"--auth", "basic"}}) {
+    std::vector<std::string> argv = {testing::bin("iarelay-loadgen"),
+                                     "--url",
+                                     "https://127.0.0.1:" + std::to_string(port),
+                                     "--service",
+                                     "hpnnmi",
+                                     "--count",
+                                     "20",
+                                     "--concurrency",
+                                     "2",
+                                     "--token-file",
+                                     dir.file("token"),
+                                     "--give-up-after",
+                                     "20"};
+    argv.insert(argv.end(), how.begin(), how.end());
+    auto r = testing::run(argv);
+    bool wrong_user = how.size() == 2 && how[1] == "basic";  // default user "xmatters"
+    EXPECT_EQ(r.exit_code, wrong_user ? 1 : 0) << how[1] << ": " << r.out << r.err;
+    EXPECT_EQ(summary_field(r.out, "accepted"), wrong_user ? "0" : "20") << how[1] << r.err;
+    if (!wrong_user) expected += 20;
+    EXPECT_EQ(r.err.find(kNew), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(relay.count(), expected);
+}
+
 }  // namespace
 }  // namespace iarelay
