@@ -76,7 +76,7 @@ void check_authentication(HttpRequest& req) {
                "refusal message '%s'", show(*refusal).c_str());
     FUZZ_CHECK(!has_token(*refusal), "refusal names a token: '%s'", show(*refusal).c_str());
     // What the request sent is not echoed: the refusals are a few fixed texts, however many
-    // different requests are refused (there are 12 today).
+    // different requests are refused (ten today).
     static std::set<std::string> seen;
     seen.insert(*refusal);
     FUZZ_CHECK(seen.size() <= 20, "refusal depends on the request: '%s'", show(*refusal).c_str());
