@@ -39,7 +39,10 @@ constexpr ConfigKey kKeys[] = {
     {"listen", "address", "address", "127.0.0.1:8080", "", false,
      "host:port of the HTTP intake, feed and admin endpoints"},
     {"listen", "token_file", "path", "", "", false,
-     "if set, requests need 'Authorization: Bearer <token>' (env IARELAY_LISTEN_TOKEN)"},
+     "if set, /v1 requests need one of its tokens (one per line; re-read on SIGHUP) as HTTP "
+     "Basic's password, a bearer token or ?token= (env IARELAY_LISTEN_TOKEN)"},
+    {"listen", "user", "string", "", "", true,
+     "if set, HTTP Basic's user name must be this one (else any user name is accepted)"},
     {"listen", "max_body", "size", "1MiB", "", false, "largest accepted webhook body"},
     {"listen", "max_connections", "int", "1024", "", false,
      "connections served at once; a new one past it is answered 503 and closed"},
@@ -393,6 +396,10 @@ Result<Config> load_config(const std::string& file, const ConfigOverrides& overr
       return error_at(r.where("address"), "listen", "address",
                       "'" + l.address + "' is not host:port");
     l.token_file = r.str("token_file");
+    l.user = r.str("user");
+    if (l.user.find(':') != std::string::npos)
+      return error_at(r.where("user"), "listen", "user",
+                      "must not contain ':' (HTTP Basic puts one between user name and password)");
     IARELAY_TRY(r.size("max_body", l.max_body));
     if (l.max_body <= 0) return error_at(r.where("max_body"), "listen", "max_body", "must be > 0");
     IARELAY_TRY(r.integer("max_connections", l.max_connections, 1, 1'000'000));

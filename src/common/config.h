@@ -42,6 +42,7 @@ struct ListenConfig {
   std::int64_t max_body = 1 << 20;
   int max_connections = 1024;  // past it a new connection is answered 503 and closed
   std::string tls_cert, tls_key;
+  std::string user;  // HTTP Basic's user name; empty: any
 };
 
 struct UpstreamConfig {

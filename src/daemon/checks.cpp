@@ -8,10 +8,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
 
+#include "common/tokens.h"
 #include "dispatch/signature.h"
 #include "journal/journal.h"
 
@@ -46,6 +48,18 @@ void check_secret_file(const std::string& where, const std::string& file, const 
   auto secret = read_secret(file, env);
   if (!secret)
     problems.push_back(where + ": " + secret.status().message() + " (and " + env + " is not set)");
+}
+
+// As the listener reads its tokens: one per line, at least one.
+void check_token_file(const std::string& where, const std::string& file,
+                      std::vector<std::string>& problems) {
+  const char* env = "IARELAY_LISTEN_TOKEN";
+  const char* value = std::getenv(env);
+  bool from_env = value && *value;
+  auto tokens = read_tokens(file, env);
+  if (!tokens)
+    problems.push_back(where + ": " + tokens.status().message() +
+                       (from_env ? "" : " (and " + std::string(env) + " is not set)"));
 }
 
 // As the listener loads them (asio's use_certificate_chain_file and use_private_key_file).
@@ -136,8 +150,7 @@ std::vector<std::string> start_problems(const Config& config) {
     if (!key) problems.push_back(prefix + key.status().message());
   }
   if (config.listen) {
-    check_secret_file(prefix + "[listen] token_file", config.listen->token_file,
-                      "IARELAY_LISTEN_TOKEN", problems);
+    check_token_file(prefix + "[listen] token_file", config.listen->token_file, problems);
     check_tls(prefix, *config.listen, problems);
   }
   if (config.upstream) {

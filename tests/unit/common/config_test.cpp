@@ -106,6 +106,15 @@ TEST_F(ConfigFile, AbsentSectionsMeanNoListenerNoPollingNoAgents) {
   EXPECT_EQ(none->journal, "var/journal.db");
 }
 
+TEST_F(ConfigFile, ListenUserIsReadAndMayNotHoldAColon) {
+  auto c = load("[listen]\nuser = xmatters\n");
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  EXPECT_EQ(c->listen->user, "xmatters");
+  EXPECT_EQ(load("[listen]\n")->listen->user, "");  // any user name
+  EXPECT_TRUE(contains(error("[listen]\nuser = x:y\n"),
+                       "iarelay.conf:2: [listen] user: must not contain ':'"));
+}
+
 TEST_F(ConfigFile, EveryKeyOfTheSpecIsRead) {
   auto c = load(R"(journal = /srv/iarelay/journal.db   # comment after a value
 sync = normal
