@@ -60,15 +60,14 @@ constexpr ConfigKey kKeys[] = {
     {"agent.*", "id", "string", "", "", true,
      "the agent identifier webhooks carry (default: the section's name)"},
     {"agent.*", "callback", "url", "", "", true,
-     "URL each webhook is POSTed to (required): an apia_callback, or an Integration Agent's "
-     "gateway with {domain} and {service} filled in per webhook "
-     "(http://ia-host:8081/http/{domain}_{service})"},
+     "URL each webhook is POSTed to (required); {domain} and {service} are filled in per "
+     "webhook (an Integration Agent's gateway: http://ia-host:8081/http/{domain}_{service})"},
     {"agent.*", "domain", "string", "applications", "", true,
      "{domain} in callback for a service written without one ('X|name' gives X)"},
     {"agent.*", "services", "list", "", "", true, "integration services this agent hosts"},
     {"agent.*", "kinds", "list", kDefaultKinds, "", true,
-     "webhook types delivered to this agent (* for every type); a webhook of another type ends "
-     "discarded with the reason, resendable once its type is added"},
+     "webhook types delivered to this agent (* for every type); others end discarded with "
+     "the reason"},
     {"agent.*", "format", "enum", "ia", "ia|raw", true,
      "ia: the apia_callback message; raw: the payload as received"},
     {"agent.*", "secret_file", "path", "", "", true,
@@ -689,6 +688,19 @@ std::string config_example() {
            (std::string(k.choices).empty() ? "" : " (" + std::string(k.choices) + ")") + "\n";
     out += off + kk + " =" + (value.empty() ? "" : " " + value) + "\n";
   }
+  out +=
+      "\n# A real Integration Agent's service gateway (docs/integration-agent.md): one section\n"
+      "# serves all its services, {domain} and {service} filled in per webhook (hpnnmi:\n"
+      "# /http/applications_hpnnmi); types other than kinds end discarded with the reason.\n"
+      "# Uncomment the section to use it (beside [agent.nnmi1], it takes over its services\n"
+      "# while nnmi1 is down or paused: failover).\n"
+      "#[agent.ia1]\n"
+      "#id = ws-198/127.0.0.1:8082\n"
+      "#callback = http://127.0.0.1:8082/http/{domain}_{service}\n"
+      "#services = hpnnmi, remedy\n"
+      "#format = ia\n"
+      "#kinds = " +
+      std::string(kDefaultKinds) + "\n";
   return out;
 }
 
