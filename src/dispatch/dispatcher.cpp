@@ -780,6 +780,10 @@ class DispatcherImpl final : public Dispatcher {
       a.busy_keys.insert(item.key);
       a.in_hand.insert(item.w.seq);
       a.expedite.erase(item.w.seq);
+      if (!a.cfg.takes(item.w.type)) {
+        discard_not_taken(a, std::move(item));
+        continue;
+      }
       batch.push_back(std::move(item));
       --free;
     }
@@ -876,6 +880,26 @@ class DispatcherImpl final : public Dispatcher {
     a.dirty = false;  // only now: a scan that failed part-way is done again
     // Walked without finding work behind busy keys: completions will mark the agent dirty; the
     // rows not walked are looked at again at the next forced reload.
+  }
+
+  // A webhook of a type the agent's `kinds` leave out is not sent: it ends discarded with the
+  // reason (terminal, so the next webhook of its alert goes on; `iarelay resend` queues it
+  // again, and it ends the same way while its type is still left out). Checked here, with the
+  // agent's current configuration, so a reload that adds the type applies to the next pick. No
+  // claim and no attempt; its key stays busy until the discard is durable, as a call's would.
+  void discard_not_taken(Agent& a, InHand item) {
+    const std::string reason = "type \"" + truncate(header_value(item.w.type), 200) +
+                               "\" is not in [agent." + a.cfg.handle + "] kinds (" +
+                               a.cfg.kinds_text() + ")";
+    spdlog::info("webhook {} discarded for {}: {}", item.w.id, a.cfg.id, truncate(reason, 300));
+    TransitionFields f;
+    f.last_error = std::optional<std::string>(truncate(reason, 1000));
+    f.next_attempt_at = std::optional<Millis>();
+    const std::string id = item.w.id;
+    auto op = std::make_shared<Writer::Op>([id, f](SQLite::Database& db) {
+      transition(db, id, WebhookState::kQueued, WebhookState::kDiscarded, f);
+    });
+    pending_outcomes_.push_back({0, a.cfg.id, std::move(item), std::move(op), std::string()});
   }
 
   void claim(Agent& a, std::vector<InHand> batch) {
@@ -1060,7 +1084,8 @@ class DispatcherImpl final : public Dispatcher {
     call.easy = take_easy();
     if (!call.easy) throw std::runtime_error("curl_easy_init failed");
     CURL* e = call.easy;
-    curl_easy_setopt(e, CURLOPT_URL, a.cfg.callback.c_str());
+    // {domain} and {service} filled in for this webhook (libcurl copies the string).
+    curl_easy_setopt(e, CURLOPT_URL, callback_url(a.cfg, w.service).c_str());
     curl_easy_setopt(e, CURLOPT_POST, 1L);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, call.body.data());
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(call.body.size()));

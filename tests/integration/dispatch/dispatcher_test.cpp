@@ -663,6 +663,7 @@ TEST(Dispatch, InvalidUtf8InAJournalRowDoesNotStopDeliveries) {
   Relay relay(dir);
   auto a = agent("a", agent_server.url());
   a.format = AgentFormat::kIa;
+  a.all_kinds = true;  // the type below is none of the default kinds
   relay.start({a});
   // The reproduction: a valid payload, a type (and service, agent) with bytes not UTF-8.
   std::string bad_type =
@@ -767,7 +768,9 @@ TEST(Dispatch, HeaderValuesFromTheJournalCannotAddHeaders) {
   testing::TempDir dir;
   Capture agent_server;
   Relay relay(dir);
-  relay.start({agent("a", agent_server.url())});
+  auto a = agent("a", agent_server.url());
+  a.all_kinds = true;  // the type below is none of the default kinds
+  relay.start({a});
   std::string id = relay.insert_raw("a", "status\r\nX-Evil: 1", R"({"eventIdentifier": 1})",
                                     "svc\nX-Evil-Too: 2\x01");
   ASSERT_TRUE(wait_until([&] { return relay.row(id).state == "delivered"; }, 10s));
