@@ -50,18 +50,6 @@ void check_secret_file(const std::string& where, const std::string& file, const 
     problems.push_back(where + ": " + secret.status().message() + " (and " + env + " is not set)");
 }
 
-// As the listener reads its tokens: one per line, at least one.
-void check_token_file(const std::string& where, const std::string& file,
-                      std::vector<std::string>& problems) {
-  const char* env = "IARELAY_LISTEN_TOKEN";
-  const char* value = std::getenv(env);
-  bool from_env = value && *value;
-  auto tokens = read_tokens(file, env);
-  if (!tokens)
-    problems.push_back(where + ": " + tokens.status().message() +
-                       (from_env ? "" : " (and " + std::string(env) + " is not set)"));
-}
-
 // As the listener loads them (asio's use_certificate_chain_file and use_private_key_file).
 void check_tls(const std::string& prefix, const ListenConfig& l,
                std::vector<std::string>& problems) {
@@ -142,6 +130,19 @@ void check_journal(const std::string& path, std::vector<std::string>& problems) 
 
 }  // namespace
 
+// As the listener reads its tokens: one per line, at least one.
+std::string listen_token_problem(const Config& config) {
+  if (!config.listen) return "";
+  const char* env = "IARELAY_LISTEN_TOKEN";
+  const char* value = std::getenv(env);
+  bool from_env = value && *value;
+  auto tokens = read_tokens(config.listen->token_file, env);
+  if (tokens) return "";
+  return (config.file.empty() ? "" : config.file + ": ") +
+         "[listen] token_file: " + tokens.status().message() +
+         (from_env ? "" : " (and " + std::string(env) + " is not set)");
+}
+
 std::vector<std::string> start_problems(const Config& config) {
   std::vector<std::string> problems;
   const std::string prefix = config.file.empty() ? "" : config.file + ": ";
@@ -150,7 +151,7 @@ std::vector<std::string> start_problems(const Config& config) {
     if (!key) problems.push_back(prefix + key.status().message());
   }
   if (config.listen) {
-    check_token_file(prefix + "[listen] token_file", config.listen->token_file, problems);
+    if (std::string p = listen_token_problem(config); !p.empty()) problems.push_back(p);
     check_tls(prefix, *config.listen, problems);
   }
   if (config.upstream) {

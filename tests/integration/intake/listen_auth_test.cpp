@@ -442,6 +442,31 @@ TEST(ListenAuthDaemon, LoadgenWithBasicAndQueryAndRotationByReload) {
   }
 }
 
+// A token file with no token in it does not start the daemon (nor pass --check), naming the
+// file; the same file with a token does.
+TEST(ListenAuthDaemon, ATokenFileWithoutATokenStopsTheStart) {
+  if (!have_binaries()) GTEST_SKIP() << "iarelayd not built";
+  testing::TempDir dir;
+  const int port = testing::free_port();
+  testing::write_file(dir.file("intake.token"), "\n \t\n\n");
+  testing::write_file(dir.file("relay.conf"),
+                      "journal = " + dir.file("journal.db") +
+                          "\n[listen]\naddress = 127.0.0.1:" + std::to_string(port) +
+                          "\ntoken_file = " + dir.file("intake.token") + "\n");
+  const std::string says = "[listen] token_file: " + dir.file("intake.token") +
+                           ": token file holds no token (write one token per line)";
+  for (bool check : {true, false}) {
+    std::vector<std::string> argv = {testing::bin("iarelayd"), "--config", dir.file("relay.conf")};
+    if (check) argv.push_back("--check");
+    auto r = testing::run(argv);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_NE(r.err.find(says), std::string::npos) << r.err;
+  }
+  testing::write_file(dir.file("intake.token"), std::string(kNew) + "\n");
+  auto ok = testing::run({testing::bin("iarelayd"), "--config", dir.file("relay.conf"), "--check"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+}
+
 // The loadgen's libcurl path (https://) sends each scheme too: an in-process relay with TLS
 // takes every webhook of each run with Basic (the configured user), bearer and query.
 TEST(ListenAuthDaemon, LoadgenOverHttpsSendsEachScheme) {
