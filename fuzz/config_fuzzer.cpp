@@ -4,8 +4,9 @@
 // - no crash, no exception;
 // - every error about the file is one line naming the file and a line number within it
 //   ("FILE:N: ..."); every error about an override names the command line;
-// - an accepted configuration is valid: unique agent ids, http(s) callbacks, positive
-//   timeouts, backoff_initial <= backoff_max, a listener address with a port, max_body > 0.
+// - an accepted configuration is valid: unique agent ids, http(s) callbacks (still so with
+//   {service} and {domain} filled in), at least one type in kinds, positive timeouts,
+//   backoff_initial <= backoff_max, a listener address with a port, max_body > 0.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -51,6 +52,13 @@ void check_valid(const Config& c) {
       FUZZ_CHECK(c.agents[j].id != a.id, "duplicate agent id '%s'", show(a.id).c_str());
     FUZZ_CHECK(a.callback.rfind("http://", 0) == 0 || a.callback.rfind("https://", 0) == 0,
                "callback '%s'", show(a.callback).c_str());
+    // Filled in for any service, the callback is still an http(s) URL without braces (every
+    // placeholder was a known one) and with its host unchanged.
+    const std::string url = callback_url(a, "x|y {z}/");
+    FUZZ_CHECK(url.rfind(a.callback.substr(0, a.callback.find_first_of("/?#{", 8)), 0) == 0 &&
+                   url.find_first_of("{}") == std::string::npos,
+               "callback '%s' filled in as '%s'", show(a.callback).c_str(), show(url).c_str());
+    FUZZ_CHECK(!a.kinds.empty() || a.all_kinds, "agent '%s' takes no type", show(a.id).c_str());
     FUZZ_CHECK(!a.id.empty() && a.timeout > 0 && a.backoff_initial > 0 &&
                    a.backoff_initial <= a.backoff_max && a.max_inflight >= 1 && a.down_after >= 1 &&
                    a.max_attempts >= 1,

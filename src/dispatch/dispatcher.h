@@ -19,6 +19,9 @@
 //   only once the claim is durable; its outcome and the attempts row are journaled
 //   asynchronously, and its ordering key stays busy until that commit, so a later webhook of
 //   the same alert never overtakes it.
+// - A webhook whose type the agent's `kinds` leave out is not claimed: picked like any other
+//   (its key busy), it goes queued → discarded with the reason, no call and no attempt.
+//   The call's URL is the agent's callback with {domain} and {service} filled in.
 // - One webhook never stops the thread: a problem of the webhook itself while preparing its
 //   call (payload missing, ia conversion) fails that webhook; a local error with no call made
 //   (reading the payload, starting the call) requeues it with its attempt given back

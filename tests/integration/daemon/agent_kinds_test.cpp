@@ -145,6 +145,47 @@ TEST(AgentKinds, OneSectionServesTheGatewayAndOtherTypesEndDiscardedUntilAdded) 
   EXPECT_EQ(relay.wait(20s), 0);
 }
 
+// While its agent is paused, `iarelay show` says that a queued webhook's type is not in the
+// agent's kinds (with --config); on resume it ends discarded, not sent.
+TEST(AgentKinds, ShowSaysAQueuedTypeIsNotInTheAgentsKinds) {
+  TempDir dir;
+  Gateway ia;
+  int port = free_port();
+  const std::string conf = dir.file("relay.conf");
+  write_file(conf, config(dir, port, ia.base() + "/http/{domain}_{service}"));
+  Process relay({bin("iarelayd"), "--config", conf}, "", dir.file("relay.log"));
+  ASSERT_TRUE(wait_for_port(port)) << read_file(dir.file("relay.log"));
+  auto pause = run({bin("iarelay"), "--config", conf, "agent", "pause", "nnmi1"});
+  ASSERT_EQ(pause.exit_code, 0) << pause.err;
+  ASSERT_TRUE(
+      wait_until([&] { return has_line(dir.file("relay.log"), "paused by operator"); }, 10s))
+      << read_file(dir.file("relay.log"));
+  const std::string id = post(port, "/v1/webhooks/hpnnmi?agent=nnmi1",
+                              R"({"eventIdentifier": 21, "xmatters_callback_type": "escalation"})");
+  auto show = run({bin("iarelay"), "--config", conf, "show", id});
+  ASSERT_EQ(show.exit_code, 0) << show.err;
+  EXPECT_NE(show.out.find("state            queued"), std::string::npos) << show.out;
+  EXPECT_NE(show.out.find("its type \"escalation\" is not in [agent.nnmi1] kinds (status, "
+                          "deliveryStatus, response, annotation) of " +
+                          conf + ": the daemon discards it instead of sending it"),
+            std::string::npos)
+      << show.out;
+  auto resume = run({bin("iarelay"), "--config", conf, "agent", "resume", "nnmi1"});
+  ASSERT_EQ(resume.exit_code, 0) << resume.err;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto list = run(
+            {bin("iarelay"), "--config", conf, "list", "--state", "discarded", "--format", "json"});
+        Json rows = Json::parse(list.out, nullptr, false);
+        return rows.is_array() && rows.size() == 1u && rows[0]["id"] == id;
+      },
+      10s))
+      << read_file(dir.file("relay.log"));
+  EXPECT_EQ(ia.calls(), 0u);
+  relay.signal(SIGTERM);
+  EXPECT_EQ(relay.wait(20s), 0);
+}
+
 // A mistyped placeholder is refused at start (and by --check) and at a reload, naming the line.
 TEST(AgentKinds, UnknownPlaceholderIsAConfigurationErrorNamingTheLine) {
   TempDir dir;
