@@ -431,14 +431,19 @@ std::string callback_url(const AgentConfig& agent, std::string_view service) {
   if (url.find('{') == std::string::npos) return url;
   std::string_view domain = agent.domain, name = service;
   if (size_t bar = service.find('|'); bar != std::string_view::npos) {
-    domain = service.substr(0, bar);
-    name = service.substr(bar + 1);
+    // `ops|` or `|x` (a sender's spelling): an empty part is never filled in, so no path
+    // segment goes empty; the service as sent, encoded, stands for an empty name.
+    if (bar > 0) domain = service.substr(0, bar);
+    if (bar + 1 < service.size()) name = service.substr(bar + 1);
   }
   auto encode = [](std::string& out, std::string_view v) {
     static const char* kHex = "0123456789ABCDEF";
+    // A value of dots only (`.`, `..`) is encoded whole: left as it is, it would be a dot
+    // segment that libcurl removes, sending the call to another path of the gateway.
+    const bool dots_only = v.find_first_not_of('.') == std::string_view::npos;
     for (char ch : v) {
       auto c = static_cast<unsigned char>(ch);
-      if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      if (std::isalnum(c) || c == '-' || (c == '.' && !dots_only) || c == '_' || c == '~') {
         out.push_back(ch);
       } else {
         out.push_back('%');

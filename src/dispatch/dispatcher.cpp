@@ -570,9 +570,12 @@ class DispatcherImpl final : public Dispatcher {
     held_cursor_ = rows.size() == static_cast<size_t>(kScanPage) ? rows.back().seq : 0;
     if (held_cursor_) held_dirty_ = true;  // more pages: continue on the next turn
     std::vector<std::pair<std::string, std::string>> moves;  // id → agent
-    for (const auto& r : rows)
-      if (auto target = ctx_.directory->available_agent_for(r.service))
-        moves.emplace_back(r.id, *target);
+    for (const auto& r : rows) {
+      // An agent that takes its type first; else any (which discards it with the reason).
+      auto target = ctx_.directory->available_agent_for(r.service, "", r.type);
+      if (!target) target = ctx_.directory->available_agent_for(r.service);
+      if (target) moves.emplace_back(r.id, *target);
+    }
     if (moves.empty()) return;
     held_pending_ = true;
     submit_moves(std::move(moves), [this] { held_pending_ = false; });
@@ -599,7 +602,10 @@ class DispatcherImpl final : public Dispatcher {
         if (any_held && !r.event_id.empty() &&
             held_before(*db_, a.cfg.id, r.event_id, r.service, r.seq))
           continue;
-        if (auto target = ctx_.directory->available_agent_for(r.service, a.cfg.id))
+        // Only to an agent that takes its type, if this one does (else it would be discarded
+        // there, where this agent would deliver it once back).
+        if (auto target = ctx_.directory->available_agent_for(r.service, a.cfg.id,
+                                                              a.cfg.takes(r.type) ? r.type : ""))
           moves.emplace_back(r.id, *target);
       }
       walked += rows.size();
@@ -651,7 +657,7 @@ class DispatcherImpl final : public Dispatcher {
           if (r.agent)
             to.agent = *r.agent;
           else
-            to.agent = ctx_.directory->route(r.service, std::nullopt).assigned_agent;
+            to.agent = ctx_.directory->route(r.service, std::nullopt, r.type).assigned_agent;
           reroutes.push_back(std::move(to));
         }
         walked += rows.size();
@@ -896,7 +902,15 @@ class DispatcherImpl final : public Dispatcher {
     f.last_error = std::optional<std::string>(truncate(reason, 1000));
     f.next_attempt_at = std::optional<Millis>();
     const std::string id = item.w.id;
-    auto op = std::make_shared<Writer::Op>([id, f](SQLite::Database& db) {
+    auto op = std::make_shared<Writer::Op>([id, agent = a.cfg.id, f](SQLite::Database& db) {
+      // Only while it is still this agent's: moved meanwhile (iarelay move, a failover) to an
+      // agent that may take its type, it is that agent's to decide.
+      SQLite::Statement still(
+          db, "SELECT 1 FROM webhooks WHERE id=? AND state='queued' AND assigned_agent=?");
+      still.bind(1, id);
+      still.bind(2, agent);
+      if (!still.executeStep()) return;
+      still.reset();
       transition(db, id, WebhookState::kQueued, WebhookState::kDiscarded, f);
     });
     pending_outcomes_.push_back({0, a.cfg.id, std::move(item), std::move(op), std::string()});
@@ -1242,7 +1256,8 @@ class DispatcherImpl final : public Dispatcher {
           break;
         }
         if (!item.w.agent) {
-          if (auto other = ctx_.directory->available_agent_for(item.w.service, a.cfg.id)) {
+          if (auto other = ctx_.directory->available_agent_for(
+                  item.w.service, a.cfg.id, a.cfg.takes(item.w.type) ? item.w.type : "")) {
             target = *other;
             f.assigned_agent = std::optional<std::string>(target);
             f.next_attempt_at = std::optional<Millis>();

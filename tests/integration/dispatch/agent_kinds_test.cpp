@@ -7,6 +7,8 @@
 #include <httplib.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -158,6 +160,8 @@ class Relay {
     q.executeStep();
     return q.getColumn(0).getInt();
   }
+  // Any journal change as the CLI makes it (review13).
+  void run(const std::function<void(SQLite::Database&)>& fn) { ASSERT_TRUE(writer_->run(fn)); }
   // `iarelay resend ID` as the CLI does it.
   void resend_one(const std::string& id) {
     WebhookFilter f;
@@ -278,6 +282,169 @@ TEST(AgentKinds, ResendAfterAReloadAddsTheTypeDeliversIt) {
       << relay.row(escalation).state << " " << relay.row(escalation).last_error.value_or("");
   EXPECT_EQ(ia.paths_of(escalation), std::vector<std::string>{"/http/applications_svc"});
   EXPECT_EQ(relay.row(escalation).attempts, 1);
+}
+
+// --- review13 ------------------------------------------------------------------------------
+// A loopback server answering 503 to its first `failures` POSTs, then 204.
+class FlakyGateway {
+ public:
+  explicit FlakyGateway(int failures) : port_(testing::free_port()), failures_(failures) {
+    server_.Post(".*", [this](const httplib::Request&, httplib::Response& res) {
+      std::lock_guard lock(mu_);
+      ++calls_;
+      res.status = calls_ <= failures_ ? 503 : 204;
+    });
+    thread_ = std::thread([this] { server_.listen("127.0.0.1", port_); });
+    EXPECT_TRUE(testing::wait_for_port(port_));
+  }
+  ~FlakyGateway() {
+    server_.stop();
+    thread_.join();
+  }
+  std::string base() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  int calls() {
+    std::lock_guard lock(mu_);
+    return calls_;
+  }
+
+ private:
+  int port_;
+  int failures_;
+  httplib::Server server_;
+  std::thread thread_;
+  std::mutex mu_;
+  int calls_ = 0;
+};
+
+// review13 finding 1: failover ignores kinds. A webhook routed to an agent that takes its type
+// fails over after ONE retryable answer (503) to the next available agent of its service; that
+// agent's kinds leave the type out, so the acknowledged webhook ends discarded instead of being
+// retried on the agent that takes it (or waiting for it). Before `kinds` the second agent would
+// have delivered it.
+TEST(AgentKinds, RetryFailsOverOnlyToAnAgentThatTakesTheType) {
+  testing::TempDir dir;
+  FlakyGateway flaky(1);  // the first call gets 503, the next ones 204
+  Gateway ia;
+  Relay relay(dir);
+  auto takes_all = agent("raw1", flaky.base() + "/hook");
+  takes_all.all_kinds = true;
+  takes_all.kinds.clear();
+  auto ia1 = agent("ia1", ia.base() + "/http/{domain}_{service}");  // default kinds
+  relay.start({takes_all, ia1});
+  std::string w = relay.enqueue("9", "escalation");
+  ASSERT_EQ(relay.row(w).assigned_agent.value_or(""), "raw1");
+  // Settles: delivered by raw1 on its retry, or discarded on ia1 after the failover.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto s = relay.row(w).state;
+        return s == "delivered" || s == "discarded" || s == "failed";
+      },
+      10s))
+      << relay.row(w).state;
+  WebhookRow r = relay.row(w);
+  EXPECT_EQ(r.state, "delivered") << "assigned " << r.assigned_agent.value_or("-") << ": "
+                                  << r.last_error.value_or("");
+}
+
+// A loopback server that holds every answer until released (one release per call), 204.
+class GatedGateway {
+ public:
+  GatedGateway() : port_(testing::free_port()) {
+    server_.new_task_queue = [] { return new httplib::ThreadPool(8); };
+    server_.Post(".*", [this](const httplib::Request& req, httplib::Response& res) {
+      std::unique_lock lock(mu_);
+      ids_.push_back(req.get_header_value("webhook-id"));
+      cv_.wait(lock, [&] { return released_ >= static_cast<int>(ids_.size()) || stop_; });
+      res.status = 204;
+    });
+    thread_ = std::thread([this] { server_.listen("127.0.0.1", port_); });
+    EXPECT_TRUE(testing::wait_for_port(port_));
+  }
+  ~GatedGateway() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    server_.stop();
+    thread_.join();
+  }
+  std::string base() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  size_t arrived() {
+    std::lock_guard lock(mu_);
+    return ids_.size();
+  }
+  void release_one() {
+    {
+      std::lock_guard lock(mu_);
+      ++released_;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  int port_;
+  httplib::Server server_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::string> ids_;
+  int released_ = 0;
+  bool stop_ = false;
+};
+
+// review13 finding 2: the discard's write (queued -> discarded, WHERE state='queued' only) does
+// not check that the webhook is still assigned to the agent whose kinds it was checked against.
+// A webhook left among an agent's candidates (the agent at max_inflight) that an operator moves
+// (`iarelay move`) to an agent taking its type is discarded "for" the agent it left, as soon as
+// a slot frees, although it now waits on an agent that takes it. Timing-dependent (candidates
+// are dropped at the next data_version check, <= 250 ms), so the test tries a few times.
+TEST(AgentKinds, AWebhookMovedAwayIsNotDiscardedForTheAgentItLeft) {
+  int discarded = 0, tries = 0;
+  for (; tries < 5 && discarded == 0; ++tries) {
+    testing::TempDir dir;
+    GatedGateway gate;
+    Gateway other;
+    Relay relay(dir);
+    auto a = agent("nnmi1", gate.base() + "/apia_callback");  // default kinds
+    a.max_inflight = 1;
+    auto b = agent("raw2", other.base() + "/hook");
+    b.all_kinds = true;
+    b.kinds.clear();
+    b.services = {};  // takes nothing by routing; only what is moved to it
+    relay.start({a, b});
+    std::string w0 = relay.enqueue("100", "status");
+    ASSERT_TRUE(wait_until([&] { return gate.arrived() == 1; }, 10s));
+    std::string w1 = relay.enqueue("101", "status");
+    std::string w2 = relay.enqueue("102", "escalation");
+    std::this_thread::sleep_for(300ms);  // nnmi1 is full: no fill meanwhile
+    gate.release_one();                  // w0 done: the next fill picks w1 (sent) and w2 (kept)
+    ASSERT_TRUE(wait_until([&] { return gate.arrived() == 2; }, 10s));
+    // The operator moves w2 to raw2, which takes every type; then w1 finishes.
+    relay.run([&](SQLite::Database& db) {
+      MoveFrom from;
+      from.agent = "nnmi1";
+      WebhookFilter f;
+      f.event = "102";
+      auto n = move_webhooks(db, from, "raw2", f);
+      ASSERT_TRUE(n) << n.status().message();
+      EXPECT_EQ(*n, 1);
+    });
+    gate.release_one();
+    ASSERT_TRUE(wait_until(
+        [&] {
+          auto s = relay.row(w2).state;
+          return s == "delivered" || s == "discarded";
+        },
+        10s));
+    if (relay.row(w2).state == "discarded") {
+      ++discarded;
+      WebhookRow r = relay.row(w2);
+      ADD_FAILURE() << "try " << tries << ": moved to " << r.assigned_agent.value_or("-")
+                    << " (kinds = *), yet discarded: " << r.last_error.value_or("");
+    }
+  }
+  EXPECT_EQ(discarded, 0) << "in " << tries << " tries";
 }
 
 }  // namespace

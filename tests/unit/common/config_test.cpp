@@ -701,6 +701,30 @@ callback = http://127.0.0.1:8083/apia_callback
   EXPECT_EQ(callback_url(c->agents.at(2), "hpnnmi"), "http://127.0.0.1:8083/apia_callback");
 }
 
+// review13 finding 3: a placeholder standing alone as a path segment ("/gw/{service}") keeps
+// "." and ".." as they are (both unreserved), and libcurl squashes dot segments
+// (CURLOPT_PATH_AS_IS is not set): a webhook whose service (or domain) is ".." or "." — any
+// service is accepted with ?agent= — is POSTed to another path of the gateway ("/gw/.." goes
+// out as "POST /"), not inside its own segment as callback_url() promises. An empty side of
+// '|' gives an empty segment or a bare "_".
+TEST_F(ConfigFile, PlaceholderValuesNeverBecomeDotSegmentsOrEmpty) {
+  auto c = load(R"([agent.ia2]
+callback = http://127.0.0.1:8082/gw/{service}/in?domain={domain}
+[agent.ia3]
+callback = http://127.0.0.1:8083/{domain}/{service}
+)");
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  const AgentConfig& ia2 = c->agents.at(0);
+  const AgentConfig& ia3 = c->agents.at(1);
+  // libcurl sends "POST /in" and "POST /gw/in" for these.
+  EXPECT_EQ(callback_url(ia2, ".."), "http://127.0.0.1:8082/gw/%2E%2E/in?domain=applications");
+  EXPECT_EQ(callback_url(ia2, "."), "http://127.0.0.1:8082/gw/%2E/in?domain=applications");
+  // "..|remedy" -> "/../remedy" -> libcurl sends "POST /remedy".
+  EXPECT_EQ(callback_url(ia3, "..|remedy"), "http://127.0.0.1:8083/%2E%2E/remedy");
+  // An empty service name after '|' gives "/gw//in": not the service's segment either.
+  EXPECT_NE(callback_url(ia2, "ops|"), "http://127.0.0.1:8082/gw//in?domain=ops");
+}
+
 TEST_F(ConfigFile, CallbackPlaceholderMistakesNameTheLine) {
   const char* head = "[agent.ia1]\nservices = hpnnmi\n";
   std::string e =
