@@ -15,7 +15,7 @@
 # IARELAY_FUZZ_FAST=1 (long runs): ASan still checks every access, but records no allocation
 # stacks (malloc_context_size=0), does not fill new memory (max_malloc_fill_size=0) and keeps
 # 16 MiB of freed memory in quarantine instead of 256 MiB (fewer fresh pages to fault in);
-# libFuzzer does not re-read its corpus directory every second (-reload=0). 1.2-2.2 times the
+# libFuzzer does not re-read its corpus directory every second (-reload=0). 1.2-2.4 times the
 # executions per CPU second (docs/reliability.md); replay a finding without it for the full
 # report: build-fuzz/bin/fuzz_TARGET INPUT.
 # Run after tools/setup.sh (the project's other build dependencies), as CI does.
