@@ -100,4 +100,19 @@ std::string redact_token_param(std::string_view target) {
   return out;
 }
 
+Result<std::string> read_single_token(const std::string& file, const std::string& env_name) {
+  auto tokens = read_tokens(file, env_name);
+  if (!tokens) return tokens.status();
+  if (tokens->empty()) return std::string();
+  if (tokens->size() > 1) {
+    const char* env = std::getenv(env_name.c_str());
+    const std::string where = env && *env ? env_name : file + ": token file";
+    return Status::invalid_argument(where + " holds " + std::to_string(tokens->size()) +
+                                    " tokens; a client sends one: keep only the token the "
+                                    "upstream relay takes (a listen token file may hold "
+                                    "several, this one may not)");
+  }
+  return std::move(tokens->front());
+}
+
 }  // namespace iarelay

@@ -20,6 +20,11 @@ std::vector<std::string> split_tokens(std::string_view text);
 // holds no token; its text never contains a token.
 Result<std::vector<std::string>> read_tokens(const std::string& file, const std::string& env_name);
 
+// The one token of a client's token file (`[upstream] token_file`, or `env_name`): as
+// read_tokens reads it, but a file of several tokens is an error (a client sends one; sent
+// whole, the lines would make a header no server accepts). Nothing set: "".
+Result<std::string> read_single_token(const std::string& file, const std::string& env_name);
+
 // `target` (a request target or URL) with the value of every `token` query parameter replaced by
 // REDACTED, for anything that shows a target: "/v1/webhooks/s?token=REDACTED&type=status".
 std::string redact_token_param(std::string_view target);

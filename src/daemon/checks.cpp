@@ -155,8 +155,9 @@ std::vector<std::string> start_problems(const Config& config) {
     check_tls(prefix, *config.listen, problems);
   }
   if (config.upstream) {
-    check_secret_file(prefix + "[upstream] token_file", config.upstream->token_file,
-                      "IARELAY_UPSTREAM_TOKEN", problems);
+    if (auto token = read_single_token(config.upstream->token_file, "IARELAY_UPSTREAM_TOKEN");
+        !token)
+      problems.push_back(prefix + "[upstream] token_file: " + token.status().message());
     if (!config.upstream->ca_file.empty())
       if (std::string why = unreadable(config.upstream->ca_file); !why.empty())
         problems.push_back(prefix + "[upstream] ca_file: " + config.upstream->ca_file + ": " + why);

@@ -216,7 +216,7 @@ Status Relay::start() {
   });
 
   if (config_.upstream) {
-    auto token = read_secret(config_.upstream->token_file, "IARELAY_UPSTREAM_TOKEN");
+    auto token = read_single_token(config_.upstream->token_file, "IARELAY_UPSTREAM_TOKEN");
     if (!token) return token.status();
     PollerContext pctx;
     pctx.writer = writer_.get();

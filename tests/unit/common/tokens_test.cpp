@@ -22,6 +22,30 @@ TEST(Tokens, OnePerLineTrimmedWithBlankLinesSkipped) {
   EXPECT_EQ(split_tokens(" \n\t\r\n\n"), Tokens{});
 }
 
+// Review of issue 13: the rotation runbook has operators put two lines in the listen token file;
+// the same done to an inner relay's [upstream] token_file made it send "Bearer old\nnew", which
+// no upstream accepts: every poll refused, delivery through the edge stopped. Now refused at
+// --check and at start, naming the file and without its content.
+TEST(Tokens, AClientTokenFileHoldsOneToken) {
+  testing::TempDir dir;
+  const char* env = "IARELAY_TOKENS_TEST_CLIENT";
+  ::unsetenv(env);
+  testing::write_file(dir.file("one"), "only-token\n");
+  auto one = read_single_token(dir.file("one"), env);
+  ASSERT_TRUE(one.is_ok()) << one.status().message();
+  EXPECT_EQ(*one, "only-token");
+  testing::write_file(dir.file("two"), "old-token\nnew-token\n");
+  auto two = read_single_token(dir.file("two"), env);
+  ASSERT_FALSE(two.is_ok());
+  EXPECT_NE(two.status().message().find(dir.file("two") + ": token file holds 2 tokens"),
+            std::string::npos)
+      << two.status().message();
+  EXPECT_EQ(two.status().message().find("old-token"), std::string::npos);
+  auto unset = read_single_token("", env);
+  ASSERT_TRUE(unset.is_ok());
+  EXPECT_EQ(*unset, "");
+}
+
 TEST(Tokens, ReadFromTheVariableElseTheFileAndAFileWithoutATokenIsAnError) {
   testing::TempDir dir;
   const char* env = "IARELAY_TOKENS_TEST_TOKEN";
