@@ -42,14 +42,6 @@ std::string unreadable(const std::string& path) {
   return "";
 }
 
-void check_secret_file(const std::string& where, const std::string& file, const char* env,
-                       std::vector<std::string>& problems) {
-  if (file.empty()) return;
-  auto secret = read_secret(file, env);
-  if (!secret)
-    problems.push_back(where + ": " + secret.status().message() + " (and " + env + " is not set)");
-}
-
 // As the listener loads them (asio's use_certificate_chain_file and use_private_key_file).
 void check_tls(const std::string& prefix, const ListenConfig& l,
                std::vector<std::string>& problems) {
