@@ -905,12 +905,13 @@ class DispatcherImpl final : public Dispatcher {
     auto op = std::make_shared<Writer::Op>([id, agent = a.cfg.id, f](SQLite::Database& db) {
       // Only while it is still this agent's: moved meanwhile (iarelay move, a failover) to an
       // agent that may take its type, it is that agent's to decide.
-      SQLite::Statement still(
+      auto still = cached_statement(
           db, "SELECT 1 FROM webhooks WHERE id=? AND state='queued' AND assigned_agent=?");
-      still.bind(1, id);
-      still.bind(2, agent);
-      if (!still.executeStep()) return;
-      still.reset();
+      still->bind(1, id);
+      still->bind(2, agent);
+      const bool its_own = still->executeStep();
+      still->reset();
+      if (!its_own) return;
       transition(db, id, WebhookState::kQueued, WebhookState::kDiscarded, f);
     });
     pending_outcomes_.push_back({0, a.cfg.id, std::move(item), std::move(op), std::string()});
