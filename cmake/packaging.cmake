@@ -9,6 +9,9 @@ install(FILES ${PROJECT_SOURCE_DIR}/README.md DESTINATION ${CMAKE_INSTALL_DOCDIR
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/docs/ DESTINATION ${CMAKE_INSTALL_DOCDIR}
         FILES_MATCHING PATTERN "*.md")
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/examples/ DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
+# The Integration Agent shim (docs/integration-agent.md): copied from here to the IA host.
+install(FILES ${PROJECT_SOURCE_DIR}/contrib/integration-agent/iarelay-shim.js
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/iarelay/integration-agent)
 
 # --help of every program, as plain-text docs beside the Markdown ones.
 set(HELP_DOCS "")

@@ -9,11 +9,22 @@
 //   within their bounds, and the service is non-empty and normalised;
 // - the state is queued or discarded (this relay has agents), with a reason when discarded.
 // When it refuses: the message for the client is valid UTF-8 without control characters.
+// Before the route, every complete request meets the token check (intake/auth.h) with two
+// tokens and a [listen] user, as HttpServer::route does. Invariants: a refusal is valid UTF-8
+// without control characters, contains no token and is one of a few fixed texts (never what the
+// request sent);
+// an accepted request carries one of the tokens (in its Authorization header, base64 or not, or
+// its token parameter); after strip_token_param no token parameter is left for the routes.
+#include <set>
+#include <string>
+
+#include "common/crypto.h"
 #include "common/payload.h"
 #include "common/utf8.h"
 #include "fuzz_check.h"
 #include "http_request.h"
 #include "intake/admission.h"
+#include "intake/auth.h"
 #include "journal/routing.h"
 
 using namespace iarelay;
@@ -41,6 +52,54 @@ const AgentDirectory& directory() {
   return *d;
 }
 
+constexpr std::string_view kTokens[] = {"fuzz-token-1", "fuzz-token-2"};
+
+const Authenticator& authenticator() {
+  static const Authenticator* a =
+      new Authenticator({{std::string(kTokens[0]), std::string(kTokens[1])}, "xmatters"});
+  return *a;
+}
+
+bool has_token(std::string_view s) {
+  for (auto t : kTokens)
+    if (s.find(t) != std::string_view::npos) return true;
+  return false;
+}
+
+// HttpServer::route's check, then its removal of the token parameter.
+void check_authentication(HttpRequest& req) {
+  auto header = req.header("Authorization");
+  std::string sent = header ? std::string(*header) : "";
+  auto refusal = authenticator().refusal(req);
+  if (refusal) {
+    FUZZ_CHECK(!refusal->empty() && text_field_problem(*refusal, 4096).empty(),
+               "refusal message '%s'", show(*refusal).c_str());
+    FUZZ_CHECK(!has_token(*refusal), "refusal names a token: '%s'", show(*refusal).c_str());
+    // What the request sent is not echoed: the refusals are a few fixed texts, however many
+    // different requests are refused (ten today).
+    static std::set<std::string> seen;
+    seen.insert(*refusal);
+    FUZZ_CHECK(seen.size() <= 20, "refusal depends on the request: '%s'", show(*refusal).c_str());
+  } else {
+    bool carried = has_token(sent);
+    size_t space = sent.find(' ');
+    if (space != std::string::npos) {
+      std::string credentials = sent.substr(space + 1);
+      while (!credentials.empty() && (credentials.back() == ' ' || credentials.back() == '\t'))
+        credentials.pop_back();
+      while (!credentials.empty() && (credentials.front() == ' ' || credentials.front() == '\t'))
+        credentials.erase(0, 1);
+      auto decoded = base64_decode(credentials);
+      carried = carried || (decoded && has_token(*decoded));
+    }
+    for (const auto& [name, value] : req.query)
+      carried = carried || (name == "token" && has_token(value));
+    FUZZ_CHECK(carried, "accepted without a token: Authorization '%s'", show(sent).c_str());
+  }
+  strip_token_param(req);
+  FUZZ_CHECK(!req.param("token"), "a token parameter is left for the routes");
+}
+
 void check_field(const char* name, std::string_view value, std::size_t max) {
   std::string problem = text_field_problem(value, max);
   FUZZ_CHECK(problem.empty(), "admitted %s '%s' %s", name, show(value).c_str(), problem.c_str());
@@ -54,6 +113,7 @@ extern "C" int LLVMFuzzerTestOneInput(const unsigned char* data, std::size_t siz
   if (!parsed.complete) return 0;
   bool chunked = parsed.chunked;
   HttpRequest req = fuzz::to_handler_request(std::move(parsed.message));
+  check_authentication(req);
   // HttpServer::route: only a POST under /v1/webhooks/ reaches admission.
   if (req.path.rfind("/v1/webhooks/", 0) != 0 || req.method != "POST") return 0;
 

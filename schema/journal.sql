@@ -6,7 +6,7 @@
 -- Applied migrations; the runner refuses a journal whose recorded checksum differs from the
 -- compiled-in migration, or that records a migration this build does not know.
 CREATE TABLE schema_migrations (
-  version    INTEGER PRIMARY KEY,         -- 1 for 0001_initial.sql, 2 for 0002_held_state.sql
+  version    INTEGER PRIMARY KEY,         -- 1 for 0001_initial.sql, 2 for 0002_held_state.sql, ...
   name       TEXT NOT NULL,               -- file name without .sql
   checksum   TEXT NOT NULL,               -- SHA-256 of the migration's text
   applied_at TEXT NOT NULL
@@ -43,6 +43,9 @@ CREATE INDEX webhooks_queue ON webhooks (assigned_agent, state, seq);
 -- Operator queries and retention by state and age.
 CREATE INDEX webhooks_state ON webhooks (state, received_at);
 CREATE INDEX webhooks_event ON webhooks (event_id);
+-- Held webhooks by alert (0003): is an earlier webhook of this alert held? Empty unless an
+-- operator holds something.
+CREATE INDEX webhooks_held ON webhooks (event_id, service, seq) WHERE state = 'held';
 
 CREATE TABLE attempts (
   id          INTEGER PRIMARY KEY,

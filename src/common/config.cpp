@@ -39,7 +39,10 @@ constexpr ConfigKey kKeys[] = {
     {"listen", "address", "address", "127.0.0.1:8080", "", false,
      "host:port of the HTTP intake, feed and admin endpoints"},
     {"listen", "token_file", "path", "", "", false,
-     "if set, requests need 'Authorization: Bearer <token>' (env IARELAY_LISTEN_TOKEN)"},
+     "if set, /v1 requests need one of its tokens (one per line; re-read on SIGHUP) as HTTP "
+     "Basic's password, a bearer token or ?token= (env IARELAY_LISTEN_TOKEN)"},
+    {"listen", "user", "string", "", "", true,
+     "if set, HTTP Basic's user name must be this one (else any user name is accepted)"},
     {"listen", "max_body", "size", "1MiB", "", false, "largest accepted webhook body"},
     {"listen", "max_connections", "int", "1024", "", false,
      "connections served at once; a new one past it is answered 503 and closed"},
@@ -59,8 +62,15 @@ constexpr ConfigKey kKeys[] = {
      "no agent available at arrival: discard (xMatters behaviour) or hold until one is"},
     {"agent.*", "id", "string", "", "", true,
      "the agent identifier webhooks carry (default: the section's name)"},
-    {"agent.*", "callback", "url", "", "", true, "apia_callback URL (required)"},
+    {"agent.*", "callback", "url", "", "", true,
+     "URL each webhook is POSTed to (required); {domain} and {service} are filled in per "
+     "webhook (an Integration Agent's gateway: http://ia-host:8081/http/{domain}_{service})"},
+    {"agent.*", "domain", "string", "applications", "", true,
+     "{domain} in callback for a service written without one ('X|name' gives X)"},
     {"agent.*", "services", "list", "", "", true, "integration services this agent hosts"},
+    {"agent.*", "kinds", "list", kDefaultKinds, "", true,
+     "webhook types delivered to this agent (* for every type); others end discarded with "
+     "the reason"},
     {"agent.*", "format", "enum", "ia", "ia|raw", true,
      "ia: the apia_callback message; raw: the payload as received"},
     {"agent.*", "secret_file", "path", "", "", true,
@@ -332,6 +342,63 @@ std::vector<std::string> split_list(const std::string& v) {
   return out;
 }
 
+// The placeholders a callback may hold.
+const std::vector<std::string>& callback_placeholders() {
+  static const std::vector<std::string> names = {"service", "domain"};
+  return names;
+}
+
+// What is wrong with a callback template (`url` already starts with http:// or https://), or
+// "": every '{' opens a known placeholder closed by '}', none in the scheme or host, and the URL
+// expanded with sample values still has a host.
+std::string callback_problem(const std::string& url) {
+  const size_t authority = url.find("://") + 3;
+  const size_t path = std::min(url.find_first_of("/?#", authority), url.size());
+  const std::string known = "placeholders are {service} and {domain}";
+  for (size_t i = 0; i < url.size(); ++i) {
+    if (url[i] == '}') return "'}' at position " + std::to_string(i + 1) + " closes no placeholder";
+    if (url[i] != '{') continue;
+    size_t close = url.find_first_of("{}", i + 1);
+    if (close == std::string::npos || url[close] != '}')
+      return "'{' at position " + std::to_string(i + 1) + " opens a placeholder that is not closed";
+    const std::string name = url.substr(i + 1, close - i - 1);
+    const auto& names = callback_placeholders();
+    if (std::find(names.begin(), names.end(), name) == names.end()) {
+      std::string hint = nearest(name, names);
+      return "unknown placeholder {" + name + "}" +
+             (hint.empty() ? "" : " (did you mean {" + hint + "}?)") + "; " + known;
+    }
+    if (i < path) return "placeholder {" + name + "} in the host: placeholders go in the path";
+    i = close;
+  }
+  AgentConfig sample;
+  sample.callback = url;
+  std::string expanded = callback_url(sample, "hpnnmi");
+  const size_t host_end = std::min(expanded.find_first_of("/?#", authority), expanded.size());
+  if (host_end == authority) return "'" + url + "' names no host";
+  for (char c : expanded)
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7F)
+      return "'" + url + "' holds a blank or control character (write it percent-encoded)";
+  return "";
+}
+
+// A type in `kinds` that differs from a standard one only in case is a likely mistake: types
+// compare exactly ("deliverystatus" would never match the stored "deliveryStatus").
+std::string kind_problem(const std::string& kind) {
+  for (const char* standard : {"status", "deliveryStatus", "response", "annotation"}) {
+    std::string_view s = standard;
+    if (kind == s || kind.size() != s.size()) continue;
+    bool same = true;
+    for (size_t i = 0; i < s.size() && same; ++i)
+      same = std::tolower(static_cast<unsigned char>(kind[i])) ==
+             std::tolower(static_cast<unsigned char>(s[i]));
+    if (same)
+      return "'" + kind + "' is not a type (did you mean " + standard +
+             "?); types compare exactly, case included";
+  }
+  return "";
+}
+
 #define IARELAY_TRY(expr)       \
   do {                          \
     Status s_ = (expr);         \
@@ -346,6 +413,62 @@ std::span<const ConfigKey> config_keys() {
 
 bool AgentConfig::hosts(std::string_view service) const {
   return std::find(services.begin(), services.end(), service) != services.end();
+}
+
+bool AgentConfig::takes(std::string_view type) const {
+  return all_kinds || std::find(kinds.begin(), kinds.end(), type) != kinds.end();
+}
+
+std::string AgentConfig::kinds_text() const {
+  if (all_kinds) return "*";
+  std::string out;
+  for (const auto& k : kinds) out += (out.empty() ? "" : ", ") + k;
+  return out;
+}
+
+std::string callback_url(const AgentConfig& agent, std::string_view service) {
+  const std::string& url = agent.callback;
+  if (url.find('{') == std::string::npos) return url;
+  std::string_view domain = agent.domain, name = service;
+  if (size_t bar = service.find('|'); bar != std::string_view::npos) {
+    // `ops|` or `|x` (a sender's spelling): an empty part is never filled in, so no path
+    // segment goes empty; the service as sent, encoded, stands for an empty name.
+    if (bar > 0) domain = service.substr(0, bar);
+    if (bar + 1 < service.size()) name = service.substr(bar + 1);
+  }
+  auto encode = [](std::string& out, std::string_view v) {
+    static const char* kHex = "0123456789ABCDEF";
+    // A value of dots only (`.`, `..`) is encoded whole: left as it is, it would be a dot
+    // segment that libcurl removes, sending the call to another path of the gateway.
+    const bool dots_only = v.find_first_not_of('.') == std::string_view::npos;
+    for (char ch : v) {
+      auto c = static_cast<unsigned char>(ch);
+      if (std::isalnum(c) || c == '-' || (c == '.' && !dots_only) || c == '_' || c == '~') {
+        out.push_back(ch);
+      } else {
+        out.push_back('%');
+        out.push_back(kHex[c >> 4]);
+        out.push_back(kHex[c & 15]);
+      }
+    }
+  };
+  std::string out;
+  out.reserve(url.size() + service.size() + domain.size());
+  for (size_t i = 0; i < url.size(); ++i) {
+    if (url[i] == '{') {
+      size_t close = url.find('}', i + 1);
+      if (close != std::string::npos) {
+        std::string_view placeholder = std::string_view(url).substr(i + 1, close - i - 1);
+        if (placeholder == "service" || placeholder == "domain") {
+          encode(out, placeholder == "service" ? name : domain);
+          i = close;
+          continue;
+        }
+      }
+    }
+    out.push_back(url[i]);
+  }
+  return out;
 }
 
 const AgentConfig* Config::find_agent(std::string_view id_or_handle) const {
@@ -393,6 +516,10 @@ Result<Config> load_config(const std::string& file, const ConfigOverrides& overr
       return error_at(r.where("address"), "listen", "address",
                       "'" + l.address + "' is not host:port");
     l.token_file = r.str("token_file");
+    l.user = r.str("user");
+    if (l.user.find(':') != std::string::npos)
+      return error_at(r.where("user"), "listen", "user",
+                      "must not contain ':' (HTTP Basic puts one between user name and password)");
     IARELAY_TRY(r.size("max_body", l.max_body));
     if (l.max_body <= 0) return error_at(r.where("max_body"), "listen", "max_body", "must be > 0");
     IARELAY_TRY(r.integer("max_connections", l.max_connections, 1, 1'000'000));
@@ -484,8 +611,26 @@ Result<Config> load_config(const std::string& file, const ConfigOverrides& overr
                           "]'s; rename one of the two sections");
     seen_secret_envs[env] = section;
     IARELAY_TRY(r.url("callback", a.callback, true));
+    if (std::string problem = callback_problem(a.callback); !problem.empty())
+      return error_at(r.where("callback"), section, "callback", problem);
+    a.domain = trim(r.str("domain"));
+    if (a.domain.empty())
+      return error_at(r.where("domain"), section, "domain", "must not be empty");
     a.services = split_list(r.str("services"));
     for (auto& s : a.services) s = normalize_service(s);  // as intake normalises a request's
+    a.kinds = split_list(r.str("kinds"));
+    if (a.kinds.empty())
+      return error_at(r.where("kinds"), section, "kinds",
+                      "names no type: list the types to deliver (default " +
+                          std::string(kDefaultKinds) + "), or * for every type");
+    a.all_kinds = a.kinds.size() == 1 && (a.kinds[0] == "*" || a.kinds[0] == "all");
+    for (const auto& k : a.kinds) {
+      std::string problem = kind_problem(k);
+      if (!a.all_kinds && (k == "*" || k == "all"))
+        problem = "'" + k + "' (every type) stands alone, not beside other types";
+      if (!problem.empty()) return error_at(r.where("kinds"), section, "kinds", problem);
+    }
+    if (a.all_kinds) a.kinds.clear();
     std::string v;
     IARELAY_TRY(r.choice("format", v));
     a.format = v == "ia" ? AgentFormat::kIa : AgentFormat::kRaw;
@@ -555,6 +700,19 @@ std::string config_example() {
            (std::string(k.choices).empty() ? "" : " (" + std::string(k.choices) + ")") + "\n";
     out += off + kk + " =" + (value.empty() ? "" : " " + value) + "\n";
   }
+  out +=
+      "\n# A real Integration Agent's service gateway (docs/integration-agent.md): one section\n"
+      "# serves all its services, {domain} and {service} filled in per webhook (hpnnmi:\n"
+      "# /http/applications_hpnnmi); types other than kinds end discarded with the reason.\n"
+      "# Uncomment the section to use it (beside [agent.nnmi1], it takes over its services\n"
+      "# while nnmi1 is down or paused: failover).\n"
+      "#[agent.ia1]\n"
+      "#id = ws-198/127.0.0.1:8082\n"
+      "#callback = http://127.0.0.1:8082/http/{domain}_{service}\n"
+      "#services = hpnnmi, remedy\n"
+      "#format = ia\n"
+      "#kinds = " +
+      std::string(kDefaultKinds) + "\n";
   return out;
 }
 

@@ -42,6 +42,7 @@ struct ListenConfig {
   std::int64_t max_body = 1 << 20;
   int max_connections = 1024;  // past it a new connection is answered 503 and closed
   std::string tls_cert, tls_key;
+  std::string user;  // HTTP Basic's user name; empty: any
 };
 
 struct UpstreamConfig {
@@ -60,11 +61,21 @@ struct ServiceConfig {
   bool hold = false;  // unrouted = hold
 };
 
+// The webhook types an agent takes by default (`kinds`): those an Integration Agent's
+// apia_callback knows.
+inline constexpr const char* kDefaultKinds = "status, deliveryStatus, response, annotation";
+
 struct AgentConfig {
   std::string handle;  // the section name
   std::string id;      // the identifier webhooks carry
+  // The URL called, may hold {service} and {domain}: callback_url() fills them in per webhook.
   std::string callback;
+  std::string domain = "applications";  // {domain} for a service written without one
   std::vector<std::string> services;
+  // Webhook types (the journal's `type`, compared exactly) delivered to this agent; the others
+  // end discarded with the reason (docs/journal.md). all_kinds (`kinds = *`): every type.
+  std::vector<std::string> kinds = {"status", "deliveryStatus", "response", "annotation"};
+  bool all_kinds = false;
   AgentFormat format = AgentFormat::kIa;
   std::string secret_file;
   std::string proxy;  // HTTP proxy for its callbacks; empty: direct (no *_proxy variables)
@@ -77,7 +88,18 @@ struct AgentConfig {
   Millis backoff_max = 300'000;
 
   bool hosts(std::string_view service) const;
+  // Whether webhooks of `type` are delivered to this agent (`kinds`).
+  bool takes(std::string_view type) const;
+  // `kinds` as the configuration writes it: "status, deliveryStatus, ..." or "*".
+  std::string kinds_text() const;
 };
+
+// The URL a webhook of `service` (as the journal stores it, normalised) is sent to: the agent's
+// callback with {domain} and {service} filled in. A service "X|name" gives domain X and service
+// name; any other gives the agent's `domain` and the whole name. Both are percent-encoded
+// (everything but A-Z a-z 0-9 - . _ ~), so they stay one path segment or query value. A
+// callback without placeholders is returned as it is.
+std::string callback_url(const AgentConfig& agent, std::string_view service);
 
 struct Config {
   std::string file;  // where it was read from ("" if only defaults and overrides)

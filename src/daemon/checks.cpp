@@ -8,10 +8,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
 
+#include "common/tokens.h"
 #include "dispatch/signature.h"
 #include "journal/journal.h"
 
@@ -38,14 +40,6 @@ std::string unreadable(const std::string& path) {
   if (S_ISDIR(st.st_mode)) return "it is a directory";
   if (::access(path.c_str(), R_OK) != 0) return std::strerror(errno);
   return "";
-}
-
-void check_secret_file(const std::string& where, const std::string& file, const char* env,
-                       std::vector<std::string>& problems) {
-  if (file.empty()) return;
-  auto secret = read_secret(file, env);
-  if (!secret)
-    problems.push_back(where + ": " + secret.status().message() + " (and " + env + " is not set)");
 }
 
 // As the listener loads them (asio's use_certificate_chain_file and use_private_key_file).
@@ -128,6 +122,19 @@ void check_journal(const std::string& path, std::vector<std::string>& problems) 
 
 }  // namespace
 
+// As the listener reads its tokens: one per line, at least one.
+std::string listen_token_problem(const Config& config) {
+  if (!config.listen) return "";
+  const char* env = "IARELAY_LISTEN_TOKEN";
+  const char* value = std::getenv(env);
+  bool from_env = value && *value;
+  auto tokens = read_tokens(config.listen->token_file, env);
+  if (tokens) return "";
+  return (config.file.empty() ? "" : config.file + ": ") +
+         "[listen] token_file: " + tokens.status().message() +
+         (from_env ? "" : " (and " + std::string(env) + " is not set)");
+}
+
 std::vector<std::string> start_problems(const Config& config) {
   std::vector<std::string> problems;
   const std::string prefix = config.file.empty() ? "" : config.file + ": ";
@@ -136,13 +143,13 @@ std::vector<std::string> start_problems(const Config& config) {
     if (!key) problems.push_back(prefix + key.status().message());
   }
   if (config.listen) {
-    check_secret_file(prefix + "[listen] token_file", config.listen->token_file,
-                      "IARELAY_LISTEN_TOKEN", problems);
+    if (std::string p = listen_token_problem(config); !p.empty()) problems.push_back(p);
     check_tls(prefix, *config.listen, problems);
   }
   if (config.upstream) {
-    check_secret_file(prefix + "[upstream] token_file", config.upstream->token_file,
-                      "IARELAY_UPSTREAM_TOKEN", problems);
+    if (auto token = read_single_token(config.upstream->token_file, "IARELAY_UPSTREAM_TOKEN");
+        !token)
+      problems.push_back(prefix + "[upstream] token_file: " + token.status().message());
     if (!config.upstream->ca_file.empty())
       if (std::string why = unreadable(config.upstream->ca_file); !why.empty())
         problems.push_back(prefix + "[upstream] ca_file: " + config.upstream->ca_file + ": " + why);

@@ -19,4 +19,9 @@ namespace iarelay {
 // changes nothing.
 std::vector<std::string> start_problems(const Config& config);
 
+// The listener's tokens alone (one of start_problems' checks), which a start also makes before
+// it begins: "" when `[listen] token_file` (or IARELAY_LISTEN_TOKEN) holds a token or is not
+// set, else the problem in start_problems' words.
+std::string listen_token_problem(const Config& config);
+
 }  // namespace iarelay

@@ -98,6 +98,11 @@ int main(int argc, char** argv) {
     std::cerr << "iarelayd: " << s.message() << "\n";
     return 2;
   }
+  // So is a listen token file without a token (no one could be let in).
+  if (std::string problem = listen_token_problem(*config); !problem.empty()) {
+    std::cerr << "iarelayd: " << problem << "\n";
+    return 2;
+  }
   if (Status s = init_logging(config->log_level, config->log_format); !s) {
     std::cerr << "iarelayd: " << s.message() << "\n";
     return 2;

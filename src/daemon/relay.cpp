@@ -12,6 +12,7 @@
 #include <set>
 
 #include "common/log.h"
+#include "common/tokens.h"
 #include "dispatch/dispatcher.h"
 #include "dispatch/signature.h"
 #include "intake/poller.h"
@@ -43,7 +44,7 @@ std::vector<std::pair<std::string, std::pair<std::string, std::string>>> restart
   note("journal", running.journal, fresh.journal);
   note("sync", sync(running.sync), sync(fresh.sync));
   note("log_format", running.log_format, fresh.log_format);
-  const ListenConfig no_listen{"", "", 0, 0, "", ""};
+  const ListenConfig no_listen{"", "", 0, 0, "", "", ""};
   const ListenConfig& a = running.listen ? *running.listen : no_listen;
   const ListenConfig& b = fresh.listen ? *fresh.listen : no_listen;
   if (running.listen.has_value() != fresh.listen.has_value())
@@ -191,15 +192,15 @@ Status Relay::start() {
   dispatcher_ = std::move(*dispatcher);
 
   if (config_.listen) {
-    auto token = read_secret(config_.listen->token_file, "IARELAY_LISTEN_TOKEN");
-    if (!token) return token.status();
+    auto tokens = read_tokens(config_.listen->token_file, "IARELAY_LISTEN_TOKEN");
+    if (!tokens) return tokens.status();
     ServerContext sctx;
     sctx.writer = writer_.get();
     sctx.directory = directory_.get();
     sctx.metrics = &metrics_;
     sctx.journal_path = config_.journal;
     sctx.listen = *config_.listen;
-    sctx.token = *token;
+    sctx.credentials = {std::move(*tokens), config_.listen->user};
     sctx.status_json = [this] { return status_document(); };
     sctx.ready = [this] { return health().is_ok(); };
     auto server = Server::start(std::move(sctx));
@@ -215,7 +216,7 @@ Status Relay::start() {
   });
 
   if (config_.upstream) {
-    auto token = read_secret(config_.upstream->token_file, "IARELAY_UPSTREAM_TOKEN");
+    auto token = read_single_token(config_.upstream->token_file, "IARELAY_UPSTREAM_TOKEN");
     if (!token) return token.status();
     PollerContext pctx;
     pctx.writer = writer_.get();
@@ -288,6 +289,16 @@ Status Relay::reload(const ConfigOverrides& overrides) {
   auto signing = signing_agents(*fresh);
   if (!signing) return signing.status();
   std::lock_guard lock(config_mu_);
+  // The listen tokens are read again from the running token_file (its path needs a restart),
+  // so a token can be added, and the old one removed, without a restart. A file that cannot
+  // be read or holds no token refuses the reload: the tokens in use stay.
+  std::optional<ListenCredentials> credentials;
+  if (server_ && config_.listen && fresh->listen) {
+    auto tokens = read_tokens(config_.listen->token_file, "IARELAY_LISTEN_TOKEN");
+    if (!tokens)
+      return Status::invalid_argument("[listen] token_file: " + tokens.status().message());
+    credentials = ListenCredentials{std::move(*tokens), fresh->listen->user};
+  }
   // The role is the one the relay started with: a file that sets another one describes another
   // relay, and applying its agents under this role would strand what arrives meanwhile.
   if (fresh->role_given && fresh->role != config_.role)
@@ -306,6 +317,10 @@ Status Relay::reload(const ConfigOverrides& overrides) {
   config_.retain_delivered = fresh->retain_delivered;
   config_.drain_grace = fresh->drain_grace;
   config_.log_level = fresh->log_level;
+  if (credentials) {
+    config_.listen->user = fresh->listen->user;
+    server_->set_credentials(*credentials);
+  }
   spdlog::set_level(
       spdlog::level::from_str(config_.log_level == "warn" ? "warning" : config_.log_level));
   for (const auto& a : config_.agents)

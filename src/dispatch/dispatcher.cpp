@@ -128,6 +128,10 @@ struct Chain {
   std::string event_id;        // the alert's event id
   std::int64_t after_seq = 0;  // the seq of the webhook whose outcome this is
   Millis now = 0;              // due means next_attempt_at <= now
+  // The agent's `kinds` at the outcome: a type it leaves out is not claimed (the dispatcher's
+  // walk picks it and discards it with the reason, as any other pick).
+  std::vector<std::string> kinds;
+  bool all_kinds = false;
   // Set on the writer thread by each run of the op (a failed write runs it again).
   bool claimed = false;
   QueuedWebhook next;  // as read before its claim (attempts not yet counted)
@@ -149,6 +153,8 @@ void claim_next_of_alert(SQLite::Database& db, Chain& c) {
   if (rows.empty() || rows.front().seq != *seq) return;
   QueuedWebhook& next = rows.front();
   if (next.next_attempt_at && *next.next_attempt_at > c.now) return;  // backing off
+  if (!c.all_kinds && std::find(c.kinds.begin(), c.kinds.end(), next.type) == c.kinds.end())
+    return;
   const bool any_held = any_held_webhook(db);
   if (any_held && held_before(db, c.agent_id, c.event_id, next.service, next.seq)) return;
   TransitionFields f;
@@ -661,9 +667,12 @@ class DispatcherImpl final : public Dispatcher {
     held_cursor_ = rows.size() == static_cast<size_t>(kScanPage) ? rows.back().seq : 0;
     if (held_cursor_) held_dirty_ = true;  // more pages: continue on the next turn
     std::vector<std::pair<std::string, std::string>> moves;  // id → agent
-    for (const auto& r : rows)
-      if (auto target = ctx_.directory->available_agent_for(r.service))
-        moves.emplace_back(r.id, *target);
+    for (const auto& r : rows) {
+      // An agent that takes its type first; else any (which discards it with the reason).
+      auto target = ctx_.directory->available_agent_for(r.service, "", r.type);
+      if (!target) target = ctx_.directory->available_agent_for(r.service);
+      if (target) moves.emplace_back(r.id, *target);
+    }
     if (moves.empty()) return;
     held_pending_ = true;
     submit_moves(std::move(moves), [this] { held_pending_ = false; });
@@ -707,7 +716,10 @@ class DispatcherImpl final : public Dispatcher {
         if (any_held && !r.event_id.empty() &&
             held_before(*db_, a.cfg.id, r.event_id, r.service, r.seq))
           continue;
-        if (auto target = ctx_.directory->available_agent_for(r.service, a.cfg.id))
+        // Only to an agent that takes its type, if this one does (else it would be discarded
+        // there, where this agent would deliver it once back).
+        if (auto target = ctx_.directory->available_agent_for(r.service, a.cfg.id,
+                                                              a.cfg.takes(r.type) ? r.type : ""))
           moves.emplace_back(r.id, *target);
       }
       walked += rows.size();
@@ -774,7 +786,7 @@ class DispatcherImpl final : public Dispatcher {
           if (r.agent)
             to.agent = *r.agent;
           else
-            to.agent = ctx_.directory->route(r.service, std::nullopt).assigned_agent;
+            to.agent = ctx_.directory->route(r.service, std::nullopt, r.type).assigned_agent;
           reroutes.push_back(std::move(to));
         }
         walked += rows.size();
@@ -908,6 +920,10 @@ class DispatcherImpl final : public Dispatcher {
       a.busy_keys.insert(item.key);
       a.in_hand.insert(item.w.seq);
       a.expedite.erase(item.w.seq);
+      if (!a.cfg.takes(item.w.type)) {
+        discard_not_taken(a, std::move(item));
+        continue;
+      }
       batch.push_back(std::move(item));
       --free;
     }
@@ -1005,6 +1021,35 @@ class DispatcherImpl final : public Dispatcher {
     a.more_to_pick = ks.saturated();
     // Walked without finding work behind busy keys: completions will mark the agent dirty; the
     // rows not walked are looked at again at the next forced reload.
+  }
+
+  // A webhook of a type the agent's `kinds` leave out is not sent: it ends discarded with the
+  // reason (terminal, so the next webhook of its alert goes on; `iarelay resend` queues it
+  // again, and it ends the same way while its type is still left out). Checked here, with the
+  // agent's current configuration, so a reload that adds the type applies to the next pick. No
+  // claim and no attempt; its key stays busy until the discard is durable, as a call's would.
+  void discard_not_taken(Agent& a, InHand item) {
+    const std::string reason = "type \"" + truncate(header_value(item.w.type), 200) +
+                               "\" is not in [agent." + a.cfg.handle + "] kinds (" +
+                               a.cfg.kinds_text() + ")";
+    spdlog::info("webhook {} discarded for {}: {}", item.w.id, a.cfg.id, truncate(reason, 300));
+    TransitionFields f;
+    f.last_error = std::optional<std::string>(truncate(reason, 1000));
+    f.next_attempt_at = std::optional<Millis>();
+    const std::string id = item.w.id;
+    auto op = std::make_shared<Writer::Op>([id, agent = a.cfg.id, f](SQLite::Database& db) {
+      // Only while it is still this agent's: moved meanwhile (iarelay move, a failover) to an
+      // agent that may take its type, it is that agent's to decide.
+      auto still = cached_statement(
+          db, "SELECT 1 FROM webhooks WHERE id=? AND state='queued' AND assigned_agent=?");
+      still->bind(1, id);
+      still->bind(2, agent);
+      const bool its_own = still->executeStep();
+      still->reset();
+      if (!its_own) return;
+      transition(db, id, WebhookState::kQueued, WebhookState::kDiscarded, f);
+    });
+    pending_outcomes_.push_back({0, a.cfg.id, std::move(item), std::move(op), std::string()});
   }
 
   void claim(Agent& a, std::vector<InHand> batch) {
@@ -1200,7 +1245,8 @@ class DispatcherImpl final : public Dispatcher {
     call.easy = take_easy();
     if (!call.easy) throw std::runtime_error("curl_easy_init failed");
     CURL* e = call.easy;
-    curl_easy_setopt(e, CURLOPT_URL, a.cfg.callback.c_str());
+    // {domain} and {service} filled in for this webhook (libcurl copies the string).
+    curl_easy_setopt(e, CURLOPT_URL, callback_url(a.cfg, w.service).c_str());
     curl_easy_setopt(e, CURLOPT_POST, 1L);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, call.body.data());
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(call.body.size()));
@@ -1357,7 +1403,8 @@ class DispatcherImpl final : public Dispatcher {
           break;
         }
         if (!item.w.agent) {
-          if (auto other = ctx_.directory->available_agent_for(item.w.service, a.cfg.id)) {
+          if (auto other = ctx_.directory->available_agent_for(
+                  item.w.service, a.cfg.id, a.cfg.takes(item.w.type) ? item.w.type : "")) {
             target = *other;
             f.assigned_agent = std::optional<std::string>(target);
             f.next_attempt_at = std::optional<Millis>();
@@ -1388,6 +1435,8 @@ class DispatcherImpl final : public Dispatcher {
       chain->event_id = item.w.event_id;
       chain->after_seq = item.w.seq;
       chain->now = now;
+      chain->kinds = a.cfg.kinds;
+      chain->all_kinds = a.cfg.all_kinds;
     }
     auto op = std::make_shared<Writer::Op>([attempt, id, to, f, chain](SQLite::Database& db) {
       if (attempt) record_attempt(db, *attempt);

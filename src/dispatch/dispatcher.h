@@ -22,6 +22,9 @@
 //   also claims the alert's next webhook when the journal, in that transaction, shows it may
 //   go (a chain step: one commit per step, no walk; see Chain in dispatcher.cpp). The
 //   dispatcher's claims and outcomes are submitted quiet: their commits do not wake it.
+// - A webhook whose type the agent's `kinds` leave out is not claimed: picked like any other
+//   (its key busy), it goes queued → discarded with the reason, no call and no attempt.
+//   The call's URL is the agent's callback with {domain} and {service} filled in.
 // - One webhook never stops the thread: a problem of the webhook itself while preparing its
 //   call (payload missing, ia conversion) fails that webhook; a local error with no call made
 //   (reading the payload, starting the call) requeues it with its attempt given back

@@ -15,7 +15,7 @@ void apply_route(NewWebhook& w, const AgentDirectory& directory) {
   // identifier its queue and the journal know (otherwise it would wait where nothing delivers).
   if (w.agent)
     if (auto id = directory.configured_id(*w.agent)) w.agent = std::move(*id);
-  RouteDecision d = directory.route(w.service, w.agent);
+  RouteDecision d = directory.route(w.service, w.agent, w.type);
   w.state = d.state;
   w.assigned_agent = std::move(d.assigned_agent);
   w.reason = std::move(d.reason);

@@ -1,4 +1,4 @@
-// The routes of iarelayd's listener: bearer-token check, intake admission and durable commit,
+// The routes of iarelayd's listener: the token check (auth.h), intake admission and durable commit,
 // the long-polling feed over pooled read connections, admin endpoints and JSON errors. The
 // transport is http_listener.h (one event-loop thread). A webhook is answered from the writer's
 // commit callback, without a thread waiting for it; requests that block (the feed's long-poll,
@@ -165,7 +165,12 @@ class ReaderPool {
 
 class HttpServer final : public Server {
  public:
-  explicit HttpServer(ServerContext ctx) : ctx_(std::move(ctx)), readers_(ctx_.journal_path) {}
+  explicit HttpServer(ServerContext ctx)
+      : ctx_(std::move(ctx)),
+        readers_(ctx_.journal_path),
+        auth_(std::make_shared<const Authenticator>(ctx_.credentials)) {
+    ctx_.credentials = {};  // kept only as digests, in auth_
+  }
   ~HttpServer() override { stop(); }
 
   Status start() {
@@ -209,6 +214,12 @@ class HttpServer final : public Server {
 
   int port() const override { return listener_ ? listener_->port() : 0; }
 
+  void set_credentials(const ListenCredentials& credentials) override {
+    auto fresh = std::make_shared<const Authenticator>(credentials);
+    std::lock_guard lock(auth_mu_);
+    auth_ = std::move(fresh);
+  }
+
   void notify_committed() override {
     {
       std::lock_guard lock(feed_mu_);
@@ -220,6 +231,11 @@ class HttpServer final : public Server {
  private:
   void route(HttpRequest req, const HttpReply& reply) {
     try {
+      // Checked on the head already; again here (credentials may have been reloaded since) and
+      // then the token parameter is dropped, so no handler can store, log or echo it.
+      if (needs_token(req.method, req.path))
+        if (auto denied = unauthorized(req)) return reply(count(req, std::move(*denied)));
+      strip_token_param(req);
       const std::string& path = req.path;
       const std::string& m = req.method;
       if (path.rfind("/v1/webhooks/", 0) == 0) {
@@ -259,18 +275,15 @@ class HttpServer final : public Server {
     }
   }
 
+  // Behind route()'s token check.
   HttpResponse blocking_get(const HttpRequest& req) {
-    if (req.path == "/v1/feed") {
-      if (auto denied = unauthorized(req)) return *denied;
-      return handle_feed(req);
-    }
+    if (req.path == "/v1/feed") return handle_feed(req);
     if (req.path == "/metrics") {
       HttpResponse r;
       r.content_type = "text/plain; version=0.0.4";
       r.body = ctx_.metrics ? ctx_.metrics->render() : std::string();
       return r;
     }
-    if (auto denied = unauthorized(req)) return *denied;
     if (!ctx_.status_json) return error_response(503, "status is not available");
     HttpResponse r;
     r.body = ctx_.status_json();
@@ -315,29 +328,22 @@ class HttpServer final : public Server {
     return method == "GET" && (path == "/v1/feed" || path == "/v1/status");
   }
 
-  // A 401 response unless the request carries the configured bearer token (compared in
-  // constant time).
+  // A 401 response unless the request carries a listen token (auth.h), saying what is accepted.
   std::optional<HttpResponse> unauthorized(const HttpRequest& req) {
-    if (ctx_.token.empty()) return std::nullopt;
-    std::string_view header = req.header("Authorization").value_or("");
-    constexpr std::string_view kBearer = "Bearer ";
-    if (header.empty()) {
-      HttpResponse r = error_response(401, "missing bearer token (Authorization: Bearer <token>)");
-      r.headers.emplace_back("WWW-Authenticate", "Bearer");
-      return r;
+    std::shared_ptr<const Authenticator> auth;
+    {
+      std::lock_guard lock(auth_mu_);
+      auth = auth_;
     }
-    bool bearer = header.compare(0, kBearer.size(), kBearer) == 0;
-    if (!bearer || !constant_time_equal(header.substr(kBearer.size()), ctx_.token)) {
-      HttpResponse r =
-          error_response(401, bearer ? "bad bearer token" : "Authorization is not a bearer token");
-      r.headers.emplace_back("WWW-Authenticate", "Bearer error=\"invalid_token\"");
-      return r;
-    }
-    return std::nullopt;
+    auto why = auth->refusal(req);
+    if (!why) return std::nullopt;
+    HttpResponse r = error_response(401, *why);
+    r.headers.emplace_back("WWW-Authenticate", std::string(kWwwAuthenticate));
+    return r;
   }
 
+  // Behind route()'s token check.
   void handle_webhook(HttpRequest req, const HttpReply& reply) {
-    if (auto denied = unauthorized(req)) return reply(count(req, std::move(*denied)));
     IntakeRequest in;
     in.service = req.path.substr(std::string_view("/v1/webhooks/").size());
     in.agent = std::string(req.param("agent").value_or(""));
@@ -429,8 +435,8 @@ class HttpServer final : public Server {
     return r;
   }
 
+  // Behind route()'s token check.
   void handle_ack(const HttpRequest& req, const HttpReply& reply) {
-    if (auto denied = unauthorized(req)) return reply(std::move(*denied));
     json body = json::parse(req.body, nullptr, false);
     if (body.is_discarded() || !body.is_object())
       return reply(
@@ -457,6 +463,8 @@ class HttpServer final : public Server {
   WorkerPool workers_;
   std::unique_ptr<HttpListener> listener_;
   UnconfiguredAgentLog unconfigured_;
+  std::mutex auth_mu_;
+  std::shared_ptr<const Authenticator> auth_;  // GUARDED_BY(auth_mu_); replaced, never changed
 
   std::mutex feed_mu_;
   std::condition_variable feed_cv_;

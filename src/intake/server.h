@@ -1,8 +1,9 @@
 // The HTTP listener of iarelayd (docs/architecture.md "HTTP endpoints"): direct intake POST
 // /v1/webhooks/{service}, the edge feed (GET /v1/feed, POST /v1/feed/ack) and admin (/healthz,
-// /readyz, /metrics, /v1/status). A 202 is sent only after the webhook's group commit is durable.
-// Handlers never throw past the routing boundary. start() binds and serves on its own threads;
-// stop() is idempotent.
+// /readyz, /metrics, /v1/status). The /v1 routes need a listen token when any is configured
+// (auth.h); the routes never see the `token` query parameter. A 202 is sent only after the
+// webhook's group commit is durable. Handlers never throw past the routing boundary. start() binds
+// and serves on its own threads; stop() is idempotent.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +13,7 @@
 
 #include "common/config.h"
 #include "common/status.h"
+#include "intake/auth.h"
 
 namespace iarelay {
 
@@ -25,7 +27,7 @@ struct ServerContext {
   Metrics* metrics = nullptr;           // not owned
   std::string journal_path;             // for read connections (feed, status)
   ListenConfig listen;
-  std::string token;                         // empty: no authentication
+  ListenCredentials credentials;             // no tokens: no authentication
   std::function<std::string()> status_json;  // body of GET /v1/status
   std::function<bool()> ready;               // GET /readyz: 200 when true
 };
@@ -40,6 +42,9 @@ class Server {
   virtual int port() const = 0;
   // Wakes feed long-polls; call after each journal commit.
   virtual void notify_committed() = 0;
+  // Replaces the accepted credentials (a reload re-read the token file); requests whose check
+  // has not begun are checked against the new ones. Any thread.
+  virtual void set_credentials(const ListenCredentials& credentials) = 0;
 };
 
 // The 413 answer for a body over `max_body` bytes, naming the limit and its key:

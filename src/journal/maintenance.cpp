@@ -112,6 +112,16 @@ ExtraFilter extra_filter(const WebhookFilter& f) {
   return x;
 }
 
+// A command given a filter acts on the webhooks that matched it when the command began: its
+// batches stop at the newest seq of that moment. Without this bound, a webhook acknowledged
+// while the batches run would be deleted by a `delete --force`, or queued again by a replay
+// that had just been delivered (review of the sixth session).
+void only_webhooks_of_before(SQLite::Database& db, ExtraFilter& x) {
+  x.sql += " AND seq<=?";
+  x.values.push_back(
+      std::to_string(db.execAndGet("SELECT coalesce(max(seq), 0) FROM webhooks").getInt64()));
+}
+
 bool resendable(WebhookState s) {
   return s == WebhookState::kFailed || s == WebhookState::kDiscarded ||
          s == WebhookState::kDelivered;
@@ -245,7 +255,8 @@ Result<std::int64_t> resend(SQLite::Database& db, const WebhookFilter& filter,
       return total;
     }
 
-    const ExtraFilter x = extra_filter(filter);
+    ExtraFilter x = extra_filter(filter);
+    only_webhooks_of_before(db, x);
     std::vector<WebhookState> states = filter.states;
     std::sort(states.begin(), states.end());
     states.erase(std::unique(states.begin(), states.end()), states.end());
@@ -709,7 +720,9 @@ Result<std::int64_t> change_webhooks(SQLite::Database& db, QueueOp op, const Web
     std::int64_t changed = 0;
     for (const auto& r : rows)
       if (apply_op(db, op, r)) {
-        if (op != QueueOp::kDelete) audit.link(db, total + changed, r.id);
+        // After a delete too (delete_webhook dropped the row's older links): the audit keeps
+        // the ids a delete took.
+        audit.link(db, total + changed, r.id);
         if (each) each(r);
         ++changed;
       }
@@ -780,6 +793,7 @@ Result<std::int64_t> change_webhooks(SQLite::Database& db, QueueOp op, const Web
       return total;
     }
     ExtraFilter x = extra_filter(filter);
+    only_webhooks_of_before(db, x);
     // Stored rows a feed consumer lacks: refused as a whole, before anything changes.
     if (op == QueueOp::kDelete && !options.force &&
         std::count(states.begin(), states.end(), WebhookState::kStored) > 0) {

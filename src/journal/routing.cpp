@@ -86,10 +86,11 @@ bool AgentDirectory::knows_service(const std::string& service) const {
 }
 
 std::optional<std::string> AgentDirectory::available_agent_for(const std::string& service,
-                                                               const std::string& except) const {
+                                                               const std::string& except,
+                                                               const std::string& type) const {
   std::shared_lock lock(mu_);
   for (const auto& a : agents_) {
-    if (a.id == except || !a.hosts(service)) continue;
+    if (a.id == except || !a.hosts(service) || (!type.empty() && !a.takes(type))) continue;
     auto it = availability_.find(a.id);
     if (it != availability_.end() && it->second == Availability::kUp) return a.id;
   }
@@ -97,7 +98,8 @@ std::optional<std::string> AgentDirectory::available_agent_for(const std::string
 }
 
 RouteDecision AgentDirectory::route(const std::string& service,
-                                    const std::optional<std::string>& agent) const {
+                                    const std::optional<std::string>& agent,
+                                    const std::string& type) const {
   std::shared_lock lock(mu_);
   if (role_ == Role::kEdge) return {WebhookState::kStored, std::nullopt, std::nullopt};
   // Rule 1: a named agent's queue, configured or not (a late-configured agent receives it).
@@ -108,14 +110,20 @@ RouteDecision AgentDirectory::route(const std::string& service,
   // Rule 2: the first available agent hosting the service, in configuration order.
   bool hosted = false;
   std::string unavailable;
+  std::optional<std::string> up_not_taking;  // available, but its kinds leave `type` out
   for (const auto& a : agents_) {
     if (!a.hosts(service)) continue;
     hosted = true;
     auto it = availability_.find(a.id);
     Availability av = it == availability_.end() ? Availability::kDown : it->second;
-    if (av == Availability::kUp) return {WebhookState::kQueued, a.id, std::nullopt};
+    if (av == Availability::kUp) {
+      if (type.empty() || a.takes(type)) return {WebhookState::kQueued, a.id, std::nullopt};
+      if (!up_not_taking) up_not_taking = a.id;
+      continue;
+    }
     unavailable += (unavailable.empty() ? "" : ", ") + a.id + " " + std::string(to_string(av));
   }
+  if (up_not_taking) return {WebhookState::kQueued, *up_not_taking, std::nullopt};
   // Rule 3: discard as xMatters does, unless the service holds. A service that says so holds
   // also while no agent hosts it (its agent retired, its successor not configured yet).
   for (const auto& s : services_)

@@ -44,11 +44,16 @@ class AgentDirectory {
   // Where a webhook arriving now goes ("Routing" rules 1-4; edge relays store everything; a
   // delivering relay with no agent configured holds every webhook: rule 1 for those with an
   // agent identifier, held for any agent of their service otherwise).
-  RouteDecision route(const std::string& service, const std::optional<std::string>& agent) const;
+  // Rule 2 prefers an agent whose `kinds` take `type` (when given); with none available, the
+  // first available one (which ends the webhook discarded with the reason, visibly).
+  RouteDecision route(const std::string& service, const std::optional<std::string>& agent,
+                      const std::string& type = "") const;
   // Failover: the first available agent hosting `service` other than `except`, in
-  // configuration order.
+  // configuration order; given a `type`, only one whose `kinds` take it (failing over to an
+  // agent that leaves the type out would discard a webhook that `except` would deliver).
   std::optional<std::string> available_agent_for(const std::string& service,
-                                                 const std::string& except = "") const;
+                                                 const std::string& except = "",
+                                                 const std::string& type = "") const;
   // True when the configuration says role = edge: the relay stores for its feed.
   bool is_edge() const { return role_ == Role::kEdge; }
   // Whether the service's section says `unrouted = hold`.

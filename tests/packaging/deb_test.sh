@@ -22,7 +22,9 @@ echo "built $(basename "$deb")"
 dpkg-deb --contents "$deb" | awk '{print $6}' >"$work/contents"
 for f in ./usr/bin/iarelayd ./usr/bin/iarelay ./usr/bin/iarelay-sink \
          ./usr/lib/systemd/system/iarelayd.service ./etc/iarelay/iarelay.conf \
-         ./usr/share/doc/iarelay/operations.md ./usr/share/doc/iarelay/help/iarelayd.txt; do
+         ./usr/share/doc/iarelay/operations.md ./usr/share/doc/iarelay/help/iarelayd.txt \
+         ./usr/share/doc/iarelay/integration-agent.md \
+         ./usr/share/iarelay/integration-agent/iarelay-shim.js; do
   grep -qx "$f" "$work/contents" || { echo "missing from package: $f"; exit 1; }
 done
 echo "depends: $(dpkg-deb -f "$deb" Depends)"

@@ -25,7 +25,8 @@ constexpr CommandHelp kShowHelp = {
     "show ID [--format table|json]",
     "One webhook: every field, why it is waiting (queued or held: agent paused or down, backing\n"
     "off, behind an earlier webhook of its alert, held by an operator, waiting for any agent of\n"
-    "its service, no agent configured for its identifier; give --config for the last), who\n"
+    "its service, no agent configured for its identifier, a type its agent's kinds leave out;\n"
+    "give --config for the last two, and for \"callback\": the URL its agent is called at), who\n"
     "changed it by hand (resend, retry, hold, release: from the audit table), its payload, and\n"
     "every delivery attempt, in series: the first as received, one more per resend, each\n"
     "marked with who resent it and when. ID is a webhook id, any unique prefix of it, or its\n"
@@ -145,6 +146,10 @@ std::vector<std::string> waiting_reasons(const Context& ctx, SQLite::Database& d
                     "show checks whether it is configured)");
     }
   }
+  if (configured && !configured->takes(r.type))
+    out.push_back("its type \"" + r.type + "\" is not in [agent." + configured->handle +
+                  "] kinds (" + configured->kinds_text() + ") of " + ctx.config->file +
+                  ": the daemon discards it instead of sending it");
   if (r.next_attempt_at) {
     auto at = parse_time(*r.next_attempt_at, now);
     if (at && *at > now)
@@ -280,6 +285,13 @@ int cmd_show(Context& ctx) {
                         {"outcome", col(6)}});
   }
 
+  // Where its agent's calls go ({domain} and {service} filled in), from the configuration.
+  const AgentConfig* configured =
+      ctx.config && row->assigned_agent ? ctx.config->find_agent(*row->assigned_agent) : nullptr;
+  const std::optional<std::string> callback =
+      configured ? std::optional<std::string>(callback_url(*configured, row->service))
+                 : std::nullopt;
+
   std::vector<Json> values = all_values(*row);
   const std::string& payload_text = row->payload ? *row->payload : std::string();
   // A payload nested deeper than intake now accepts (a row stored before the limit) is shown
@@ -295,6 +307,7 @@ int cmd_show(Context& ctx) {
     // as a JSON string of its text.
     doc["payload"] = payload.is_discarded() ? Json(payload_text) : payload;
     doc["waiting"] = waiting;
+    doc["callback"] = callback ? Json(*callback) : Json(nullptr);
     Json actions = Json::array();
     int series = 1;
     for (const auto& c : changes) {
@@ -312,6 +325,7 @@ int cmd_show(Context& ctx) {
     std::cout << name << std::string(17 - name.size(), ' ')
               << terminal_text(cell_text(values[i], "-"), /*one_line=*/true) << "\n";
   }
+  if (callback) std::cout << "callback         " << terminal_text(*callback, true) << "\n";
   for (const auto& w : waiting)
     std::cout << "waiting          " << terminal_text(w, /*one_line=*/true) << "\n";
   if (!changes.empty()) {

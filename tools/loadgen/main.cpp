@@ -29,7 +29,8 @@
 #include <thread>
 #include <vector>
 
-#include "common/config.h"
+#include "common/crypto.h"
+#include "common/tokens.h"
 #include "payloads.h"
 #include "stand_in_options.h"
 
@@ -49,8 +50,13 @@ void on_signal(int) {
   g_interrupted.store(true);
 }
 
+// How the token goes to the relay (docs/operations.md "Authentication").
+enum class Auth { kBearer, kBasic, kQuery };
+
 struct Options {
   std::string url, service, agent, token, record;
+  Auth auth = Auth::kBearer;
+  std::string user = "xmatters";  // HTTP Basic's user name
   std::uint64_t count = 1000;
   double rate = 0;  // webhooks per second overall; 0: as fast as possible
   int concurrency = 8;
@@ -154,7 +160,23 @@ class Sender {
       url_ += std::string("?agent=") + agent;
       curl_free(agent);
     }
+    if (o_.auth == Auth::kQuery && !o_.token.empty()) {
+      char* token = curl_easy_escape(probe, o_.token.c_str(), 0);
+      url_ += std::string(o_.agent.empty() ? "?" : "&") + "token=" + token;
+      curl_free(token);
+    }
     curl_easy_cleanup(probe);
+    // The same header on every request, by either path (raw sockets or libcurl).
+    if (!o_.token.empty() && o_.auth == Auth::kBearer)
+      authorization_ = "Authorization: Bearer " + o_.token;
+    if (!o_.token.empty() && o_.auth == Auth::kBasic)
+      authorization_ = "Authorization: Basic " + iarelay::base64_encode(o_.user + ":" + o_.token);
+    // The target as it goes out, the token (--auth query) redacted.
+    static const char* const kAuthNames[] = {"bearer", "basic", "query"};
+    std::cerr << "iarelay-loadgen: POST " << iarelay::redact_token_param(url_) << " ("
+              << (o_.token.empty() ? "no token"
+                                   : std::string("--auth ") + kAuthNames[static_cast<int>(o_.auth)])
+              << ")\n";
     if (url_.rfind("http://", 0) == 0 && !setup_raw()) return false;
     std::uint64_t slots =
         std::min<std::uint64_t>(o_.concurrency, std::max<std::uint64_t>(o_.count, 1));
@@ -296,7 +318,7 @@ class Sender {
         "POST " + target_ + " HTTP/1.1\r\nHost: " + host_header_ +
         "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
         "\r\n";
-    if (!o_.token.empty()) slot.out += "Authorization: Bearer " + o_.token + "\r\n";
+    if (!authorization_.empty()) slot.out += authorization_ + "\r\n";
     if (o_.idempotency)
       slot.out += "Idempotency-Key: " + run_id_ + "-" + std::to_string(slot.n) + "\r\n";
     slot.out += "\r\n";
@@ -494,8 +516,8 @@ class Sender {
     curl_slist_free_all(slot.headers);
     slot.headers = curl_slist_append(nullptr, "Content-Type: application/json");
     slot.headers = curl_slist_append(slot.headers, "Expect:");
-    if (!o_.token.empty())
-      slot.headers = curl_slist_append(slot.headers, ("Authorization: Bearer " + o_.token).c_str());
+    if (!authorization_.empty())
+      slot.headers = curl_slist_append(slot.headers, authorization_.c_str());
     if (o_.idempotency)
       slot.headers = curl_slist_append(
           slot.headers, ("Idempotency-Key: " + run_id_ + "-" + std::to_string(slot.n)).c_str());
@@ -596,8 +618,9 @@ class Sender {
   Clock::time_point start_;
   std::vector<std::uint32_t> event_seq_;
   std::mt19937_64 rng_;
-  std::string run_id_;  // distinguishes this run's Idempotency-Keys from earlier runs'
-  std::string url_;
+  std::string run_id_;         // distinguishes this run's Idempotency-Keys from earlier runs'
+  std::string url_;            // with the token when --auth query: never shown
+  std::string authorization_;  // the Authorization header line, or ""
   CURLM* multi_ = nullptr;
   int epoll_ = -1;
   Clock::time_point timer_at_ = Clock::time_point::max();  // when libcurl wants a call
@@ -638,7 +661,7 @@ double percentile(const std::vector<double>& sorted, double p) {
 
 int main(int argc, char** argv) {
   Options o;
-  std::string types, dialect, token_file;
+  std::string types, dialect, token_file, auth;
   po::options_description desc(
       "Usage: iarelay-loadgen --url URL --service S [options]\n\n"
       "Sends realistic xMatters webhooks to an iarelayd intake (POST URL/v1/webhooks/S), "
@@ -663,7 +686,13 @@ int main(int argc, char** argv) {
       "pad payloads to about this many bytes with a form property (0: natural size)")(
       "seed", po::value(&o.gen.seed)->default_value(1), "seed of the payload generator")(
       "token-file", po::value(&token_file),
-      "file holding the intake bearer token (or IARELAY_LOADGEN_TOKEN)")(
+      "file holding the intake token, the first of its lines that is not blank (or "
+      "IARELAY_LOADGEN_TOKEN); never on the command line")(
+      "auth", po::value(&auth)->default_value("bearer"),
+      "how the token is sent: bearer (Authorization: Bearer), basic (HTTP Basic, the token as "
+      "password, as xMatters sends it) or query (?token=, the weaker choice)")(
+      "user", po::value(&o.user)->default_value("xmatters"),
+      "HTTP Basic's user name (--auth basic)")(
       "record", po::value(&o.record), "append one JSON line per accepted webhook to this file")(
       "no-idempotency-key",
       "do not send an Idempotency-Key (by default each webhook carries one, so a retry after "
@@ -690,12 +719,22 @@ int main(int argc, char** argv) {
     o.gen.dialect = Dialect::kMixed;
   else
     return usage_error("--dialect must be ib, ia or mixed, not '" + dialect + "'");
-  auto token = iarelay::read_secret(token_file, "IARELAY_LOADGEN_TOKEN");
-  if (!token) {
-    std::cerr << "iarelay-loadgen: " << token.status().message() << "\n";
+  if (auth == "bearer")
+    o.auth = Auth::kBearer;
+  else if (auth == "basic")
+    o.auth = Auth::kBasic;
+  else if (auth == "query")
+    o.auth = Auth::kQuery;
+  else
+    return usage_error("--auth must be bearer, basic or query, not '" + auth + "'");
+  if (o.user.find(':') != std::string::npos)
+    return usage_error("--user must not contain ':' (HTTP Basic puts one after the user name)");
+  auto tokens = iarelay::read_tokens(token_file, "IARELAY_LOADGEN_TOKEN");
+  if (!tokens) {
+    std::cerr << "iarelay-loadgen: " << tokens.status().message() << "\n";
     return 1;
   }
-  o.token = *token;
+  if (!tokens->empty()) o.token = tokens->front();
 
   Recorder recorder;
   if (!recorder.open(o.record)) {

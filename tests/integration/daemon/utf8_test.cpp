@@ -32,11 +32,12 @@ Json parsed(const std::string& what, const std::string& text) {
 
 // A relay on `journal` with a listener on `port`, JSON logs, and agent a1 whose callback
 // nobody answers (one attempt each: a webhook for it fails at once).
+// kinds = *: a row below has a type that is none of the default kinds (it must reach a call).
 std::string config(const TempDir& dir, int port) {
   return "journal = " + dir.file("journal.db") +
          "\nlog_format = json\n[listen]\naddress = 127.0.0.1:" + std::to_string(port) +
          "\n[agent.a1]\ncallback = http://127.0.0.1:1/apia_callback\nservices = hpnnmi\n"
-         "max_attempts = 1\n";
+         "max_attempts = 1\nkinds = *\n";
 }
 
 TEST(Utf8, AgentThatIsNotUtf8IsRefusedWith400NamingTheField) {

@@ -702,6 +702,7 @@ TEST(Dispatch, InvalidUtf8InAJournalRowDoesNotStopDeliveries) {
   Relay relay(dir);
   auto a = agent("a", agent_server.url());
   a.format = AgentFormat::kIa;
+  a.all_kinds = true;  // the type below is none of the default kinds
   relay.start({a});
   // The reproduction: a valid payload, a type (and service, agent) with bytes not UTF-8.
   std::string bad_type =
@@ -806,7 +807,9 @@ TEST(Dispatch, HeaderValuesFromTheJournalCannotAddHeaders) {
   testing::TempDir dir;
   Capture agent_server;
   Relay relay(dir);
-  relay.start({agent("a", agent_server.url())});
+  auto a = agent("a", agent_server.url());
+  a.all_kinds = true;  // the type below is none of the default kinds
+  relay.start({a});
   std::string id = relay.insert_raw("a", "status\r\nX-Evil: 1", R"({"eventIdentifier": 1})",
                                     "svc\nX-Evil-Too: 2\x01");
   ASSERT_TRUE(wait_until([&] { return relay.row(id).state == "delivered"; }, 10s));
@@ -1311,7 +1314,7 @@ TEST(Review14, ThreeTypesOfOneAlertStoredBeforeTheStartAreDeliveredInOrder) {
   Relay relay(dir);
   std::vector<std::string> ids;
   int n = 0;
-  for (const char* type : {"status", "escalation", "response"})
+  for (const char* type : {"status", "deliveryStatus", "response"})
     ids.push_back(relay.insert_raw("first", type,
                                    R"({"eventIdentifier": 42, "n": )" + std::to_string(n++) + "}",
                                    "svc", std::nullopt, std::string("42")));

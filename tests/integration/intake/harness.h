@@ -67,7 +67,7 @@ class InProcessRelay {
     ctx.listen.max_connections = max_connections;
     ctx.listen.tls_cert = std::move(tls_cert);
     ctx.listen.tls_key = std::move(tls_key);
-    ctx.token = std::move(token);
+    if (!token.empty()) ctx.credentials.tokens = {std::move(token)};
     ctx.status_json = [] { return std::string(R"({"status":"from-context"})"); };
     ctx.ready = [this] { return writer_->healthy(); };
     auto s = Server::start(std::move(ctx));
@@ -76,6 +76,12 @@ class InProcessRelay {
     std::lock_guard lock(server_mu_);
     server_ = std::move(*s);
     return server_->port();
+  }
+
+  // Replaces the running listener's credentials, as a reload does.
+  void set_credentials(const ListenCredentials& credentials) {
+    std::lock_guard lock(server_mu_);
+    server_->set_credentials(credentials);
   }
 
   void stop_server() {

@@ -265,7 +265,8 @@ TEST(ListenerBounds, WrongTokenIsRefusedFromTheHeaderWithoutWaitingForTheBody) {
   std::string r = c.response();
   ASSERT_EQ(r.rfind("HTTP/1.1 401", 0), 0u) << r;
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2));
-  EXPECT_NE(body_json(r)["error"].get<std::string>().find("bad bearer token"), std::string::npos);
+  EXPECT_NE(body_json(r)["error"].get<std::string>().find("the bearer token is not a listen token"),
+            std::string::npos);
   EXPECT_TRUE(c.closed_by_peer());
   EXPECT_EQ(testing::metric_value(relay.metrics().render(),
                                   R"(iarelay_intake_requests_total{code="401"})"),

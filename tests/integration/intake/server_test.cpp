@@ -138,14 +138,15 @@ TEST_F(ServerTest, BadRequestsGetTheirStatusAMessageAndStoreNothing) {
     const char* says;
   };
   std::vector<Case> cases = {
-      {"no token", {}, "/v1/webhooks/hpnnmi", ok_body, 401, "missing bearer token"},
-      {"bad token", auth("wrong"), "/v1/webhooks/hpnnmi", ok_body, 401, "bad bearer token"},
-      {"basic auth",
+      {"no token", {}, "/v1/webhooks/hpnnmi", ok_body, 401, "no credentials"},
+      {"bad token", auth("wrong"), "/v1/webhooks/hpnnmi", ok_body, 401,
+       "the bearer token is not a listen token"},
+      {"basic auth, wrong password",
        {{"Authorization", "Basic eDp5"}},
        "/v1/webhooks/hpnnmi",
        ok_body,
        401,
-       "not a bearer token"},
+       "the HTTP Basic password is not a listen token"},
       {"array", auth(), "/v1/webhooks/hpnnmi", "[1,2,3]", 400, "not a JSON object"},
       {"not json", auth(), "/v1/webhooks/hpnnmi", "status=active", 400, "not valid JSON"},
       {"no type", auth(), "/v1/webhooks/hpnnmi", R"({"foo":"bar"})", 400, "cannot be inferred"},

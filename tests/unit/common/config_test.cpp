@@ -92,6 +92,10 @@ TEST_F(ConfigFile, EveryDefaultOfTheSpec) {
   EXPECT_EQ(a.max_attempts, 25);
   EXPECT_EQ(a.backoff_initial, 1'000);
   EXPECT_EQ(a.backoff_max, 300'000);
+  EXPECT_EQ(a.domain, "applications");
+  EXPECT_EQ(a.kinds,
+            (std::vector<std::string>{"status", "deliveryStatus", "response", "annotation"}));
+  EXPECT_FALSE(a.all_kinds);
 }
 
 TEST_F(ConfigFile, AbsentSectionsMeanNoListenerNoPollingNoAgents) {
@@ -104,6 +108,15 @@ TEST_F(ConfigFile, AbsentSectionsMeanNoListenerNoPollingNoAgents) {
   auto none = load_config("");  // no file: defaults only
   ASSERT_TRUE(none.is_ok()) << none.status().message();
   EXPECT_EQ(none->journal, "var/journal.db");
+}
+
+TEST_F(ConfigFile, ListenUserIsReadAndMayNotHoldAColon) {
+  auto c = load("[listen]\nuser = xmatters\n");
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  EXPECT_EQ(c->listen->user, "xmatters");
+  EXPECT_EQ(load("[listen]\n")->listen->user, "");  // any user name
+  EXPECT_TRUE(contains(error("[listen]\nuser = x:y\n"),
+                       "iarelay.conf:2: [listen] user: must not contain ':'"));
 }
 
 TEST_F(ConfigFile, EveryKeyOfTheSpecIsRead) {
@@ -223,7 +236,9 @@ TEST_F(ConfigFile, TheKeyTableCoversTheSpecAndEachKeyIsAccepted) {
                                 "service.*.unrouted",
                                 "agent.*.id",
                                 "agent.*.callback",
+                                "agent.*.domain",
                                 "agent.*.services",
+                                "agent.*.kinds",
                                 "agent.*.format",
                                 "agent.*.secret_file",
                                 "agent.*.max_inflight",
@@ -652,6 +667,127 @@ services = applications|applications|x, applications| y, z
   EXPECT_EQ(c->agents.at(0).services, (std::vector<std::string>{"x", "y", "z"}));
   EXPECT_TRUE(c->agents.at(0).hosts(normalize_service("applications|applications|x")));
   EXPECT_TRUE(c->service_holds("held"));
+}
+
+// Issue 13: one agent section serves several services of an Integration Agent's gateway.
+TEST_F(ConfigFile, CallbackPlaceholdersAreFilledInPerWebhook) {
+  auto c = load(R"([agent.ia1]
+callback = http://127.0.0.1:8081/http/{domain}_{service}
+services = hpnnmi, remedy, ops|omi
+[agent.ia2]
+callback = http://127.0.0.1:8082/gw/{service}?domain={domain}
+domain = custom
+[agent.plain]
+callback = http://127.0.0.1:8083/apia_callback
+)");
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  const AgentConfig& ia1 = c->agents.at(0);
+  EXPECT_EQ(ia1.callback, "http://127.0.0.1:8081/http/{domain}_{service}");  // as written
+  EXPECT_EQ(callback_url(ia1, "hpnnmi"), "http://127.0.0.1:8081/http/applications_hpnnmi");
+  EXPECT_EQ(callback_url(ia1, "remedy"), "http://127.0.0.1:8081/http/applications_remedy");
+  // As intake stores "applications|hpnnmi": the domain is the agent's.
+  EXPECT_EQ(callback_url(ia1, normalize_service("applications|hpnnmi")),
+            "http://127.0.0.1:8081/http/applications_hpnnmi");
+  // A service with another domain keeps it: "ops|omi" is domain ops, service omi.
+  EXPECT_EQ(callback_url(ia1, normalize_service("ops|omi")), "http://127.0.0.1:8081/http/ops_omi");
+  // Whatever a sender names stays inside its path segment.
+  EXPECT_EQ(callback_url(ia1, "a b/../c?d#e%"),
+            "http://127.0.0.1:8081/http/applications_a%20b%2F..%2Fc%3Fd%23e%25");
+  EXPECT_EQ(callback_url(ia1, "x|y|z"), "http://127.0.0.1:8081/http/x_y%7Cz");
+  const AgentConfig& ia2 = c->agents.at(1);
+  EXPECT_EQ(ia2.domain, "custom");
+  EXPECT_EQ(callback_url(ia2, "hpnnmi"), "http://127.0.0.1:8082/gw/hpnnmi?domain=custom");
+  EXPECT_EQ(callback_url(ia2, "ops|omi"), "http://127.0.0.1:8082/gw/omi?domain=ops");
+  EXPECT_EQ(callback_url(c->agents.at(2), "hpnnmi"), "http://127.0.0.1:8083/apia_callback");
+}
+
+// review13 finding 3: a placeholder standing alone as a path segment ("/gw/{service}") keeps
+// "." and ".." as they are (both unreserved), and libcurl squashes dot segments
+// (CURLOPT_PATH_AS_IS is not set): a webhook whose service (or domain) is ".." or "." — any
+// service is accepted with ?agent= — is POSTed to another path of the gateway ("/gw/.." goes
+// out as "POST /"), not inside its own segment as callback_url() promises. An empty side of
+// '|' gives an empty segment or a bare "_".
+TEST_F(ConfigFile, PlaceholderValuesNeverBecomeDotSegmentsOrEmpty) {
+  auto c = load(R"([agent.ia2]
+callback = http://127.0.0.1:8082/gw/{service}/in?domain={domain}
+[agent.ia3]
+callback = http://127.0.0.1:8083/{domain}/{service}
+)");
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  const AgentConfig& ia2 = c->agents.at(0);
+  const AgentConfig& ia3 = c->agents.at(1);
+  // libcurl sends "POST /in" and "POST /gw/in" for these.
+  EXPECT_EQ(callback_url(ia2, ".."), "http://127.0.0.1:8082/gw/%2E%2E/in?domain=applications");
+  EXPECT_EQ(callback_url(ia2, "."), "http://127.0.0.1:8082/gw/%2E/in?domain=applications");
+  // "..|remedy" -> "/../remedy" -> libcurl sends "POST /remedy".
+  EXPECT_EQ(callback_url(ia3, "..|remedy"), "http://127.0.0.1:8083/%2E%2E/remedy");
+  // An empty service name after '|' gives "/gw//in": not the service's segment either.
+  EXPECT_NE(callback_url(ia2, "ops|"), "http://127.0.0.1:8082/gw//in?domain=ops");
+}
+
+TEST_F(ConfigFile, CallbackPlaceholderMistakesNameTheLine) {
+  const char* head = "[agent.ia1]\nservices = hpnnmi\n";
+  std::string e =
+      error(std::string(head) + "callback = http://127.0.0.1:8081/http/{domain}_{servcie}\n");
+  EXPECT_TRUE(contains(e, path() + ":3: [agent.ia1] callback: unknown placeholder {servcie} (did "
+                                   "you mean {service}?); placeholders are {service} and {domain}"))
+      << e;
+  e = error(std::string(head) + "callback = http://127.0.0.1:8081/http/{host}\n");
+  EXPECT_TRUE(contains(e, path() + ":3: [agent.ia1] callback: unknown placeholder {host};")) << e;
+  e = error(std::string(head) + "callback = http://127.0.0.1:8081/http/{service\n");
+  EXPECT_TRUE(contains(e, path() + ":3:")) << e;
+  EXPECT_TRUE(contains(e, "not closed")) << e;
+  e = error(std::string(head) + "callback = http://127.0.0.1:8081/http/service}\n");
+  EXPECT_TRUE(contains(e, "closes no placeholder")) << e;
+  e = error(std::string(head) + "callback = http://{domain}.example.net:8081/http/{service}\n");
+  EXPECT_TRUE(contains(e, path() + ":3: [agent.ia1] callback: placeholder {domain} in the host"))
+      << e;
+  e = error(std::string(head) + "callback = http:///http/{domain}_{service}\n");
+  EXPECT_TRUE(contains(e, "names no host")) << e;
+  e = error(std::string(head) + "callback = http://127.0.0.1:8081/http/{service}\ndomain =\n");
+  EXPECT_TRUE(contains(e, path() + ":4: [agent.ia1] domain: must not be empty")) << e;
+  // The command line is checked the same way.
+  e = error(std::string(head) + "callback = http://127.0.0.1:8081/x\n",
+            {{"agent.ia1.callback", "http://127.0.0.1:8081/{Service}"}});
+  EXPECT_TRUE(contains(e,
+                       "command line: [agent.ia1] callback: unknown placeholder {Service} "
+                       "(did you mean {service}?)"))
+      << e;
+}
+
+TEST_F(ConfigFile, KindsSayWhichTypesAreDelivered) {
+  auto c = load(std::string(kMinimalAgent) + "kinds = status, escalation ,response\n" +
+                "[agent.all]\ncallback = http://127.0.0.1:8082/\nkinds = *\n" +
+                "[agent.every]\ncallback = http://127.0.0.1:8083/\nkinds = all\n" +
+                "[agent.default]\ncallback = http://127.0.0.1:8084/\n");
+  ASSERT_TRUE(c.is_ok()) << c.status().message();
+  const AgentConfig& some = c->agents.at(0);
+  EXPECT_EQ(some.kinds, (std::vector<std::string>{"status", "escalation", "response"}));
+  EXPECT_TRUE(some.takes("escalation"));
+  EXPECT_FALSE(some.takes("annotation"));
+  EXPECT_FALSE(some.takes("Status"));  // compared exactly, as stored
+  EXPECT_EQ(some.kinds_text(), "status, escalation, response");
+  for (int i : {1, 2}) {
+    EXPECT_TRUE(c->agents.at(i).all_kinds) << i;
+    EXPECT_TRUE(c->agents.at(i).takes("targetedRecipientFailure")) << i;
+    EXPECT_EQ(c->agents.at(i).kinds_text(), "*");
+  }
+  const AgentConfig& d = c->agents.at(3);
+  for (const char* t : {"status", "deliveryStatus", "response", "annotation"})
+    EXPECT_TRUE(d.takes(t)) << t;
+  EXPECT_FALSE(d.takes("escalation"));
+  EXPECT_EQ(d.kinds_text(), kDefaultKinds);
+
+  std::string e = error(std::string(kMinimalAgent) + "kinds =\n");
+  EXPECT_TRUE(contains(e, path() + ":3: [agent.nnmi1] kinds: names no type")) << e;
+  e = error(std::string(kMinimalAgent) + "kinds = , ,\n");
+  EXPECT_TRUE(contains(e, path() + ":3: [agent.nnmi1] kinds: names no type")) << e;
+  e = error(std::string(kMinimalAgent) + "kinds = status, deliverystatus\n");
+  EXPECT_TRUE(contains(e, path() + ":3: [agent.nnmi1] kinds: 'deliverystatus' is not a type (did "
+                                   "you mean deliveryStatus?)"))
+      << e;
+  e = error(std::string(kMinimalAgent) + "kinds = status, *\n");
+  EXPECT_TRUE(contains(e, path() + ":3: [agent.nnmi1] kinds: '*' (every type) stands alone")) << e;
 }
 
 TEST(Secrets, EnvironmentWinsOverTheFile) {
