@@ -153,8 +153,7 @@ void claim_next_of_alert(SQLite::Database& db, Chain& c) {
   if (rows.empty() || rows.front().seq != *seq) return;
   QueuedWebhook& next = rows.front();
   if (next.next_attempt_at && *next.next_attempt_at > c.now) return;  // backing off
-  if (!c.all_kinds && std::find(c.kinds.begin(), c.kinds.end(), next.type) == c.kinds.end())
-    return;
+  if (!c.all_kinds && std::find(c.kinds.begin(), c.kinds.end(), next.type) == c.kinds.end()) return;
   const bool any_held = any_held_webhook(db);
   if (any_held && held_before(db, c.agent_id, c.event_id, next.service, next.seq)) return;
   TransitionFields f;
@@ -1482,10 +1481,14 @@ class DispatcherImpl final : public Dispatcher {
   }
 
   // Starts the claimed webhooks waiting for a slot while there is room; gives them back
-  // (queued, attempt not counted) when the dispatcher stops or the agent is no longer up.
+  // (queued, attempt not counted) when the dispatcher stops, the agent is no longer up, or a
+  // reload changed its ordering since the step was decided (a chain step claims the alert's
+  // next webhook, not the agent's oldest: under fifo it would pass older webhooks of other
+  // alerts).
   void start_ready(Agent& a) {
     if (a.ready.empty()) return;
-    if (stopping_ || a.removed || !a.usable || a.health.state() != AgentHealth::State::kUp) {
+    if (stopping_ || a.removed || !a.usable || a.health.state() != AgentHealth::State::kUp ||
+        a.cfg.ordering != Ordering::kEvent || a.keys_ordering != Ordering::kEvent) {
       std::vector<InHand> back(std::make_move_iterator(a.ready.begin()),
                                std::make_move_iterator(a.ready.end()));
       a.ready.clear();

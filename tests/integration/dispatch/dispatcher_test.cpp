@@ -165,6 +165,11 @@ class Relay {
 
   Status write(Writer::Op op) { return writer_->run(std::move(op)); }
   Dispatcher& dispatcher() { return *dispatcher_; }
+  // As a SIGHUP does: the directory takes the new agents, the dispatcher is told.
+  void reload(std::vector<AgentConfig> agents) {
+    directory_->reconfigure(std::move(agents), {});
+    dispatcher_->reconfigured();
+  }
 
   // Stores a row as given, bypassing intake (as a feed, an older version or an operator's SQL
   // could): queued for `agent_id`.
@@ -1322,6 +1327,51 @@ TEST(Review14, ThreeTypesOfOneAlertStoredBeforeTheStartAreDeliveredInOrder) {
   ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == 3; }, 10s))
       << relay.count("delivered") << " delivered";
   EXPECT_EQ(log.dump(), "(42,0,204) (42,1,204) (42,2,204) ");
+}
+
+// A reload from event to fifo ordering between a delivered webhook's outcome (with its chain
+// step) and that outcome's commit: the webhook the chain step claimed is the alert's next, not
+// the agent's oldest; under fifo it must not go before an older webhook of another alert (due by
+// the time of the commit). It is given back instead and the queue is sent in order.
+TEST(Review14, AChainStepCommittedAfterAReloadToFifoDoesNotPassAnOlderWebhook) {
+  testing::TempDir dir;
+  CallLog log;
+  WriteLockHolder holder(dir.file("journal.db"), 800ms);
+  std::atomic<bool> a0_seen{false};
+  Capture first([&](const httplib::Request& req, httplib::Response& res) {
+    auto j = Json::parse(req.body);
+    if (j["eventIdentifier"].dump() == "1" && j["n"] == 0) {
+      holder.take();
+      a0_seen = true;
+    }
+    res.status = 204;
+    log.add(req, 204);
+  });
+  Relay relay(dir);
+  auto a = agent("first", first.url());
+  a.max_inflight = 1;
+  std::vector<std::string> ids;
+  for (auto [e, n] : std::vector<std::pair<int, int>>{{1, 0}, {2, 100}, {1, 1}})
+    ids.push_back(relay.insert_raw(
+        "first", "status",
+        R"({"eventIdentifier": )" + std::to_string(e) + R"(, "n": )" + std::to_string(n) + "}",
+        "svc", std::nullopt, std::to_string(e)));
+  // Alert 2's webhook comes due only after the reload (under event ordering it would otherwise
+  // take the slot at once, while alert 1's outcome waits on the lock).
+  ASSERT_TRUE(relay.write([&](SQLite::Database& db) {
+    SQLite::Statement q(db, "UPDATE webhooks SET next_attempt_at = ? WHERE id = ?");
+    q.bind(1, format_time(now_millis() + 500));
+    q.bind(2, ids[1]);
+    q.exec();
+  }));
+  relay.start({a});
+  ASSERT_TRUE(wait_until([&] { return a0_seen.load(); }, 5s));
+  std::this_thread::sleep_for(200ms);  // the outcome (and its chain step) waits on the lock
+  a.ordering = Ordering::kFifo;
+  relay.reload({a});
+  ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == 3; }, 15s))
+      << relay.count("delivered") << " delivered";
+  EXPECT_EQ(log.dump(), "(1,0,204) (2,100,204) (1,1,204) ");
 }
 
 }  // namespace
