@@ -24,8 +24,9 @@ CREATE TABLE webhooks (
   type            TEXT NOT NULL,        -- trigger type: status, deliveryStatus, response, ...
   event_id        TEXT,                 -- the alert's event identifier, or NULL
   state           TEXT NOT NULL         -- delivery state, see docs/journal.md
-                  CHECK (state IN ('stored','queued','inflight','delivered','failed','discarded',
-                                   'held')),
+                  CHECK (state = 'stored' OR state = 'queued' OR state = 'inflight' OR
+                         state = 'delivered' OR state = 'failed' OR state = 'discarded' OR
+                         state = 'held'),
   assigned_agent  TEXT,                 -- agent that holds it now (NULL: waits for any agent)
   attempts        INTEGER NOT NULL DEFAULT 0, -- real attempts since stored or last resend
   next_attempt_at TEXT,                 -- not before this time (RFC 3339); NULL: now
@@ -56,13 +57,14 @@ CREATE TABLE attempts (
   duration_ms INTEGER,                  -- until the answer or the error
   http_status INTEGER,                  -- NULL on transport errors and timeouts
   error       TEXT,                     -- transport error or body excerpt, NULL on success
-  outcome     TEXT NOT NULL CHECK (outcome IN ('delivered','retry','failed'))
+  outcome     TEXT NOT NULL CHECK (outcome = 'delivered' OR outcome = 'retry' OR
+                                         outcome = 'failed')
 );
 CREATE INDEX attempts_webhook ON attempts (webhook_id);
 
 CREATE TABLE agents (
   id           TEXT PRIMARY KEY,        -- agent identifier
-  state        TEXT NOT NULL CHECK (state IN ('up','down','paused')),
+  state        TEXT NOT NULL CHECK (state = 'up' OR state = 'down' OR state = 'paused'),
   state_since  TEXT NOT NULL,           -- RFC 3339 UTC
   reason       TEXT,                    -- why down or paused
   paused_until TEXT                     -- a pause ends by itself at this time, or NULL

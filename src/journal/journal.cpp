@@ -156,6 +156,12 @@ Status migrate(SQLite::Database& db, std::vector<std::string>* applied) {
       seen.bind(1, m.version);
       if (seen.executeStep()) continue;
       db.exec(m.sql);
+      if (m.sql.find("writable_schema") != std::string::npos) {
+        // The migration rewrote definitions in sqlite_schema (0004): a new schema version
+        // makes every connection, this one too, read them again.
+        int version = db.execAndGet("PRAGMA schema_version").getInt();
+        db.exec("PRAGMA schema_version=" + std::to_string(version + 1));
+      }
       SQLite::Statement rec(db, "INSERT INTO schema_migrations VALUES (?,?,?,?)");
       rec.bind(1, m.version);
       rec.bind(2, m.name);

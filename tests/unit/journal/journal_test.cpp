@@ -353,6 +353,74 @@ TEST(Migrations, AllMigrationsBuildExactlyTheDocumentedSchema) {
     EXPECT_TRUE(contains(documented, std::string("CREATE TABLE ") + table + " (")) << table;
 }
 
+// The opcodes of `sql` as this connection compiles it.
+int ephemeral_tables(SQLite::Database& db, const std::string& sql) {
+  SQLite::Statement q(db, "EXPLAIN " + sql);
+  int n = 0;
+  while (q.executeStep())
+    if (q.getColumn(1).getString() == "OpenEphemeral") ++n;
+  return n;
+}
+
+// 0004: SQLite evaluated the `IN (...)` CHECKs through a temporary b-tree built at every
+// statement (a state change, an attempt, an agent row). A journal of 0003 with a webhook in it,
+// migrated on the connection that goes on writing (as the daemon's writer does): the state
+// changes compile without one, the row is intact, and the rules still refuse what they refused.
+TEST(Migrations, StateChecksNeedNoTemporaryTableAfterAnUpgradeAndStillRefuseUnknownStates) {
+  testing::TempDir dir;
+  auto db = open_write(dir.file("j.db"));
+  ASSERT_TRUE(db);
+  db->exec(
+      "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+      "checksum TEXT NOT NULL, applied_at TEXT NOT NULL)");
+  for (const auto& m : embedded_migrations()) {
+    if (m.version > 3) break;
+    db->exec(m.sql);
+    SQLite::Statement rec(*db, "INSERT INTO schema_migrations VALUES (?,?,?,?)");
+    rec.bind(1, m.version);
+    rec.bind(2, m.name);
+    rec.bind(3, sha256_hex(m.sql));
+    rec.bind(4, "2026-11-30T00:00:00.000Z");
+    rec.exec();
+  }
+  db->exec(
+      "INSERT INTO webhooks (id, source, received_at, service, type, state, payload) VALUES "
+      "('w1', 'direct', '2026-11-30T00:00:00.000Z', 'svc', 'status', 'queued', '{}')");
+  const std::string update =
+      "UPDATE webhooks SET state='inflight', attempts=attempts+1 WHERE id='w1' AND "
+      "state='queued'";
+  const std::string attempt =
+      "INSERT INTO attempts (webhook_id, attempt, agent, started_at, outcome) VALUES "
+      "('w1', 1, 'a', '2026-11-30T00:00:00.000Z', 'delivered')";
+  const std::string agent =
+      "INSERT INTO agents (id, state, state_since) VALUES ('a', 'up', "
+      "'2026-11-30T00:00:00.000Z')";
+  ASSERT_GT(ephemeral_tables(*db, update), 0);  // 0003: the IN list's b-tree
+
+  std::vector<std::string> applied;
+  Status s = migrate(*db, &applied);
+  ASSERT_TRUE(s.is_ok()) << s.message();
+  EXPECT_EQ(applied, std::vector<std::string>{"0004_state_checks"});
+  EXPECT_EQ(ephemeral_tables(*db, update), 0);
+  EXPECT_EQ(ephemeral_tables(*db, attempt), 0);
+  EXPECT_EQ(ephemeral_tables(*db, agent), 0);
+  EXPECT_EQ(db->exec(update), 1);
+  db->exec(attempt);
+  db->exec(agent);
+  EXPECT_EQ(db->execAndGet("SELECT state || attempts FROM webhooks WHERE id='w1'").getString(),
+            "inflight1");
+  EXPECT_EQ(db->execAndGet("PRAGMA integrity_check").getString(), "ok");
+
+  for (const char* bad : {"UPDATE webhooks SET state='deliverd' WHERE id='w1'",
+                          "UPDATE attempts SET outcome='ok' WHERE webhook_id='w1'",
+                          "UPDATE agents SET state='gone' WHERE id='a'"})
+    EXPECT_THROW(db->exec(bad), SQLite::Exception) << bad;
+  // Another connection reads the new definitions too.
+  SQLite::Database other(dir.file("j.db"), SQLite::OPEN_READWRITE);
+  EXPECT_EQ(ephemeral_tables(other, update), 0);
+  EXPECT_THROW(other.exec("UPDATE webhooks SET state='deliverd' WHERE id='w1'"), SQLite::Exception);
+}
+
 // --- the daemon lock ------------------------------------------------------------------------
 
 TEST(DaemonLock, SecondAcquireFailsNamingTheHolderPid) {
