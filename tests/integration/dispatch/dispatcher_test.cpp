@@ -1374,5 +1374,117 @@ TEST(Review14, AChainStepCommittedAfterAReloadToFifoDoesNotPassAnOlderWebhook) {
   EXPECT_EQ(log.dump(), "(1,0,204) (2,100,204) (1,1,204) ");
 }
 
+// --- review14b -------------------------------------------------------------------------------
+
+// iarelay_chained_claims_total of `agent` as the metrics render it (0 when absent).
+long chained_claims(Relay& relay, const std::string& agent_id) {
+  const std::string text = relay.metrics().render();
+  const std::string name = "iarelay_chained_claims_total{agent=\"" + agent_id + "\"} ";
+  auto at = text.find(name);
+  if (at == std::string::npos) return 0;
+  return std::stol(text.substr(at + name.size()));
+}
+
+// An outage ended by a probe: the webhook that failed when the agent went down is in the
+// failure streak, the probe delivers it and the agent comes up with `expedite` = the streak.
+// That seq is delivered and never picked again, so `expedite` never empties and may_chain
+// (which wants it empty) refuses every chain step from then on, until the next outage: the
+// agent drains alerts at the speed of main again (two commits per step).
+TEST(Review14b, TheChainGoesOnAfterAnOutageEndedByAProbe) {
+  testing::TempDir dir;
+  CallLog log;
+  std::atomic<bool> failed_once{false};
+  Capture first([&](const httplib::Request& req, httplib::Response& res) {
+    res.status = failed_once.exchange(true) ? 204 : 503;
+    log.add(req, res.status);
+  });
+  Relay relay(dir);
+  auto a = agent("a", first.url());
+  a.down_after = 1;
+  relay.start({a});
+  relay.enqueue("1", 0, std::string("a"));  // 503: the agent goes down; the probe delivers it
+  ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == 1; }, 10s))
+      << "the probe did not deliver; calls " << log.dump();
+  ASSERT_TRUE(
+      wait_until([&] { return relay.agent_row("a") && relay.agent_row("a")->state == "up"; }, 5s));
+  const long before = chained_claims(relay, "a");
+  constexpr int kN = 40;
+  for (int i = 0; i < kN; ++i) relay.enqueue("2", i, std::string("a"));
+  ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == kN + 1; }, 20s))
+      << relay.count("delivered") << " delivered";
+  const long chained = chained_claims(relay, "a") - before;
+  EXPECT_GE(chained, kN / 2) << "one alert of " << kN << " webhooks after the outage: chain steps "
+                             << chained;
+}
+
+// A reload that leaves a type out of the agent's kinds, made between a delivered webhook's
+// outcome (its chain step takes the kinds of that moment) and the outcome's commit: the chain
+// step claims the alert's next webhook of that type with the old kinds and continue_chain sends
+// it, after the reload; the dispatcher's own pick would discard it with the reason.
+TEST(Review14b, AChainStepCommittedAfterAReloadThatDropsATypeDoesNotSendIt) {
+  testing::TempDir dir;
+  CallLog log;
+  WriteLockHolder holder(dir.file("journal.db"), 800ms);
+  std::atomic<bool> first_seen{false};
+  Capture first([&](const httplib::Request& req, httplib::Response& res) {
+    auto j = Json::parse(req.body);
+    if (j["n"] == 0) {
+      holder.take();
+      first_seen = true;
+    }
+    res.status = 204;
+    log.add(req, 204);
+  });
+  Relay relay(dir);
+  auto a = agent("a", first.url());
+  a.max_inflight = 1;
+  std::vector<std::string> ids;
+  ids.push_back(relay.insert_raw("a", "status", R"({"eventIdentifier": 1, "n": 0})", "svc",
+                                 std::nullopt, std::string("1")));
+  ids.push_back(relay.insert_raw("a", "response", R"({"eventIdentifier": 1, "n": 1})", "svc",
+                                 std::nullopt, std::string("1")));
+  relay.start({a});
+  ASSERT_TRUE(wait_until([&] { return first_seen.load(); }, 5s));
+  std::this_thread::sleep_for(200ms);  // the outcome (and its chain step) waits on the lock
+  a.kinds = {"status"};
+  relay.reload({a});
+  ASSERT_TRUE(
+      wait_until([&] { return relay.count("delivered") + relay.count("discarded") == 2; }, 10s));
+  EXPECT_EQ(relay.row(ids[1]).state, "discarded");
+  EXPECT_EQ(log.dump(), "(1,0,204) ");
+}
+
+// Pre-existing (main has the same finish()): a webhook without an agent identifier that fails
+// once (a 503) on an agent that stays up is moved to the next available agent of its service
+// (finish's failover target) and its key released on the first; the first agent then sends
+// the alert's next webhook at once, before the moved one was delivered on the other.
+TEST(Review14b, OneRetryableFailureOnAnUpAgentDoesNotLetTheAlertOvertakeIt) {
+  testing::TempDir dir;
+  CallLog log;
+  std::atomic<bool> failed_once{false};
+  Capture second([&](const httplib::Request& req, httplib::Response& res) {
+    std::this_thread::sleep_for(300ms);
+    res.status = 204;
+    log.add(req, 204);
+  });
+  Capture first([&](const httplib::Request& req, httplib::Response& res) {
+    auto j = Json::parse(req.body);
+    res.status = j["n"] == 0 && !failed_once.exchange(true) ? 503 : 204;
+    log.add(req, res.status);
+  });
+  Relay relay(dir);
+  auto a = agent("first", first.url());
+  a.down_after = 5;  // stays up
+  for (int n = 0; n < 3; ++n)
+    relay.insert_raw("first", "status", R"({"eventIdentifier": 1, "n": )" + std::to_string(n) + "}",
+                     "svc", std::nullopt, std::string("1"));
+  relay.start({a, agent("second", second.url())});
+  ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == 3; }, 15s))
+      << relay.count("delivered") << " delivered";
+  const int n0_ok = log.first("1", 0, true), n1_sent = log.first("1", 1, false);
+  EXPECT_TRUE(n0_ok >= 0 && n1_sent >= 0 && n0_ok < n1_sent)
+      << "alert 1: n = 1 was sent before n = 0 was delivered; calls " << log.dump();
+}
+
 }  // namespace
 }  // namespace iarelay
