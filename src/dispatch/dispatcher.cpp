@@ -1134,6 +1134,7 @@ class DispatcherImpl final : public Dispatcher {
   void release(Agent& a, const InHand& item) {
     a.busy_keys.erase(item.key);
     a.in_hand.erase(item.w.seq);
+    a.expedite.erase(item.w.seq);
     a.dirty = true;
   }
 
@@ -1341,6 +1342,10 @@ class DispatcherImpl final : public Dispatcher {
       update_gauges(a);
     } else if (change == AgentHealth::Change::kCameUp) {
       spdlog::info("agent {} up again", a.cfg.id);
+      // The probe's webhook is done; the others of the outage go at once. (A chain step needs
+      // no wait for them: it claims only its alert's first queued webhook, and only when due,
+      // so an expedited one of the same alert is never passed.)
+      a.streak.erase(item.w.seq);
       a.expedite = std::move(a.streak);
       a.streak.clear();
       a.dirty = true;
@@ -1461,7 +1466,7 @@ class DispatcherImpl final : public Dispatcher {
     return !stopping_ && !a.removed && a.usable && a.cfg.ordering == Ordering::kEvent &&
            a.keys_ordering == Ordering::kEvent && !item.probe && !item.w.event_id.empty() &&
            a.health.state() == AgentHealth::State::kUp && !a.health.probing() &&
-           a.expedite.empty() && steady_millis() >= a.claim_retry_at;
+           steady_millis() >= a.claim_retry_at;
   }
 
   // The outcome of `done` claimed the next webhook of its alert: it is sent now (its key stays
@@ -1495,6 +1500,18 @@ class DispatcherImpl final : public Dispatcher {
       unclaim(a, std::move(back));
       return;
     }
+    // A reload left its type out of `kinds` since the step was decided: given back, the walk
+    // picks it and discards it with the reason, as any webhook of that type.
+    std::vector<InHand> not_taken;
+    for (auto it = a.ready.begin(); it != a.ready.end();) {
+      if (a.cfg.takes(it->w.type)) {
+        ++it;
+      } else {
+        not_taken.push_back(std::move(*it));
+        it = a.ready.erase(it);
+      }
+    }
+    if (!not_taken.empty()) unclaim(a, std::move(not_taken));
     const auto max = static_cast<std::size_t>(std::max(a.cfg.max_inflight, 1));
     while (!a.ready.empty() && a.calls + a.claiming < max) {
       InHand item = std::move(a.ready.front());
