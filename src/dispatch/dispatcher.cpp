@@ -180,6 +180,48 @@ void try_chain_step(SQLite::Database& db, Chain& c) {
   cached_statement(db, "RELEASE chain")->exec();
 }
 
+// A webhook of an alert failing over to another agent after a retryable failure (finish):
+// the alert's later webhooks queued on this agent go along (see move_alert_tail).
+struct AlertMove {
+  std::string from, to;
+  std::string event_id;
+  std::int64_t after_seq = 0;
+  AgentConfig from_cfg, to_cfg;  // their kinds, as the dispatcher had them
+  TransitionFields stay;         // the outcome's fields should the webhook stay here
+};
+
+// Writer thread, in the outcome's transaction, before the failing webhook's own transition.
+// Moves the alert's later webhooks queued on `from` to `to` and returns true, or moves nothing
+// and returns false when one of them cannot go: asked for `from` by identifier, or of a type
+// `from` takes and `to` leaves out (it would be discarded there).
+bool move_alert_tail(SQLite::Database& db, const AlertMove& m) {
+  auto q = cached_statement(db,
+                            // "+": the event index (an alert has few rows).
+                            "SELECT agent, type FROM webhooks WHERE event_id=? AND seq>? AND "
+                            "+assigned_agent=? AND +state='queued'");
+  q->bind(1, m.event_id);
+  q->bind(2, m.after_seq);
+  q->bind(3, m.from);
+  bool movable = true;
+  while (movable && q->executeStep()) {
+    const std::string type = q->getColumn(1).getString();
+    if (!q->getColumn(0).isNull() || (m.from_cfg.takes(type) && !m.to_cfg.takes(type)))
+      movable = false;
+  }
+  q->reset();
+  if (!movable) return false;
+  auto u = cached_statement(db,
+                            "UPDATE webhooks SET assigned_agent=? WHERE event_id=? AND seq>? AND "
+                            "+assigned_agent=? AND +state='queued'");
+  u->bind(1, m.to);
+  u->bind(2, m.event_id);
+  u->bind(3, m.after_seq);
+  u->bind(4, m.from);
+  u->exec();
+  u->reset();
+  return true;
+}
+
 struct Call {
   Agent* agent = nullptr;
   InHand item;
@@ -1048,7 +1090,8 @@ class DispatcherImpl final : public Dispatcher {
       if (!its_own) return;
       transition(db, id, WebhookState::kQueued, WebhookState::kDiscarded, f);
     });
-    pending_outcomes_.push_back({0, a.cfg.id, std::move(item), std::move(op), std::string()});
+    pending_outcomes_.push_back(
+        {0, a.cfg.id, std::move(item), std::move(op), std::string(), nullptr});
   }
 
   void claim(Agent& a, std::vector<InHand> batch) {
@@ -1442,14 +1485,34 @@ class DispatcherImpl final : public Dispatcher {
       chain->kinds = a.cfg.kinds;
       chain->all_kinds = a.cfg.all_kinds;
     }
-    auto op = std::make_shared<Writer::Op>([attempt, id, to, f, chain](SQLite::Database& db) {
-      if (attempt) record_attempt(db, *attempt);
-      const bool moved = transition(db, id, WebhookState::kInflight, to, f);
-      if (chain) {
-        chain->claimed = false;
-        if (moved) try_chain_step(db, *chain);
-      }
-    });
+    // A failover of one webhook of an alert (event ordering) takes the alert's later webhooks
+    // queued here along, in the same transaction: left here, they would be sent while it waits
+    // on the other agent. When one of them cannot go (asked for this agent by identifier, or of
+    // a type the other agent leaves out), none goes: the webhook is retried here.
+    std::shared_ptr<AlertMove> alert_move;
+    if (!target.empty() && a.keys_ordering == Ordering::kEvent && !item.w.event_id.empty()) {
+      alert_move = std::make_shared<AlertMove>();
+      alert_move->from = a.cfg.id;
+      alert_move->to = target;
+      alert_move->event_id = item.w.event_id;
+      alert_move->after_seq = item.w.seq;
+      if (auto it = agents_.find(target); it != agents_.end()) alert_move->to_cfg = it->second->cfg;
+      alert_move->from_cfg = a.cfg;
+      alert_move->stay = f;
+      alert_move->stay.assigned_agent.reset();
+      alert_move->stay.next_attempt_at = std::optional<Millis>(d.next_attempt_at);
+    }
+    auto op =
+        std::make_shared<Writer::Op>([attempt, id, to, f, chain, alert_move](SQLite::Database& db) {
+          if (attempt) record_attempt(db, *attempt);
+          const bool moved =
+              transition(db, id, WebhookState::kInflight, to,
+                         alert_move && !move_alert_tail(db, *alert_move) ? alert_move->stay : f);
+          if (chain) {
+            chain->claimed = false;
+            if (moved) try_chain_step(db, *chain);
+          }
+        });
     pending_outcomes_.push_back(
         {0, a.cfg.id, std::move(item), std::move(op), std::move(target), std::move(chain)});
   }

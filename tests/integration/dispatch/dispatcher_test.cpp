@@ -1486,5 +1486,37 @@ TEST(Review14b, OneRetryableFailureOnAnUpAgentDoesNotLetTheAlertOvertakeIt) {
       << "alert 1: n = 1 was sent before n = 0 was delivered; calls " << log.dump();
 }
 
+// As above, but a later webhook of the alert asked for "first" by identifier: it cannot go
+// along, so the failed one is not moved either; it is retried on "first", and the alert keeps
+// its order there.
+TEST(Review14b, AFailoverThatCannotTakeTheAlertsLaterWebhooksAlongRetriesHere) {
+  testing::TempDir dir;
+  CallLog log;
+  std::atomic<bool> failed_once{false};
+  std::atomic<int> second_calls{0};
+  Capture second([&](const httplib::Request& req, httplib::Response& res) {
+    ++second_calls;
+    res.status = 204;
+    log.add(req, 204);
+  });
+  Capture first([&](const httplib::Request& req, httplib::Response& res) {
+    auto j = Json::parse(req.body);
+    res.status = j["n"] == 0 && !failed_once.exchange(true) ? 503 : 204;
+    log.add(req, res.status);
+  });
+  Relay relay(dir);
+  auto a = agent("first", first.url());
+  a.down_after = 5;  // stays up
+  for (int n = 0; n < 3; ++n)
+    relay.insert_raw("first", "status", R"({"eventIdentifier": 1, "n": )" + std::to_string(n) + "}",
+                     "svc", n == 1 ? std::optional<std::string>("first") : std::nullopt,
+                     std::string("1"));
+  relay.start({a, agent("second", second.url())});
+  ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == 3; }, 15s))
+      << relay.count("delivered") << " delivered";
+  EXPECT_EQ(second_calls.load(), 0) << log.dump();
+  EXPECT_EQ(log.dump(), "(1,0,503) (1,0,204) (1,1,204) (1,2,204) ");
+}
+
 }  // namespace
 }  // namespace iarelay
