@@ -437,7 +437,7 @@ TEST(Systemd, AsksForTimeBeforeMigratingAnOldJournal) {
     relay.signal(SIGTERM);
     EXPECT_EQ(relay.wait(), 0);
   }
-  EXPECT_NE(read_file(dir.file("relay.log")).find("applying 2 journal migration(s)"),
+  EXPECT_NE(read_file(dir.file("relay.log")).find("applying 3 journal migration(s)"),
             std::string::npos);
   SQLite::Database db(dir.file("journal.db"));
   EXPECT_EQ(db.execAndGet("SELECT state FROM webhooks WHERE id = 'old1'").getString(), "delivered");
