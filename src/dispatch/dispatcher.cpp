@@ -192,20 +192,24 @@ struct AlertMove {
 
 // Writer thread, in the outcome's transaction, before the failing webhook's own transition.
 // Moves the alert's later webhooks queued on `from` to `to` and returns true, or moves nothing
-// and returns false when one of them cannot go: asked for `from` by identifier, or of a type
-// `from` takes and `to` leaves out (it would be discarded there).
+// and returns false when one of them cannot go: asked for `from` by identifier, of a service
+// `to` does not host (an alert's key spans its services), of a type `from` takes and `to`
+// leaves out (it would be discarded there), or held (released, it would go on `from` while
+// the alert's later ones went on `to`).
 bool move_alert_tail(SQLite::Database& db, const AlertMove& m) {
   auto q = cached_statement(db,
                             // "+": the event index (an alert has few rows).
-                            "SELECT agent, type FROM webhooks WHERE event_id=? AND seq>? AND "
-                            "+assigned_agent=? AND +state='queued'");
+                            "SELECT agent, type, service, state FROM webhooks WHERE event_id=? "
+                            "AND seq>? AND +assigned_agent=? AND (+state='queued' OR "
+                            "+state='held')");
   q->bind(1, m.event_id);
   q->bind(2, m.after_seq);
   q->bind(3, m.from);
   bool movable = true;
   while (movable && q->executeStep()) {
     const std::string type = q->getColumn(1).getString();
-    if (!q->getColumn(0).isNull() || (m.from_cfg.takes(type) && !m.to_cfg.takes(type)))
+    if (!q->getColumn(0).isNull() || !m.to_cfg.hosts(q->getColumn(2).getString()) ||
+        (m.from_cfg.takes(type) && !m.to_cfg.takes(type)) || q->getColumn(3).getString() == "held")
       movable = false;
   }
   q->reset();
@@ -1449,7 +1453,10 @@ class DispatcherImpl final : public Dispatcher {
           f.attempts = item.w.attempts;
           break;
         }
-        if (!item.w.agent) {
+        // Under fifo the agent's queue is one sequence: its head stays and is retried here
+        // (should the agent go down, the failover sweep moves the queue, in order).
+        if (!item.w.agent && a.cfg.ordering != Ordering::kFifo &&
+            a.keys_ordering != Ordering::kFifo) {
           if (auto other = ctx_.directory->available_agent_for(
                   item.w.service, a.cfg.id, a.cfg.takes(item.w.type) ? item.w.type : "")) {
             target = *other;
@@ -1487,8 +1494,8 @@ class DispatcherImpl final : public Dispatcher {
     }
     // A failover of one webhook of an alert (event ordering) takes the alert's later webhooks
     // queued here along, in the same transaction: left here, they would be sent while it waits
-    // on the other agent. When one of them cannot go (asked for this agent by identifier, or of
-    // a type the other agent leaves out), none goes: the webhook is retried here.
+    // on the other agent. When one of them cannot go (see move_alert_tail), none goes: the
+    // webhook is retried here.
     std::shared_ptr<AlertMove> alert_move;
     if (!target.empty() && a.keys_ordering == Ordering::kEvent && !item.w.event_id.empty()) {
       alert_move = std::make_shared<AlertMove>();
