@@ -286,12 +286,13 @@ bool measure_latency(const Options& o, int events, const std::string& dir) {
     ms.push_back(static_cast<double>(at - r.accepted_at_us) / 1000.0);
   }
   std::sort(ms.begin(), ms.end());
+  auto over_100ms = ms.end() - std::upper_bound(ms.begin(), ms.end(), 100.0);
   std::string summary = read_file(path("measure.out"));
   std::printf(
       "latency  events %-4d offered/s %.0f  delivered %zu/%zu  202->delivery p50 %.2f ms  "
-      "p90 %.2f ms  p99 %.2f ms  max %.2f ms  missing %ld\n",
+      "p90 %.2f ms  p99 %.2f ms  max %.2f ms  over 100 ms %ld  missing %ld\n",
       events, o.rate, ms.size(), rec.size(), percentile(ms, 0.50), percentile(ms, 0.90),
-      percentile(ms, 0.99), ms.empty() ? 0.0 : ms.back(), missing);
+      percentile(ms, 0.99), ms.empty() ? 0.0 : ms.back(), static_cast<long>(over_100ms), missing);
   std::printf(
       "latency  events %-4d loadgen exit %d, accepted %s of %d at %s/s, request->202 p50 %s ms "
       "p99 %s ms; repeated calls %ld; iarelayd CPU %.0f us per webhook\n",
