@@ -1,11 +1,14 @@
 // intake_bench: durable intake rate of a real iarelayd (sync=full) under iarelay-loadgen (64
 // keep-alive connections, ~1 KiB payloads), its p50/p99 acknowledgement latency, then the rate
 // at which an inner iarelayd's poller copies the edge's stored webhooks into its own journal,
-// and journal_bench's batched-loop figure from the same run as the reference. Prints figures;
-// asserts nothing.
+// and journal_bench's batched-loop figure from the same run as the reference. With --latency
+// instead: the time from a webhook's 202 to its delivery at an instant agent (an HTTP server in
+// this program) with an idle relay, at a fixed offered rate, for one alert and for 100 (issue 14).
+// Prints figures; asserts nothing.
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <httplib.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
@@ -14,14 +17,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "support/process.h"
@@ -44,6 +51,9 @@ struct Options {
   std::string sync = "full";
   std::string bin_dir = IARELAY_BIN_DIR;
   bool journal_reference = true;
+  bool latency = false;  // --latency: 202 -> delivery instead of the intake and feed phases
+  double rate = 1000;    // --latency: webhooks per second offered
+  bool count_given = false;
 };
 
 pid_t spawn(const std::vector<std::string>& argv, const std::string& out, const std::string& err) {
@@ -105,8 +115,215 @@ double cpu_seconds(pid_t pid) {
 int usage() {
   std::fprintf(stderr,
                "usage: intake_bench [--count N] [--concurrency C] [--payload-size B] [--batch N] "
-               "[--sync full|normal] [--bin-dir DIR] [--no-journal-reference]\n");
+               "[--sync full|normal] [--bin-dir DIR] [--no-journal-reference]\n"
+               "       intake_bench --latency [--rate R] [--count N] [--sync full|normal] "
+               "[--bin-dir DIR]\n");
   return 2;
+}
+
+long long wall_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// The machine's load averages (1, 5, 15 min), as uptime shows them.
+std::string load_averages() {
+  std::istringstream in(read_file("/proc/loadavg"));
+  std::string one, five, fifteen;
+  in >> one >> five >> fifteen;
+  return one + ", " + five + ", " + fifteen;
+}
+
+double percentile(const std::vector<double>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  size_t i = static_cast<size_t>(p * static_cast<double>(sorted.size() - 1) + 0.5);
+  return sorted[std::min(i, sorted.size() - 1)];
+}
+
+// The instant agent: answers 204 to every POST at once and remembers, per webhook-id, when the
+// first call for it arrived (wall clock, microseconds) and how many calls came.
+class InstantAgent {
+ public:
+  InstantAgent() {
+    server_.new_task_queue = [] { return new httplib::ThreadPool(16); };
+    server_.Post(".*", [this](const httplib::Request& req, httplib::Response& res) {
+      long long now = wall_us();
+      std::string id = req.get_header_value("webhook-id");
+      {
+        std::lock_guard lock(mu_);
+        ++calls_;
+        auto [it, fresh] = first_us_.emplace(id, now);
+        if (!fresh) ++repeats_;
+      }
+      res.status = 204;
+    });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+  }
+  ~InstantAgent() {
+    server_.stop();
+    thread_.join();
+  }
+  int port() const { return port_; }
+  size_t distinct() {
+    std::lock_guard lock(mu_);
+    return first_us_.size();
+  }
+  bool has(const std::string& id) {
+    std::lock_guard lock(mu_);
+    return first_us_.count(id) > 0;
+  }
+  // Receive time of `id`, or -1.
+  long long first_us(const std::string& id) {
+    std::lock_guard lock(mu_);
+    auto it = first_us_.find(id);
+    return it == first_us_.end() ? -1 : it->second;
+  }
+  long repeats() {
+    std::lock_guard lock(mu_);
+    return repeats_;
+  }
+
+ private:
+  httplib::Server server_;
+  std::thread thread_;
+  int port_ = -1;
+  std::mutex mu_;
+  std::unordered_map<std::string, long long> first_us_;
+  long calls_ = 0, repeats_ = 0;
+};
+
+struct Record {
+  std::string id;
+  long long accepted_at_us = 0;
+};
+
+// The ids and 2xx times iarelay-loadgen recorded.
+std::vector<Record> read_record(const std::string& file) {
+  std::vector<Record> out;
+  std::istringstream lines(read_file(file));
+  for (std::string line; std::getline(lines, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_object()) continue;
+    out.push_back({j.value("id", ""), j.value("accepted_at_us", 0LL)});
+  }
+  return out;
+}
+
+// One measurement: a fresh iarelayd (one agent: the instant one, ordering = event, format = ia),
+// warmed up with a few webhooks and then left idle, then iarelay-loadgen at o.rate for o.count
+// webhooks over `events` alerts; each recorded 202 is joined with the agent's receive time.
+bool measure_latency(const Options& o, int events, const std::string& dir) {
+  auto path = [&](const std::string& name) { return dir + "/" + name; };
+  std::string daemon = o.bin_dir + "/iarelayd", loadgen = o.bin_dir + "/iarelay-loadgen";
+  InstantAgent agent;
+  if (agent.port() <= 0) {
+    std::fprintf(stderr, "intake_bench: the agent could not listen on 127.0.0.1\n");
+    return false;
+  }
+  const std::string agent_id = "bench/127.0.0.1:" + std::to_string(agent.port());
+  int port = free_port();
+  std::ofstream(path("relay.conf"))
+      << "journal = " << path("relay.db") << "\nsync = " << o.sync
+      << "\nlog_level = warn\n[listen]\naddress = 127.0.0.1:" << port
+      << "\n[agent.bench]\nid = " << agent_id << "\ncallback = http://127.0.0.1:" << agent.port()
+      << "/http/{domain}_{service}\nservices = hpnnmi\nformat = ia\nordering = event\n";
+  pid_t relay = spawn({daemon, "--config", path("relay.conf")}, "", path("relay.log"));
+  if (relay < 0 || !wait_for_port(port)) {
+    std::fprintf(stderr, "intake_bench: iarelayd did not start: %s\n",
+                 read_file(path("relay.log")).c_str());
+    if (relay > 0) kill(relay, SIGTERM), wait_exit(relay);
+    return false;
+  }
+  auto send = [&](int count, double rate, const std::string& name) {
+    pid_t lg =
+        spawn({loadgen, "--url", "http://127.0.0.1:" + std::to_string(port), "--service", "hpnnmi",
+               "--agent", agent_id, "--count", std::to_string(count), "--rate",
+               std::to_string(rate), "--concurrency", "16", "--events", std::to_string(events),
+               "--no-idempotency-key", "--record", path(name + ".jsonl")},
+              path(name + ".out"), path(name + ".err"));
+    return wait_exit(lg);
+  };
+  auto delivered_all = [&](const std::vector<Record>& rec, std::chrono::seconds timeout) {
+    auto until = Clock::now() + timeout;
+    for (;;) {
+      bool all =
+          std::all_of(rec.begin(), rec.end(), [&](const Record& r) { return agent.has(r.id); });
+      if (all || Clock::now() > until) return all;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  };
+  // Warm-up (connections, caches, the agent known up), then nothing in flight for a moment:
+  // the measurement starts on an idle relay.
+  int warm_exit = send(20, 0, "warmup");
+  bool warm =
+      warm_exit == 0 && delivered_all(read_record(path("warmup.jsonl")), std::chrono::seconds(30));
+  if (!warm) {
+    std::fprintf(stderr, "intake_bench: the warm-up was not delivered (loadgen exit %d): %s\n",
+                 warm_exit, read_file(path("relay.log")).c_str());
+    kill(relay, SIGTERM);
+    wait_exit(relay);
+    return false;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  double relay_cpu0 = cpu_seconds(relay);
+  int lg_exit = send(o.count, o.rate, "measure");
+  std::vector<Record> rec = read_record(path("measure.jsonl"));
+  delivered_all(rec, std::chrono::seconds(60));
+  double relay_cpu = cpu_seconds(relay) - relay_cpu0;
+  kill(relay, SIGTERM);
+  wait_exit(relay);
+
+  std::vector<double> ms;
+  long missing = 0;
+  for (const auto& r : rec) {
+    long long at = agent.first_us(r.id);
+    if (at < 0) {
+      ++missing;
+      continue;
+    }
+    ms.push_back(static_cast<double>(at - r.accepted_at_us) / 1000.0);
+  }
+  std::sort(ms.begin(), ms.end());
+  auto over_100ms = ms.end() - std::upper_bound(ms.begin(), ms.end(), 100.0);
+  std::string summary = read_file(path("measure.out"));
+  std::printf(
+      "latency  events %-4d offered/s %.0f  delivered %zu/%zu  202->delivery p50 %.2f ms  "
+      "p90 %.2f ms  p99 %.2f ms  max %.2f ms  over 100 ms %ld  missing %ld\n",
+      events, o.rate, ms.size(), rec.size(), percentile(ms, 0.50), percentile(ms, 0.90),
+      percentile(ms, 0.99), ms.empty() ? 0.0 : ms.back(), static_cast<long>(over_100ms), missing);
+  std::printf(
+      "latency  events %-4d loadgen exit %d, accepted %s of %d at %s/s, request->202 p50 %s ms "
+      "p99 %s ms; repeated calls %ld; iarelayd CPU %.0f us per webhook\n",
+      events, lg_exit, field(summary, "accepted").c_str(), o.count,
+      field(summary, "throughput_per_s").c_str(), field(summary, "latency_p50_ms").c_str(),
+      field(summary, "latency_p99_ms").c_str(), agent.repeats(),
+      rec.empty() ? 0.0 : relay_cpu * 1e6 / static_cast<double>(rec.size()));
+  std::fflush(stdout);
+  return true;
+}
+
+int run_latency(Options o) {
+  if (!o.count_given) o.count = 10000;
+  if (o.rate <= 0) return usage();
+  char tmpl[] = "intake_bench.XXXXXX";
+  std::string dir = std::filesystem::absolute(mkdtemp(tmpl)).string();
+  std::printf(
+      "intake_bench --latency: iarelayd sync=%s, one agent (ordering = event, format = ia) that "
+      "answers 204 at once; iarelay-loadgen %d webhooks at %.0f/s; work dir %s\n",
+      o.sync.c_str(), o.count, o.rate, dir.c_str());
+  std::printf("machine  load average (1, 5, 15 min) at the start: %s\n", load_averages().c_str());
+  std::fflush(stdout);
+  bool ok = true;
+  for (int events : {1, 100}) {
+    std::string sub = dir + "/events-" + std::to_string(events);
+    std::filesystem::create_directories(sub);
+    ok = measure_latency(o, events, sub) && ok;
+  }
+  std::printf("machine  load average (1, 5, 15 min) at the end: %s\n", load_averages().c_str());
+  std::filesystem::remove_all(dir);
+  return ok ? 0 : 1;
 }
 
 }  // namespace
@@ -117,7 +334,11 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
     if (a == "--count")
-      o.count = std::atoi(next().c_str());
+      o.count = std::atoi(next().c_str()), o.count_given = true;
+    else if (a == "--latency")
+      o.latency = true;
+    else if (a == "--rate")
+      o.rate = std::atof(next().c_str());
     else if (a == "--concurrency")
       o.concurrency = std::atoi(next().c_str());
     else if (a == "--payload-size")
@@ -139,6 +360,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "intake_bench: needs %s and %s\n", daemon.c_str(), loadgen.c_str());
     return 1;
   }
+  if (o.latency) return run_latency(o);
   char tmpl[] = "intake_bench.XXXXXX";
   std::string dir = std::filesystem::absolute(mkdtemp(tmpl)).string();
   auto path = [&](const std::string& name) { return dir + "/" + name; };

@@ -584,6 +584,11 @@ class Sender {
   }
 
   void accepted(const Slot& slot, long status) {
+    // When the 2xx answer was complete, on the wall clock, so that a receiver's own timestamps
+    // (e.g. an agent's receive time) can be compared with it.
+    const auto accepted_at_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                                    std::chrono::system_clock::now().time_since_epoch())
+                                    .count();
     totals_.accepted.fetch_add(1);
     auto reply = nlohmann::json::parse(slot.response, nullptr, false);
     bool duplicate = reply.is_object() && reply.value("duplicate", false);
@@ -602,6 +607,7 @@ class Sender {
         {"duplicate", duplicate},
         {"status", status},
         {"attempts", slot.attempt},
+        {"accepted_at_us", accepted_at_us},
     };
     recorder_.write(line.dump());
   }
@@ -693,7 +699,10 @@ int main(int argc, char** argv) {
       "password, as xMatters sends it) or query (?token=, the weaker choice)")(
       "user", po::value(&o.user)->default_value("xmatters"),
       "HTTP Basic's user name (--auth basic)")(
-      "record", po::value(&o.record), "append one JSON line per accepted webhook to this file")(
+      "record", po::value(&o.record),
+      "append one JSON line per accepted webhook to this file: id, n, event, type, dialect, "
+      "seq_in_event, service, agent, state, duplicate, status, attempts, accepted_at_us (wall "
+      "clock, microseconds since the epoch, when the 2xx answer was complete)")(
       "no-idempotency-key",
       "do not send an Idempotency-Key (by default each webhook carries one, so a retry after "
       "a lost answer is stored once)")(

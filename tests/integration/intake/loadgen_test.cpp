@@ -85,9 +85,16 @@ TEST(Loadgen, RetriesEveryWebhookUntilAcceptedAndRecordsEachIdOnce) {
   testing::TempDir dir;
   StandIn intake([](int k) { return k % 3 == 0 ? 503 : 202; });
   testing::write_file(dir.file("token"), "s3cret\n");
+  auto wall_us = [] {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
+  const long long before_us = wall_us();
   auto r = testing::run({testing::bin("iarelay-loadgen"), "--url", intake.url(), "--service",
                          "applications|hpnnmi", "--count", "300", "--concurrency", "16",
                          "--token-file", dir.file("token"), "--record", dir.file("rec.jsonl")});
+  const long long after_us = wall_us();
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(summary_field(r.out, "accepted"), "300");
   EXPECT_EQ(summary_field(r.out, "failed"), "0");
@@ -103,7 +110,15 @@ TEST(Loadgen, RetriesEveryWebhookUntilAcceptedAndRecordsEachIdOnce) {
   std::istringstream rec(testing::read_file(dir.file("rec.jsonl")));
   std::set<std::string> ids;
   int lines = 0;
-  for (std::string line; std::getline(rec, line); ++lines) ids.insert(json::parse(line)["id"]);
+  for (std::string line; std::getline(rec, line); ++lines) {
+    json j = json::parse(line);
+    ids.insert(j["id"]);
+    // The wall-clock time of the 2xx answer, within the run (intake_bench --latency joins it
+    // with the agent's receive time).
+    ASSERT_TRUE(j.contains("accepted_at_us")) << line;
+    EXPECT_GE(j["accepted_at_us"].get<long long>(), before_us) << line;
+    EXPECT_LE(j["accepted_at_us"].get<long long>(), after_us) << line;
+  }
   EXPECT_EQ(lines, 300);
   EXPECT_EQ(ids.size(), 300u);
 }
