@@ -8,6 +8,9 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
+// The stand-in agent accepts bursts of new connections without dropping SYNs (httplib listens
+// with a backlog of 5 by default: a dropped SYN is retried after 1 s, a 1 s "call").
+#define CPPHTTPLIB_LISTEN_BACKLOG 1024
 #include <httplib.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -146,7 +149,11 @@ double percentile(const std::vector<double>& sorted, double p) {
 class InstantAgent {
  public:
   InstantAgent() {
-    server_.new_task_queue = [] { return new httplib::ThreadPool(16); };
+    // A thread per connection the relay may keep open (max_inflight 64 and a few), each kept
+    // for as long as the relay keeps it: with fewer threads, or httplib's default of closing a
+    // connection after 5 requests, a new connection waits for a thread to come free.
+    server_.new_task_queue = [] { return new httplib::ThreadPool(128); };
+    server_.set_keep_alive_max_count(1'000'000);
     server_.Post(".*", [this](const httplib::Request& req, httplib::Response& res) {
       long long now = wall_us();
       std::string id = req.get_header_value("webhook-id");
