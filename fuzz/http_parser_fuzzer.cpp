@@ -91,9 +91,14 @@ extern "C" int LLVMFuzzerTestOneInput(const unsigned char* data, std::size_t siz
   FUZZ_CHECK(exact.complete && same_message(exact.message, msg), "max_body = body size: %s",
              describe(exact).c_str());
 
-  // Written out again and read back: the same request.
+  // Written out again and read back: the same request. Beast writes each field as `Name: value`,
+  // so the head written may be longer than the one read (`Host:x` has no space): it is read
+  // back with room for that (a byte per field; found by the long run, 2026-12-01: a head just
+  // under the listener's 16 KiB of fields without their space came back 16,371 bytes long).
   std::string again_bytes = write_as_read(msg, whole.chunked);
-  ParsedRequest again = parse_like_listener(again_bytes, kMaxBody + 1, again_bytes.size() + 1);
+  const auto fields = static_cast<std::uint32_t>(std::distance(msg.begin(), msg.end()));
+  ParsedRequest again = parse_like_listener(again_bytes, kMaxBody + 1, again_bytes.size() + 1,
+                                            iarelay::kRequestHeaderLimit + fields + 64);
   FUZZ_CHECK(again.complete && same_message(again.message, msg),
              "request %s\nwritten %s\nread back %s", show(bytes.substr(0, whole.consumed)).c_str(),
              show(again_bytes).c_str(), describe(again).c_str());

@@ -6,10 +6,12 @@
 
 namespace iarelay::fuzz {
 
-ParsedRequest parse_like_listener(std::string_view bytes, std::size_t max_body, std::size_t chunk) {
+ParsedRequest parse_like_listener(std::string_view bytes, std::size_t max_body, std::size_t chunk,
+                                  std::uint32_t header_limit) {
   ParsedRequest out;
   RequestParser parser;
   limit_request_parser(parser, max_body);
+  if (header_limit) parser.header_limit(header_limit);
   // async_read_header stops after the header (eager off); async_read then reads the body.
   parser.eager(false);
   std::size_t available = std::min(chunk, bytes.size());

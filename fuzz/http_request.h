@@ -29,8 +29,11 @@ struct ParsedRequest {
 
 // Parses the first request in `bytes` with the listener's header limit and `max_body`, handing
 // the parser at most `chunk` (> 0) new bytes at a time, as reads from a socket would. A
-// Transfer-Encoding the listener refuses ends it with bad_transfer_encoding.
-ParsedRequest parse_like_listener(std::string_view bytes, std::size_t max_body, std::size_t chunk);
+// Transfer-Encoding the listener refuses ends it with bad_transfer_encoding. `header_limit`,
+// when given, replaces the listener's (reading back a head Beast wrote out again, which may be
+// longer than the one it read: `Host:x` is written `Host: x`).
+ParsedRequest parse_like_listener(std::string_view bytes, std::size_t max_body, std::size_t chunk,
+                                  std::uint32_t header_limit = 0);
 
 // The request as the listener hands it to the server: request_head() and the body.
 HttpRequest to_handler_request(http::request<http::string_body> message);
