@@ -209,7 +209,8 @@ TEST_F(ListenerTest, GarbageGets400AndTheConnectionCloses) {
 // heads up to ~1.7 KiB over when it is handed the whole request in one buffer (the http_parser
 // fuzz target's long run: a 1,730-byte start line and fields of 8,840 and 7,437 bytes, 18,040
 // in all); the listener reads the socket in pieces and refused that input (431) before this
-// test was written: the test keeps it so (a guard; it did not fail on the current listener).
+// test was written. The suite's first test of the 431: it fails with the listener's header
+// limit raised to 1 MiB.
 TEST_F(ListenerTest, AHeadOverTheLimitIsRefusedEvenWhenItArrivesInOneRead) {
   const std::string body = R"({"status":"ok"})";
   std::string head = "POST /v1/webhooks/hpnnmi?pad=" + std::string(1700, 'a') +
