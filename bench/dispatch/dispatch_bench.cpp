@@ -231,7 +231,7 @@ Run drain(const std::string& path, long n, const std::string& url, const Options
     std::cerr << d.status().message() << "\n";
     std::exit(1);
   }
-  (*writer)->set_commit_listener([&] { (*d)->wake(); });
+  (*writer)->set_commit_listener([&](bool appends_only) { (*d)->wake(appends_only); });
   while (delivered.value() == 0 && since(t0) < 60)
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   r.first_ms = since(t0) * 1000;

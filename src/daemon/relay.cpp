@@ -210,9 +210,9 @@ Status Relay::start() {
                  config_.listen->tls_cert.empty() ? "" : " with TLS");
   }
 
-  writer_->set_commit_listener([this] {
+  writer_->set_commit_listener([this](bool appends_only) {
     if (server_) server_->notify_committed();
-    if (dispatcher_) dispatcher_->wake();
+    if (dispatcher_) dispatcher_->wake(appends_only);
   });
 
   if (config_.upstream) {

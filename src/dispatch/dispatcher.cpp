@@ -276,6 +276,11 @@ struct Agent {
   Millis next_resume_at = 0;
   bool resume_pending = false;
   std::int64_t head_last = 0;  // the last seq of the head window at the last full fill
+  // New rows only were committed since the last fill (Dispatcher::wake(true)): the next fill
+  // reads only rows past tail_seen, the highest seq of the agent's queue that a fill has
+  // accounted for (walked, or behind the head window and left to the walk past it).
+  bool appended = false;
+  std::int64_t tail_seen = 0;
   // The ordering under which the keys in hand were computed: after a reload that changes the
   // ordering, nothing new is claimed until those are done (their keys mean something else).
   Ordering keys_ordering = Ordering::kEvent;
@@ -379,9 +384,10 @@ class DispatcherImpl final : public Dispatcher {
     mailbox_->post([this] { configure_agents(ctx_.directory->agents(), false); });
   }
 
-  void wake() override {
+  void wake(bool appends_only) override {
     // Called after every journal commit: one wakeup until the dispatcher has seen it.
-    if (!woken_.exchange(true, std::memory_order_relaxed)) mailbox_->poke();
+    std::atomic<bool>& flag = appends_only ? appended_ : woken_;
+    if (!flag.exchange(true, std::memory_order_relaxed)) mailbox_->poke();
   }
 
  private:
@@ -440,6 +446,7 @@ class DispatcherImpl final : public Dispatcher {
       a.next_resume_at = 0;
       a.resume_pending = false;
       a.head_last = 0;
+      a.tail_seen = 0;
       a.usable = true;
       auto key = agent_signing_key(cfg);
       if (key) {
@@ -571,6 +578,8 @@ class DispatcherImpl final : public Dispatcher {
       } else {
         if (woken_.exchange(false, std::memory_order_relaxed))
           for (auto& [id, a] : agents_) a->dirty = true;
+        if (appended_.exchange(false, std::memory_order_relaxed))
+          for (auto& [id, a] : agents_) a->appended = true;
         read_step(agents_gate_, "agents table", [&] { check_agents_table(now, steady); });
         guarded("journal retries", [&] { retry_failed_writes(steady); });
         read_step(held_gate_, "held webhooks", [&] { sweep_held(steady); });
@@ -944,7 +953,17 @@ class DispatcherImpl final : public Dispatcher {
       a.keys_ordering = a.cfg.ordering;
     }
     const bool probe = a.health.probing();
-    if (a.candidates.empty()) {
+    if (a.candidates.empty() && a.appended) {
+      // New rows only: read those, unless the head window must be walked anyway (a backing-off
+      // row came due, a probe) or fifo ordering (its walk stops at the first row: cheap).
+      if (a.dirty || probe || now >= a.wake_at || a.cfg.ordering == Ordering::kFifo) {
+        a.dirty = true;
+        a.appended = false;  // the full fill reads them
+      } else if (!read_step(a.scan_gate, "queue scan", [&] { fill_new_rows(a, now); })) {
+        return;
+      }
+    }
+    if (a.candidates.empty() && !a.appended) {
       const bool resume_due = a.resume_pending && steady_millis() >= a.next_resume_at;
       // Only the walk past the head is due: nothing changed that the head window would show.
       // Never under fifo: there nothing may go past the head (the head window is walked again
@@ -976,6 +995,62 @@ class DispatcherImpl final : public Dispatcher {
     if (!batch.empty()) claim(a, std::move(batch));
   }
 
+  // Offers the agent's queued rows from `after` on to `ks` (candidates go to a.candidates) until
+  // it is saturated, the queue ends or kMaxWalkRows were walked. Returns the last seq walked
+  // and whether the queue ended.
+  std::pair<std::int64_t, bool> walk_queue(Agent& a, KeyScheduler& ks, std::int64_t after,
+                                           bool probe) {
+    std::size_t walked = 0;
+    for (;;) {
+      auto rows = scan_queue(*db_, a.cfg.id, after, kScanPage);
+      for (auto& r : rows) {
+        after = r.seq;
+        ++walked;
+        bool ignore_due = probe || a.expedite.count(r.seq);
+        if (ks.offer(r, a.in_hand.count(r.seq) > 0, ignore_due))
+          a.candidates.push_back(std::move(r));
+        if (ks.saturated()) break;
+      }
+      if (rows.size() < static_cast<size_t>(kScanPage)) return {after, true};
+      if (ks.saturated() || walked >= kMaxWalkRows) return {after, false};
+    }
+  }
+
+  // Whether a webhook stands before `w` in the agent's delivery order held by an operator
+  // (event ordering: one of its alert; fifo: any of the agent). `any_held`: any_held_webhook.
+  bool held_earlier(const Agent& a, bool any_held, const QueuedWebhook& w) {
+    if (!any_held) return false;
+    if (a.cfg.ordering == Ordering::kEvent && w.event_id.empty()) return false;
+    return held_before(*db_, a.cfg.id,
+                       a.cfg.ordering == Ordering::kEvent ? w.event_id : std::string(), w.service,
+                       w.seq);
+  }
+
+  // After commits that only added rows (wake(true)): reads the agent's queued rows past
+  // tail_seen instead of walking the queue from its head again. Each is checked against the
+  // rows before it that this walk does not see (an earlier queued webhook of its alert, a held
+  // one), as in the walk past the head window. Event or none ordering (fifo walks in full).
+  void fill_new_rows(Agent& a, Millis now) {
+    a.candidates.clear();
+    std::size_t cap = std::min(kMaxCandidates, std::max<std::size_t>(32, 2 * a.cfg.max_inflight));
+    KeyScheduler ks(a.cfg.ordering, now, a.busy_keys, cap);
+    std::optional<SQLite::Transaction> snapshot;
+    if (sqlite3_get_autocommit(db_->getHandle())) snapshot.emplace(*db_);
+    const bool any_held = a.cfg.ordering != Ordering::kNone && any_held_webhook(*db_);
+    ks.check_earlier([&](const QueuedWebhook& w) {
+      return (a.cfg.ordering == Ordering::kEvent && !w.event_id.empty() &&
+              queued_before(*db_, a.cfg.id, w.event_id, w.seq)) ||
+             held_earlier(a, any_held, w);
+    });
+    auto [last, ended] = walk_queue(a, ks, a.tail_seen, false);
+    a.tail_seen = last;
+    // Stopped short (saturated, or kMaxWalkRows new rows): the rest is read at the next fill.
+    a.appended = !ended;
+    if (auto due = ks.earliest_not_due()) a.wake_at = std::min(a.wake_at, *due);
+    // What the last full fill left in the head window is still there.
+    a.more_to_pick = a.more_to_pick || ks.saturated();
+  }
+
   // Picks candidates from two windows of the queue: the head (at most kMaxWalkRows from the
   // start) and, when the head has nothing more to give, the next kMaxWalkRows from where the
   // previous fill's second window stopped. Without the second window, due webhooks behind 4096
@@ -989,24 +1064,7 @@ class DispatcherImpl final : public Dispatcher {
     std::size_t cap =
         probe ? 1 : std::min(kMaxCandidates, std::max<std::size_t>(32, 2 * a.cfg.max_inflight));
     KeyScheduler ks(a.cfg.ordering, now, a.busy_keys, cap);
-    // Walks from `after` until the scheduler is saturated, the queue ends or kMaxWalkRows were
-    // walked. Returns the last seq walked and whether the queue ended.
-    auto walk = [&](std::int64_t after) {
-      std::size_t walked = 0;
-      for (;;) {
-        auto rows = scan_queue(*db_, a.cfg.id, after, kScanPage);
-        for (auto& r : rows) {
-          after = r.seq;
-          ++walked;
-          bool ignore_due = probe || a.expedite.count(r.seq);
-          if (ks.offer(r, a.in_hand.count(r.seq) > 0, ignore_due))
-            a.candidates.push_back(std::move(r));
-          if (ks.saturated()) break;
-        }
-        if (rows.size() < static_cast<size_t>(kScanPage)) return std::pair{after, true};
-        if (ks.saturated() || walked >= kMaxWalkRows) return std::pair{after, false};
-      }
-    };
+    auto walk = [&](std::int64_t after) { return walk_queue(a, ks, after, probe); };
     // One read snapshot for the whole fill: a hold committed between the check for held
     // webhooks and the queue's scan could otherwise let a later webhook of its alert through.
     std::optional<SQLite::Transaction> snapshot;
@@ -1015,11 +1073,7 @@ class DispatcherImpl final : public Dispatcher {
     // (event: same alert; fifo: the whole agent), as behind one backing off.
     const bool any_held = a.cfg.ordering != Ordering::kNone && any_held_webhook(*db_);
     auto held_earlier = [this, &a, any_held](const QueuedWebhook& w) {
-      if (!any_held) return false;
-      if (a.cfg.ordering == Ordering::kEvent && w.event_id.empty()) return false;
-      return held_before(*db_, a.cfg.id,
-                         a.cfg.ordering == Ordering::kEvent ? w.event_id : std::string(), w.service,
-                         w.seq);
+      return this->held_earlier(a, any_held, w);
     };
     if (any_held) ks.check_earlier(held_earlier);
     std::int64_t head_last = a.head_last;
@@ -1027,6 +1081,10 @@ class DispatcherImpl final : public Dispatcher {
     if (!resume_only) {
       std::tie(head_last, head_ended) = walk(0);
       a.head_last = head_last;
+      // Rows past the head window are the walk past it's (below); new ones, past this, are
+      // read by fill_new_rows.
+      a.tail_seen = head_ended ? head_last : std::max(head_last, last_queued_seq(*db_, a.cfg.id));
+      a.appended = false;
     }
     if (head_ended) {
       a.resume_after = 0;
@@ -1530,7 +1588,7 @@ class DispatcherImpl final : public Dispatcher {
   // a row only while nothing else is known to wait for the agent.
   bool may_chain(Agent& a, const InHand& item) const {
     if (item.chain_steps >= kChainQuantum &&
-        (!a.candidates.empty() || a.dirty || a.more_to_pick || a.resume_pending))
+        (!a.candidates.empty() || a.dirty || a.appended || a.more_to_pick || a.resume_pending))
       return false;
     if (a.chain_misses >= kChainMisses && ++a.chain_skipped % kChainRetryEvery != 0) return false;
     return !stopping_ && !a.removed && a.usable && a.cfg.ordering == Ordering::kEvent &&
@@ -1678,6 +1736,7 @@ class DispatcherImpl final : public Dispatcher {
   std::mutex stop_mu_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> woken_{false};
+  std::atomic<bool> appended_{false};  // wake(true): new rows only
   std::atomic<Millis> grace_{0};
   std::atomic<bool> running_{false};  // the thread runs its loop
   std::atomic<Millis> heartbeat_{0};  // steady time of its last turn

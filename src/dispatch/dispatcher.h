@@ -80,7 +80,9 @@ class Dispatcher {
   // The directory's agents changed (SIGHUP): pick up new callbacks, secrets and limits.
   virtual void reconfigured() = 0;
   // Something changed in the journal that may create work (a new webhook was queued).
-  virtual void wake() = 0;
+  // `appends_only`: the change was only new rows (Writer::submit_append: intake, the poller),
+  // so each agent's queue needs reading only past the rows its last walk saw.
+  virtual void wake(bool appends_only) = 0;
   // Heartbeat for /readyz and the watchdog: true while the dispatcher thread runs and has gone
   // round its loop within the last kHeartbeatWithin; false once it has stopped. Any thread.
   static constexpr Millis kHeartbeatWithin = 10'000;

@@ -303,7 +303,7 @@ class CurlPoller final : public Poller {
     auto counts = std::make_shared<std::pair<std::uint64_t, std::uint64_t>>(0, 0);
     auto promise = std::make_shared<std::promise<Status>>();
     auto future = promise->get_future();
-    ctx_.writer->submit(
+    ctx_.writer->submit_append(
         [webhooks, counts, name, next](SQLite::Database& db) {
           counts->first = counts->second = 0;
           for (const auto& w : *webhooks) {

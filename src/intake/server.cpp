@@ -356,7 +356,7 @@ class HttpServer final : public Server {
     auto webhook = std::make_shared<NewWebhook>(std::move(*admitted));
     auto outcome = std::make_shared<InsertOutcome>();
     // Answered from the writer (after the commit is durable), not from a waiting thread.
-    ctx_.writer->submit(
+    ctx_.writer->submit_append(
         [webhook, outcome](SQLite::Database& db) { *outcome = insert_webhook(db, *webhook); },
         [this, webhook, outcome, reply](const Status& s) {
           if (!s) {

@@ -337,6 +337,16 @@ bool queued_before(SQLite::Database& db, std::string_view agent, std::string_vie
   return q->executeStep();
 }
 
+std::int64_t last_queued_seq(SQLite::Database& db, std::string_view agent) {
+  auto q = cached_statement(
+      db, "SELECT max(seq) FROM webhooks WHERE assigned_agent=? AND state='queued'");
+  q->bind(1, std::string(agent));
+  std::int64_t out = 0;
+  if (q->executeStep() && !q->getColumn(0).isNull()) out = q->getColumn(0).getInt64();
+  q->reset();
+  return out;
+}
+
 std::optional<std::int64_t> next_queued_of_event(SQLite::Database& db, std::string_view agent,
                                                  std::string_view event_id,
                                                  std::int64_t after_seq) {

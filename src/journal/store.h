@@ -140,6 +140,8 @@ struct QueuedWebhook {
 // seq > after_seq, in arrival order, at most `limit`, by index. Payloads are not loaded.
 std::vector<QueuedWebhook> scan_queue(SQLite::Database& db, const std::optional<std::string>& agent,
                                       std::int64_t after_seq, int limit);
+// The highest seq queued for `agent`, 0 when none (one seek in the queue index).
+std::int64_t last_queued_seq(SQLite::Database& db, std::string_view agent);
 // Whether a queued webhook of `agent` with this event id and seq < before_seq exists (by the
 // event index): the dispatcher's ordering check for rows found past the head of the queue.
 bool queued_before(SQLite::Database& db, std::string_view agent, std::string_view event_id,

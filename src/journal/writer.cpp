@@ -150,36 +150,37 @@ void Writer::record_commit(double seconds) {
   ++stats_.commit_buckets[b];
 }
 
-void Writer::submit(Op op, Done done) {
+void Writer::enqueue(Pending p) {
   {
     std::lock_guard lock(mu_);
     if (!stopping_) {
-      queue_.push_back(Pending{std::move(op), std::move(done), false});
+      queue_.push_back(std::move(p));
       // While the writer runs a batch, submitters only queue: no wake-up system call per op.
       if (writer_waiting_) cv_.notify_one();
       return;
     }
   }
-  done(Status::unavailable("journal writer is stopping"));
+  p.done(Status::unavailable("journal writer is stopping"));
 }
 
-bool Writer::any_loud(const std::vector<Pending>& ops) {
-  for (const auto& p : ops)
-    if (!p.quiet) return true;
-  return false;
+void Writer::submit(Op op, Done done) {
+  enqueue(Pending{std::move(op), std::move(done), Kind::kLoud});
+}
+
+void Writer::submit_append(Op op, Done done) {
+  enqueue(Pending{std::move(op), std::move(done), Kind::kAppend});
 }
 
 void Writer::submit_quiet(Op op, Done done) {
-  {
-    std::lock_guard lock(mu_);
-    if (!stopping_) {
-      queue_.push_back(Pending{std::move(op), std::move(done), true});
-      // While the writer runs a batch, submitters only queue: no wake-up system call per op.
-      if (writer_waiting_) cv_.notify_one();
-      return;
-    }
+  enqueue(Pending{std::move(op), std::move(done), Kind::kQuiet});
+}
+
+void Writer::Loudness::add(const std::vector<Pending>& ops) {
+  for (const auto& p : ops) {
+    if (p.kind == Kind::kQuiet) continue;
+    any = true;
+    if (p.kind != Kind::kAppend) appends_only = false;
   }
-  done(Status::unavailable("journal writer is stopping"));
 }
 
 std::future<Status> Writer::submit(Op op) {
@@ -189,7 +190,7 @@ std::future<Status> Writer::submit(Op op) {
   return future;
 }
 
-void Writer::set_commit_listener(std::function<void()> listener) {
+void Writer::set_commit_listener(std::function<void(bool appends_only)> listener) {
   std::lock_guard lock(mu_);
   listener_ = std::move(listener);
 }
@@ -217,7 +218,7 @@ void Writer::run_loop() {
   std::vector<Pending> batch;
   std::vector<Status> results;
   for (;;) {
-    std::function<void()> listener;
+    std::function<void(bool)> listener;
     std::uint64_t generation = 0;
     Status commit_status;
     {
@@ -347,9 +348,10 @@ void Writer::run_loop() {
     for (size_t i = 0; i < batch.size(); ++i) {
       if (batch[i].done) batch[i].done(commit_status.is_ok() ? results[i] : commit_status);
     }
-    const bool loud = any_loud(batch);
+    Loudness loud;
+    loud.add(batch);
     batch.clear();
-    if (commit_status.is_ok() && loud && listener) listener();
+    if (commit_status.is_ok() && loud.any && listener) listener(loud.appends_only);
     {
       std::lock_guard lock(mu_);
       durable_generation_ = generation;
@@ -390,8 +392,8 @@ void Writer::sync_group(std::deque<Committed> group, const std::function<int(int
                            std::strerror(errno) + "); no more writes are taken: restart iarelayd");
   }
   auto now = std::chrono::steady_clock::now();
-  std::function<void()> listener;
-  bool any_durable = false;  // ...with an operation that was not submitted quiet
+  std::function<void(bool)> listener;
+  Loudness durable;  // what the durable commits tell the listener
   {
     std::lock_guard lock(mu_);
     ++stats_.syncs;
@@ -407,7 +409,7 @@ void Writer::sync_group(std::deque<Committed> group, const std::function<int(int
         ++stats_.failed_commits;
         continue;
       }
-      any_durable = any_durable || any_loud(c.ops);
+      durable.add(c.ops);
       record_commit(std::chrono::duration<double>(now - c.commit_started).count());
     }
     listener = listener_;
@@ -416,7 +418,7 @@ void Writer::sync_group(std::deque<Committed> group, const std::function<int(int
     for (size_t i = 0; i < c.ops.size(); ++i)
       if (c.ops[i].done) c.ops[i].done(failure.is_ok() ? c.results[i] : failure);
   }
-  if (any_durable && listener) listener();
+  if (durable.any && listener) listener(durable.appends_only);
   {
     std::lock_guard lock(mu_);
     durable_generation_ = group.back().generation;

@@ -73,13 +73,19 @@ class Writer {
   // such operations does not call the listener, so the dispatcher does not walk its queues
   // again for its own bookkeeping.
   void submit_quiet(Op op, Done done);
+  // As submit, for an operation that only inserts new rows (intake, the poller's batches): a
+  // commit whose loud operations are all such tells the listener so (appends_only), and the
+  // dispatcher then reads only rows past those it has already seen instead of walking its
+  // queues from their heads. New rows have higher seqs than any before (AUTOINCREMENT).
+  void submit_append(Op op, Done done);
   std::future<Status> submit(Op op);
   // Submits and waits until durable.
   Status run(Op op) { return submit(std::move(op)).get(); }
 
   // Called after each successful commit is durable (e.g. to wake feed long-polls), unless every
   // operation of the commit was submitted with submit_quiet.
-  void set_commit_listener(std::function<void()> listener);
+  // `appends_only`: every such operation of the commit was submitted with submit_append.
+  void set_commit_listener(std::function<void(bool appends_only)> listener);
   // Waits until every transaction committed (or committing) when it was called is durable.
   // A reader that saw rows calls it before passing them on. Not ok when the sync failed.
   Status wait_durable();
@@ -107,12 +113,19 @@ class Writer {
   void record_commit(double seconds);  // mu_ held
   void restart_wal();                  // writer thread, between transactions
 
+  enum class Kind { kLoud, kAppend, kQuiet };  // submit, submit_append, submit_quiet
   struct Pending {
     Op op;
     Done done;
-    bool quiet = false;  // submit_quiet: no listener call for it
+    Kind kind = Kind::kLoud;
   };
-  static bool any_loud(const std::vector<Pending>& ops);
+  void enqueue(Pending p);
+  // What a commit of `ops` tells the listener: none (all quiet), or whether only appends.
+  struct Loudness {
+    bool any = false;          // an operation not submitted quiet
+    bool appends_only = true;  // ...and all of those submitted with submit_append
+    void add(const std::vector<Pending>& ops);
+  };
   // A committed transaction waiting for its fsync.
   struct Committed {
     std::vector<Pending> ops;
@@ -130,7 +143,7 @@ class Writer {
   std::deque<Pending> queue_;              // GUARDED_BY(mu_)
   bool stopping_ = false;                  // GUARDED_BY(mu_)
   bool writer_waiting_ = false;            // GUARDED_BY(mu_): submit() notifies only then
-  std::function<void()> listener_;         // GUARDED_BY(mu_)
+  std::function<void(bool)> listener_;     // GUARDED_BY(mu_)
   Stats stats_;                            // GUARDED_BY(mu_)
   std::atomic<bool> healthy_{true};
   std::atomic<std::uint64_t> commits_since_checkpoint_{0};

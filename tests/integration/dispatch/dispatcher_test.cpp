@@ -138,8 +138,8 @@ class Relay {
     auto d = Dispatcher::start(ctx);
     ASSERT_TRUE(d) << d.status().message();
     dispatcher_ = std::move(*d);
-    writer_->set_commit_listener([this] {
-      if (dispatcher_) dispatcher_->wake();
+    writer_->set_commit_listener([this](bool appends_only) {
+      if (dispatcher_) dispatcher_->wake(appends_only);
     });
   }
 

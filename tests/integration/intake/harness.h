@@ -39,7 +39,7 @@ class InProcessRelay {
     auto w = Writer::open(journal_, sync);
     EXPECT_TRUE(w.is_ok()) << w.status().message();
     if (w) writer_ = std::move(*w);
-    writer_->set_commit_listener([this] {
+    writer_->set_commit_listener([this](bool) {
       std::lock_guard lock(server_mu_);
       if (server_) server_->notify_committed();
     });

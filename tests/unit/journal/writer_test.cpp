@@ -11,6 +11,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <numeric>
@@ -238,7 +239,7 @@ TEST(Writer, CommitListenerRunsAfterTheCommitIsVisible) {
   std::string path = dir.file("j.db");
   std::promise<int> seen;
   std::atomic<int> calls{0};
-  w->set_commit_listener([&] {
+  w->set_commit_listener([&](bool) {
     // Another connection already sees the commit when the listener runs.
     if (calls.fetch_add(1) == 0) seen.set_value(count_audit(path));
   });
@@ -259,7 +260,7 @@ TEST(Writer, QuietOperationsAloneDoNotCallTheCommitListener) {
     auto w = open_writer(dir.file("j.db"), sync);
     ASSERT_TRUE(w);
     std::atomic<int> calls{0};
-    w->set_commit_listener([&] { calls.fetch_add(1); });
+    w->set_commit_listener([&](bool) { calls.fetch_add(1); });
     for (int i = 0; i < 3; ++i) {
       std::promise<Status> done;
       w->submit_quiet([i](SQLite::Database& db) { insert_audit(db, "q" + std::to_string(i)); },
@@ -270,6 +271,48 @@ TEST(Writer, QuietOperationsAloneDoNotCallTheCommitListener) {
     ASSERT_TRUE(w->run([](SQLite::Database& db) { insert_audit(db, "loud"); }).is_ok());
     w.reset();  // every callback has run
     EXPECT_EQ(calls.load(), 1);
+  }
+}
+
+// Intake's and the poller's inserts are submitted with submit_append: the listener hears
+// appends_only = true for a commit whose loud operations are all such (the dispatcher then
+// reads only rows past those it has seen), and false once any other loud operation shares the
+// commit. Each commit here is held open by its first operation until the others have joined.
+TEST(Writer, TheListenerHearsWhetherACommitOnlyAppended) {
+  for (SyncLevel sync : {SyncLevel::kNormal, SyncLevel::kFull}) {
+    testing::TempDir dir;
+    auto w = open_writer(dir.file("j.db"), sync);
+    ASSERT_TRUE(w);
+    std::mutex mu;
+    std::vector<bool> heard;
+    w->set_commit_listener([&](bool appends_only) {
+      std::lock_guard lock(mu);
+      heard.push_back(appends_only);
+    });
+    // One commit: an append that waits until `joined` before the rest may join it.
+    auto commit = [&](std::function<void(Writer::Op, Writer::Done)> second) {
+      std::promise<void> joined;
+      auto joined_future = joined.get_future().share();
+      std::promise<Status> first_done, second_done;
+      w->submit_append(
+          [joined_future](SQLite::Database& db) {
+            joined_future.wait();
+            insert_audit(db, "first");
+          },
+          [&](const Status& s) { first_done.set_value(s); });
+      second([](SQLite::Database& db) { insert_audit(db, "second"); },
+             [&](const Status& s) { second_done.set_value(s); });
+      joined.set_value();
+      ASSERT_TRUE(first_done.get_future().get().is_ok());
+      ASSERT_TRUE(second_done.get_future().get().is_ok());
+    };
+    commit([&](Writer::Op op, Writer::Done done) { w->submit_append(op, done); });
+    commit([&](Writer::Op op, Writer::Done done) { w->submit_quiet(op, done); });
+    commit([&](Writer::Op op, Writer::Done done) { w->submit(op, done); });
+    w.reset();  // every callback has run
+    // Either way the second operation is in the first's transaction: it was queued before the
+    // first returned. Each commit is durable before the next starts: one listener call each.
+    EXPECT_EQ(heard, (std::vector<bool>{true, true, false})) << "sync " << static_cast<int>(sync);
   }
 }
 
