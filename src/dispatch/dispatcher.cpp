@@ -62,6 +62,9 @@ constexpr Millis kPassEvery = 1000;
 // The chain step (finish): rows of the agent's queue the writer walks, inside the transaction
 // that records an outcome, looking for the next webhook of the same alert.
 constexpr int kChainWalk = 256;
+// A queue of at most this many rows is short: fill_new_rows reads it rather than the alert's
+// history to check that nothing earlier of a new row's alert is queued.
+constexpr std::size_t kShortQueue = 256;
 // Chain steps in a row that may go before due webhooks of other alerts (see Chain).
 constexpr int kChainQuantum = 16;
 // Chain steps that claimed nothing in a row after which only one in kChainRetryEvery delivered
@@ -281,6 +284,10 @@ struct Agent {
   // accounted for (walked, or behind the head window and left to the walk past it).
   bool appended = false;
   std::int64_t tail_seen = 0;
+  // Rows queued at most, as the last full fill and the new rows read since count them (rows
+  // that left the queue are not subtracted): kShortQueue or fewer, fill_new_rows checks new
+  // rows against the queue rather than against their alerts' histories.
+  std::size_t queue_rows = SIZE_MAX / 2;
   // The ordering under which the keys in hand were computed: after a reload that changes the
   // ordering, nothing new is claimed until those are done (their keys mean something else).
   Ordering keys_ordering = Ordering::kEvent;
@@ -447,6 +454,7 @@ class DispatcherImpl final : public Dispatcher {
       a.resume_pending = false;
       a.head_last = 0;
       a.tail_seen = 0;
+      a.queue_rows = SIZE_MAX / 2;
       a.usable = true;
       auto key = agent_signing_key(cfg);
       if (key) {
@@ -997,9 +1005,13 @@ class DispatcherImpl final : public Dispatcher {
 
   // Offers the agent's queued rows from `after` on to `ks` (candidates go to a.candidates) until
   // it is saturated, the queue ends or kMaxWalkRows were walked. Returns the last seq walked
-  // and whether the queue ended.
-  std::pair<std::int64_t, bool> walk_queue(Agent& a, KeyScheduler& ks, std::int64_t after,
-                                           bool probe) {
+  // and whether the queue ended, with the rows read.
+  struct Walked {
+    std::int64_t last = 0;
+    bool ended = false;
+    std::size_t rows = 0;
+  };
+  Walked walk_queue(Agent& a, KeyScheduler& ks, std::int64_t after, bool probe) {
     std::size_t walked = 0;
     for (;;) {
       auto rows = scan_queue(*db_, a.cfg.id, after, kScanPage);
@@ -1011,8 +1023,8 @@ class DispatcherImpl final : public Dispatcher {
           a.candidates.push_back(std::move(r));
         if (ks.saturated()) break;
       }
-      if (rows.size() < static_cast<size_t>(kScanPage)) return {after, true};
-      if (ks.saturated() || walked >= kMaxWalkRows) return {after, false};
+      if (rows.size() < static_cast<size_t>(kScanPage)) return {after, true, walked};
+      if (ks.saturated() || walked >= kMaxWalkRows) return {after, false, walked};
     }
   }
 
@@ -1030,6 +1042,9 @@ class DispatcherImpl final : public Dispatcher {
   // tail_seen instead of walking the queue from its head again. Each is checked against the
   // rows before it that this walk does not see (an earlier queued webhook of its alert, a held
   // one), as in the walk past the head window. Event or none ordering (fifo walks in full).
+  // The earlier webhook is looked for the cheaper way: among the agent's queued rows before it
+  // when the queue is short (it was read to its end, kShortQueue rows at most), else among
+  // the alert's rows (the event index: every row the alert ever had).
   void fill_new_rows(Agent& a, Millis now) {
     a.candidates.clear();
     std::size_t cap = std::min(kMaxCandidates, std::max<std::size_t>(32, 2 * a.cfg.max_inflight));
@@ -1037,13 +1052,16 @@ class DispatcherImpl final : public Dispatcher {
     std::optional<SQLite::Transaction> snapshot;
     if (sqlite3_get_autocommit(db_->getHandle())) snapshot.emplace(*db_);
     const bool any_held = a.cfg.ordering != Ordering::kNone && any_held_webhook(*db_);
+    const bool short_queue = a.queue_rows <= kShortQueue;
     ks.check_earlier([&](const QueuedWebhook& w) {
       return (a.cfg.ordering == Ordering::kEvent && !w.event_id.empty() &&
-              queued_before(*db_, a.cfg.id, w.event_id, w.seq)) ||
+              (short_queue ? queued_of_event_ahead(*db_, a.cfg.id, w.event_id, w.seq)
+                           : queued_before(*db_, a.cfg.id, w.event_id, w.seq))) ||
              held_earlier(a, any_held, w);
     });
-    auto [last, ended] = walk_queue(a, ks, a.tail_seen, false);
+    auto [last, ended, walked] = walk_queue(a, ks, a.tail_seen, false);
     a.tail_seen = last;
+    a.queue_rows += walked;
     // Stopped short (saturated, or kMaxWalkRows new rows): the rest is read at the next fill.
     a.appended = !ended;
     if (auto due = ks.earliest_not_due()) a.wake_at = std::min(a.wake_at, *due);
@@ -1064,7 +1082,10 @@ class DispatcherImpl final : public Dispatcher {
     std::size_t cap =
         probe ? 1 : std::min(kMaxCandidates, std::max<std::size_t>(32, 2 * a.cfg.max_inflight));
     KeyScheduler ks(a.cfg.ordering, now, a.busy_keys, cap);
-    auto walk = [&](std::int64_t after) { return walk_queue(a, ks, after, probe); };
+    auto walk = [&](std::int64_t after) {
+      Walked w = walk_queue(a, ks, after, probe);
+      return std::pair{w.last, w.ended};
+    };
     // One read snapshot for the whole fill: a hold committed between the check for held
     // webhooks and the queue's scan could otherwise let a later webhook of its alert through.
     std::optional<SQLite::Transaction> snapshot;
@@ -1079,7 +1100,11 @@ class DispatcherImpl final : public Dispatcher {
     std::int64_t head_last = a.head_last;
     bool head_ended = false;
     if (!resume_only) {
-      std::tie(head_last, head_ended) = walk(0);
+      Walked head = walk_queue(a, ks, 0, probe);
+      std::tie(head_last, head_ended) = std::pair{head.last, head.ended};
+      // At most this many rows are queued (fill_new_rows: kShortQueue); past the head window
+      // (not ended), more than it can tell.
+      a.queue_rows = head_ended ? head.rows : SIZE_MAX / 2;
       a.head_last = head_last;
       // Rows past the head window are the walk past it's (below); new ones, past this, are
       // read by fill_new_rows.

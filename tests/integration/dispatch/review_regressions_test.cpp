@@ -308,10 +308,13 @@ namespace {
 // does not see. Several rounds: the dispatcher's own check of the journal (every 250 ms) walks
 // the whole queue, so a round may take the full walk instead. Seen failing with the check of
 // earlier rows removed from fill_new_rows.
-TEST(NewRows, AWebhookStoredBehindABackingOffOneOfItsAlertWaits) {
+// The check reads the agent's queue when it is short, the alert's rows when it is long (here
+// 300 rows of other alerts backing off ahead).
+void backing_off_alert_holds_its_new_webhooks(int rows_ahead) {
   testing::TempDir dir;
   Sink sink(dir);
   Relay relay(dir);
+  relay.store_backing_off(rows_ahead);
   relay.start({agent("a", sink.url(), Ordering::kEvent)});
   std::string head = relay.append("e1", /*backing_off=*/true);
   std::vector<std::string> later, others;
@@ -331,6 +334,14 @@ TEST(NewRows, AWebhookStoredBehindABackingOffOneOfItsAlertWaits) {
   for (const auto& id : later)
     EXPECT_EQ(relay.state(id), "queued") << "sent before the backing-off webhook of its alert";
   EXPECT_EQ(relay.state(head), "queued");
+}
+
+TEST(NewRows, AWebhookStoredBehindABackingOffOneOfItsAlertWaits) {
+  backing_off_alert_holds_its_new_webhooks(0);
+}
+
+TEST(NewRows, AWebhookStoredBehindABackingOffOneOfItsAlertWaitsInALongQueue) {
+  backing_off_alert_holds_its_new_webhooks(300);
 }
 
 // The same with the alert's earlier webhook held by an operator.
