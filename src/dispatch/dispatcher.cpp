@@ -62,8 +62,9 @@ constexpr Millis kPassEvery = 1000;
 // The chain step (finish): rows of the agent's queue the writer walks, inside the transaction
 // that records an outcome, looking for the next webhook of the same alert.
 constexpr int kChainWalk = 256;
-// A queue of at most this many rows is short: fill_new_rows reads it rather than the alert's
-// history to check that nothing earlier of a new row's alert is queued.
+// A queue of at most this many rows is short: after commits that only added rows,
+// fill_new_rows reads the new rows and checks each against the queue (nothing earlier of its
+// alert queued); a longer queue is walked from its head (see schedule).
 constexpr std::size_t kShortQueue = 256;
 // Chain steps in a row that may go before due webhooks of other alerts (see Chain).
 constexpr int kChainQuantum = 16;
@@ -285,8 +286,8 @@ struct Agent {
   bool appended = false;
   std::int64_t tail_seen = 0;
   // Rows queued at most, as the last full fill and the new rows read since count them (rows
-  // that left the queue are not subtracted): kShortQueue or fewer, fill_new_rows checks new
-  // rows against the queue rather than against their alerts' histories.
+  // that left the queue are not subtracted): kShortQueue or fewer, new rows are read by
+  // fill_new_rows and checked against the queue; more, the queue is walked from its head.
   std::size_t queue_rows = SIZE_MAX / 2;
   // The ordering under which the keys in hand were computed: after a reload that changes the
   // ordering, nothing new is claimed until those are done (their keys mean something else).
@@ -963,8 +964,12 @@ class DispatcherImpl final : public Dispatcher {
     const bool probe = a.health.probing();
     if (a.candidates.empty() && a.appended) {
       // New rows only: read those, unless the head window must be walked anyway (a backing-off
-      // row came due, a probe) or fifo ordering (its walk stops at the first row: cheap).
-      if (a.dirty || probe || now >= a.wake_at || a.cfg.ordering == Ordering::kFifo) {
+      // row came due, a probe), fifo ordering (its walk stops at the first row: cheap) or a
+      // long queue (checking a new row against the earlier ones of its alert would read the
+      // alert's whole history by the event index: delivered rows stay until retention; the walk
+      // reads at most one window).
+      if (a.dirty || probe || now >= a.wake_at || a.cfg.ordering == Ordering::kFifo ||
+          a.queue_rows > kShortQueue) {
         a.dirty = true;
         a.appended = false;  // the full fill reads them
       } else if (!read_step(a.scan_gate, "queue scan", [&] { fill_new_rows(a, now); })) {
@@ -1038,13 +1043,13 @@ class DispatcherImpl final : public Dispatcher {
                        w.seq);
   }
 
-  // After commits that only added rows (wake(true)): reads the agent's queued rows past
-  // tail_seen instead of walking the queue from its head again. Each is checked against the
-  // rows before it that this walk does not see (an earlier queued webhook of its alert, a held
-  // one), as in the walk past the head window. Event or none ordering (fifo walks in full).
-  // The earlier webhook is looked for the cheaper way: among the agent's queued rows before it
-  // when the queue is short (it was read to its end, kShortQueue rows at most), else among
-  // the alert's rows (the event index: every row the alert ever had).
+  // After commits that only added rows (wake(true)), while the queue is short: reads the
+  // agent's queued rows past tail_seen instead of walking the queue from its head again. Each
+  // is checked against the rows before it that this walk does not see (an earlier queued
+  // webhook of its alert, a held one), as in the walk past the head window. Event or none
+  // ordering (fifo walks in full). The earlier webhook is looked for among the agent's queued
+  // rows before it (the queue was read to its end: kShortQueue rows at most), never by the
+  // event index, which holds every row the alert ever had.
   void fill_new_rows(Agent& a, Millis now) {
     a.candidates.clear();
     std::size_t cap = std::min(kMaxCandidates, std::max<std::size_t>(32, 2 * a.cfg.max_inflight));
@@ -1052,11 +1057,9 @@ class DispatcherImpl final : public Dispatcher {
     std::optional<SQLite::Transaction> snapshot;
     if (sqlite3_get_autocommit(db_->getHandle())) snapshot.emplace(*db_);
     const bool any_held = a.cfg.ordering != Ordering::kNone && any_held_webhook(*db_);
-    const bool short_queue = a.queue_rows <= kShortQueue;
     ks.check_earlier([&](const QueuedWebhook& w) {
       return (a.cfg.ordering == Ordering::kEvent && !w.event_id.empty() &&
-              (short_queue ? queued_of_event_ahead(*db_, a.cfg.id, w.event_id, w.seq)
-                           : queued_before(*db_, a.cfg.id, w.event_id, w.seq))) ||
+              queued_of_event_ahead(*db_, a.cfg.id, w.event_id, w.seq)) ||
              held_earlier(a, any_held, w);
     });
     auto [last, ended, walked] = walk_queue(a, ks, a.tail_seen, false);

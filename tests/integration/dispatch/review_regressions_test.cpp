@@ -326,8 +326,8 @@ namespace {
 // does not see. Several rounds: the dispatcher's own check of the journal (every 250 ms) walks
 // the whole queue, so a round may take the full walk instead. Seen failing with the check of
 // earlier rows removed from fill_new_rows.
-// The check reads the agent's queue when it is short, the alert's rows when it is long (here
-// 300 rows of other alerts backing off ahead).
+// The check reads the agent's queue when it is short; a long queue (here 300 rows of other
+// alerts backing off ahead) is walked from its head instead.
 void backing_off_alert_holds_its_new_webhooks(int rows_ahead) {
   testing::TempDir dir;
   Sink sink(dir);
@@ -400,14 +400,14 @@ namespace iarelay {
 namespace {
 
 // Review of the new-row reads (review9). In a long queue (more than kShortQueue rows: here 300
-// of other alerts backing off) fill_new_rows checks each new row against earlier queued
+// of other alerts backing off) fill_new_rows checked each new row against earlier queued
 // webhooks of its alert through the event index, which holds every row the alert ever had:
 // the journal keeps delivered rows until retention (`retain_delivered`, empty by default:
 // forever) or a purge. Each webhook of an alert with a long history then costs a read of that
 // whole history on the dispatcher thread, which serves every agent (here 400k delivered rows:
 // about 100 ms per webhook where a walk of the queue's head window costs well under 1 ms).
 // Forty webhooks of that alert, one after the other, each stored once the one before it was
-// delivered.
+// delivered. Seen failing: 4.2 s for the forty; 0.8 s with a long queue walked from its head.
 TEST(NewRows, AnAlertsLongHistoryDoesNotSlowItsNewWebhooksInALongQueue) {
   testing::TempDir dir;
   Sink sink(dir);
