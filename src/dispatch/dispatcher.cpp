@@ -62,9 +62,10 @@ constexpr Millis kPassEvery = 1000;
 // The chain step (finish): rows of the agent's queue the writer walks, inside the transaction
 // that records an outcome, looking for the next webhook of the same alert.
 constexpr int kChainWalk = 256;
-// A queue of at most this many rows is short: fill_new_rows reads it rather than the alert's
-// history to check that nothing earlier of a new row's alert is queued.
-constexpr std::size_t kShortQueue = 256;
+// After commits that only added rows, fill_new_rows checks a new row whose alert has nothing
+// in hand against at most this many queued rows before it (nothing earlier of its alert
+// queued); past that, the queue is walked from its head instead.
+constexpr int kShortQueue = 256;
 // Chain steps in a row that may go before due webhooks of other alerts (see Chain).
 constexpr int kChainQuantum = 16;
 // Chain steps that claimed nothing in a row after which only one in kChainRetryEvery delivered
@@ -284,10 +285,6 @@ struct Agent {
   // accounted for (walked, or behind the head window and left to the walk past it).
   bool appended = false;
   std::int64_t tail_seen = 0;
-  // Rows queued at most, as the last full fill and the new rows read since count them (rows
-  // that left the queue are not subtracted): kShortQueue or fewer, fill_new_rows checks new
-  // rows against the queue rather than against their alerts' histories.
-  std::size_t queue_rows = SIZE_MAX / 2;
   // The ordering under which the keys in hand were computed: after a reload that changes the
   // ordering, nothing new is claimed until those are done (their keys mean something else).
   Ordering keys_ordering = Ordering::kEvent;
@@ -454,7 +451,6 @@ class DispatcherImpl final : public Dispatcher {
       a.resume_pending = false;
       a.head_last = 0;
       a.tail_seen = 0;
-      a.queue_rows = SIZE_MAX / 2;
       a.usable = true;
       auto key = agent_signing_key(cfg);
       if (key) {
@@ -1005,13 +1001,9 @@ class DispatcherImpl final : public Dispatcher {
 
   // Offers the agent's queued rows from `after` on to `ks` (candidates go to a.candidates) until
   // it is saturated, the queue ends or kMaxWalkRows were walked. Returns the last seq walked
-  // and whether the queue ended, with the rows read.
-  struct Walked {
-    std::int64_t last = 0;
-    bool ended = false;
-    std::size_t rows = 0;
-  };
-  Walked walk_queue(Agent& a, KeyScheduler& ks, std::int64_t after, bool probe) {
+  // and whether the queue ended.
+  std::pair<std::int64_t, bool> walk_queue(Agent& a, KeyScheduler& ks, std::int64_t after,
+                                           bool probe) {
     std::size_t walked = 0;
     for (;;) {
       auto rows = scan_queue(*db_, a.cfg.id, after, kScanPage);
@@ -1023,8 +1015,8 @@ class DispatcherImpl final : public Dispatcher {
           a.candidates.push_back(std::move(r));
         if (ks.saturated()) break;
       }
-      if (rows.size() < static_cast<size_t>(kScanPage)) return {after, true, walked};
-      if (ks.saturated() || walked >= kMaxWalkRows) return {after, false, walked};
+      if (rows.size() < static_cast<size_t>(kScanPage)) return {after, true};
+      if (ks.saturated() || walked >= kMaxWalkRows) return {after, false};
     }
   }
 
@@ -1040,11 +1032,13 @@ class DispatcherImpl final : public Dispatcher {
 
   // After commits that only added rows (wake(true)): reads the agent's queued rows past
   // tail_seen instead of walking the queue from its head again. Each is checked against the
-  // rows before it that this walk does not see (an earlier queued webhook of its alert, a held
-  // one), as in the walk past the head window. Event or none ordering (fifo walks in full).
-  // The earlier webhook is looked for the cheaper way: among the agent's queued rows before it
-  // when the queue is short (it was read to its end, kShortQueue rows at most), else among
-  // the alert's rows (the event index: every row the alert ever had).
+  // rows before it that this read does not see (an earlier queued webhook of its alert, a held
+  // one). Event or none ordering (fifo walks in full). A row whose alert has a webhook in hand
+  // waits with no check (the usual case under load: an alert's webhooks come in a stream); for
+  // any other, the earlier webhook is looked for among the first kShortQueue queued rows, never
+  // by the event index, which holds every row the alert ever had (delivered rows stay until
+  // retention: reading them for each new row stalled the dispatcher). When the queue is
+  // longer, nothing is picked: the queue is walked from its head, as for any other change.
   void fill_new_rows(Agent& a, Millis now) {
     a.candidates.clear();
     std::size_t cap = std::min(kMaxCandidates, std::max<std::size_t>(32, 2 * a.cfg.max_inflight));
@@ -1052,16 +1046,22 @@ class DispatcherImpl final : public Dispatcher {
     std::optional<SQLite::Transaction> snapshot;
     if (sqlite3_get_autocommit(db_->getHandle())) snapshot.emplace(*db_);
     const bool any_held = a.cfg.ordering != Ordering::kNone && any_held_webhook(*db_);
-    const bool short_queue = a.queue_rows <= kShortQueue;
+    bool long_queue = false;
     ks.check_earlier([&](const QueuedWebhook& w) {
-      return (a.cfg.ordering == Ordering::kEvent && !w.event_id.empty() &&
-              (short_queue ? queued_of_event_ahead(*db_, a.cfg.id, w.event_id, w.seq)
-                           : queued_before(*db_, a.cfg.id, w.event_id, w.seq))) ||
-             held_earlier(a, any_held, w);
+      if (held_earlier(a, any_held, w)) return true;
+      if (a.cfg.ordering != Ordering::kEvent || w.event_id.empty()) return false;
+      auto ahead = queued_of_event_within(*db_, a.cfg.id, w.event_id, w.seq, kShortQueue);
+      if (!ahead) long_queue = true;
+      return ahead.value_or(true);
     });
-    auto [last, ended, walked] = walk_queue(a, ks, a.tail_seen, false);
+    auto [last, ended] = walk_queue(a, ks, a.tail_seen, false);
+    if (long_queue) {
+      a.candidates.clear();
+      a.dirty = true;
+      a.appended = false;
+      return;
+    }
     a.tail_seen = last;
-    a.queue_rows += walked;
     // Stopped short (saturated, or kMaxWalkRows new rows): the rest is read at the next fill.
     a.appended = !ended;
     if (auto due = ks.earliest_not_due()) a.wake_at = std::min(a.wake_at, *due);
@@ -1082,10 +1082,7 @@ class DispatcherImpl final : public Dispatcher {
     std::size_t cap =
         probe ? 1 : std::min(kMaxCandidates, std::max<std::size_t>(32, 2 * a.cfg.max_inflight));
     KeyScheduler ks(a.cfg.ordering, now, a.busy_keys, cap);
-    auto walk = [&](std::int64_t after) {
-      Walked w = walk_queue(a, ks, after, probe);
-      return std::pair{w.last, w.ended};
-    };
+    auto walk = [&](std::int64_t after) { return walk_queue(a, ks, after, probe); };
     // One read snapshot for the whole fill: a hold committed between the check for held
     // webhooks and the queue's scan could otherwise let a later webhook of its alert through.
     std::optional<SQLite::Transaction> snapshot;
@@ -1100,11 +1097,7 @@ class DispatcherImpl final : public Dispatcher {
     std::int64_t head_last = a.head_last;
     bool head_ended = false;
     if (!resume_only) {
-      Walked head = walk_queue(a, ks, 0, probe);
-      std::tie(head_last, head_ended) = std::pair{head.last, head.ended};
-      // At most this many rows are queued (fill_new_rows: kShortQueue); past the head window
-      // (not ended), more than it can tell.
-      a.queue_rows = head_ended ? head.rows : SIZE_MAX / 2;
+      std::tie(head_last, head_ended) = walk(0);
       a.head_last = head_last;
       // Rows past the head window are the walk past it's (below); new ones, past this, are
       // read by fill_new_rows.

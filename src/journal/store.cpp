@@ -389,6 +389,30 @@ bool queued_of_event_ahead(SQLite::Database& db, std::string_view agent, std::st
   return found;
 }
 
+std::optional<bool> queued_of_event_within(SQLite::Database& db, std::string_view agent,
+                                           std::string_view event_id, std::int64_t before_seq,
+                                           int limit) {
+  auto q = cached_statement(db,
+                            "SELECT event_id IS ? FROM webhooks WHERE assigned_agent=? AND "
+                            "state='queued' AND seq<? ORDER BY seq LIMIT ?");
+  q->bind(1, std::string(event_id));
+  q->bind(2, std::string(agent));
+  q->bind(3, before_seq);
+  q->bind(4, limit);
+  int read = 0;
+  std::optional<bool> out = false;
+  while (q->executeStep()) {
+    ++read;
+    if (q->getColumn(0).getInt()) {
+      out = true;
+      break;
+    }
+  }
+  if (out == false && read >= limit) out = std::nullopt;
+  q->reset();
+  return out;
+}
+
 // Through the index of held rows only (0003): a probe, however long the alert's history (with
 // the event index, each call read every row the alert ever had). Any agent: failover, a
 // reroute or a move may have taken the later webhooks of the alert elsewhere.

@@ -158,6 +158,11 @@ int queued_ahead(SQLite::Database& db, std::string_view agent, std::int64_t befo
 // head of the queue (queued_ahead small); queued_before reads the event's rows instead.
 bool queued_of_event_ahead(SQLite::Database& db, std::string_view agent, std::string_view event_id,
                            std::int64_t before_seq);
+// As queued_of_event_ahead, reading at most `limit` queued rows of `agent` before before_seq:
+// nullopt when there are more and none of those read is of the event (not known).
+std::optional<bool> queued_of_event_within(SQLite::Database& db, std::string_view agent,
+                                           std::string_view event_id, std::int64_t before_seq,
+                                           int limit);
 std::optional<std::string> load_payload(SQLite::Database& db, std::string_view id);
 // Every agent identifier that has queued webhooks assigned to it, in text order: one index seek
 // per distinct assigned_agent (webhooks_queue), not a scan of the table.
