@@ -334,8 +334,8 @@ namespace {
 // that read does not see. Several rounds: the dispatcher's own check of the journal (every
 // 250 ms) walks the whole queue, so a round may take the full walk instead. The check reads
 // the agent's queue when it is short; in a long one (`rows_ahead` rows of other alerts backing
-// off ahead) such a row sends the dispatcher to walk the queue from its head. Each test was seen failing with its check removed from
-// fill_new_rows.
+// off ahead) such a row sends the dispatcher to walk the queue from its head. Each test was seen
+// failing with its check removed from fill_new_rows.
 void an_earlier_webhook_holds_the_alerts_new_ones(int rows_ahead, bool held) {
   testing::TempDir dir;
   Sink sink(dir);
@@ -395,7 +395,9 @@ namespace {
 // whole history on the dispatcher thread, which serves every agent (here 400k delivered rows:
 // about 100 ms per webhook where a walk of the queue's head window costs well under 1 ms).
 // Forty webhooks of that alert, one after the other, each stored once the one before it was
-// delivered. Seen failing: 4.2 s for the forty; 0.8 s with a long queue walked from its head.
+// delivered, against forty of an alert without history in the same queue, in the same run (a
+// ratio, not a time: sanitizers and a loaded machine slow both alike). Seen failing: 4.2 s for
+// the forty (0.8 s with a long queue walked from its head), about 5 times the control.
 TEST(NewRows, AnAlertsLongHistoryDoesNotSlowItsNewWebhooksInALongQueue) {
   testing::TempDir dir;
   Sink sink(dir);
@@ -406,17 +408,21 @@ TEST(NewRows, AnAlertsLongHistoryDoesNotSlowItsNewWebhooksInALongQueue) {
   std::string warmup = relay.append("warmup");
   ASSERT_TRUE(wait_until([&] { return relay.state(warmup) == "delivered"; }, 10s));
   constexpr int kN = 40;
-  auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < kN; ++i) {
-    std::string id = relay.append("big");
-    ASSERT_TRUE(wait_until([&] { return relay.state(id) == "delivered"; }, 30s)) << i;
-  }
-  const auto ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
-          .count();
-  std::cout << "[ info ] " << kN << " webhooks of an alert with 400k delivered rows: " << ms
-            << " ms\n";
-  EXPECT_LT(ms, 2'500) << "each new webhook read its alert's whole history";
+  auto forty = [&](const std::string& event) {
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < kN; ++i) {
+      std::string id = relay.append(event);
+      EXPECT_TRUE(wait_until([&] { return relay.state(id) == "delivered"; }, 60s)) << i;
+    }
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                 t0)
+        .count();
+  };
+  const auto small = forty("small");
+  const auto big = forty("big");
+  std::cout << "[ info ] " << kN << " webhooks of an alert with 400k delivered rows: " << big
+            << " ms; of an alert without history: " << small << " ms\n";
+  EXPECT_LT(big, 2 * small + 200) << "each new webhook read its alert's whole history";
 }
 
 }  // namespace
