@@ -327,8 +327,10 @@ std::vector<std::string> agents_with_queued(SQLite::Database& db) {
 bool queued_before(SQLite::Database& db, std::string_view agent, std::string_view event_id,
                    std::int64_t before_seq) {
   auto q = cached_statement(db,
-                            // "+": only the event index applies (an event has few rows; the agent's
-                            // queue before `seq` may have thousands).
+                            // "+": only the event index applies (the agent's queue before `seq`
+                            // may have thousands of rows). It reads every row the alert ever had
+                            // before `seq`, delivered ones too (kept until retention): a cost in
+                            // the walk past the head window for alerts with long histories.
                             "SELECT 1 FROM webhooks WHERE event_id=? AND +assigned_agent=? AND "
                             "+state='queued' AND +seq<? LIMIT 1");
   q->bind(1, std::string(event_id));
