@@ -22,6 +22,7 @@
 #include "journal/routing.h"
 #include "journal/store.h"
 #include "journal/writer.h"
+#include "relay_harness.h"
 #include "support/process.h"
 #include "support/temp_dir.h"
 
@@ -49,45 +50,9 @@ AgentConfig agent(const std::string& id, const std::string& callback) {
 
 // Writer + directory + dispatcher over a journal in a temp dir; reload() does what
 // Relay::reload does once the new configuration is accepted.
-class Relay {
+class Relay : public testing::DispatchRelay {
  public:
-  explicit Relay(const testing::TempDir& dir) : path_(dir.file("journal.db")) {
-    auto w = Writer::open(path_, SyncLevel::kNormal);
-    EXPECT_TRUE(w) << w.status().message();
-    writer_ = std::move(*w);
-    auto r = open_journal_for_read(path_);
-    EXPECT_TRUE(r);
-    reader_ = std::move(*r);
-  }
-  // As Relay::stop does: the writer goes before the dispatcher, directory and metrics that its
-  // threads still use (the commit listener, the dispatcher's outcome callbacks), so none of
-  // them runs into a destroyed one (ThreadSanitizer saw the listener read `dispatcher_` while
-  // it was deleted).
-  ~Relay() {
-    if (dispatcher_) dispatcher_->stop(2'000);
-    // The writer's threads go first, as in the daemon (src/daemon/relay.cpp): its commit
-    // listener calls the dispatcher, which members declared after it would already have
-    // destroyed (a SEGFAULT seen once in some 300 runs).
-    writer_.reset();
-  }
-  void start(std::vector<AgentConfig> agents) {
-    directory_ = std::make_unique<AgentDirectory>(std::move(agents), std::vector<ServiceConfig>{});
-    DispatcherContext ctx;
-    ctx.writer = writer_.get();
-    ctx.directory = directory_.get();
-    ctx.metrics = &metrics_;
-    ctx.journal_path = path_;
-    auto d = Dispatcher::start(ctx);
-    ASSERT_TRUE(d) << d.status().message();
-    dispatcher_ = std::move(*d);
-    writer_->set_commit_listener([this](bool appends_only) {
-      if (dispatcher_) dispatcher_->wake(appends_only);
-    });
-  }
-  void reload(std::vector<AgentConfig> agents) {
-    directory_->reconfigure(std::move(agents), {});
-    dispatcher_->reconfigured();
-  }
+  using DispatchRelay::DispatchRelay;
   // A webhook for the service (routed as intake would) of alert `event` (digits).
   std::string enqueue(const std::string& event, int n) {
     NewWebhook w;
@@ -134,14 +99,6 @@ class Relay {
     auto row = load_agent(*reader_, id);
     return row ? row->state : "<none>";
   }
-
- private:
-  std::string path_;
-  std::unique_ptr<Writer> writer_;
-  DatabasePtr reader_;
-  std::unique_ptr<AgentDirectory> directory_;
-  Metrics metrics_;
-  std::unique_ptr<Dispatcher> dispatcher_;
 };
 
 // A loopback server that answers every POST with `status`, after `latency`, with `headers`;

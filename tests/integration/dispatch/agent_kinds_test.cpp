@@ -25,6 +25,7 @@
 #include "journal/routing.h"
 #include "journal/store.h"
 #include "journal/writer.h"
+#include "relay_harness.h"
 #include "support/process.h"
 #include "support/temp_dir.h"
 
@@ -91,38 +92,9 @@ AgentConfig agent(const std::string& handle, const std::string& callback) {
 
 // Writer + directory + dispatcher over a journal in a temp dir; reload() does what
 // Relay::reload does once the new configuration is accepted.
-class Relay {
+class Relay : public testing::DispatchRelay {
  public:
-  explicit Relay(const testing::TempDir& dir) : path_(dir.file("journal.db")) {
-    auto w = Writer::open(path_, SyncLevel::kNormal);
-    EXPECT_TRUE(w) << w.status().message();
-    writer_ = std::move(*w);
-    auto r = open_journal_for_read(path_);
-    EXPECT_TRUE(r);
-    reader_ = std::move(*r);
-  }
-  ~Relay() {
-    if (dispatcher_) dispatcher_->stop(2'000);
-    writer_.reset();  // first, as in the daemon: its commit listener calls the dispatcher
-  }
-  void start(std::vector<AgentConfig> agents) {
-    directory_ = std::make_unique<AgentDirectory>(std::move(agents), std::vector<ServiceConfig>{});
-    DispatcherContext ctx;
-    ctx.writer = writer_.get();
-    ctx.directory = directory_.get();
-    ctx.metrics = &metrics_;
-    ctx.journal_path = path_;
-    auto d = Dispatcher::start(ctx);
-    ASSERT_TRUE(d) << d.status().message();
-    dispatcher_ = std::move(*d);
-    writer_->set_commit_listener([this](bool appends_only) {
-      if (dispatcher_) dispatcher_->wake(appends_only);
-    });
-  }
-  void reload(std::vector<AgentConfig> agents) {
-    directory_->reconfigure(std::move(agents), {});
-    dispatcher_->reconfigured();
-  }
+  using DispatchRelay::DispatchRelay;
   // A webhook of `type` for `service` and alert `event` (digits), routed as intake would
   // (`agent_id`: ?agent=).
   std::string enqueue(const std::string& event, const std::string& type,
@@ -176,14 +148,6 @@ class Relay {
     ASSERT_TRUE(n) << n.status().message();
     EXPECT_EQ(*n, 1);
   }
-
- private:
-  std::string path_;
-  std::unique_ptr<Writer> writer_;
-  DatabasePtr reader_;
-  std::unique_ptr<AgentDirectory> directory_;
-  Metrics metrics_;
-  std::unique_ptr<Dispatcher> dispatcher_;
 };
 
 const char* kReason =

@@ -29,6 +29,7 @@
 #include "journal/routing.h"
 #include "journal/store.h"
 #include "journal/writer.h"
+#include "relay_harness.h"
 #include "support/process.h"
 #include "support/temp_dir.h"
 
@@ -101,47 +102,9 @@ AgentConfig agent(const std::string& id, const std::string& callback) {
 }
 
 // Writer + directory + dispatcher over a journal in a temp dir.
-class Relay {
+class Relay : public testing::DispatchRelay {
  public:
-  explicit Relay(const testing::TempDir& dir) : path_(dir.file("journal.db")) {
-    auto w = Writer::open(path_, SyncLevel::kNormal);
-    EXPECT_TRUE(w) << w.status().message();
-    writer_ = std::move(*w);
-    auto r = open_journal_for_read(path_);
-    EXPECT_TRUE(r);
-    reader_ = std::move(*r);
-  }
-  // As Relay::stop does: the writer goes before the dispatcher, directory and metrics that its
-  // threads still use (the commit listener, the dispatcher's outcome callbacks), so none of
-  // them runs into a destroyed one (ThreadSanitizer saw the listener read `dispatcher_` while
-  // it was deleted).
-  ~Relay() {
-    if (dispatcher_) dispatcher_->stop(2'000);
-    // The writer's threads go first, as in the daemon (src/daemon/relay.cpp): its commit
-    // listener calls the dispatcher, which members declared after it would already have
-    // destroyed (a SEGFAULT seen once in some 300 runs).
-    writer_.reset();
-  }
-
-  void start(std::vector<AgentConfig> agents, std::vector<ServiceConfig> services = {}) {
-    directory_ = std::make_unique<AgentDirectory>(std::move(agents), std::move(services));
-    // As the daemon does: availability from the agents table before the dispatcher starts.
-    for (const auto& row : load_agents(*reader_)) {
-      if (row.state == "paused") directory_->set_availability(row.id, Availability::kPaused);
-      if (row.state == "down") directory_->set_availability(row.id, Availability::kDown);
-    }
-    DispatcherContext ctx;
-    ctx.writer = writer_.get();
-    ctx.directory = directory_.get();
-    ctx.metrics = &metrics_;
-    ctx.journal_path = path_;
-    auto d = Dispatcher::start(ctx);
-    ASSERT_TRUE(d) << d.status().message();
-    dispatcher_ = std::move(*d);
-    writer_->set_commit_listener([this](bool appends_only) {
-      if (dispatcher_) dispatcher_->wake(appends_only);
-    });
-  }
+  using DispatchRelay::DispatchRelay;
 
   // Stores a webhook as intake would (routed by the directory) and returns its id.
   std::string enqueue(const std::string& event, int n, std::optional<std::string> agent_id = {},
@@ -163,13 +126,7 @@ class Relay {
     return w.id;
   }
 
-  Status write(Writer::Op op) { return writer_->run(std::move(op)); }
   Dispatcher& dispatcher() { return *dispatcher_; }
-  // As a SIGHUP does: the directory takes the new agents, the dispatcher is told.
-  void reload(std::vector<AgentConfig> agents) {
-    directory_->reconfigure(std::move(agents), {});
-    dispatcher_->reconfigured();
-  }
 
   // Stores a row as given, bypassing intake (as a feed, an older version or an operator's SQL
   // could): queued for `agent_id`.
@@ -241,14 +198,6 @@ class Relay {
   std::optional<AgentRow> agent_row(const std::string& id) { return load_agent(*reader_, id); }
   Metrics& metrics() { return metrics_; }
   Writer::Stats writer_stats() const { return writer_->stats(); }
-
- private:
-  std::string path_;
-  std::unique_ptr<Writer> writer_;
-  DatabasePtr reader_;
-  std::unique_ptr<AgentDirectory> directory_;
-  Metrics metrics_;
-  std::unique_ptr<Dispatcher> dispatcher_;
 };
 
 // A loopback HTTP server answering 204 (or what `answer` sets) that keeps every request's

@@ -23,6 +23,7 @@
 #include "journal/routing.h"
 #include "journal/store.h"
 #include "journal/writer.h"
+#include "relay_harness.h"
 #include "support/process.h"
 #include "support/temp_dir.h"
 
@@ -79,43 +80,9 @@ AgentConfig agent(const std::string& id, const std::string& callback, Ordering o
   return a;
 }
 
-class Relay {
+class Relay : public testing::DispatchRelay {
  public:
-  explicit Relay(const testing::TempDir& dir) : path_(dir.file("journal.db")) {
-    auto w = Writer::open(path_, SyncLevel::kNormal);
-    EXPECT_TRUE(w);
-    writer_ = std::move(*w);
-    auto r = open_journal_for_read(path_);
-    EXPECT_TRUE(r);
-    reader_ = std::move(*r);
-  }
-  // As Relay::stop does: the writer goes before the dispatcher, directory and metrics that its
-  // threads still use (the commit listener, the dispatcher's outcome callbacks), so none of
-  // them runs into a destroyed one (ThreadSanitizer saw the listener read `dispatcher_` while
-  // it was deleted).
-  ~Relay() {
-    if (dispatcher_) dispatcher_->stop(2'000);
-    writer_.reset();  // before the dispatcher its commit listener calls (dispatcher_test.cpp)
-  }
-  void start(std::vector<AgentConfig> agents) {
-    directory_ = std::make_unique<AgentDirectory>(std::move(agents), std::vector<ServiceConfig>{});
-    DispatcherContext ctx;
-    ctx.writer = writer_.get();
-    ctx.directory = directory_.get();
-    ctx.metrics = &metrics_;
-    ctx.journal_path = path_;
-    auto d = Dispatcher::start(ctx);
-    ASSERT_TRUE(d);
-    dispatcher_ = std::move(*d);
-    writer_->set_commit_listener([this](bool appends_only) {
-      if (dispatcher_) dispatcher_->wake(appends_only);
-    });
-  }
-  // What Relay::reload does.
-  void reload(std::vector<AgentConfig> agents) {
-    directory_->reconfigure(std::move(agents), {});
-    dispatcher_->reconfigured();
-  }
+  using DispatchRelay::DispatchRelay;
   void store_backing_off(int count) {
     ASSERT_TRUE(writer_->run([&](SQLite::Database& db) {
       for (int i = 0; i < count; ++i) {
@@ -228,7 +195,6 @@ class Relay {
     q.executeStep();
     return q.getColumn(0).getInt();
   }
-  Status write(Writer::Op op) { return writer_->run(std::move(op)); }
   int attempt_rows(const std::string& id) {
     SQLite::Statement q(*reader_, "SELECT count(*) FROM attempts WHERE webhook_id=?");
     q.bind(1, id);
@@ -245,14 +211,6 @@ class Relay {
     q.bind(1, id);
     return q.executeStep() ? q.getColumn(0).getString() : "";
   }
-
- private:
-  std::string path_;
-  std::unique_ptr<Writer> writer_;
-  DatabasePtr reader_;
-  std::unique_ptr<AgentDirectory> directory_;
-  Metrics metrics_;
-  std::unique_ptr<Dispatcher> dispatcher_;
 };
 
 // Control: with fifo from the start, nothing goes while the head backs off.
