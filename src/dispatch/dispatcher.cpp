@@ -126,6 +126,14 @@ struct InHand {
 // for the agent (no candidates, nothing changed since a walk that found everything), so an
 // alert that keeps receiving webhooks never holds a slot while others wait. Anything else: no
 // claim; the key is released and the queue walked as before.
+// What the chain steps of one batch of outcomes (one writer operation: nothing else writes
+// between them) read once: whether each agent is paused, whether any webhook is held. Only
+// queued, inflight and final states change within the batch.
+struct ChainBatch {
+  std::map<std::string, bool, std::less<>> paused;
+  std::optional<bool> any_held;
+};
+
 struct Chain {
   std::string agent_id;
   std::string key;             // the alert's ordering key (event ordering)
@@ -137,6 +145,7 @@ struct Chain {
   std::vector<std::string> kinds;
   bool all_kinds = false;
   // Set on the writer thread by each run of the op (a failed write runs it again).
+  std::shared_ptr<ChainBatch> batch;  // the reads of the batch's last run
   bool claimed = false;
   QueuedWebhook next;  // as read before its claim (attempts not yet counted)
 };
@@ -144,21 +153,27 @@ struct Chain {
 // Writer thread, inside the outcome's transaction, after the finished webhook is delivered.
 void claim_next_of_alert(SQLite::Database& db, Chain& c) {
   c.claimed = false;
+  ChainBatch own;
+  ChainBatch& batch = c.batch ? *c.batch : own;
   // An operator's pause committed since the dispatcher last looked: nothing more is sent.
-  if (auto row = load_agent(db, c.agent_id); row && row->state == "paused") return;
+  auto paused = batch.paused.find(c.agent_id);
+  if (paused == batch.paused.end()) {
+    auto row = load_agent(db, c.agent_id);
+    paused = batch.paused.emplace(c.agent_id, row && row->state == "paused").first;
+  }
+  if (paused->second) return;
   // The alert's next webhook after the finished one (event index), near the head of the queue
   // (one further in is left to the dispatcher's own walk), with no earlier webhook of the alert
   // still queued (a resend, a release: that one goes first, found by the dispatcher's walk).
-  auto seq = next_queued_of_event(db, c.agent_id, c.event_id, c.after_seq);
-  if (!seq || queued_ahead(db, c.agent_id, *seq, kChainWalk) >= kChainWalk ||
-      queued_of_event_ahead(db, c.agent_id, c.event_id, *seq))
+  auto found = next_queued_of_event(db, c.agent_id, c.event_id, c.after_seq);
+  if (!found || queued_ahead(db, c.agent_id, found->seq, kChainWalk) >= kChainWalk ||
+      queued_of_event_ahead(db, c.agent_id, c.event_id, found->seq))
     return;
-  auto rows = scan_queue(db, c.agent_id, *seq - 1, 1);
-  if (rows.empty() || rows.front().seq != *seq) return;
-  QueuedWebhook& next = rows.front();
+  QueuedWebhook& next = *found;
   if (next.next_attempt_at && *next.next_attempt_at > c.now) return;  // backing off
   if (!c.all_kinds && std::find(c.kinds.begin(), c.kinds.end(), next.type) == c.kinds.end()) return;
-  const bool any_held = any_held_webhook(db);
+  if (!batch.any_held) batch.any_held = any_held_webhook(db);
+  const bool any_held = *batch.any_held;
   if (any_held && held_before(db, c.agent_id, c.event_id, next.service, next.seq)) return;
   TransitionFields f;
   f.assigned_agent = std::optional<std::string>(c.agent_id);
@@ -1689,7 +1704,12 @@ class DispatcherImpl final : public Dispatcher {
     auto batch = std::make_shared<std::vector<PendingOutcome>>(std::move(outcomes));
     ctx_.writer->submit_quiet(
         [batch](SQLite::Database& db) {
-          for (auto& o : *batch) (*o.op)(db);
+          // Afresh at each run: a failed write runs the op again, maybe with another batch.
+          auto reads = std::make_shared<ChainBatch>();
+          for (auto& o : *batch) {
+            if (o.chain) o.chain->batch = reads;
+            (*o.op)(db);
+          }
         },
         [this, batch, mailbox = mailbox_](const Status& s) {
           mailbox->post([this, batch, s] {

@@ -272,6 +272,23 @@ void add_audit(SQLite::Database& db, std::string_view actor, std::string_view ac
   s.exec();
 }
 
+namespace {
+// A row of seq, id, service, agent, type, event_id, attempts, next_attempt_at, received_at.
+QueuedWebhook queued_webhook(SQLite::Statement& q) {
+  QueuedWebhook w;
+  w.seq = q.getColumn(0).getInt64();
+  w.id = q.getColumn(1).getString();
+  w.service = q.getColumn(2).getString();
+  w.agent = opt_text(q.getColumn(3));
+  w.type = q.getColumn(4).getString();
+  w.event_id = q.getColumn(5).isNull() ? "" : q.getColumn(5).getString();
+  w.attempts = q.getColumn(6).getInt();
+  w.next_attempt_at = opt_time(q.getColumn(7));
+  w.received_at = opt_time(q.getColumn(8)).value_or(0);
+  return w;
+}
+}  // namespace
+
 std::vector<QueuedWebhook> scan_queue(SQLite::Database& db, const std::optional<std::string>& agent,
                                       std::int64_t after_seq, int limit) {
   auto q = cached_statement(
@@ -285,19 +302,7 @@ std::vector<QueuedWebhook> scan_queue(SQLite::Database& db, const std::optional<
   q->bind(2, after_seq);
   q->bind(3, limit);
   std::vector<QueuedWebhook> out;
-  while (q->executeStep()) {
-    QueuedWebhook w;
-    w.seq = q->getColumn(0).getInt64();
-    w.id = q->getColumn(1).getString();
-    w.service = q->getColumn(2).getString();
-    w.agent = opt_text(q->getColumn(3));
-    w.type = q->getColumn(4).getString();
-    w.event_id = q->getColumn(5).isNull() ? "" : q->getColumn(5).getString();
-    w.attempts = q->getColumn(6).getInt();
-    w.next_attempt_at = opt_time(q->getColumn(7));
-    w.received_at = opt_time(q->getColumn(8)).value_or(0);
-    out.push_back(std::move(w));
-  }
+  while (q->executeStep()) out.push_back(queued_webhook(*q));
   return out;
 }
 
@@ -349,18 +354,19 @@ std::int64_t last_queued_seq(SQLite::Database& db, std::string_view agent) {
   return out;
 }
 
-std::optional<std::int64_t> next_queued_of_event(SQLite::Database& db, std::string_view agent,
-                                                 std::string_view event_id,
-                                                 std::int64_t after_seq) {
+std::optional<QueuedWebhook> next_queued_of_event(SQLite::Database& db, std::string_view agent,
+                                                  std::string_view event_id,
+                                                  std::int64_t after_seq) {
   // "+": the event index, whose entries of one event are in seq (rowid) order, from after_seq.
   auto q = cached_statement(db,
-                            "SELECT seq FROM webhooks WHERE event_id=? AND seq>? AND "
-                            "+assigned_agent=? AND +state='queued' ORDER BY seq LIMIT 1");
+                            "SELECT seq, id, service, agent, type, event_id, attempts, "
+                            "next_attempt_at, received_at FROM webhooks WHERE event_id=? AND "
+                            "seq>? AND +assigned_agent=? AND +state='queued' ORDER BY seq LIMIT 1");
   q->bind(1, std::string(event_id));
   q->bind(2, after_seq);
   q->bind(3, std::string(agent));
-  std::optional<std::int64_t> out;
-  if (q->executeStep()) out = q->getColumn(0).getInt64();
+  std::optional<QueuedWebhook> out;
+  if (q->executeStep()) out = queued_webhook(*q);
   q->reset();
   return out;
 }

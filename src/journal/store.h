@@ -146,10 +146,11 @@ std::int64_t last_queued_seq(SQLite::Database& db, std::string_view agent);
 // event index): the dispatcher's ordering check for rows found past the head of the queue.
 bool queued_before(SQLite::Database& db, std::string_view agent, std::string_view event_id,
                    std::int64_t before_seq);
-// The seq of the first queued webhook of `agent` with this event id and seq > after_seq (by the
-// event index, from after_seq on): the dispatcher's chain step (the next webhook of an alert).
-std::optional<std::int64_t> next_queued_of_event(SQLite::Database& db, std::string_view agent,
-                                                 std::string_view event_id, std::int64_t after_seq);
+// The first queued webhook of `agent` with this event id and seq > after_seq (by the event
+// index, from after_seq on): the dispatcher's chain step (the next webhook of an alert).
+std::optional<QueuedWebhook> next_queued_of_event(SQLite::Database& db, std::string_view agent,
+                                                  std::string_view event_id,
+                                                  std::int64_t after_seq);
 // How many queued webhooks of `agent` have seq < before_seq, counting at most `limit` (from
 // the queue index alone, no row read).
 int queued_ahead(SQLite::Database& db, std::string_view agent, std::int64_t before_seq, int limit);
