@@ -1065,6 +1065,7 @@ class DispatcherImpl final : public Dispatcher {
     ks.check_earlier([&](const QueuedWebhook& w) {
       if (held_earlier(a, any_held, w)) return true;
       if (a.cfg.ordering != Ordering::kEvent || w.event_id.empty()) return false;
+      if (long_queue) return true;  // the queue is walked from its head anyway: no more reads
       auto ahead = queued_of_event_within(*db_, a.cfg.id, w.event_id, w.seq, kShortQueue);
       if (!ahead) long_queue = true;
       return ahead.value_or(true);
