@@ -21,11 +21,12 @@ cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# N distinct free loopback ports (held together while picked, so never one twice).
+free_ports() { python3 -c 'import socket,sys; s=[socket.socket() for _ in range(int(sys.argv[1]))]; [x.bind(("127.0.0.1",0)) for x in s]; print(" ".join(str(x.getsockname()[1]) for x in s))' "$1"; }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened"; return 1; }
 iarelay() { "$bin/iarelay" --config "$demo/relay.conf" "$@"; }
 
-relay_port=$(free_port); agent1_port=$(free_port); agent2_port=$(free_port)
+read -r relay_port agent1_port agent2_port < <(free_ports 3)
 agent1="ws-101/127.0.0.1:$agent1_port"
 agent2="ws-102/127.0.0.1:$agent2_port"
 cat >"$demo/relay.conf" <<CONF

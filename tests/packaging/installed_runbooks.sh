@@ -43,9 +43,8 @@ grep -q "^journal = $state/journal.db$" "$conf" || fail "$conf does not name the
 # What systemd does before ExecStart: StateDirectory=iarelay with StateDirectoryMode=0700.
 install -d -m 0700 -o iarelay -g iarelay "$state"
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# N distinct free loopback ports (held together while picked, so never one twice).
+free_ports() { python3 -c 'import socket,sys; s=[socket.socket() for _ in range(int(sys.argv[1]))]; [x.bind(("127.0.0.1",0)) for x in s]; print(" ".join(str(x.getsockname()[1]) for x in s))' "$1"; }
 wait_for() {  # wait_for SECONDS COMMAND...: true once COMMAND succeeds
   local until=$((SECONDS + $1))
   shift
@@ -54,7 +53,7 @@ wait_for() {  # wait_for SECONDS COMMAND...: true once COMMAND succeeds
     sleep 0.1
   done
 }
-listen=$(free_port) good=$(free_port) bad=$(free_port)
+read -r listen good bad < <(free_ports 3)
 # The packaged file, with its listener on a free port and the two agents of docs/deployment.md,
 # their callbacks on stand-in sinks: nnmi1 answers 204, nnmi2 400 (fails a webhook at once).
 sed -i "s/^address = 127.0.0.1:8080$/address = 127.0.0.1:$listen/" "$conf"

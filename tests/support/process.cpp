@@ -9,8 +9,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
+#include <random>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -145,20 +150,54 @@ CommandResult run(std::vector<std::string> argv, const std::string& stdin_data,
   return r;
 }
 
-int free_port() {
+namespace {
+
+// The low end of the kernel's ephemeral range (the ports connect() takes for outgoing
+// connections); 32768 when it cannot be read.
+int ephemeral_low() {
+  std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range");
+  int low = 0;
+  if (range >> low && low > 2048) return low;
+  return 32768;
+}
+
+bool bindable(int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    close(fd);
-    throw std::runtime_error("bind failed");
-  }
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
   close(fd);
-  return ntohs(addr.sin_port);
+  return ok;
+}
+
+}  // namespace
+
+// A port nothing listens on, for a server a test starts next. Never one this process handed
+// out before: the kernel's own pick (bind to port 0) is random, so two picks of one test met
+// about once per suite run, and the second server then failed to listen while the first
+// answered in its place (a test's "slow agent" answered as the other agent). Taken below the
+// ephemeral range, so that no outgoing connection of another test takes it as its local port
+// between this pick and the server's bind.
+int free_port() {
+  static std::mutex mutex;
+  static std::set<int> handed_out;
+  static std::mt19937 random(
+      static_cast<unsigned>(getpid()) ^
+      static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  std::lock_guard<std::mutex> lock(mutex);
+  const int high = ephemeral_low() - 1;
+  const int low = std::max(1024, high - 12000);
+  std::uniform_int_distribution<int> pick(low, high);
+  for (int tries = 0; tries < 10000; ++tries) {
+    int port = pick(random);
+    if (handed_out.count(port) || !bindable(port)) continue;
+    handed_out.insert(port);
+    return port;
+  }
+  throw std::runtime_error("no free port below the ephemeral range");
 }
 
 bool wait_for_port(int port, std::chrono::milliseconds timeout) {

@@ -10,6 +10,8 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 
+#include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -46,6 +48,21 @@ std::string relay_config(const TempDir& dir, int port, const std::string& extra 
          "\n[agent.a1]\nid = host/127.0.0.1:1\ncallback = http://127.0.0.1:1/apia_callback\n"
          "services = svc\n" +
          extra;
+}
+
+// The tests' own port picker: two servers of one test must never be handed one port (the
+// second then fails to listen and the first answers in its place), and no outgoing connection
+// may take the port before its server binds it (so: below the kernel's ephemeral range).
+TEST(TestPorts, NeverTheSamePortTwiceAndNeverAnEphemeralOne) {
+  std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range");
+  int low = 32768;
+  range >> low;
+  std::set<int> seen;
+  for (int i = 0; i < 3000; ++i) {
+    int port = free_port();
+    EXPECT_TRUE(seen.insert(port).second) << port << " handed out twice";
+    EXPECT_LT(port, low);
+  }
 }
 
 TEST(Daemon, HelpAndVersionExitZero) {
