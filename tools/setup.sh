@@ -10,6 +10,7 @@ packages=(
   nlohmann-json3-dev libboost-program-options-dev libgtest-dev
   libcpp-httplib-dev libspdlog-dev libfmt-dev libssl-dev
   nginx-light wrk python3 procps dpkg-dev file systemd nodejs node-acorn rhino
+  postgresql libpq-dev
 )
 missing=()
 for p in "${packages[@]}"; do

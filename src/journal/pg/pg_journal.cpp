@@ -1,0 +1,168 @@
+// libpq connections and the PostgreSQL journal's migrations.
+#include "journal/pg/pg_journal.h"
+
+#include <libpq-fe.h>
+
+#include "common/crypto.h"
+#include "common/time.h"
+
+namespace iarelay {
+
+// Defined in the generated pg_migrations_embedded.cpp (from migrations/postgresql/*.sql).
+extern const std::vector<Migration>& pg_migrations_table();
+
+namespace {
+
+// Serializes migrations of relays starting together on one database (any constant of ours).
+constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7304201515)";
+
+std::string one_line(const char* message) {
+  std::string m = message ? message : "";
+  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+  for (char& c : m)
+    if (c == '\n') c = ' ';
+  return m;
+}
+
+struct ResultDeleter {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using ResultPtr = std::unique_ptr<PGresult, ResultDeleter>;
+
+}  // namespace
+
+bool is_postgresql_journal(std::string_view journal) {
+  return journal.rfind("postgresql://", 0) == 0 || journal.rfind("postgres://", 0) == 0;
+}
+
+Result<std::unique_ptr<PgConnection>> PgConnection::connect(const std::string& conninfo) {
+  PGconn* conn = PQconnectdb(conninfo.c_str());
+  if (!conn) return Status::unavailable("postgresql: out of memory");
+  if (PQstatus(conn) != CONNECTION_OK) {
+    Status s = Status::unavailable("postgresql: " + one_line(PQerrorMessage(conn)));
+    PQfinish(conn);
+    return s;
+  }
+  std::unique_ptr<PgConnection> out(new PgConnection(conn));
+  // Text is UTF-8 both ways; times are compared as RFC 3339 text, not by the session's zone.
+  // Notices (CREATE ... IF NOT EXISTS skipping) are not errors: not printed to stderr.
+  PQsetNoticeProcessor(
+      conn, [](void*, const char*) {}, nullptr);
+  if (Status s = out->exec("SET client_encoding = 'UTF8'"); !s) return s;
+  return out;
+}
+
+PgConnection::~PgConnection() {
+  PQfinish(conn_);
+}
+
+Status PgConnection::exec(const std::string& sql) {
+  ResultPtr r(PQexec(conn_, sql.c_str()));
+  ExecStatusType st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return Status::ok();
+  if (PQstatus(conn_) != CONNECTION_OK)
+    return Status::unavailable("postgresql: " + one_line(PQerrorMessage(conn_)));
+  return Status::io_error("postgresql: " + one_line(PQerrorMessage(conn_)));
+}
+
+Result<std::vector<PgRow>> PgConnection::query(const std::string& sql, const PgParams& params) {
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+  ResultPtr r(PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr,
+                           values.data(), nullptr, nullptr, 0));
+  ExecStatusType st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+    if (PQstatus(conn_) != CONNECTION_OK)
+      return Status::unavailable("postgresql: " + one_line(PQerrorMessage(conn_)));
+    return Status::io_error("postgresql: " + one_line(PQerrorMessage(conn_)));
+  }
+  std::vector<PgRow> rows;
+  const int n = PQntuples(r.get()), cols = PQnfields(r.get());
+  rows.reserve(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    PgRow row;
+    row.reserve(static_cast<std::size_t>(cols));
+    for (int c = 0; c < cols; ++c) {
+      if (PQgetisnull(r.get(), i, c))
+        row.emplace_back(std::nullopt);
+      else
+        row.emplace_back(std::string(PQgetvalue(r.get(), i, c),
+                                     static_cast<std::size_t>(PQgetlength(r.get(), i, c))));
+    }
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+const std::vector<Migration>& pg_migrations() {
+  return pg_migrations_table();
+}
+
+Status pg_verify_migrations(PgConnection& db, std::vector<std::string>* pending) {
+  auto tables = db.query(
+      "SELECT to_regclass('schema_migrations') IS NOT NULL, to_regclass('webhooks') IS NOT NULL");
+  if (!tables) return tables.status();
+  const bool has_record = (*tables)[0][0] == "t", has_webhooks = (*tables)[0][1] == "t";
+  if (!has_record && has_webhooks)
+    return Status::corruption(
+        "not an iarelay journal (it has a webhooks table but no schema_migrations)");
+  std::vector<PgRow> applied;
+  if (has_record) {
+    auto rows = db.query("SELECT version, name, checksum FROM schema_migrations ORDER BY version");
+    if (!rows) return rows.status();
+    applied = std::move(*rows);
+  }
+  const auto& known = pg_migrations();
+  for (const PgRow& row : applied) {
+    const std::string name = row[1].value_or("");
+    const int version = std::stoi(row[0].value_or("0"));
+    if (version < 1 || static_cast<std::size_t>(version) > known.size())
+      return Status::corruption("journal has migration " + name +
+                                " which this build does not know: refusing to continue");
+    const Migration& m = known[static_cast<std::size_t>(version - 1)];
+    if (m.name != name || sha256_hex(m.sql) != row[2].value_or(""))
+      return Status::corruption("migration " + name +
+                                " differs from the one this build applied (checksum mismatch): "
+                                "refusing to continue");
+  }
+  if (pending)
+    for (std::size_t i = applied.size(); i < known.size(); ++i) pending->push_back(known[i].name);
+  return Status::ok();
+}
+
+Status pg_migrate(PgConnection& db, std::vector<std::string>* applied) {
+  for (const Migration& m : pg_migrations()) {
+    if (Status s = db.exec("BEGIN"); !s) return s;
+    auto fail = [&](Status s) {
+      (void)db.exec("ROLLBACK");
+      return s;
+    };
+    if (Status s = db.exec(kMigrationLock); !s) return fail(s);
+    // Verified under the lock: another relay may have migrated meanwhile.
+    if (Status s = pg_verify_migrations(db); !s) return fail(s);
+    if (Status s = db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER "
+                           "PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, "
+                           "applied_at TEXT NOT NULL)");
+        !s)
+      return fail(s);
+    auto seen =
+        db.query("SELECT 1 FROM schema_migrations WHERE version = $1", {std::to_string(m.version)});
+    if (!seen) return fail(seen.status());
+    if (!seen->empty()) {
+      if (Status s = db.exec("COMMIT"); !s) return s;
+      continue;
+    }
+    if (Status s = db.exec(m.sql); !s)
+      return fail(Status::io_error("migration " + m.name + " failed: " + s.message()));
+    auto rec =
+        db.query("INSERT INTO schema_migrations VALUES ($1, $2, $3, $4)",
+                 {std::to_string(m.version), m.name, sha256_hex(m.sql), format_time(now_millis())});
+    if (!rec) return fail(rec.status());
+    if (Status s = db.exec("COMMIT"); !s) return s;
+    if (applied) applied->push_back(m.name);
+  }
+  return Status::ok();
+}
+
+}  // namespace iarelay

@@ -1,0 +1,60 @@
+// The journal on PostgreSQL (issue 15, docs/high-availability.md): a libpq connection and the
+// migrations of migrations/postgresql, recorded with checksums as the SQLite journal's are.
+// `journal = postgresql://...` (a libpq connection URI; several hosts with
+// target_session_attrs=read-write allowed) selects it. The password comes from a password file
+// or the environment (PGPASSFILE, PGPASSWORD), never from the configuration: nothing here
+// prints the connection string. Connections are not thread-safe: each thread owns its own.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "journal/journal.h"
+
+struct pg_conn;
+
+namespace iarelay {
+
+// Whether `journal` names a PostgreSQL database rather than a SQLite file.
+bool is_postgresql_journal(std::string_view journal);
+
+// One row of a result, each column as text (nullopt: NULL).
+using PgRow = std::vector<std::optional<std::string>>;
+using PgParams = std::vector<std::optional<std::string>>;
+
+class PgConnection {
+ public:
+  // Fails (Unavailable) with libpq's message, which names the host but not the password.
+  static Result<std::unique_ptr<PgConnection>> connect(const std::string& conninfo);
+  ~PgConnection();
+  PgConnection(const PgConnection&) = delete;
+  PgConnection& operator=(const PgConnection&) = delete;
+
+  pg_conn* handle() { return conn_; }
+  // Runs one or more statements without parameters.
+  Status exec(const std::string& sql);
+  // Runs one statement with text parameters ($1, $2, ...) and returns its rows as text.
+  Result<std::vector<PgRow>> query(const std::string& sql, const PgParams& params = {});
+
+ private:
+  explicit PgConnection(pg_conn* conn) : conn_(conn) {}
+  pg_conn* conn_;
+};
+
+// migrations/postgresql/NNNN_*.sql, embedded at build time.
+const std::vector<Migration>& pg_migrations();
+
+// Applies pending migrations in order, each in its own transaction, under an advisory lock
+// (relays starting together on one database migrate it once), recording each checksum. Fails
+// (Corruption) when an applied migration's checksum differs from the embedded one, when the
+// database records a migration this build does not know, or when it has a webhooks table but
+// no record of migrations (not an iarelay journal).
+Status pg_migrate(PgConnection& db, std::vector<std::string>* applied = nullptr);
+// Verifies applied migrations without changing anything; `pending` lists what is missing.
+Status pg_verify_migrations(PgConnection& db, std::vector<std::string>* pending = nullptr);
+
+}  // namespace iarelay

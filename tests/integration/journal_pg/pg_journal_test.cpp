@@ -1,0 +1,221 @@
+// The journal on PostgreSQL (issue 15): migrations recorded and verified by checksum as the
+// SQLite journal's are, and the same tables, columns and states as the SQLite journal, so the
+// SQL recipes of docs/journal.md read both. Each test runs a throwaway cluster.
+#include <gtest/gtest.h>
+
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include <map>
+#include <set>
+#include <thread>
+
+#include "common/crypto.h"
+#include "journal/journal.h"
+#include "journal/pg/pg_journal.h"
+
+#include "support/pg_cluster.h"
+#include "support/process.h"
+#include "support/temp_dir.h"
+
+namespace iarelay::testing {
+namespace {
+
+class PgJournal : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_EQ(cluster_.error(), ""); }
+  std::unique_ptr<PgConnection> connect(const std::string& db = "postgres") {
+    auto c = PgConnection::connect(cluster_.uri(db));
+    EXPECT_TRUE(c) << c.status().message();
+    return c ? std::move(*c) : nullptr;
+  }
+  PgCluster cluster_;
+};
+
+TEST_F(PgJournal, MigratesAnEmptyDatabaseOnceAndRecordsEachChecksum) {
+  auto db = connect();
+  ASSERT_TRUE(db);
+  std::vector<std::string> applied;
+  ASSERT_TRUE(pg_migrate(*db, &applied));
+  ASSERT_EQ(applied.size(), pg_migrations().size());
+  EXPECT_EQ(applied.front(), "0001_initial");
+  // Again: nothing left to apply, and nothing pending.
+  applied.clear();
+  ASSERT_TRUE(pg_migrate(*db, &applied));
+  EXPECT_TRUE(applied.empty());
+  std::vector<std::string> pending;
+  ASSERT_TRUE(pg_verify_migrations(*db, &pending));
+  EXPECT_TRUE(pending.empty());
+  auto rows = db->query("SELECT version, name, checksum FROM schema_migrations ORDER BY version");
+  ASSERT_TRUE(rows);
+  ASSERT_EQ(rows->size(), pg_migrations().size());
+  for (std::size_t i = 0; i < rows->size(); ++i) {
+    EXPECT_EQ((*rows)[i][1], pg_migrations()[i].name);
+    EXPECT_EQ((*rows)[i][2], sha256_hex(pg_migrations()[i].sql));
+  }
+}
+
+TEST_F(PgJournal, ADatabaseNotYetMigratedListsEveryMigrationPending) {
+  auto db = connect();
+  ASSERT_TRUE(db);
+  std::vector<std::string> pending;
+  ASSERT_TRUE(pg_verify_migrations(*db, &pending));
+  EXPECT_EQ(pending.size(), pg_migrations().size());
+  EXPECT_EQ(cluster_.psql("SELECT to_regclass('webhooks') IS NULL"), "t");  // nothing written
+}
+
+TEST_F(PgJournal, RefusesADatabaseWhoseAppliedMigrationChanged) {
+  auto db = connect();
+  ASSERT_TRUE(db);
+  ASSERT_TRUE(pg_migrate(*db));
+  ASSERT_EQ(cluster_.psql("UPDATE schema_migrations SET checksum = 'x' WHERE version = 1"), "");
+  Status s = pg_migrate(*db);
+  EXPECT_EQ(s.kind(), StatusKind::kCorruption);
+  EXPECT_NE(s.message().find("0001_initial"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("checksum mismatch"), std::string::npos) << s.message();
+  EXPECT_EQ(pg_verify_migrations(*db).kind(), StatusKind::kCorruption);
+}
+
+TEST_F(PgJournal, RefusesAMigrationThisBuildDoesNotKnow) {
+  auto db = connect();
+  ASSERT_TRUE(db);
+  ASSERT_TRUE(pg_migrate(*db));
+  ASSERT_EQ(cluster_.psql("INSERT INTO schema_migrations VALUES (99, '0099_future', 'x', 'now')"),
+            "");
+  Status s = pg_migrate(*db);
+  EXPECT_EQ(s.kind(), StatusKind::kCorruption);
+  EXPECT_NE(s.message().find("0099_future"), std::string::npos) << s.message();
+}
+
+TEST_F(PgJournal, RefusesADatabaseWithAWebhooksTableItDidNotCreate) {
+  ASSERT_EQ(cluster_.psql("CREATE TABLE webhooks (x int)"), "");
+  auto db = connect();
+  ASSERT_TRUE(db);
+  Status s = pg_migrate(*db);
+  EXPECT_EQ(s.kind(), StatusKind::kCorruption);
+  EXPECT_NE(s.message().find("not an iarelay journal"), std::string::npos) << s.message();
+  EXPECT_EQ(cluster_.psql("SELECT to_regclass('schema_migrations') IS NULL"), "t");
+}
+
+TEST_F(PgJournal, RelaysStartingTogetherMigrateOnce) {
+  constexpr int kRelays = 6;
+  std::vector<Status> results(kRelays);
+  std::vector<std::thread> relays;
+  for (int i = 0; i < kRelays; ++i)
+    relays.emplace_back([&, i] {
+      auto c = PgConnection::connect(cluster_.uri());
+      results[i] = c ? pg_migrate(**c) : c.status();
+    });
+  for (auto& t : relays) t.join();
+  for (const Status& s : results) EXPECT_TRUE(s) << s.message();
+  EXPECT_EQ(cluster_.psql("SELECT count(*), count(DISTINCT version) FROM schema_migrations"),
+            std::to_string(pg_migrations().size()) + "|" + std::to_string(pg_migrations().size()));
+}
+
+TEST_F(PgJournal, AConnectionErrorNamesTheServerButNeverThePassword) {
+  const int nobody = free_port();  // nothing listens there
+  auto c =
+      PgConnection::connect("postgresql://iarelay:s3cret-pw@127.0.0.1:" + std::to_string(nobody) +
+                            "/postgres?connect_timeout=5");
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.status().kind(), StatusKind::kUnavailable);
+  EXPECT_NE(c.status().message().find(std::to_string(nobody)), std::string::npos)
+      << c.status().message();
+  EXPECT_EQ(c.status().message().find("s3cret-pw"), std::string::npos) << c.status().message();
+  EXPECT_EQ(c.status().message().find('\n'), std::string::npos) << c.status().message();
+}
+
+// --- the same journal in both backends --------------------------------------------------------
+
+struct Column {
+  std::string name;
+  bool not_null;
+  bool operator==(const Column& o) const { return name == o.name && not_null == o.not_null; }
+};
+std::ostream& operator<<(std::ostream& os, const Column& c) {
+  return os << c.name << (c.not_null ? " NOT NULL" : "");
+}
+
+// Table -> columns in declaration order, of a migrated SQLite journal.
+std::map<std::string, std::vector<Column>> sqlite_tables(SQLite::Database& db) {
+  std::map<std::string, std::vector<Column>> out;
+  SQLite::Statement tables(db,
+                           "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT "
+                           "LIKE 'sqlite_%' ORDER BY name");
+  while (tables.executeStep()) {
+    std::string table = tables.getColumn(0).getString();
+    SQLite::Statement cols(db, "SELECT name, \"notnull\", pk FROM pragma_table_info(?)");
+    cols.bind(1, table);
+    while (cols.executeStep())
+      out[table].push_back({cols.getColumn(0).getString(),
+                            // A primary key never holds NULL in either backend (an INTEGER
+                            // PRIMARY KEY is the rowid; PostgreSQL's keys are NOT NULL).
+                            cols.getColumn(1).getInt() != 0 || cols.getColumn(2).getInt() != 0});
+  }
+  return out;
+}
+
+std::map<std::string, std::vector<Column>> pg_tables(PgConnection& db) {
+  std::map<std::string, std::vector<Column>> out;
+  auto rows = db.query(
+      "SELECT table_name, column_name, is_nullable FROM information_schema.columns WHERE "
+      "table_schema = current_schema() ORDER BY table_name, ordinal_position");
+  EXPECT_TRUE(rows) << rows.status().message();
+  if (!rows) return out;
+  for (const PgRow& r : *rows) out[*r[0]].push_back({*r[1], r[2] == "NO"});
+  return out;
+}
+
+TEST_F(PgJournal, HasTheTablesColumnsAndStatesOfTheSqliteJournal) {
+  TempDir dir;
+  auto lite = open_journal_for_write(dir.file("journal.db"), SyncLevel::kNormal);
+  ASSERT_TRUE(lite) << lite.status().message();
+  ASSERT_TRUE(migrate(**lite));
+  auto pg = connect();
+  ASSERT_TRUE(pg);
+  ASSERT_TRUE(pg_migrate(*pg));
+  auto in_sqlite = sqlite_tables(**lite), in_pg = pg_tables(*pg);
+  ASSERT_FALSE(in_sqlite.empty());
+  std::set<std::string> lite_names, pg_names;
+  for (const auto& [t, c] : in_sqlite) lite_names.insert(t);
+  for (const auto& [t, c] : in_pg) pg_names.insert(t);
+  EXPECT_EQ(lite_names, pg_names);
+  for (const auto& [table, columns] : in_sqlite) EXPECT_EQ(columns, in_pg[table]) << table;
+
+  // The states each table accepts: the same words in both.
+  const std::vector<std::string> words = {"stored",    "queued", "inflight", "delivered", "failed",
+                                          "discarded", "held",   "retry",    "up",        "down",
+                                          "paused",    "Queued", "bogus",    ""};
+  struct Probe {
+    std::string table, insert;  // ? is the word
+  };
+  const std::vector<Probe> probes = {
+      {"webhooks",
+       "INSERT INTO webhooks (id, source, received_at, service, type, state, payload) VALUES "
+       "('w-' || ?1, 'direct', 't', 's', 'status', ?1, '{}')"},
+      {"attempts",
+       "INSERT INTO attempts (webhook_id, attempt, agent, started_at, outcome) VALUES "
+       "('w', 1, 'a', 't', ?1)"},
+      {"agents", "INSERT INTO agents (id, state, state_since) VALUES ('a-' || ?1, ?1, 't')"},
+  };
+  for (const Probe& p : probes) {
+    std::set<std::string> lite_accepts, pg_accepts;
+    for (const std::string& w : words) {
+      try {
+        SQLite::Statement ins(**lite, p.insert);
+        ins.bind(1, w);
+        ins.exec();
+        lite_accepts.insert(w);
+      } catch (const std::exception&) {
+      }
+      std::string sql = p.insert;
+      for (std::size_t at; (at = sql.find("?1")) != std::string::npos;) sql.replace(at, 2, "$1");
+      // bytea takes '{}' as its text form too.
+      if (pg->query(sql, {w})) pg_accepts.insert(w);
+    }
+    EXPECT_FALSE(lite_accepts.empty()) << p.table;
+    EXPECT_EQ(lite_accepts, pg_accepts) << p.table;
+  }
+}
+
+}  // namespace
+}  // namespace iarelay::testing
