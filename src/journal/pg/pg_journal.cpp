@@ -3,6 +3,8 @@
 
 #include <libpq-fe.h>
 
+#include <cstdlib>
+
 #include "common/crypto.h"
 #include "common/time.h"
 
@@ -65,34 +67,58 @@ Status PgConnection::exec(const std::string& sql) {
   return Status::io_error("postgresql: " + one_line(PQerrorMessage(conn_)));
 }
 
-Result<std::vector<PgRow>> PgConnection::query(const std::string& sql, const PgParams& params) {
+struct PgConnection::Executed {
+  ResultPtr result;
+};
+
+Result<PgConnection::Executed> PgConnection::execute(const std::string& sql, const PgParams& params,
+                                                     bool binary_results) {
   std::vector<const char*> values;
+  std::vector<int> lengths, formats;
   values.reserve(params.size());
-  for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+  for (const auto& p : params) {
+    values.push_back(p.value ? p.value->c_str() : nullptr);
+    lengths.push_back(p.value ? static_cast<int>(p.value->size()) : 0);
+    formats.push_back(p.binary ? 1 : 0);
+  }
   ResultPtr r(PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr,
-                           values.data(), nullptr, nullptr, 0));
+                           values.data(), lengths.data(), formats.data(), binary_results ? 1 : 0));
   ExecStatusType st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
     if (PQstatus(conn_) != CONNECTION_OK)
       return Status::unavailable("postgresql: " + one_line(PQerrorMessage(conn_)));
     return Status::io_error("postgresql: " + one_line(PQerrorMessage(conn_)));
   }
+  return Executed{std::move(r)};
+}
+
+Result<std::vector<PgRow>> PgConnection::query(const std::string& sql, const PgParams& params,
+                                               bool binary_results) {
+  auto done = execute(sql, params, binary_results);
+  if (!done) return done.status();
+  PGresult* r = done->result.get();
   std::vector<PgRow> rows;
-  const int n = PQntuples(r.get()), cols = PQnfields(r.get());
+  const int n = PQntuples(r), cols = PQnfields(r);
   rows.reserve(static_cast<std::size_t>(n));
   for (int i = 0; i < n; ++i) {
     PgRow row;
     row.reserve(static_cast<std::size_t>(cols));
     for (int c = 0; c < cols; ++c) {
-      if (PQgetisnull(r.get(), i, c))
+      if (PQgetisnull(r, i, c))
         row.emplace_back(std::nullopt);
       else
-        row.emplace_back(std::string(PQgetvalue(r.get(), i, c),
-                                     static_cast<std::size_t>(PQgetlength(r.get(), i, c))));
+        row.emplace_back(
+            std::string(PQgetvalue(r, i, c), static_cast<std::size_t>(PQgetlength(r, i, c))));
     }
     rows.push_back(std::move(row));
   }
   return rows;
+}
+
+Result<long> PgConnection::command(const std::string& sql, const PgParams& params) {
+  auto done = execute(sql, params, false);
+  if (!done) return done.status();
+  return std::atol(PQcmdTuples(done->result.get()));
 }
 
 const std::vector<Migration>& pg_migrations() {

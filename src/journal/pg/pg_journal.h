@@ -22,9 +22,24 @@ namespace iarelay {
 // Whether `journal` names a PostgreSQL database rather than a SQLite file.
 bool is_postgresql_journal(std::string_view journal);
 
-// One row of a result, each column as text (nullopt: NULL).
+// One row of a result, each column as text (nullopt: NULL), or as its bytes when asked for
+// binary results.
 using PgRow = std::vector<std::optional<std::string>>;
-using PgParams = std::vector<std::optional<std::string>>;
+// A statement's parameter: text (nullopt: NULL), or bytes (a BYTEA, sent as they are).
+struct PgValue {
+  std::optional<std::string> value;
+  bool binary = false;
+  PgValue(std::nullopt_t) {}
+  PgValue(std::string v) : value(std::move(v)) {}
+  PgValue(const char* v) : value(v) {}
+  PgValue(std::optional<std::string> v) : value(std::move(v)) {}
+  static PgValue bytes(std::string v) {
+    PgValue p(std::move(v));
+    p.binary = true;
+    return p;
+  }
+};
+using PgParams = std::vector<PgValue>;
 
 class PgConnection {
  public:
@@ -37,11 +52,17 @@ class PgConnection {
   pg_conn* handle() { return conn_; }
   // Runs one or more statements without parameters.
   Status exec(const std::string& sql);
-  // Runs one statement with text parameters ($1, $2, ...) and returns its rows as text.
-  Result<std::vector<PgRow>> query(const std::string& sql, const PgParams& params = {});
+  // Runs one statement with parameters ($1, $2, ...) and returns its rows: as text, or with
+  // `binary_results` each column's bytes (for BYTEA columns).
+  Result<std::vector<PgRow>> query(const std::string& sql, const PgParams& params = {},
+                                   bool binary_results = false);
+  // Runs one statement with parameters and returns how many rows it changed.
+  Result<long> command(const std::string& sql, const PgParams& params = {});
 
  private:
   explicit PgConnection(pg_conn* conn) : conn_(conn) {}
+  struct Executed;
+  Result<Executed> execute(const std::string& sql, const PgParams& params, bool binary_results);
   pg_conn* conn_;
 };
 
@@ -56,5 +77,17 @@ const std::vector<Migration>& pg_migrations();
 Status pg_migrate(PgConnection& db, std::vector<std::string>* applied = nullptr);
 // Verifies applied migrations without changing anything; `pending` lists what is missing.
 Status pg_verify_migrations(PgConnection& db, std::vector<std::string>* pending = nullptr);
+
+}  // namespace iarelay
+
+#include "journal/backend.h"
+
+namespace iarelay {
+
+// The PostgreSQL journal on an open, migrated connection (not owned; one thread at a time).
+// Its transactions run at READ COMMITTED; a webhook inserted by two relays at once (the same
+// Idempotency-Key, or feed message) is stored once: the second waits for the first's commit
+// and gets it as a duplicate.
+std::unique_ptr<JournalBackend> pg_backend(PgConnection& db);
 
 }  // namespace iarelay

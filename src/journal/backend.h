@@ -1,0 +1,64 @@
+// The journal backend seam (issue 15): the operations the relay runs on its journal, inside a
+// transaction of whichever backend holds it, SQLite (`journal = /path/file.db`, the embedded
+// default) or PostgreSQL (`journal = postgresql://...`). Both pass one conformance suite
+// (tests/integration/journal_pg/conformance_test.cpp): same outcomes, same rows.
+// Being introduced: intake, dispatch and the tool still call store.h on SQLite directly; each
+// moves to this interface as its PostgreSQL path is built (docs/high-availability.md).
+// Errors throw (SQLite::Exception, JournalError), as store.h's functions do: the transaction
+// they happen in is rolled back and transact() returns the Status.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "common/status.h"
+#include "journal/store.h"
+
+namespace iarelay {
+
+// A backend's database error, with the kind the caller acts on (Unavailable: the server is
+// gone or failing over; IoError: the statement failed).
+class JournalError : public std::runtime_error {
+ public:
+  explicit JournalError(Status s) : std::runtime_error(s.message()), status_(std::move(s)) {}
+  const Status& status() const { return status_; }
+
+ private:
+  Status status_;
+};
+
+// The operations of one transaction. Semantics as the functions of store.h of the same names.
+class JournalTx {
+ public:
+  virtual ~JournalTx() = default;
+  virtual InsertOutcome insert_webhook(const NewWebhook& w) = 0;
+  virtual bool transition(std::string_view id, WebhookState from, WebhookState to,
+                          const TransitionFields& fields = {}) = 0;
+  virtual int requeue_inflight() = 0;
+  virtual void record_attempt(const AttemptRecord& a) = 0;
+  virtual std::optional<AgentRow> load_agent(std::string_view id) = 0;
+  virtual bool set_agent_state(std::string_view id, std::string_view state,
+                               std::optional<std::string> reason,
+                               std::optional<Millis> paused_until, bool unless_paused) = 0;
+  virtual std::int64_t load_cursor(std::string_view name) = 0;
+  virtual void save_cursor(std::string_view name, std::int64_t seq) = 0;
+  virtual void ack_consumer(std::string_view name, std::int64_t seq) = 0;
+  virtual std::vector<QueuedWebhook> scan_queue(const std::optional<std::string>& agent,
+                                                std::int64_t after_seq, int limit) = 0;
+  virtual std::optional<std::string> load_payload(std::string_view id) = 0;
+};
+
+class JournalBackend {
+ public:
+  virtual ~JournalBackend() = default;
+  // Runs `op` in one transaction and commits it (durably, at the backend's sync level), or
+  // rolls it back when `op` throws, returning why.
+  virtual Status transact(const std::function<void(JournalTx&)>& op) = 0;
+};
+
+// The SQLite journal on an open, migrated connection (not owned; one thread at a time).
+std::unique_ptr<JournalBackend> sqlite_backend(SQLite::Database& db);
+
+}  // namespace iarelay

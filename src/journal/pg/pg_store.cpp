@@ -1,0 +1,234 @@
+// The seam's PostgreSQL side: store.h's operations as SQL for PostgreSQL (docs/journal.md).
+#include "common/crypto.h"
+#include "common/time.h"
+#include "journal/pg/pg_journal.h"
+
+namespace iarelay {
+namespace {
+
+template <typename T>
+T must(Result<T> r) {
+  if (!r) throw JournalError(r.status());
+  return std::move(*r);
+}
+
+std::optional<std::string> opt_time_text(const std::optional<Millis>& t) {
+  if (!t) return std::nullopt;
+  return format_time(*t);
+}
+
+std::optional<Millis> parse_opt_time(const std::optional<std::string>& text) {
+  if (!text) return std::nullopt;
+  auto t = parse_time(*text, 0);
+  if (!t) return std::nullopt;
+  return *t;
+}
+
+WebhookState state_of(const std::optional<std::string>& text) {
+  auto s = parse_state(text.value_or(""));
+  if (!s)
+    throw JournalError(Status::corruption("unknown webhook state '" + text.value_or("") + "'"));
+  return *s;
+}
+
+class PgTx final : public JournalTx {
+ public:
+  explicit PgTx(PgConnection& db) : db_(db) {}
+
+  InsertOutcome insert_webhook(const NewWebhook& w) override {
+    std::string id = w.id;
+    if (w.source_id && *w.source_id == w.id) {
+      // As in SQLite: an upstream's webhook keeps its id; stored already under any source
+      // name it is a duplicate; another webhook of that id makes it stored under our own id.
+      auto rows =
+          must(db_.query("SELECT state, seq, source_id FROM webhooks WHERE id = $1", {w.id}));
+      if (!rows.empty()) {
+        if (rows[0][2] == w.id) return {w.id, state_of(rows[0][0]), true, std::stoll(*rows[0][1])};
+        id = new_webhook_id();
+      }
+    }
+    // Concurrent inserts of one webhook (two relays, one Idempotency-Key): ON CONFLICT waits for
+    // the other's commit, then this one finds the stored row below.
+    auto inserted = must(db_.query(
+        "INSERT INTO webhooks (id, source, source_id, idempotency_key, received_at, service, "
+        "agent, type, event_id, state, assigned_agent, last_error, payload) VALUES ($1, $2, $3, "
+        "$4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING RETURNING seq",
+        {id, w.source, w.source_id, w.idempotency_key, format_time(w.received_at), w.service,
+         w.agent, w.type, w.event_id, std::string(to_string(w.state)), w.assigned_agent, w.reason,
+         PgValue::bytes(w.payload)}));
+    if (!inserted.empty()) return {id, w.state, false, std::stoll(*inserted[0][0])};
+    if (w.source_id) {
+      auto rows =
+          must(db_.query("SELECT id, state, seq FROM webhooks WHERE source = $1 AND source_id = $2",
+                         {w.source, w.source_id}));
+      if (!rows.empty()) return {*rows[0][0], state_of(rows[0][1]), true, std::stoll(*rows[0][2])};
+    }
+    if (w.idempotency_key) {
+      auto rows = must(db_.query(
+          "SELECT id, state, seq FROM webhooks WHERE service = $1 AND idempotency_key = $2",
+          {w.service, w.idempotency_key}));
+      if (!rows.empty()) return {*rows[0][0], state_of(rows[0][1]), true, std::stoll(*rows[0][2])};
+    }
+    // The id itself was taken (an id we made colliding): never silently dropped.
+    throw JournalError(Status::conflict("webhook id " + id + " is already stored"));
+  }
+
+  bool transition(std::string_view id, WebhookState from, WebhookState to,
+                  const TransitionFields& f) override {
+    PgParams p;
+    auto param = [&p](PgValue v) {
+      p.push_back(std::move(v));
+      return "$" + std::to_string(p.size());
+    };
+    std::string sql = "UPDATE webhooks SET state = " + param(std::string(to_string(to)));
+    if (f.assigned_agent) sql += ", assigned_agent = " + param(*f.assigned_agent);
+    if (f.next_attempt_at) sql += ", next_attempt_at = " + param(opt_time_text(*f.next_attempt_at));
+    if (f.attempts) sql += ", attempts = " + param(std::to_string(*f.attempts));
+    if (f.increment_attempts) sql += ", attempts = attempts + 1";
+    if (f.delivered_at) sql += ", delivered_at = " + param(format_time(*f.delivered_at));
+    if (f.clear_delivered_at) sql += ", delivered_at = NULL";
+    if (f.last_status)
+      sql += ", last_status = " +
+             param(*f.last_status ? std::optional<std::string>(std::to_string(**f.last_status))
+                                  : std::nullopt);
+    if (f.last_error) sql += ", last_error = " + param(*f.last_error);
+    sql += " WHERE id = " + param(std::string(id));
+    sql += " AND state = " + param(std::string(to_string(from)));
+    return must(db_.command(sql, p)) == 1;
+  }
+
+  int requeue_inflight() override {
+    return static_cast<int>(
+        must(db_.command("UPDATE webhooks SET state = 'queued' WHERE state = 'inflight'")));
+  }
+
+  void record_attempt(const AttemptRecord& a) override {
+    must(db_.command(
+        "INSERT INTO attempts (webhook_id, attempt, agent, started_at, duration_ms, http_status, "
+        "error, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        {a.webhook_id, std::to_string(a.attempt), a.agent, format_time(a.started_at),
+         std::to_string(a.duration_ms),
+         a.http_status ? std::optional<std::string>(std::to_string(*a.http_status)) : std::nullopt,
+         a.error, a.outcome}));
+  }
+
+  std::optional<AgentRow> load_agent(std::string_view id) override {
+    auto rows = must(
+        db_.query("SELECT id, state, state_since, reason, paused_until FROM agents WHERE id = $1",
+                  {std::string(id)}));
+    if (rows.empty()) return std::nullopt;
+    AgentRow r;
+    r.id = *rows[0][0];
+    r.state = *rows[0][1];
+    r.state_since = *rows[0][2];
+    r.reason = rows[0][3];
+    r.paused_until = parse_opt_time(rows[0][4]);
+    return r;
+  }
+
+  bool set_agent_state(std::string_view id, std::string_view state,
+                       std::optional<std::string> reason, std::optional<Millis> paused_until,
+                       bool unless_paused) override {
+    // state_since moves only when the state really changes.
+    std::string sql =
+        "INSERT INTO agents AS a (id, state, state_since, reason, paused_until) VALUES ($1, $2, "
+        "$3, $4, $5) ON CONFLICT (id) DO UPDATE SET state_since = CASE WHEN a.state = $2 THEN "
+        "a.state_since ELSE $3 END, state = $2, reason = $4, paused_until = $5";
+    if (unless_paused) sql += " WHERE a.state <> 'paused'";
+    return must(db_.command(sql, {std::string(id), std::string(state), format_time(now_millis()),
+                                  std::move(reason), opt_time_text(paused_until)})) == 1;
+  }
+
+  std::int64_t load_cursor(std::string_view name) override {
+    auto rows = must(db_.query("SELECT seq FROM cursors WHERE name = $1", {std::string(name)}));
+    return rows.empty() ? 0 : std::stoll(*rows[0][0]);
+  }
+
+  void save_cursor(std::string_view name, std::int64_t seq) override {
+    must(db_.command(
+        "INSERT INTO cursors AS c (name, seq, updated_at) VALUES ($1, $2, $3) ON CONFLICT (name) "
+        "DO UPDATE SET seq = GREATEST(c.seq, EXCLUDED.seq), updated_at = EXCLUDED.updated_at",
+        {std::string(name), std::to_string(seq), format_time(now_millis())}));
+  }
+
+  void ack_consumer(std::string_view name, std::int64_t seq) override {
+    must(db_.command(
+        "INSERT INTO consumers AS c (name, acked_seq, acked_at) VALUES ($1, $2, $3) ON CONFLICT "
+        "(name) DO UPDATE SET acked_seq = GREATEST(c.acked_seq, EXCLUDED.acked_seq), acked_at = "
+        "EXCLUDED.acked_at",
+        {std::string(name), std::to_string(seq), format_time(now_millis())}));
+  }
+
+  std::vector<QueuedWebhook> scan_queue(const std::optional<std::string>& agent,
+                                        std::int64_t after_seq, int limit) override {
+    const std::string columns =
+        "SELECT seq, id, service, agent, type, event_id, attempts, next_attempt_at, received_at "
+        "FROM webhooks WHERE ";
+    auto rows = must(
+        agent
+            ? db_.query(columns + "assigned_agent = $1 AND state = 'queued' AND seq > $2 ORDER BY "
+                                  "seq LIMIT $3",
+                        {*agent, std::to_string(after_seq), std::to_string(limit)})
+            : db_.query(columns + "assigned_agent IS NULL AND state = 'queued' AND seq > $1 ORDER "
+                                  "BY seq LIMIT $2",
+                        {std::to_string(after_seq), std::to_string(limit)}));
+    std::vector<QueuedWebhook> out;
+    out.reserve(rows.size());
+    for (const PgRow& r : rows) {
+      QueuedWebhook w;
+      w.seq = std::stoll(*r[0]);
+      w.id = *r[1];
+      w.service = *r[2];
+      w.agent = r[3];
+      w.type = *r[4];
+      w.event_id = r[5].value_or("");
+      w.attempts = std::stoi(*r[6]);
+      w.next_attempt_at = parse_opt_time(r[7]);
+      w.received_at = parse_opt_time(r[8]).value_or(0);
+      out.push_back(std::move(w));
+    }
+    return out;
+  }
+
+  std::optional<std::string> load_payload(std::string_view id) override {
+    auto rows =
+        must(db_.query("SELECT payload FROM webhooks WHERE id = $1", {std::string(id)}, true));
+    if (rows.empty()) return std::nullopt;
+    return rows[0][0];
+  }
+
+ private:
+  PgConnection& db_;
+};
+
+class PgBackend final : public JournalBackend {
+ public:
+  explicit PgBackend(PgConnection& db) : db_(db) {}
+  Status transact(const std::function<void(JournalTx&)>& op) override {
+    if (Status s = db_.exec("BEGIN"); !s) return s;
+    try {
+      PgTx tx(db_);
+      op(tx);
+    } catch (const JournalError& e) {
+      (void)db_.exec("ROLLBACK");
+      return e.status();
+    } catch (const std::exception& e) {
+      (void)db_.exec("ROLLBACK");
+      return Status::io_error(e.what());
+    }
+    // synchronous_commit = on (the server's default): COMMIT returns once the commit is
+    // durable on the primary, and on the synchronous standbys it names.
+    return db_.exec("COMMIT");
+  }
+
+ private:
+  PgConnection& db_;
+};
+
+}  // namespace
+
+std::unique_ptr<JournalBackend> pg_backend(PgConnection& db) {
+  return std::make_unique<PgBackend>(db);
+}
+
+}  // namespace iarelay

@@ -1,0 +1,77 @@
+// The seam's SQLite side: store.h's functions inside BEGIN IMMEDIATE ... COMMIT.
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include "journal/backend.h"
+
+namespace iarelay {
+namespace {
+
+class SqliteTx final : public JournalTx {
+ public:
+  explicit SqliteTx(SQLite::Database& db) : db_(db) {}
+  InsertOutcome insert_webhook(const NewWebhook& w) override {
+    return iarelay::insert_webhook(db_, w);
+  }
+  bool transition(std::string_view id, WebhookState from, WebhookState to,
+                  const TransitionFields& fields) override {
+    return iarelay::transition(db_, id, from, to, fields);
+  }
+  int requeue_inflight() override { return iarelay::requeue_inflight(db_); }
+  void record_attempt(const AttemptRecord& a) override { iarelay::record_attempt(db_, a); }
+  std::optional<AgentRow> load_agent(std::string_view id) override {
+    return iarelay::load_agent(db_, id);
+  }
+  bool set_agent_state(std::string_view id, std::string_view state,
+                       std::optional<std::string> reason, std::optional<Millis> paused_until,
+                       bool unless_paused) override {
+    return iarelay::set_agent_state(db_, id, state, std::move(reason), paused_until, unless_paused);
+  }
+  std::int64_t load_cursor(std::string_view name) override {
+    return iarelay::load_cursor(db_, name);
+  }
+  void save_cursor(std::string_view name, std::int64_t seq) override {
+    iarelay::save_cursor(db_, name, seq);
+  }
+  void ack_consumer(std::string_view name, std::int64_t seq) override {
+    iarelay::ack_consumer(db_, name, seq);
+  }
+  std::vector<QueuedWebhook> scan_queue(const std::optional<std::string>& agent,
+                                        std::int64_t after_seq, int limit) override {
+    return iarelay::scan_queue(db_, agent, after_seq, limit);
+  }
+  std::optional<std::string> load_payload(std::string_view id) override {
+    return iarelay::load_payload(db_, id);
+  }
+
+ private:
+  SQLite::Database& db_;
+};
+
+class SqliteBackend final : public JournalBackend {
+ public:
+  explicit SqliteBackend(SQLite::Database& db) : db_(db) {}
+  Status transact(const std::function<void(JournalTx&)>& op) override {
+    try {
+      SQLite::Transaction tx(db_, SQLite::TransactionBehavior::IMMEDIATE);
+      SqliteTx journal(db_);
+      op(journal);
+      tx.commit();
+      return Status::ok();
+    } catch (const JournalError& e) {
+      return e.status();
+    } catch (const std::exception& e) {
+      return Status::io_error(e.what());
+    }
+  }
+
+ private:
+  SQLite::Database& db_;
+};
+
+}  // namespace
+
+std::unique_ptr<JournalBackend> sqlite_backend(SQLite::Database& db) {
+  return std::make_unique<SqliteBackend>(db);
+}
+
+}  // namespace iarelay

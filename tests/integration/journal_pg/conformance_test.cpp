@@ -1,0 +1,299 @@
+// The journal backend seam's conformance suite (issue 15): every test runs on the SQLite journal
+// and on the PostgreSQL one (a database of its own in one throwaway cluster), through
+// JournalBackend, and expects the same outcomes and rows of both.
+#include <gtest/gtest.h>
+
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include "journal/backend.h"
+#include "journal/journal.h"
+#include "journal/pg/pg_journal.h"
+
+#include "support/pg_cluster.h"
+#include "support/temp_dir.h"
+
+namespace iarelay::testing {
+namespace {
+
+constexpr Millis kT0 = 1'800'000'000'000;
+
+class Conformance : public ::testing::TestWithParam<std::string> {
+ protected:
+  static void SetUpTestSuite() {
+    if (!cluster_) cluster_ = new PgCluster();
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    cluster_ = nullptr;
+  }
+
+  void SetUp() override {
+    if (GetParam() == "sqlite") {
+      auto db = open_journal_for_write(dir_.file("journal.db"), SyncLevel::kNormal);
+      ASSERT_TRUE(db) << db.status().message();
+      lite_ = std::move(*db);
+      ASSERT_TRUE(migrate(*lite_));
+      backend_ = sqlite_backend(*lite_);
+    } else {
+      ASSERT_EQ(cluster_->error(), "");
+      static std::atomic<int> n{0};
+      database_ = "conformance_" + std::to_string(++n);
+      ASSERT_EQ(cluster_->create_database(database_), "");
+      pg_ = connect();
+      ASSERT_TRUE(pg_);
+      ASSERT_TRUE(pg_migrate(*pg_));
+      backend_ = pg_backend(*pg_);
+    }
+  }
+
+  std::unique_ptr<PgConnection> connect() {
+    auto c = PgConnection::connect(cluster_->uri(database_));
+    EXPECT_TRUE(c) << c.status().message();
+    return c ? std::move(*c) : nullptr;
+  }
+
+  // Runs `op` in one transaction; fails the test when it does not commit.
+  void tx(const std::function<void(JournalTx&)>& op) {
+    Status s = backend_->transact(op);
+    ASSERT_TRUE(s) << s.message();
+  }
+
+  static NewWebhook webhook(const std::string& id, const std::string& service = "hpnnmi") {
+    NewWebhook w;
+    w.id = id;
+    w.received_at = kT0;
+    w.service = service;
+    w.type = "status";
+    w.event_id = "ev-1";
+    w.assigned_agent = "a1";
+    w.payload = R"({"status":"active"})";
+    return w;
+  }
+
+  InsertOutcome insert(const NewWebhook& w) {
+    InsertOutcome out;
+    tx([&](JournalTx& j) { out = j.insert_webhook(w); });
+    return out;
+  }
+
+  std::vector<std::string> queue_ids(const std::optional<std::string>& agent,
+                                     std::int64_t after = 0, int limit = 100) {
+    std::vector<std::string> ids;
+    tx([&](JournalTx& j) {
+      for (const auto& w : j.scan_queue(agent, after, limit)) ids.push_back(w.id);
+    });
+    return ids;
+  }
+
+  static PgCluster* cluster_;
+  TempDir dir_;
+  DatabasePtr lite_;
+  std::string database_;
+  std::unique_ptr<PgConnection> pg_;
+  std::unique_ptr<JournalBackend> backend_;
+};
+PgCluster* Conformance::cluster_ = nullptr;
+
+std::string backend_name(const ::testing::TestParamInfo<std::string>& param) {
+  return param.param;
+}
+
+TEST_P(Conformance, ARepeatedIdempotencyKeyOfAServiceIsTheWebhookStoredFirst) {
+  NewWebhook first = webhook("01A"), again = webhook("01B"), other = webhook("01C", "remedy");
+  first.idempotency_key = again.idempotency_key = other.idempotency_key = "k-1";
+  auto a = insert(first), b = insert(again), c = insert(other);
+  EXPECT_FALSE(a.duplicate);
+  EXPECT_TRUE(b.duplicate);
+  EXPECT_EQ(b.id, "01A");
+  EXPECT_EQ(b.seq, a.seq);
+  EXPECT_EQ(b.state, WebhookState::kQueued);
+  EXPECT_FALSE(c.duplicate);  // keys are per service
+  EXPECT_GT(c.seq, a.seq);
+  EXPECT_EQ(queue_ids("a1"), (std::vector<std::string>{"01A", "01C"}));
+}
+
+TEST_P(Conformance, AFeedMessageIsStoredOnceUnderItsUpstreamsId) {
+  NewWebhook m = webhook("01F");
+  m.source = "edge";
+  m.source_id = "01F";
+  EXPECT_FALSE(insert(m).duplicate);
+  EXPECT_TRUE(insert(m).duplicate);
+  m.source = "edge-renamed";  // the same webhook come again under another upstream name
+  auto again = insert(m);
+  EXPECT_TRUE(again.duplicate);
+  EXPECT_EQ(again.id, "01F");
+  // Another webhook already has the id a feed message brings: stored under an id of our own.
+  EXPECT_FALSE(insert(webhook("01G")).duplicate);
+  NewWebhook clash = webhook("01G");
+  clash.source = "edge";
+  clash.source_id = "01G";
+  auto stored = insert(clash);
+  EXPECT_FALSE(stored.duplicate);
+  EXPECT_NE(stored.id, "01G");
+  EXPECT_EQ(queue_ids("a1").size(), 3u);
+}
+
+TEST_P(Conformance, APayloadComesBackByteForByte) {
+  NewWebhook w = webhook("01P");
+  w.payload = std::string("\xef\xbb\xbf {\"a\":\"\xff\xfe\"}\n\0tail", 22);
+  insert(w);
+  std::optional<std::string> back;
+  tx([&](JournalTx& j) { back = j.load_payload("01P"); });
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, w.payload);
+  tx([&](JournalTx& j) { EXPECT_FALSE(j.load_payload("nope")); });
+}
+
+TEST_P(Conformance, ATransitionHappensOnlyFromTheStateItLeaves) {
+  insert(webhook("01T"));
+  TransitionFields claim;
+  claim.increment_attempts = true;
+  tx([&](JournalTx& j) {
+    EXPECT_TRUE(j.transition("01T", WebhookState::kQueued, WebhookState::kInflight, claim));
+    EXPECT_FALSE(j.transition("01T", WebhookState::kQueued, WebhookState::kInflight, claim));
+  });
+  EXPECT_TRUE(queue_ids("a1").empty());
+  TransitionFields retry;
+  retry.next_attempt_at = std::optional<Millis>(kT0 + 5000);
+  retry.last_status = std::optional<int>(503);
+  retry.last_error = std::optional<std::string>("busy");
+  retry.assigned_agent = std::optional<std::string>("a2");
+  tx([&](JournalTx& j) {
+    EXPECT_TRUE(j.transition("01T", WebhookState::kInflight, WebhookState::kQueued, retry));
+  });
+  std::vector<QueuedWebhook> q;
+  tx([&](JournalTx& j) { q = j.scan_queue(std::string("a2"), 0, 10); });
+  ASSERT_EQ(q.size(), 1u);
+  EXPECT_EQ(q[0].attempts, 1);
+  EXPECT_EQ(q[0].next_attempt_at, kT0 + 5000);
+  EXPECT_EQ(q[0].received_at, kT0);
+  EXPECT_EQ(q[0].event_id, "ev-1");
+  TransitionFields clear;
+  clear.next_attempt_at = std::optional<Millis>();
+  clear.assigned_agent = std::optional<std::string>();  // held for any agent of its service
+  tx([&](JournalTx& j) {
+    EXPECT_TRUE(j.transition("01T", WebhookState::kQueued, WebhookState::kQueued, clear));
+  });
+  tx([&](JournalTx& j) { q = j.scan_queue(std::nullopt, 0, 10); });
+  ASSERT_EQ(q.size(), 1u);
+  EXPECT_FALSE(q[0].next_attempt_at);
+  EXPECT_FALSE(q[0].agent);
+}
+
+TEST_P(Conformance, AQueueIsOneAgentsQueuedWebhooksInArrivalOrder) {
+  for (const char* id : {"01Q1", "01Q2", "01Q3", "01Q4", "01Q5"}) insert(webhook(id));
+  NewWebhook other = webhook("01R1"), any = webhook("01N1");
+  other.assigned_agent = "a2";
+  any.assigned_agent.reset();
+  insert(other);
+  insert(any);
+  tx([&](JournalTx& j) {
+    EXPECT_TRUE(j.transition("01Q2", WebhookState::kQueued, WebhookState::kInflight));
+  });
+  EXPECT_EQ(queue_ids("a1"), (std::vector<std::string>{"01Q1", "01Q3", "01Q4", "01Q5"}));
+  EXPECT_EQ(queue_ids("a1", 0, 2), (std::vector<std::string>{"01Q1", "01Q3"}));
+  std::vector<QueuedWebhook> head;
+  tx([&](JournalTx& j) { head = j.scan_queue(std::string("a1"), 0, 2); });
+  EXPECT_EQ(queue_ids("a1", head.back().seq), (std::vector<std::string>{"01Q4", "01Q5"}));
+  EXPECT_EQ(queue_ids("a2"), std::vector<std::string>{"01R1"});
+  EXPECT_EQ(queue_ids(std::nullopt), std::vector<std::string>{"01N1"});
+  int requeued = 0;
+  tx([&](JournalTx& j) { requeued = j.requeue_inflight(); });
+  EXPECT_EQ(requeued, 1);
+  EXPECT_EQ(queue_ids("a1").size(), 5u);
+}
+
+TEST_P(Conformance, TheDaemonsAgentStatesLeaveAnOperatorsPauseAlone) {
+  tx([&](JournalTx& j) {
+    EXPECT_FALSE(j.load_agent("a1"));
+    EXPECT_TRUE(j.set_agent_state("a1", "up", std::nullopt, std::nullopt, true));
+    EXPECT_TRUE(j.set_agent_state("a1", "paused", std::string("maintenance"), kT0 + 60000, false));
+    EXPECT_FALSE(j.set_agent_state("a1", "down", std::string("refused"), std::nullopt, true));
+    auto row = j.load_agent("a1");
+    ASSERT_TRUE(row);
+    EXPECT_EQ(row->state, "paused");
+    EXPECT_EQ(row->reason, "maintenance");
+    EXPECT_EQ(row->paused_until, kT0 + 60000);
+  });
+}
+
+TEST_P(Conformance, CursorsAndConsumerAcksNeverGoBack) {
+  tx([&](JournalTx& j) {
+    EXPECT_EQ(j.load_cursor("edge"), 0);
+    j.save_cursor("edge", 10);
+    j.save_cursor("edge", 5);
+    EXPECT_EQ(j.load_cursor("edge"), 10);
+    j.ack_consumer("inner", 7);
+    j.ack_consumer("inner", 3);
+  });
+  if (GetParam() == "sqlite") {
+    SQLite::Statement q(*lite_, "SELECT acked_seq FROM consumers WHERE name = 'inner'");
+    ASSERT_TRUE(q.executeStep());
+    EXPECT_EQ(q.getColumn(0).getInt64(), 7);
+  } else {
+    auto rows = pg_->query("SELECT acked_seq FROM consumers WHERE name = 'inner'");
+    ASSERT_TRUE(rows);
+    ASSERT_EQ(rows->size(), 1u);
+    EXPECT_EQ((*rows)[0][0], "7");
+  }
+}
+
+TEST_P(Conformance, AFailedTransactionLeavesNothingBehind) {
+  Status s = backend_->transact([&](JournalTx& j) {
+    j.insert_webhook(webhook("01X"));
+    AttemptRecord a;
+    a.webhook_id = "01X";
+    a.attempt = 1;
+    a.agent = "a1";
+    a.outcome = "no-such-outcome";  // refused by the table's check
+    j.record_attempt(a);
+  });
+  EXPECT_FALSE(s);
+  EXPECT_TRUE(queue_ids("a1").empty());
+  // And the backend goes on: the next transaction commits.
+  EXPECT_FALSE(insert(webhook("01Y")).duplicate);
+  EXPECT_EQ(queue_ids("a1"), std::vector<std::string>{"01Y"});
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::Values("sqlite", "postgresql"),
+                         backend_name);
+
+// PostgreSQL only: two relays insert one webhook (one Idempotency-Key) at the same moment. The
+// second waits for the first's commit and gets its webhook as a duplicate; neither fails.
+class PgConcurrency : public Conformance {};
+
+TEST_P(PgConcurrency, TwoRelaysInsertingOneWebhookStoreItOnce) {
+  auto other = connect();
+  ASSERT_TRUE(other);
+  auto second = pg_backend(*other);
+  NewWebhook w1 = webhook("01K1"), w2 = webhook("01K2");
+  w1.idempotency_key = w2.idempotency_key = "same";
+  std::promise<void> first_inserted;
+  std::future<InsertOutcome> later;
+  Status s = backend_->transact([&](JournalTx& j) {
+    EXPECT_FALSE(j.insert_webhook(w1).duplicate);
+    later = std::async(std::launch::async, [&] {
+      InsertOutcome out;
+      Status s2 = second->transact([&](JournalTx& j2) { out = j2.insert_webhook(w2); });
+      EXPECT_TRUE(s2) << s2.message();
+      return out;
+    });
+    // The second relay's insert waits on this uncommitted one.
+    EXPECT_EQ(later.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout);
+  });
+  ASSERT_TRUE(s) << s.message();
+  InsertOutcome out = later.get();
+  EXPECT_TRUE(out.duplicate);
+  EXPECT_EQ(out.id, "01K1");
+  EXPECT_EQ(queue_ids("a1"), std::vector<std::string>{"01K1"});
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, PgConcurrency, ::testing::Values("postgresql"), backend_name);
+
+}  // namespace
+}  // namespace iarelay::testing
