@@ -1,0 +1,180 @@
+// Agent leases on the PostgreSQL journal (issue 15 item 3): one owner per agent, takeover of an
+// expired lease with the next epoch, the abandoned calls queued again, and fencing: an owner
+// that lost the lease writes nothing, and a takeover waits for an outcome being written.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <future>
+#include <map>
+#include <thread>
+
+#include "journal/backend.h"
+#include "journal/pg/pg_journal.h"
+#include "journal/pg/pg_leases.h"
+
+#include "support/pg_cluster.h"
+
+namespace iarelay::testing {
+namespace {
+
+class Leases : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(cluster_.error(), "");
+    db_ = connect();
+    ASSERT_TRUE(db_);
+    ASSERT_TRUE(pg_migrate(*db_));
+  }
+  std::unique_ptr<PgConnection> connect() {
+    auto c = PgConnection::connect(cluster_.uri());
+    EXPECT_TRUE(c) << c.status().message();
+    return c ? std::move(*c) : nullptr;
+  }
+  // A webhook of `agent`, claimed (inflight) by the relay that owns it.
+  void inflight(const std::string& id, const std::string& agent) {
+    auto backend = pg_backend(*db_);
+    Status s = backend->transact([&](JournalTx& j) {
+      NewWebhook w;
+      w.id = id;
+      w.received_at = 1'800'000'000'000;
+      w.service = "hpnnmi";
+      w.type = "status";
+      w.assigned_agent = agent;
+      w.payload = "{}";
+      j.insert_webhook(w);
+      ASSERT_TRUE(j.transition(id, WebhookState::kQueued, WebhookState::kInflight));
+    });
+    ASSERT_TRUE(s) << s.message();
+  }
+  std::string state_of(const std::string& id) {
+    return cluster_.psql("SELECT state FROM webhooks WHERE id = '" + id + "'");
+  }
+  PgCluster cluster_;
+  std::unique_ptr<PgConnection> db_;
+};
+
+TEST_F(Leases, AFreeAgentIsTakenWithEpochOneAndHeldAgainstOtherRelays) {
+  auto first = take_lease(*db_, "a1", "relay-1", 30'000);
+  ASSERT_TRUE(first) << first.status().message();
+  EXPECT_EQ(first->owner, "relay-1");
+  EXPECT_EQ(first->epoch, 1);
+  auto other = take_lease(*db_, "a1", "relay-2", 30'000);
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->owner, "relay-1");  // not taken: live
+  EXPECT_EQ(other->epoch, 1);
+  auto again = take_lease(*db_, "a1", "relay-1", 30'000);  // its owner: renewed, same epoch
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->epoch, 1);
+  auto renewed = renew_lease(*db_, *first, 30'000);
+  ASSERT_TRUE(renewed);
+  EXPECT_TRUE(*renewed);
+  auto all = all_leases(*db_);
+  ASSERT_TRUE(all);
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ((*all)[0].owner, "relay-1");
+}
+
+TEST_F(Leases, AnExpiredLeaseIsTakenWithTheNextEpochAndTheAbandonedCallsQueuedAgain) {
+  auto first = take_lease(*db_, "a1", "relay-1", 200);
+  ASSERT_TRUE(first);
+  inflight("01W1", "a1");
+  inflight("01W2", "a2");  // another agent's call: not touched
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  int requeued = 0;
+  auto taken = take_lease(*db_, "a1", "relay-2", 30'000, &requeued);
+  ASSERT_TRUE(taken) << taken.status().message();
+  EXPECT_EQ(taken->owner, "relay-2");
+  EXPECT_EQ(taken->epoch, 2);
+  EXPECT_EQ(requeued, 1);
+  EXPECT_EQ(state_of("01W1"), "queued");
+  EXPECT_EQ(state_of("01W2"), "inflight");
+  // The old owner wakes up: its lease is gone, renewing and fencing say so.
+  auto renewed = renew_lease(*db_, *first, 30'000);
+  ASSERT_TRUE(renewed);
+  EXPECT_FALSE(*renewed);
+  ASSERT_TRUE(db_->exec("BEGIN"));
+  auto current = fence(*db_, *first);
+  ASSERT_TRUE(current);
+  EXPECT_FALSE(*current);
+  ASSERT_TRUE(db_->exec("ROLLBACK"));
+}
+
+TEST_F(Leases, ATakeoverWaitsForTheOutcomeTheOwnerIsWriting) {
+  auto first = take_lease(*db_, "a1", "relay-1", 200);
+  ASSERT_TRUE(first);
+  inflight("01W1", "a1");
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // expired, not yet taken
+  // The owner writes the call's outcome, fenced: the lease is still its own.
+  ASSERT_TRUE(db_->exec("BEGIN"));
+  auto current = fence(*db_, *first);
+  ASSERT_TRUE(current);
+  ASSERT_TRUE(*current);
+  auto other = connect();
+  ASSERT_TRUE(other);
+  auto takeover = std::async(std::launch::async, [&] {
+    int requeued = 0;
+    auto lease = take_lease(*other, "a1", "relay-2", 30'000, &requeued);
+    return std::make_pair(lease, requeued);
+  });
+  EXPECT_EQ(takeover.wait_for(std::chrono::milliseconds(500)), std::future_status::timeout)
+      << "the takeover did not wait for the fenced outcome";
+  auto done = db_->command(
+      "UPDATE webhooks SET state = 'delivered' WHERE id = '01W1' AND state = 'inflight'");
+  ASSERT_TRUE(done);
+  EXPECT_EQ(*done, 1);
+  ASSERT_TRUE(db_->exec("COMMIT"));
+  auto [lease, requeued] = takeover.get();
+  ASSERT_TRUE(lease) << lease.status().message();
+  EXPECT_EQ(lease->owner, "relay-2");
+  EXPECT_EQ(lease->epoch, 2);
+  EXPECT_EQ(requeued, 0);  // the outcome came first: nothing to deliver again
+  EXPECT_EQ(state_of("01W1"), "delivered");
+}
+
+TEST_F(Leases, RelaysTakingAtOnceGiveEachAgentOneOwner) {
+  std::vector<std::string> agents;
+  for (int i = 0; i < 40; ++i) agents.push_back("agent-" + std::to_string(i));
+  constexpr int kRelays = 4;
+  std::vector<std::future<Result<std::vector<Lease>>>> relays;
+  for (int r = 0; r < kRelays; ++r)
+    relays.push_back(std::async(std::launch::async, [&, r]() -> Result<std::vector<Lease>> {
+      auto c = PgConnection::connect(cluster_.uri());
+      if (!c) return c.status();
+      return take_leases(**c, agents, "relay-" + std::to_string(r), 30'000);
+    }));
+  std::map<std::string, std::string> owner_of;
+  for (auto& f : relays) {
+    auto held = f.get();
+    ASSERT_TRUE(held) << held.status().message();
+    for (const Lease& l : *held) {
+      EXPECT_TRUE(owner_of.emplace(l.agent, l.owner).second) << l.agent << " has two owners";
+      EXPECT_EQ(l.epoch, 1);
+    }
+  }
+  // Every agent free at the start has an owner once one more round ran.
+  auto last = take_leases(*db_, agents, "relay-late", 30'000);
+  ASSERT_TRUE(last);
+  for (const Lease& l : *last) owner_of.emplace(l.agent, l.owner);
+  EXPECT_EQ(owner_of.size(), agents.size());
+  auto all = all_leases(*db_);
+  ASSERT_TRUE(all);
+  for (const Lease& l : *all) EXPECT_EQ(owner_of[l.agent], l.owner) << l.agent;
+}
+
+TEST_F(Leases, TakeLeasesRenewsWhatTheRelayHoldsAndTakesWhatExpired) {
+  ASSERT_TRUE(take_lease(*db_, "a1", "relay-1", 30'000));
+  ASSERT_TRUE(take_lease(*db_, "a2", "relay-2", 200));
+  ASSERT_TRUE(take_lease(*db_, "a3", "relay-2", 30'000));
+  inflight("01W2", "a2");
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  auto held = take_leases(*db_, {"a3", "a2", "a1", "a4"}, "relay-1", 30'000);
+  ASSERT_TRUE(held) << held.status().message();
+  std::vector<std::string> names;
+  for (const Lease& l : *held) names.push_back(l.agent + ":" + std::to_string(l.epoch));
+  // a1 renewed (epoch 1), a2 expired and taken (2), a3 live elsewhere, a4 free (1).
+  EXPECT_EQ(names, (std::vector<std::string>{"a1:1", "a2:2", "a4:1"}));
+  EXPECT_EQ(state_of("01W2"), "queued");
+}
+
+}  // namespace
+}  // namespace iarelay::testing
