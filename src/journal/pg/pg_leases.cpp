@@ -135,7 +135,7 @@ Result<bool> renew_lease(PgConnection& db, const Lease& lease, Millis ttl) {
   // Current while nobody took it since, expired or not: nobody else has worked for the agent.
   auto n = db.command(
       "UPDATE agent_leases SET expires_at = now() + $4 * interval '1 millisecond' WHERE agent = "
-      "$1 AND owner = $2 AND epoch = $3 FOR SHARE",
+      "$1 AND owner = $2 AND epoch = $3",
       {lease.agent, lease.owner, std::to_string(lease.epoch), ttl_text(ttl)});
   if (!n) return n.status();
   return *n == 1;
