@@ -34,6 +34,14 @@ class JournalTx {
  public:
   virtual ~JournalTx() = default;
   virtual InsertOutcome insert_webhook(const NewWebhook& w) = 0;
+  // As insert_webhook for each, in order (a later one may be a duplicate of an earlier one).
+  // PostgreSQL sends them as one statement (one round trip for a group commit's inserts).
+  virtual std::vector<InsertOutcome> insert_webhooks(const std::vector<NewWebhook>& batch) {
+    std::vector<InsertOutcome> out;
+    out.reserve(batch.size());
+    for (const NewWebhook& w : batch) out.push_back(insert_webhook(w));
+    return out;
+  }
   virtual bool transition(std::string_view id, WebhookState from, WebhookState to,
                           const TransitionFields& fields = {}) = 0;
   virtual int requeue_inflight() = 0;

@@ -1,5 +1,8 @@
 // The seam's PostgreSQL side: store.h's operations as SQL for PostgreSQL (docs/journal.md).
+#include <algorithm>
+#include <unordered_map>
 #include "common/crypto.h"
+
 #include "common/time.h"
 #include "journal/pg/pg_journal.h"
 
@@ -57,6 +60,13 @@ class PgTx final : public JournalTx {
          w.agent, w.type, w.event_id, std::string(to_string(w.state)), w.assigned_agent, w.reason,
          PgValue::bytes(w.payload)}));
     if (!inserted.empty()) return {id, w.state, false, std::stoll(*inserted[0][0])};
+    NewWebhook same = w;
+    same.id = id;
+    return stored_duplicate(same);
+  }
+
+  // The stored webhook `w` conflicted with (INSERT ... ON CONFLICT DO NOTHING inserted nothing).
+  InsertOutcome stored_duplicate(const NewWebhook& w) {
     if (w.source_id) {
       auto rows =
           must(db_.query("SELECT id, state, seq FROM webhooks WHERE source = $1 AND source_id = $2",
@@ -70,7 +80,69 @@ class PgTx final : public JournalTx {
       if (!rows.empty()) return {*rows[0][0], state_of(rows[0][1]), true, std::stoll(*rows[0][2])};
     }
     // The id itself was taken (an id we made colliding): never silently dropped.
-    throw JournalError(Status::conflict("webhook id " + id + " is already stored"));
+    throw JournalError(Status::conflict("webhook id " + w.id + " is already stored"));
+  }
+
+  std::vector<InsertOutcome> insert_webhooks(const std::vector<NewWebhook>& batch) override {
+    // Runs of rows that need no check of their own id first go as one multi-row INSERT each;
+    // a feed message keeping its upstream's id goes alone between them (as insert_webhook
+    // does it), so seqs follow the batch's order.
+    std::vector<InsertOutcome> out(batch.size());
+    std::vector<std::size_t> run;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      const NewWebhook& w = batch[i];
+      if (w.source_id && *w.source_id == w.id) {
+        insert_together(batch, run, out);
+        run.clear();
+        out[i] = insert_webhook(w);
+      } else {
+        run.push_back(i);
+      }
+    }
+    insert_together(batch, run, out);
+    return out;
+  }
+
+  // One INSERT ... VALUES (...), (...) ON CONFLICT DO NOTHING for the rows `which` of `batch`
+  // (in order: their seqs follow it). Rows it did not insert conflicted with a stored webhook
+  // or one earlier in the statement: looked up after it, as insert_webhook would find them.
+  void insert_together(const std::vector<NewWebhook>& batch, const std::vector<std::size_t>& which,
+                       std::vector<InsertOutcome>& out) {
+    constexpr std::size_t kColumns = 13, kMaxRows = 65535 / kColumns;
+    for (std::size_t from = 0; from < which.size(); from += kMaxRows) {
+      const std::size_t to = std::min(which.size(), from + kMaxRows);
+      std::string sql =
+          "INSERT INTO webhooks (id, source, source_id, idempotency_key, received_at, service, "
+          "agent, type, event_id, state, assigned_agent, last_error, payload) VALUES ";
+      PgParams p;
+      p.reserve((to - from) * kColumns);
+      for (std::size_t k = from; k < to; ++k) {
+        const NewWebhook& w = batch[which[k]];
+        sql += k == from ? "(" : ", (";
+        for (std::size_t c = 1; c <= kColumns; ++c) {
+          sql += "$" + std::to_string(p.size() + c);
+          sql += c == kColumns ? ")" : ", ";
+        }
+        p.insert(p.end(),
+                 {w.id, w.source, w.source_id, w.idempotency_key, format_time(w.received_at),
+                  w.service, w.agent, w.type, w.event_id, std::string(to_string(w.state)),
+                  w.assigned_agent, w.reason, PgValue::bytes(w.payload)});
+      }
+      sql += " ON CONFLICT DO NOTHING RETURNING id, seq";
+      auto rows = must(db_.query(sql, p));
+      std::unordered_map<std::string, std::int64_t> inserted;
+      for (const PgRow& r : rows) inserted.emplace(*r[0], std::stoll(*r[1]));
+      for (std::size_t k = from; k < to; ++k) {
+        const NewWebhook& w = batch[which[k]];
+        auto it = inserted.find(w.id);
+        if (it != inserted.end()) {
+          out[which[k]] = {w.id, w.state, false, it->second};
+          inserted.erase(it);  // a second row of the same id in the batch is not this one
+        } else {
+          out[which[k]] = stored_duplicate(w);
+        }
+      }
+    }
   }
 
   bool transition(std::string_view id, WebhookState from, WebhookState to,

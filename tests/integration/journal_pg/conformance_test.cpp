@@ -117,6 +117,33 @@ TEST_P(Conformance, ARepeatedIdempotencyKeyOfAServiceIsTheWebhookStoredFirst) {
   EXPECT_EQ(queue_ids("a1"), (std::vector<std::string>{"01A", "01C"}));
 }
 
+TEST_P(Conformance, ABatchOfInsertsIsEachInsertInTurn) {
+  NewWebhook stored = webhook("01S0");
+  stored.idempotency_key = "k-stored";
+  insert(stored);
+  std::vector<NewWebhook> batch = {webhook("01S1"), webhook("01S2"), webhook("01S3"),
+                                   webhook("01S4"), webhook("01S5")};
+  batch[1].idempotency_key = "k-new";
+  batch[3].idempotency_key = "k-new";     // a duplicate of one earlier in the same batch
+  batch[2].idempotency_key = "k-stored";  // of one stored before
+  batch[4].source = "edge";               // a feed message keeping its upstream's id
+  batch[4].source_id = "01S5";
+  std::vector<InsertOutcome> out;
+  tx([&](JournalTx& j) { out = j.insert_webhooks(batch); });
+  ASSERT_EQ(out.size(), batch.size());
+  EXPECT_FALSE(out[0].duplicate);
+  EXPECT_FALSE(out[1].duplicate);
+  EXPECT_TRUE(out[2].duplicate);
+  EXPECT_EQ(out[2].id, "01S0");
+  EXPECT_TRUE(out[3].duplicate);
+  EXPECT_EQ(out[3].id, "01S2");
+  EXPECT_EQ(out[3].seq, out[1].seq);
+  EXPECT_FALSE(out[4].duplicate);
+  EXPECT_EQ(out[4].id, "01S5");
+  EXPECT_LT(out[0].seq, out[1].seq);
+  EXPECT_EQ(queue_ids("a1"), (std::vector<std::string>{"01S0", "01S1", "01S2", "01S5"}));
+}
+
 TEST_P(Conformance, AFeedMessageIsStoredOnceUnderItsUpstreamsId) {
   NewWebhook m = webhook("01F");
   m.source = "edge";

@@ -1,0 +1,90 @@
+// The PostgreSQL journal's group commit (issue 15): one thread owns a write connection; every
+// operation pending when it wakes (up to 4096) runs in one transaction and one COMMIT, which
+// with synchronous_commit = on returns once the commit is durable (on the primary and the
+// synchronous standbys it names). Each caller is told then, or why its operation failed.
+// An operation that throws fails alone: the batch is rolled back and its operations run again
+// one transaction each (operations run again must only write the journal). A lost connection
+// fails the batch (Unavailable) and is opened again for the next one: with several hosts in the
+// connection string, libpq finds the new primary (target_session_attrs=read-write).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "common/status.h"
+#include "journal/backend.h"
+
+namespace iarelay {
+
+class PgConnection;
+
+class PgWriter {
+ public:
+  using Op = std::function<void(JournalTx&)>;
+  using Done = std::function<void(const Status&)>;
+
+  struct Stats {
+    std::uint64_t commits = 0;
+    std::uint64_t ops = 0;
+    std::uint64_t failed_ops = 0;
+    std::uint64_t reconnects = 0;
+  };
+
+  // Connects and applies migrations/postgresql.
+  static Result<std::unique_ptr<PgWriter>> open(const std::string& conninfo);
+  // Drains what was submitted, then stops.
+  ~PgWriter();
+  PgWriter(const PgWriter&) = delete;
+  PgWriter& operator=(const PgWriter&) = delete;
+
+  void submit(Op op, Done done);
+  // Inserts one webhook (JournalTx::insert_webhook), told its outcome once durable. The
+  // inserts of a batch go to the server as one statement.
+  using InsertDone = std::function<void(const Status&, const InsertOutcome&)>;
+  void submit_insert(NewWebhook w, InsertDone done);
+  // Submits and waits until durable.
+  Status run(Op op);
+  Stats stats() const;
+
+ private:
+  PgWriter(std::string conninfo, std::unique_ptr<PgConnection> db);
+  void run_loop();
+  struct Pending {
+    Op op;  // empty for an insert
+    Done done;
+    NewWebhook insert;
+    InsertDone insert_done;
+    InsertOutcome outcome;
+    void tell(const Status& s) {
+      if (op) {
+        if (done) done(s);
+      } else if (insert_done) {
+        insert_done(s, outcome);
+      }
+      done = nullptr;
+      insert_done = nullptr;
+    }
+    bool told() const { return !done && !insert_done; }
+  };
+  static void run_in(JournalTx& tx, std::deque<Pending>& batch);
+  Status run_batch(std::deque<Pending>& batch);
+
+  std::string conninfo_;
+  std::unique_ptr<PgConnection> db_;
+  std::unique_ptr<JournalBackend> backend_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Pending> pending_;
+  bool stopping_ = false;
+  Stats stats_;
+  std::thread thread_;
+};
+
+}  // namespace iarelay
