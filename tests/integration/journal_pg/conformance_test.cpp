@@ -24,9 +24,8 @@ constexpr Millis kT0 = 1'800'000'000'000;
 
 class Conformance : public ::testing::TestWithParam<std::string> {
  protected:
-  static void SetUpTestSuite() {
-    if (!cluster_) cluster_ = new PgCluster();
-  }
+  // One cluster for the suite's PostgreSQL tests, started by the first (ctest runs each test
+  // in a process of its own: the SQLite ones start none).
   static void TearDownTestSuite() {
     delete cluster_;
     cluster_ = nullptr;
@@ -40,6 +39,7 @@ class Conformance : public ::testing::TestWithParam<std::string> {
       ASSERT_TRUE(migrate(*lite_));
       backend_ = sqlite_backend(*lite_);
     } else {
+      if (!cluster_) cluster_ = new PgCluster();
       ASSERT_EQ(cluster_->error(), "");
       static std::atomic<int> n{0};
       database_ = "conformance_" + std::to_string(++n);

@@ -98,6 +98,14 @@ TEST_F(ConfigFile, EveryDefaultOfTheSpec) {
   EXPECT_FALSE(a.all_kinds);
 }
 
+TEST_F(ConfigFile, APostgresqlJournalIsRefusedByNameWithoutRepeatingItsPassword) {
+  for (const char* uri : {"postgresql://iarelay:pw-secret@db1,db2/iarelay", "postgres://db/x"}) {
+    std::string e = error(std::string("journal = ") + uri + "\n");
+    EXPECT_TRUE(contains(e, path() + ":1: journal: a PostgreSQL journal is not available")) << e;
+    EXPECT_FALSE(contains(e, "pw-secret")) << e;
+  }
+}
+
 TEST_F(ConfigFile, AbsentSectionsMeanNoListenerNoPollingNoAgents) {
   auto c = load("# nothing but a comment\n");
   ASSERT_TRUE(c.is_ok()) << c.status().message();
