@@ -5,7 +5,11 @@
 // Being introduced: intake, dispatch and the tool still call store.h on SQLite directly; each
 // moves to this interface as its PostgreSQL path is built (docs/high-availability.md).
 // Errors throw (SQLite::Exception, JournalError), as store.h's functions do: the transaction
-// they happen in is rolled back and transact() returns the Status.
+// they happen in is rolled back and transact() returns the Status. An operation that catches
+// such an error and goes on: SQLite undoes the failed statement alone and commits the rest;
+// PostgreSQL has aborted the whole transaction, so transact() rolls it back and fails (it is
+// never reported as committed). A deadlock or serialization failure on PostgreSQL runs the
+// operation again (up to 5 times): operations must only write the journal.
 #pragma once
 
 #include <functional>

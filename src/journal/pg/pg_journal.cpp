@@ -37,11 +37,38 @@ bool is_postgresql_journal(std::string_view journal) {
   return journal.rfind("postgresql://", 0) == 0 || journal.rfind("postgres://", 0) == 0;
 }
 
+namespace {
+
+// libpq's message about a connection, with the password of `conninfo` never in it: a string
+// libpq cannot parse comes back whole in its message (a '%' not percent-encoded, an IPv6
+// address missing its ']'), so then only that it could not be read is said.
+std::string connection_error(const std::string& conninfo, const char* message) {
+  char* parse_error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &parse_error);
+  if (!options) {
+    PQfreemem(parse_error);
+    return "the connection string cannot be read (check its form: a '%' in a password is "
+           "written %25; the string is not shown, it may hold a password)";
+  }
+  std::string out = one_line(message);
+  for (PQconninfoOption* o = options; o->keyword; ++o) {
+    if (std::string_view(o->keyword) != "password" || !o->val || !*o->val) continue;
+    const std::string password = o->val;
+    for (std::size_t at; (at = out.find(password)) != std::string::npos;)
+      out.replace(at, password.size(), "***");
+  }
+  PQconninfoFree(options);
+  return out;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<PgConnection>> PgConnection::connect(const std::string& conninfo) {
   PGconn* conn = PQconnectdb(conninfo.c_str());
   if (!conn) return Status::unavailable("postgresql: out of memory");
   if (PQstatus(conn) != CONNECTION_OK) {
-    Status s = Status::unavailable("postgresql: " + one_line(PQerrorMessage(conn)));
+    Status s =
+        Status::unavailable("postgresql: " + connection_error(conninfo, PQerrorMessage(conn)));
     PQfinish(conn);
     return s;
   }
@@ -50,7 +77,18 @@ Result<std::unique_ptr<PgConnection>> PgConnection::connect(const std::string& c
   // Notices (CREATE ... IF NOT EXISTS skipping) are not errors: not printed to stderr.
   PQsetNoticeProcessor(
       conn, [](void*, const char*) {}, nullptr);
-  if (Status s = out->exec("SET client_encoding = 'UTF8'"); !s) return s;
+  // Whatever the database's or role's defaults:
+  // - synchronous_commit = on: COMMIT returns once durable (callers are told "stored" then);
+  // - read committed: a concurrent insert of one webhook waits and finds it (no serialization
+  //   failure);
+  // - a session idle inside a transaction for 5 s (its relay frozen, paused, cut off) is ended
+  //   by the server, so its locks (a lease held FOR SHARE) never keep other relays from an
+  //   agent for longer.
+  if (Status s = out->exec("SET client_encoding = 'UTF8'; SET synchronous_commit = on; "
+                           "SET default_transaction_isolation = 'read committed'; "
+                           "SET idle_in_transaction_session_timeout = '5s'");
+      !s)
+    return s;
   return out;
 }
 
@@ -62,9 +100,17 @@ Status PgConnection::exec(const std::string& sql) {
   ResultPtr r(PQexec(conn_, sql.c_str()));
   ExecStatusType st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
   if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return Status::ok();
-  if (PQstatus(conn_) != CONNECTION_OK)
-    return Status::unavailable("postgresql: " + one_line(PQerrorMessage(conn_)));
-  return Status::io_error("postgresql: " + one_line(PQerrorMessage(conn_)));
+  return failure(r.get());
+}
+
+Status PgConnection::failure(const pg_result* r) {
+  std::string message = "postgresql: " + one_line(PQerrorMessage(conn_));
+  if (PQstatus(conn_) != CONNECTION_OK) return Status::unavailable(message);
+  // A deadlock or serialization failure: the transaction may run again (transact does).
+  const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  if (state && (std::string_view(state) == "40P01" || std::string_view(state) == "40001"))
+    return Status::conflict(message);
+  return Status::io_error(message);
 }
 
 struct PgConnection::Executed {
@@ -84,11 +130,7 @@ Result<PgConnection::Executed> PgConnection::execute(const std::string& sql, con
   ResultPtr r(PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr,
                            values.data(), lengths.data(), formats.data(), binary_results ? 1 : 0));
   ExecStatusType st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
-  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-    if (PQstatus(conn_) != CONNECTION_OK)
-      return Status::unavailable("postgresql: " + one_line(PQerrorMessage(conn_)));
-    return Status::io_error("postgresql: " + one_line(PQerrorMessage(conn_)));
-  }
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return failure(r.get());
   return Executed{std::move(r)};
 }
 
@@ -113,6 +155,17 @@ Result<std::vector<PgRow>> PgConnection::query(const std::string& sql, const PgP
     rows.push_back(std::move(row));
   }
   return rows;
+}
+
+bool PgConnection::in_failed_transaction() const {
+  return PQtransactionStatus(conn_) == PQTRANS_INERROR;
+}
+
+Result<std::string> PgConnection::command_tag(const std::string& sql) {
+  ResultPtr r(PQexec(conn_, sql.c_str()));
+  ExecStatusType st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return failure(r.get());
+  return std::string(PQcmdStatus(r.get()));
 }
 
 Result<long> PgConnection::command(const std::string& sql, const PgParams& params) {

@@ -16,6 +16,7 @@
 #include "journal/journal.h"
 
 struct pg_conn;
+struct pg_result;
 
 namespace iarelay {
 
@@ -58,10 +59,18 @@ class PgConnection {
                                    bool binary_results = false);
   // Runs one statement with parameters and returns how many rows it changed.
   Result<long> command(const std::string& sql, const PgParams& params = {});
+  // Runs a statement without parameters and returns its command tag ("COMMIT", "ROLLBACK").
+  Result<std::string> command_tag(const std::string& sql);
+  // Whether the open transaction had a statement fail (the server then refuses all but
+  // ROLLBACK, and answers COMMIT with ROLLBACK).
+  bool in_failed_transaction() const;
 
  private:
   explicit PgConnection(pg_conn* conn) : conn_(conn) {}
   struct Executed;
+  // The Status of a failed statement: Unavailable when the connection is gone, Conflict for a
+  // deadlock or serialization failure (may run again), IoError otherwise.
+  Status failure(const pg_result* r);
   Result<Executed> execute(const std::string& sql, const PgParams& params, bool binary_results);
   pg_conn* conn_;
 };

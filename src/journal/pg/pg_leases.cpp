@@ -78,7 +78,9 @@ Result<Lease> take_lease(PgConnection& db, const std::string& agent, const std::
     const bool live = row[2] == "t";
     Lease held{agent, *row[0], std::stoll(*row[1])};
     if (live && held.owner != owner) return held;  // another relay's
-    if (live) {
+    if (held.owner == owner) {
+      // This relay's, live or lapsed with nobody taking it since: renewed, same epoch (as
+      // renew_lease), its calls under way still its own.
       auto renewed = db.command(
           "UPDATE agent_leases SET expires_at = now() + $2 * interval '1 millisecond' WHERE "
           "agent = $1",
@@ -96,14 +98,17 @@ Result<std::vector<Lease>> take_leases(PgConnection& db, const std::vector<std::
   return in_transaction<std::vector<Lease>>(db, [&]() -> Result<std::vector<Lease>> {
     auto made = db.command(
         "INSERT INTO agent_leases SELECT a, '', 0, '-infinity' FROM unnest($1::text[]) a "
-        "ORDER BY a ON CONFLICT DO NOTHING",
+        "ORDER BY a COLLATE \"C\" ON CONFLICT DO NOTHING",
         {array});
     if (!made) return made.status();
-    // This owner's live leases are renewed, waiting for the outcomes that hold them FOR SHARE
-    // (brief); free and expired ones are taken unless another relay is at them (SKIP LOCKED).
+    // This owner's leases are renewed, lapsed ones too while nobody took them (same epoch, as
+    // renew_lease), waiting for the outcomes that hold them FOR SHARE (brief); free and expired
+    // ones of other relays are taken unless another relay is at them (SKIP LOCKED). Rows are
+    // locked in byte order (COLLATE "C", the order of std::sort and of fence's callers),
+    // whatever the database's collation: two transactions locking several never deadlock.
     auto mine = db.query(
-        "SELECT agent, epoch FROM agent_leases WHERE agent = ANY($1::text[]) AND owner = $2 AND "
-        "expires_at > now() ORDER BY agent FOR UPDATE",
+        "SELECT agent, epoch FROM agent_leases WHERE agent = ANY($1::text[]) AND owner = $2 "
+        "ORDER BY agent COLLATE \"C\" FOR UPDATE",
         {array, owner});
     if (!mine) return mine.status();
     std::vector<Lease> held;
@@ -111,20 +116,21 @@ Result<std::vector<Lease>> take_leases(PgConnection& db, const std::vector<std::
     if (!held.empty()) {
       auto renewed = db.command(
           "UPDATE agent_leases SET expires_at = now() + $3 * interval '1 millisecond' WHERE "
-          "agent = ANY($1::text[]) AND owner = $2 AND expires_at > now()",
+          "agent = ANY($1::text[]) AND owner = $2",
           {array, owner, ttl_text(ttl)});
       if (!renewed) return renewed.status();
     }
     auto free = db.query(
-        "SELECT agent FROM agent_leases WHERE agent = ANY($1::text[]) AND expires_at <= now() "
-        "ORDER BY agent FOR UPDATE SKIP LOCKED",
-        {array});
+        "SELECT agent FROM agent_leases WHERE agent = ANY($1::text[]) AND owner <> $2 AND "
+        "expires_at <= now() ORDER BY agent COLLATE \"C\" FOR UPDATE SKIP LOCKED",
+        {array, owner});
     if (!free) return free.status();
     for (const PgRow& r : *free) {
       auto taken = take_locked(db, *r[0], owner, ttl, nullptr);
       if (!taken) return taken.status();
       held.push_back(std::move(*taken));
     }
+    // Byte order: the order a transaction fencing several of them must lock them in.
     std::sort(held.begin(), held.end(),
               [](const Lease& a, const Lease& b) { return a.agent < b.agent; });
     return held;

@@ -29,13 +29,15 @@ struct Lease {
   std::int64_t epoch = 0;
 };
 
-// Takes the lease of `agent` for `owner` for `ttl` when it is free, expired, or already this
-// owner's (then only renewed, same epoch). Returns the lease held after the call: the caller
-// owns the agent when lease.owner == owner. Runs its own transaction.
+// Takes the lease of `agent` for `owner` for `ttl` when it is free or expired; one already this
+// owner's, live or lapsed with nobody taking it since, is only renewed (same epoch). Returns the
+// lease held after the call: the caller owns the agent when lease.owner == owner. Runs its own
+// transaction.
 Result<Lease> take_lease(PgConnection& db, const std::string& agent, const std::string& owner,
                          Millis ttl, int* requeued = nullptr);
 // Takes every lease of `agents` that is free or expired (FOR UPDATE SKIP LOCKED: relays
-// taking at once never wait on each other), and renews those this owner holds. Returns the
+// taking at once never wait on each other), and renews those this owner holds (lapsed ones
+// too while nobody took them). Returns the
 // leases this owner holds afterwards. One transaction.
 Result<std::vector<Lease>> take_leases(PgConnection& db, const std::vector<std::string>& agents,
                                        const std::string& owner, Millis ttl);
@@ -43,7 +45,8 @@ Result<std::vector<Lease>> take_leases(PgConnection& db, const std::vector<std::
 Result<bool> renew_lease(PgConnection& db, const Lease& lease, Millis ttl);
 // Within an open transaction: whether `lease` is still current, locking it FOR SHARE until the
 // transaction ends. False: another relay took the agent; roll back. A transaction that fences
-// several leases fences them in agent order (as take_leases locks them), or two could deadlock.
+// several leases fences them in byte order of their agents (take_leases returns them so and
+// locks them so, whatever the database's collation), or two could deadlock.
 Result<bool> fence(PgConnection& db, const Lease& lease);
 // Every lease, by agent (iarelay status).
 Result<std::vector<Lease>> all_leases(PgConnection& db);

@@ -155,9 +155,13 @@ class PgTx final : public JournalTx {
     std::string sql = "UPDATE webhooks SET state = " + param(std::string(to_string(to)));
     if (f.assigned_agent) sql += ", assigned_agent = " + param(*f.assigned_agent);
     if (f.next_attempt_at) sql += ", next_attempt_at = " + param(opt_time_text(*f.next_attempt_at));
-    if (f.attempts) sql += ", attempts = " + param(std::to_string(*f.attempts));
+    // One assignment per column, the one SQLite keeps (it ignores all but the rightmost of
+    // store.cpp's list); PostgreSQL refuses a column assigned twice.
+    if (f.attempts && !f.increment_attempts)
+      sql += ", attempts = " + param(std::to_string(*f.attempts));
     if (f.increment_attempts) sql += ", attempts = attempts + 1";
-    if (f.delivered_at) sql += ", delivered_at = " + param(format_time(*f.delivered_at));
+    if (f.delivered_at && !f.clear_delivered_at)
+      sql += ", delivered_at = " + param(format_time(*f.delivered_at));
     if (f.clear_delivered_at) sql += ", delivered_at = NULL";
     if (f.last_status)
       sql += ", last_status = " +
@@ -169,9 +173,14 @@ class PgTx final : public JournalTx {
     return must(db_.command(sql, p)) == 1;
   }
 
+  // On a journal several relays share, a relay starting up takes back only the calls of
+  // agents no relay holds a live lease for: another relay's calls are its own (they go back to
+  // queued when a relay takes their agent over: take_lease).
   int requeue_inflight() override {
-    return static_cast<int>(
-        must(db_.command("UPDATE webhooks SET state = 'queued' WHERE state = 'inflight'")));
+    return static_cast<int>(must(db_.command(
+        "UPDATE webhooks SET state = 'queued' WHERE state = 'inflight' AND NOT EXISTS (SELECT 1 "
+        "FROM agent_leases l WHERE l.agent = webhooks.assigned_agent AND l.epoch > 0 AND "
+        "l.expires_at > now())")));
   }
 
   void record_attempt(const AttemptRecord& a) override {
@@ -277,7 +286,20 @@ class PgBackend final : public JournalBackend {
  public:
   explicit PgBackend(PgConnection& db) : db_(db) {}
   Status transact(const std::function<void(JournalTx&)>& op) override {
-    if (Status s = db_.exec("BEGIN"); !s) return s;
+    // A deadlock or serialization failure (two relays inserting the same keyed webhooks in
+    // opposite orders, say) ends one side's transaction: it runs again.
+    constexpr int kTries = 5;
+    Status s;
+    for (int attempt = 1; attempt <= kTries; ++attempt) {
+      s = transact_once(op);
+      if (s.kind() != StatusKind::kConflict) return s;
+    }
+    return s;
+  }
+
+ private:
+  Status transact_once(const std::function<void(JournalTx&)>& op) {
+    if (Status s = db_.exec("BEGIN ISOLATION LEVEL READ COMMITTED"); !s) return s;
     try {
       PgTx tx(db_);
       op(tx);
@@ -288,12 +310,23 @@ class PgBackend final : public JournalBackend {
       (void)db_.exec("ROLLBACK");
       return Status::io_error(e.what());
     }
-    // synchronous_commit = on (the server's default): COMMIT returns once the commit is
+    // A statement failed and the operation caught it and went on: PostgreSQL has aborted the
+    // whole transaction (SQLite undoes that statement alone). Nothing of it is stored: never
+    // reported as committed.
+    if (db_.in_failed_transaction()) {
+      (void)db_.exec("ROLLBACK");
+      return Status::io_error(
+          "postgresql: a statement of the transaction failed (its error was caught and the "
+          "operation went on): the whole transaction was rolled back");
+    }
+    // synchronous_commit = on (set by the connection): COMMIT returns once the commit is
     // durable on the primary, and on the synchronous standbys it names.
-    return db_.exec("COMMIT");
+    auto tag = db_.command_tag("COMMIT");
+    if (!tag) return tag.status();
+    if (*tag != "COMMIT") return Status::io_error("postgresql: COMMIT answered " + *tag);
+    return Status::ok();
   }
 
- private:
   PgConnection& db_;
 };
 

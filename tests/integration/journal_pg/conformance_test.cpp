@@ -287,6 +287,54 @@ TEST_P(Conformance, AFailedTransactionLeavesNothingBehind) {
   EXPECT_EQ(queue_ids("a1"), std::vector<std::string>{"01Y"});
 }
 
+// Review: an operation that catches the error of one of its statements (a per-item guard, as
+// the dispatcher's) and goes on. SQLite undoes that statement only and commits the rest;
+// PostgreSQL has aborted the whole transaction, its COMMIT answers ROLLBACK, and transact()
+// must not then report a commit.
+TEST_P(Conformance, ATransactionReportedCommittedHasItsWrites) {
+  Status s = backend_->transact([&](JournalTx& j) {
+    j.insert_webhook(webhook("01Z"));
+    try {
+      AttemptRecord a;
+      a.webhook_id = "01Z";
+      a.attempt = 1;
+      a.agent = "a1";
+      a.outcome = "no-such-outcome";  // refused by the table's check
+      j.record_attempt(a);
+    } catch (const std::exception&) {
+      // this item fails alone; the others go on
+    }
+  });
+  if (s) {
+    EXPECT_EQ(queue_ids("a1"), std::vector<std::string>{"01Z"})
+        << "transact() reported a commit, but the webhook it inserted is not stored";
+  }
+  // The one documented difference (backend.h): SQLite undid the failed statement alone and
+  // committed the rest; PostgreSQL aborted the transaction, and transact says so.
+  if (GetParam() == "sqlite") {
+    EXPECT_TRUE(s) << s.message();
+  } else {
+    EXPECT_FALSE(s);
+    EXPECT_TRUE(queue_ids("a1").empty());
+  }
+}
+
+// Review: TransitionFields that name one column twice (attempts set and incremented; delivered_at
+// set and cleared). SQLite keeps the rightmost assignment; PostgreSQL refuses the statement
+// ("multiple assignments to same column"). No caller does it today.
+TEST_P(Conformance, ATransitionSettingAndIncrementingAttemptsIsOneOutcome) {
+  insert(webhook("01M"));
+  TransitionFields f;
+  f.attempts = 5;
+  f.increment_attempts = true;
+  bool moved = false;
+  Status s = backend_->transact([&](JournalTx& j) {
+    moved = j.transition("01M", WebhookState::kQueued, WebhookState::kQueued, f);
+  });
+  EXPECT_TRUE(s) << s.message();
+  EXPECT_TRUE(moved);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::Values("sqlite", "postgresql"),
                          backend_name);
 
@@ -318,6 +366,68 @@ TEST_P(PgConcurrency, TwoRelaysInsertingOneWebhookStoreItOnce) {
   EXPECT_TRUE(out.duplicate);
   EXPECT_EQ(out.id, "01K1");
   EXPECT_EQ(queue_ids("a1"), std::vector<std::string>{"01K1"});
+}
+
+// Review: two webhooks (two Idempotency-Keys) retried on two relays, each relay's transaction
+// (a group commit's batch) taking them in the other order: each waits for the other's commit.
+TEST_P(PgConcurrency, TwoRelaysInsertingTwoWebhooksInOppositeOrdersBothCommit) {
+  auto other = connect();
+  ASSERT_TRUE(other);
+  auto second = pg_backend(*other);
+  NewWebhook a1 = webhook("01D1"), b1 = webhook("01D2"), a2 = webhook("01D3"), b2 = webhook("01D4");
+  a1.idempotency_key = a2.idempotency_key = "key-a";
+  b1.idempotency_key = b2.idempotency_key = "key-b";
+  std::promise<void> second_has_b;
+  std::atomic<bool> told_has_b{false};
+  std::future<Status> later;
+  Status s = backend_->transact([&](JournalTx& j) {
+    j.insert_webhook(a1);
+    later = std::async(std::launch::async, [&] {
+      return second->transact([&](JournalTx& j2) {
+        j2.insert_webhook(b2);
+        // Told once: the transaction may run again (a deadlock ends one side's).
+        if (!told_has_b.exchange(true)) second_has_b.set_value();
+        j2.insert_webhook(a2);  // waits for the first relay's commit
+      });
+    });
+    second_has_b.get_future().wait();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    j.insert_webhook(b1);  // waits for the second relay's commit
+  });
+  Status s2 = later.get();
+  EXPECT_TRUE(s) << s.message();
+  EXPECT_TRUE(s2) << s2.message();
+}
+
+// Review: pg_journal.h says the transactions run at READ COMMITTED, which the concurrent
+// insert relies on; BEGIN takes whatever default_transaction_isolation the database has.
+TEST_P(PgConcurrency, TwoRelaysInsertingOneWebhookStoreItOnceWhateverTheDatabasesDefaultIsolation) {
+  ASSERT_EQ(cluster_->psql("ALTER DATABASE " + database_ +
+                           " SET default_transaction_isolation = 'repeatable read'"),
+            "");
+  auto first = connect(), other = connect();
+  ASSERT_TRUE(first);
+  ASSERT_TRUE(other);
+  auto one = pg_backend(*first), two = pg_backend(*other);
+  NewWebhook w1 = webhook("01E1"), w2 = webhook("01E2");
+  w1.idempotency_key = w2.idempotency_key = "same";
+  std::future<std::pair<Status, InsertOutcome>> later;
+  Status s = one->transact([&](JournalTx& j) {
+    j.insert_webhook(w1);
+    later = std::async(std::launch::async, [&] {
+      InsertOutcome out;
+      Status s2 = two->transact([&](JournalTx& j2) {
+        j2.load_cursor("x");  // the transaction's snapshot is taken here
+        out = j2.insert_webhook(w2);
+      });
+      return std::make_pair(s2, out);
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  });
+  ASSERT_TRUE(s) << s.message();
+  auto [s2, out] = later.get();
+  EXPECT_TRUE(s2) << s2.message();
+  EXPECT_TRUE(out.duplicate);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, PgConcurrency, ::testing::Values("postgresql"), backend_name);

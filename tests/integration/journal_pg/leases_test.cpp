@@ -176,5 +176,113 @@ TEST_F(Leases, TakeLeasesRenewsWhatTheRelayHoldsAndTakesWhatExpired) {
   EXPECT_EQ(state_of("01W2"), "queued");
 }
 
+// Review: the daemon's start requeues every inflight webhook (relay.cpp, JournalTx's
+// requeue_inflight, "On start"). On a journal shared by several relays that takes back the
+// calls another relay, holding its lease, is making right now: its fenced outcome then finds
+// the webhook queued, and the webhook is delivered a second time.
+TEST_F(Leases, ARelayStartingUpLeavesTheCallsOfAgentsOtherRelaysOwnInflight) {
+  auto lease = take_lease(*db_, "a1", "relay-1", 30'000);
+  ASSERT_TRUE(lease);
+  ASSERT_EQ(lease->owner, "relay-1");
+  inflight("01W1", "a1");  // relay-1 is calling a1
+  // relay-2 starts on the same journal.
+  auto other = connect();
+  ASSERT_TRUE(other);
+  int requeued = 0;
+  ASSERT_TRUE(pg_backend(*other)->transact([&](JournalTx& j) { requeued = j.requeue_inflight(); }));
+  EXPECT_EQ(requeued, 0) << "relay-2 took back a call of an agent relay-1 owns";
+  // relay-1's call succeeds; it writes the outcome, fenced.
+  bool written = false;
+  Status s = pg_backend(*db_)->transact([&](JournalTx& j) {
+    auto current = fence(*db_, *lease);
+    ASSERT_TRUE(current);
+    ASSERT_TRUE(*current) << "relay-1 still holds the lease";
+    written = j.transition("01W1", WebhookState::kInflight, WebhookState::kDelivered);
+  });
+  ASSERT_TRUE(s) << s.message();
+  EXPECT_TRUE(written) << "the delivered outcome was not written";
+  EXPECT_EQ(state_of("01W1"), "delivered");
+}
+
+// Review: renew_lease keeps a lapsed lease nobody took (same epoch: nobody else worked for the
+// agent). take_leases, which "renews those this owner holds", instead takes it again: a new
+// epoch, and every call the relay has under way for the agent queued again (delivered twice),
+// although no other relay was ever involved. take_lease does the same.
+TEST_F(Leases, TakeLeasesRenewsALapsedLeaseNobodyTookAsRenewLeaseDoes) {
+  auto first = take_lease(*db_, "a1", "relay-1", 200);
+  ASSERT_TRUE(first);
+  inflight("01W1", "a1");
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // a renewal came late
+  auto held = take_leases(*db_, {"a1"}, "relay-1", 30'000);
+  ASSERT_TRUE(held) << held.status().message();
+  ASSERT_EQ(held->size(), 1u);
+  EXPECT_EQ((*held)[0].epoch, first->epoch) << "the relay's own lease was taken anew";
+  EXPECT_EQ(state_of("01W1"), "inflight") << "the relay's own call was queued again";
+}
+
+// Review: a relay frozen (SIGSTOP, VM paused, cut off from the database) while its outcome
+// transaction holds the lease row FOR SHARE. Its lease expires, but no other relay can take the
+// agent: take_leases skips the locked row (SKIP LOCKED) and take_lease waits on it, for as long
+// as PostgreSQL keeps that session (nothing bounds it: no idle_in_transaction_session_timeout,
+// lock_timeout or keepalives). Delivery to the agent stops; its call stays inflight.
+TEST_F(Leases, AnOwnerFrozenInsideAnOutcomeDoesNotKeepItsAgentFromOtherRelays) {
+  auto first = take_lease(*db_, "a1", "relay-1", 200);
+  ASSERT_TRUE(first);
+  inflight("01W1", "a1");
+  ASSERT_TRUE(db_->exec("BEGIN"));
+  auto current = fence(*db_, *first);
+  ASSERT_TRUE(current);
+  ASSERT_TRUE(*current);
+  // relay-1 freezes here, inside its transaction.
+  auto other = connect();
+  ASSERT_TRUE(other);
+  bool taken = false;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!taken && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    auto held = take_leases(*other, {"a1"}, "relay-2", 30'000);
+    ASSERT_TRUE(held) << held.status().message();
+    taken = !held->empty();
+  }
+  EXPECT_TRUE(taken) << "10 s after relay-1's 200 ms lease expired, no relay can take a1";
+  EXPECT_EQ(state_of("01W1"), "queued");
+  (void)db_->exec("ROLLBACK");
+}
+
+// Review: pg_leases.h asks a transaction fencing several leases to fence them "in agent order
+// (as take_leases locks them)". take_leases returns its leases (and sorts its array) in byte
+// order, but locks rows ORDER BY agent, in the database's collation. Under a collation that is
+// not C (an ICU or en_US database) the two orders differ ("B1" < "a1" in bytes, "a1" < "B1" in
+// ICU): the relay's own renewal and its outcome transaction deadlock.
+TEST_F(Leases, AnOutcomeFencingTwoAgentsInAgentOrderDoesNotDeadlockWithTheRenewal) {
+  ASSERT_EQ(cluster_.psql("CREATE DATABASE icu TEMPLATE template0 LOCALE_PROVIDER icu "
+                          "ICU_LOCALE 'und'"),
+            "");
+  auto c = PgConnection::connect(cluster_.uri("icu"));
+  ASSERT_TRUE(c) << c.status().message();
+  auto& db = **c;
+  ASSERT_TRUE(pg_migrate(db));
+  auto held = take_leases(db, {"a1", "B1"}, "relay-1", 30'000);
+  ASSERT_TRUE(held) << held.status().message();
+  ASSERT_EQ(held->size(), 2u);
+  // The outcome transaction fences its two agents in the order take_leases gave them.
+  ASSERT_TRUE(db.exec("BEGIN"));
+  auto f1 = fence(db, (*held)[0]);
+  ASSERT_TRUE(f1) << f1.status().message();
+  ASSERT_TRUE(*f1);
+  // Meanwhile the relay's lease thread renews (its own connection).
+  auto renewal = std::async(std::launch::async, [&]() -> Result<std::vector<Lease>> {
+    auto r = PgConnection::connect(cluster_.uri("icu"));
+    if (!r) return r.status();
+    return take_leases(**r, {"a1", "B1"}, "relay-1", 30'000);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto f2 = fence(db, (*held)[1]);
+  EXPECT_TRUE(f2) << f2.status().message();
+  (void)db.exec(f2 ? "COMMIT" : "ROLLBACK");
+  auto renewed = renewal.get();
+  EXPECT_TRUE(renewed) << renewed.status().message();
+}
+
 }  // namespace
 }  // namespace iarelay::testing

@@ -125,6 +125,68 @@ TEST_F(PgWriterTest, InsertsOfOneBatchAreToldTheirOwnOutcomes) {
   EXPECT_LE((*writer)->stats().commits, 2u);
 }
 
+// Review: an intake insert shares its batch with an operation that catches the error of one of
+// its statements (a per-item guard) and returns. PostgreSQL aborted the batch's transaction; its
+// COMMIT answers ROLLBACK with no error; the intake is told its webhook is stored (it answers
+// 2xx) and the webhook is not in the journal.
+TEST_F(PgWriterTest, AnInsertToldStoredIsStoredWhateverAnotherOperationOfItsBatchDid) {
+  auto writer = PgWriter::open(cluster_.uri());
+  ASSERT_TRUE(writer) << writer.status().message();
+  std::promise<void> release;
+  auto gate = release.get_future().share();
+  (*writer)->submit([gate](JournalTx&) { gate.wait(); }, nullptr);  // the rest: one batch
+  auto told = std::make_shared<std::promise<std::pair<Status, InsertOutcome>>>();
+  auto told_future = told->get_future();
+  (*writer)->submit_insert(webhook("01ACKED"), [told](const Status& s, const InsertOutcome& o) {
+    told->set_value({s, o});
+  });
+  auto other = std::make_shared<std::promise<Status>>();
+  auto other_future = other->get_future();
+  (*writer)->submit(
+      [](JournalTx& j) {
+        try {
+          AttemptRecord a;
+          a.webhook_id = "01OTHER";
+          a.attempt = 1;
+          a.agent = "a1";
+          a.outcome = "no-such-outcome";  // refused by the table's check
+          j.record_attempt(a);
+        } catch (const std::exception&) {
+          // this item fails alone
+        }
+      },
+      [other](const Status& s) { other->set_value(s); });
+  release.set_value();
+  auto [s, outcome] = told_future.get();
+  EXPECT_FALSE(other_future.get());  // the operation whose statement failed fails
+  ASSERT_TRUE(s) << s.message();
+  EXPECT_FALSE(outcome.duplicate);
+  EXPECT_EQ(cluster_.psql("SELECT count(*) FROM webhooks WHERE id = '01ACKED'"), "1")
+      << "told stored (seq " << outcome.seq << "), not in the journal";
+}
+
+// Review: callers are told "durable" on the strength of synchronous_commit = on being the
+// server's default; the writer's session does not ask for it. A database (or role) set to
+// synchronous_commit = off, a usual tuning, acknowledges webhooks that a crash then loses.
+TEST_F(PgWriterTest, AWebhookToldStoredSurvivesACrashWhateverTheDatabasesCommitSetting) {
+  ASSERT_EQ(cluster_.psql("ALTER SYSTEM SET wal_writer_delay = '10s'"), "");
+  ASSERT_EQ(cluster_.psql("SELECT pg_reload_conf()"), "t");
+  ASSERT_EQ(cluster_.psql("ALTER DATABASE postgres SET synchronous_commit = off"), "");
+  int told = 0;
+  {
+    auto writer = PgWriter::open(cluster_.uri());
+    ASSERT_TRUE(writer) << writer.status().message();
+    for (int i = 0; i < 50; ++i) {
+      std::string id = "01C" + std::to_string(i);
+      if ((*writer)->run([&](JournalTx& j) { j.insert_webhook(webhook(id)); })) ++told;
+    }
+    ASSERT_EQ(cluster_.stop("immediate"), "");  // the primary crashes
+  }
+  ASSERT_EQ(cluster_.start(), "");
+  EXPECT_EQ(told, 50);
+  EXPECT_EQ(count_rows(), std::to_string(told)) << "webhooks told stored were lost";
+}
+
 TEST_F(PgWriterTest, AServerRestartFailsTheBatchInFlightAndTheNextOneReconnects) {
   auto writer = PgWriter::open(cluster_.uri());
   ASSERT_TRUE(writer) << writer.status().message();
