@@ -167,7 +167,8 @@ TEST_P(Conformance, AFeedMessageIsStoredOnceUnderItsUpstreamsId) {
 
 TEST_P(Conformance, APayloadComesBackByteForByte) {
   NewWebhook w = webhook("01P");
-  w.payload = std::string("\xef\xbb\xbf {\"a\":\"\xff\xfe\"}\n\0tail", 22);
+  static const char kBytes[] = "\xef\xbb\xbf {\"a\":\"\xff\xfe\"}\n\0tail";
+  w.payload = std::string(kBytes, sizeof kBytes - 1);  // the NUL and "tail" included
   insert(w);
   std::optional<std::string> back;
   tx([&](JournalTx& j) { back = j.load_payload("01P"); });
