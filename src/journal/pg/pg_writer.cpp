@@ -33,17 +33,17 @@ void PgWriter::submit(Op op, Done done) {
   Pending p;
   p.op = std::move(op);
   p.done = std::move(done);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    pending_.push_back(std::move(p));
-  }
-  cv_.notify_one();
+  enqueue(std::move(p));
 }
 
 void PgWriter::submit_insert(NewWebhook w, InsertDone done) {
   Pending p;
   p.insert = std::move(w);
   p.insert_done = std::move(done);
+  enqueue(std::move(p));
+}
+
+void PgWriter::enqueue(Pending p) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     pending_.push_back(std::move(p));

@@ -74,6 +74,7 @@ class PgWriter {
     bool told() const { return !done && !insert_done; }
   };
   static void run_in(JournalTx& tx, std::deque<Pending>& batch);
+  void enqueue(Pending p);
   Status run_batch(std::deque<Pending>& batch);
 
   std::string conninfo_;
