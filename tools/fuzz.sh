@@ -19,7 +19,7 @@
 # executions per CPU second (docs/reliability.md); replay a finding without it for the full
 # report: build-fuzz/bin/fuzz_TARGET INPUT.
 # IARELAY_FUZZ_SANITIZE=undefined: the targets without ASan (UBSan only; build-fuzz-undefined/),
-# 2-3 times faster for long runs; they miss memory errors that do not crash (docs/reliability.md).
+# 1.4-3.5 times the executions per second in the long runs; they miss memory errors that do not crash (docs/reliability.md).
 # Run after tools/setup.sh (the project's other build dependencies), as CI does.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -33,10 +33,6 @@ using ResultPtr = std::unique_ptr<PGresult, ResultDeleter>;
 
 }  // namespace
 
-bool is_postgresql_journal(std::string_view journal) {
-  return journal.rfind("postgresql://", 0) == 0 || journal.rfind("postgres://", 0) == 0;
-}
-
 namespace {
 
 // libpq's message about a connection, with the password of `conninfo` never in it: a string

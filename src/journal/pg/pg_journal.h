@@ -1,7 +1,7 @@
 // The journal on PostgreSQL (issue 15, docs/high-availability.md): a libpq connection and the
 // migrations of migrations/postgresql, recorded with checksums as the SQLite journal's are.
-// `journal = postgresql://...` (a libpq connection URI; several hosts with
-// target_session_attrs=read-write allowed) selects it. The password comes from a password file
+// It is reached by a libpq connection URI (several hosts with target_session_attrs=read-write
+// allowed); the programs do not accept one as `journal` yet. The password comes from a password file
 // or the environment (PGPASSFILE, PGPASSWORD), never from the configuration: nothing here
 // prints the connection string. Connections are not thread-safe: each thread owns its own.
 #pragma once
@@ -13,15 +13,13 @@
 #include <vector>
 
 #include "common/status.h"
+#include "journal/backend.h"
 #include "journal/journal.h"
 
 struct pg_conn;
 struct pg_result;
 
 namespace iarelay {
-
-// Whether `journal` names a PostgreSQL database rather than a SQLite file.
-bool is_postgresql_journal(std::string_view journal);
 
 // One row of a result, each column as text (nullopt: NULL), or as its bytes when asked for
 // binary results.
@@ -86,12 +84,6 @@ const std::vector<Migration>& pg_migrations();
 Status pg_migrate(PgConnection& db, std::vector<std::string>* applied = nullptr);
 // Verifies applied migrations without changing anything; `pending` lists what is missing.
 Status pg_verify_migrations(PgConnection& db, std::vector<std::string>* pending = nullptr);
-
-}  // namespace iarelay
-
-#include "journal/backend.h"
-
-namespace iarelay {
 
 // The PostgreSQL journal on an open, migrated connection (not owned; one thread at a time).
 // Its transactions run at READ COMMITTED; a webhook inserted by two relays at once (the same
