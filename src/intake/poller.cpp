@@ -19,10 +19,10 @@
 #include "intake/admission.h"
 #include "intake/feed.h"
 #include "journal/journal.h"
+#include "journal/journal_writer.h"
 #include "journal/routing.h"
 #include "journal/status_report.h"
 #include "journal/store.h"
-#include "journal/writer.h"
 
 namespace iarelay {
 namespace {
@@ -303,14 +303,12 @@ class CurlPoller final : public Poller {
     auto counts = std::make_shared<std::pair<std::uint64_t, std::uint64_t>>(0, 0);
     auto promise = std::make_shared<std::promise<Status>>();
     auto future = promise->get_future();
-    ctx_.writer->submit_append(
-        [webhooks, counts, name, next](SQLite::Database& db) {
+    ctx_.writer->submit_append_tx(
+        [webhooks, counts, name, next](JournalTx& tx) {
           counts->first = counts->second = 0;
-          for (const auto& w : *webhooks) {
-            InsertOutcome o = insert_webhook(db, w);
+          for (const InsertOutcome& o : tx.insert_webhooks(*webhooks))
             ++(o.duplicate ? counts->second : counts->first);
-          }
-          save_cursor(db, name, next);
+          tx.save_cursor(name, next);
         },
         [promise, counts, stored, duplicates, name](const Status& s) {
           if (s.is_ok()) {
@@ -343,10 +341,10 @@ class CurlPoller final : public Poller {
     std::string detail = nlohmann::json{{"from", cursor}, {"to", newest}}.dump();
     auto promise = std::make_shared<std::promise<Status>>();
     auto future = promise->get_future();
-    ctx_.writer->submit(
-        [name, cursor, newest, detail](SQLite::Database& db) {
-          rewind_cursor(db, name, newest);
-          add_audit(db, "iarelayd", kCursorRewindAction, name, cursor - newest, detail);
+    ctx_.writer->submit_tx(
+        [name, cursor, newest, detail](JournalTx& tx) {
+          tx.rewind_cursor(name, newest);
+          tx.add_audit("iarelayd", kCursorRewindAction, name, cursor - newest, detail);
         },
         [promise](const Status& s) { promise->set_value(s); });
     return wait_beating(future);

@@ -15,12 +15,12 @@
 
 namespace iarelay {
 
-class Writer;
+class JournalWriter;
 class AgentDirectory;
 class Metrics;
 
 struct PollerContext {
-  Writer* writer = nullptr;             // not owned
+  JournalWriter* writer = nullptr;      // not owned
   AgentDirectory* directory = nullptr;  // not owned
   Metrics* metrics = nullptr;           // not owned
   std::string journal_path;             // to read the stored cursor at start

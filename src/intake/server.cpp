@@ -23,9 +23,9 @@
 #include "intake/feed.h"
 #include "intake/http_listener.h"
 #include "journal/journal.h"
+#include "journal/journal_writer.h"
 #include "journal/routing.h"
 #include "journal/store.h"
-#include "journal/writer.h"
 
 namespace iarelay {
 namespace {
@@ -354,30 +354,27 @@ class HttpServer final : public Server {
     if (!admitted) return reply(count(req, error_response(400, admitted.status().message())));
 
     auto webhook = std::make_shared<NewWebhook>(std::move(*admitted));
-    auto outcome = std::make_shared<InsertOutcome>();
     // Answered from the writer (after the commit is durable), not from a waiting thread.
-    ctx_.writer->submit_append(
-        [webhook, outcome](SQLite::Database& db) { *outcome = insert_webhook(db, *webhook); },
-        [this, webhook, outcome, reply](const Status& s) {
-          if (!s) {
-            spdlog::warn("webhook for {} not stored: {}", webhook->service, s.message());
-            count_status("/v1/webhooks", 503);
-            return reply(retry_later("journal not writable: " + s.message()));
-          }
-          if (!outcome->duplicate) unconfigured_.note(*webhook, *ctx_.directory);
-          std::string state =
-              outcome->duplicate ? "duplicate" : std::string(to_string(outcome->state));
-          if (ctx_.metrics)
-            ctx_.metrics
-                ->counter("iarelay_intake_webhooks_total",
-                          "Webhooks taken in, by service (\"other\": not configured) and state",
-                          {{"service", service_label(webhook->service)}, {"state", state}})
-                .inc();
-          count_status("/v1/webhooks", 202);
-          reply(json_response(202, json{{"id", outcome->id},
-                                        {"state", std::string(to_string(outcome->state))},
-                                        {"duplicate", outcome->duplicate}}));
-        });
+    ctx_.writer->submit_insert(*webhook, [this, webhook, reply](const Status& s,
+                                                                const InsertOutcome& outcome) {
+      if (!s) {
+        spdlog::warn("webhook for {} not stored: {}", webhook->service, s.message());
+        count_status("/v1/webhooks", 503);
+        return reply(retry_later("journal not writable: " + s.message()));
+      }
+      if (!outcome.duplicate) unconfigured_.note(*webhook, *ctx_.directory);
+      std::string state = outcome.duplicate ? "duplicate" : std::string(to_string(outcome.state));
+      if (ctx_.metrics)
+        ctx_.metrics
+            ->counter("iarelay_intake_webhooks_total",
+                      "Webhooks taken in, by service (\"other\": not configured) and state",
+                      {{"service", service_label(webhook->service)}, {"state", state}})
+            .inc();
+      count_status("/v1/webhooks", 202);
+      reply(json_response(202, json{{"id", outcome.id},
+                                    {"state", std::string(to_string(outcome.state))},
+                                    {"duplicate", outcome.duplicate}}));
+    });
   }
 
   HttpResponse handle_feed(const HttpRequest& req) {
@@ -449,13 +446,14 @@ class HttpServer final : public Server {
       return reply(error_response(400, "\"seq\" must be an integer >= 0"));
     std::string name = consumer->get<std::string>();
     std::int64_t acked = seq->get<std::int64_t>();
-    ctx_.writer->submit([name, acked](SQLite::Database& db) { ack_consumer(db, name, acked); },
-                        [reply](const Status& s) {
-                          if (!s) return reply(retry_later("journal not writable: " + s.message()));
-                          HttpResponse r;
-                          r.status = 204;
-                          reply(std::move(r));
-                        });
+    ctx_.writer->submit_tx([name, acked](JournalTx& tx) { tx.ack_consumer(name, acked); },
+                           [reply](const Status& s) {
+                             if (!s)
+                               return reply(retry_later("journal not writable: " + s.message()));
+                             HttpResponse r;
+                             r.status = 204;
+                             reply(std::move(r));
+                           });
   }
 
   ServerContext ctx_;

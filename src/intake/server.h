@@ -17,12 +17,12 @@
 
 namespace iarelay {
 
-class Writer;
+class JournalWriter;
 class AgentDirectory;
 class Metrics;
 
 struct ServerContext {
-  Writer* writer = nullptr;             // not owned; outlives the server
+  JournalWriter* writer = nullptr;      // not owned; outlives the server
   AgentDirectory* directory = nullptr;  // not owned
   Metrics* metrics = nullptr;           // not owned
   std::string journal_path;             // for read connections (feed, status)

@@ -57,6 +57,9 @@ class JournalTx {
   virtual std::int64_t load_cursor(std::string_view name) = 0;
   virtual void save_cursor(std::string_view name, std::int64_t seq) = 0;
   virtual void ack_consumer(std::string_view name, std::int64_t seq) = 0;
+  virtual void rewind_cursor(std::string_view name, std::int64_t seq) = 0;
+  virtual void add_audit(std::string_view actor, std::string_view action, std::string_view filter,
+                         std::int64_t affected, std::string_view detail = "") = 0;
   virtual std::vector<QueuedWebhook> scan_queue(const std::optional<std::string>& agent,
                                                 std::int64_t after_seq, int limit) = 0;
   virtual std::optional<std::string> load_payload(std::string_view id) = 0;
@@ -72,5 +75,8 @@ class JournalBackend {
 
 // The SQLite journal on an open, migrated connection (not owned; one thread at a time).
 std::unique_ptr<JournalBackend> sqlite_backend(SQLite::Database& db);
+// Runs `op` on `db` inside the transaction its caller already holds (the Writer's group
+// transaction): the seam's operations on SQLite without a transaction of their own.
+void run_in_sqlite_tx(SQLite::Database& db, const std::function<void(JournalTx&)>& op);
 
 }  // namespace iarelay

@@ -35,6 +35,13 @@ class SqliteTx final : public JournalTx {
   void ack_consumer(std::string_view name, std::int64_t seq) override {
     iarelay::ack_consumer(db_, name, seq);
   }
+  void rewind_cursor(std::string_view name, std::int64_t seq) override {
+    iarelay::rewind_cursor(db_, name, seq);
+  }
+  void add_audit(std::string_view actor, std::string_view action, std::string_view filter,
+                 std::int64_t affected, std::string_view detail) override {
+    iarelay::add_audit(db_, actor, action, filter, affected, detail);
+  }
   std::vector<QueuedWebhook> scan_queue(const std::optional<std::string>& agent,
                                         std::int64_t after_seq, int limit) override {
     return iarelay::scan_queue(db_, agent, after_seq, limit);
@@ -72,6 +79,11 @@ class SqliteBackend final : public JournalBackend {
 
 std::unique_ptr<JournalBackend> sqlite_backend(SQLite::Database& db) {
   return std::make_unique<SqliteBackend>(db);
+}
+
+void run_in_sqlite_tx(SQLite::Database& db, const std::function<void(JournalTx&)>& op) {
+  SqliteTx tx(db);
+  op(tx);
 }
 
 }  // namespace iarelay

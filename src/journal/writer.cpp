@@ -16,8 +16,10 @@
 #include <vector>
 
 #include "common/time.h"
+#include "journal/backend.h"
 #include "journal/journal.h"
 #include "journal/statement_cache.h"
+#include "journal/store.h"
 
 namespace iarelay {
 namespace {
@@ -173,6 +175,22 @@ void Writer::submit_append(Op op, Done done) {
 
 void Writer::submit_quiet(Op op, Done done) {
   enqueue(Pending{std::move(op), std::move(done), Kind::kQuiet});
+}
+
+void Writer::submit_tx(TxOp op, Done done) {
+  submit([op = std::move(op)](SQLite::Database& db) { run_in_sqlite_tx(db, op); }, std::move(done));
+}
+
+void Writer::submit_append_tx(TxOp op, Done done) {
+  submit_append([op = std::move(op)](SQLite::Database& db) { run_in_sqlite_tx(db, op); },
+                std::move(done));
+}
+
+void Writer::submit_insert(NewWebhook w, InsertDone done) {
+  auto outcome = std::make_shared<InsertOutcome>();
+  submit_append(
+      [w = std::move(w), outcome](SQLite::Database& db) { *outcome = insert_webhook(db, w); },
+      [outcome, done = std::move(done)](const Status& s) { done(s, *outcome); });
 }
 
 void Writer::Loudness::add(const std::vector<Pending>& ops) {

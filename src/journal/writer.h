@@ -33,6 +33,7 @@
 
 #include "common/config.h"
 #include "common/status.h"
+#include "journal/journal_writer.h"
 
 namespace SQLite {
 class Database;
@@ -40,7 +41,7 @@ class Database;
 
 namespace iarelay {
 
-class Writer {
+class Writer final : public JournalWriter {
  public:
   // Runs on the writer thread inside the group transaction. Throw (any std::exception) to fail
   // this operation alone; its changes are rolled back to its savepoint.
@@ -81,6 +82,10 @@ class Writer {
   std::future<Status> submit(Op op);
   // Submits and waits until durable.
   Status run(Op op) { return submit(std::move(op)).get(); }
+  // JournalWriter: the seam's operations, as submit and submit_append.
+  void submit_tx(TxOp op, Done done) override;
+  void submit_append_tx(TxOp op, Done done) override;
+  void submit_insert(NewWebhook w, InsertDone done) override;
 
   // Called after each successful commit is durable (e.g. to wake feed long-polls), unless every
   // operation of the commit was submitted with submit_quiet.
@@ -88,11 +93,11 @@ class Writer {
   void set_commit_listener(std::function<void(bool appends_only)> listener);
   // Waits until every transaction committed (or committing) when it was called is durable.
   // A reader that saw rows calls it before passing them on. Not ok when the sync failed.
-  Status wait_durable();
+  Status wait_durable() override;
   // Test seam: replaces fdatasync(fd) of the WAL (return 0, or -1 with errno set).
   void set_sync_function_for_testing(std::function<int(int)> sync);
   // Whether the last commit succeeded (for /readyz and 503 on intake).
-  bool healthy() const { return healthy_.load(); }
+  bool healthy() const override { return healthy_.load(); }
   // Ok while the writer is usable. Not ok (IoError, saying why) once it has failed for good:
   // an fdatasync of the WAL failed, after which every operation is refused until the process
   // restarts and SQLite recovers the WAL. A failed commit alone is not permanent. Any thread.

@@ -1,8 +1,8 @@
 // The journal on PostgreSQL (issue 15, docs/high-availability.md): a libpq connection and the
 // migrations of migrations/postgresql, recorded with checksums as the SQLite journal's are.
 // It is reached by a libpq connection URI (several hosts with target_session_attrs=read-write
-// allowed); the programs do not accept one as `journal` yet. The password comes from a password file
-// or the environment (PGPASSFILE, PGPASSWORD), never from the configuration: nothing here
+// allowed); the programs do not accept one as `journal` yet. The password comes from a password
+// file or the environment (PGPASSFILE, PGPASSWORD), never from the configuration: nothing here
 // prints the connection string. Connections are not thread-safe: each thread owns its own.
 #pragma once
 

@@ -240,6 +240,24 @@ class PgTx final : public JournalTx {
         {std::string(name), std::to_string(seq), format_time(now_millis())}));
   }
 
+  void rewind_cursor(std::string_view name, std::int64_t seq) override {
+    must(db_.command(
+        "INSERT INTO cursors (name, seq, updated_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO "
+        "UPDATE SET seq = EXCLUDED.seq, updated_at = EXCLUDED.updated_at",
+        {std::string(name), std::to_string(seq), format_time(now_millis())}));
+  }
+
+  void add_audit(std::string_view actor, std::string_view action, std::string_view filter,
+                 std::int64_t affected, std::string_view detail) override {
+    std::optional<std::string> detail_value;
+    if (!detail.empty()) detail_value = std::string(detail);
+    must(db_.command(
+        "INSERT INTO audit (at, actor, action, filter, affected, detail) VALUES ($1, $2, $3, $4, "
+        "$5, $6)",
+        {format_time(now_millis()), std::string(actor), std::string(action), std::string(filter),
+         std::to_string(affected), detail_value}));
+  }
+
   std::vector<QueuedWebhook> scan_queue(const std::optional<std::string>& agent,
                                         std::int64_t after_seq, int limit) override {
     const std::string columns =

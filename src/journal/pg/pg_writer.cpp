@@ -111,13 +111,17 @@ Status PgWriter::run_batch(std::deque<Pending>& batch) {
   if (!db_) {
     // The connection was lost: opened again (libpq tries every host of the string).
     auto db = PgConnection::connect(conninfo_);
-    if (!db) return db.status();
+    if (!db) {
+      healthy_ = false;
+      return db.status();
+    }
     db_ = std::move(*db);
     backend_ = pg_backend(*db_);
     count(&Stats::reconnects, 1);
   }
   count(&Stats::ops, batch.size());
   Status s = backend_->transact([&](JournalTx& tx) { run_in(tx, batch); });
+  healthy_ = s.is_ok() || s.kind() != StatusKind::kUnavailable;
   if (s) {
     count(&Stats::commits, 1);
     return s;

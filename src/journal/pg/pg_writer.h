@@ -8,6 +8,7 @@
 // connection string, libpq finds the new primary (target_session_attrs=read-write).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -20,15 +21,15 @@
 
 #include "common/status.h"
 #include "journal/backend.h"
+#include "journal/journal_writer.h"
 
 namespace iarelay {
 
 class PgConnection;
 
-class PgWriter {
+class PgWriter final : public JournalWriter {
  public:
-  using Op = std::function<void(JournalTx&)>;
-  using Done = std::function<void(const Status&)>;
+  using Op = TxOp;
 
   struct Stats {
     std::uint64_t commits = 0;
@@ -47,8 +48,13 @@ class PgWriter {
   void submit(Op op, Done done);
   // Inserts one webhook (JournalTx::insert_webhook), told its outcome once durable. The
   // inserts of a batch go to the server as one statement.
-  using InsertDone = std::function<void(const Status&, const InsertOutcome&)>;
-  void submit_insert(NewWebhook w, InsertDone done);
+  void submit_insert(NewWebhook w, InsertDone done) override;
+  // JournalWriter. A COMMIT that returned is durable (synchronous_commit = on), and a reader
+  // sees a commit only once it is flushed: wait_durable() has nothing to wait for.
+  void submit_tx(TxOp op, Done done) override { submit(std::move(op), std::move(done)); }
+  void submit_append_tx(TxOp op, Done done) override { submit(std::move(op), std::move(done)); }
+  Status wait_durable() override { return Status::ok(); }
+  bool healthy() const override { return healthy_.load(); }
   // Submits and waits until durable.
   Status run(Op op);
   Stats stats() const;
@@ -85,6 +91,7 @@ class PgWriter {
   std::deque<Pending> pending_;
   bool stopping_ = false;
   Stats stats_;
+  std::atomic<bool> healthy_{true};  // the last batch committed (or failed by one operation)
   std::thread thread_;
 };
 

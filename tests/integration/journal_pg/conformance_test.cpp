@@ -12,7 +12,10 @@
 
 #include "journal/backend.h"
 #include "journal/journal.h"
+#include "journal/journal_writer.h"
 #include "journal/pg/pg_journal.h"
+#include "journal/pg/pg_writer.h"
+#include "journal/writer.h"
 
 #include "support/pg_cluster.h"
 #include "support/temp_dir.h"
@@ -88,6 +91,31 @@ class Conformance : public ::testing::TestWithParam<std::string> {
       for (const auto& w : j.scan_queue(agent, after, limit)) ids.push_back(w.id);
     });
     return ids;
+  }
+
+  // One value of the journal, as text ("" for NULL or no row), read outside the seam.
+  std::string scalar(const std::string& sql) {
+    if (GetParam() == "sqlite") {
+      SQLite::Statement q(*lite_, sql);
+      if (!q.executeStep() || q.getColumn(0).isNull()) return "";
+      return q.getColumn(0).getString();
+    }
+    auto rows = pg_->query(sql);
+    EXPECT_TRUE(rows) << rows.status().message();
+    if (!rows || rows->empty() || !(*rows)[0][0]) return "";
+    return *(*rows)[0][0];
+  }
+
+  // The backend's group-commit writer on the same journal.
+  std::unique_ptr<JournalWriter> open_writer() {
+    if (GetParam() == "sqlite") {
+      auto w = Writer::open(dir_.file("journal.db"), SyncLevel::kFull);
+      EXPECT_TRUE(w) << w.status().message();
+      return w ? std::move(*w) : nullptr;
+    }
+    auto w = PgWriter::open(cluster_->uri(database_));
+    EXPECT_TRUE(w) << w.status().message();
+    return w ? std::move(*w) : nullptr;
   }
 
   static PgCluster* cluster_;
@@ -269,6 +297,75 @@ TEST_P(Conformance, CursorsAndConsumerAcksNeverGoBack) {
     ASSERT_EQ(rows->size(), 1u);
     EXPECT_EQ((*rows)[0][0], "7");
   }
+}
+
+// The poller's rewind (its upstream's journal went back): the cursor goes back, unlike
+// save_cursor, and the audit row says from where to where.
+TEST_P(Conformance, ARewoundCursorGoesBackAndItsAuditRowSaysFromWhere) {
+  tx([&](JournalTx& j) {
+    j.save_cursor("edge", 10);
+    j.rewind_cursor("edge", 4);
+    EXPECT_EQ(j.load_cursor("edge"), 4);
+    j.rewind_cursor("inner", 2);  // a cursor not yet stored
+    EXPECT_EQ(j.load_cursor("inner"), 2);
+    j.add_audit("iarelayd", "cursor-rewind", "edge", 6, R"({"from":10,"to":4})");
+    j.add_audit("operator", "resend", "state=failed", 0);
+  });
+  EXPECT_EQ(scalar("SELECT count(*) FROM audit"), "2");
+  EXPECT_EQ(scalar("SELECT actor || '|' || action || '|' || filter || '|' || affected || '|' || "
+                   "detail FROM audit WHERE action = 'cursor-rewind'"),
+            R"(iarelayd|cursor-rewind|edge|6|{"from":10,"to":4})");
+  EXPECT_EQ(scalar("SELECT detail FROM audit WHERE action = 'resend'"), "")
+      << "an empty detail is stored as NULL";
+  EXPECT_EQ(scalar("SELECT count(*) FROM audit WHERE detail IS NULL"), "1");
+}
+
+// The writer seam (JournalWriter) on each backend: an insert is told its own outcome once
+// durable (a repeated id: the stored webhook, duplicate), and operations of the seam commit.
+TEST_P(Conformance, TheGroupCommitWriterTellsEachInsertItsOutcomeOnceStored) {
+  auto writer = open_writer();
+  ASSERT_TRUE(writer);
+  EXPECT_TRUE(writer->healthy());
+  constexpr int kN = 50;
+  std::vector<std::promise<std::pair<Status, InsertOutcome>>> told(kN + 1);
+  auto keyed = [](const std::string& id, const std::string& key) {
+    NewWebhook w = webhook(id);
+    w.idempotency_key = key;
+    return w;
+  };
+  for (int i = 0; i < kN; ++i) {
+    writer->submit_insert(keyed("01W" + std::to_string(100 + i), "k-" + std::to_string(i)),
+                          [&told, i](const Status& s, const InsertOutcome& o) {
+                            told[i].set_value({s, o});
+                          });
+  }
+  // The first one's key again (a client's retry): the webhook stored first.
+  writer->submit_insert(keyed("01W999", "k-0"), [&told](const Status& s, const InsertOutcome& o) {
+    told[kN].set_value({s, o});
+  });
+  for (int i = 0; i <= kN; ++i) {
+    auto [s, o] = told[i].get_future().get();
+    ASSERT_TRUE(s) << s.message();
+    EXPECT_EQ(o.id, "01W" + std::to_string(100 + (i == kN ? 0 : i)));
+    EXPECT_EQ(o.duplicate, i == kN) << i;
+    EXPECT_EQ(o.state, WebhookState::kQueued);
+  }
+  std::promise<Status> acked, appended;
+  writer->submit_tx([](JournalTx& j) { j.ack_consumer("inner", 9); },
+                    [&](const Status& s) { acked.set_value(s); });
+  writer->submit_append_tx(
+      [](JournalTx& j) {
+        j.insert_webhooks({webhook("01W900"), webhook("01W901")});
+        j.save_cursor("edge", 77);
+      },
+      [&](const Status& s) { appended.set_value(s); });
+  EXPECT_TRUE(acked.get_future().get());
+  EXPECT_TRUE(appended.get_future().get());
+  EXPECT_TRUE(writer->wait_durable());
+  EXPECT_TRUE(writer->healthy());
+  EXPECT_EQ(scalar("SELECT count(*) FROM webhooks"), std::to_string(kN + 2));
+  EXPECT_EQ(scalar("SELECT acked_seq FROM consumers WHERE name = 'inner'"), "9");
+  EXPECT_EQ(scalar("SELECT seq FROM cursors WHERE name = 'edge'"), "77");
 }
 
 TEST_P(Conformance, AFailedTransactionLeavesNothingBehind) {

@@ -1,0 +1,41 @@
+// The journal's group-commit writer as the seam sees it (issue 15): what intake and the poller
+// submit their journal operations to, whichever backend holds the journal (the SQLite Writer,
+// writer.h; PostgreSQL's PgWriter, pg/pg_writer.h). An operation runs in one group transaction
+// with others; its Done is called once that transaction is durable, or with why it failed.
+// Every method may be called from any thread.
+#pragma once
+
+#include <functional>
+
+#include "common/status.h"
+#include "journal/backend.h"
+
+namespace iarelay {
+
+class JournalWriter {
+ public:
+  // Runs on the writer's thread inside the group transaction. Throw (any std::exception) to
+  // fail this operation alone. Operations must only write the journal (PostgreSQL may run one
+  // again after a deadlock).
+  using TxOp = std::function<void(JournalTx&)>;
+  // Called once, on a writer thread, when the transaction is durable (ok) or failed. Short.
+  using Done = std::function<void(const Status&)>;
+  using InsertDone = std::function<void(const Status&, const InsertOutcome&)>;
+
+  virtual ~JournalWriter() = default;
+
+  virtual void submit_tx(TxOp op, Done done) = 0;
+  // As submit_tx, for an operation that only inserts new rows (and moves cursors): the
+  // dispatcher then reads only the rows past those it has seen (Writer::submit_append).
+  virtual void submit_append_tx(TxOp op, Done done) = 0;
+  // Inserts one webhook (idempotent on its id), told the outcome once it is durable. An
+  // append; PostgreSQL sends a batch's inserts as one statement.
+  virtual void submit_insert(NewWebhook w, InsertDone done) = 0;
+  // Waits until every transaction committed when it was called is durable: a reader that saw
+  // rows calls it before handing them on. Not ok once durability has failed for good.
+  virtual Status wait_durable() = 0;
+  // Whether the last commit succeeded (/readyz, and 503 on intake).
+  virtual bool healthy() const = 0;
+};
+
+}  // namespace iarelay
