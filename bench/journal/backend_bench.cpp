@@ -5,7 +5,10 @@
 // machine, fsync on, synchronous_commit on) through one PgWriter and through two (two relays
 // on one database, the callers split between them). Each figure is the median of --repeat
 // interleaved runs; compare them as ratios within one run. Journal level: no HTTP.
-//   backend_bench [--rows 20000] [--threads 64] [--repeat 3]
+// --http: the same writers each behind an intake server (iarelayd's, in this process), and
+// iarelay-loadgen sending to them over HTTP (two relays: one loadgen each, the connections
+// split): the rate at which 202s come back, each after its webhook's durable commit.
+//   backend_bench [--http] [--rows 20000] [--threads 64] [--repeat 3]
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,14 +22,18 @@
 #include <thread>
 #include <vector>
 
+#include "common/config.h"
 #include "common/crypto.h"
+#include "intake/server.h"
 #include "journal/backend.h"
 #include "journal/pg/pg_journal.h"
 #include "journal/pg/pg_writer.h"
+#include "journal/routing.h"
 #include "journal/store.h"
 #include "journal/writer.h"
 
 #include "support/pg_cluster.h"
+#include "support/process.h"
 
 namespace iarelay {
 namespace {
@@ -37,6 +44,7 @@ struct Options {
   int rows = 20000;
   int threads = 64;
   int repeat = 3;
+  bool http = false;  // through intake servers and iarelay-loadgen, not at the journal level
 };
 
 struct Figure {
@@ -74,56 +82,104 @@ double drive(int rows, int threads, Insert insert) {
   return rows / seconds;
 }
 
-Figure sqlite_run(const Options& o, const std::string& dir, int run) {
-  std::string path = dir + "/journal-" + std::to_string(run) + ".db";
-  auto writer = Writer::open(path, SyncLevel::kFull);
-  if (!writer) {
-    std::fprintf(stderr, "backend_bench: %s\n", writer.status().message().c_str());
+// The writers of one figure: one SQLite Writer, or `relays` PgWriters on one database.
+std::vector<std::unique_ptr<JournalWriter>> open_writers(const std::string& backend, int relays,
+                                                         const std::string& dir,
+                                                         testing::PgCluster& cluster, int run) {
+  std::vector<std::unique_ptr<JournalWriter>> writers;
+  auto fail = [](const Status& s) {
+    std::fprintf(stderr, "backend_bench: %s\n", s.message().c_str());
     std::exit(1);
+  };
+  if (backend == "sqlite") {
+    auto w = Writer::open(dir + "/journal-" + std::to_string(run) + ".db", SyncLevel::kFull);
+    if (!w) fail(w.status());
+    writers.push_back(std::move(*w));
+    return writers;
   }
+  std::string db = "bench_" + std::to_string(relays) + "_" + std::to_string(run);
+  if (std::string e = cluster.create_database(db); !e.empty()) fail(Status::io_error(e));
+  for (int i = 0; i < relays; ++i) {
+    auto w = PgWriter::open(cluster.uri(db));
+    if (!w) fail(w.status());
+    writers.push_back(std::move(*w));
+  }
+  return writers;
+}
+
+// Webhooks per commit over the writers, from their own counters.
+double per_commit(const std::vector<std::unique_ptr<JournalWriter>>& writers) {
+  std::uint64_t ops = 0, commits = 0;
+  for (const auto& w : writers) {
+    if (auto* lite = dynamic_cast<Writer*>(w.get())) {
+      ops += lite->stats().ops;
+      commits += lite->stats().commits;
+    } else if (auto* pg = dynamic_cast<PgWriter*>(w.get())) {
+      ops += pg->stats().ops;
+      commits += pg->stats().commits;
+    }
+  }
+  return commits ? static_cast<double>(ops) / static_cast<double>(commits) : 0;
+}
+
+// Journal level: callers insert through JournalWriter::submit_insert, split over the writers.
+Figure journal_run(const Options& o, std::vector<std::unique_ptr<JournalWriter>> writers) {
   Figure f;
-  f.rows_per_second = drive(o.rows, o.threads, [&](int, int n) {
-    NewWebhook w = webhook(n);
-    return static_cast<bool>((*writer)->run([&](SQLite::Database& db) { insert_webhook(db, w); }));
+  const int n = static_cast<int>(writers.size());
+  f.rows_per_second = drive(o.rows, o.threads, [&](int caller, int i) {
+    std::promise<Status> done;
+    writers[caller % n]->submit_insert(
+        webhook(i), [&done](const Status& s, const InsertOutcome&) { done.set_value(s); });
+    return static_cast<bool>(done.get_future().get());
   });
-  auto stats = (*writer)->stats();
-  f.rows_per_commit = stats.commits ? static_cast<double>(stats.ops) / stats.commits : 0;
-  writer->reset();
-  std::filesystem::remove(path);
-  std::filesystem::remove(path + "-wal");
-  std::filesystem::remove(path + "-shm");
+  f.rows_per_commit = per_commit(writers);
   return f;
 }
 
-Figure pg_run(const Options& o, testing::PgCluster& cluster, int writers, int run) {
-  std::string db = "bench_" + std::to_string(writers) + "_" + std::to_string(run);
-  if (std::string e = cluster.create_database(db); !e.empty()) {
-    std::fprintf(stderr, "backend_bench: %s\n", e.c_str());
-    std::exit(1);
-  }
-  std::vector<std::unique_ptr<PgWriter>> relays;
-  for (int i = 0; i < writers; ++i) {
-    auto w = PgWriter::open(cluster.uri(db));
-    if (!w) {
-      std::fprintf(stderr, "backend_bench: %s\n", w.status().message().c_str());
+// Through HTTP: each writer behind an intake server (as iarelayd's, on 127.0.0.1), and one
+// iarelay-loadgen per server sending its share over its share of the connections, at once.
+Figure http_run(const Options& o, std::vector<std::unique_ptr<JournalWriter>> writers,
+                const std::string& dir, int run) {
+  AgentConfig agent;
+  agent.handle = agent.id = "a1";
+  agent.callback = "http://127.0.0.1:9/unused";  // nothing is delivered in this bench
+  agent.services = {"hpnnmi"};
+  AgentDirectory directory({agent}, {ServiceConfig{"hpnnmi"}});
+  std::vector<std::unique_ptr<Server>> servers;
+  for (auto& w : writers) {
+    ServerContext ctx;
+    ctx.writer = w.get();
+    ctx.directory = &directory;
+    ctx.journal_path = dir + "/unused.db";  // the feed's reads: not used here
+    ctx.listen.address = "127.0.0.1:0";
+    auto server = Server::start(std::move(ctx));
+    if (!server) {
+      std::fprintf(stderr, "backend_bench: %s\n", server.status().message().c_str());
       std::exit(1);
     }
-    relays.push_back(std::move(*w));
+    servers.push_back(std::move(*server));
   }
+  const int n = static_cast<int>(servers.size());
+  auto start = Clock::now();
+  std::vector<std::unique_ptr<testing::Process>> senders;
+  for (int i = 0; i < n; ++i) {
+    std::string out = dir + "/loadgen-" + std::to_string(run) + "-" + std::to_string(i);
+    senders.push_back(std::make_unique<testing::Process>(
+        std::vector<std::string>{testing::bin("iarelay-loadgen"), "--url",
+                                 "http://127.0.0.1:" + std::to_string(servers[i]->port()),
+                                 "--service", "hpnnmi", "--count", std::to_string(o.rows / n),
+                                 "--concurrency", std::to_string(std::max(1, o.threads / n)),
+                                 "--payload-size", "1024", "--no-idempotency-key"},
+        out + ".out", out + ".err"));
+  }
+  for (auto& s : senders)
+    if (int rc = s->wait(std::chrono::minutes(10)); rc != 0)
+      std::fprintf(stderr, "backend_bench: iarelay-loadgen exit %d\n", rc);
+  double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  for (auto& s : servers) s->stop();
   Figure f;
-  f.rows_per_second = drive(o.rows, o.threads, [&](int caller, int n) {
-    NewWebhook w = webhook(n);
-    std::promise<Status> done;
-    relays[caller % writers]->submit_insert(
-        std::move(w), [&done](const Status& s, const InsertOutcome&) { done.set_value(s); });
-    return static_cast<bool>(done.get_future().get());
-  });
-  std::uint64_t ops = 0, commits = 0;
-  for (auto& r : relays) {
-    ops += r->stats().ops;
-    commits += r->stats().commits;
-  }
-  f.rows_per_commit = commits ? static_cast<double>(ops) / commits : 0;
+  f.rows_per_second = (o.rows / n) * n / seconds;
+  f.rows_per_commit = per_commit(writers);
   return f;
 }
 
@@ -148,14 +204,16 @@ int main(int argc, char** argv) {
       }
       return std::atoi(argv[++i]);
     };
-    if (a == "--rows")
+    if (a == "--http")
+      o.http = true;
+    else if (a == "--rows")
       o.rows = value();
     else if (a == "--threads")
       o.threads = value();
     else if (a == "--repeat")
       o.repeat = value();
     else {
-      std::fprintf(stderr, "usage: backend_bench [--rows N] [--threads T] [--repeat R]\n");
+      std::fprintf(stderr, "usage: backend_bench [--http] [--rows N] [--threads T] [--repeat R]\n");
       return a == "--help" ? 0 : 2;
     }
   }
@@ -172,19 +230,26 @@ int main(int argc, char** argv) {
   if (!mkdtemp(tmpl)) return 1;
   std::string dir = tmpl;
   std::vector<Figure> lite, pg1, pg2;
+  auto one = [&](const std::string& backend, int relays, int r) {
+    auto writers = open_writers(backend, relays, dir, cluster, r);
+    return o.http ? http_run(o, std::move(writers), dir, r) : journal_run(o, std::move(writers));
+  };
   for (int r = 0; r < o.repeat; ++r) {
-    lite.push_back(sqlite_run(o, dir, r));
-    pg1.push_back(pg_run(o, cluster, 1, r));
-    pg2.push_back(pg_run(o, cluster, 2, r));
+    lite.push_back(one("sqlite", 1, r));
+    pg1.push_back(one("postgresql", 1, r));
+    pg2.push_back(one("postgresql", 2, r));
   }
   std::filesystem::remove_all(dir);
   double load[3] = {};
   if (getloadavg(load, 3) < 0) load[0] = load[1] = load[2] = -1;
   std::printf(
-      "backend_bench: %d webhooks of ~1 KiB, %d callers each waiting for durability, "
+      "backend_bench%s: %d webhooks of ~1 KiB, %d %s each waiting for durability, "
       "median of %d; load average %.2f %.2f %.2f\n",
-      o.rows, o.threads, o.repeat, load[0], load[1], load[2]);
-  std::printf("| journal | writers | webhooks/s | webhooks per commit | vs SQLite |\n");
+      o.http ? " --http" : "", o.rows, o.threads,
+      o.http ? "connections of iarelay-loadgen (the relays' intake servers answer 202 then)"
+             : "callers",
+      o.repeat, load[0], load[1], load[2]);
+  std::printf("| journal | relays | webhooks/s | webhooks per commit | vs SQLite |\n");
   std::printf("|---|---|---|---|---|\n");
   Figure l = median(lite), p1 = median(pg1), p2 = median(pg2);
   auto row = [&](const char* name, int writers, const Figure& f) {
