@@ -8,7 +8,7 @@
 // --http: the same writers each behind an intake server (iarelayd's, in this process), and
 // iarelay-loadgen sending to them over HTTP (two relays: one loadgen each, the connections
 // split): the rate at which 202s come back, each after its webhook's durable commit.
-//   backend_bench [--http] [--rows 20000] [--threads 64] [--repeat 3]
+//   backend_bench [--http] [--pg-no-fsync] [--rows 20000] [--threads 64] [--repeat 3]
 #include <unistd.h>
 
 #include <algorithm>
@@ -44,7 +44,8 @@ struct Options {
   int rows = 20000;
   int threads = 64;
   int repeat = 3;
-  bool http = false;  // through intake servers and iarelay-loadgen, not at the journal level
+  bool http = false;     // through intake servers and iarelay-loadgen, not at the journal level
+  bool pg_fsync = true;  // --pg-no-fsync: the cluster without fsync (its ceiling, not the disk's)
 };
 
 struct Figure {
@@ -206,6 +207,8 @@ int main(int argc, char** argv) {
     };
     if (a == "--http")
       o.http = true;
+    else if (a == "--pg-no-fsync")
+      o.pg_fsync = false;
     else if (a == "--rows")
       o.rows = value();
     else if (a == "--threads")
@@ -213,7 +216,9 @@ int main(int argc, char** argv) {
     else if (a == "--repeat")
       o.repeat = value();
     else {
-      std::fprintf(stderr, "usage: backend_bench [--http] [--rows N] [--threads T] [--repeat R]\n");
+      std::fprintf(
+          stderr,
+          "usage: backend_bench [--http] [--pg-no-fsync] [--rows N] [--threads T] [--repeat R]\n");
       return a == "--help" ? 0 : 2;
     }
   }
@@ -221,7 +226,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "backend_bench: --rows, --threads and --repeat must be positive\n");
     return 2;
   }
-  testing::PgCluster cluster(/*fsync=*/true);
+  testing::PgCluster cluster(o.pg_fsync);
   if (!cluster.error().empty()) {
     std::fprintf(stderr, "backend_bench: %s\n", cluster.error().c_str());
     return 1;
@@ -249,6 +254,7 @@ int main(int argc, char** argv) {
       o.http ? "connections of iarelay-loadgen (the relays' intake servers answer 202 then)"
              : "callers",
       o.repeat, load[0], load[1], load[2]);
+  if (!o.pg_fsync) std::printf("PostgreSQL WITHOUT fsync (--pg-no-fsync): not durable\n");
   std::printf("| journal | relays | webhooks/s | webhooks per commit | vs SQLite |\n");
   std::printf("|---|---|---|---|---|\n");
   Figure l = median(lite), p1 = median(pg1), p2 = median(pg2);

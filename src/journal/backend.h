@@ -63,6 +63,29 @@ class JournalTx {
   virtual std::vector<QueuedWebhook> scan_queue(const std::optional<std::string>& agent,
                                                 std::int64_t after_seq, int limit) = 0;
   virtual std::optional<std::string> load_payload(std::string_view id) = 0;
+
+  // --- the dispatcher's and the feed's reads (store.h's functions of the same names) --------
+  virtual std::vector<AgentRow> load_agents() = 0;
+  virtual std::int64_t last_queued_seq(std::string_view agent) = 0;
+  virtual bool queued_before(std::string_view agent, std::string_view event_id,
+                             std::int64_t before_seq) = 0;
+  virtual std::optional<QueuedWebhook> next_queued_of_event(std::string_view agent,
+                                                            std::string_view event_id,
+                                                            std::int64_t after_seq) = 0;
+  virtual int queued_ahead(std::string_view agent, std::int64_t before_seq, int limit) = 0;
+  virtual bool queued_of_event_ahead(std::string_view agent, std::string_view event_id,
+                                     std::int64_t before_seq) = 0;
+  virtual std::optional<bool> queued_of_event_within(std::string_view agent,
+                                                     std::string_view event_id,
+                                                     std::int64_t before_seq, int limit) = 0;
+  // In byte order of the identifiers on both backends, whatever the database's collation.
+  virtual std::vector<std::string> agents_with_queued() = 0;
+  virtual bool held_before(std::string_view agent, std::string_view event_id,
+                           std::string_view service, std::int64_t before_seq) = 0;
+  virtual bool any_held_webhook() = 0;
+  virtual std::vector<FeedMessage> feed_after_bounded(std::int64_t after, int max,
+                                                      std::size_t max_bytes) = 0;
+  virtual std::int64_t newest_seq() = 0;
 };
 
 class JournalBackend {
@@ -71,6 +94,10 @@ class JournalBackend {
   // Runs `op` in one transaction and commits it (durably, at the backend's sync level), or
   // rolls it back when `op` throws, returning why.
   virtual Status transact(const std::function<void(JournalTx&)>& op) = 0;
+  // Runs `op`'s reads in one read-only transaction: every read sees one snapshot, and nothing
+  // is locked against writers (SQLite: a deferred transaction; PostgreSQL: REPEATABLE READ,
+  // READ ONLY). A write in `op` fails.
+  virtual Status read(const std::function<void(JournalTx&)>& op) = 0;
 };
 
 // The SQLite journal on an open, migrated connection (not owned; one thread at a time).

@@ -49,6 +49,43 @@ class SqliteTx final : public JournalTx {
   std::optional<std::string> load_payload(std::string_view id) override {
     return iarelay::load_payload(db_, id);
   }
+  std::vector<AgentRow> load_agents() override { return iarelay::load_agents(db_); }
+  std::int64_t last_queued_seq(std::string_view agent) override {
+    return iarelay::last_queued_seq(db_, agent);
+  }
+  bool queued_before(std::string_view agent, std::string_view event_id,
+                     std::int64_t before_seq) override {
+    return iarelay::queued_before(db_, agent, event_id, before_seq);
+  }
+  std::optional<QueuedWebhook> next_queued_of_event(std::string_view agent,
+                                                    std::string_view event_id,
+                                                    std::int64_t after_seq) override {
+    return iarelay::next_queued_of_event(db_, agent, event_id, after_seq);
+  }
+  int queued_ahead(std::string_view agent, std::int64_t before_seq, int limit) override {
+    return iarelay::queued_ahead(db_, agent, before_seq, limit);
+  }
+  bool queued_of_event_ahead(std::string_view agent, std::string_view event_id,
+                             std::int64_t before_seq) override {
+    return iarelay::queued_of_event_ahead(db_, agent, event_id, before_seq);
+  }
+  std::optional<bool> queued_of_event_within(std::string_view agent, std::string_view event_id,
+                                             std::int64_t before_seq, int limit) override {
+    return iarelay::queued_of_event_within(db_, agent, event_id, before_seq, limit);
+  }
+  std::vector<std::string> agents_with_queued() override {
+    return iarelay::agents_with_queued(db_);
+  }
+  bool held_before(std::string_view agent, std::string_view event_id, std::string_view service,
+                   std::int64_t before_seq) override {
+    return iarelay::held_before(db_, agent, event_id, service, before_seq);
+  }
+  bool any_held_webhook() override { return iarelay::any_held_webhook(db_); }
+  std::vector<FeedMessage> feed_after_bounded(std::int64_t after, int max,
+                                              std::size_t max_bytes) override {
+    return iarelay::feed_after_bounded(db_, after, max, max_bytes);
+  }
+  std::int64_t newest_seq() override { return iarelay::newest_seq(db_); }
 
  private:
   SQLite::Database& db_;
@@ -60,6 +97,33 @@ class SqliteBackend final : public JournalBackend {
   Status transact(const std::function<void(JournalTx&)>& op) override {
     try {
       SQLite::Transaction tx(db_, SQLite::TransactionBehavior::IMMEDIATE);
+      SqliteTx journal(db_);
+      op(journal);
+      tx.commit();
+      return Status::ok();
+    } catch (const JournalError& e) {
+      return e.status();
+    } catch (const std::exception& e) {
+      return Status::io_error(e.what());
+    }
+  }
+
+  Status read(const std::function<void(JournalTx&)>& op) override {
+    try {
+      // Deferred: the snapshot starts at the first read, and no write lock is taken. A write
+      // fails (query_only), whatever `op` tries.
+      SQLite::Transaction tx(db_, SQLite::TransactionBehavior::DEFERRED);
+      db_.exec("PRAGMA query_only=1");
+      struct Writable {
+        SQLite::Database& db;
+        ~Writable() {
+          try {
+            db.exec("PRAGMA query_only=0");
+          } catch (const std::exception&) {
+            // The connection is closing or broken: it is not used for writes again.
+          }
+        }
+      } writable{db_};
       SqliteTx journal(db_);
       op(journal);
       tx.commit();

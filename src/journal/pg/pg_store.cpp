@@ -27,6 +27,38 @@ std::optional<Millis> parse_opt_time(const std::optional<std::string>& text) {
   return *t;
 }
 
+// The columns of a QueuedWebhook, in the order queued_webhook() reads them.
+constexpr const char* kQueuedColumns =
+    "seq, id, service, agent, type, event_id, attempts, next_attempt_at, received_at";
+
+QueuedWebhook queued_webhook(const PgRow& r) {
+  QueuedWebhook w;
+  w.seq = std::stoll(*r[0]);
+  w.id = *r[1];
+  w.service = *r[2];
+  w.agent = r[3];
+  w.type = *r[4];
+  w.event_id = r[5].value_or("");
+  w.attempts = std::stoi(*r[6]);
+  w.next_attempt_at = parse_opt_time(r[7]);
+  w.received_at = parse_opt_time(r[8]).value_or(0);
+  return w;
+}
+
+AgentRow agent_row(const PgRow& r) {
+  AgentRow a;
+  a.id = *r[0];
+  a.state = *r[1];
+  a.state_since = *r[2];
+  a.reason = r[3];
+  a.paused_until = parse_opt_time(r[4]);
+  return a;
+}
+
+std::string number(std::int64_t n) {
+  return std::to_string(n);
+}
+
 WebhookState state_of(const std::optional<std::string>& text) {
   auto s = parse_state(text.value_or(""));
   if (!s)
@@ -198,13 +230,7 @@ class PgTx final : public JournalTx {
         db_.query("SELECT id, state, state_since, reason, paused_until FROM agents WHERE id = $1",
                   {std::string(id)}));
     if (rows.empty()) return std::nullopt;
-    AgentRow r;
-    r.id = *rows[0][0];
-    r.state = *rows[0][1];
-    r.state_since = *rows[0][2];
-    r.reason = rows[0][3];
-    r.paused_until = parse_opt_time(rows[0][4]);
-    return r;
+    return agent_row(rows[0]);
   }
 
   bool set_agent_state(std::string_view id, std::string_view state,
@@ -273,19 +299,7 @@ class PgTx final : public JournalTx {
                         {std::to_string(after_seq), std::to_string(limit)}));
     std::vector<QueuedWebhook> out;
     out.reserve(rows.size());
-    for (const PgRow& r : rows) {
-      QueuedWebhook w;
-      w.seq = std::stoll(*r[0]);
-      w.id = *r[1];
-      w.service = *r[2];
-      w.agent = r[3];
-      w.type = *r[4];
-      w.event_id = r[5].value_or("");
-      w.attempts = std::stoi(*r[6]);
-      w.next_attempt_at = parse_opt_time(r[7]);
-      w.received_at = parse_opt_time(r[8]).value_or(0);
-      out.push_back(std::move(w));
-    }
+    for (const PgRow& r : rows) out.push_back(queued_webhook(r));
     return out;
   }
 
@@ -296,7 +310,146 @@ class PgTx final : public JournalTx {
     return rows[0][0];
   }
 
+  std::vector<AgentRow> load_agents() override {
+    auto rows = must(db_.query(
+        "SELECT id, state, state_since, reason, paused_until FROM agents ORDER BY id COLLATE "
+        "\"C\""));
+    std::vector<AgentRow> out;
+    for (const PgRow& r : rows) out.push_back(agent_row(r));
+    return out;
+  }
+
+  std::int64_t last_queued_seq(std::string_view agent) override {
+    auto rows = must(
+        db_.query("SELECT max(seq) FROM webhooks WHERE assigned_agent = $1 AND state = 'queued'",
+                  {std::string(agent)}));
+    return rows.empty() || !rows[0][0] ? 0 : std::stoll(*rows[0][0]);
+  }
+
+  bool queued_before(std::string_view agent, std::string_view event_id,
+                     std::int64_t before_seq) override {
+    return exists(
+        "SELECT 1 FROM webhooks WHERE event_id = $1 AND assigned_agent = $2 AND state = "
+        "'queued' AND seq < $3 LIMIT 1",
+        {std::string(event_id), std::string(agent), number(before_seq)});
+  }
+
+  std::optional<QueuedWebhook> next_queued_of_event(std::string_view agent,
+                                                    std::string_view event_id,
+                                                    std::int64_t after_seq) override {
+    auto rows = must(db_.query(std::string("SELECT ") + kQueuedColumns +
+                                   " FROM webhooks WHERE event_id = $1 AND seq > $2 AND "
+                                   "assigned_agent = $3 AND state = 'queued' ORDER BY seq LIMIT 1",
+                               {std::string(event_id), number(after_seq), std::string(agent)}));
+    if (rows.empty()) return std::nullopt;
+    return queued_webhook(rows[0]);
+  }
+
+  int queued_ahead(std::string_view agent, std::int64_t before_seq, int limit) override {
+    auto rows = must(db_.query(
+        "SELECT count(*) FROM (SELECT 1 FROM webhooks WHERE assigned_agent = $1 AND state = "
+        "'queued' AND seq < $2 LIMIT $3) ahead",
+        {std::string(agent), number(before_seq), number(limit)}));
+    return std::stoi(*rows[0][0]);
+  }
+
+  bool queued_of_event_ahead(std::string_view agent, std::string_view event_id,
+                             std::int64_t before_seq) override {
+    return exists(
+        "SELECT 1 FROM webhooks WHERE assigned_agent = $1 AND state = 'queued' AND seq < $2 AND "
+        "event_id = $3 LIMIT 1",
+        {std::string(agent), number(before_seq), std::string(event_id)});
+  }
+
+  std::optional<bool> queued_of_event_within(std::string_view agent, std::string_view event_id,
+                                             std::int64_t before_seq, int limit) override {
+    // The first `limit` queued rows of the agent before before_seq: whether one is of the
+    // event, and how many were read (all of them: not known past them).
+    auto rows = must(db_.query(
+        "SELECT coalesce(bool_or(event_id IS NOT DISTINCT FROM $1), false), count(*) FROM "
+        "(SELECT event_id FROM webhooks WHERE assigned_agent = $2 AND state = 'queued' AND seq "
+        "< $3 ORDER BY seq LIMIT $4) head",
+        {std::string(event_id), std::string(agent), number(before_seq), number(limit)}));
+    if (*rows[0][0] == "t") return true;
+    if (std::stoll(*rows[0][1]) >= limit) return std::nullopt;
+    return false;
+  }
+
+  std::vector<std::string> agents_with_queued() override {
+    // One index probe per agent (the partial queue index), not a scan of the backlog.
+    auto rows = must(db_.query(
+        "WITH RECURSIVE a(agent) AS ((SELECT assigned_agent FROM webhooks WHERE state = "
+        "'queued' AND assigned_agent IS NOT NULL ORDER BY assigned_agent LIMIT 1) UNION ALL "
+        "SELECT (SELECT w.assigned_agent FROM webhooks w WHERE w.state = 'queued' AND "
+        "w.assigned_agent > a.agent ORDER BY w.assigned_agent LIMIT 1) FROM a WHERE a.agent IS "
+        "NOT NULL) SELECT agent FROM a WHERE agent IS NOT NULL"));
+    std::vector<std::string> out;
+    for (const PgRow& r : rows) out.push_back(*r[0]);
+    std::sort(out.begin(), out.end());  // byte order, as SQLite's, whatever the collation
+    return out;
+  }
+
+  bool held_before(std::string_view agent, std::string_view event_id, std::string_view service,
+                   std::int64_t before_seq) override {
+    if (event_id.empty())
+      return exists(
+          "SELECT 1 FROM webhooks WHERE assigned_agent = $1 AND state = 'held' AND seq < $2 "
+          "LIMIT 1",
+          {std::string(agent), number(before_seq)});
+    // Any agent: failover, a reroute or a move may have taken the alert's later webhooks
+    // elsewhere (the partial index of held rows).
+    return exists(
+        "SELECT 1 FROM webhooks WHERE state = 'held' AND event_id = $1 AND seq < $2 AND service "
+        "= $3 LIMIT 1",
+        {std::string(event_id), number(before_seq), std::string(service)});
+  }
+
+  bool any_held_webhook() override {
+    return exists("SELECT 1 FROM webhooks WHERE state = 'held' LIMIT 1", {});
+  }
+
+  std::vector<FeedMessage> feed_after_bounded(std::int64_t after, int max,
+                                              std::size_t max_bytes) override {
+    // As SQLite's: rows after `after` until the payloads before a row add up to more than
+    // max_bytes (the row that crosses it comes too), summed by the server so that a batch of
+    // large payloads is never all sent.
+    auto rows = must(db_.query(
+        "SELECT seq::text, id, service, type, agent, received_at, payload FROM (SELECT *, "
+        "sum(octet_length(payload)) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) - "
+        "octet_length(payload) AS before FROM (SELECT seq, id, service, type, agent, "
+        "received_at, payload FROM webhooks WHERE seq > $1 AND state = 'stored' ORDER BY seq "
+        "LIMIT $2) page) counted WHERE before <= $3 ORDER BY seq",
+        {number(after), number(max), number(static_cast<std::int64_t>(max_bytes))}, true));
+    std::vector<FeedMessage> out;
+    out.reserve(rows.size());
+    for (const PgRow& r : rows) {
+      FeedMessage m;
+      m.seq = std::stoll(*r[0]);  // as text: the other columns come as their bytes
+      m.id = *r[1];
+      m.service = *r[2];
+      m.type = *r[3];
+      m.agent = r[4];
+      m.received_at = parse_opt_time(r[5]).value_or(0);
+      m.payload = *r[6];
+      out.push_back(std::move(m));
+    }
+    return out;
+  }
+
+  std::int64_t newest_seq() override {
+    // The largest seq ever handed out (a sequence's value is not rolled back), else the
+    // largest stored: as SQLite's AUTOINCREMENT record.
+    auto rows = must(db_.query(
+        "SELECT greatest(coalesce(pg_sequence_last_value(pg_get_serial_sequence('webhooks', "
+        "'seq')), 0), coalesce((SELECT max(seq) FROM webhooks), 0))"));
+    return std::stoll(*rows[0][0]);
+  }
+
  private:
+  bool exists(const std::string& sql, const PgParams& params) {
+    return !must(db_.query(sql, params)).empty();
+  }
+
   PgConnection& db_;
 };
 
@@ -313,6 +466,29 @@ class PgBackend final : public JournalBackend {
       if (s.kind() != StatusKind::kConflict) return s;
     }
     return s;
+  }
+
+  Status read(const std::function<void(JournalTx&)>& op) override {
+    // One snapshot for every read of `op` (as SQLite's read transaction), and a write fails.
+    if (Status s = db_.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); !s) return s;
+    try {
+      PgTx tx(db_);
+      op(tx);
+    } catch (const JournalError& e) {
+      (void)db_.exec("ROLLBACK");
+      return e.status();
+    } catch (const std::exception& e) {
+      (void)db_.exec("ROLLBACK");
+      return Status::io_error(e.what());
+    }
+    const bool failed = db_.in_failed_transaction();
+    // Nothing to keep: ended either way. A read whose statement failed (and was caught) fails.
+    if (Status s = db_.exec("ROLLBACK"); !s) return s;
+    if (failed)
+      return Status::io_error(
+          "postgresql: a statement of the read failed (its error was caught and the operation "
+          "went on)");
+    return Status::ok();
   }
 
  private:

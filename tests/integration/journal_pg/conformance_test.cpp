@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <map>
 #include <thread>
 
 #include "journal/backend.h"
@@ -46,7 +47,10 @@ class Conformance : public ::testing::TestWithParam<std::string> {
       ASSERT_EQ(cluster_->error(), "");
       static std::atomic<int> n{0};
       database_ = "conformance_" + std::to_string(++n);
-      ASSERT_EQ(cluster_->create_database(database_), "");
+      // Under a collation that is not C (as most databases are): text order is not byte order.
+      ASSERT_EQ(cluster_->psql("CREATE DATABASE " + database_ +
+                               " TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'und'"),
+                "");
       pg_ = connect();
       ASSERT_TRUE(pg_);
       ASSERT_TRUE(pg_migrate(*pg_));
@@ -367,6 +371,160 @@ TEST_P(Conformance, TheGroupCommitWriterTellsEachInsertItsOutcomeOnceStored) {
   EXPECT_EQ(scalar("SELECT acked_seq FROM consumers WHERE name = 'inner'"), "9");
   EXPECT_EQ(scalar("SELECT seq FROM cursors WHERE name = 'edge'"), "77");
 }
+
+// The dispatcher's reads of a queue, through JournalBackend::read, on both backends: one
+// queue of several alerts with an inflight and a held webhook among them.
+class ConformanceReads : public Conformance {
+ protected:
+  void SetUp() override {
+    Conformance::SetUp();
+    if (HasFatalFailure()) return;
+    auto add = [&](const std::string& id, const std::string& agent, const std::string& event) {
+      NewWebhook w = webhook(id);
+      w.assigned_agent = agent;
+      w.event_id = event;
+      seq_[id] = insert(w).seq;
+    };
+    add("01R1", "a1", "ev-1");
+    add("01R2", "a1", "ev-2");
+    add("01R3", "a1", "ev-1");
+    add("01R4", "a2", "ev-1");
+    add("01R5", "a1", "ev-3");  // inflight below
+    add("01R6", "a1", "ev-1");
+    add("01R7", "a1", "ev-2");  // held below
+    add("01R8", "zz", "ev-8");
+    add("01R9", "B", "ev-9");  // "B" < "a1" in byte order, after it in most locales
+    tx([&](JournalTx& j) {
+      ASSERT_TRUE(j.transition("01R5", WebhookState::kQueued, WebhookState::kInflight));
+      ASSERT_TRUE(j.transition("01R7", WebhookState::kQueued, WebhookState::kHeld));
+    });
+  }
+
+  // Runs `op` through read(); fails the test when it does not end well.
+  void read(const std::function<void(JournalTx&)>& op) {
+    Status s = backend_->read(op);
+    ASSERT_TRUE(s) << s.message();
+  }
+
+  std::map<std::string, std::int64_t> seq_;
+};
+
+TEST_P(ConformanceReads, TheChainStepsChecksFindTheAlertsQueuedWebhooksAroundASeq) {
+  read([&](JournalTx& j) {
+    EXPECT_EQ(j.last_queued_seq("a1"), seq_["01R6"]);
+    EXPECT_EQ(j.last_queued_seq("nobody"), 0);
+
+    EXPECT_TRUE(j.queued_before("a1", "ev-1", seq_["01R3"]));
+    EXPECT_FALSE(j.queued_before("a1", "ev-1", seq_["01R1"]));
+    EXPECT_FALSE(j.queued_before("a1", "ev-3", seq_["01R6"])) << "01R5 is inflight";
+    EXPECT_FALSE(j.queued_before("a2", "ev-2", seq_["01R9"]));
+
+    auto next = j.next_queued_of_event("a1", "ev-1", seq_["01R1"]);
+    ASSERT_TRUE(next);
+    EXPECT_EQ(next->id, "01R3");
+    EXPECT_EQ(next->seq, seq_["01R3"]);
+    EXPECT_EQ(next->event_id, "ev-1");
+    EXPECT_EQ(next->service, "hpnnmi");
+    EXPECT_EQ(next->type, "status");
+    EXPECT_EQ(next->received_at, kT0);
+    EXPECT_EQ(next->attempts, 0);
+    EXPECT_FALSE(next->next_attempt_at);
+    EXPECT_EQ(j.next_queued_of_event("a1", "ev-1", seq_["01R3"])->id, "01R6");
+    EXPECT_FALSE(j.next_queued_of_event("a1", "ev-1", seq_["01R6"]));
+    EXPECT_FALSE(j.next_queued_of_event("a1", "ev-2", seq_["01R2"])) << "01R7 is held";
+    EXPECT_EQ(j.next_queued_of_event("a2", "ev-1", 0)->id, "01R4");
+
+    EXPECT_EQ(j.queued_ahead("a1", seq_["01R6"], 10), 3);
+    EXPECT_EQ(j.queued_ahead("a1", seq_["01R6"], 2), 2);
+    EXPECT_EQ(j.queued_ahead("a1", seq_["01R1"], 10), 0);
+
+    EXPECT_TRUE(j.queued_of_event_ahead("a1", "ev-2", seq_["01R6"]));
+    EXPECT_FALSE(j.queued_of_event_ahead("a1", "ev-3", seq_["01R6"]));
+
+    EXPECT_EQ(j.queued_of_event_within("a1", "ev-2", seq_["01R6"], 10), true);
+    EXPECT_EQ(j.queued_of_event_within("a1", "ev-9", seq_["01R6"], 4), false);
+    EXPECT_EQ(j.queued_of_event_within("a1", "ev-9", seq_["01R6"], 3), std::nullopt)
+        << "three rows read, the limit: not known past them";
+  });
+}
+
+TEST_P(ConformanceReads, AgentsWithQueuedWebhooksAndHeldOnesAreFoundByIndex) {
+  read([&](JournalTx& j) {
+    EXPECT_EQ(j.agents_with_queued(), (std::vector<std::string>{"B", "a1", "a2", "zz"}));
+    EXPECT_TRUE(j.any_held_webhook());
+    // An alert's held webhook stands before its later ones, on any agent.
+    EXPECT_TRUE(j.held_before("a1", "ev-2", "hpnnmi", seq_["01R7"] + 1));
+    EXPECT_TRUE(j.held_before("a2", "ev-2", "hpnnmi", seq_["01R7"] + 1));
+    EXPECT_FALSE(j.held_before("a1", "ev-2", "hpnnmi", seq_["01R7"]));
+    EXPECT_FALSE(j.held_before("a1", "ev-2", "remedy", seq_["01R7"] + 1));
+    // fifo (no event): any held of this agent.
+    EXPECT_TRUE(j.held_before("a1", "", "", seq_["01R9"]));
+    EXPECT_FALSE(j.held_before("a2", "", "", seq_["01R9"]));
+  });
+  tx([](JournalTx& j) {
+    ASSERT_TRUE(j.transition("01R7", WebhookState::kHeld, WebhookState::kQueued));
+  });
+  read([](JournalTx& j) { EXPECT_FALSE(j.any_held_webhook()); });
+}
+
+TEST_P(ConformanceReads, AgentsComeInByteOrderWithTheirStates) {
+  tx([](JournalTx& j) {
+    j.set_agent_state("b-agent", "down", std::string("503"), std::nullopt, false);
+    j.set_agent_state("a-agent", "paused", std::string("maintenance"), kT0 + 60'000, false);
+    j.set_agent_state("C-agent", "up", std::nullopt, std::nullopt, false);
+  });
+  read([](JournalTx& j) {
+    auto agents = j.load_agents();
+    ASSERT_EQ(agents.size(), 3u);
+    EXPECT_EQ(agents[0].id, "C-agent");
+    EXPECT_EQ(agents[1].id, "a-agent");
+    EXPECT_EQ(agents[1].state, "paused");
+    EXPECT_EQ(agents[1].reason, "maintenance");
+    EXPECT_EQ(agents[1].paused_until, kT0 + 60'000);
+    EXPECT_EQ(agents[2].id, "b-agent");
+    EXPECT_EQ(agents[2].state, "down");
+    EXPECT_FALSE(agents[2].paused_until);
+  });
+}
+
+TEST_P(ConformanceReads, TheFeedStopsAfterTheRowThatCrossesItsByteBudget) {
+  std::vector<std::int64_t> seqs;
+  for (int i = 0; i < 3; ++i) {
+    NewWebhook w = webhook("01F" + std::to_string(i));
+    w.state = WebhookState::kStored;
+    w.assigned_agent = std::nullopt;
+    w.payload = std::string(100, static_cast<char>('a' + i));
+    w.payload[50] = '\0';  // bytes, not text
+    seqs.push_back(insert(w).seq);
+  }
+  read([&](JournalTx& j) {
+    auto page = j.feed_after_bounded(0, 10, 150);
+    ASSERT_EQ(page.size(), 2u) << "100 bytes before the second (<= 150), 200 before the third";
+    EXPECT_EQ(page[0].seq, seqs[0]);
+    EXPECT_EQ(page[0].id, "01F0");
+    EXPECT_EQ(page[0].payload.size(), 100u);
+    EXPECT_EQ(page[0].payload[50], '\0');
+    EXPECT_EQ(page[1].payload[0], 'b');
+    EXPECT_EQ(page[1].service, "hpnnmi");
+    EXPECT_EQ(page[1].received_at, kT0);
+    EXPECT_EQ(j.feed_after_bounded(0, 1, 1 << 20).size(), 1u);
+    auto rest = j.feed_after_bounded(seqs[1], 10, 0);
+    ASSERT_EQ(rest.size(), 1u) << "at least one row when any is newer";
+    EXPECT_EQ(rest[0].id, "01F2");
+    EXPECT_TRUE(j.feed_after_bounded(seqs[2], 10, 1 << 20).empty());
+    EXPECT_GE(j.newest_seq(), seqs[2]);
+  });
+}
+
+TEST_P(ConformanceReads, AReadCannotWrite) {
+  Status s = backend_->read([](JournalTx& j) { j.insert_webhook(webhook("01RW")); });
+  EXPECT_FALSE(s);
+  read([](JournalTx& j) { EXPECT_FALSE(j.next_queued_of_event("a1", "ev-1", 0)->id == "01RW"); });
+  EXPECT_EQ(scalar("SELECT count(*) FROM webhooks WHERE id = '01RW'"), "0");
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, ConformanceReads, ::testing::Values("sqlite", "postgresql"),
+                         backend_name);
 
 TEST_P(Conformance, AFailedTransactionLeavesNothingBehind) {
   Status s = backend_->transact([&](JournalTx& j) {
