@@ -30,6 +30,7 @@
 #include "common/metrics.h"
 #include "common/utf8.h"
 #include "dispatch/agent_state.h"
+#include "dispatch/chain_step.h"
 #include "dispatch/ia_format.h"
 #include "dispatch/retry_policy.h"
 #include "dispatch/scheduler.h"
@@ -59,9 +60,6 @@ constexpr int kReopenAfterFailures = 3;  // reads failed in a row: reopen the re
 // one reached the queue's end: the price of finding due webhooks behind them stays bounded.
 constexpr Millis kResumeEvery = 50;
 constexpr Millis kPassEvery = 1000;
-// The chain step (finish): rows of the agent's queue the writer walks, inside the transaction
-// that records an outcome, looking for the next webhook of the same alert.
-constexpr int kChainWalk = 256;
 // After commits that only added rows, fill_new_rows checks a new row whose alert has nothing
 // in hand against at most this many queued rows before it (nothing earlier of its alert
 // queued); past that, the queue is walked from its head instead.
@@ -115,135 +113,11 @@ struct InHand {
   int chain_steps = 0;  // claimed by that many chain steps in a row (see Chain)
 };
 
-// The next webhook of an alert, claimed in the transaction that records the outcome of the one
-// before (docs/journal.md, "Durability and crash semantics"): one commit per step of an alert's
-// chain instead of two, and no walk of the queue to find it. Claimed only when, as the journal
-// has it at that commit, it is the alert's first queued webhook on the agent, due, with no
-// held webhook of the alert before it, and among the first kChainWalk rows of the queue:
-// nothing of the alert is overtaken. For kChainQuantum steps in a row it may go before due
-// webhooks of other alerts (those take the next free slots meanwhile: the chained webhook waits
-// in `ready` until one is free); after that, only while the dispatcher knows of no other work
-// for the agent (no candidates, nothing changed since a walk that found everything), so an
-// alert that keeps receiving webhooks never holds a slot while others wait. Anything else: no
-// claim; the key is released and the queue walked as before.
-// What the chain steps of one batch of outcomes (one writer operation: nothing else writes
-// between them) read once: whether each agent is paused, whether any webhook is held. Only
-// queued, inflight and final states change within the batch.
-struct ChainBatch {
-  std::map<std::string, bool, std::less<>> paused;
-  std::optional<bool> any_held;
-};
-
-struct Chain {
-  std::string agent_id;
-  std::string key;             // the alert's ordering key (event ordering)
-  std::string event_id;        // the alert's event id
-  std::int64_t after_seq = 0;  // the seq of the webhook whose outcome this is
-  Millis now = 0;              // due means next_attempt_at <= now
-  // The agent's `kinds` at the outcome: a type it leaves out is not claimed (the dispatcher's
-  // walk picks it and discards it with the reason, as any other pick).
-  std::vector<std::string> kinds;
-  bool all_kinds = false;
-  // Set on the writer thread by each run of the op (a failed write runs it again).
-  std::shared_ptr<ChainBatch> batch;  // the reads of the batch's last run
-  bool claimed = false;
-  QueuedWebhook next;  // as read before its claim (attempts not yet counted)
-};
-
-// Writer thread, inside the outcome's transaction, after the finished webhook is delivered.
-void claim_next_of_alert(SQLite::Database& db, Chain& c) {
-  c.claimed = false;
-  ChainBatch own;
-  ChainBatch& batch = c.batch ? *c.batch : own;
-  // An operator's pause committed since the dispatcher last looked: nothing more is sent.
-  auto paused = batch.paused.find(c.agent_id);
-  if (paused == batch.paused.end()) {
-    auto row = load_agent(db, c.agent_id);
-    paused = batch.paused.emplace(c.agent_id, row && row->state == "paused").first;
-  }
-  if (paused->second) return;
-  // The alert's next webhook after the finished one (event index), near the head of the queue
-  // (one further in is left to the dispatcher's own walk), with no earlier webhook of the alert
-  // still queued (a resend, a release: that one goes first, found by the dispatcher's walk).
-  auto found = next_queued_of_event(db, c.agent_id, c.event_id, c.after_seq);
-  if (!found || queued_ahead(db, c.agent_id, found->seq, kChainWalk) >= kChainWalk ||
-      queued_of_event_ahead(db, c.agent_id, c.event_id, found->seq))
-    return;
-  QueuedWebhook& next = *found;
-  if (next.next_attempt_at && *next.next_attempt_at > c.now) return;  // backing off
-  if (!c.all_kinds && std::find(c.kinds.begin(), c.kinds.end(), next.type) == c.kinds.end()) return;
-  if (!batch.any_held) batch.any_held = any_held_webhook(db);
-  const bool any_held = *batch.any_held;
-  if (any_held && held_before(db, c.agent_id, c.event_id, next.service, next.seq)) return;
-  TransitionFields f;
-  f.assigned_agent = std::optional<std::string>(c.agent_id);
-  f.increment_attempts = true;
-  if (!transition(db, next.id, WebhookState::kQueued, WebhookState::kInflight, f)) return;
-  c.claimed = true;
-  c.next = std::move(next);
-}
-
-// The chain step under a savepoint of its own: whatever goes wrong there (a journal an operator
-// changed, say) leaves the outcome to be journaled as it would be without it, never fails it.
-void try_chain_step(SQLite::Database& db, Chain& c) {
-  cached_statement(db, "SAVEPOINT chain")->exec();
-  try {
-    claim_next_of_alert(db, c);
-  } catch (const std::exception& e) {
-    c.claimed = false;
-    // SQLite rolled the whole transaction back (I/O error, disk full): the outcome fails too.
-    if (sqlite3_get_autocommit(db.getHandle())) throw;
-    cached_statement(db, "ROLLBACK TO chain")->exec();
-    spdlog::debug("chain step for agent {} skipped: {}", c.agent_id, e.what());
-  }
-  cached_statement(db, "RELEASE chain")->exec();
-}
-
-// A webhook of an alert failing over to another agent after a retryable failure (finish):
-// the alert's later webhooks queued on this agent go along (see move_alert_tail).
-struct AlertMove {
-  std::string from, to;
-  std::string event_id;
-  std::int64_t after_seq = 0;
-  AgentConfig from_cfg, to_cfg;  // their kinds, as the dispatcher had them
-  TransitionFields stay;         // the outcome's fields should the webhook stay here
-};
-
-// Writer thread, in the outcome's transaction, before the failing webhook's own transition.
-// Moves the alert's later webhooks queued on `from` to `to` and returns true, or moves nothing
-// and returns false when one of them cannot go: asked for `from` by identifier, of a service
-// `to` does not host (an alert's key spans its services), of a type `from` takes and `to`
-// leaves out (it would be discarded there), or held (released, it would go on `from` while
-// the alert's later ones went on `to`).
-bool move_alert_tail(SQLite::Database& db, const AlertMove& m) {
-  auto q = cached_statement(db,
-                            // "+": the event index (an alert has few rows).
-                            "SELECT agent, type, service, state FROM webhooks WHERE event_id=? "
-                            "AND seq>? AND +assigned_agent=? AND (+state='queued' OR "
-                            "+state='held')");
-  q->bind(1, m.event_id);
-  q->bind(2, m.after_seq);
-  q->bind(3, m.from);
-  bool movable = true;
-  while (movable && q->executeStep()) {
-    const std::string type = q->getColumn(1).getString();
-    if (!q->getColumn(0).isNull() || !m.to_cfg.hosts(q->getColumn(2).getString()) ||
-        (m.from_cfg.takes(type) && !m.to_cfg.takes(type)) || q->getColumn(3).getString() == "held")
-      movable = false;
-  }
-  q->reset();
-  if (!movable) return false;
-  auto u = cached_statement(db,
-                            "UPDATE webhooks SET assigned_agent=? WHERE event_id=? AND seq>? AND "
-                            "+assigned_agent=? AND +state='queued'");
-  u->bind(1, m.to);
-  u->bind(2, m.event_id);
-  u->bind(3, m.after_seq);
-  u->bind(4, m.from);
-  u->exec();
-  u->reset();
-  return true;
-}
+using dispatch_internal::AlertMove;
+using dispatch_internal::Chain;
+using dispatch_internal::ChainBatch;
+using dispatch_internal::move_alert_tail;
+using dispatch_internal::try_chain_step;
 
 struct Call {
   Agent* agent = nullptr;
