@@ -4,7 +4,7 @@
 // the journal) and failover. Every attempt and outcome is journaled through the Writer. Runs on its
 // own thread.
 //
-// How it works (details in dispatcher.cpp):
+// How it works (details in dispatcher_impl.h and the files it names):
 // - Work is read by index (scan_queue) in pages of 256, so memory stays flat whatever the
 //   backlog. Each fill walks at most 4096 rows from the head of the agent's queue and, when
 //   those hold nothing to send, up to 4096 more from where the previous fill stopped (a cursor
@@ -20,7 +20,7 @@
 //   asynchronously, and its ordering key stays busy until that commit, so a later webhook of
 //   the same alert never overtakes it. Under event ordering a delivered webhook's outcome op
 //   also claims the alert's next webhook when the journal, in that transaction, shows it may
-//   go (a chain step: one commit per step, no walk; see Chain in dispatcher.cpp). The
+//   go (a chain step: one commit per step, no walk; see Chain in chain_step.h). The
 //   dispatcher's claims and outcomes are submitted quiet: their commits do not wake it.
 // - A webhook whose type the agent's `kinds` leave out is not claimed: picked like any other
 //   (its key busy), it goes queued → discarded with the reason, no call and no attempt.

@@ -1,0 +1,81 @@
+// The chain step and the failover of an alert's tail: journal operations the Writer runs inside
+// the transaction that records an outcome (DispatcherImpl::finish), so that an alert's webhooks
+// keep their order. Writer thread only; they throw SQLite::Exception as journal/store.h does.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/time.h"
+#include "journal/store.h"
+
+namespace SQLite {
+class Database;
+}  // namespace SQLite
+
+namespace iarelay::dispatch_internal {
+
+// The next webhook of an alert, claimed in the transaction that records the outcome of the one
+// before (docs/journal.md, "Durability and crash semantics"): one commit per step of an alert's
+// chain instead of two, and no walk of the queue to find it. Claimed only when, as the journal
+// has it at that commit, it is the alert's first queued webhook on the agent, due, with no
+// held webhook of the alert before it, and among the first kChainWalk rows of the queue:
+// nothing of the alert is overtaken. For kChainQuantum steps in a row it may go before due
+// webhooks of other alerts (those take the next free slots meanwhile: the chained webhook waits
+// in `ready` until one is free); after that, only while the dispatcher knows of no other work
+// for the agent (no candidates, nothing changed since a walk that found everything), so an
+// alert that keeps receiving webhooks never holds a slot while others wait. Anything else: no
+// claim; the key is released and the queue walked as before.
+// What the chain steps of one batch of outcomes (one writer operation: nothing else writes
+// between them) read once: whether each agent is paused, whether any webhook is held. Only
+// queued, inflight and final states change within the batch.
+struct ChainBatch {
+  std::map<std::string, bool, std::less<>> paused;
+  std::optional<bool> any_held;
+};
+
+struct Chain {
+  std::string agent_id;
+  std::string key;             // the alert's ordering key (event ordering)
+  std::string event_id;        // the alert's event id
+  std::int64_t after_seq = 0;  // the seq of the webhook whose outcome this is
+  Millis now = 0;              // due means next_attempt_at <= now
+  // The agent's `kinds` at the outcome: a type it leaves out is not claimed (the dispatcher's
+  // walk picks it and discards it with the reason, as any other pick).
+  std::vector<std::string> kinds;
+  bool all_kinds = false;
+  // Set on the writer thread by each run of the op (a failed write runs it again).
+  std::shared_ptr<ChainBatch> batch;  // the reads of the batch's last run
+  bool claimed = false;
+  QueuedWebhook next;  // as read before its claim (attempts not yet counted)
+};
+
+// The chain step under a savepoint of its own: whatever goes wrong there (a journal an operator
+// changed, say) leaves the outcome to be journaled as it would be without it, never fails it.
+void try_chain_step(SQLite::Database& db, Chain& c);
+
+// A webhook of an alert failing over to another agent after a retryable failure (finish):
+// the alert's later webhooks queued on this agent go along (see move_alert_tail).
+struct AlertMove {
+  std::string from, to;
+  std::string event_id;
+  std::int64_t after_seq = 0;
+  AgentConfig from_cfg, to_cfg;  // their kinds, as the dispatcher had them
+  TransitionFields stay;         // the outcome's fields should the webhook stay here
+};
+
+// Writer thread, in the outcome's transaction, before the failing webhook's own transition.
+// Moves the alert's later webhooks queued on `from` to `to` and returns true, or moves nothing
+// and returns false when one of them cannot go: asked for `from` by identifier, of a service
+// `to` does not host (an alert's key spans its services), of a type `from` takes and `to`
+// leaves out (it would be discarded there), or held (released, it would go on `from` while
+// the alert's later ones went on `to`).
+bool move_alert_tail(SQLite::Database& db, const AlertMove& m);
+
+}  // namespace iarelay::dispatch_internal

@@ -1,0 +1,286 @@
+// Moves of queued webhooks between agents (dispatcher_impl.h): pauses and resumes read from the
+// agents table, held webhooks given to an available agent, the queue of a down or paused agent
+// failed over, and the queues of agents no longer configured rerouted.
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <spdlog/spdlog.h>
+
+#include <map>
+#include <set>
+#include <string>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "dispatch/dispatcher_impl.h"
+#include "dispatch/scheduler.h"
+#include "journal/routing.h"
+#include "journal/statement_cache.h"
+#include "journal/store.h"
+#include "journal/writer.h"
+
+namespace iarelay::dispatch_internal {
+
+// `now` (wall) for paused_until, `steady` for how often.
+void DispatcherImpl::check_agents_table(Millis now, Millis steady) {
+  if (steady - last_check_ < kAgentsCheckEvery) return;
+  last_check_ = steady;
+  std::int64_t version = 0;
+  {
+    auto q = cached_statement(*db_, "PRAGMA data_version");
+    if (q->executeStep()) version = q->getColumn(0).getInt64();
+  }
+  if (version == data_version_ && steady - last_reload_ < kForcedReloadEvery) return;
+  data_version_ = version;
+  last_reload_ = steady;
+  std::map<std::string, AgentRow> rows;
+  for (auto& r : load_agents(*db_)) rows.emplace(r.id, std::move(r));
+  for (auto& [id, a] : agents_) {
+    // Resends and other outside changes may have queued older rows: walk again from the start.
+    a->candidates.clear();
+    a->dirty = true;
+    auto it = rows.find(id);
+    bool paused = it != rows.end() && it->second.state == "paused";
+    if (paused && it->second.paused_until && *it->second.paused_until <= now) {
+      paused = false;
+      end_pause(id, *it->second.paused_until);
+    }
+    if (a->health.set_paused(paused, steady)) {
+      ctx_.directory->set_availability(id, paused ? Availability::kPaused : Availability::kUp);
+      update_gauges(*a);
+      spdlog::info("agent {} {}", id, paused ? "paused by operator" : "resumed");
+      if (!paused) held_dirty_ = true;
+    }
+  }
+  held_dirty_ = true;
+}
+
+void DispatcherImpl::end_pause(const std::string& id, Millis until) {
+  // Only if the pause is still the one that ended (an operator may have paused again).
+  ctx_.writer->submit(
+      [id, until](SQLite::Database& db) {
+        auto row = load_agent(db, id);
+        if (row && row->state == "paused" && row->paused_until && *row->paused_until == until)
+          set_agent_state(db, id, "up", std::string("pause ended"), std::nullopt, false);
+      },
+      [](const Status& s) {
+        if (!s) spdlog::warn("could not record the end of a pause: {}", s.message());
+      });
+}
+
+// Held webhooks (assigned_agent NULL, from `unrouted = hold` or a resend) go to an available
+// agent of their service.
+void DispatcherImpl::sweep_held(Millis steady) {
+  if (held_pending_) return;
+  if (!held_dirty_ && steady - last_held_sweep_ < kForcedReloadEvery) return;
+  held_dirty_ = false;
+  last_held_sweep_ = steady;
+  auto rows = scan_queue(*db_, std::nullopt, held_cursor_, kScanPage);
+  held_cursor_ = rows.size() == static_cast<size_t>(kScanPage) ? rows.back().seq : 0;
+  if (held_cursor_) held_dirty_ = true;                    // more pages: continue on the next turn
+  std::vector<std::pair<std::string, std::string>> moves;  // id → agent
+  for (const auto& r : rows) {
+    // An agent that takes its type first; else any (which discards it with the reason).
+    auto target = ctx_.directory->available_agent_for(r.service, "", r.type);
+    if (!target) target = ctx_.directory->available_agent_for(r.service);
+    if (target) moves.emplace_back(r.id, *target);
+  }
+  if (moves.empty()) return;
+  held_pending_ = true;
+  submit_moves(std::move(moves), [this] { held_pending_ = false; });
+}
+
+// Webhooks without an agent identifier waiting on a down or paused agent move to the next
+// available agent hosting their service.
+void DispatcherImpl::sweep_failover(Agent& a, Millis steady) {
+  if (a.failover_pending || a.removed || a.health.state() == AgentHealth::State::kUp) return;
+  // An alert left behind because a webhook of it was in hand is looked at again as soon as
+  // something was released (not only at the next forced reload).
+  if (steady - last_failover_sweep_[a.cfg.id] < kForcedReloadEvery && a.failover_cursor == 0 &&
+      !(a.failover_recheck && a.dirty))
+    return;
+  last_failover_sweep_[a.cfg.id] = steady;
+  a.failover_recheck = false;
+  std::vector<std::pair<std::string, std::string>> moves;
+  std::size_t walked = 0;
+  std::int64_t cursor = a.failover_cursor;
+  // A webhook behind a held one of its alert stays with it: moved alone, it would wait on
+  // the other agent, and once the hold ends the two would be on different agents.
+  const bool any_held = a.cfg.ordering == Ordering::kEvent && any_held_webhook(*db_);
+  for (;;) {
+    auto rows = scan_queue(*db_, a.cfg.id, cursor, kScanPage);
+    for (const auto& r : rows) {
+      cursor = r.seq;
+      if (r.agent || a.in_hand.count(r.seq)) continue;
+      // A webhook of an alert with one in hand (a chain step's claim waiting to be given
+      // back, say) stays: moved, it could be sent before the one in hand.
+      // The walk is paged over loop turns: an alert skipped once stays skipped for the rest
+      // of the pass (its key may be released before a later page), so nothing of it is
+      // moved ahead of the webhook left behind; the next pass moves them in order.
+      if (a.keys_ordering == Ordering::kEvent) {
+        std::string key = ordering_key(Ordering::kEvent, r);
+        if (a.busy_keys.count(key) || a.failover_skipped.count(key)) {
+          a.failover_skipped.insert(std::move(key));
+          a.failover_recheck = true;
+          continue;
+        }
+      }
+      if (any_held && !r.event_id.empty() &&
+          held_before(*db_, a.cfg.id, r.event_id, r.service, r.seq))
+        continue;
+      // Only to an agent that takes its type, if this one does (else it would be discarded
+      // there, where this agent would deliver it once back).
+      if (auto target = ctx_.directory->available_agent_for(r.service, a.cfg.id,
+                                                            a.cfg.takes(r.type) ? r.type : ""))
+        moves.emplace_back(r.id, *target);
+    }
+    walked += rows.size();
+    if (rows.size() < static_cast<size_t>(kScanPage)) {
+      cursor = 0;
+      break;
+    }
+    if (walked >= kMaxWalkRows) break;
+  }
+  a.failover_cursor = cursor;
+  if (cursor == 0) a.failover_skipped.clear();  // the pass ended: the next starts afresh
+  if (moves.empty()) return;
+  a.failover_pending = true;
+  a.candidates.clear();
+  std::string from = a.cfg.id;
+  submit_moves(std::move(moves), [this, from] {
+    if (auto it = agents_.find(from); it != agents_.end()) it->second->failover_pending = false;
+  });
+}
+
+// Queued webhooks assigned to an agent that is no longer configured (removed by a reload, or
+// retired while the relay was down). Those addressed to it by identifier keep waiting for it
+// (docs/architecture.md, "Routing" rule 1; status and iarelay_queue_unconfigured show them,
+// `iarelay move` moves them). The others were routed there: one that asked for another agent goes
+// back to that agent's queue; one that asked for none goes to the first available agent hosting
+// its service, else it is held for any agent of its service (never discarded: it was accepted,
+// and its service's other agents may be away for a moment). A reroute applies only while
+// the row still waits on the retired agent.
+void DispatcherImpl::sweep_retired(Millis steady) {
+  if (retired_pending_ || ctx_.directory->is_edge()) return;  // an edge calls no agent
+  if (!retired_dirty_ && steady - last_retired_sweep_ < kRetiredSweepEvery) return;
+  retired_dirty_ = false;
+  last_retired_sweep_ = steady;
+  std::set<std::string> configured;
+  for (const auto& [id, a] : agents_)
+    if (!a->removed) configured.insert(id);
+  std::vector<Reroute> reroutes;
+  std::size_t walked = 0;
+  for (const std::string& agent : agents_with_queued(*db_)) {
+    if (configured.count(agent)) continue;
+    std::int64_t& cursor = retired_cursors_[agent];
+    const Agent* busy = nullptr;  // a removed agent still finishing what it has in hand
+    if (auto it = agents_.find(agent); it != agents_.end()) busy = it->second.get();
+    std::unordered_set<std::string>& skipped = retired_skipped_[agent];
+    if (cursor == 0) skipped.clear();  // a new pass
+    for (;;) {
+      auto rows = scan_queue(*db_, agent, cursor, kScanPage);
+      for (const auto& r : rows) {
+        cursor = r.seq;
+        if (r.agent && *r.agent == agent) continue;  // addressed to it: waits for it
+        // Behind a webhook of its alert still in hand (being finished or given back): stays
+        // until that one is done, or it could be sent first elsewhere.
+        // As in sweep_failover, an alert skipped once stays skipped for the rest of the pass.
+        if (busy && busy->keys_ordering == Ordering::kEvent) {
+          std::string key = ordering_key(Ordering::kEvent, r);
+          if (busy->busy_keys.count(key) || skipped.count(key)) {
+            skipped.insert(std::move(key));
+            continue;
+          }
+        }
+        // Never discarded here: rule 3 discards on arrival only. Acknowledged long ago, a
+        // webhook whose other hosts are down or paused for a moment waits for them (held).
+        Reroute to{r.id, agent, std::nullopt};
+        if (r.agent)
+          to.agent = *r.agent;
+        else
+          to.agent = ctx_.directory->route(r.service, std::nullopt, r.type).assigned_agent;
+        reroutes.push_back(std::move(to));
+      }
+      walked += rows.size();
+      if (rows.size() < static_cast<size_t>(kScanPage)) {
+        cursor = 0;
+        break;
+      }
+      if (walked >= kMaxWalkRows) {
+        retired_dirty_ = true;  // more to walk: go on at the next turn
+        break;
+      }
+    }
+    if (walked >= kMaxWalkRows) break;
+  }
+  if (reroutes.empty()) return;
+  retired_pending_ = true;
+  std::size_t n = reroutes.size();
+  submit_reroutes(std::move(reroutes), [this, n] {
+    retired_pending_ = false;
+    spdlog::info("dispatcher: rerouted {} webhooks routed to agents no longer configured", n);
+  });
+}
+
+void DispatcherImpl::submit_reroutes(std::vector<Reroute> reroutes, std::function<void()> after) {
+  ++outstanding_;
+  auto shared = std::make_shared<std::vector<Reroute>>(std::move(reroutes));
+  ctx_.writer->submit(
+      [shared](SQLite::Database& db) {
+        auto where = cached_statement(db, "SELECT assigned_agent FROM webhooks WHERE id=?");
+        for (const auto& r : *shared) {
+          // Only if it still waits where it was found: a move, a resend or a reload that
+          // brought the agent back may have placed it since.
+          where->reset();
+          where->bind(1, r.id);
+          if (!where->executeStep() || where->getColumn(0).isNull() ||
+              where->getColumn(0).getString() != r.from)
+            continue;
+          where->reset();
+          TransitionFields f;
+          f.assigned_agent.emplace(r.agent);  // nullopt: NULL (held)
+          f.next_attempt_at = std::optional<Millis>();
+          transition(db, r.id, WebhookState::kQueued, WebhookState::kQueued, f);
+        }
+      },
+      [this, shared, after = std::move(after), mailbox = mailbox_](const Status& s) {
+        mailbox->post([this, shared, after, s] {
+          --outstanding_;
+          if (!s)
+            spdlog::warn("rerouting {} webhooks of agents no longer configured failed: {}",
+                         shared->size(), s.message());
+          for (const auto& r : *shared)
+            if (r.agent)
+              if (auto it = agents_.find(*r.agent); it != agents_.end()) it->second->dirty = true;
+          held_dirty_ = true;
+          after();
+        });
+      });
+}
+
+// queued → queued with a new assigned agent, one writer op for the batch.
+void DispatcherImpl::submit_moves(std::vector<std::pair<std::string, std::string>> moves,
+                                  std::function<void()> after) {
+  ++outstanding_;
+  auto shared =
+      std::make_shared<std::vector<std::pair<std::string, std::string>>>(std::move(moves));
+  ctx_.writer->submit(
+      [shared](SQLite::Database& db) {
+        for (const auto& [id, agent] : *shared) {
+          TransitionFields f;
+          f.assigned_agent = std::optional<std::string>(agent);
+          f.next_attempt_at = std::optional<Millis>();
+          transition(db, id, WebhookState::kQueued, WebhookState::kQueued, f);
+        }
+      },
+      [this, shared, after = std::move(after), mailbox = mailbox_](const Status& s) {
+        mailbox->post([this, shared, after, s] {
+          --outstanding_;
+          if (!s) spdlog::warn("reassigning {} webhooks failed: {}", shared->size(), s.message());
+          for (const auto& [id, agent] : *shared)
+            if (auto it = agents_.find(agent); it != agents_.end()) it->second->dirty = true;
+          after();
+        });
+      });
+}
+
+}  // namespace iarelay::dispatch_internal
