@@ -1,6 +1,7 @@
 // The chain step and the failover of an alert's tail: journal operations the Writer runs inside
 // the transaction that records an outcome (DispatcherImpl::finish), so that an alert's webhooks
-// keep their order. Writer thread only; they throw SQLite::Exception as journal/store.h does.
+// keep their order. Writer thread only; through the journal seam (either backend), throwing as
+// its operations do.
 #pragma once
 
 #include <cstdint>
@@ -13,11 +14,7 @@
 
 #include "common/config.h"
 #include "common/time.h"
-#include "journal/store.h"
-
-namespace SQLite {
-class Database;
-}  // namespace SQLite
+#include "journal/backend.h"
 
 namespace iarelay::dispatch_internal {
 
@@ -58,7 +55,7 @@ struct Chain {
 
 // The chain step under a savepoint of its own: whatever goes wrong there (a journal an operator
 // changed, say) leaves the outcome to be journaled as it would be without it, never fails it.
-void try_chain_step(SQLite::Database& db, Chain& c);
+void try_chain_step(JournalTx& tx, Chain& c);
 
 // A webhook of an alert failing over to another agent after a retryable failure (finish):
 // the alert's later webhooks queued on this agent go along (see move_alert_tail).
@@ -76,6 +73,6 @@ struct AlertMove {
 // `to` does not host (an alert's key spans its services), of a type `from` takes and `to`
 // leaves out (it would be discarded there), or held (released, it would go on `from` while
 // the alert's later ones went on `to`).
-bool move_alert_tail(SQLite::Database& db, const AlertMove& m);
+bool move_alert_tail(JournalTx& tx, const AlertMove& m);
 
 }  // namespace iarelay::dispatch_internal

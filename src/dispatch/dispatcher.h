@@ -58,12 +58,12 @@
 
 namespace iarelay {
 
-class Writer;
+class JournalWriter;
 class AgentDirectory;
 class Metrics;
 
 struct DispatcherContext {
-  Writer* writer = nullptr;             // not owned
+  JournalWriter* writer = nullptr;      // not owned
   AgentDirectory* directory = nullptr;  // not owned; agents' configuration and availability
   Metrics* metrics = nullptr;           // not owned
   std::string journal_path;             // for its own read connection

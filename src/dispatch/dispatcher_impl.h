@@ -34,9 +34,9 @@
 #include "dispatch/retry_policy.h"
 #include "dispatch/scheduler.h"
 #include "journal/journal.h"
+#include "journal/journal_writer.h"
 #include "journal/statement_cache.h"
 #include "journal/store.h"
-#include "journal/writer.h"
 
 namespace iarelay::dispatch_internal {
 
@@ -190,7 +190,7 @@ class DispatcherImpl final : public Dispatcher {
     Millis retry_at;  // steady time
     std::string agent_id;
     InHand item;
-    std::shared_ptr<Writer::Op> op;
+    std::shared_ptr<JournalWriter::TxOp> op;
     std::string target;
     std::shared_ptr<Chain> chain;  // set: the op may claim the next webhook of the alert
   };

@@ -242,17 +242,12 @@ void DispatcherImpl::discard_not_taken(Agent& a, InHand item) {
   f.last_error = std::optional<std::string>(truncate(reason, 1000));
   f.next_attempt_at = std::optional<Millis>();
   const std::string id = item.w.id;
-  auto op = std::make_shared<Writer::Op>([id, agent = a.cfg.id, f](SQLite::Database& db) {
+  auto op = std::make_shared<JournalWriter::TxOp>([id, agent = a.cfg.id, f](JournalTx& tx) {
     // Only while it is still this agent's: moved meanwhile (iarelay move, a failover) to an
     // agent that may take its type, it is that agent's to decide.
-    auto still = cached_statement(
-        db, "SELECT 1 FROM webhooks WHERE id=? AND state='queued' AND assigned_agent=?");
-    still->bind(1, id);
-    still->bind(2, agent);
-    const bool its_own = still->executeStep();
-    still->reset();
-    if (!its_own) return;
-    transition(db, id, WebhookState::kQueued, WebhookState::kDiscarded, f);
+    auto place = tx.locate(id);
+    if (!place || place->state != WebhookState::kQueued || place->assigned_agent != agent) return;
+    tx.transition(id, WebhookState::kQueued, WebhookState::kDiscarded, f);
   });
   pending_outcomes_.push_back(
       {0, a.cfg.id, std::move(item), std::move(op), std::string(), nullptr});
@@ -264,14 +259,14 @@ void DispatcherImpl::claim(Agent& a, std::vector<InHand> batch) {
   auto items = std::make_shared<std::vector<InHand>>(std::move(batch));
   auto claimed = std::make_shared<std::vector<bool>>(items->size(), false);
   std::string agent_id = a.cfg.id;
-  ctx_.writer->submit_quiet(
-      [items, claimed, agent_id](SQLite::Database& db) {
+  ctx_.writer->submit_quiet_tx(
+      [items, claimed, agent_id](JournalTx& tx) {
         for (size_t i = 0; i < items->size(); ++i) {
           TransitionFields f;
           f.assigned_agent = std::optional<std::string>(agent_id);
           f.increment_attempts = true;
           (*claimed)[i] =
-              transition(db, (*items)[i].w.id, WebhookState::kQueued, WebhookState::kInflight, f);
+              tx.transition((*items)[i].w.id, WebhookState::kQueued, WebhookState::kInflight, f);
         }
       },
       [this, items, claimed, agent_id, mailbox = mailbox_](const Status& s) {
@@ -313,12 +308,12 @@ void DispatcherImpl::unclaim(Agent& a, std::vector<InHand> items) {
   ++outstanding_;
   auto shared = std::make_shared<std::vector<InHand>>(std::move(items));
   std::string agent_id = a.cfg.id;
-  ctx_.writer->submit_quiet(
-      [shared](SQLite::Database& db) {
+  ctx_.writer->submit_quiet_tx(
+      [shared](JournalTx& tx) {
         for (const auto& it : *shared) {
           TransitionFields f;
           f.attempts = it.w.attempts;
-          transition(db, it.w.id, WebhookState::kInflight, WebhookState::kQueued, f);
+          tx.transition(it.w.id, WebhookState::kInflight, WebhookState::kQueued, f);
         }
       },
       [this, shared, agent_id, mailbox = mailbox_](const Status& s) {

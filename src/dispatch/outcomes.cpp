@@ -50,9 +50,9 @@ void DispatcherImpl::track_health(Agent& a, const InHand& item, const RetryDecis
 
 void DispatcherImpl::record_agent_state(const std::string& id, const std::string& state,
                                         std::optional<std::string> reason) {
-  ctx_.writer->submit(
-      [id, state, reason](SQLite::Database& db) {
-        set_agent_state(db, id, state, reason, std::nullopt, /*unless_paused=*/true);
+  ctx_.writer->submit_tx(
+      [id, state, reason](JournalTx& tx) {
+        tx.set_agent_state(id, state, reason, std::nullopt, /*unless_paused=*/true);
       },
       [id](const Status& s) {
         if (!s) spdlog::warn("could not record the state of agent {}: {}", id, s.message());
@@ -154,14 +154,14 @@ void DispatcherImpl::finish(Agent& a, InHand item, const CallOutcome& outcome,
     alert_move->stay.next_attempt_at = std::optional<Millis>(d.next_attempt_at);
   }
   auto op =
-      std::make_shared<Writer::Op>([attempt, id, to, f, chain, alert_move](SQLite::Database& db) {
-        if (attempt) record_attempt(db, *attempt);
+      std::make_shared<JournalWriter::TxOp>([attempt, id, to, f, chain, alert_move](JournalTx& tx) {
+        if (attempt) tx.record_attempt(*attempt);
         const bool moved =
-            transition(db, id, WebhookState::kInflight, to,
-                       alert_move && !move_alert_tail(db, *alert_move) ? alert_move->stay : f);
+            tx.transition(id, WebhookState::kInflight, to,
+                          alert_move && !move_alert_tail(tx, *alert_move) ? alert_move->stay : f);
         if (chain) {
           chain->claimed = false;
-          if (moved) try_chain_step(db, *chain);
+          if (moved) try_chain_step(tx, *chain);
         }
       });
   pending_outcomes_.push_back(
@@ -194,13 +194,13 @@ void DispatcherImpl::flush_outcomes() {
 void DispatcherImpl::submit_outcomes(std::vector<PendingOutcome> outcomes) {
   ++outstanding_;
   auto batch = std::make_shared<std::vector<PendingOutcome>>(std::move(outcomes));
-  ctx_.writer->submit_quiet(
-      [batch](SQLite::Database& db) {
+  ctx_.writer->submit_quiet_tx(
+      [batch](JournalTx& tx) {
         // Afresh at each run: a failed write runs the op again, maybe with another batch.
         auto reads = std::make_shared<ChainBatch>();
         for (auto& o : *batch) {
           if (o.chain) o.chain->batch = reads;
-          (*o.op)(db);
+          (*o.op)(tx);
         }
       },
       [this, batch, mailbox = mailbox_](const Status& s) {

@@ -56,11 +56,11 @@ void DispatcherImpl::check_agents_table(Millis now, Millis steady) {
 
 void DispatcherImpl::end_pause(const std::string& id, Millis until) {
   // Only if the pause is still the one that ended (an operator may have paused again).
-  ctx_.writer->submit(
-      [id, until](SQLite::Database& db) {
-        auto row = load_agent(db, id);
+  ctx_.writer->submit_tx(
+      [id, until](JournalTx& tx) {
+        auto row = tx.load_agent(id);
         if (row && row->state == "paused" && row->paused_until && *row->paused_until == until)
-          set_agent_state(db, id, "up", std::string("pause ended"), std::nullopt, false);
+          tx.set_agent_state(id, "up", std::string("pause ended"), std::nullopt, false);
       },
       [](const Status& s) {
         if (!s) spdlog::warn("could not record the end of a pause: {}", s.message());
@@ -224,22 +224,17 @@ void DispatcherImpl::sweep_retired(Millis steady) {
 void DispatcherImpl::submit_reroutes(std::vector<Reroute> reroutes, std::function<void()> after) {
   ++outstanding_;
   auto shared = std::make_shared<std::vector<Reroute>>(std::move(reroutes));
-  ctx_.writer->submit(
-      [shared](SQLite::Database& db) {
-        auto where = cached_statement(db, "SELECT assigned_agent FROM webhooks WHERE id=?");
+  ctx_.writer->submit_tx(
+      [shared](JournalTx& tx) {
         for (const auto& r : *shared) {
           // Only if it still waits where it was found: a move, a resend or a reload that
           // brought the agent back may have placed it since.
-          where->reset();
-          where->bind(1, r.id);
-          if (!where->executeStep() || where->getColumn(0).isNull() ||
-              where->getColumn(0).getString() != r.from)
-            continue;
-          where->reset();
+          auto place = tx.locate(r.id);
+          if (!place || place->assigned_agent != r.from) continue;
           TransitionFields f;
           f.assigned_agent.emplace(r.agent);  // nullopt: NULL (held)
           f.next_attempt_at = std::optional<Millis>();
-          transition(db, r.id, WebhookState::kQueued, WebhookState::kQueued, f);
+          tx.transition(r.id, WebhookState::kQueued, WebhookState::kQueued, f);
         }
       },
       [this, shared, after = std::move(after), mailbox = mailbox_](const Status& s) {
@@ -263,13 +258,13 @@ void DispatcherImpl::submit_moves(std::vector<std::pair<std::string, std::string
   ++outstanding_;
   auto shared =
       std::make_shared<std::vector<std::pair<std::string, std::string>>>(std::move(moves));
-  ctx_.writer->submit(
-      [shared](SQLite::Database& db) {
+  ctx_.writer->submit_tx(
+      [shared](JournalTx& tx) {
         for (const auto& [id, agent] : *shared) {
           TransitionFields f;
           f.assigned_agent = std::optional<std::string>(agent);
           f.next_attempt_at = std::optional<Millis>();
-          transition(db, id, WebhookState::kQueued, WebhookState::kQueued, f);
+          tx.transition(id, WebhookState::kQueued, WebhookState::kQueued, f);
         }
       },
       [this, shared, after = std::move(after), mailbox = mailbox_](const Status& s) {

@@ -33,6 +33,19 @@ class JournalError : public std::runtime_error {
   Status status_;
 };
 
+// Where a webhook is: its state and the agent it is assigned to (none: held or not routed).
+struct WebhookPlace {
+  WebhookState state = WebhookState::kQueued;
+  std::optional<std::string> assigned_agent;
+};
+
+// A webhook of an alert's tail on one agent (JournalTx::alert_tail).
+struct TailRow {
+  std::optional<std::string> agent;  // asked for by identifier
+  std::string type, service;
+  WebhookState state = WebhookState::kQueued;
+};
+
 // The operations of one transaction. Semantics as the functions of store.h of the same names.
 class JournalTx {
  public:
@@ -86,6 +99,19 @@ class JournalTx {
   virtual std::vector<FeedMessage> feed_after_bounded(std::int64_t after, int max,
                                                       std::size_t max_bytes) = 0;
   virtual std::int64_t newest_seq() = 0;
+
+  // --- the dispatcher's writes beyond transitions ---------------------------------------------
+  // Runs `fn` under a savepoint: ok, or why it threw, its changes undone and the transaction
+  // going on. Rethrows when the transaction itself is gone (SQLite rolled it back: an I/O
+  // error, a full disk; PostgreSQL's connection lost).
+  virtual Status in_savepoint(const std::function<void()>& fn) = 0;
+  virtual std::optional<WebhookPlace> locate(std::string_view id) = 0;
+  // The webhooks of alert `event_id` with seq > after_seq assigned to `agent`, queued or held.
+  virtual std::vector<TailRow> alert_tail(std::string_view agent, std::string_view event_id,
+                                          std::int64_t after_seq) = 0;
+  // Assigns those of them that are queued to `to`; returns how many.
+  virtual int reassign_alert_tail(std::string_view from, std::string_view to,
+                                  std::string_view event_id, std::int64_t after_seq) = 0;
 };
 
 class JournalBackend {

@@ -25,6 +25,9 @@ class JournalWriter {
   virtual ~JournalWriter() = default;
 
   virtual void submit_tx(TxOp op, Done done) = 0;
+  // As submit_tx, for an operation that creates no work for anyone the commit wakes: the
+  // dispatcher's own claims and outcomes, which it acts on from their Done (Writer::submit_quiet).
+  virtual void submit_quiet_tx(TxOp op, Done done) = 0;
   // As submit_tx, for an operation that only inserts new rows (and moves cursors): the
   // dispatcher then reads only the rows past those it has seen (Writer::submit_append).
   virtual void submit_append_tx(TxOp op, Done done) = 0;

@@ -1,10 +1,24 @@
 // The seam's SQLite side: store.h's functions inside BEGIN IMMEDIATE ... COMMIT.
 #include <SQLiteCpp/SQLiteCpp.h>
 
+#include <sqlite3.h>
+
 #include "journal/backend.h"
+#include "journal/statement_cache.h"
 
 namespace iarelay {
 namespace {
+
+std::optional<std::string> opt_text(const SQLite::Column& c) {
+  if (c.isNull()) return std::nullopt;
+  return c.getString();
+}
+
+WebhookState state_of(const SQLite::Column& c) {
+  auto s = parse_state(c.getString());
+  if (!s) throw JournalError(Status::corruption("unknown webhook state '" + c.getString() + "'"));
+  return *s;
+}
 
 class SqliteTx final : public JournalTx {
  public:
@@ -86,6 +100,62 @@ class SqliteTx final : public JournalTx {
     return iarelay::feed_after_bounded(db_, after, max, max_bytes);
   }
   std::int64_t newest_seq() override { return iarelay::newest_seq(db_); }
+
+  Status in_savepoint(const std::function<void()>& fn) override {
+    cached_statement(db_, "SAVEPOINT step")->exec();
+    Status out;
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      // SQLite rolled the whole transaction back (I/O error, disk full): nothing to go on with.
+      if (sqlite3_get_autocommit(db_.getHandle())) throw;
+      cached_statement(db_, "ROLLBACK TO step")->exec();
+      out = Status::io_error(e.what());
+    }
+    cached_statement(db_, "RELEASE step")->exec();
+    return out;
+  }
+
+  std::optional<WebhookPlace> locate(std::string_view id) override {
+    auto q = cached_statement(db_, "SELECT state, assigned_agent FROM webhooks WHERE id=?");
+    q->bind(1, std::string(id));
+    std::optional<WebhookPlace> out;
+    if (q->executeStep()) out = WebhookPlace{state_of(q->getColumn(0)), opt_text(q->getColumn(1))};
+    q->reset();
+    return out;
+  }
+
+  std::vector<TailRow> alert_tail(std::string_view agent, std::string_view event_id,
+                                  std::int64_t after_seq) override {
+    auto q = cached_statement(db_,
+                              // "+": the event index (an alert has few rows).
+                              "SELECT agent, type, service, state FROM webhooks WHERE event_id=? "
+                              "AND seq>? AND +assigned_agent=? AND (+state='queued' OR "
+                              "+state='held')");
+    q->bind(1, std::string(event_id));
+    q->bind(2, after_seq);
+    q->bind(3, std::string(agent));
+    std::vector<TailRow> out;
+    while (q->executeStep())
+      out.push_back({opt_text(q->getColumn(0)), q->getColumn(1).getString(),
+                     q->getColumn(2).getString(), state_of(q->getColumn(3))});
+    q->reset();
+    return out;
+  }
+
+  int reassign_alert_tail(std::string_view from, std::string_view to, std::string_view event_id,
+                          std::int64_t after_seq) override {
+    auto u = cached_statement(db_,
+                              "UPDATE webhooks SET assigned_agent=? WHERE event_id=? AND seq>? AND "
+                              "+assigned_agent=? AND +state='queued'");
+    u->bind(1, std::string(to));
+    u->bind(2, std::string(event_id));
+    u->bind(3, after_seq);
+    u->bind(4, std::string(from));
+    int n = u->exec();
+    u->reset();
+    return n;
+  }
 
  private:
   SQLite::Database& db_;

@@ -181,6 +181,11 @@ void Writer::submit_tx(TxOp op, Done done) {
   submit([op = std::move(op)](SQLite::Database& db) { run_in_sqlite_tx(db, op); }, std::move(done));
 }
 
+void Writer::submit_quiet_tx(TxOp op, Done done) {
+  submit_quiet([op = std::move(op)](SQLite::Database& db) { run_in_sqlite_tx(db, op); },
+               std::move(done));
+}
+
 void Writer::submit_append_tx(TxOp op, Done done) {
   submit_append([op = std::move(op)](SQLite::Database& db) { run_in_sqlite_tx(db, op); },
                 std::move(done));

@@ -82,8 +82,9 @@ class Writer final : public JournalWriter {
   std::future<Status> submit(Op op);
   // Submits and waits until durable.
   Status run(Op op) { return submit(std::move(op)).get(); }
-  // JournalWriter: the seam's operations, as submit and submit_append.
+  // JournalWriter: the seam's operations, as submit, submit_quiet and submit_append.
   void submit_tx(TxOp op, Done done) override;
+  void submit_quiet_tx(TxOp op, Done done) override;
   void submit_append_tx(TxOp op, Done done) override;
   void submit_insert(NewWebhook w, InsertDone done) override;
 

@@ -445,6 +445,50 @@ class PgTx final : public JournalTx {
     return std::stoll(*rows[0][0]);
   }
 
+  Status in_savepoint(const std::function<void()>& fn) override {
+    must(db_.command("SAVEPOINT step"));
+    Status out;
+    try {
+      fn();
+    } catch (const JournalError& e) {
+      // The connection is gone: so is the transaction.
+      if (e.status().kind() == StatusKind::kUnavailable) throw;
+      out = e.status();
+    } catch (const std::exception& e) {
+      out = Status::io_error(e.what());
+    }
+    // Undoes the failed statement's abort too: the transaction goes on.
+    if (!out) must(db_.command("ROLLBACK TO SAVEPOINT step"));
+    must(db_.command("RELEASE SAVEPOINT step"));
+    return out;
+  }
+
+  std::optional<WebhookPlace> locate(std::string_view id) override {
+    auto rows = must(
+        db_.query("SELECT state, assigned_agent FROM webhooks WHERE id = $1", {std::string(id)}));
+    if (rows.empty()) return std::nullopt;
+    return WebhookPlace{state_of(rows[0][0]), rows[0][1]};
+  }
+
+  std::vector<TailRow> alert_tail(std::string_view agent, std::string_view event_id,
+                                  std::int64_t after_seq) override {
+    auto rows = must(db_.query(
+        "SELECT agent, type, service, state FROM webhooks WHERE event_id = $1 AND seq > $2 AND "
+        "assigned_agent = $3 AND state IN ('queued', 'held') ORDER BY seq",
+        {std::string(event_id), number(after_seq), std::string(agent)}));
+    std::vector<TailRow> out;
+    for (const PgRow& r : rows) out.push_back({r[0], *r[1], *r[2], state_of(r[3])});
+    return out;
+  }
+
+  int reassign_alert_tail(std::string_view from, std::string_view to, std::string_view event_id,
+                          std::int64_t after_seq) override {
+    return static_cast<int>(must(db_.command(
+        "UPDATE webhooks SET assigned_agent = $1 WHERE event_id = $2 AND seq > $3 AND "
+        "assigned_agent = $4 AND state = 'queued'",
+        {std::string(to), std::string(event_id), number(after_seq), std::string(from)})));
+  }
+
  private:
   bool exists(const std::string& sql, const PgParams& params) {
     return !must(db_.query(sql, params)).empty();

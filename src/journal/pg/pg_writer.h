@@ -52,6 +52,7 @@ class PgWriter final : public JournalWriter {
   // JournalWriter. A COMMIT that returned is durable (synchronous_commit = on), and a reader
   // sees a commit only once it is flushed: wait_durable() has nothing to wait for.
   void submit_tx(TxOp op, Done done) override { submit(std::move(op), std::move(done)); }
+  void submit_quiet_tx(TxOp op, Done done) override { submit(std::move(op), std::move(done)); }
   void submit_append_tx(TxOp op, Done done) override { submit(std::move(op), std::move(done)); }
   Status wait_durable() override { return Status::ok(); }
   bool healthy() const override { return healthy_.load(); }

@@ -523,6 +523,72 @@ TEST_P(ConformanceReads, AReadCannotWrite) {
   EXPECT_EQ(scalar("SELECT count(*) FROM webhooks WHERE id = '01RW'"), "0");
 }
 
+// The chain step's savepoint: a failing statement inside it is undone with what it wrote
+// there, and the transaction goes on to commit the rest (on PostgreSQL too, where a failed
+// statement otherwise aborts the whole transaction).
+TEST_P(ConformanceReads, AFailureInsideASavepointUndoesItAloneAndTheRestCommits) {
+  Status inner;
+  tx([&](JournalTx& j) {
+    ASSERT_TRUE(j.transition("01R1", WebhookState::kQueued, WebhookState::kInflight));
+    inner = j.in_savepoint([&] {
+      j.transition("01R3", WebhookState::kQueued, WebhookState::kInflight);
+      AttemptRecord a;
+      a.webhook_id = "01R3";
+      a.attempt = 1;
+      a.agent = "a1";
+      a.outcome = "no-such-outcome";  // refused by the table's check
+      j.record_attempt(a);
+    });
+    EXPECT_TRUE(j.in_savepoint(
+        [&] { j.transition("01R4", WebhookState::kQueued, WebhookState::kInflight); }));
+  });
+  EXPECT_FALSE(inner);
+  EXPECT_EQ(scalar("SELECT state FROM webhooks WHERE id = '01R1'"), "inflight");
+  EXPECT_EQ(scalar("SELECT state FROM webhooks WHERE id = '01R3'"), "queued")
+      << "undone with the savepoint";
+  EXPECT_EQ(scalar("SELECT state FROM webhooks WHERE id = '01R4'"), "inflight");
+  EXPECT_EQ(scalar("SELECT count(*) FROM attempts"), "0");
+}
+
+TEST_P(ConformanceReads, AWebhookIsLocatedByIdWithItsStateAndAgent) {
+  tx([](JournalTx& j) {
+    auto queued = j.locate("01R2");
+    ASSERT_TRUE(queued);
+    EXPECT_EQ(queued->state, WebhookState::kQueued);
+    EXPECT_EQ(queued->assigned_agent, "a1");
+    EXPECT_EQ(j.locate("01R5")->state, WebhookState::kInflight);
+    EXPECT_FALSE(j.locate("no-such-id"));
+    TransitionFields f;
+    f.assigned_agent.emplace(std::nullopt);  // held for any agent
+    ASSERT_TRUE(j.transition("01R8", WebhookState::kQueued, WebhookState::kQueued, f));
+    EXPECT_EQ(j.locate("01R8")->assigned_agent, std::nullopt);
+  });
+}
+
+// A failover's move of an alert's later webhooks: the tail of ev-1 after 01R1 on a1 is 01R3
+// and 01R6 (01R4 is a2's); ev-2's tail holds the held 01R7.
+TEST_P(ConformanceReads, AnAlertsTailOnAnAgentIsReadAndItsQueuedRowsReassigned) {
+  tx([&](JournalTx& j) {
+    auto tail = j.alert_tail("a1", "ev-1", seq_["01R1"]);
+    ASSERT_EQ(tail.size(), 2u);
+    for (const TailRow& r : tail) {
+      EXPECT_EQ(r.state, WebhookState::kQueued);
+      EXPECT_EQ(r.service, "hpnnmi");
+      EXPECT_EQ(r.type, "status");
+      EXPECT_FALSE(r.agent);
+    }
+    auto held = j.alert_tail("a1", "ev-2", seq_["01R2"]);
+    ASSERT_EQ(held.size(), 1u);
+    EXPECT_EQ(held[0].state, WebhookState::kHeld);
+    EXPECT_TRUE(j.alert_tail("a1", "ev-1", seq_["01R6"]).empty());
+    EXPECT_EQ(j.reassign_alert_tail("a1", "a2", "ev-1", seq_["01R1"]), 2);
+    EXPECT_EQ(j.reassign_alert_tail("a1", "a2", "ev-2", seq_["01R2"]), 0) << "held stays";
+  });
+  EXPECT_EQ(scalar("SELECT assigned_agent FROM webhooks WHERE id = '01R3'"), "a2");
+  EXPECT_EQ(scalar("SELECT assigned_agent FROM webhooks WHERE id = '01R6'"), "a2");
+  EXPECT_EQ(scalar("SELECT assigned_agent FROM webhooks WHERE id = '01R1'"), "a1");
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, ConformanceReads, ::testing::Values("sqlite", "postgresql"),
                          backend_name);
 
