@@ -76,6 +76,11 @@ class JournalTx {
   virtual std::vector<QueuedWebhook> scan_queue(const std::optional<std::string>& agent,
                                                 std::int64_t after_seq, int limit) = 0;
   virtual std::optional<std::string> load_payload(std::string_view id) = 0;
+  // Waits for this transaction's turn to take seqs, held until it ends, so that seqs become
+  // visible in their order across relays (a reader never sees seq 8 before seq 7). The first
+  // insert of a transaction takes it by itself; a group commit takes it before forming its
+  // batch. SQLite: nothing to wait for (one writer).
+  virtual void lock_seq_order() {}
 
   // --- the dispatcher's and the feed's reads (store.h's functions of the same names) --------
   virtual std::vector<AgentRow> load_agents() = 0;

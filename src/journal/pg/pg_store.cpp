@@ -84,6 +84,7 @@ class PgTx final : public JournalTx {
     }
     // Concurrent inserts of one webhook (two relays, one Idempotency-Key): ON CONFLICT waits for
     // the other's commit, then this one finds the stored row below.
+    lock_seq_order();
     auto inserted = must(db_.query(
         "INSERT INTO webhooks (id, source, source_id, idempotency_key, received_at, service, "
         "agent, type, event_id, state, assigned_agent, last_error, payload) VALUES ($1, $2, $3, "
@@ -161,6 +162,7 @@ class PgTx final : public JournalTx {
                   w.assigned_agent, w.reason, PgValue::bytes(w.payload)});
       }
       sql += " ON CONFLICT DO NOTHING RETURNING id, seq";
+      lock_seq_order();
       auto rows = must(db_.query(sql, p));
       std::unordered_map<std::string, std::int64_t> inserted;
       for (const PgRow& r : rows) inserted.emplace(*r[0], std::stoll(*r[1]));
@@ -489,12 +491,26 @@ class PgTx final : public JournalTx {
         {std::string(to), std::string(event_id), number(after_seq), std::string(from)})));
   }
 
+  // Seqs become visible in their order, whatever the relays inserting: a transaction takes this
+  // lock before it takes its first seq and holds it until it ends (committed and visible, or
+  // rolled back), so the next one takes higher seqs only after it. A seq taken at INSERT and
+  // committed later would otherwise let seq 8 be read before seq 7: a dispatcher would break
+  // the alert's order, a feed consumer's cursor would skip 7. The relays' transactions that
+  // insert webhooks are serialized, commits included; each relay's group commit batches what
+  // waits meanwhile.
+  void lock_seq_order() override {
+    if (seq_order_locked_) return;
+    must(db_.query("SELECT pg_advisory_xact_lock(7304201516)"));
+    seq_order_locked_ = true;
+  }
+
  private:
   bool exists(const std::string& sql, const PgParams& params) {
     return !must(db_.query(sql, params)).empty();
   }
 
   PgConnection& db_;
+  bool seq_order_locked_ = false;
 };
 
 class PgBackend final : public JournalBackend {

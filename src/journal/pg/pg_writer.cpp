@@ -1,6 +1,8 @@
 // Group commit on the PostgreSQL journal.
 #include "journal/pg/pg_writer.h"
 
+#include <algorithm>
+
 #include "journal/pg/pg_journal.h"
 
 namespace iarelay {
@@ -36,11 +38,29 @@ void PgWriter::submit(Op op, Done done) {
   enqueue(std::move(p));
 }
 
+void PgWriter::submit_append_tx(TxOp op, Done done) {
+  Pending p;
+  p.op = std::move(op);
+  p.done = std::move(done);
+  p.inserts = true;
+  enqueue(std::move(p));
+}
+
 void PgWriter::submit_insert(NewWebhook w, InsertDone done) {
   Pending p;
   p.insert = std::move(w);
   p.insert_done = std::move(done);
+  p.inserts = true;
   enqueue(std::move(p));
+}
+
+// Takes in what was submitted since the batch was formed.
+void PgWriter::top_up(std::deque<Pending>& batch) {
+  std::lock_guard<std::mutex> lock(mu_);
+  while (!pending_.empty() && batch.size() < kMaxBatch) {
+    batch.push_back(std::move(pending_.front()));
+    pending_.pop_front();
+  }
 }
 
 void PgWriter::enqueue(Pending p) {
@@ -119,8 +139,19 @@ Status PgWriter::run_batch(std::deque<Pending>& batch) {
     backend_ = pg_backend(*db_);
     count(&Stats::reconnects, 1);
   }
+  const bool inserts =
+      std::any_of(batch.begin(), batch.end(), [](const Pending& p) { return p.inserts; });
+  Status s = backend_->transact([&](JournalTx& tx) {
+    if (inserts) {
+      // The turn to take seqs first (other relays' inserting transactions commit meanwhile:
+      // JournalTx::lock_seq_order), then everything submitted while it waited: a relay that
+      // waited commits one batch of all of it, not a batch formed before the wait.
+      tx.lock_seq_order();
+      top_up(batch);
+    }
+    run_in(tx, batch);
+  });
   count(&Stats::ops, batch.size());
-  Status s = backend_->transact([&](JournalTx& tx) { run_in(tx, batch); });
   healthy_ = s.is_ok() || s.kind() != StatusKind::kUnavailable;
   if (s) {
     count(&Stats::commits, 1);

@@ -53,7 +53,7 @@ class PgWriter final : public JournalWriter {
   // sees a commit only once it is flushed: wait_durable() has nothing to wait for.
   void submit_tx(TxOp op, Done done) override { submit(std::move(op), std::move(done)); }
   void submit_quiet_tx(TxOp op, Done done) override { submit(std::move(op), std::move(done)); }
-  void submit_append_tx(TxOp op, Done done) override { submit(std::move(op), std::move(done)); }
+  void submit_append_tx(TxOp op, Done done) override;
   Status wait_durable() override { return Status::ok(); }
   bool healthy() const override { return healthy_.load(); }
   // Submits and waits until durable.
@@ -69,6 +69,7 @@ class PgWriter final : public JournalWriter {
     NewWebhook insert;
     InsertDone insert_done;
     InsertOutcome outcome;
+    bool inserts = false;  // an insert, or an append op: its batch takes the turn for seqs
     void tell(const Status& s) {
       if (op) {
         if (done) done(s);
@@ -83,6 +84,7 @@ class PgWriter final : public JournalWriter {
   static void run_in(JournalTx& tx, std::deque<Pending>& batch);
   void enqueue(Pending p);
   Status run_batch(std::deque<Pending>& batch);
+  void top_up(std::deque<Pending>& batch);
 
   std::string conninfo_;
   std::unique_ptr<PgConnection> db_;

@@ -690,8 +690,48 @@ TEST_P(PgConcurrency, TwoRelaysInsertingOneWebhookStoreItOnce) {
   EXPECT_EQ(queue_ids("a1"), std::vector<std::string>{"01K1"});
 }
 
+// Two relays take webhooks of one alert at once. A seq is handed out at INSERT: if the second
+// relay's commit (seq 2) became visible while the first's (seq 1) was still open, a dispatcher
+// would send 2 before 1, and a feed consumer whose cursor passed 2 would never read 1. Seqs
+// must become visible in their order: the second relay's insert waits for the first's commit.
+TEST_P(PgConcurrency, SeqsBecomeVisibleInTheirOrderAcrossRelays) {
+  auto other = connect();
+  ASSERT_TRUE(other);
+  auto second = pg_backend(*other);
+  auto reader_connection = connect();
+  ASSERT_TRUE(reader_connection);
+  auto reader = pg_backend(*reader_connection);
+  std::future<InsertOutcome> later;
+  InsertOutcome first;
+  std::vector<std::string> seen_meanwhile;
+  Status s = backend_->transact([&](JournalTx& j) {
+    first = j.insert_webhook(webhook("01S1"));
+    later = std::async(std::launch::async, [&] {
+      InsertOutcome out;
+      Status s2 =
+          second->transact([&](JournalTx& j2) { out = j2.insert_webhook(webhook("01S2")); });
+      EXPECT_TRUE(s2) << s2.message();
+      return out;
+    });
+    later.wait_for(std::chrono::milliseconds(300));
+    // What a dispatcher or a feed reads meanwhile.
+    EXPECT_TRUE(reader->read([&](JournalTx& r) {
+      for (const auto& w : r.scan_queue(std::string("a1"), 0, 10)) seen_meanwhile.push_back(w.id);
+    }));
+  });
+  ASSERT_TRUE(s) << s.message();
+  InsertOutcome second_out = later.get();
+  EXPECT_TRUE(seen_meanwhile.empty())
+      << "the second relay's webhook (seq " << second_out.seq
+      << ") was visible while the first's (seq " << first.seq << ") was not yet committed";
+  EXPECT_LT(first.seq, second_out.seq);
+  EXPECT_EQ(queue_ids("a1"), (std::vector<std::string>{"01S1", "01S2"}));
+}
+
 // Review: two webhooks (two Idempotency-Keys) retried on two relays, each relay's transaction
-// (a group commit's batch) taking them in the other order: each waits for the other's commit.
+// (a group commit's batch) taking them in the other order. Each used to wait for the other's
+// commit (a deadlock, one side run again); now the second waits at its first insert for the
+// first's commit (seqs are taken one transaction at a time), then finds both stored.
 TEST_P(PgConcurrency, TwoRelaysInsertingTwoWebhooksInOppositeOrdersBothCommit) {
   auto other = connect();
   ASSERT_TRUE(other);
@@ -699,26 +739,27 @@ TEST_P(PgConcurrency, TwoRelaysInsertingTwoWebhooksInOppositeOrdersBothCommit) {
   NewWebhook a1 = webhook("01D1"), b1 = webhook("01D2"), a2 = webhook("01D3"), b2 = webhook("01D4");
   a1.idempotency_key = a2.idempotency_key = "key-a";
   b1.idempotency_key = b2.idempotency_key = "key-b";
-  std::promise<void> second_has_b;
-  std::atomic<bool> told_has_b{false};
   std::future<Status> later;
+  InsertOutcome b2_out, a2_out;
   Status s = backend_->transact([&](JournalTx& j) {
     j.insert_webhook(a1);
     later = std::async(std::launch::async, [&] {
       return second->transact([&](JournalTx& j2) {
-        j2.insert_webhook(b2);
-        // Told once: the transaction may run again (a deadlock ends one side's).
-        if (!told_has_b.exchange(true)) second_has_b.set_value();
-        j2.insert_webhook(a2);  // waits for the first relay's commit
+        b2_out = j2.insert_webhook(b2);
+        a2_out = j2.insert_webhook(a2);
       });
     });
-    second_has_b.get_future().wait();
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    j.insert_webhook(b1);  // waits for the second relay's commit
+    EXPECT_EQ(later.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout);
+    j.insert_webhook(b1);
   });
   Status s2 = later.get();
   EXPECT_TRUE(s) << s.message();
   EXPECT_TRUE(s2) << s2.message();
+  EXPECT_TRUE(b2_out.duplicate);
+  EXPECT_EQ(b2_out.id, "01D2");
+  EXPECT_TRUE(a2_out.duplicate);
+  EXPECT_EQ(a2_out.id, "01D1");
+  EXPECT_EQ(queue_ids("a1"), (std::vector<std::string>{"01D1", "01D2"}));
 }
 
 // Review: pg_journal.h says the transactions run at READ COMMITTED, which the concurrent
