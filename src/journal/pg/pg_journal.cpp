@@ -106,6 +106,12 @@ Status PgConnection::failure(const pg_result* r) {
   const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
   if (state && (std::string_view(state) == "40P01" || std::string_view(state) == "40001"))
     return Status::conflict(message);
+  // The server takes no writes (a standby, a database made read-only) or has no disk left:
+  // every commit fails alike, whatever the operation. Unavailable, so that the writer says it is
+  // not healthy and connects again (libpq with target_session_attrs=read-write finds a primary
+  // that takes them).
+  if (state && (std::string_view(state) == "25006" || std::string_view(state) == "53100"))
+    return Status::unavailable(message);
   return Status::io_error(message);
 }
 

@@ -66,8 +66,9 @@ class PgConnection {
  private:
   explicit PgConnection(pg_conn* conn) : conn_(conn) {}
   struct Executed;
-  // The Status of a failed statement: Unavailable when the connection is gone, Conflict for a
-  // deadlock or serialization failure (may run again), IoError otherwise.
+  // The Status of a failed statement: Unavailable when the connection is gone or the server
+  // takes no writes (read-only, out of disk), Conflict for a deadlock or
+  // serialization failure (may run again), IoError otherwise.
   Status failure(const pg_result* r);
   Result<Executed> execute(const std::string& sql, const PgParams& params, bool binary_results);
   pg_conn* conn_;

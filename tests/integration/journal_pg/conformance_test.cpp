@@ -795,5 +795,44 @@ TEST_P(PgConcurrency, TwoRelaysInsertingOneWebhookStoreItOnceWhateverTheDatabase
 
 INSTANTIATE_TEST_SUITE_P(Backends, PgConcurrency, ::testing::Values("postgresql"), backend_name);
 
+// Review (issue 15 seam): JournalWriter::healthy() is "whether the last commit succeeded"
+// (/readyz). SQLite's Writer says false after any failed commit. PgWriter, once the server takes
+// no writes but the connection stays up (a database put read-only: default_transaction_read_only,
+// as managed services do when storage runs out), fails every commit with an I/O error and says
+// healthy: /readyz keeps the relay in the load balancer while intake answers every webhook 503.
+class Review15s : public Conformance {};
+
+TEST_P(Review15s, APgWriterWhoseCommitsAllFailIsNotHealthy) {
+  auto writer = open_writer();
+  ASSERT_TRUE(writer);
+  auto insert_through = [&](const std::string& id) {
+    std::promise<Status> told;
+    writer->submit_insert(webhook(id),
+                          [&told](const Status& s, const InsertOutcome&) { told.set_value(s); });
+    return told.get_future().get();
+  };
+  ASSERT_TRUE(insert_through("01H1"));
+  EXPECT_TRUE(writer->healthy());
+  // The database takes no more writes; the writer's session is ended (a restart, a pooler
+  // recycling it), so the one it opens again is read-only.
+  ASSERT_EQ(
+      cluster_->psql("ALTER DATABASE " + database_ + " SET default_transaction_read_only = on"),
+      "");
+  ASSERT_EQ(cluster_->psql("SELECT count(pg_terminate_backend(pid)) >= 0 FROM pg_stat_activity "
+                           "WHERE datname = '" +
+                           database_ + "' AND pid <> pg_backend_pid()"),
+            "t");
+  EXPECT_FALSE(insert_through("01H2")) << "the connection was ended";
+  EXPECT_FALSE(writer->healthy());
+  for (int i = 3; i < 6; ++i) {
+    Status s = insert_through("01H" + std::to_string(i));
+    EXPECT_FALSE(s) << "a read-only database stores nothing";
+    EXPECT_FALSE(writer->healthy())
+        << "commit " << i << " failed (" << s.message() << ") and the writer says it is healthy";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, Review15s, ::testing::Values("postgresql"), backend_name);
+
 }  // namespace
 }  // namespace iarelay::testing
