@@ -224,7 +224,11 @@ Run drain(const std::string& path, long n, const std::string& url, const Options
       metrics.counter("iarelay_deliveries_total", "", {{"agent", "bench"}, {"outcome", "retry"}});
   Counter& failed =
       metrics.counter("iarelay_deliveries_total", "", {{"agent", "bench"}, {"outcome", "failed"}});
-  DispatcherContext ctx{writer->get(), &directory, &metrics, path};
+  DispatcherContext ctx;
+  ctx.writer = writer->get();
+  ctx.directory = &directory;
+  ctx.metrics = &metrics;
+  ctx.journal_path = path;
   auto t0 = Clock::now();
   auto d = Dispatcher::start(ctx);
   if (!d) {

@@ -2,7 +2,6 @@
 // connection and its backoff, and the loop that runs each job in turn.
 #include "dispatch/dispatcher.h"
 
-#include <SQLiteCpp/SQLiteCpp.h>
 #include <curl/curl.h>
 #include <spdlog/spdlog.h>
 
@@ -21,9 +20,13 @@ Status DispatcherImpl::init() {
   multi_ = curl_multi_init();
   if (!multi_) return Status::unavailable("curl_multi_init failed");
   mailbox_->multi = multi_;
-  auto db = open_journal_for_read(ctx_.journal_path);
-  if (!db) return db.status();
-  db_ = std::move(*db);
+  if (!ctx_.open_reader) {
+    std::string path = ctx_.journal_path;
+    ctx_.open_reader = [path] { return open_sqlite_reader(path); };
+  }
+  auto reader = ctx_.open_reader();
+  if (!reader) return reader.status();
+  reader_ = std::move(*reader);
   configure_agents(ctx_.directory->agents(), /*initial=*/true);
   heartbeat_ = steady_millis();
   running_ = true;
@@ -143,13 +146,11 @@ void DispatcherImpl::update_gauges(Agent& a) {
 
 void DispatcherImpl::run() {
   try {
-    cache_.emplace(*db_);
     loop();
   } catch (const std::exception& e) {
     // Only what the per-item guards below cannot catch (e.g. out of memory) ends up here.
     spdlog::critical("dispatcher stopped: {}", e.what());
   }
-  cache_.reset();
   shutdown();
   running_ = false;
 }
@@ -172,14 +173,12 @@ void DispatcherImpl::read_failed(ReadGate* gate, const char* what, const std::st
 void DispatcherImpl::maybe_reopen() {
   if (failures_in_a_row_ < kReopenAfterFailures) return;
   failures_in_a_row_ = 0;
-  auto db = open_journal_for_read(ctx_.journal_path);
-  if (!db) {
-    spdlog::error("dispatcher: reopening the journal failed: {}", db.status().message());
+  auto reader = ctx_.open_reader();
+  if (!reader) {
+    spdlog::error("dispatcher: reopening the journal failed: {}", reader.status().message());
     return;
   }
-  cache_.reset();  // statements are finalized before their connection closes
-  db_ = std::move(*db);
-  cache_.emplace(*db_);
+  reader_ = std::move(*reader);
   data_version_ = -1;
   spdlog::info("dispatcher: journal read connection reopened");
 }
@@ -286,7 +285,7 @@ void DispatcherImpl::shutdown() {
   easy_pool_.clear();
   curl_multi_cleanup(multi_);
   multi_ = nullptr;
-  db_.reset();
+  reader_.reset();  // on this thread: its statements were prepared here
 }
 
 }  // namespace iarelay::dispatch_internal

@@ -50,6 +50,7 @@
 //   keeps the key the agent had (the daemon refuses such a reload before it gets here).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -58,6 +59,7 @@
 
 namespace iarelay {
 
+class JournalBackend;
 class JournalWriter;
 class AgentDirectory;
 class Metrics;
@@ -67,6 +69,9 @@ struct DispatcherContext {
   AgentDirectory* directory = nullptr;  // not owned; agents' configuration and availability
   Metrics* metrics = nullptr;           // not owned
   std::string journal_path;             // for its own read connection
+  // Opens the dispatcher's own read connection to the journal (again after failing reads).
+  // Unset: the SQLite journal at journal_path.
+  std::function<Result<std::unique_ptr<JournalBackend>>()> open_reader;
 };
 
 class Dispatcher {

@@ -3,7 +3,6 @@
 // class's sections name. Dispatcher thread only, but for the Mailbox and the public calls.
 #pragma once
 
-#include <SQLiteCpp/SQLiteCpp.h>
 #include <curl/curl.h>
 #include <spdlog/spdlog.h>
 
@@ -18,6 +17,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <unordered_set>
@@ -202,7 +202,7 @@ class DispatcherImpl final : public Dispatcher {
     try {
       fn();
       return true;
-    } catch (const SQLite::Exception& e) {
+    } catch (const JournalError& e) {
       read_failed(nullptr, what, e.what());
     } catch (const std::exception& e) {
       spdlog::error("dispatcher: {} failed: {}; going on", what, e.what());
@@ -215,17 +215,42 @@ class DispatcherImpl final : public Dispatcher {
   bool read_step(ReadGate& gate, const char* what, Fn&& fn) {
     if (steady_millis() < gate.retry_at) return false;
     maybe_reopen();
-    try {
-      fn();
+    // One read snapshot for the whole step: a hold committed between the check for held
+    // webhooks and a queue's scan could otherwise let a later webhook of its alert through.
+    // A failure in the step (the journal's or another) fails the read, which backs off.
+    Status s = read_journal(fn);
+    if (s) {
       gate.delay = 0;
       failures_in_a_row_ = 0;
       return true;
-    } catch (const SQLite::Exception& e) {
-      read_failed(&gate, what, e.what());
-    } catch (const std::exception& e) {
-      spdlog::error("dispatcher: {} failed: {}; going on", what, e.what());
     }
+    read_failed(&gate, what, s.message());
     return false;
+  }
+  // Runs `fn` in a read transaction of reader_ (journal() is it meanwhile).
+  template <typename Fn>
+  Status read_journal(Fn&& fn) {
+    return reader_->read([&](JournalTx& tx) {
+      reading_ = &tx;
+      struct Done {
+        JournalTx*& reading;
+        ~Done() { reading = nullptr; }
+      } done{reading_};
+      fn();
+    });
+  }
+  // The read transaction of the step running now (inside read_step or with_reader only).
+  JournalTx& journal() {
+    if (!reading_) throw std::logic_error("dispatcher: a journal read outside a read step");
+    return *reading_;
+  }
+  // Runs `fn`'s reads in the step's read transaction, or outside a step without one (each
+  // statement its own: a single read, as a call's payload). Throws JournalError when the
+  // read fails.
+  template <typename Fn>
+  void with_reader(Fn&& fn) {
+    if (reading_) return fn(*reading_);
+    if (Status s = reader_->read_each([&](JournalTx& tx) { fn(tx); }); !s) throw JournalError(s);
   }
 
   // --- dispatcher.cpp: configuration and the loop ---
@@ -286,8 +311,10 @@ class DispatcherImpl final : public Dispatcher {
   DispatcherContext ctx_;
   std::shared_ptr<Mailbox> mailbox_;
   CURLM* multi_ = nullptr;
-  DatabasePtr db_;                            // the dispatcher thread's read connection
-  std::optional<StatementCacheScope> cache_;  // db_'s statements; reset before db_ closes
+  // The dispatcher thread's own read connection (either backend), and the read transaction
+  // of the step running now (read_step, with_reader); null outside one.
+  std::unique_ptr<JournalBackend> reader_;
+  JournalTx* reading_ = nullptr;
   std::thread thread_;
   std::mutex stop_mu_;
   std::atomic<bool> stopping_{false};

@@ -2,7 +2,6 @@
 // on the multi handle, and its answer read into a CallOutcome for outcomes.cpp.
 #include "dispatch/http_call.h"
 
-#include <SQLiteCpp/SQLiteCpp.h>
 #include <curl/curl.h>
 #include <spdlog/spdlog.h>
 
@@ -87,7 +86,7 @@ void DispatcherImpl::start_call(Agent& a, InHand item) {
   bool retry = false;
   try {
     prepare_call(a, item, *call, now);
-  } catch (const SQLite::Exception& e) {
+  } catch (const JournalError& e) {
     // The read connection, not the webhook: retried with the attempt given back (no call was
     // made; max_attempts counts real attempts), backed off while such errors go on.
     read_failed(nullptr, "payload", e.what());
@@ -135,10 +134,11 @@ void DispatcherImpl::start_call(Agent& a, InHand item) {
 }
 
 // The body, headers and options of one call; sets call.problem for a webhook that cannot be
-// sent; throws on errors of the read connection (SQLite::Exception) or anything unforeseen.
+// sent; throws on errors of the read connection (JournalError) or anything unforeseen.
 void DispatcherImpl::prepare_call(const Agent& a, const InHand& item, Call& call, Millis now) {
   const auto& w = item.w;
-  auto payload = load_payload(*db_, w.id);
+  std::optional<std::string> payload;
+  with_reader([&](JournalTx& tx) { payload = tx.load_payload(w.id); });
   if (!payload) {
     call.problem = "payload missing from the journal";
     return;

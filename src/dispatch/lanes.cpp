@@ -1,9 +1,7 @@
 // Each agent's lane (dispatcher_impl.h): what to send next, picked from windows of its queue
 // (scheduler.h), claimed through the Writer, given back when not sent, and the claims of chain
 // steps started as slots free up.
-#include <SQLiteCpp/SQLiteCpp.h>
 #include <spdlog/spdlog.h>
-#include <sqlite3.h>
 
 #include <algorithm>
 #include <iterator>
@@ -90,7 +88,7 @@ std::pair<std::int64_t, bool> DispatcherImpl::walk_queue(Agent& a, KeyScheduler&
                                                          std::int64_t after, bool probe) {
   std::size_t walked = 0;
   for (;;) {
-    auto rows = scan_queue(*db_, a.cfg.id, after, kScanPage);
+    auto rows = journal().scan_queue(a.cfg.id, after, kScanPage);
     for (auto& r : rows) {
       after = r.seq;
       ++walked;
@@ -108,9 +106,8 @@ std::pair<std::int64_t, bool> DispatcherImpl::walk_queue(Agent& a, KeyScheduler&
 bool DispatcherImpl::held_earlier(const Agent& a, bool any_held, const QueuedWebhook& w) {
   if (!any_held) return false;
   if (a.cfg.ordering == Ordering::kEvent && w.event_id.empty()) return false;
-  return held_before(*db_, a.cfg.id,
-                     a.cfg.ordering == Ordering::kEvent ? w.event_id : std::string(), w.service,
-                     w.seq);
+  return journal().held_before(
+      a.cfg.id, a.cfg.ordering == Ordering::kEvent ? w.event_id : std::string(), w.service, w.seq);
 }
 
 // After commits that only added rows (wake(true)): reads the agent's queued rows past
@@ -126,15 +123,14 @@ void DispatcherImpl::fill_new_rows(Agent& a, Millis now) {
   a.candidates.clear();
   std::size_t cap = std::min(kMaxCandidates, std::max<std::size_t>(32, 2 * a.cfg.max_inflight));
   KeyScheduler ks(a.cfg.ordering, now, a.busy_keys, cap);
-  std::optional<SQLite::Transaction> snapshot;
-  if (sqlite3_get_autocommit(db_->getHandle())) snapshot.emplace(*db_);
-  const bool any_held = a.cfg.ordering != Ordering::kNone && any_held_webhook(*db_);
+  // One read snapshot for the whole fill (read_step's).
+  const bool any_held = a.cfg.ordering != Ordering::kNone && journal().any_held_webhook();
   bool long_queue = false;
   ks.check_earlier([&](const QueuedWebhook& w) {
     if (held_earlier(a, any_held, w)) return true;
     if (a.cfg.ordering != Ordering::kEvent || w.event_id.empty()) return false;
     if (long_queue) return true;  // the queue is walked from its head anyway: no more reads
-    auto ahead = queued_of_event_within(*db_, a.cfg.id, w.event_id, w.seq, kShortQueue);
+    auto ahead = journal().queued_of_event_within(a.cfg.id, w.event_id, w.seq, kShortQueue);
     if (!ahead) long_queue = true;
     return ahead.value_or(true);
   });
@@ -167,13 +163,11 @@ void DispatcherImpl::fill(Agent& a, Millis now, bool probe, bool resume_only) {
       probe ? 1 : std::min(kMaxCandidates, std::max<std::size_t>(32, 2 * a.cfg.max_inflight));
   KeyScheduler ks(a.cfg.ordering, now, a.busy_keys, cap);
   auto walk = [&](std::int64_t after) { return walk_queue(a, ks, after, probe); };
-  // One read snapshot for the whole fill: a hold committed between the check for held
-  // webhooks and the queue's scan could otherwise let a later webhook of its alert through.
-  std::optional<SQLite::Transaction> snapshot;
-  if (sqlite3_get_autocommit(db_->getHandle())) snapshot.emplace(*db_);
+  // One read snapshot for the whole fill (read_step's): a hold committed between the check for
+  // held webhooks and the queue's scan could otherwise let a later webhook of its alert through.
   // A webhook an operator holds keeps its place: later webhooks of its key wait behind it
   // (event: same alert; fifo: the whole agent), as behind one backing off.
-  const bool any_held = a.cfg.ordering != Ordering::kNone && any_held_webhook(*db_);
+  const bool any_held = a.cfg.ordering != Ordering::kNone && journal().any_held_webhook();
   auto held_earlier = [this, &a, any_held](const QueuedWebhook& w) {
     return this->held_earlier(a, any_held, w);
   };
@@ -185,7 +179,7 @@ void DispatcherImpl::fill(Agent& a, Millis now, bool probe, bool resume_only) {
     a.head_last = head_last;
     // Rows past the head window are the walk past it's (below); new ones, past this, are
     // read by fill_new_rows.
-    a.tail_seen = head_ended ? head_last : std::max(head_last, last_queued_seq(*db_, a.cfg.id));
+    a.tail_seen = head_ended ? head_last : std::max(head_last, journal().last_queued_seq(a.cfg.id));
     a.appended = false;
   }
   if (head_ended) {
@@ -201,7 +195,7 @@ void DispatcherImpl::fill(Agent& a, Millis now, bool probe, bool resume_only) {
     // ordering; `none` has no constraint; fifo never gets here).
     ks.check_earlier([&](const QueuedWebhook& w) {
       return (a.cfg.ordering == Ordering::kEvent && !w.event_id.empty() &&
-              queued_before(*db_, a.cfg.id, w.event_id, w.seq)) ||
+              journal().queued_before(a.cfg.id, w.event_id, w.seq)) ||
              held_earlier(w);
     });
     const std::int64_t from = std::max(a.resume_after, head_last);

@@ -1,7 +1,6 @@
 // Outcomes of calls (dispatcher_impl.h): the agent's health after each, the attempt and the
 // outcome journaled in one Writer op per loop turn (with the chain step or the alert's failover
 // in the same transaction), and journal writes that failed made again.
-#include <SQLiteCpp/SQLiteCpp.h>
 #include <spdlog/spdlog.h>
 
 #include <memory>

@@ -1,7 +1,6 @@
 // Moves of queued webhooks between agents (dispatcher_impl.h): pauses and resumes read from the
 // agents table, held webhooks given to an available agent, the queue of a down or paused agent
 // failed over, and the queues of agents no longer configured rerouted.
-#include <SQLiteCpp/SQLiteCpp.h>
 #include <spdlog/spdlog.h>
 
 #include <map>
@@ -24,16 +23,14 @@ namespace iarelay::dispatch_internal {
 void DispatcherImpl::check_agents_table(Millis now, Millis steady) {
   if (steady - last_check_ < kAgentsCheckEvery) return;
   last_check_ = steady;
-  std::int64_t version = 0;
-  {
-    auto q = cached_statement(*db_, "PRAGMA data_version");
-    if (q->executeStep()) version = q->getColumn(0).getInt64();
-  }
-  if (version == data_version_ && steady - last_reload_ < kForcedReloadEvery) return;
+  // A backend without a data version (PostgreSQL) reads the agents table every time.
+  const std::int64_t version = journal().data_version().value_or(-2);
+  if (version >= 0 && version == data_version_ && steady - last_reload_ < kForcedReloadEvery)
+    return;
   data_version_ = version;
   last_reload_ = steady;
   std::map<std::string, AgentRow> rows;
-  for (auto& r : load_agents(*db_)) rows.emplace(r.id, std::move(r));
+  for (auto& r : journal().load_agents()) rows.emplace(r.id, std::move(r));
   for (auto& [id, a] : agents_) {
     // Resends and other outside changes may have queued older rows: walk again from the start.
     a->candidates.clear();
@@ -74,7 +71,7 @@ void DispatcherImpl::sweep_held(Millis steady) {
   if (!held_dirty_ && steady - last_held_sweep_ < kForcedReloadEvery) return;
   held_dirty_ = false;
   last_held_sweep_ = steady;
-  auto rows = scan_queue(*db_, std::nullopt, held_cursor_, kScanPage);
+  auto rows = journal().scan_queue(std::nullopt, held_cursor_, kScanPage);
   held_cursor_ = rows.size() == static_cast<size_t>(kScanPage) ? rows.back().seq : 0;
   if (held_cursor_) held_dirty_ = true;                    // more pages: continue on the next turn
   std::vector<std::pair<std::string, std::string>> moves;  // id → agent
@@ -105,9 +102,9 @@ void DispatcherImpl::sweep_failover(Agent& a, Millis steady) {
   std::int64_t cursor = a.failover_cursor;
   // A webhook behind a held one of its alert stays with it: moved alone, it would wait on
   // the other agent, and once the hold ends the two would be on different agents.
-  const bool any_held = a.cfg.ordering == Ordering::kEvent && any_held_webhook(*db_);
+  const bool any_held = a.cfg.ordering == Ordering::kEvent && journal().any_held_webhook();
   for (;;) {
-    auto rows = scan_queue(*db_, a.cfg.id, cursor, kScanPage);
+    auto rows = journal().scan_queue(a.cfg.id, cursor, kScanPage);
     for (const auto& r : rows) {
       cursor = r.seq;
       if (r.agent || a.in_hand.count(r.seq)) continue;
@@ -125,7 +122,7 @@ void DispatcherImpl::sweep_failover(Agent& a, Millis steady) {
         }
       }
       if (any_held && !r.event_id.empty() &&
-          held_before(*db_, a.cfg.id, r.event_id, r.service, r.seq))
+          journal().held_before(a.cfg.id, r.event_id, r.service, r.seq))
         continue;
       // Only to an agent that takes its type, if this one does (else it would be discarded
       // there, where this agent would deliver it once back).
@@ -169,7 +166,7 @@ void DispatcherImpl::sweep_retired(Millis steady) {
     if (!a->removed) configured.insert(id);
   std::vector<Reroute> reroutes;
   std::size_t walked = 0;
-  for (const std::string& agent : agents_with_queued(*db_)) {
+  for (const std::string& agent : journal().agents_with_queued()) {
     if (configured.count(agent)) continue;
     std::int64_t& cursor = retired_cursors_[agent];
     const Agent* busy = nullptr;  // a removed agent still finishing what it has in hand
@@ -177,7 +174,7 @@ void DispatcherImpl::sweep_retired(Millis steady) {
     std::unordered_set<std::string>& skipped = retired_skipped_[agent];
     if (cursor == 0) skipped.clear();  // a new pass
     for (;;) {
-      auto rows = scan_queue(*db_, agent, cursor, kScanPage);
+      auto rows = journal().scan_queue(agent, cursor, kScanPage);
       for (const auto& r : rows) {
         cursor = r.seq;
         if (r.agent && *r.agent == agent) continue;  // addressed to it: waits for it

@@ -104,6 +104,10 @@ class JournalTx {
   virtual std::vector<FeedMessage> feed_after_bounded(std::int64_t after, int max,
                                                       std::size_t max_bytes) = 0;
   virtual std::int64_t newest_seq() = 0;
+  // A number that changes whenever another connection commits (SQLite's PRAGMA data_version),
+  // so a reader can skip work when nothing changed; nullopt when the backend has none (read
+  // again each time).
+  virtual std::optional<std::int64_t> data_version() { return std::nullopt; }
 
   // --- the dispatcher's writes beyond transitions ---------------------------------------------
   // Runs `fn` under a savepoint: ok, or why it threw, its changes undone and the transaction
@@ -129,10 +133,17 @@ class JournalBackend {
   // is locked against writers (SQLite: a deferred transaction; PostgreSQL: REPEATABLE READ,
   // READ ONLY). A write in `op` fails.
   virtual Status read(const std::function<void(JournalTx&)>& op) = 0;
+  // As read, without a snapshot: each statement sees the commits made before it. For a single
+  // read, which then costs no transaction (the dispatcher's payload of each call).
+  virtual Status read_each(const std::function<void(JournalTx&)>& op) { return read(op); }
 };
 
 // The SQLite journal on an open, migrated connection (not owned; one thread at a time).
 std::unique_ptr<JournalBackend> sqlite_backend(SQLite::Database& db);
+// A read-only connection of its own to the SQLite journal at `path`, for one thread at a time
+// (the dispatcher's reader): read() only; its prepared statements are cached from the first
+// read() on, on that thread, and it must be destroyed there.
+Result<std::unique_ptr<JournalBackend>> open_sqlite_reader(const std::string& path);
 // Runs `op` on `db` inside the transaction its caller already holds (the Writer's group
 // transaction): the seam's operations on SQLite without a transaction of their own.
 void run_in_sqlite_tx(SQLite::Database& db, const std::function<void(JournalTx&)>& op);

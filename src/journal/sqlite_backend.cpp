@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 
 #include "journal/backend.h"
+#include "journal/journal.h"
 #include "journal/statement_cache.h"
 
 namespace iarelay {
@@ -100,6 +101,13 @@ class SqliteTx final : public JournalTx {
     return iarelay::feed_after_bounded(db_, after, max, max_bytes);
   }
   std::int64_t newest_seq() override { return iarelay::newest_seq(db_); }
+  std::optional<std::int64_t> data_version() override {
+    auto q = cached_statement(db_, "PRAGMA data_version");
+    std::optional<std::int64_t> v;
+    if (q->executeStep()) v = q->getColumn(0).getInt64();
+    q->reset();
+    return v;
+  }
 
   Status in_savepoint(const std::function<void()>& fn) override {
     cached_statement(db_, "SAVEPOINT step")->exec();
@@ -179,24 +187,36 @@ class SqliteBackend final : public JournalBackend {
   }
 
   Status read(const std::function<void(JournalTx&)>& op) override {
+    // Deferred: the snapshot starts at the first read, and no write lock is taken. A write
+    // fails: a connection opened read-only refuses it by itself, another one is made to
+    // (query_only). BEGIN and COMMIT are cached statements: the dispatcher reads many times a
+    // second.
+    const bool read_only = sqlite3_db_readonly(db_.getHandle(), "main") == 1;
+    bool begun = false;
     try {
-      // Deferred: the snapshot starts at the first read, and no write lock is taken. A write
-      // fails (query_only), whatever `op` tries.
-      SQLite::Transaction tx(db_, SQLite::TransactionBehavior::DEFERRED);
-      db_.exec("PRAGMA query_only=1");
-      struct Writable {
-        SQLite::Database& db;
-        ~Writable() {
-          try {
-            db.exec("PRAGMA query_only=0");
-          } catch (const std::exception&) {
-            // The connection is closing or broken: it is not used for writes again.
-          }
-        }
-      } writable{db_};
+      cached_statement(db_, "BEGIN")->exec();
+      begun = true;
+      if (!read_only) db_.exec("PRAGMA query_only=1");
       SqliteTx journal(db_);
       op(journal);
-      tx.commit();
+      end_read(read_only, "COMMIT");
+      return Status::ok();
+    } catch (const JournalError& e) {
+      if (begun) end_read(read_only, "ROLLBACK");
+      return e.status();
+    } catch (const std::exception& e) {
+      if (begun) end_read(read_only, "ROLLBACK");
+      return Status::io_error(e.what());
+    }
+  }
+
+  Status read_each(const std::function<void(JournalTx&)>& op) override {
+    // No transaction: each statement reads in its own. A connection not opened read-only is
+    // made to refuse writes meanwhile, as in read().
+    if (sqlite3_db_readonly(db_.getHandle(), "main") != 1) return read(op);
+    try {
+      SqliteTx journal(db_);
+      op(journal);
       return Status::ok();
     } catch (const JournalError& e) {
       return e.status();
@@ -206,10 +226,56 @@ class SqliteBackend final : public JournalBackend {
   }
 
  private:
+  // Ends a read transaction; never throws (a connection too broken to end it fails its next
+  // read, and the dispatcher reopens it).
+  void end_read(bool read_only, const char* end) {
+    try {
+      if (!read_only) db_.exec("PRAGMA query_only=0");
+    } catch (const std::exception&) {
+      // The connection is closing or broken: it is not used for writes again.
+    }
+    try {
+      if (!sqlite3_get_autocommit(db_.getHandle())) cached_statement(db_, end)->exec();
+    } catch (const std::exception&) {
+      // As above.
+    }
+  }
+
+ private:
   SQLite::Database& db_;
 };
 
+// open_sqlite_reader's backend: owns its connection and, from the first read on, the cache of
+// its statements on the reading thread.
+class SqliteReader final : public JournalBackend {
+ public:
+  explicit SqliteReader(DatabasePtr db) : db_(std::move(db)), backend_(*db_) {}
+  ~SqliteReader() override { cache_.reset(); }  // statements finalized before the connection
+  Status transact(const std::function<void(JournalTx&)>&) override {
+    return Status::invalid_argument("a read-only journal connection cannot write");
+  }
+  Status read(const std::function<void(JournalTx&)>& op) override {
+    if (!cache_) cache_.emplace(*db_);
+    return backend_.read(op);
+  }
+  Status read_each(const std::function<void(JournalTx&)>& op) override {
+    if (!cache_) cache_.emplace(*db_);
+    return backend_.read_each(op);
+  }
+
+ private:
+  DatabasePtr db_;
+  SqliteBackend backend_;
+  std::optional<StatementCacheScope> cache_;
+};
+
 }  // namespace
+
+Result<std::unique_ptr<JournalBackend>> open_sqlite_reader(const std::string& path) {
+  auto db = open_journal_for_read(path);
+  if (!db) return db.status();
+  return std::unique_ptr<JournalBackend>(new SqliteReader(std::move(*db)));
+}
 
 std::unique_ptr<JournalBackend> sqlite_backend(SQLite::Database& db) {
   return std::make_unique<SqliteBackend>(db);

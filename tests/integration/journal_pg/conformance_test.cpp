@@ -589,6 +589,17 @@ TEST_P(ConformanceReads, AnAlertsTailOnAnAgentIsReadAndItsQueuedRowsReassigned) 
   EXPECT_EQ(scalar("SELECT assigned_agent FROM webhooks WHERE id = '01R1'"), "a1");
 }
 
+// read_each: no snapshot (each statement sees what was committed before it), and no write.
+TEST_P(ConformanceReads, ReadEachSeesEachCommitAndCannotWrite) {
+  std::vector<std::string> ids;
+  Status s =
+      backend_->read_each([&](JournalTx& j) { ids.push_back(j.locate("01R1") ? "01R1" : "-"); });
+  ASSERT_TRUE(s) << s.message();
+  EXPECT_EQ(ids, std::vector<std::string>{"01R1"});
+  EXPECT_FALSE(backend_->read_each([](JournalTx& j) { j.insert_webhook(webhook("01RX")); }));
+  EXPECT_EQ(scalar("SELECT count(*) FROM webhooks WHERE id = '01RX'"), "0");
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, ConformanceReads, ::testing::Values("sqlite", "postgresql"),
                          backend_name);
 
@@ -833,6 +844,58 @@ TEST_P(Review15s, APgWriterWhoseCommitsAllFailIsNotHealthy) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, Review15s, ::testing::Values("postgresql"), backend_name);
+
+}  // namespace
+}  // namespace iarelay::testing
+
+namespace iarelay::testing {
+namespace {
+
+// The dispatcher's own reader on SQLite: a read-only connection that sees the writer's
+// commits at each read, tells by its data version that something changed, and cannot write.
+TEST(SqliteReader, SeesEachCommitTellsByItsDataVersionAndCannotWrite) {
+  TempDir dir;
+  auto db = open_journal_for_write(dir.file("journal.db"), SyncLevel::kNormal);
+  ASSERT_TRUE(db) << db.status().message();
+  ASSERT_TRUE(migrate(**db));
+  auto writer = sqlite_backend(**db);
+  auto reader = open_sqlite_reader(dir.file("journal.db"));
+  ASSERT_TRUE(reader) << reader.status().message();
+  auto count = [&] {
+    std::optional<std::int64_t> version;
+    std::size_t n = 0;
+    EXPECT_TRUE((*reader)->read([&](JournalTx& j) {
+      version = j.data_version();
+      n = j.scan_queue(std::string("a1"), 0, 100).size();
+    }));
+    return std::make_pair(n, version);
+  };
+  auto [before, v1] = count();
+  EXPECT_EQ(before, 0u);
+  ASSERT_TRUE(v1);
+  NewWebhook w;
+  w.id = "01SR";
+  w.received_at = 1'800'000'000'000;
+  w.service = "hpnnmi";
+  w.type = "status";
+  w.assigned_agent = "a1";
+  w.payload = "{}";
+  ASSERT_TRUE(writer->transact([&](JournalTx& j) { j.insert_webhook(w); }));
+  auto [after, v2] = count();
+  EXPECT_EQ(after, 1u);
+  ASSERT_TRUE(v2);
+  EXPECT_NE(*v1, *v2) << "another connection committed";
+  auto [same, v3] = count();
+  EXPECT_EQ(*v2, *v3) << "nothing committed since";
+  std::optional<std::string> payload;
+  EXPECT_TRUE((*reader)->read_each([&](JournalTx& j) { payload = j.load_payload("01SR"); }));
+  EXPECT_EQ(payload, "{}");
+  EXPECT_FALSE((*reader)->transact([&](JournalTx& j) { j.insert_webhook(w); }));
+  w.id = "01SS";
+  EXPECT_FALSE((*reader)->read([&](JournalTx& j) { j.insert_webhook(w); }));
+  EXPECT_FALSE((*reader)->read_each([&](JournalTx& j) { j.insert_webhook(w); }));
+  EXPECT_EQ(count().first, 1u);
+}
 
 }  // namespace
 }  // namespace iarelay::testing
