@@ -530,17 +530,8 @@ class PgBackend final : public JournalBackend {
 
   Status read(const std::function<void(JournalTx&)>& op) override {
     // One snapshot for every read of `op` (as SQLite's read transaction), and a write fails.
-    if (Status s = db_.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); !s) return s;
-    try {
-      PgTx tx(db_);
-      op(tx);
-    } catch (const JournalError& e) {
-      (void)db_.exec("ROLLBACK");
-      return e.status();
-    } catch (const std::exception& e) {
-      (void)db_.exec("ROLLBACK");
-      return Status::io_error(e.what());
-    }
+    if (Status s = begin_and_run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", op); !s)
+      return s;
     const bool failed = db_.in_failed_transaction();
     // Nothing to keep: ended either way. A read whose statement failed (and was caught) fails.
     if (Status s = db_.exec("ROLLBACK"); !s) return s;
@@ -552,11 +543,14 @@ class PgBackend final : public JournalBackend {
   }
 
  private:
-  Status transact_once(const std::function<void(JournalTx&)>& op) {
-    if (Status s = db_.exec("BEGIN ISOLATION LEVEL READ COMMITTED"); !s) return s;
+  // BEGINs with `begin` and runs `op`. Ok: the transaction is open, for the caller to end.
+  // When `op` throws, the transaction is rolled back and the error returned.
+  Status begin_and_run(const char* begin, const std::function<void(JournalTx&)>& op) {
+    if (Status s = db_.exec(begin); !s) return s;
     try {
       PgTx tx(db_);
       op(tx);
+      return Status::ok();
     } catch (const JournalError& e) {
       (void)db_.exec("ROLLBACK");
       return e.status();
@@ -564,6 +558,10 @@ class PgBackend final : public JournalBackend {
       (void)db_.exec("ROLLBACK");
       return Status::io_error(e.what());
     }
+  }
+
+  Status transact_once(const std::function<void(JournalTx&)>& op) {
+    if (Status s = begin_and_run("BEGIN ISOLATION LEVEL READ COMMITTED", op); !s) return s;
     // A statement failed and the operation caught it and went on: PostgreSQL has aborted the
     // whole transaction (SQLite undoes that statement alone). Nothing of it is stored: never
     // reported as committed.

@@ -32,17 +32,18 @@ PgWriter::~PgWriter() {
 }
 
 void PgWriter::submit(Op op, Done done) {
-  Pending p;
-  p.op = std::move(op);
-  p.done = std::move(done);
-  enqueue(std::move(p));
+  enqueue_op(std::move(op), std::move(done), false);
 }
 
 void PgWriter::submit_append_tx(TxOp op, Done done) {
+  enqueue_op(std::move(op), std::move(done), /*inserts=*/true);
+}
+
+void PgWriter::enqueue_op(Op op, Done done, bool inserts) {
   Pending p;
   p.op = std::move(op);
   p.done = std::move(done);
-  p.inserts = true;
+  p.inserts = inserts;
   enqueue(std::move(p));
 }
 

@@ -83,6 +83,7 @@ class PgWriter final : public JournalWriter {
   };
   static void run_in(JournalTx& tx, std::deque<Pending>& batch);
   void enqueue(Pending p);
+  void enqueue_op(Op op, Done done, bool inserts);
   Status run_batch(std::deque<Pending>& batch);
   void top_up(std::deque<Pending>& batch);
 
