@@ -449,6 +449,9 @@ class PgTx final : public JournalTx {
 
   Status in_savepoint(const std::function<void()>& fn) override {
     must(db_.command("SAVEPOINT step"));
+    // Locks taken inside the savepoint (the turn to take seqs: lock_seq_order) go with it when
+    // it is rolled back: taken again by the transaction's next insert.
+    const bool seq_order_locked = seq_order_locked_;
     Status out;
     try {
       fn();
@@ -460,7 +463,10 @@ class PgTx final : public JournalTx {
       out = Status::io_error(e.what());
     }
     // Undoes the failed statement's abort too: the transaction goes on.
-    if (!out) must(db_.command("ROLLBACK TO SAVEPOINT step"));
+    if (!out) {
+      must(db_.command("ROLLBACK TO SAVEPOINT step"));
+      seq_order_locked_ = seq_order_locked;
+    }
     must(db_.command("RELEASE SAVEPOINT step"));
     return out;
   }

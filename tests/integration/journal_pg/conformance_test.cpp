@@ -9,6 +9,7 @@
 #include <chrono>
 #include <future>
 #include <map>
+#include <stdexcept>
 #include <thread>
 
 #include "journal/backend.h"
@@ -844,6 +845,54 @@ TEST_P(Review15s, APgWriterWhoseCommitsAllFailIsNotHealthy) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, Review15s, ::testing::Values("postgresql"), backend_name);
+
+// Review (seq order, bd8fea8): JournalTx::lock_seq_order holds the turn to take seqs "until the
+// transaction ends". PostgreSQL releases a transaction-level advisory lock taken inside a
+// savepoint when that savepoint is rolled back; PgTx still believes it holds the turn, so the
+// transaction's next insert takes a seq without it. Another relay then inserts and commits a
+// higher seq that a reader sees while the lower one is still open (in_savepoint is the seam's
+// own way to let a failed step go and the transaction go on).
+class Review15r : public Conformance {};
+
+TEST_P(Review15r, ASavepointRolledBackKeepsTheTurnToTakeSeqs) {
+  auto other = connect();
+  ASSERT_TRUE(other);
+  auto second = pg_backend(*other);
+  auto reader_connection = connect();
+  ASSERT_TRUE(reader_connection);
+  auto reader = pg_backend(*reader_connection);
+  std::future<InsertOutcome> later;
+  InsertOutcome first;
+  std::vector<std::string> seen_meanwhile;
+  Status s = backend_->transact([&](JournalTx& j) {
+    // A step that inserted and then failed: undone alone, the transaction goes on.
+    Status step = j.in_savepoint([&] {
+      j.insert_webhook(webhook("01V0"));
+      throw std::runtime_error("the step fails after its insert");
+    });
+    EXPECT_FALSE(step);
+    first = j.insert_webhook(webhook("01V1"));
+    later = std::async(std::launch::async, [&] {
+      InsertOutcome out;
+      Status s2 =
+          second->transact([&](JournalTx& j2) { out = j2.insert_webhook(webhook("01V2")); });
+      EXPECT_TRUE(s2) << s2.message();
+      return out;
+    });
+    later.wait_for(std::chrono::milliseconds(300));
+    EXPECT_TRUE(reader->read([&](JournalTx& r) {
+      for (const auto& w : r.scan_queue(std::string("a1"), 0, 10)) seen_meanwhile.push_back(w.id);
+    }));
+  });
+  ASSERT_TRUE(s) << s.message();
+  InsertOutcome second_out = later.get();
+  EXPECT_TRUE(seen_meanwhile.empty())
+      << "the second relay's webhook (seq " << second_out.seq
+      << ") was visible while the first's (seq " << first.seq << ") was not yet committed";
+  EXPECT_LT(first.seq, second_out.seq);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, Review15r, ::testing::Values("postgresql"), backend_name);
 
 }  // namespace
 }  // namespace iarelay::testing
