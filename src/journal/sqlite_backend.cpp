@@ -241,7 +241,6 @@ class SqliteBackend final : public JournalBackend {
     }
   }
 
- private:
   SQLite::Database& db_;
 };
 

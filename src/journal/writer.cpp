@@ -177,18 +177,23 @@ void Writer::submit_quiet(Op op, Done done) {
   enqueue(Pending{std::move(op), std::move(done), Kind::kQuiet});
 }
 
+namespace {
+// A seam operation as an operation on the writer's connection.
+Writer::Op on_connection(JournalWriter::TxOp op) {
+  return [op = std::move(op)](SQLite::Database& db) { run_in_sqlite_tx(db, op); };
+}
+}  // namespace
+
 void Writer::submit_tx(TxOp op, Done done) {
-  submit([op = std::move(op)](SQLite::Database& db) { run_in_sqlite_tx(db, op); }, std::move(done));
+  submit(on_connection(std::move(op)), std::move(done));
 }
 
 void Writer::submit_quiet_tx(TxOp op, Done done) {
-  submit_quiet([op = std::move(op)](SQLite::Database& db) { run_in_sqlite_tx(db, op); },
-               std::move(done));
+  submit_quiet(on_connection(std::move(op)), std::move(done));
 }
 
 void Writer::submit_append_tx(TxOp op, Done done) {
-  submit_append([op = std::move(op)](SQLite::Database& db) { run_in_sqlite_tx(db, op); },
-                std::move(done));
+  submit_append(on_connection(std::move(op)), std::move(done));
 }
 
 void Writer::submit_insert(NewWebhook w, InsertDone done) {
