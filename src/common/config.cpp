@@ -23,7 +23,8 @@ namespace {
 
 constexpr ConfigKey kKeys[] = {
     {"", "journal", "path", "var/journal.db", "", false,
-     "SQLite journal file; created 0600 with its directory"},
+     "SQLite journal file, created 0600 with its directory; or postgresql://... (a libpq "
+     "connection string: several relays share one journal, docs/high-availability.md)"},
     {"", "sync", "enum", "full", "full|normal", false,
      "full: a 202 survives power loss (fsync per commit); normal: survives a process crash"},
     {"", "role", "enum", "", "deliver|edge", false,
@@ -36,6 +37,9 @@ constexpr ConfigKey kKeys[] = {
      "purge delivered webhooks and their attempts older than this (empty: keep forever)"},
     {"", "drain_grace", "duration", "10s", "", true,
      "on SIGTERM, how long in-flight callback calls may finish"},
+    {"", "lease", "duration", "10s", "", false,
+     "PostgreSQL journal: how long an agent's delivery lease lasts unless renewed; a relay "
+     "that dies hands its agents to another relay after this (at least 1s)"},
     {"listen", "address", "address", "127.0.0.1:8080", "", false,
      "host:port of the HTTP intake, feed and admin endpoints"},
     {"listen", "token_file", "path", "", "", false,
@@ -471,6 +475,33 @@ std::string callback_url(const AgentConfig& agent, std::string_view service) {
   return out;
 }
 
+bool is_postgresql_journal(const std::string& journal) {
+  return journal.rfind("postgresql://", 0) == 0 || journal.rfind("postgres://", 0) == 0;
+}
+
+std::string journal_for_display(const std::string& journal) {
+  if (!is_postgresql_journal(journal)) return journal;
+  std::string out = journal;
+  // postgresql://user:secret@host...: the secret between the first ':' after the scheme and
+  // the '@' of the authority.
+  const std::size_t start = out.find("://") + 3;
+  const std::size_t end = out.find_first_of("/?", start);
+  const std::size_t at = out.rfind('@', end == std::string::npos ? out.size() : end);
+  if (at != std::string::npos && at >= start) {
+    const std::size_t colon = out.find(':', start);
+    if (colon != std::string::npos && colon < at) out.replace(colon + 1, at - colon - 1, "***");
+  }
+  // ...?password=secret&...
+  for (std::size_t p = out.find("password="); p != std::string::npos;
+       p = out.find("password=", p + 1)) {
+    if (p > 0 && out[p - 1] != '?' && out[p - 1] != '&') continue;
+    const std::size_t v = p + 9;
+    const std::size_t e = out.find('&', v);
+    out.replace(v, (e == std::string::npos ? out.size() : e) - v, "***");
+  }
+  return out;
+}
+
 const AgentConfig* Config::find_agent(std::string_view id_or_handle) const {
   for (const auto& a : agents)
     if (a.id == id_or_handle) return &a;
@@ -495,12 +526,6 @@ Result<Config> load_config(const std::string& file, const ConfigOverrides& overr
   SectionReader top(entries, "");
   c.journal = top.str("journal");
   if (c.journal.empty()) return error_at(top.where("journal"), "", "journal", "must not be empty");
-  // The PostgreSQL journal (docs/high-availability.md) is being built: refused by name rather
-  // than taken for a file path. The value is not repeated: it may hold a password.
-  if (c.journal.rfind("postgresql://", 0) == 0 || c.journal.rfind("postgres://", 0) == 0)
-    return error_at(top.where("journal"), "", "journal",
-                    "a PostgreSQL journal is not available in this version's iarelayd and "
-                    "iarelay yet (docs/high-availability.md); give a SQLite file path");
   std::string sync;
   IARELAY_TRY(top.choice("sync", sync));
   c.sync = sync == "full" ? SyncLevel::kFull : SyncLevel::kNormal;
@@ -512,6 +537,8 @@ Result<Config> load_config(const std::string& file, const ConfigOverrides& overr
   IARELAY_TRY(top.choice("log_format", c.log_format));
   IARELAY_TRY(top.duration("retain_delivered", c.retain_delivered));
   IARELAY_TRY(top.duration("drain_grace", c.drain_grace));
+  IARELAY_TRY(top.duration("lease", c.lease));
+  if (c.lease < 1000) return error_at(top.where("lease"), "", "lease", "must be at least 1s");
 
   if (entries.count("listen")) {
     SectionReader r(entries, "listen");

@@ -101,6 +101,13 @@ struct AgentConfig {
 // callback without placeholders is returned as it is.
 std::string callback_url(const AgentConfig& agent, std::string_view service);
 
+// Whether `journal` names a PostgreSQL journal (a postgresql:// or postgres:// connection
+// string) rather than a SQLite file.
+bool is_postgresql_journal(const std::string& journal);
+// `journal` as logs and status show it: a password in a PostgreSQL connection string
+// (user:password@ or password=) replaced by ***. (Better: PGPASSFILE or PGPASSWORD.)
+std::string journal_for_display(const std::string& journal);
+
 struct Config {
   std::string file;  // where it was read from ("" if only defaults and overrides)
   std::string journal = "var/journal.db";
@@ -111,6 +118,7 @@ struct Config {
   std::string log_format = "text";
   Millis retain_delivered = 0;  // 0: keep delivered webhooks forever
   Millis drain_grace = 10'000;
+  Millis lease = 10'000;  // PostgreSQL journal: an agent's delivery lease
   std::optional<ListenConfig> listen;
   std::optional<UpstreamConfig> upstream;
   std::vector<ServiceConfig> services;

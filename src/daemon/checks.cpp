@@ -16,6 +16,7 @@
 #include "common/tokens.h"
 #include "dispatch/signature.h"
 #include "journal/journal.h"
+#include "journal/pg/pg_journal.h"
 
 namespace iarelay {
 namespace {
@@ -77,6 +78,17 @@ void check_tls(const std::string& prefix, const ListenConfig& l,
 // The journal opens (existing) or can be created (its nearest existing ancestor directory is
 // writable); it is where the configuration says.
 void check_journal(const std::string& path, std::vector<std::string>& problems) {
+  if (is_postgresql_journal(path)) {
+    // The server answers and its migrations are the ones this build knows (or pending).
+    auto db = PgConnection::connect(path);
+    if (!db) {
+      problems.push_back("journal " + journal_for_display(path) + ": " + db.status().message());
+      return;
+    }
+    if (Status s = pg_verify_migrations(**db); !s)
+      problems.push_back("journal " + journal_for_display(path) + ": " + s.message());
+    return;
+  }
   namespace fs = std::filesystem;
   const std::string what = "journal " + path + ": ";
   std::error_code ec;

@@ -28,6 +28,10 @@ int check_only(const Config& config) {
   std::vector<std::string> problems = start_problems(config);
   for (const auto& p : problems) std::cerr << "iarelayd: " << p << "\n";
   if (!problems.empty()) return 2;
+  if (is_postgresql_journal(config.journal)) {
+    std::cout << "configuration ok; journal " << journal_for_display(config.journal) << " ok\n";
+    return 0;
+  }
   auto db = open_journal_for_read(config.journal);
   if (!db) {
     std::cout << "configuration ok; journal " << config.journal << " will be created\n";
@@ -49,6 +53,7 @@ int check_only(const Config& config) {
 // any is pending: say so, and ask systemd for time (EXTEND_TIMEOUT_USEC, one request for six
 // hours; READY=1 ends the wait as soon as the migrations are done).
 void announce_pending_migrations(const std::string& journal) {
+  if (is_postgresql_journal(journal)) return;  // PgWriter::open applies them, under a lock
   auto db = open_journal_for_read(journal);
   if (!db) return;  // no journal yet: the empty schema is made at once
   std::vector<std::string> pending;

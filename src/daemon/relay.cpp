@@ -7,8 +7,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <future>
+#include <random>
 #include <set>
 
 #include "common/log.h"
@@ -19,6 +24,9 @@
 #include "intake/server.h"
 #include "journal/journal.h"
 #include "journal/maintenance.h"
+#include "journal/pg/pg_journal.h"
+#include "journal/pg/pg_lease_keeper.h"
+#include "journal/pg/pg_writer.h"
 #include "journal/routing.h"
 #include "journal/status_report.h"
 #include "journal/store.h"
@@ -41,8 +49,9 @@ std::vector<std::pair<std::string, std::pair<std::string, std::string>>> restart
     if (was != now) out.push_back({key, {shown(was), shown(now)}});
   };
   auto sync = [](SyncLevel s) { return std::string(s == SyncLevel::kFull ? "full" : "normal"); };
-  note("journal", running.journal, fresh.journal);
+  note("journal", journal_for_display(running.journal), journal_for_display(fresh.journal));
   note("sync", sync(running.sync), sync(fresh.sync));
+  note("lease", format_duration(running.lease), format_duration(fresh.lease));
   note("log_format", running.log_format, fresh.log_format);
   const ListenConfig no_listen{"", "", 0, 0, "", "", ""};
   const ListenConfig& a = running.listen ? *running.listen : no_listen;
@@ -129,37 +138,87 @@ bool Relay::writer_failed_for_good() const {
   return writer_ && !writer_->permanent_failure().is_ok();
 }
 
+Status Relay::open_sqlite() {
+  auto lock = DaemonLock::acquire(config_.journal);
+  if (!lock) return lock.status();
+  lock_ = std::move(*lock);
+  auto writer = Writer::open(config_.journal, config_.sync);
+  if (!writer) return writer.status();
+  sqlite_writer_ = writer->get();
+  writer_ = std::move(*writer);
+  // At-least-once: a call that was under way when the last process died is made again.
+  int requeued = 0;
+  if (Status s =
+          sqlite_writer_->run([&](SQLite::Database& db) { requeued = requeue_inflight(db); });
+      !s)
+    return s;
+  if (requeued) spdlog::info("requeued {} webhooks left inflight by the previous run", requeued);
+  std::string path = config_.journal;
+  open_reader_ = [path] { return open_sqlite_reader(path); };
+  return Status::ok();
+}
+
+// Several relays may share the journal: no lock file, and no requeue of every inflight webhook
+// at start (other relays' calls): each agent's inflight webhooks go back to the queue when a
+// relay takes its lease (pg_leases.h), this one included.
+Status Relay::open_postgresql() {
+  auto writer = PgWriter::open(config_.journal);
+  if (!writer) return writer.status();
+  writer_ = std::move(*writer);
+  std::string conninfo = config_.journal;
+  open_reader_ = [conninfo] { return open_pg_reader(conninfo); };
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "relay");
+  std::random_device random;
+  char tail[16];
+  std::snprintf(tail, sizeof tail, "%08x", random());
+  relay_id_ = std::string(host) + "/" + std::to_string(::getpid()) + "/" + tail;
+  std::vector<std::string> agents;
+  for (const auto& a : config_.agents) agents.push_back(a.id);
+  auto leases = PgLeaseKeeper::start(conninfo, relay_id_, config_.lease, std::move(agents), [this] {
+    if (dispatcher_ready_) dispatcher_->wake(false);
+  });
+  if (!leases) return leases.status();
+  leases_ = std::move(*leases);
+  spdlog::info("relay {} on a shared PostgreSQL journal: delivering to {} of {} agents (lease {})",
+               relay_id_, held_count(), config_.agents.size(), format_duration(config_.lease));
+  return Status::ok();
+}
+
+std::size_t Relay::held_count() const {
+  std::size_t n = 0;
+  if (leases_)
+    for (const auto& a : config_.agents) n += leases_->held(a.id).has_value();
+  return n;
+}
+
 Status Relay::start() {
   auto signing = signing_agents(config_);
   if (!signing) return signing.status();
   signing_agents_ = std::move(*signing);
 
-  auto lock = DaemonLock::acquire(config_.journal);
-  if (!lock) return lock.status();
-  lock_ = std::move(*lock);
-
-  auto writer = Writer::open(config_.journal, config_.sync);
-  if (!writer) return writer.status();
-  writer_ = std::move(*writer);
-
-  // At-least-once: a call that was under way when the last process died is made again.
-  int requeued = 0;
-  if (Status s = writer_->run([&](SQLite::Database& db) { requeued = requeue_inflight(db); }); !s)
+  if (is_postgresql_journal(config_.journal)) {
+    if (Status s = open_postgresql(); !s) return s;
+  } else if (Status s = open_sqlite(); !s) {
     return s;
-  if (requeued) spdlog::info("requeued {} webhooks left inflight by the previous run", requeued);
+  }
 
   directory_ = std::make_unique<AgentDirectory>(config_.agents, config_.services, config_.role);
   // An edge's feed seqs never go back, even after a lost commit or a restored backup.
-  if (directory_->is_edge()) {
+  // (PostgreSQL's seqs come from a sequence, which never goes back.)
+  if (directory_->is_edge() && sqlite_writer_) {
     auto floor = [](SQLite::Database& db) { raise_seq_floor(db, now_millis()); };
-    if (Status s = writer_->run(floor); !s) return s;
+    if (Status s = sqlite_writer_->run(floor); !s) return s;
   }
   // Availability as the journal last knew it; a configured agent without a row starts up.
-  try {
-    auto reader = open_journal_for_read(config_.journal);
+  {
+    auto reader = open_reader_();
     if (!reader) return reader.status();
+    std::vector<AgentRow> rows;
+    if (Status s = (*reader)->read([&](JournalTx& tx) { rows = tx.load_agents(); }); !s)
+      return Status::io_error(journal_for_display(config_.journal) + ": " + s.message());
     std::vector<std::string> known;
-    for (const AgentRow& row : load_agents(**reader)) {
+    for (const AgentRow& row : rows) {
       known.push_back(row.id);
       Availability a = row.state == "paused" ? Availability::kPaused
                        : row.state == "down" ? Availability::kDown
@@ -170,14 +229,15 @@ Status Relay::start() {
     for (const auto& a : config_.agents)
       if (std::find(known.begin(), known.end(), a.id) == known.end()) missing.push_back(a.id);
     if (!missing.empty()) {
-      Status s = writer_->run([&](SQLite::Database& db) {
-        for (const auto& id : missing)
-          set_agent_state(db, id, "up", std::nullopt, std::nullopt, true);
-      });
-      if (!s) return s;
+      std::promise<Status> done;
+      writer_->submit_tx(
+          [&](JournalTx& tx) {
+            for (const auto& id : missing)
+              tx.set_agent_state(id, "up", std::nullopt, std::nullopt, true);
+          },
+          [&](const Status& s) { done.set_value(s); });
+      if (Status s = done.get_future().get(); !s) return s;
     }
-  } catch (const std::exception& e) {
-    return Status::io_error(config_.journal + ": " + e.what());
   }
 
   register_collectors();
@@ -187,9 +247,12 @@ Status Relay::start() {
   dctx.directory = directory_.get();
   dctx.metrics = &metrics_;
   dctx.journal_path = config_.journal;
+  dctx.open_reader = open_reader_;
+  dctx.leases = leases_.get();
   auto dispatcher = Dispatcher::start(dctx);
   if (!dispatcher) return dispatcher.status();
   dispatcher_ = std::move(*dispatcher);
+  dispatcher_ready_ = true;
 
   if (config_.listen) {
     auto tokens = read_tokens(config_.listen->token_file, "IARELAY_LISTEN_TOKEN");
@@ -199,6 +262,7 @@ Status Relay::start() {
     sctx.directory = directory_.get();
     sctx.metrics = &metrics_;
     sctx.journal_path = config_.journal;
+    sctx.open_reader = open_reader_;
     sctx.listen = *config_.listen;
     sctx.credentials = {std::move(*tokens), config_.listen->user};
     sctx.status_json = [this] { return status_document(); };
@@ -223,6 +287,7 @@ Status Relay::start() {
     pctx.directory = directory_.get();
     pctx.metrics = &metrics_;
     pctx.journal_path = config_.journal;
+    pctx.open_reader = open_reader_;
     pctx.upstream = *config_.upstream;
     pctx.token = *token;
     auto poller = Poller::start(std::move(pctx));
@@ -231,11 +296,17 @@ Status Relay::start() {
     spdlog::info("polling {} as consumer '{}'", config_.upstream->url, config_.upstream->consumer);
   }
 
-  janitor_ = std::thread([this] { janitor_loop(); });
+  if (sqlite_writer_)
+    janitor_ = std::thread([this] { janitor_loop(); });
+  else if (config_.retain_delivered > 0)
+    spdlog::warn(
+        "retain_delivered is not applied on a PostgreSQL journal yet "
+        "(docs/high-availability.md): delete old delivered rows with SQL meanwhile");
   warn_if_no_agents();
   spdlog::info("iarelayd {} started: journal {} (sync={}), {} agents{}", IARELAY_VERSION,
-               config_.journal, config_.sync == SyncLevel::kFull ? "full" : "normal",
-               config_.agents.size(), directory_->is_edge() ? " (edge: storing for the feed)" : "");
+               journal_for_display(config_.journal),
+               config_.sync == SyncLevel::kFull ? "full" : "normal", config_.agents.size(),
+               directory_->is_edge() ? " (edge: storing for the feed)" : "");
   return Status::ok();
 }
 
@@ -264,11 +335,17 @@ void Relay::stop() {
   if (poller_) poller_->stop();
   if (server_) server_->stop();
   if (dispatcher_) dispatcher_->stop(config_.drain_grace);
+  dispatcher_ready_ = false;
   // The writer goes first: destroying it drains every pending commit and runs every callback
   // (answers to intake requests, the poller's and dispatcher's outcomes, the commit listener),
   // and those capture the server, poller and dispatcher. They are stopped but still alive
   // here, so no callback can run into a destroyed one, however long a commit took.
   writer_.reset();
+  sqlite_writer_ = nullptr;
+  // Every write of the dispatcher is done: its agents go to another relay at once, and what it
+  // left inflight is put back by whoever takes them.
+  if (leases_) leases_->release_all();
+  leases_.reset();
   poller_.reset();
   server_.reset();
   dispatcher_.reset();
@@ -338,17 +415,50 @@ Status Relay::reload(const ConfigOverrides& overrides) {
   return Status::ok();
 }
 
+// The PostgreSQL journal's document (the queue report of status_json is SQLite's so far): which
+// relay owns which agent.
+std::string Relay::pg_status_json() {
+  nlohmann::json doc;
+  doc["journal"] = {{"backend", "postgresql"}};
+  doc["relay_id"] = relay_id_;
+  auto db = PgConnection::connect(config_.journal);
+  if (!db) {
+    doc["error"] = "journal unreadable: " + db.status().message();
+    return doc.dump();
+  }
+  auto leases = all_leases(**db);
+  if (!leases) {
+    doc["error"] = "leases unreadable: " + leases.status().message();
+    return doc.dump();
+  }
+  nlohmann::json rows = nlohmann::json::array();
+  for (const Lease& l : *leases)
+    rows.push_back({{"agent", l.agent},
+                    {"owner", l.owner},
+                    {"epoch", l.epoch},
+                    {"this_relay", l.owner == relay_id_}});
+  doc["leases"] = std::move(rows);
+  return doc.dump();
+}
+
 std::string Relay::status_document() {
-  auto reader = open_journal_for_read(config_.journal);
-  if (!reader) return std::string(R"({"error":"journal unreadable"})");
+  std::string journal_doc;
+  if (sqlite_writer_) {
+    auto reader = open_journal_for_read(config_.journal);
+    if (!reader) return std::string(R"({"error":"journal unreadable"})");
+    std::lock_guard lock(config_mu_);
+    journal_doc = status_json(**reader, &config_, config_.journal);
+  } else {
+    journal_doc = pg_status_json();
+  }
   std::lock_guard lock(config_mu_);
   // The journal's document, and the values this process runs with: after a reload that
   // changed a key needing a restart, the file says one thing and the daemon does another.
-  nlohmann::json doc = nlohmann::json::parse(status_json(**reader, &config_, config_.journal));
+  nlohmann::json doc = nlohmann::json::parse(journal_doc);
   nlohmann::json in_use;
   in_use["config_file"] =
       config_.file.empty() ? nlohmann::json(nullptr) : nlohmann::json(config_.file);
-  in_use["journal"] = config_.journal;
+  in_use["journal"] = journal_for_display(config_.journal);
   in_use["sync"] = config_.sync == SyncLevel::kFull ? "full" : "normal";
   in_use["listen_address"] =
       config_.listen ? nlohmann::json(config_.listen->address) : nlohmann::json(nullptr);
@@ -374,6 +484,21 @@ void Relay::register_collectors() {
   // Failed, discarded and held webhooks wait for an operator: no retry will deliver them. A count
   // of an index range per state (the backlog's size), run at most every 5 s, and less often when a
   // big backlog makes it slow.
+  if (!sqlite_writer_) {
+    // PostgreSQL: the agents this relay delivers to (the journal's queue gauges are SQLite's
+    // so far).
+    metrics_.add_collector([this](std::string& out) {
+      if (!leases_) return;
+      out +=
+          "# HELP iarelay_agent_lease_held 1 while this relay holds the agent's delivery "
+          "lease (PostgreSQL journal)\n# TYPE iarelay_agent_lease_held gauge\n";
+      std::lock_guard lock(config_mu_);
+      for (const auto& a : config_.agents)
+        out += "iarelay_agent_lease_held" + Metrics::render_labels({{"agent", a.id}}) + " " +
+               (leases_->held(a.id) ? "1" : "0") + "\n";
+    });
+    return;
+  }
   metrics_.add_collector(throttled_collector(
       [this]() -> std::string {
         auto reader = open_journal_for_read(config_.journal);
@@ -441,8 +566,8 @@ void Relay::register_collectors() {
     }
   });
   metrics_.add_collector([this](std::string& out) {
-    if (!writer_) return;
-    Writer::Stats s = writer_->stats();
+    if (!sqlite_writer_) return;
+    Writer::Stats s = sqlite_writer_->stats();
     out +=
         "# HELP iarelay_journal_commit_seconds Time from each journal COMMIT until it is durable\n";
     out += "# TYPE iarelay_journal_commit_seconds histogram\n";

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -23,6 +24,9 @@ namespace iarelay {
 class AgentDirectory;
 class DaemonLock;
 class Dispatcher;
+class JournalBackend;
+class JournalWriter;
+class PgLeaseKeeper;
 class Poller;
 class Server;
 class Writer;
@@ -71,7 +75,11 @@ class Relay {
   bool writer_failed_for_good() const;
 
  private:
+  Status open_sqlite();
+  Status open_postgresql();
+  std::size_t held_count() const;
   std::string status_document();
+  std::string pg_status_json();
   void janitor_loop();
   // One retention pass on the janitor's connection `db` (opened when null, dropped on error).
   void purge_expired(DatabasePtr& db, Millis before, const std::string& age);
@@ -87,7 +95,14 @@ class Relay {
   std::mutex config_mu_;  // guards config_ between reload() and the janitor / status
   Metrics metrics_;
   std::unique_ptr<DaemonLock> lock_;
-  std::unique_ptr<Writer> writer_;
+  // The journal's writer (either backend); sqlite_writer_ is it on SQLite (null on
+  // PostgreSQL), for what only SQLite has (raw connection work, its commit statistics).
+  std::unique_ptr<JournalWriter> writer_;
+  Writer* sqlite_writer_ = nullptr;
+  std::function<Result<std::unique_ptr<JournalBackend>>()> open_reader_;
+  std::unique_ptr<PgLeaseKeeper> leases_;      // PostgreSQL: this relay's agent leases
+  std::string relay_id_;                       // PostgreSQL: its owner name in the lease rows
+  std::atomic<bool> dispatcher_ready_{false};  // the lease keeper may wake the dispatcher
   std::unique_ptr<AgentDirectory> directory_;
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<Server> server_;

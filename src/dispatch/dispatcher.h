@@ -59,6 +59,7 @@
 
 namespace iarelay {
 
+class AgentLeases;
 class JournalBackend;
 class JournalWriter;
 class AgentDirectory;
@@ -72,6 +73,10 @@ struct DispatcherContext {
   // Opens the dispatcher's own read connection to the journal (again after failing reads).
   // Unset: the SQLite journal at journal_path.
   std::function<Result<std::unique_ptr<JournalBackend>>()> open_reader;
+  // Not owned. Set (PostgreSQL, several relays): delivers only to the agents whose lease this
+  // relay holds, and fences each write for an agent by the epoch it was made under. Unset: this
+  // relay owns every agent.
+  AgentLeases* leases = nullptr;
 };
 
 class Dispatcher {

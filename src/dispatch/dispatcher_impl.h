@@ -35,6 +35,7 @@
 #include "dispatch/scheduler.h"
 #include "journal/journal.h"
 #include "journal/journal_writer.h"
+#include "journal/leases.h"
 #include "journal/statement_cache.h"
 #include "journal/store.h"
 
@@ -104,8 +105,18 @@ struct InHand {
   std::string key;
   int attempt = 0;  // the attempt this claim makes (attempts + 1)
   bool probe = false;
-  int chain_steps = 0;  // claimed by that many chain steps in a row (see Chain)
+  int chain_steps = 0;     // claimed by that many chain steps in a row (see Chain)
+  std::int64_t epoch = 0;  // the agent's lease when it was claimed (DispatcherContext::leases)
 };
+
+// Checked first in each journal write the dispatcher makes for an agent (a claim, a give-back,
+// an outcome): whether this relay still holds the agent's lease at `epoch`
+// (JournalTx::fence). When it does not, another relay took the agent, and with it the
+// webhooks this one had inflight: the write writes nothing for it. Always held without leases.
+inline bool lease_holds(JournalTx& tx, const AgentLeases* leases, const std::string& agent,
+                        std::int64_t epoch) {
+  return !leases || tx.fence(agent, leases->owner(), epoch);
+}
 
 struct Call;  // http_call.h
 
@@ -193,6 +204,9 @@ class DispatcherImpl final : public Dispatcher {
     std::shared_ptr<JournalWriter::TxOp> op;
     std::string target;
     std::shared_ptr<Chain> chain;  // set: the op may claim the next webhook of the alert
+    // Set by the op when the agent's lease moved on (lease_holds): nothing was written, and
+    // the relay that took the agent delivers the webhook again.
+    std::shared_ptr<bool> fenced = std::make_shared<bool>(false);
   };
 
   // Runs one step of the loop for one item (a webhook, a call, a mailbox item); an exception
@@ -251,6 +265,13 @@ class DispatcherImpl final : public Dispatcher {
   void with_reader(Fn&& fn) {
     if (reading_) return fn(*reading_);
     if (Status s = reader_->read_each([&](JournalTx& tx) { fn(tx); }); !s) throw JournalError(s);
+  }
+
+  // The epoch under which this relay delivers to `a` now (0 without leases); nullopt: another
+  // relay's, or its lease could not be renewed in time.
+  std::optional<std::int64_t> owned(const Agent& a) const {
+    if (!ctx_.leases) return std::int64_t{0};
+    return ctx_.leases->held(a.cfg.id);
   }
 
   // --- dispatcher.cpp: configuration and the loop ---

@@ -23,6 +23,8 @@ namespace iarelay::dispatch_internal {
 void DispatcherImpl::schedule(Agent& a, Millis now, Millis steady) {
   start_ready(a);
   if (a.removed || !a.usable) return;
+  const std::optional<std::int64_t> epoch = owned(a);
+  if (!epoch) return;  // another relay delivers to it (or its lease lapsed): nothing claimed
   // Webhooks are being moved away (failover): a claim now (a probe) could take one whose
   // alert's later webhooks are moved and then sent first elsewhere. Claims wait for the move.
   if (a.failover_pending) return;
@@ -66,6 +68,7 @@ void DispatcherImpl::schedule(Agent& a, Millis now, Millis steady) {
     item.key = ordering_key(a.cfg.ordering, w);
     item.attempt = w.attempts + 1;
     item.probe = probe;
+    item.epoch = *epoch;
     item.w = std::move(w);
     a.busy_keys.insert(item.key);
     a.in_hand.insert(item.w.seq);
@@ -236,13 +239,17 @@ void DispatcherImpl::discard_not_taken(Agent& a, InHand item) {
   f.last_error = std::optional<std::string>(truncate(reason, 1000));
   f.next_attempt_at = std::optional<Millis>();
   const std::string id = item.w.id;
-  auto op = std::make_shared<JournalWriter::TxOp>([id, agent = a.cfg.id, f](JournalTx& tx) {
-    // Only while it is still this agent's: moved meanwhile (iarelay move, a failover) to an
-    // agent that may take its type, it is that agent's to decide.
-    auto place = tx.locate(id);
-    if (!place || place->state != WebhookState::kQueued || place->assigned_agent != agent) return;
-    tx.transition(id, WebhookState::kQueued, WebhookState::kDiscarded, f);
-  });
+  auto op = std::make_shared<JournalWriter::TxOp>(
+      [id, agent = a.cfg.id, f, epoch = item.epoch, leases = ctx_.leases](JournalTx& tx) {
+        if (!lease_holds(tx, leases, agent, epoch))
+          return;  // the relay that took the agent decides
+        // Only while it is still this agent's: moved meanwhile (iarelay move, a failover) to an
+        // agent that may take its type, it is that agent's to decide.
+        auto place = tx.locate(id);
+        if (!place || place->state != WebhookState::kQueued || place->assigned_agent != agent)
+          return;
+        tx.transition(id, WebhookState::kQueued, WebhookState::kDiscarded, f);
+      });
   pending_outcomes_.push_back(
       {0, a.cfg.id, std::move(item), std::move(op), std::string(), nullptr});
 }
@@ -254,7 +261,9 @@ void DispatcherImpl::claim(Agent& a, std::vector<InHand> batch) {
   auto claimed = std::make_shared<std::vector<bool>>(items->size(), false);
   std::string agent_id = a.cfg.id;
   ctx_.writer->submit_quiet_tx(
-      [items, claimed, agent_id](JournalTx& tx) {
+      [items, claimed, agent_id, leases = ctx_.leases](JournalTx& tx) {
+        // All of one epoch (schedule). The agent taken by another relay: nothing claimed.
+        if (!lease_holds(tx, leases, agent_id, items->front().epoch)) return;
         for (size_t i = 0; i < items->size(); ++i) {
           TransitionFields f;
           f.assigned_agent = std::optional<std::string>(agent_id);
@@ -303,8 +312,11 @@ void DispatcherImpl::unclaim(Agent& a, std::vector<InHand> items) {
   auto shared = std::make_shared<std::vector<InHand>>(std::move(items));
   std::string agent_id = a.cfg.id;
   ctx_.writer->submit_quiet_tx(
-      [shared](JournalTx& tx) {
+      [shared, agent_id, leases = ctx_.leases](JournalTx& tx) {
         for (const auto& it : *shared) {
+          // Taken by another relay since the claim: it put the webhook back itself, and may
+          // have claimed it again.
+          if (!lease_holds(tx, leases, agent_id, it.epoch)) continue;
           TransitionFields f;
           f.attempts = it.w.attempts;
           tx.transition(it.w.id, WebhookState::kInflight, WebhookState::kQueued, f);
@@ -343,6 +355,7 @@ void DispatcherImpl::continue_chain(Agent& a, const InHand& done, QueuedWebhook 
   item.key = done.key;
   item.attempt = next.attempts + 1;
   item.chain_steps = done.chain_steps + 1;
+  item.epoch = done.epoch;  // claimed in the transaction of done's outcome, under its fence
   item.w = std::move(next);
   a.in_hand.insert(item.w.seq);
   if (a.chained) a.chained->inc();
@@ -358,7 +371,7 @@ void DispatcherImpl::continue_chain(Agent& a, const InHand& done, QueuedWebhook 
 void DispatcherImpl::start_ready(Agent& a) {
   if (a.ready.empty()) return;
   if (stopping_ || a.removed || !a.usable || a.health.state() != AgentHealth::State::kUp ||
-      a.cfg.ordering != Ordering::kEvent || a.keys_ordering != Ordering::kEvent) {
+      a.cfg.ordering != Ordering::kEvent || a.keys_ordering != Ordering::kEvent || !owned(a)) {
     std::vector<InHand> back(std::make_move_iterator(a.ready.begin()),
                              std::make_move_iterator(a.ready.end()));
     a.ready.clear();
@@ -366,10 +379,12 @@ void DispatcherImpl::start_ready(Agent& a) {
     return;
   }
   // A reload left its type out of `kinds` since the step was decided: given back, the walk
-  // picks it and discards it with the reason, as any webhook of that type.
+  // picks it and discards it with the reason, as any webhook of that type. One claimed under
+  // an earlier lease of the agent: given back (fenced: the taker requeued it).
+  const std::int64_t epoch = *owned(a);
   std::vector<InHand> not_taken;
   for (auto it = a.ready.begin(); it != a.ready.end();) {
-    if (a.cfg.takes(it->w.type)) {
+    if (a.cfg.takes(it->w.type) && it->epoch == epoch) {
       ++it;
     } else {
       not_taken.push_back(std::move(*it));

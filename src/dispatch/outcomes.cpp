@@ -152,19 +152,26 @@ void DispatcherImpl::finish(Agent& a, InHand item, const CallOutcome& outcome,
     alert_move->stay.assigned_agent.reset();
     alert_move->stay.next_attempt_at = std::optional<Millis>(d.next_attempt_at);
   }
-  auto op =
-      std::make_shared<JournalWriter::TxOp>([attempt, id, to, f, chain, alert_move](JournalTx& tx) {
-        if (attempt) tx.record_attempt(*attempt);
-        const bool moved =
-            tx.transition(id, WebhookState::kInflight, to,
-                          alert_move && !move_alert_tail(tx, *alert_move) ? alert_move->stay : f);
-        if (chain) {
-          chain->claimed = false;
-          if (moved) try_chain_step(tx, *chain);
-        }
-      });
-  pending_outcomes_.push_back(
-      {0, a.cfg.id, std::move(item), std::move(op), std::move(target), std::move(chain)});
+  auto fenced = std::make_shared<bool>(false);
+  auto op = std::make_shared<JournalWriter::TxOp>([attempt, id, to, f, chain, alert_move, fenced,
+                                                   agent = a.cfg.id, epoch = item.epoch,
+                                                   leases = ctx_.leases](JournalTx& tx) {
+    if (chain) chain->claimed = false;
+    // Another relay took the agent since the claim: its outcome is not this relay's to
+    // write (the taker requeued the webhook and delivers it again).
+    *fenced = !lease_holds(tx, leases, agent, epoch);
+    if (*fenced) return;
+    if (attempt) tx.record_attempt(*attempt);
+    const bool moved =
+        tx.transition(id, WebhookState::kInflight, to,
+                      alert_move && !move_alert_tail(tx, *alert_move) ? alert_move->stay : f);
+    if (chain) {
+      chain->claimed = false;
+      if (moved) try_chain_step(tx, *chain);
+    }
+  });
+  pending_outcomes_.push_back({0, a.cfg.id, std::move(item), std::move(op), std::move(target),
+                               std::move(chain), std::move(fenced)});
 }
 
 // Whether the outcome of `item` (delivered) may claim the next webhook of its alert in the
@@ -218,6 +225,14 @@ void DispatcherImpl::submit_outcomes(std::vector<PendingOutcome> outcomes) {
           }
           for (auto& o : *batch) {
             Agent& a = *agents_.at(o.agent_id);
+            if (*o.fenced) {
+              spdlog::warn(
+                  "the outcome of webhook {} for {} was not written: another relay took the "
+                  "agent (lease epoch {} ended) and delivers it again",
+                  o.item.w.id, o.agent_id, o.item.epoch);
+              release(a, o.item);
+              continue;
+            }
             if (o.chain) {
               a.chain_misses = o.chain->claimed ? 0 : a.chain_misses + 1;
               if (o.chain->claimed) {

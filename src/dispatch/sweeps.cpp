@@ -90,6 +90,7 @@ void DispatcherImpl::sweep_held(Millis steady) {
 // available agent hosting their service.
 void DispatcherImpl::sweep_failover(Agent& a, Millis steady) {
   if (a.failover_pending || a.removed || a.health.state() == AgentHealth::State::kUp) return;
+  if (!owned(a)) return;  // its owner knows whether it is down
   // An alert left behind because a webhook of it was in hand is looked at again as soon as
   // something was released (not only at the next forced reload).
   if (steady - last_failover_sweep_[a.cfg.id] < kForcedReloadEvery && a.failover_cursor == 0 &&

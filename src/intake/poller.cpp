@@ -260,13 +260,13 @@ class CurlPoller final : public Poller {
   }
 
   Result<std::int64_t> read_cursor() {
-    auto db = open_journal_for_read(ctx_.journal_path);
+    auto db = ctx_.open_reader ? ctx_.open_reader() : open_sqlite_reader(ctx_.journal_path);
     if (!db) return db.status();
-    try {
-      return load_cursor(**db, ctx_.upstream.name);
-    } catch (const std::exception& e) {
-      return Status::io_error(e.what());
-    }
+    std::int64_t cursor = 0;
+    if (Status s = (*db)->read([&](JournalTx& tx) { cursor = tx.load_cursor(ctx_.upstream.name); });
+        !s)
+      return s;
+    return cursor;
   }
 
   // Admits every message, then submits their inserts and the cursor as one operation (one

@@ -7,6 +7,7 @@
 // answer over the size limit makes the poller ask for fewer messages, not retry forever.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -15,6 +16,7 @@
 
 namespace iarelay {
 
+class JournalBackend;
 class JournalWriter;
 class AgentDirectory;
 class Metrics;
@@ -24,6 +26,9 @@ struct PollerContext {
   AgentDirectory* directory = nullptr;  // not owned
   Metrics* metrics = nullptr;           // not owned
   std::string journal_path;             // to read the stored cursor at start
+  // Opens a read connection of its own to the journal (either backend). Unset: the SQLite
+  // journal at journal_path.
+  std::function<Result<std::unique_ptr<JournalBackend>>()> open_reader;
   UpstreamConfig upstream;
   std::string token;  // bearer token for the upstream, may be empty
   // A feed answer larger than this is refused (not buffered); the poller asks the upstream for

@@ -38,6 +38,8 @@ constexpr size_t kMaxWorkers = 64;
 // Requests still unanswered when the listener stops get this long to be answered.
 constexpr int kStopGraceSeconds = 10;
 constexpr std::int64_t kMaxFeedWaitSeconds = 60;
+// A waiting feed request reads again this often (another relay's commits wake nothing here).
+constexpr auto kFeedRecheck = std::chrono::milliseconds(250);
 constexpr std::int64_t kMaxFeedBatch = 5000;
 constexpr std::int64_t kDefaultFeedBatch = 500;
 // One feed answer's size (bytes of body; one message larger than this still goes out alone).
@@ -138,36 +140,39 @@ class WorkerPool {
 };
 
 // Read connections for the feed, reused across requests (each is used by one thread at a time).
+using ReaderPtr = std::unique_ptr<JournalBackend>;
 class ReaderPool {
  public:
-  explicit ReaderPool(std::string path) : path_(std::move(path)) {}
-  Result<DatabasePtr> take() {
+  explicit ReaderPool(std::function<Result<ReaderPtr>()> open) : open_(std::move(open)) {}
+  Result<ReaderPtr> take() {
     {
       std::lock_guard lock(mu_);
       if (!idle_.empty()) {
-        DatabasePtr db = std::move(idle_.back());
+        ReaderPtr db = std::move(idle_.back());
         idle_.pop_back();
         return db;
       }
     }
-    return open_journal_for_read(path_);
+    return open_();
   }
-  void give(DatabasePtr db) {
+  void give(ReaderPtr db) {
     std::lock_guard lock(mu_);
     if (idle_.size() < kIdleReaders) idle_.push_back(std::move(db));
   }
 
  private:
-  const std::string path_;
+  const std::function<Result<ReaderPtr>()> open_;
   std::mutex mu_;
-  std::vector<DatabasePtr> idle_;  // GUARDED_BY(mu_)
+  std::vector<ReaderPtr> idle_;  // GUARDED_BY(mu_)
 };
 
 class HttpServer final : public Server {
  public:
   explicit HttpServer(ServerContext ctx)
       : ctx_(std::move(ctx)),
-        readers_(ctx_.journal_path),
+        readers_(ctx_.open_reader
+                     ? ctx_.open_reader
+                     : [path = ctx_.journal_path] { return open_sqlite_reader(path); }),
         auth_(std::make_shared<const Authenticator>(ctx_.credentials)) {
     ctx_.credentials = {};  // kept only as digests, in auth_
   }
@@ -399,7 +404,7 @@ class HttpServer final : public Server {
     // Return the connection to the pool however this handler ends.
     struct Lease {
       ReaderPool& pool;
-      DatabasePtr db;
+      ReaderPtr db;
       ~Lease() { pool.give(std::move(db)); }
     } lease{readers_, std::move(*reader)};
 
@@ -411,16 +416,23 @@ class HttpServer final : public Server {
         std::lock_guard lock(feed_mu_);
         seen = generation_;
       }
-      messages = feed_after_bounded(*lease.db, after, static_cast<int>(max),
-                                    static_cast<size_t>(max_bytes));
+      Status read = lease.db->read([&](JournalTx& tx) {
+        messages =
+            tx.feed_after_bounded(after, static_cast<int>(max), static_cast<size_t>(max_bytes));
+      });
+      if (!read) return retry_later("journal not readable: " + read.message());
       if (!messages.empty()) break;
+      // Woken by this relay's commits; another relay's (a shared PostgreSQL journal) are
+      // seen by reading again every kFeedRecheck.
       std::unique_lock lock(feed_mu_);
-      bool woke =
-          feed_cv_.wait_until(lock, deadline, [&] { return stopped_ || generation_ != seen; });
-      if (!woke || stopped_) break;
+      auto until = std::min(deadline, std::chrono::steady_clock::now() + kFeedRecheck);
+      bool woke = feed_cv_.wait_until(lock, until, [&] { return stopped_ || generation_ != seen; });
+      if (stopped_ || (!woke && until == deadline)) break;
     }
     // Read after the messages, so it is at least the last one's seq.
-    std::int64_t newest = newest_seq(*lease.db);
+    std::int64_t newest = 0;
+    Status read = lease.db->read([&](JournalTx& tx) { newest = tx.newest_seq(); });
+    if (!read) return retry_later("journal not readable: " + read.message());
     // A reader sees a commit before its fsync (sync=full pipelines it): serve nothing a crash
     // could still take back, or a consumer would skip the seq numbers reused after it.
     if (!messages.empty()) {

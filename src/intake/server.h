@@ -17,6 +17,7 @@
 
 namespace iarelay {
 
+class JournalBackend;
 class JournalWriter;
 class AgentDirectory;
 class Metrics;
@@ -26,6 +27,9 @@ struct ServerContext {
   AgentDirectory* directory = nullptr;  // not owned
   Metrics* metrics = nullptr;           // not owned
   std::string journal_path;             // for read connections (feed, status)
+  // Opens a read connection of its own to the journal (either backend). Unset: the SQLite
+  // journal at journal_path.
+  std::function<Result<std::unique_ptr<JournalBackend>>()> open_reader;
   ListenConfig listen;
   ListenCredentials credentials;             // no tokens: no authentication
   std::function<std::string()> status_json;  // body of GET /v1/status

@@ -81,6 +81,15 @@ class JournalTx {
   // insert of a transaction takes it by itself; a group commit takes it before forming its
   // batch. SQLite: nothing to wait for (one writer).
   virtual void lock_seq_order() {}
+  // Whether `owner` still holds the lease of `agent` at `epoch` (docs/high-availability.md),
+  // locking it until this transaction ends, so no other relay takes the agent before its
+  // commit. A dispatcher's write for an agent checks it first and writes nothing when false:
+  // another relay took the agent and put its inflight webhooks back in the queue. SQLite: one
+  // relay owns every agent, always true.
+  virtual bool fence(std::string_view agent, std::string_view owner, std::int64_t epoch) {
+    (void)agent, (void)owner, (void)epoch;
+    return true;
+  }
 
   // --- the dispatcher's and the feed's reads (store.h's functions of the same names) --------
   virtual std::vector<AgentRow> load_agents() = 0;

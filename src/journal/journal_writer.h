@@ -39,6 +39,13 @@ class JournalWriter {
   virtual Status wait_durable() = 0;
   // Whether the last commit succeeded (/readyz, and 503 on intake).
   virtual bool healthy() const = 0;
+  // Called on a writer thread after each commit that holds an operation not submitted quiet
+  // (to wake feed long-polls and the dispatcher); `appends_only`: each such operation was an
+  // insert or an append. Set before the first submit.
+  virtual void set_commit_listener(std::function<void(bool appends_only)> listener) = 0;
+  // Ok while the writer is usable; not ok, saying why, once it has failed for good (the
+  // process must restart). A failed commit alone is not permanent.
+  virtual Status permanent_failure() const { return Status::ok(); }
 };
 
 }  // namespace iarelay

@@ -91,7 +91,7 @@ class Writer final : public JournalWriter {
   // Called after each successful commit is durable (e.g. to wake feed long-polls), unless every
   // operation of the commit was submitted with submit_quiet.
   // `appends_only`: every such operation of the commit was submitted with submit_append.
-  void set_commit_listener(std::function<void(bool appends_only)> listener);
+  void set_commit_listener(std::function<void(bool appends_only)> listener) override;
   // Waits until every transaction committed (or committing) when it was called is durable.
   // A reader that saw rows calls it before passing them on. Not ok when the sync failed.
   Status wait_durable() override;
@@ -102,7 +102,7 @@ class Writer final : public JournalWriter {
   // Ok while the writer is usable. Not ok (IoError, saying why) once it has failed for good:
   // an fdatasync of the WAL failed, after which every operation is refused until the process
   // restarts and SQLite recovers the WAL. A failed commit alone is not permanent. Any thread.
-  Status permanent_failure() const;
+  Status permanent_failure() const override;
   Stats stats() const;
   const std::string& path() const { return path_; }
 

@@ -504,6 +504,13 @@ class PgTx final : public JournalTx {
   // the alert's order, a feed consumer's cursor would skip 7. The relays' transactions that
   // insert webhooks are serialized, commits included; each relay's group commit batches what
   // waits meanwhile.
+  bool fence(std::string_view agent, std::string_view owner, std::int64_t epoch) override {
+    // FOR SHARE: a takeover (UPDATE of the row) waits for this transaction's end.
+    return exists(
+        "SELECT 1 FROM agent_leases WHERE agent = $1 AND owner = $2 AND epoch = $3 FOR SHARE",
+        {std::string(agent), std::string(owner), std::to_string(epoch)});
+  }
+
   void lock_seq_order() override {
     if (seq_order_locked_) return;
     must(db_.query("SELECT pg_advisory_xact_lock(7304201516)"));
@@ -588,10 +595,30 @@ class PgBackend final : public JournalBackend {
   PgConnection& db_;
 };
 
+// open_pg_reader's backend: owns its connection.
+class PgReader final : public JournalBackend {
+ public:
+  explicit PgReader(std::unique_ptr<PgConnection> db) : db_(std::move(db)), backend_(*db_) {}
+  Status transact(const std::function<void(JournalTx&)>&) override {
+    return Status::invalid_argument("a journal reader cannot write");
+  }
+  Status read(const std::function<void(JournalTx&)>& op) override { return backend_.read(op); }
+
+ private:
+  std::unique_ptr<PgConnection> db_;
+  PgBackend backend_;
+};
+
 }  // namespace
 
 std::unique_ptr<JournalBackend> pg_backend(PgConnection& db) {
   return std::make_unique<PgBackend>(db);
+}
+
+Result<std::unique_ptr<JournalBackend>> open_pg_reader(const std::string& conninfo) {
+  auto db = PgConnection::connect(conninfo);
+  if (!db) return db.status();
+  return std::unique_ptr<JournalBackend>(new PgReader(std::move(*db)));
 }
 
 }  // namespace iarelay

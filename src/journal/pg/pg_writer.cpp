@@ -39,11 +39,20 @@ void PgWriter::submit_append_tx(TxOp op, Done done) {
   enqueue_op(std::move(op), std::move(done), /*inserts=*/true);
 }
 
-void PgWriter::enqueue_op(Op op, Done done, bool inserts) {
+void PgWriter::submit_quiet_tx(TxOp op, Done done) {
+  enqueue_op(std::move(op), std::move(done), false, /*quiet=*/true);
+}
+
+void PgWriter::set_commit_listener(std::function<void(bool appends_only)> listener) {
+  listener_ = std::move(listener);
+}
+
+void PgWriter::enqueue_op(Op op, Done done, bool inserts, bool quiet) {
   Pending p;
   p.op = std::move(op);
   p.done = std::move(done);
   p.inserts = inserts;
+  p.quiet = quiet;
   enqueue(std::move(p));
 }
 
@@ -120,7 +129,14 @@ void PgWriter::run_loop() {
       }
     }
     Status s = run_batch(batch);
+    bool loud = false, appends_only = true;
+    for (const auto& p : batch)
+      if (!p.quiet) {
+        loud = true;
+        appends_only = appends_only && p.inserts;
+      }
     for (auto& p : batch) p.tell(s);
+    if (s && loud && listener_) listener_(appends_only);
   }
 }
 

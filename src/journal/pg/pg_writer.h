@@ -52,10 +52,11 @@ class PgWriter final : public JournalWriter {
   // JournalWriter. A COMMIT that returned is durable (synchronous_commit = on), and a reader
   // sees a commit only once it is flushed: wait_durable() has nothing to wait for.
   void submit_tx(TxOp op, Done done) override { submit(std::move(op), std::move(done)); }
-  void submit_quiet_tx(TxOp op, Done done) override { submit(std::move(op), std::move(done)); }
+  void submit_quiet_tx(TxOp op, Done done) override;
   void submit_append_tx(TxOp op, Done done) override;
   Status wait_durable() override { return Status::ok(); }
   bool healthy() const override { return healthy_.load(); }
+  void set_commit_listener(std::function<void(bool appends_only)> listener) override;
   // Submits and waits until durable.
   Status run(Op op);
   Stats stats() const;
@@ -70,6 +71,7 @@ class PgWriter final : public JournalWriter {
     InsertDone insert_done;
     InsertOutcome outcome;
     bool inserts = false;  // an insert, or an append op: its batch takes the turn for seqs
+    bool quiet = false;    // submit_quiet_tx: its commit calls no listener
     void tell(const Status& s) {
       if (op) {
         if (done) done(s);
@@ -83,7 +85,7 @@ class PgWriter final : public JournalWriter {
   };
   static void run_in(JournalTx& tx, std::deque<Pending>& batch);
   void enqueue(Pending p);
-  void enqueue_op(Op op, Done done, bool inserts);
+  void enqueue_op(Op op, Done done, bool inserts, bool quiet = false);
   Status run_batch(std::deque<Pending>& batch);
   void top_up(std::deque<Pending>& batch);
 
@@ -95,7 +97,8 @@ class PgWriter final : public JournalWriter {
   std::deque<Pending> pending_;
   bool stopping_ = false;
   Stats stats_;
-  std::atomic<bool> healthy_{true};  // the last batch committed (or failed by one operation)
+  std::function<void(bool)> listener_;  // set before the first submit
+  std::atomic<bool> healthy_{true};     // the last batch committed (or failed by one operation)
   std::thread thread_;
 };
 

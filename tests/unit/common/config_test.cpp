@@ -98,12 +98,31 @@ TEST_F(ConfigFile, EveryDefaultOfTheSpec) {
   EXPECT_FALSE(a.all_kinds);
 }
 
-TEST_F(ConfigFile, APostgresqlJournalIsRefusedByNameWithoutRepeatingItsPassword) {
-  for (const char* uri : {"postgresql://iarelay:pw-secret@db1,db2/iarelay", "postgres://db/x"}) {
-    std::string e = error(std::string("journal = ") + uri + "\n");
-    EXPECT_TRUE(contains(e, path() + ":1: journal: a PostgreSQL journal is not available")) << e;
-    EXPECT_FALSE(contains(e, "pw-secret")) << e;
+TEST_F(ConfigFile, APostgresqlJournalIsTakenWithItsLease) {
+  for (const char* uri : {"postgresql://iarelay@db1,db2/iarelay?target_session_attrs=read-write",
+                          "postgres://db/x"}) {
+    auto c = load(std::string("journal = ") + uri + "\nlease = 3s\n");
+    ASSERT_TRUE(c.is_ok()) << c.status().message();
+    EXPECT_EQ(c->journal, uri);
+    EXPECT_TRUE(is_postgresql_journal(c->journal));
+    EXPECT_EQ(c->lease, 3'000);
   }
+  EXPECT_FALSE(is_postgresql_journal("var/postgresql://journal.db"));
+  EXPECT_EQ(load("journal = x.db\n")->lease, 10'000);
+  std::string e = error("journal = postgresql://db/x\nlease = 500ms\n");
+  EXPECT_TRUE(contains(e, path() + ":2: lease: must be at least 1s")) << e;
+}
+
+TEST(JournalForDisplay, HidesThePasswordOfAConnectionString) {
+  EXPECT_EQ(journal_for_display("postgresql://iarelay:pw-secret@db1,db2/iarelay"),
+            "postgresql://iarelay:***@db1,db2/iarelay");
+  EXPECT_EQ(
+      journal_for_display("postgresql://db/iarelay?user=x&password=pw-secret&sslmode=require"),
+      "postgresql://db/iarelay?user=x&password=***&sslmode=require");
+  EXPECT_EQ(journal_for_display("postgres://db/iarelay?password=pw-secret"),
+            "postgres://db/iarelay?password=***");
+  EXPECT_EQ(journal_for_display("postgresql://iarelay@db/x"), "postgresql://iarelay@db/x");
+  EXPECT_EQ(journal_for_display("var/journal.db"), "var/journal.db");
 }
 
 TEST_F(ConfigFile, AbsentSectionsMeanNoListenerNoPollingNoAgents) {

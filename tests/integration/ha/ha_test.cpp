@@ -1,0 +1,319 @@
+// Several iarelayd on one PostgreSQL journal (issue 15, docs/high-availability.md), as real
+// processes on a throwaway cluster: a relay is killed (SIGKILL) or stopped (SIGSTOP) past its
+// lease while webhooks of 20 alerts arrive through both relays and the agents fail 5% of
+// calls. Afterwards every accepted webhook was delivered, first deliveries kept each alert's
+// order, duplicates stay within the calls that could be in flight, the dead relay's agents
+// delivered again within the lease + 2 s, and a relay that woke up after losing its lease
+// wrote none of its outcomes.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "support/pg_cluster.h"
+#include "support/process.h"
+#include "support/temp_dir.h"
+
+namespace iarelay::testing {
+namespace {
+
+using Json = nlohmann::json;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kMaxInflight = 8;
+constexpr int kEvents = 20;
+constexpr int kLeaseMs = 2000;
+const char* const kAgents[] = {"a1", "a2"};
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) out.push_back(line);
+  return out;
+}
+
+std::vector<std::string> split(const std::string& line, char sep) {
+  std::vector<std::string> out;
+  std::string field;
+  std::istringstream in(line);
+  while (std::getline(in, field, sep)) out.push_back(field);
+  return out;
+}
+
+// Two relays on one journal, an agent sink each, and a sender that spreads webhooks over the
+// relays (the other one, same Idempotency-Key, when one does not answer 202).
+class TwoRelays : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(cluster_.error(), "");
+    ASSERT_EQ(cluster_.create_database("journal"), "");
+    for (int i = 0; i < 2; ++i) {
+      sink_ports_[i] = free_port();
+      sinks_[i] = std::make_unique<Process>(
+          std::vector<std::string>{bin("iarelay-sink"),
+                                   "--listen=127.0.0.1:" + std::to_string(sink_ports_[i]),
+                                   "--record=" + sink_file(i), "--fail-rate=0.05",
+                                   "--seed=" + std::to_string(7 + i), "--latency=" + latency_},
+          dir_.file("sink" + std::to_string(i) + ".out"),
+          dir_.file("sink" + std::to_string(i) + ".err"));
+      ASSERT_TRUE(wait_for_port(sink_ports_[i]));
+    }
+  }
+
+  void TearDown() override {
+    sending_ = false;
+    if (sender_.joinable()) sender_.join();
+  }
+
+  std::string sink_file(int i) const { return dir_.file("sink" + std::to_string(i) + ".jsonl"); }
+
+  // Starts relay `r` (0 or 1) on the shared journal.
+  void start_relay(int r) {
+    ports_[r] = free_port();
+    std::string conf = "journal = " + cluster_.uri("journal") +
+                       "\nlog_level = info\nlease = " + std::to_string(kLeaseMs) +
+                       "ms\n[listen]\naddress = 127.0.0.1:" + std::to_string(ports_[r]) + "\n";
+    for (int i = 0; i < 2; ++i)
+      conf += std::string("[agent.") + kAgents[i] +
+              "]\ncallback = http://127.0.0.1:" + std::to_string(sink_ports_[i]) +
+              "/apia_callback\nservices = svc\nformat = raw\nmax_inflight = " +
+              std::to_string(kMaxInflight) +
+              "\ndown_after = 50\nbackoff_initial = 100ms\nbackoff_max = 1s\ntimeout = 5s\n";
+    const std::string file = dir_.file("relay" + std::to_string(r) + ".conf");
+    write_file(file, conf);
+    relays_[r] =
+        std::make_unique<Process>(std::vector<std::string>{bin("iarelayd"), "--config", file},
+                                  dir_.file("relay" + std::to_string(r) + ".out"), err_file(r));
+    ASSERT_TRUE(wait_for_port(ports_[r], 15s)) << read_file(err_file(r));
+  }
+
+  std::string err_file(int r) const { return dir_.file("relay" + std::to_string(r) + ".err"); }
+
+  // Agent -> owner of its live lease, as the journal says.
+  std::map<std::string, std::string> owners() {
+    std::map<std::string, std::string> out;
+    for (const auto& line : lines_of(cluster_.psql(
+             "SELECT agent, owner FROM agent_leases WHERE expires_at > now()", "journal"))) {
+      auto f = split(line, '|');
+      if (f.size() == 2) out[f[0]] = f[1];
+    }
+    return out;
+  }
+
+  // Sends webhook after webhook (alert n % 20, for agent a1 or a2 by alert) until stopped.
+  void start_sending() {
+    sender_ = std::thread([this] {
+      for (int n = 0; sending_; ++n) {
+        const int event = 1000 + n % kEvents;
+        std::string body = R"({"eventIdentifier": )" + std::to_string(event) +
+                           R"(, "status": "active", "n": )" + std::to_string(n) + "}";
+        const std::string path =
+            std::string("/v1/webhooks/svc?agent=") + kAgents[event % 2] + "&type=status";
+        for (int tries = 0; tries < 1000 && sending_; ++tries) {
+          const int r = (n + tries) % 2;  // the other relay after a failure
+          httplib::Client client("127.0.0.1", ports_[r]);
+          client.set_connection_timeout(1);
+          client.set_read_timeout(5);
+          auto res = client.Post(path, {{"Idempotency-Key", "k" + std::to_string(n)}}, body,
+                                 "application/json");
+          if (res && res->status == 202) {
+            std::lock_guard lock(mu_);
+            accepted_.insert(Json::parse(res->body)["id"].get<std::string>());
+            break;
+          }
+          std::this_thread::sleep_for(20ms);
+        }
+        std::this_thread::sleep_for(3ms);
+      }
+    });
+  }
+
+  void stop_sending() {
+    sending_ = false;
+    if (sender_.joinable()) sender_.join();
+  }
+
+  std::set<std::string> accepted() {
+    std::lock_guard lock(mu_);
+    return accepted_;
+  }
+
+  // 2xx answers recorded by sink i.
+  int delivered_at_sink(int i) {
+    int n = 0;
+    std::ifstream in(sink_file(i));
+    for (std::string line; std::getline(in, line);)
+      if (line.find("\"status\":2") != std::string::npos) ++n;
+    return n;
+  }
+
+  // Waits for the journal to show every accepted webhook delivered, then checks what reached
+  // the sinks: nothing missing, each alert's first deliveries in seq order, duplicates within
+  // `max_duplicates`. Prints the figures.
+  void expect_all_delivered_in_order(int max_duplicates, const std::string& what) {
+    const std::set<std::string> ids = accepted();
+    EXPECT_GT(ids.size(), 200u);
+    auto delivered = [&] {
+      auto out =
+          cluster_.psql("SELECT count(*) FROM webhooks WHERE state = 'delivered'", "journal");
+      return out.empty() || out[0] == 'E' ? 0L : std::stol(out);
+    };
+    const auto deadline = Clock::now() + 60s;
+    while (delivered() < static_cast<long>(ids.size()) && Clock::now() < deadline)
+      std::this_thread::sleep_for(100ms);
+    std::map<std::string, long> seq;
+    std::map<std::string, std::string> event;
+    for (const auto& line : lines_of(cluster_.psql(
+             "SELECT id, seq, event_id, state FROM webhooks ORDER BY seq", "journal"))) {
+      auto f = split(line, '|');
+      ASSERT_EQ(f.size(), 4u) << line;
+      seq[f[0]] = std::stol(f[1]);
+      event[f[0]] = f[2];
+      EXPECT_EQ(f[3], "delivered") << f[0];
+    }
+    std::map<std::string, int> deliveries;
+    std::vector<std::string> first;
+    int calls = 0;
+    for (int i = 0; i < 2; ++i) {
+      std::ifstream in(sink_file(i));
+      for (std::string line; std::getline(in, line);) {
+        ++calls;
+        Json r = Json::parse(line);
+        if (r["status"].get<int>() / 100 != 2) continue;
+        if (deliveries[r["webhook_id"]]++ == 0) first.push_back(r["webhook_id"]);
+      }
+    }
+    int missing = 0, duplicates = 0, out_of_order = 0;
+    for (const auto& id : ids) missing += deliveries.count(id) == 0;
+    for (const auto& [id, n] : deliveries) duplicates += n - 1;
+    std::map<std::string, long> last;
+    for (const auto& id : first) {
+      long& l = last[event[id]];
+      if (seq[id] < l) ++out_of_order;
+      l = std::max(l, seq[id]);
+    }
+    std::cout << "[ info ] " << what << ": accepted=" << ids.size()
+              << " delivered_ids=" << deliveries.size() << " missing=" << missing
+              << " duplicates=" << duplicates << " calls=" << calls
+              << " out_of_order_first_deliveries=" << out_of_order << "\n";
+    EXPECT_EQ(missing, 0);
+    EXPECT_EQ(out_of_order, 0);
+    EXPECT_EQ(deliveries.size(), seq.size());  // nothing delivered that was not stored
+    EXPECT_LE(duplicates, max_duplicates);
+  }
+
+  // Milliseconds from now until sink i records an answer it had not recorded by now (polls).
+  long ms_until_sink_grows(int i, int from, std::chrono::seconds within) {
+    const auto start = Clock::now();
+    while (Clock::now() - start < within) {
+      if (delivered_at_sink(i) > from)
+        return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+      std::this_thread::sleep_for(10ms);
+    }
+    return -1;
+  }
+
+  PgCluster cluster_;
+  TempDir dir_;
+  std::string latency_ = "0ms";
+  int sink_ports_[2] = {0, 0};
+  int ports_[2] = {0, 0};
+  std::unique_ptr<Process> sinks_[2];
+  std::unique_ptr<Process> relays_[2];
+  std::atomic<bool> sending_{true};
+  std::thread sender_;
+  std::mutex mu_;
+  std::set<std::string> accepted_;  // GUARDED_BY(mu_)
+};
+
+// The relay that holds both agents' leases is killed mid-stream; the other takes them over.
+TEST_F(TwoRelays, Kill9OfTheOwnerLosesNothingAndTheOtherDeliversWithinTheLease) {
+  start_relay(0);
+  ASSERT_TRUE(wait_until([&] { return owners().size() == 2; }, 10s));
+  start_relay(1);
+  const std::string first_owner = owners()["a1"];
+  EXPECT_EQ(owners()["a2"], first_owner);
+  start_sending();
+  ASSERT_TRUE(wait_until([&] { return accepted().size() > 300; }, 30s));
+  // Every agent's answers so far, then the kill; the first new 2xx at a sink after it comes
+  // from the relay that took the agent over (the dead one makes no call).
+  relays_[0]->signal(SIGKILL);
+  relays_[0]->wait();
+  const int before[2] = {delivered_at_sink(0), delivered_at_sink(1)};
+  long took = ms_until_sink_grows(0, before[0], 20s);
+  long took2 = ms_until_sink_grows(1, before[1], 20s);
+  std::cout << "[ info ] after the kill, agent a1 delivered again in " << took << " ms, a2 in "
+            << took + std::max(took2, 0L) << " ms (lease " << kLeaseMs << " ms)\n";
+  EXPECT_GE(took, 0) << "agent a1 never delivered again";
+  EXPECT_LE(took, kLeaseMs + 2000);
+  EXPECT_GE(took2, 0) << "agent a2 never delivered again";
+  EXPECT_NE(owners()["a1"], first_owner);
+  std::this_thread::sleep_for(1s);
+  stop_sending();
+  // Only calls in flight at the kill (max_inflight per agent) can be made twice.
+  expect_all_delivered_in_order(2 * kMaxInflight, "kill -9 of the owner");
+  relays_[1]->signal(SIGTERM);
+  EXPECT_EQ(relays_[1]->wait(), 0);
+}
+
+// The owner is stopped (SIGSTOP) with calls in flight for longer than its lease; the other
+// relay takes the agents and delivers their webhooks again; the owner wakes up (SIGCONT) to
+// its calls' answers and must write none of those outcomes (fenced): the journal holds fewer
+// attempts than the sinks saw calls, by the calls it made before the stop.
+class SlowAgents : public TwoRelays {
+ protected:
+  SlowAgents() { latency_ = "300ms"; }  // calls are in flight at the stop
+};
+
+TEST_F(SlowAgents, AnOwnerStoppedPastItsLeaseWritesNoOutcomeWhenItWakes) {
+  start_relay(0);
+  ASSERT_TRUE(wait_until([&] { return owners().size() == 2; }, 10s));
+  start_relay(1);
+  start_sending();
+  ASSERT_TRUE(wait_until([&] { return accepted().size() > 300; }, 30s));
+  relays_[0]->signal(SIGSTOP);
+  const std::string stopped_owner = owners()["a1"];
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto o = owners();
+        return o.size() == 2 && o["a1"] != stopped_owner && o["a2"] != stopped_owner;
+      },
+      std::chrono::milliseconds(kLeaseMs + 3000)))
+      << "the other relay did not take the agents";
+  std::this_thread::sleep_for(1s);  // the new owner's calls under way
+  relays_[0]->signal(SIGCONT);
+  std::this_thread::sleep_for(2s);
+  stop_sending();
+  expect_all_delivered_in_order(2 * kMaxInflight, "SIGSTOP past the lease");
+  int calls = 0;
+  for (int i = 0; i < 2; ++i) calls += static_cast<int>(lines_of(read_file(sink_file(i))).size());
+  const long attempts = std::stol(cluster_.psql("SELECT count(*) FROM attempts", "journal"));
+  const std::string log = read_file(err_file(0));
+  std::size_t fenced = 0;
+  for (std::size_t at = log.find("another relay took the agent"); at != std::string::npos;
+       at = log.find("another relay took the agent", at + 1))
+    ++fenced;
+  std::cout << "[ info ] calls=" << calls << " attempts journaled=" << attempts
+            << " outcomes not written by the woken relay=" << fenced << "\n";
+  EXPECT_GT(fenced, 0u) << log;
+  EXPECT_EQ(attempts + static_cast<long>(fenced), calls);
+  for (int r = 0; r < 2; ++r) {
+    relays_[r]->signal(SIGTERM);
+    EXPECT_EQ(relays_[r]->wait(), 0) << read_file(err_file(r));
+  }
+}
+
+}  // namespace
+}  // namespace iarelay::testing
