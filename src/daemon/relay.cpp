@@ -154,7 +154,9 @@ Status Relay::open_sqlite() {
     return s;
   if (requeued) spdlog::info("requeued {} webhooks left inflight by the previous run", requeued);
   std::string path = config_.journal;
-  open_reader_ = [path] { return open_sqlite_reader(path); };
+  // Readers that may move between threads (the feed's pool): no statement cache. (The
+  // dispatcher opens its own, caching, on its thread.)
+  open_reader_ = [path] { return open_sqlite_reader(path, /*cache_statements=*/false); };
   return Status::ok();
 }
 
@@ -247,7 +249,7 @@ Status Relay::start() {
   dctx.directory = directory_.get();
   dctx.metrics = &metrics_;
   dctx.journal_path = config_.journal;
-  dctx.open_reader = open_reader_;
+  if (!sqlite_writer_) dctx.open_reader = open_reader_;
   dctx.leases = leases_.get();
   auto dispatcher = Dispatcher::start(dctx);
   if (!dispatcher) return dispatcher.status();
@@ -408,6 +410,12 @@ Status Relay::reload(const ConfigOverrides& overrides) {
           a.id, agent_secret_env(a.handle));
   signing_agents_ = std::move(*signing);
   directory_->reconfigure(config_.agents, config_.services);
+  if (leases_) {
+    // Leases for the agents configured now: a new one is taken, a removed one let lapse.
+    std::vector<std::string> ids;
+    for (const auto& a : config_.agents) ids.push_back(a.id);
+    leases_->set_agents(std::move(ids));
+  }
   if (dispatcher_) dispatcher_->reconfigured();
   warn_if_no_agents();
   spdlog::info("reloaded {}: {} agents, {} services", file, config_.agents.size(),

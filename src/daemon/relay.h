@@ -99,6 +99,7 @@ class Relay {
   // PostgreSQL), for what only SQLite has (raw connection work, its commit statistics).
   std::unique_ptr<JournalWriter> writer_;
   Writer* sqlite_writer_ = nullptr;
+  // Opens a read connection of its own (any thread; the feed's, the poller's, the start's).
   std::function<Result<std::unique_ptr<JournalBackend>>()> open_reader_;
   std::unique_ptr<PgLeaseKeeper> leases_;      // PostgreSQL: this relay's agent leases
   std::string relay_id_;                       // PostgreSQL: its owner name in the lease rows

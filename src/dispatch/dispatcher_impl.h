@@ -140,7 +140,13 @@ struct Agent {
   Millis wake_at = kNever;    // earliest not-due row seen by the last fill
   std::size_t claiming = 0;   // claims submitted, not yet committed
   Millis claim_retry_at = 0;  // steady time before which no claim is made (one failed)
-  std::size_t calls = 0;      // HTTP calls in flight
+  // A claim's or outcome's commit was lost with its connection and may have landed: webhooks
+  // of the agent may be inflight in the journal that this process does not hold. No claim is
+  // made until nothing of the agent is in hand; then its inflight webhooks go back to the
+  // queue (requeue_orphans), each an orphan.
+  bool orphans_possible = false;
+  bool orphan_requeue_pending = false;
+  std::size_t calls = 0;                      // HTTP calls in flight
   std::unordered_set<std::int64_t> streak;    // backed off during the current failure run
   std::unordered_set<std::int64_t> expedite;  // due at once: backed off before it came back
   std::int64_t failover_cursor = 0;
@@ -291,8 +297,12 @@ class DispatcherImpl final : public Dispatcher {
   void sweep_held(Millis steady);
   void sweep_failover(Agent& a, Millis steady);
   void sweep_retired(Millis steady);
-  void submit_reroutes(std::vector<Reroute> reroutes, std::function<void()> after);
-  void submit_moves(std::vector<std::pair<std::string, std::string>> moves,
+  // `after` is told how many were rerouted.
+  void submit_reroutes(std::vector<Reroute> reroutes, std::function<void(std::size_t)> after);
+  // Assigns each webhook (id → agent) queued at `from` (nullopt: held for any agent) to its
+  // agent; a failover's (from an agent) only while this relay holds `from` at `epoch`.
+  void submit_moves(std::optional<std::string> from, std::int64_t epoch,
+                    std::vector<std::pair<std::string, std::string>> moves,
                     std::function<void()> after);
 
   // --- lanes.cpp: scheduling and claims ---
@@ -310,6 +320,8 @@ class DispatcherImpl final : public Dispatcher {
   void release(Agent& a, const InHand& item);
   void continue_chain(Agent& a, const InHand& done, QueuedWebhook next);
   void start_ready(Agent& a);
+  void note_lost_commit(Agent& a, const Status& s);
+  void requeue_orphans(Agent& a, std::int64_t epoch);
 
   // --- http_call.cpp: calls ---
   CURL* take_easy();

@@ -31,6 +31,12 @@ void DispatcherImpl::schedule(Agent& a, Millis now, Millis steady) {
   // A claim's commit failed (a full disk): the next waits like any failed write, instead of
   // being made again at once, in a loop, for as long as the journal cannot be written.
   if (steady < a.claim_retry_at) return;
+  if (a.orphans_possible) {
+    if (!a.orphan_requeue_pending && a.in_hand.empty() && a.claiming == 0 && a.calls == 0 &&
+        a.ready.empty())
+      requeue_orphans(a, *epoch);
+    return;
+  }
   std::size_t free =
       a.health.may_start(a.calls + a.claiming + a.ready.size(),
                          static_cast<size_t>(std::max(a.cfg.max_inflight, 1)), steady);
@@ -262,6 +268,8 @@ void DispatcherImpl::claim(Agent& a, std::vector<InHand> batch) {
   std::string agent_id = a.cfg.id;
   ctx_.writer->submit_quiet_tx(
       [items, claimed, agent_id, leases = ctx_.leases](JournalTx& tx) {
+        // Afresh at each run (PostgreSQL may run an op again after a rolled-back batch).
+        std::fill(claimed->begin(), claimed->end(), false);
         // All of one epoch (schedule). The agent taken by another relay: nothing claimed.
         if (!lease_holds(tx, leases, agent_id, items->front().epoch)) return;
         for (size_t i = 0; i < items->size(); ++i) {
@@ -287,6 +295,7 @@ void DispatcherImpl::on_claimed(const std::string& agent_id, std::vector<InHand>
   if (!s) {
     spdlog::warn("claiming {} webhooks for {} failed: {}", items.size(), agent_id, s.message());
     a.claim_retry_at = steady_millis() + kWriteRetryDelay;
+    note_lost_commit(a, s);
   }
   std::vector<InHand> give_back;
   for (size_t i = 0; i < items.size(); ++i) {
@@ -294,7 +303,9 @@ void DispatcherImpl::on_claimed(const std::string& agent_id, std::vector<InHand>
       release(a, items[i]);  // someone else moved it first, or the write failed
       continue;
     }
-    if (stopping_) {
+    // Stopping, or the lease lapsed while the claim committed (another relay may take the
+    // agent any moment and call it too): given back, no call.
+    if (stopping_ || owned(a) != items[i].epoch) {
       give_back.push_back(std::move(items[i]));
       continue;
     }
@@ -307,6 +318,42 @@ void DispatcherImpl::on_claimed(const std::string& agent_id, std::vector<InHand>
 // to queued with the attempt not counted. Keys and seqs are released only once that is
 // journaled: should the write fail, the rows stay inflight and in hand (nothing later of
 // their alerts goes first) and the write is made again shortly, as outcomes are.
+void DispatcherImpl::note_lost_commit(Agent& a, const Status& s) {
+  if (s.kind() == StatusKind::kUnavailable && ctx_.writer->failed_commits_may_have_landed())
+    a.orphans_possible = true;
+}
+
+void DispatcherImpl::requeue_orphans(Agent& a, std::int64_t epoch) {
+  a.orphan_requeue_pending = true;
+  ++outstanding_;
+  auto requeued = std::make_shared<int>(0);
+  ctx_.writer->submit_quiet_tx(
+      [requeued, agent = a.cfg.id, epoch, leases = ctx_.leases](JournalTx& tx) {
+        *requeued = 0;
+        // Taken by another relay meanwhile: it put them back when it took the agent.
+        if (!lease_holds(tx, leases, agent, epoch)) return;
+        *requeued = tx.requeue_inflight_of(agent);
+      },
+      [this, requeued, agent_id = a.cfg.id, mailbox = mailbox_](const Status& s) {
+        mailbox->post([this, requeued, agent_id, s] {
+          --outstanding_;
+          Agent& ag = *agents_.at(agent_id);
+          ag.orphan_requeue_pending = false;
+          if (!s) {
+            ag.claim_retry_at = steady_millis() + kWriteRetryDelay;  // tried again then
+            return;
+          }
+          ag.orphans_possible = false;
+          ag.dirty = true;
+          if (*requeued)
+            spdlog::warn(
+                "{} webhooks of {} were left inflight by a journal commit whose connection was "
+                "lost; back in the queue",
+                *requeued, agent_id);
+        });
+      });
+}
+
 void DispatcherImpl::unclaim(Agent& a, std::vector<InHand> items) {
   ++outstanding_;
   auto shared = std::make_shared<std::vector<InHand>>(std::move(items));

@@ -183,10 +183,10 @@ bool DispatcherImpl::may_chain(Agent& a, const InHand& item) const {
       (!a.candidates.empty() || a.dirty || a.appended || a.more_to_pick || a.resume_pending))
     return false;
   if (a.chain_misses >= kChainMisses && ++a.chain_skipped % kChainRetryEvery != 0) return false;
-  return !stopping_ && !a.removed && a.usable && a.cfg.ordering == Ordering::kEvent &&
-         a.keys_ordering == Ordering::kEvent && !item.probe && !item.w.event_id.empty() &&
-         a.health.state() == AgentHealth::State::kUp && !a.health.probing() &&
-         steady_millis() >= a.claim_retry_at;
+  return !stopping_ && !a.removed && a.usable && !a.orphans_possible &&
+         a.cfg.ordering == Ordering::kEvent && a.keys_ordering == Ordering::kEvent && !item.probe &&
+         !item.w.event_id.empty() && a.health.state() == AgentHealth::State::kUp &&
+         !a.health.probing() && steady_millis() >= a.claim_retry_at;
 }
 
 // The outcomes of one loop turn go to the Writer as one op.
@@ -218,6 +218,8 @@ void DispatcherImpl::submit_outcomes(std::vector<PendingOutcome> outcomes) {
             // the process die first, the rows are requeued as inflight at start).
             spdlog::warn("journaling {} outcomes failed: {}; retrying", batch->size(), s.message());
             for (auto& o : *batch) {
+              // The commit may have landed, a chain step's claim of the next webhook with it.
+              note_lost_commit(*agents_.at(o.agent_id), s);
               o.retry_at = steady_millis() + kWriteRetryDelay;
               write_retries_.push_back(std::move(o));
             }

@@ -83,14 +83,15 @@ void DispatcherImpl::sweep_held(Millis steady) {
   }
   if (moves.empty()) return;
   held_pending_ = true;
-  submit_moves(std::move(moves), [this] { held_pending_ = false; });
+  submit_moves(std::nullopt, 0, std::move(moves), [this] { held_pending_ = false; });
 }
 
 // Webhooks without an agent identifier waiting on a down or paused agent move to the next
 // available agent hosting their service.
 void DispatcherImpl::sweep_failover(Agent& a, Millis steady) {
   if (a.failover_pending || a.removed || a.health.state() == AgentHealth::State::kUp) return;
-  if (!owned(a)) return;  // its owner knows whether it is down
+  const std::optional<std::int64_t> epoch = owned(a);
+  if (!epoch) return;  // its owner knows whether it is down
   // An alert left behind because a webhook of it was in hand is looked at again as soon as
   // something was released (not only at the next forced reload).
   if (steady - last_failover_sweep_[a.cfg.id] < kForcedReloadEvery && a.failover_cursor == 0 &&
@@ -144,7 +145,7 @@ void DispatcherImpl::sweep_failover(Agent& a, Millis steady) {
   a.failover_pending = true;
   a.candidates.clear();
   std::string from = a.cfg.id;
-  submit_moves(std::move(moves), [this, from] {
+  submit_moves(from, *epoch, std::move(moves), [this, from] {
     if (auto it = agents_.find(from); it != agents_.end()) it->second->failover_pending = false;
   });
 }
@@ -212,19 +213,31 @@ void DispatcherImpl::sweep_retired(Millis steady) {
   }
   if (reroutes.empty()) return;
   retired_pending_ = true;
-  std::size_t n = reroutes.size();
-  submit_reroutes(std::move(reroutes), [this, n] {
+  submit_reroutes(std::move(reroutes), [this](std::size_t n) {
     retired_pending_ = false;
-    spdlog::info("dispatcher: rerouted {} webhooks routed to agents no longer configured", n);
+    if (n)
+      spdlog::info("dispatcher: rerouted {} webhooks routed to agents no longer configured", n);
   });
 }
 
-void DispatcherImpl::submit_reroutes(std::vector<Reroute> reroutes, std::function<void()> after) {
+void DispatcherImpl::submit_reroutes(std::vector<Reroute> reroutes,
+                                     std::function<void(std::size_t)> after) {
   ++outstanding_;
   auto shared = std::make_shared<std::vector<Reroute>>(std::move(reroutes));
+  auto moved = std::make_shared<std::size_t>(0);
   ctx_.writer->submit_tx(
-      [shared](JournalTx& tx) {
+      [shared, moved, leases = ctx_.leases](JournalTx& tx) {
+        *moved = 0;
+        std::map<std::string, bool> elsewhere;
         for (const auto& r : *shared) {
+          // Not while another relay delivers to the agent (its configuration still has it: a
+          // rolling change of the relays' configurations).
+          if (leases) {
+            auto it = elsewhere.find(r.from);
+            if (it == elsewhere.end())
+              it = elsewhere.emplace(r.from, tx.leased_elsewhere(r.from, leases->owner())).first;
+            if (it->second) continue;
+          }
           // Only if it still waits where it was found: a move, a resend or a reload that
           // brought the agent back may have placed it since.
           auto place = tx.locate(r.id);
@@ -232,11 +245,11 @@ void DispatcherImpl::submit_reroutes(std::vector<Reroute> reroutes, std::functio
           TransitionFields f;
           f.assigned_agent.emplace(r.agent);  // nullopt: NULL (held)
           f.next_attempt_at = std::optional<Millis>();
-          tx.transition(r.id, WebhookState::kQueued, WebhookState::kQueued, f);
+          if (tx.transition(r.id, WebhookState::kQueued, WebhookState::kQueued, f)) ++*moved;
         }
       },
-      [this, shared, after = std::move(after), mailbox = mailbox_](const Status& s) {
-        mailbox->post([this, shared, after, s] {
+      [this, shared, moved, after = std::move(after), mailbox = mailbox_](const Status& s) {
+        mailbox->post([this, shared, moved, after, s] {
           --outstanding_;
           if (!s)
             spdlog::warn("rerouting {} webhooks of agents no longer configured failed: {}",
@@ -245,20 +258,28 @@ void DispatcherImpl::submit_reroutes(std::vector<Reroute> reroutes, std::functio
             if (r.agent)
               if (auto it = agents_.find(*r.agent); it != agents_.end()) it->second->dirty = true;
           held_dirty_ = true;
-          after();
+          after(s ? *moved : 0);
         });
       });
 }
 
 // queued → queued with a new assigned agent, one writer op for the batch.
-void DispatcherImpl::submit_moves(std::vector<std::pair<std::string, std::string>> moves,
+void DispatcherImpl::submit_moves(std::optional<std::string> from, std::int64_t epoch,
+                                  std::vector<std::pair<std::string, std::string>> moves,
                                   std::function<void()> after) {
   ++outstanding_;
   auto shared =
       std::make_shared<std::vector<std::pair<std::string, std::string>>>(std::move(moves));
   ctx_.writer->submit_tx(
-      [shared](JournalTx& tx) {
+      [shared, from, epoch, leases = ctx_.leases](JournalTx& tx) {
+        // A failover's moves only while this relay still delivers to the agent they leave.
+        if (from && !lease_holds(tx, leases, *from, epoch)) return;
         for (const auto& [id, agent] : *shared) {
+          // Only from where the sweep saw it: another relay's sweep, an operator's move or a
+          // claim may have got there first since this relay read it.
+          auto place = tx.locate(id);
+          if (!place || place->state != WebhookState::kQueued || place->assigned_agent != from)
+            continue;
           TransitionFields f;
           f.assigned_agent = std::optional<std::string>(agent);
           f.next_attempt_at = std::optional<Millis>();

@@ -260,7 +260,8 @@ class CurlPoller final : public Poller {
   }
 
   Result<std::int64_t> read_cursor() {
-    auto db = ctx_.open_reader ? ctx_.open_reader() : open_sqlite_reader(ctx_.journal_path);
+    auto db = ctx_.open_reader ? ctx_.open_reader()
+                               : open_sqlite_reader(ctx_.journal_path, /*cache_statements=*/false);
     if (!db) return db.status();
     std::int64_t cursor = 0;
     if (Status s = (*db)->read([&](JournalTx& tx) { cursor = tx.load_cursor(ctx_.upstream.name); });

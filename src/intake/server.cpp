@@ -172,7 +172,9 @@ class HttpServer final : public Server {
       : ctx_(std::move(ctx)),
         readers_(ctx_.open_reader
                      ? ctx_.open_reader
-                     : [path = ctx_.journal_path] { return open_sqlite_reader(path); }),
+                     : [path = ctx_.journal_path] {
+                       return open_sqlite_reader(path, /*cache_statements=*/false);
+                     }),
         auth_(std::make_shared<const Authenticator>(ctx_.credentials)) {
     ctx_.credentials = {};  // kept only as digests, in auth_
   }

@@ -62,6 +62,8 @@ class JournalTx {
   virtual bool transition(std::string_view id, WebhookState from, WebhookState to,
                           const TransitionFields& fields = {}) = 0;
   virtual int requeue_inflight() = 0;
+  // As requeue_inflight, for the webhooks assigned to `agent` only.
+  virtual int requeue_inflight_of(std::string_view agent) = 0;
   virtual void record_attempt(const AttemptRecord& a) = 0;
   virtual std::optional<AgentRow> load_agent(std::string_view id) = 0;
   virtual bool set_agent_state(std::string_view id, std::string_view state,
@@ -89,6 +91,12 @@ class JournalTx {
   virtual bool fence(std::string_view agent, std::string_view owner, std::int64_t epoch) {
     (void)agent, (void)owner, (void)epoch;
     return true;
+  }
+  // Whether a relay other than `owner` holds a live lease of `agent`: it delivers to it, so
+  // a relay whose configuration no longer has the agent leaves its queue alone. SQLite: false.
+  virtual bool leased_elsewhere(std::string_view agent, std::string_view owner) {
+    (void)agent, (void)owner;
+    return false;
   }
 
   // --- the dispatcher's and the feed's reads (store.h's functions of the same names) --------
@@ -149,10 +157,12 @@ class JournalBackend {
 
 // The SQLite journal on an open, migrated connection (not owned; one thread at a time).
 std::unique_ptr<JournalBackend> sqlite_backend(SQLite::Database& db);
-// A read-only connection of its own to the SQLite journal at `path`, for one thread at a time
-// (the dispatcher's reader): read() only; its prepared statements are cached from the first
-// read() on, on that thread, and it must be destroyed there.
-Result<std::unique_ptr<JournalBackend>> open_sqlite_reader(const std::string& path);
+// A read-only connection of its own to the SQLite journal at `path`, for one thread at a time:
+// read() only. With `cache_statements` (the dispatcher's reader) its prepared statements are
+// cached from the first read() on, on that thread, and it must be destroyed there; without, it
+// may move between threads (the feed's pool of readers).
+Result<std::unique_ptr<JournalBackend>> open_sqlite_reader(const std::string& path,
+                                                           bool cache_statements = true);
 // Runs `op` on `db` inside the transaction its caller already holds (the Writer's group
 // transaction): the seam's operations on SQLite without a transaction of their own.
 void run_in_sqlite_tx(SQLite::Database& db, const std::function<void(JournalTx&)>& op);

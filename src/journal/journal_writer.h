@@ -46,6 +46,10 @@ class JournalWriter {
   // Ok while the writer is usable; not ok, saying why, once it has failed for good (the
   // process must restart). A failed commit alone is not permanent.
   virtual Status permanent_failure() const { return Status::ok(); }
+  // Whether a commit reported failed with Unavailable may have taken effect all the same: on
+  // PostgreSQL a COMMIT whose connection was lost before its answer (the server may have
+  // committed it). On SQLite a failed commit stored nothing.
+  virtual bool failed_commits_may_have_landed() const { return false; }
 };
 
 }  // namespace iarelay

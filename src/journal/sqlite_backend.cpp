@@ -32,6 +32,13 @@ class SqliteTx final : public JournalTx {
     return iarelay::transition(db_, id, from, to, fields);
   }
   int requeue_inflight() override { return iarelay::requeue_inflight(db_); }
+  int requeue_inflight_of(std::string_view agent) override {
+    auto s = cached_statement(
+        db_, "UPDATE webhooks SET state='queued' WHERE state='inflight' AND assigned_agent=?");
+    s->bind(1, std::string(agent));
+    s->exec();
+    return db_.getChanges();
+  }
   void record_attempt(const AttemptRecord& a) override { iarelay::record_attempt(db_, a); }
   std::optional<AgentRow> load_agent(std::string_view id) override {
     return iarelay::load_agent(db_, id);
@@ -248,32 +255,34 @@ class SqliteBackend final : public JournalBackend {
 // its statements on the reading thread.
 class SqliteReader final : public JournalBackend {
  public:
-  explicit SqliteReader(DatabasePtr db) : db_(std::move(db)), backend_(*db_) {}
+  SqliteReader(DatabasePtr db, bool cache) : db_(std::move(db)), backend_(*db_), cache_on_(cache) {}
   ~SqliteReader() override { cache_.reset(); }  // statements finalized before the connection
   Status transact(const std::function<void(JournalTx&)>&) override {
     return Status::invalid_argument("a read-only journal connection cannot write");
   }
   Status read(const std::function<void(JournalTx&)>& op) override {
-    if (!cache_) cache_.emplace(*db_);
+    if (cache_on_ && !cache_) cache_.emplace(*db_);
     return backend_.read(op);
   }
   Status read_each(const std::function<void(JournalTx&)>& op) override {
-    if (!cache_) cache_.emplace(*db_);
+    if (cache_on_ && !cache_) cache_.emplace(*db_);
     return backend_.read_each(op);
   }
 
  private:
   DatabasePtr db_;
   SqliteBackend backend_;
+  const bool cache_on_;
   std::optional<StatementCacheScope> cache_;
 };
 
 }  // namespace
 
-Result<std::unique_ptr<JournalBackend>> open_sqlite_reader(const std::string& path) {
+Result<std::unique_ptr<JournalBackend>> open_sqlite_reader(const std::string& path,
+                                                           bool cache_statements) {
   auto db = open_journal_for_read(path);
   if (!db) return db.status();
-  return std::unique_ptr<JournalBackend>(new SqliteReader(std::move(*db)));
+  return std::unique_ptr<JournalBackend>(new SqliteReader(std::move(*db), cache_statements));
 }
 
 std::unique_ptr<JournalBackend> sqlite_backend(SQLite::Database& db) {

@@ -16,9 +16,7 @@ Result<std::unique_ptr<PgLeaseKeeper>> PgLeaseKeeper::start(std::string conninfo
   if (ttl < 100) return Status::invalid_argument("lease must be at least 100ms");
   std::unique_ptr<PgLeaseKeeper> k(new PgLeaseKeeper(std::move(conninfo), std::move(owner), ttl,
                                                      std::move(agents), std::move(changed)));
-  auto db = PgConnection::connect(k->conninfo_);
-  if (!db) return db.status();
-  k->db_ = std::move(*db);
+  if (Status s = k->connect(); !s) return s;
   k->round();
   k->thread_ = std::thread([p = k.get()] { p->run(); });
   return k;
@@ -67,15 +65,19 @@ std::uint64_t PgLeaseKeeper::lost() const {
 }
 
 void PgLeaseKeeper::release_all() {
-  std::map<std::string, Held> mine;
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
-    mine = std::move(held_);
-    held_.clear();
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  // After the last round: what it took is let go too.
+  std::map<std::string, Held> mine;
+  {
+    std::lock_guard lock(mu_);
+    mine = std::move(held_);
+    held_.clear();
+  }
   if (!db_) return;
   for (const auto& [agent, h] : mine) {
     auto n = db_->command(
@@ -87,10 +89,21 @@ void PgLeaseKeeper::release_all() {
           "leases: could not let go of agent {}: {} (another relay takes it when it "
           "expires)",
           agent, n.status().message());
-      return;
+      if (n.status().kind() == StatusKind::kUnavailable) return;
     }
   }
   if (!mine.empty()) spdlog::info("leases: let go of {} agents", mine.size());
+}
+
+Status PgLeaseKeeper::connect() {
+  auto db = PgConnection::connect(conninfo_);
+  if (!db) return db.status();
+  // A lock held elsewhere (an outcome's FOR SHARE of a relay stopped mid-transaction) never
+  // holds up a round past the time its renewals are due.
+  const std::string wait = std::to_string(std::max<Millis>(ttl_ / 4, 25));
+  if (Status s = (*db)->exec("SET lock_timeout = '" + wait + "ms'"); !s) return s;
+  db_ = std::move(*db);
+  return Status::ok();
 }
 
 void PgLeaseKeeper::run() {
@@ -113,13 +126,10 @@ void PgLeaseKeeper::round() {
     before = held_;
   }
   if (!db_) {
-    auto db = PgConnection::connect(conninfo_);
-    if (!db) {
-      spdlog::warn("leases: {}; the leases held lapse unless renewed in time",
-                   db.status().message());
+    if (Status s = connect(); !s) {
+      spdlog::warn("leases: {}; the leases held lapse unless renewed in time", s.message());
       return;
     }
-    db_ = std::move(*db);
   }
   std::sort(agents.begin(), agents.end());
   std::map<std::string, Held> now_held;
@@ -169,14 +179,15 @@ void PgLeaseKeeper::round() {
     if (it == now_held.end() || it->second.epoch != h.epoch) ++gone;
   }
   const bool changed = took || gone;
+  bool stopping;
   {
     std::lock_guard lock(mu_);
-    if (stopping_) return;
-    held_ = std::move(now_held);
+    held_ = std::move(now_held);  // also when stopping: release_all lets go of all of it
     taken_ += took;
     lost_ += gone;
+    stopping = stopping_;
   }
-  if (changed && changed_) changed_();
+  if (changed && changed_ && !stopping) changed_();
 }
 
 }  // namespace iarelay

@@ -50,6 +50,7 @@ class PgLeaseKeeper final : public AgentLeases {
  private:
   PgLeaseKeeper(std::string conninfo, std::string owner, Millis ttl,
                 std::vector<std::string> agents, std::function<void()> changed);
+  Status connect();
   void run();
   void round();
 

@@ -70,10 +70,14 @@ Result<Lease> take_lease(PgConnection& db, const std::string& agent, const std::
     auto made = db.command(
         "INSERT INTO agent_leases VALUES ($1, '', 0, '-infinity') ON CONFLICT DO NOTHING", {agent});
     if (!made) return made.status();
+    // SKIP LOCKED: a row another transaction holds (a relay's fenced write, perhaps of a relay
+    // stopped mid-transaction) is not waited for: tried again at the next call.
     auto rows = db.query(
-        "SELECT owner, epoch, expires_at > now() FROM agent_leases WHERE agent = $1 FOR UPDATE",
+        "SELECT owner, epoch, expires_at > now() FROM agent_leases WHERE agent = $1 FOR UPDATE "
+        "SKIP LOCKED",
         {agent});
     if (!rows) return rows.status();
+    if (rows->empty()) return Lease{agent, "", 0};
     const PgRow& row = (*rows)[0];
     const bool live = row[2] == "t";
     Lease held{agent, *row[0], std::stoll(*row[1])};

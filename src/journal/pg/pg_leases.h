@@ -31,8 +31,8 @@ struct Lease {
 
 // Takes the lease of `agent` for `owner` for `ttl` when it is free or expired; one already this
 // owner's, live or lapsed with nobody taking it since, is only renewed (same epoch). Returns the
-// lease held after the call: the caller owns the agent when lease.owner == owner. Runs its own
-// transaction.
+// lease held after the call: the caller owns the agent when lease.owner == owner (owner empty:
+// another transaction holds the row; not waited for). Runs its own transaction.
 Result<Lease> take_lease(PgConnection& db, const std::string& agent, const std::string& owner,
                          Millis ttl, int* requeued = nullptr);
 // Takes every lease of `agents` that is free or expired (FOR UPDATE SKIP LOCKED: relays

@@ -217,6 +217,12 @@ class PgTx final : public JournalTx {
         "l.expires_at > now())")));
   }
 
+  int requeue_inflight_of(std::string_view agent) override {
+    return static_cast<int>(must(db_.command(
+        "UPDATE webhooks SET state = 'queued' WHERE state = 'inflight' AND assigned_agent = $1",
+        {std::string(agent)})));
+  }
+
   void record_attempt(const AttemptRecord& a) override {
     must(db_.command(
         "INSERT INTO attempts (webhook_id, attempt, agent, started_at, duration_ms, http_status, "
@@ -509,6 +515,12 @@ class PgTx final : public JournalTx {
     return exists(
         "SELECT 1 FROM agent_leases WHERE agent = $1 AND owner = $2 AND epoch = $3 FOR SHARE",
         {std::string(agent), std::string(owner), std::to_string(epoch)});
+  }
+
+  bool leased_elsewhere(std::string_view agent, std::string_view owner) override {
+    return exists(
+        "SELECT 1 FROM agent_leases WHERE agent = $1 AND owner <> $2 AND expires_at > now()",
+        {std::string(agent), std::string(owner)});
   }
 
   void lock_seq_order() override {

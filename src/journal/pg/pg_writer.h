@@ -57,6 +57,7 @@ class PgWriter final : public JournalWriter {
   Status wait_durable() override { return Status::ok(); }
   bool healthy() const override { return healthy_.load(); }
   void set_commit_listener(std::function<void(bool appends_only)> listener) override;
+  bool failed_commits_may_have_landed() const override { return true; }
   // Submits and waits until durable.
   Status run(Op op);
   Stats stats() const;

@@ -307,6 +307,22 @@ TEST_P(Conformance, AQueueIsOneAgentsQueuedWebhooksInArrivalOrder) {
   EXPECT_EQ(queue_ids("a1").size(), 5u);
 }
 
+TEST_P(Conformance, OneAgentsInflightWebhooksGoBackAlone) {
+  NewWebhook mine = webhook("01M1"), other = webhook("01O1");
+  other.assigned_agent = "a2";
+  insert(mine);
+  insert(other);
+  tx([&](JournalTx& j) {
+    EXPECT_TRUE(j.transition("01M1", WebhookState::kQueued, WebhookState::kInflight));
+    EXPECT_TRUE(j.transition("01O1", WebhookState::kQueued, WebhookState::kInflight));
+  });
+  int requeued = 0;
+  tx([&](JournalTx& j) { requeued = j.requeue_inflight_of("a1"); });
+  EXPECT_EQ(requeued, 1);
+  EXPECT_EQ(queue_ids("a1"), std::vector<std::string>{"01M1"});
+  EXPECT_TRUE(queue_ids("a2").empty());  // a2's call is still its own
+}
+
 TEST_P(Conformance, TheDaemonsAgentStatesLeaveAnOperatorsPauseAlone) {
   tx([&](JournalTx& j) {
     EXPECT_FALSE(j.load_agent("a1"));
