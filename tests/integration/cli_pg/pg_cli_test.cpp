@@ -185,10 +185,13 @@ TEST_F(PgCli, SqlReturnsTheRowsOfASelectAndRefusesAWrite) {
   EXPECT_EQ(two.exit_code, 1);
   EXPECT_NE(two.err.find("refused: more than one statement"), std::string::npos) << two.err;
   EXPECT_EQ(psql("SELECT count(*) FROM webhooks"), "4");
-  // A row lock is a write too.
-  auto rows = iarelay({"sql", "SELECT id FROM webhooks FOR UPDATE"});
-  EXPECT_EQ(rows.exit_code, 1);
-  EXPECT_NE(rows.err.find("refused"), std::string::npos) << rows.err;
+  // A row lock is a write too, and so is taking a sequence's next value.
+  for (const char* writing : {"SELECT id FROM webhooks FOR UPDATE",
+                              "SELECT nextval(pg_get_serial_sequence('audit', 'id'))"}) {
+    auto r = iarelay({"sql", writing});
+    EXPECT_EQ(r.exit_code, 1) << writing;
+    EXPECT_NE(r.err.find("refused"), std::string::npos) << r.err;
+  }
   // A table lock is not (PostgreSQL runs LOCK TABLE in a read-only transaction): while one
   // waits, the relays queue behind it, so it waits a second at most, not the statement timeout.
   ASSERT_TRUE(db_->exec("BEGIN; LOCK TABLE agents IN ROW EXCLUSIVE MODE"));
