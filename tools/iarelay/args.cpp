@@ -6,6 +6,7 @@
 #include <cctype>
 #include <functional>
 #include <iostream>
+#include <memory>
 #include <set>
 #include <string_view>
 
@@ -339,6 +340,22 @@ Result<Format> format_from(const po::variables_map& vm, const char* allowed) {
 
 std::string rows_text(std::int64_t n) {
   return std::to_string(n) + (n == 1 ? " webhook" : " webhooks");
+}
+
+std::string resend_detail(const WebhookFilter& f, const std::optional<std::string>& to_agent) {
+  std::string out = selection_detail(f);
+  if (to_agent) out += (out.empty() ? "" : " ") + std::string("to_agent=") + *to_agent;
+  return out;
+}
+
+ProgressFn progress_printer(const std::string& what) {
+  constexpr std::int64_t kProgressEvery = 10'000;
+  auto next = std::make_shared<std::int64_t>(kProgressEvery);
+  return [what, next](std::int64_t done) {
+    if (done < *next) return;
+    std::cerr << "iarelay " << what << ": " << done << " rows so far..." << std::endl;
+    while (*next <= done) *next += kProgressEvery;
+  };
 }
 
 std::string selection_detail(const WebhookFilter& f) {

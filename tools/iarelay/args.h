@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cli.h"
+#include "journal/maintenance.h"
 #include "journal/store.h"
 #include "output.h"
 
@@ -64,5 +65,10 @@ Result<Format> format_from(const po::variables_map& vm, const char* allowed);
 std::string selection_detail(const WebhookFilter& filter);
 // "1 webhook", "2 webhooks".
 std::string rows_text(std::int64_t n);
+// The selection of a resend for its audit row, and the agent it sends to.
+std::string resend_detail(const WebhookFilter& filter, const std::optional<std::string>& to_agent);
+// Reports progress on stderr ("iarelay WHAT: N rows so far...") each time the running total
+// passes another 10,000 rows.
+ProgressFn progress_printer(const std::string& what);
 
 }  // namespace iarelay::cli

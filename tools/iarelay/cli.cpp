@@ -12,7 +12,9 @@
 #include <filesystem>
 #include <iostream>
 
+#include "journal/status_report.h"
 #include "journal/store.h"
+#include "pg_commands.h"
 
 namespace iarelay::cli {
 namespace {
@@ -200,9 +202,20 @@ Result<std::string> resolve_agent(const Context& ctx, SQLite::Database& reader,
   SQLite::Statement q(reader, "SELECT 1 FROM webhooks WHERE assigned_agent=? LIMIT 1");
   q.bind(1, name);
   if (q.executeStep()) return name;
+  return unknown_agent(ctx, name);
+}
+
+Status unknown_agent(const Context& ctx, const std::string& name) {
   return Status::not_found("unknown agent '" + name + "': not in the configuration" +
                            std::string(ctx.config ? "" : " (none given: --config FILE)") +
                            " and not known to the journal");
+}
+
+Result<std::string> status_document(const Context& ctx) {
+  if (is_postgresql_journal(ctx.journal)) return pg_status_document(ctx);
+  auto db = open_for_read(ctx);
+  if (!db) return db.status();
+  return status_json(**db, ctx.config ? &*ctx.config : nullptr, ctx.journal);
 }
 
 }  // namespace iarelay::cli

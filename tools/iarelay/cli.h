@@ -53,5 +53,10 @@ std::string audit_filter(const Context& ctx);
 // has it or the journal knows it (agents table or assigned webhooks). NotFound otherwise.
 Result<std::string> resolve_agent(const Context& ctx, SQLite::Database& reader,
                                   const std::string& name);
+// The NotFound of an agent name that neither the configuration nor the journal knows.
+Status unknown_agent(const Context& ctx, const std::string& name);
+
+// The status document (journal/status_report.h) of the journal, SQLite or PostgreSQL.
+Result<std::string> status_document(const Context& ctx);
 
 }  // namespace iarelay::cli

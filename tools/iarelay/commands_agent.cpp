@@ -9,8 +9,8 @@
 #include "common/suggest.h"
 #include "common/time.h"
 #include "common/utf8.h"
-#include "journal/status_report.h"
 #include "journal/store.h"
+#include "pg_commands.h"
 
 namespace iarelay::cli {
 namespace {
@@ -40,9 +40,9 @@ int agent_list(Context& ctx) {
   if (auto code = parse_args(ctx, kListHelp, options, {}, vm)) return *code;
   auto format = format_from(vm, "table|csv|json");
   if (!format) return usage_error(ctx, format.status().message());
-  auto db = open_for_read(ctx);
-  if (!db) return fail(ctx, db.status().message());
-  Json doc = Json::parse(status_json(**db, ctx.config ? &*ctx.config : nullptr, ctx.journal));
+  auto text = status_document(ctx);
+  if (!text) return fail(ctx, text.status().message());
+  Json doc = Json::parse(*text);
   std::map<std::string, const AgentConfig*> configured;
   if (ctx.config)
     for (const auto& a : ctx.config->agents) configured[a.id] = &a;
@@ -93,6 +93,9 @@ int agent_change(Context& ctx, bool pause) {
     if (std::string problem = text_field_problem(*reason, kMaxReasonBytes); !problem.empty())
       return usage_error(ctx, "--reason " + problem);
   }
+
+  if (is_postgresql_journal(ctx.journal))
+    return pg_agent_change(ctx, vm["id"].as<std::string>(), pause, until, reason);
 
   std::string id;
   std::optional<AgentRow> before;

@@ -10,11 +10,11 @@
 #include "commands.h"
 #include "common/time.h"
 #include "journal/maintenance.h"
+#include "pg_commands.h"
 
 namespace iarelay::cli {
 namespace {
 
-constexpr std::int64_t kProgressEvery = 10'000;
 constexpr std::int64_t kListedRows = 50;  // delivered rows a replay without --force lists
 
 constexpr CommandHelp kResendHelp = {
@@ -72,23 +72,6 @@ std::string unacknowledged_text(const std::vector<UnacknowledgedStored>& lagging
   return out;
 }
 
-// Reports progress on stderr each time the running total passes another kProgressEvery rows.
-ProgressFn progress_printer(const std::string& what) {
-  auto next = std::make_shared<std::int64_t>(kProgressEvery);
-  return [what, next](std::int64_t done) {
-    if (done < *next) return;
-    std::cerr << "iarelay " << what << ": " << done << " rows so far..." << std::endl;
-    while (*next <= done) *next += kProgressEvery;
-  };
-}
-
-// The selection for the audit row, and the agent a resend sends to.
-std::string resend_detail(const WebhookFilter& f, const std::optional<std::string>& to_agent) {
-  std::string out = selection_detail(f);
-  if (to_agent) out += (out.empty() ? "" : " ") + std::string("to_agent=") + *to_agent;
-  return out;
-}
-
 }  // namespace
 
 int cmd_resend(Context& ctx) {
@@ -126,6 +109,15 @@ int cmd_resend(Context& ctx) {
                                    WebhookState::kDelivered) != filter->states.end();
   const bool list_replay = replay_by_filter && !vm.count("force") && !vm.count("dry-run");
   const bool dry_run = vm.count("dry-run") > 0 || list_replay;
+  if (is_postgresql_journal(ctx.journal)) {
+    PgResend request;
+    request.filter = std::move(*filter);
+    if (vm.count("id")) request.refs = vm["id"].as<std::vector<std::string>>();
+    if (vm.count("to-agent")) request.to_agent = vm["to-agent"].as<std::string>();
+    request.list_replay = list_replay;
+    request.dry_run = dry_run;
+    return pg_resend(ctx, std::move(request));
+  }
 
   // Everything that can be refused is checked on a read-only connection (a dry run is exactly
   // that), so a refusal never opens the journal for writing.

@@ -11,6 +11,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "pg_commands.h"
 
 namespace iarelay::cli {
 namespace {
@@ -111,6 +112,7 @@ int cmd_sql(Context& ctx) {
   auto format = format_from(vm, "table|csv|json");
   if (!format) return usage_error(ctx, format.status().message());
   const std::string query = vm["query"].as<std::string>();
+  if (is_postgresql_journal(ctx.journal)) return pg_sql(ctx, query, *format);
 
   auto db = open_for_read(ctx);
   if (!db) return fail(ctx, db.status().message());

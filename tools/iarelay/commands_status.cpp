@@ -1,11 +1,10 @@
-// `iarelay status`: the status document (journal/status_report.h) as JSON or as tables.
-#include <SQLiteCpp/SQLiteCpp.h>
-
+// `iarelay status`: the status document (journal/status_report.h; on PostgreSQL with the
+// agents' leases, journal/pg/pg_admin.h) as JSON or as tables.
 #include <iostream>
+#include <map>
 
 #include "args.h"
 #include "commands.h"
-#include "journal/status_report.h"
 
 namespace iarelay::cli {
 namespace {
@@ -17,16 +16,57 @@ constexpr CommandHelp kHelp = {
     "by state; unassigned webhooks (queued for any agent of their service) and webhooks held\n"
     "by an operator (iarelay hold); upstream cursors and feed consumers' lag;\n"
     "whether an iarelayd holds the journal. JSON is the document served by the daemon at\n"
-    "GET /v1/status."};
+    "GET /v1/status. On a PostgreSQL journal, instead of the daemon: which relay owns\n"
+    "(delivers to) which agent, with the lease's epoch and expiry (\"leases\" in JSON)."};
+
+// "expires in 7s", "expired 3s ago", "released" (at its relay's clean stop).
+std::string lease_expiry(const Json& lease) {
+  const Json& ms = lease["expires_in_ms"];
+  if (ms.is_null()) return "released";
+  const std::int64_t n = ms.get<std::int64_t>();
+  if (lease["live"].get<bool>()) return "expires in " + age_text(Json(n));
+  return "expired " + age_text(Json(-n)) + " ago";
+}
+
+// On a PostgreSQL journal: the relays that hold live leases, and every lease.
+void print_relays(const Json& leases) {
+  std::map<std::string, int> live;  // owner -> agents
+  for (const auto& l : leases)
+    if (l["live"].get<bool>()) ++live[l["owner"].get<std::string>()];
+  std::cout << "relays    ";
+  if (live.empty()) std::cout << "none holds a live lease (no relay delivers now)";
+  bool first = true;
+  for (const auto& [owner, n] : live) {
+    std::cout << (first ? "" : ", ") << terminal_text(owner, true) << " (" << n
+              << (n == 1 ? " agent)" : " agents)");
+    first = false;
+  }
+  std::cout << "\n";
+}
+
+void print_leases(const Json& leases) {
+  std::cout << "\n";
+  if (leases.empty()) {
+    std::cout << "(no agent's lease taken yet: no relay has delivered on this journal)\n";
+    return;
+  }
+  RowWriter out(std::cout, Format::kTable, {"agent", "owner", "epoch", "lease"});
+  for (const auto& l : leases) out.row({l["agent"], l["owner"], l["epoch"], lease_expiry(l)});
+  out.finish();
+}
 
 void print_tables(const Json& doc) {
   const Json& daemon = doc["daemon"];
+  const bool postgresql = doc.contains("leases");
   std::cout << "journal   " << terminal_text(doc["journal"].get<std::string>(), true) << "\n";
-  std::cout << "daemon    "
-            << (daemon["running"].get<bool>()
-                    ? "running (pid " + cell_text(daemon["pid"], "?") + ")"
-                    : std::string("not running"))
-            << "\n";
+  if (postgresql)
+    print_relays(doc["leases"]);
+  else
+    std::cout << "daemon    "
+              << (daemon["running"].get<bool>()
+                      ? "running (pid " + cell_text(daemon["pid"], "?") + ")"
+                      : std::string("not running"))
+              << "\n";
   if (doc["role"].is_string()) {
     const bool edge = doc["role"] == "edge";
     bool any_configured = false;
@@ -82,6 +122,7 @@ void print_tables(const Json& doc) {
     std::cout << "(no agents configured or known to the journal)\n";
   else
     agents.finish();
+  if (postgresql) print_leases(doc["leases"]);
 
   if (!doc["upstream"].empty()) {
     std::cout << "\n";
@@ -108,9 +149,9 @@ int cmd_status(Context& ctx) {
   if (auto code = parse_args(ctx, kHelp, options, {}, vm)) return *code;
   auto format = format_from(vm, "table|json");
   if (!format) return usage_error(ctx, format.status().message());
-  auto db = open_for_read(ctx);
-  if (!db) return fail(ctx, db.status().message());
-  Json doc = Json::parse(status_json(**db, ctx.config ? &*ctx.config : nullptr, ctx.journal));
+  auto text = status_document(ctx);
+  if (!text) return fail(ctx, text.status().message());
+  Json doc = Json::parse(*text);
   if (*format == Format::kJson)
     std::cout << doc.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
   else

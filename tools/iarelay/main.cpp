@@ -10,7 +10,9 @@
 
 #include "args.h"
 #include "commands.h"
+#include "common/config.h"
 #include "common/suggest.h"
+#include "pg_commands.h"
 
 namespace po = boost::program_options;
 using namespace iarelay;
@@ -53,7 +55,9 @@ void print_usage(std::ostream& out) {
   out << "\nGlobal options:\n"
          "  --config FILE   read the journal path and agents from this configuration\n"
          "  --journal PATH  the journal file (default: the configuration's, else "
-         "var/journal.db)\n"
+         "var/journal.db),\n"
+         "                  or a PostgreSQL journal's postgresql://... connection string: there\n"
+         "                  status, sql, agent and resend run (docs/high-availability.md)\n"
          "  --help          this help; 'iarelay COMMAND --help' for a command's\n"
          "  --version       print the version\n\n"
          "Times are RFC 3339 with an offset (2026-11-29T14:00:00Z; one without an offset is\n"
@@ -154,7 +158,12 @@ int run(int argc, char** argv) {
   }
   if (vm.count("journal")) ctx.journal = vm["journal"].as<std::string>();
   if (ctx.journal.empty()) return usage_error(ctx, "--journal: empty path");
-  if (!wants_help) {
+  const bool postgresql = is_postgresql_journal(ctx.journal);
+  // Refused before anything else: a connection string is no file to open or to create.
+  if (postgresql && !wants_help && !runs_on_postgresql(name))
+    return usage_error(ctx, not_on_postgresql(ctx));
+  // A PostgreSQL journal has no file whose owner to become.
+  if (!wants_help && !postgresql) {
     std::vector<std::string> command_line{"iarelay"};
     command_line.insert(command_line.end(), argv + 1, argv + argc);
     if (Status s = run_as_journal_owner(ctx, command_line); !s) return fail(ctx, s.message());
@@ -163,7 +172,7 @@ int run(int argc, char** argv) {
     return command->run(ctx);
   } catch (const SQLite::Exception& e) {
     // Database errors met mid-command (a damaged page, a busy timeout): name the journal.
-    return fail(ctx, ctx.journal + ": " + e.what());
+    return fail(ctx, journal_for_display(ctx.journal) + ": " + e.what());
   }
 }
 

@@ -1,0 +1,79 @@
+// The operator's reads and changes of the PostgreSQL journal, for `iarelay` (the SQLite side is
+// status_report.h and maintenance.h): the status document with the agents' leases, one query
+// in a read-only transaction, and the audited resend. Each function takes an open, migrated
+// connection (one thread at a time) and returns a Status: nothing here throws.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "common/time.h"
+#include "journal/maintenance.h"
+#include "journal/pg/pg_journal.h"
+#include "journal/store.h"
+
+namespace iarelay {
+
+struct Config;
+
+// The document of status_json (status_report.h), same keys and meaning, read from one
+// REPEATABLE READ READ ONLY snapshot, with these differences:
+//   "journal"  `journal_display` as given (journal_for_display: no password)
+//   "daemon"   {"running": null, "pid": null}: no lock file tells whether a relay runs; the
+//              leases below say which relays deliver
+//   "leases"   array, by agent in byte order, of every lease taken at least once:
+//              {"agent", "owner", "epoch", "expires_at" (RFC 3339 UTC; null once released at a
+//              relay's clean stop), "expires_in_ms" (negative: expired; null: released),
+//              "live": bool (on the database's clock)}
+// `config` may be null. Fails with the server's error (no password in it).
+Result<std::string> pg_status_json(PgConnection& db, const Config* config,
+                                   const std::string& journal_display);
+
+// A column of pg_read_only_query's result: its name and the type's OID (pg_type).
+struct PgColumn {
+  std::string name;
+  unsigned type_oid = 0;
+};
+
+// Runs `sql`, exactly one statement, inside BEGIN TRANSACTION READ ONLY with statement_timeout
+// `timeout`, lock_timeout `lock_wait` and TimeZone UTC, after a first snapshot is taken (so
+// that the statement cannot make the transaction read-write), and rolls the transaction back.
+// A table lock is no write to PostgreSQL (LOCK TABLE runs in a read-only transaction): while
+// it waits, every session that asks for the table queues behind it, hence `lock_wait`. Rows are
+// streamed (single- row mode): `on_columns` once, before any row (also for a statement without
+// rows: no columns), then `on_row` per row, each column as text (NULL: nullopt). A write, a row
+// lock and more than one statement are refused by the server; its message is the Status's, and
+// `sqlstate` (when given) gets its SQLSTATE ("25006": a write in a read-only transaction,
+// "42501": no privilege, "57014": the timeout, "55P03": the lock wait). InvalidArgument for an
+// empty statement.
+Status pg_read_only_query(PgConnection& db, const std::string& sql, Millis timeout,
+                          Millis lock_wait,
+                          const std::function<void(const std::vector<PgColumn>&)>& on_columns,
+                          const std::function<void(const PgRow&)>& on_row,
+                          std::string* sqlstate = nullptr);
+
+// Whether the journal knows agent `id`: an agents row, or a webhook assigned to it.
+Result<bool> pg_agent_known(PgConnection& db, const std::string& id);
+
+// resolve_webhook_refs (maintenance.h) on PostgreSQL: the id, a unique prefix of it (as given,
+// else upper case) or the seq; the same errors.
+Result<std::vector<std::string>> pg_resolve_webhook_refs(PgConnection& db,
+                                                         const std::vector<std::string>& refs);
+
+// The webhooks matching `filter` (states, agent, service, type, event, since, until, ids,
+// limit, oldest_first as for_each_webhook), without payloads.
+Result<std::vector<WebhookRow>> pg_select_webhooks(PgConnection& db, const WebhookFilter& filter);
+
+// resend (maintenance.h) on PostgreSQL, with the same selection, refusals, batches (each in a
+// transaction of its own, through JournalTx::transition), dry run and audit: one row of action
+// "resend" written in the first batch and kept current, each webhook resent linked to it in
+// audit_webhooks. A running relay's dispatcher finds them when it next reads its queues.
+Result<std::int64_t> pg_resend(PgConnection& db, const WebhookFilter& filter,
+                               const std::optional<std::string>& to_agent,
+                               const MaintenanceOptions& options = {});
+
+}  // namespace iarelay

@@ -1,0 +1,449 @@
+// `iarelay` on a PostgreSQL journal (docs/high-availability.md, "iarelay on PostgreSQL"): the
+// built tool run as a child process on a throwaway cluster, its journal written with the
+// journal library (and in the last test by a running iarelayd). Every connection string holds a
+// password (the cluster trusts loopback, so it is never checked) that no output may show.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "journal/backend.h"
+#include "journal/pg/pg_journal.h"
+#include "journal/pg/pg_leases.h"
+#include "support/pg_cluster.h"
+#include "support/process.h"
+#include "support/temp_dir.h"
+
+namespace iarelay::testing {
+namespace {
+
+using Json = nlohmann::json;
+using namespace std::chrono_literals;
+
+constexpr const char* kPassword = "S3cret-Pw-of-the-journal";
+constexpr const char* kOwner = "relay-east/4242/x1";
+constexpr Millis kMinute = 60'000;
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) out.push_back(line);
+  return out;
+}
+
+class PgCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(cluster_.error(), "");
+    ASSERT_EQ(cluster_.create_database("journal"), "");
+    auto c = PgConnection::connect(cluster_.uri("journal"));
+    ASSERT_TRUE(c) << c.status().message();
+    db_ = std::move(*c);
+    ASSERT_TRUE(pg_migrate(*db_));
+    // postgresql://iarelay@127.0.0.1:PORT/journal with a password after the user.
+    uri_ = cluster_.uri("journal");
+    uri_.insert(uri_.find('@'), std::string(":") + kPassword);
+  }
+
+  // A webhook of service svc, received `age` ago, as the relay would have stored it.
+  void add(const std::string& id, WebhookState state, std::optional<std::string> agent, Millis age,
+           int attempts = 0) {
+    NewWebhook w;
+    w.id = id;
+    w.received_at = now_millis() - age;
+    w.service = "svc";
+    w.type = "status";
+    w.event_id = "E-" + id;
+    w.state = state;
+    w.assigned_agent = agent;
+    w.payload = R"({"eventIdentifier":"E-)" + id + R"(","status":"ACTIVE"})";
+    Status s = pg_backend(*db_)->transact([&](JournalTx& tx) {
+      tx.insert_webhook(w);
+      if (attempts > 0) {
+        TransitionFields f;
+        f.attempts = attempts;
+        f.last_status = std::optional<int>(503);
+        f.last_error = std::optional<std::string>("busy");
+        tx.transition(id, state, state, f);
+      }
+    });
+    ASSERT_TRUE(s) << s.message();
+  }
+
+  // The sample: a1 has one queued and one failed webhook and a live lease of kOwner; a2 a
+  // delivered one and a lease that has expired; one discarded webhook waits for nobody.
+  void add_sample() {
+    add("q1", WebhookState::kQueued, "a1", 30 * kMinute);
+    add("f1", WebhookState::kFailed, "a1", 20 * kMinute, 25);
+    add("d1", WebhookState::kDelivered, "a2", 10 * kMinute);
+    add("x1", WebhookState::kDiscarded, std::nullopt, 5 * kMinute);
+    auto live = take_lease(*db_, "a1", kOwner, 600'000);
+    ASSERT_TRUE(live) << live.status().message();
+    auto lapsed = take_lease(*db_, "a2", "relay-west/7/y2", 600'000);
+    ASSERT_TRUE(lapsed) << lapsed.status().message();
+    ASSERT_EQ(psql("UPDATE agent_leases SET expires_at = now() - interval '90 seconds' WHERE "
+                   "agent = 'a2'"),
+              "");
+  }
+
+  // Runs `iarelay --journal URI-with-password ARGS...`; no output may show the password.
+  CommandResult iarelay(std::vector<std::string> args, const std::string& journal = "") {
+    args.insert(args.begin(), {bin("iarelay"), "--journal", journal.empty() ? uri_ : journal});
+    CommandResult r = run(args);
+    EXPECT_EQ(r.out.find(kPassword), std::string::npos) << r.out;
+    EXPECT_EQ(r.err.find(kPassword), std::string::npos) << r.err;
+    return r;
+  }
+
+  std::string psql(const std::string& sql) { return cluster_.psql(sql, "journal"); }
+
+  PgCluster cluster_;
+  TempDir dir_;
+  std::unique_ptr<PgConnection> db_;
+  std::string uri_;
+};
+
+TEST_F(PgCli, StatusShowsQueuesAgentsAndWhichRelayOwnsEachAgent) {
+  add_sample();
+  auto r = iarelay({"status"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // The journal shown without its password; the relay holding a live lease; every lease with
+  // its owner, epoch and expiry.
+  EXPECT_NE(r.out.find("iarelay:***@127.0.0.1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("relays    relay-east/4242/x1 (1 agent)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("queued 1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("failed 1"), std::string::npos) << r.out;
+  bool a1_line = false, a2_line = false;
+  for (const auto& line : lines_of(r.out)) {
+    if (line.rfind("a1 ", 0) == 0 && line.find(kOwner) != std::string::npos) {
+      a1_line = true;
+      EXPECT_NE(line.find("expires in 9m"), std::string::npos) << line;
+    }
+    if (line.rfind("a2 ", 0) == 0 && line.find("relay-west/7/y2") != std::string::npos) {
+      a2_line = true;
+      EXPECT_NE(line.find("expired 1m"), std::string::npos) << line;
+    }
+  }
+  EXPECT_TRUE(a1_line) << r.out;
+  EXPECT_TRUE(a2_line) << r.out;
+
+  auto j = iarelay({"status", "--format", "json"});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  Json doc = Json::parse(j.out);
+  EXPECT_EQ(doc["totals"]["queued"], 1);
+  EXPECT_EQ(doc["totals"]["failed"], 1);
+  EXPECT_EQ(doc["totals"]["discarded"], 1);
+  EXPECT_TRUE(doc["daemon"]["running"].is_null());
+  ASSERT_EQ(doc["leases"].size(), 2u) << doc.dump();
+  EXPECT_EQ(doc["leases"][0]["agent"], "a1");
+  EXPECT_EQ(doc["leases"][0]["owner"], kOwner);
+  EXPECT_EQ(doc["leases"][0]["epoch"], 1);
+  EXPECT_EQ(doc["leases"][0]["live"], true);
+  EXPECT_GT(doc["leases"][0]["expires_in_ms"].get<std::int64_t>(), 500'000);
+  EXPECT_EQ(doc["leases"][1]["live"], false);
+  EXPECT_LT(doc["leases"][1]["expires_in_ms"].get<std::int64_t>(), -80'000);
+  Json a1;
+  for (const auto& a : doc["agents"])
+    if (a["id"] == "a1") a1 = a;
+  ASSERT_FALSE(a1.is_null()) << doc.dump();
+  EXPECT_EQ(a1["queued"], 1);
+  EXPECT_GE(a1["oldest_queued_age_ms"].get<std::int64_t>(), 30 * kMinute - 5000);
+}
+
+TEST_F(PgCli, SqlReturnsTheRowsOfASelectAndRefusesAWrite) {
+  add_sample();
+  auto csv =
+      iarelay({"sql", "SELECT id, state, attempts FROM webhooks ORDER BY seq", "--format", "csv"});
+  ASSERT_EQ(csv.exit_code, 0) << csv.err;
+  EXPECT_EQ(csv.out,
+            "id,state,attempts\r\nq1,queued,0\r\nf1,failed,25\r\nd1,delivered,0\r\n"
+            "x1,discarded,0\r\n");
+  // Numbers as numbers, as on SQLite; bytes as a hex literal.
+  auto json = iarelay({"sql",
+                       "SELECT attempts AS n, substring(payload from 1 for 2) AS head, "
+                       "attempts / 10.0 AS r, true AS t FROM webhooks WHERE id = 'f1'",
+                       "--format", "json"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_EQ(Json::parse(json.out),
+            Json::parse(R"([{"n": 25, "head": "x'7b22'", "r": 2.5, "t": true}])"));
+
+  auto insert = iarelay(
+      {"sql", "INSERT INTO agents VALUES ('intruder', 'up', '2026-01-01T00:00:00Z', NULL, NULL)"});
+  EXPECT_EQ(insert.exit_code, 1);
+  EXPECT_NE(insert.err.find("iarelay sql: refused"), std::string::npos) << insert.err;
+  EXPECT_NE(insert.err.find("read-only transaction"), std::string::npos) << insert.err;
+  EXPECT_EQ(psql("SELECT count(*) FROM agents WHERE id = 'intruder'"), "0");
+  // A second statement after a harmless first one is refused, not run.
+  auto two = iarelay({"sql", "SELECT 1; DELETE FROM webhooks"});
+  EXPECT_EQ(two.exit_code, 1);
+  EXPECT_NE(two.err.find("refused: more than one statement"), std::string::npos) << two.err;
+  EXPECT_EQ(psql("SELECT count(*) FROM webhooks"), "4");
+  // A row lock is a write too, and so is taking a sequence's next value.
+  for (const char* writing : {"SELECT id FROM webhooks FOR UPDATE",
+                              "SELECT nextval(pg_get_serial_sequence('audit', 'id'))"}) {
+    auto r = iarelay({"sql", writing});
+    EXPECT_EQ(r.exit_code, 1) << writing;
+    EXPECT_NE(r.err.find("refused"), std::string::npos) << r.err;
+  }
+  // A table lock is not (PostgreSQL runs LOCK TABLE in a read-only transaction): while one
+  // waits, the relays queue behind it, so it waits a second at most, not the statement timeout.
+  ASSERT_TRUE(db_->exec("BEGIN; LOCK TABLE agents IN ROW EXCLUSIVE MODE"));
+  const auto start = std::chrono::steady_clock::now();
+  auto table = iarelay({"sql", "LOCK TABLE agents IN ACCESS EXCLUSIVE MODE"});
+  const auto waited = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(db_->exec("ROLLBACK"));
+  EXPECT_EQ(table.exit_code, 1);
+  EXPECT_NE(table.err.find("lock timeout"), std::string::npos) << table.err;
+  EXPECT_LT(waited, 4s);  // 1 s of lock_timeout; without it, the 5 s after which the server ends
+                          // the idle transaction holding the lock
+  // The statement cannot lift the read-only mode for itself: a snapshot was taken before it.
+  auto lift = iarelay({"sql", "SET TRANSACTION READ WRITE"});
+  EXPECT_EQ(lift.exit_code, 1) << lift.out;
+  EXPECT_NE(lift.err.find("before any query"), std::string::npos) << lift.err;
+  auto empty = iarelay({"sql", " "});
+  EXPECT_EQ(empty.exit_code, 2) << empty.err;
+}
+
+// The role docs/high-availability.md tells operators to make for `iarelay sql`, made with the
+// SQL as the document gives it (for the database "journal"): it reads, and writes nothing,
+// not even the table lock a read-only transaction allows.
+TEST_F(PgCli, ASelectOnlyRoleMadeAsDocumentedOnlyReads) {
+  add_sample();
+  const std::string doc = read_file(std::string(IARELAY_SOURCE_DIR) + "/docs/high-availability.md");
+  const std::size_t begin = doc.find("CREATE ROLE iarelay_reader");
+  ASSERT_NE(begin, std::string::npos);
+  std::string sql = doc.substr(begin, doc.find("```", begin) - begin);
+  for (std::size_t at; (at = sql.find("DATABASE iarelay ")) != std::string::npos;)
+    sql.replace(at, 17, "DATABASE journal ");
+  ASSERT_EQ(psql(sql), "") << sql;
+  // Made after the grant: the default privileges cover it.
+  ASSERT_EQ(psql("CREATE TABLE later_table (x int)"), "");
+  const std::string reader = "postgresql://iarelay_reader:" + std::string(kPassword) +
+                             "@127.0.0.1:" + std::to_string(cluster_.port()) + "/journal";
+  auto select = iarelay({"sql", "SELECT count(*) AS n FROM webhooks", "--format", "csv"}, reader);
+  EXPECT_EQ(select.exit_code, 0) << select.err;
+  EXPECT_EQ(select.out, "n\r\n4\r\n");
+  EXPECT_EQ(iarelay({"sql", "SELECT * FROM later_table"}, reader).exit_code, 0);
+  auto status = iarelay({"status"}, reader);
+  EXPECT_EQ(status.exit_code, 0) << status.err;
+  auto lock = iarelay({"sql", "LOCK TABLE webhooks IN ACCESS EXCLUSIVE MODE"}, reader);
+  EXPECT_EQ(lock.exit_code, 1);
+  EXPECT_NE(lock.err.find("refused: postgresql: ERROR: permission denied"), std::string::npos)
+      << lock.err;
+  auto pause = iarelay({"agent", "pause", "a1"}, reader);
+  EXPECT_EQ(pause.exit_code, 1);
+  EXPECT_NE(pause.err.find("permission denied"), std::string::npos) << pause.err;
+  EXPECT_EQ(psql("SELECT count(*) FROM agents"), "0");
+}
+
+TEST_F(PgCli, PauseWritesTheAgentStateAndAnAuditRowAndResumeEndsIt) {
+  add_sample();
+  auto p = iarelay({"agent", "pause", "a1", "--reason", "maintenance"});
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  EXPECT_EQ(p.out, "paused agent a1 (maintenance)\n");
+  EXPECT_EQ(psql("SELECT state, reason, paused_until IS NULL FROM agents WHERE id = 'a1'"),
+            "paused|maintenance|t");
+  EXPECT_EQ(psql("SELECT action, filter, affected, detail FROM audit ORDER BY id"),
+            "pause|agent pause a1 --reason maintenance|1|agent=a1");
+  auto s = iarelay({"status", "--format", "json"});
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  const Json status = Json::parse(s.out);
+  int paused = 0;
+  for (const auto& a : status["agents"]) paused += a["id"] == "a1" && a["state"] == "paused";
+  EXPECT_EQ(paused, 1) << s.out;
+
+  auto r = iarelay({"agent", "resume", "a1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "resumed agent a1\n");
+  EXPECT_EQ(psql("SELECT state FROM agents WHERE id = 'a1'"), "up");
+  EXPECT_EQ(psql("SELECT action, affected, detail FROM audit ORDER BY id DESC LIMIT 1"),
+            "resume|1|agent=a1");
+  auto again = iarelay({"agent", "resume", "a1"});
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find("is not paused"), std::string::npos) << again.out;
+  EXPECT_EQ(psql("SELECT count(*) FROM audit"), "2");  // nothing to do: no audit row
+
+  auto unknown = iarelay({"agent", "pause", "nobody"});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.err.find("unknown agent 'nobody'"), std::string::npos) << unknown.err;
+}
+
+TEST_F(PgCli, ResendMovesAFailedWebhookBackToQueuedWithAnAuditRow) {
+  add_sample();
+  auto dry = iarelay({"resend", "--state", "failed,discarded", "--dry-run"});
+  ASSERT_EQ(dry.exit_code, 0) << dry.err;
+  EXPECT_EQ(dry.out, "would resend 2 webhooks (dry run: nothing changed)\n");
+  EXPECT_EQ(psql("SELECT state FROM webhooks WHERE id = 'f1'"), "failed");
+
+  auto r = iarelay({"resend", "f1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "resent 1 webhook\n");
+  EXPECT_EQ(psql("SELECT state, attempts, next_attempt_at IS NULL, assigned_agent FROM webhooks "
+                 "WHERE id = 'f1'"),
+            "queued|0|t|a1");
+  EXPECT_EQ(psql("SELECT action, filter, affected, detail FROM audit"),
+            "resend|resend f1|1|ids=f1");
+  EXPECT_EQ(psql("SELECT w.webhook_id FROM audit_webhooks w JOIN audit a ON a.id = w.audit_id "
+                 "WHERE a.action = 'resend'"),
+            "f1");
+  // Queued already: refused, nothing changes.
+  auto twice = iarelay({"resend", "f1"});
+  EXPECT_EQ(twice.exit_code, 1);
+  EXPECT_NE(twice.err.find("f1 is queued"), std::string::npos) << twice.err;
+
+  // By filter, to another agent.
+  auto to = iarelay({"resend", "--state", "discarded", "--to-agent", "a2"});
+  ASSERT_EQ(to.exit_code, 0) << to.err;
+  EXPECT_EQ(to.out, "resent 1 webhook to a2\n");
+  EXPECT_EQ(psql("SELECT state, assigned_agent FROM webhooks WHERE id = 'x1'"), "queued|a2");
+  EXPECT_EQ(psql("SELECT affected, detail FROM audit ORDER BY id DESC LIMIT 1"),
+            "1|states=discarded to_agent=a2");
+  // A replay of delivered webhooks by filter is listed, not made, without --force.
+  auto replay = iarelay({"resend", "--state", "delivered"});
+  ASSERT_EQ(replay.exit_code, 0) << replay.err;
+  EXPECT_NE(replay.out.find("d1"), std::string::npos) << replay.out;
+  EXPECT_NE(replay.out.find("add --force"), std::string::npos) << replay.out;
+  EXPECT_EQ(psql("SELECT state FROM webhooks WHERE id = 'd1'"), "delivered");
+}
+
+TEST_F(PgCli, EveryOtherCommandNamesItselfAsNotAvailableOnPostgresqlYet) {
+  const std::filesystem::path cwd = std::filesystem::current_path();
+  std::filesystem::current_path(dir_.path());
+  for (const auto& args :
+       std::vector<std::vector<std::string>>{{"list"},
+                                             {"show", "q1"},
+                                             {"retry", "q1"},
+                                             {"hold", "q1"},
+                                             {"release", "q1"},
+                                             {"delete", "q1", "--force"},
+                                             {"move", "--from", "a1", "--to", "a2"},
+                                             {"purge", "--before", "-1d"},
+                                             {"migrate"},
+                                             {"check"}}) {
+    auto r = iarelay(args);
+    EXPECT_EQ(r.exit_code, 2) << args[0] << ": " << r.err;
+    EXPECT_NE(r.err.find("iarelay " + args[0] + ": '" + args[0] +
+                         "' is not available on a PostgreSQL journal yet"),
+              std::string::npos)
+        << r.err;
+    EXPECT_NE(r.err.find("iarelay:***@"), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+  // Help still works, and nothing was made of the connection string as a path.
+  EXPECT_EQ(iarelay({"list", "--help"}).exit_code, 0);
+  EXPECT_FALSE(std::filesystem::exists(dir_.path() + "/postgresql:"));
+  std::filesystem::current_path(cwd);
+}
+
+TEST_F(PgCli, APasswordInTheConnectionStringIsNeverPrinted) {
+  add_sample();
+  // A configuration whose journal is the PostgreSQL one, with a handle for a1.
+  const std::string conf = dir_.file("iarelay.conf");
+  write_file(conf, "journal = " + uri_ +
+                       "\n[agent.east]\nid = a1\ncallback = http://127.0.0.1:9/cb\nservices = "
+                       "svc\n");
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"--config", conf, "status"},
+           {"--config", conf, "status", "--format", "json"},
+           {"--config", conf, "agent", "list", "--format", "json"},
+           {"--config", conf, "agent", "pause", "east"},
+           {"--config", conf, "list"},
+           {"--config", conf, "sql", "SELECT current_user, 1/0"},
+           {"--config", conf, "sql", "SELEC"},
+           {"--config", conf, "resend", "nothing-like-it"}}) {
+    std::vector<std::string> argv = {bin("iarelay")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto r = run(argv);
+    EXPECT_EQ(r.out.find(kPassword), std::string::npos) << r.out;
+    EXPECT_EQ(r.err.find(kPassword), std::string::npos) << r.err;
+    EXPECT_FALSE(r.out.empty() && r.err.empty()) << args.back();
+  }
+  EXPECT_EQ(psql("SELECT state FROM agents WHERE id = 'a1'"), "paused");  // the handle resolved
+  // A server that does not answer, and a database that does not exist: the error names them.
+  std::string down = uri_;
+  down.replace(down.rfind(':') + 1, std::to_string(cluster_.port()).size(), "1");
+  auto refused = iarelay({"status"}, down);
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("iarelay status: journal postgresql://iarelay:***@"),
+            std::string::npos)
+      << refused.err;
+  std::string other = uri_.substr(0, uri_.rfind('/')) + "/no_such_db";
+  auto missing = iarelay({"agent", "pause", "a1"}, other);
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find("no_such_db"), std::string::npos) << missing.err;
+  // The password given as a parameter instead.
+  std::string param = cluster_.uri("journal") + "?password=" + kPassword;
+  auto p = iarelay({"status"}, param);
+  EXPECT_EQ(p.exit_code, 0) << p.err;
+  EXPECT_NE(p.out.find("password=***"), std::string::npos) << p.out;
+}
+
+// A running relay on the journal applies what the tool writes: a pause stops its deliveries to
+// the agent, resume lets the queue drain, and a resent webhook is delivered again.
+TEST_F(PgCli, ARunningRelayAppliesPauseResumeAndResend) {
+  const int sink_port = free_port();
+  const std::string record = dir_.file("sink.jsonl");
+  Process sink({bin("iarelay-sink"), "--listen=127.0.0.1:" + std::to_string(sink_port),
+                "--record=" + record},
+               dir_.file("sink.out"), dir_.file("sink.err"));
+  ASSERT_TRUE(wait_for_port(sink_port));
+  const int port = free_port();
+  const std::string conf = dir_.file("relay.conf");
+  write_file(conf, "journal = " + uri_ +
+                       "\nlease = 2s\n[listen]\naddress = 127.0.0.1:" + std::to_string(port) +
+                       "\n[agent.a1]\ncallback = http://127.0.0.1:" + std::to_string(sink_port) +
+                       "/cb\nservices = svc\nformat = raw\nbackoff_initial = 100ms\n");
+  Process relay({bin("iarelayd"), "--config", conf}, dir_.file("relay.out"),
+                dir_.file("relay.err"));
+  ASSERT_TRUE(wait_for_port(port, 15s)) << read_file(dir_.file("relay.err"));
+  // The tool's status names the relay once it holds a1's lease.
+  std::string last_status;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto s = iarelay({"status", "--format", "json"});
+        last_status = s.out + s.err;
+        if (s.exit_code != 0) return false;
+        const Json doc = Json::parse(s.out);
+        for (const auto& l : doc["leases"])
+          if (l["agent"] == "a1" && l["live"] == true) return true;
+        return false;
+      },
+      15s))
+      << last_status << read_file(dir_.file("relay.err"));
+  auto delivered = [&](const std::string& id) {
+    std::ifstream in(record);
+    int n = 0;
+    for (std::string line; std::getline(in, line);)
+      if (line.find("\"webhook_id\":\"" + id + "\"") != std::string::npos) ++n;
+    return n;
+  };
+
+  ASSERT_EQ(iarelay({"agent", "pause", "a1"}).exit_code, 0);
+  std::this_thread::sleep_for(1s);  // the dispatcher reads the agents table every 250 ms
+  add("p1", WebhookState::kQueued, "a1", 0);
+  std::this_thread::sleep_for(2s);
+  EXPECT_EQ(delivered("p1"), 0) << "delivered to a paused agent";
+  EXPECT_EQ(psql("SELECT state FROM webhooks WHERE id = 'p1'"), "queued");
+  ASSERT_EQ(iarelay({"agent", "resume", "a1"}).exit_code, 0);
+  EXPECT_TRUE(wait_until([&] { return delivered("p1") == 1; }, 10s)) << "not delivered on resume";
+
+  add("f9", WebhookState::kFailed, "a1", kMinute, 25);
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(delivered("f9"), 0);
+  ASSERT_EQ(iarelay({"resend", "f9"}).exit_code, 0);
+  EXPECT_TRUE(wait_until([&] { return delivered("f9") == 1; }, 10s)) << "resent, not delivered";
+  EXPECT_TRUE(wait_until(
+      [&] { return psql("SELECT state FROM webhooks WHERE id = 'f9'") == "delivered"; }, 10s));
+  relay.signal(SIGTERM);
+  relay.wait();
+}
+
+}  // namespace
+}  // namespace iarelay::testing
