@@ -26,6 +26,10 @@ fi
 # default); ASan's leak check runs at exit. verify_asan_link_order=0: the fault tests preload
 # their own shims (tests/support/fail_sync.cpp, tests/powerloss) ahead of the ASan runtime,
 # which is harmless for these shims (they only wrap fsync/write calls).
+# The power-loss harness checks 50 crash points here (200 in the plain suite, tools/test.sh):
+# under ASan every process it starts runs several times slower, and what this run adds is the
+# sanitizers' view of the same code paths, which 50 points cover.
+export IARELAY_POWERLOSS_POINTS=${IARELAY_POWERLOSS_POINTS:-50}
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=1
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
