@@ -14,10 +14,26 @@
 // Each row prints the drain rate and the chain step: the drain's wall time divided by the
 // webhooks of one alert (the time one alert needs per webhook, call and journal included).
 //
+// With --backends, one table instead: the drain on each journal backend (issue 15). The same
+// backlog (50,000 webhooks of ~1 KiB by default, in alerts of four as above, ordering = event)
+// is drained to nginx answering 204 from the SQLite journal (prefilled as above, the Writer at
+// `sync = full` unless --sync says otherwise) and from the PostgreSQL journal of a throwaway
+// cluster on this machine (fsync on unless --pg-no-fsync, synchronous_commit = on), prefilled
+// through PgWriter in transactions of 2,000 webhooks, then VACUUM ANALYZE and CHECKPOINT (as
+// autovacuum would leave a backlog; SQLite's prefill ends with a checkpoint too). Each row prints
+// the drain rate (every outcome journaled), the time to first delivery, commits per webhook,
+// where the time went on each side of the seam (the dispatcher's reads per webhook and its
+// thread's share of the drain in them; the writer thread's share in the dispatcher's operations,
+// their statements without COMMIT) and this process's CPU per webhook; each PostgreSQL row its
+// ratio to the SQLite row before it, and the median ratio closes the table. --repeat N runs
+// the pair N times, alternating, so that the machine's noise shows.
+//
 // Usage: dispatch_bench [--sizes 100000,1000000] [--max-inflight 64] [--sync normal|full]
 //                       [--format ia|raw] [--targets sink,nginx] [--backing-off N] [--dir DIR]
 //        dispatch_bench --chains [--sizes 5000,20000] [--max-inflight 64] [--sync full]
 //                       [--rows 1,10,100,1000,none]
+//        dispatch_bench --backends [--sizes 50000] [--repeat 1] [--pg-no-fsync]
+//                       [--max-inflight 64] [--sync full] [--format ia|raw]
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -28,11 +44,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -42,11 +60,15 @@
 #include "common/crypto.h"
 #include "common/metrics.h"
 #include "dispatch/dispatcher.h"
+#include "journal/backend.h"
 #include "journal/journal.h"
+#include "journal/pg/pg_journal.h"
+#include "journal/pg/pg_writer.h"
 #include "journal/routing.h"
 #include "journal/store.h"
 #include "journal/writer.h"
 
+#include "support/pg_cluster.h"
 #include "support/process.h"
 
 namespace fs = std::filesystem;
@@ -68,6 +90,9 @@ struct Options {
   std::string dir;
   Ordering ordering = Ordering::kEvent;
   bool chains = false;
+  bool backends = false;
+  int repeat = 1;        // --backends: the pair of drains this many times, alternating
+  bool pg_fsync = true;  // --pg-no-fsync: the cluster without fsync (its ceiling, not the disk's)
   bool sync_given = false;
   bool sizes_given = false;
   std::vector<std::string> rows;  // --chains: only these rows ("1", "10", ..., "none")
@@ -116,11 +141,55 @@ void stop(pid_t pid) {
   waitpid(pid, &st, 0);
 }
 
-// A fast direct bulk insert: one transaction, one prepared statement, synchronous off.
-// Webhooks come in alerts of four (status, deliveryStatus, response, annotation); with
-// `events` > 0, webhook i belongs to alert i mod events instead (chains of n / events), its
-// payload padded to ~1 KiB.
-void prefill(const std::string& path, long n, long backing_off, long events) {
+// Webhook i of a backlog: its type, alert and payload. Alerts of four (status,
+// deliveryStatus, response, annotation); with `events` > 0, webhook i belongs to alert
+// i mod events instead (chains of n / events). `kib`: the payload padded to ~1 KiB.
+struct BacklogWebhook {
+  std::string type, event_id, payload;
+};
+
+BacklogWebhook backlog_webhook(long i, long events, bool kib) {
+  static const char* const types[4] = {"status", "deliveryStatus", "response", "annotation"};
+  const long event = 4'400'000 + (events > 0 ? i % events : i / 4);
+  std::string payload;
+  switch (i % 4) {
+    case 0:
+      payload =
+          R"({"eventIdentifier": )" + std::to_string(event) +
+          R"(, "date": "2026-11-20T09:14:03Z", "status": "active", "username": "mgarcia", "eventProperties": [{"Incident ID": "INC)" +
+          std::to_string(event) + R"("}]})";
+      break;
+    case 1:
+      payload =
+          R"({"eventIdentifier": )" + std::to_string(event) +
+          R"(, "date": "2026-11-20T09:12:41Z", "recipient": "mgarcia", "device": "Work Email", "deliveryStatus": "Delivered", "eventProperties": [{"Incident ID": "INC)" +
+          std::to_string(event) + R"("}]})";
+      break;
+    case 2:
+      payload =
+          R"({"eventIdentifier": )" + std::to_string(event) +
+          R"(, "date": "2026-11-20T09:13:10Z", "recipient": "mgarcia", "device": "Mobile Phone", "response": "Acknowledge", "eventProperties": [{"Incident ID": "INC)" +
+          std::to_string(event) + R"("}]})";
+      break;
+    default:
+      payload =
+          R"({"eventIdentifier": )" + std::to_string(event) +
+          R"(, "date": "2026-11-20T09:13:55Z", "author": {"firstName": "Maria", "lastName": "Garcia"}, "comment": "Router rebooted", "eventProperties": [{"Incident ID": "INC)" +
+          std::to_string(event) + R"("}]})";
+  }
+  if (kib) {
+    // ~1 KiB, as xMatters' status webhooks with a few properties are.
+    payload.pop_back();
+    payload += R"(, "n": )" + std::to_string(i) + R"(, "message": ")" +
+               std::string(1024 - std::min<std::size_t>(payload.size(), 1000) - 24, 'x') + "\"}";
+  }
+  return {types[i % 4], std::to_string(event), std::move(payload)};
+}
+
+// A fast direct bulk insert of backlog_webhook(0..n-1): one transaction, one prepared
+// statement, synchronous off; `backing_off` webhooks of other alerts (next attempt in an hour)
+// ahead of them.
+void prefill(const std::string& path, long n, long backing_off, long events, bool kib) {
   { auto w = Writer::open(path, SyncLevel::kNormal); }  // creates and migrates
   SQLite::Database db(path, SQLite::OPEN_READWRITE);
   db.exec("PRAGMA synchronous=OFF");
@@ -128,7 +197,6 @@ void prefill(const std::string& path, long n, long backing_off, long events) {
                         "INSERT INTO webhooks (id, source, received_at, service, agent, type, "
                         "event_id, state, assigned_agent, payload) VALUES "
                         "(?, 'direct', ?, 'hpnnmi', 'bench', ?, ?, 'queued', 'bench', ?)");
-  const char* types[4] = {"status", "deliveryStatus", "response", "annotation"};
   const std::string received = format_time(now_millis());
   SQLite::Transaction tx(db);
   SQLite::Statement later(db,
@@ -146,44 +214,12 @@ void prefill(const std::string& path, long n, long backing_off, long events) {
     later.reset();
   }
   for (long i = 0; i < n; ++i) {
-    long event = 4'400'000 + (events > 0 ? i % events : i / 4);
-    std::string payload;
-    switch (i % 4) {
-      case 0:
-        payload =
-            R"({"eventIdentifier": )" + std::to_string(event) +
-            R"(, "date": "2026-11-20T09:14:03Z", "status": "active", "username": "mgarcia", "eventProperties": [{"Incident ID": "INC)" +
-            std::to_string(event) + R"("}]})";
-        break;
-      case 1:
-        payload =
-            R"({"eventIdentifier": )" + std::to_string(event) +
-            R"(, "date": "2026-11-20T09:12:41Z", "recipient": "mgarcia", "device": "Work Email", "deliveryStatus": "Delivered", "eventProperties": [{"Incident ID": "INC)" +
-            std::to_string(event) + R"("}]})";
-        break;
-      case 2:
-        payload =
-            R"({"eventIdentifier": )" + std::to_string(event) +
-            R"(, "date": "2026-11-20T09:13:10Z", "recipient": "mgarcia", "device": "Mobile Phone", "response": "Acknowledge", "eventProperties": [{"Incident ID": "INC)" +
-            std::to_string(event) + R"("}]})";
-        break;
-      default:
-        payload =
-            R"({"eventIdentifier": )" + std::to_string(event) +
-            R"(, "date": "2026-11-20T09:13:55Z", "author": {"firstName": "Maria", "lastName": "Garcia"}, "comment": "Router rebooted", "eventProperties": [{"Incident ID": "INC)" +
-            std::to_string(event) + R"("}]})";
-    }
-    if (events > 0) {
-      // ~1 KiB, as xMatters' status webhooks with a few properties are.
-      payload.pop_back();
-      payload += R"(, "n": )" + std::to_string(i) + R"(, "message": ")" +
-                 std::string(1024 - std::min<std::size_t>(payload.size(), 1000) - 24, 'x') + "\"}";
-    }
+    BacklogWebhook w = backlog_webhook(i, events, kib);
     ins.bind(1, new_webhook_id());
     ins.bind(2, received);
-    ins.bind(3, types[i % 4]);
-    ins.bind(4, std::to_string(event));
-    ins.bind(5, payload);
+    ins.bind(3, w.type);
+    ins.bind(4, w.event_id);
+    ins.bind(5, w.payload);
     ins.exec();
     ins.reset();
   }
@@ -191,24 +227,156 @@ void prefill(const std::string& path, long n, long backing_off, long events) {
   db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
+// The same backlog (no backing-off rows) in the PostgreSQL journal at `uri`, through the
+// seam: PgWriter, one transaction (one multi-row INSERT) per kBatch webhooks, so memory holds
+// one batch. Then VACUUM ANALYZE and CHECKPOINT (see the top of the file).
+Status prefill_pg(testing::PgCluster& cluster, const std::string& db, long n, long events,
+                  bool kib) {
+  constexpr long kBatch = 2000;
+  {
+    auto writer = PgWriter::open(cluster.uri(db));
+    if (!writer) return writer.status();
+    const Millis received = now_millis();
+    for (long from = 0; from < n; from += kBatch) {
+      std::vector<NewWebhook> batch;
+      for (long i = from; i < std::min(n, from + kBatch); ++i) {
+        BacklogWebhook b = backlog_webhook(i, events, kib);
+        NewWebhook w;
+        w.id = new_webhook_id();
+        w.received_at = received;
+        w.service = "hpnnmi";
+        w.agent = "bench";
+        w.type = std::move(b.type);
+        w.event_id = std::move(b.event_id);
+        w.assigned_agent = "bench";
+        w.payload = std::move(b.payload);
+        batch.push_back(std::move(w));
+      }
+      if (Status s = (*writer)->run([&batch](JournalTx& tx) { tx.insert_webhooks(batch); }); !s)
+        return s;
+    }
+  }
+  for (const char* sql : {"VACUUM ANALYZE", "CHECKPOINT"})
+    if (std::string out = cluster.psql(sql, db); out.rfind("ERROR: ", 0) == 0)
+      return Status::io_error(out);
+  return Status::ok();
+}
+
 struct Run {
   double rate = 0, first_ms = 0, seconds = 0;
   double idle_cpu = -1;  // share of one core while idle after the drain (--backing-off)
+  double cpu_us = 0;     // this process's CPU (user + system) per webhook while draining
   long peak_rss_kib = 0, start_rss_kib = 0;
   std::uint64_t retries = 0, failed = 0;
   long journaled = 0;
   std::uint64_t commits = 0;
-  double commit_ms = 0;  // mean time from COMMIT to durable (the fsync at sync = full)
+  double commit_ms = 0;  // mean time from COMMIT to durable (the fsync at sync = full; SQLite)
+  // Of the drain's wall time (SeamTimes): the dispatcher thread in reads, the writer thread
+  // running the dispatcher's operations; and reads per webhook.
+  double read_share = 0, op_share = 0, reads_per_webhook = 0;
 };
 
-Run drain(const std::string& path, long n, const std::string& url, const Options& o) {
-  Run r;
-  r.start_rss_kib = rss_kib();
-  auto writer = Writer::open(path, o.sync);
-  if (!writer) {
-    std::cerr << writer.status().message() << "\n";
-    std::exit(1);
+[[noreturn]] void fail(const Status& s) {
+  std::cerr << "dispatch_bench: " << s.message() << "\n";
+  std::exit(1);
+}
+
+// Where the drain's time goes, from the dispatcher's side of the seam (TimedWriter,
+// TimedReader below): the dispatcher thread's time in its read transactions, and the writer
+// thread's time running the dispatcher's operations (their statements; not BEGIN, COMMIT nor
+// the wait for durability). Nanoseconds, added to from those threads.
+struct SeamTimes {
+  std::atomic<std::int64_t> read_ns{0}, reads{0};
+  std::atomic<std::int64_t> op_ns{0};
+};
+
+std::int64_t nanos_since(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t).count();
+}
+
+// The dispatcher's writer, each operation timed on the writer's thread; the rest passed on.
+class TimedWriter final : public JournalWriter {
+ public:
+  TimedWriter(JournalWriter& inner, std::shared_ptr<SeamTimes> times)
+      : inner_(inner), times_(std::move(times)) {}
+  void submit_tx(TxOp op, Done done) override {
+    inner_.submit_tx(timed(std::move(op)), std::move(done));
   }
+  void submit_quiet_tx(TxOp op, Done done) override {
+    inner_.submit_quiet_tx(timed(std::move(op)), std::move(done));
+  }
+  void submit_append_tx(TxOp op, Done done) override {
+    inner_.submit_append_tx(timed(std::move(op)), std::move(done));
+  }
+  void submit_insert(NewWebhook w, InsertDone done) override {
+    inner_.submit_insert(std::move(w), std::move(done));
+  }
+  Status wait_durable() override { return inner_.wait_durable(); }
+  bool healthy() const override { return inner_.healthy(); }
+  void set_commit_listener(std::function<void(bool)> listener) override {
+    inner_.set_commit_listener(std::move(listener));
+  }
+  Status permanent_failure() const override { return inner_.permanent_failure(); }
+
+ private:
+  TxOp timed(TxOp op) {
+    // The times shared: an operation may run after the drain that submitted it returned.
+    return [op = std::move(op), times = times_](JournalTx& tx) {
+      struct Count {  // counted when the op throws too
+        SeamTimes& times;
+        Clock::time_point t = Clock::now();
+        ~Count() { times.op_ns += nanos_since(t); }
+      } count{*times};
+      op(tx);
+    };
+  }
+  JournalWriter& inner_;
+  std::shared_ptr<SeamTimes> times_;
+};
+
+// The dispatcher's read connection, each read (a transaction, or read_each's statements)
+// timed on the dispatcher's thread.
+class TimedReader final : public JournalBackend {
+ public:
+  TimedReader(std::unique_ptr<JournalBackend> inner, std::shared_ptr<SeamTimes> times)
+      : inner_(std::move(inner)), times_(std::move(times)) {}
+  Status transact(const std::function<void(JournalTx&)>& op) override {
+    return inner_->transact(op);
+  }
+  Status read(const std::function<void(JournalTx&)>& op) override {
+    return timed([&] { return inner_->read(op); });
+  }
+  Status read_each(const std::function<void(JournalTx&)>& op) override {
+    return timed([&] { return inner_->read_each(op); });
+  }
+
+ private:
+  template <typename Fn>
+  Status timed(Fn&& fn) {
+    const auto t = Clock::now();
+    Status s = fn();
+    times_->read_ns += nanos_since(t);
+    ++times_->reads;
+    return s;
+  }
+  std::unique_ptr<JournalBackend> inner_;
+  std::shared_ptr<SeamTimes> times_;
+};
+
+// A journal to drain: the writer the dispatcher journals through (no commit listener set yet),
+// how the dispatcher opens its read connection (unset: the SQLite journal at `path`), and how
+// many of its webhooks are delivered or failed.
+struct DrainJournal {
+  JournalWriter* writer = nullptr;
+  std::string path;
+  std::function<Result<std::unique_ptr<JournalBackend>>()> open_reader;
+  std::function<long()> finished;
+};
+
+// Starts a dispatcher on `j` delivering to `url` and waits until the outcomes of all `n`
+// webhooks are journaled; then, with --backing-off, measures the CPU while idle, and stops it.
+Run drain_journal(const DrainJournal& j, long n, const std::string& url, const Options& o) {
+  Run r;
   AgentConfig a;
   a.handle = a.id = "bench";
   a.callback = url;
@@ -224,18 +392,30 @@ Run drain(const std::string& path, long n, const std::string& url, const Options
       metrics.counter("iarelay_deliveries_total", "", {{"agent", "bench"}, {"outcome", "retry"}});
   Counter& failed =
       metrics.counter("iarelay_deliveries_total", "", {{"agent", "bench"}, {"outcome", "failed"}});
+  auto times = std::make_shared<SeamTimes>();
+  TimedWriter writer(*j.writer, times);
   DispatcherContext ctx;
-  ctx.writer = writer->get();
+  ctx.writer = &writer;
   ctx.directory = &directory;
   ctx.metrics = &metrics;
-  ctx.journal_path = path;
+  auto open_reader = j.open_reader;
+  if (!open_reader) open_reader = [path = j.path] { return open_sqlite_reader(path); };
+  ctx.open_reader = [open_reader, times]() -> Result<std::unique_ptr<JournalBackend>> {
+    auto reader = open_reader();
+    if (!reader) return reader.status();
+    return std::unique_ptr<JournalBackend>(new TimedReader(std::move(*reader), times));
+  };
+  // As iarelayd: each commit wakes the dispatcher. Set before the dispatcher's first submit
+  // (JournalWriter's contract); it wakes nothing until the dispatcher is there, nor after.
+  auto woken = std::make_shared<std::atomic<Dispatcher*>>(nullptr);
+  j.writer->set_commit_listener([woken](bool appends_only) {
+    if (Dispatcher* d = woken->load()) d->wake(appends_only);
+  });
+  const double cpu0 = cpu_seconds();
   auto t0 = Clock::now();
   auto d = Dispatcher::start(ctx);
-  if (!d) {
-    std::cerr << d.status().message() << "\n";
-    std::exit(1);
-  }
-  (*writer)->set_commit_listener([&](bool appends_only) { (*d)->wake(appends_only); });
+  if (!d) fail(d.status());
+  woken->store(d->get());
   while (delivered.value() == 0 && since(t0) < 60)
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   r.first_ms = since(t0) * 1000;
@@ -248,30 +428,80 @@ Run drain(const std::string& path, long n, const std::string& url, const Options
     }
   }
   // Every outcome journaled: wait until the journal says so.
-  auto reader = open_journal_for_read(path);
   for (;;) {
-    SQLite::Statement q(**reader,
-                        "SELECT count(*) FROM webhooks WHERE state IN ('delivered','failed')");
-    q.executeStep();
-    r.journaled = q.getColumn(0).getInt64();
+    r.journaled = j.finished();
     if (r.journaled >= n || since(t0) > 1800) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   r.seconds = since(t0);
   r.rate = n / r.seconds;
+  r.cpu_us = (cpu_seconds() - cpu0) * 1e6 / static_cast<double>(n);
+  r.read_share = static_cast<double>(times->read_ns.load()) / 1e9 / r.seconds;
+  r.op_share = static_cast<double>(times->op_ns.load()) / 1e9 / r.seconds;
+  r.reads_per_webhook = static_cast<double>(times->reads.load()) / static_cast<double>(n);
   r.peak_rss_kib = std::max(r.peak_rss_kib, rss_kib());
   r.retries = retried.value();
   r.failed = failed.value();
+  if (o.backing_off > 0) {
+    const double idle0 = cpu_seconds();
+    const auto t1 = Clock::now();
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    r.idle_cpu = (cpu_seconds() - idle0) / since(t1);
+  }
+  (*d)->stop(1000);
+  woken->store(nullptr);
+  return r;
+}
+
+// The drain on the SQLite journal at `path` (prefilled), its Writer at o.sync.
+Run drain(const std::string& path, long n, const std::string& url, const Options& o) {
+  const long start_rss = rss_kib();
+  auto writer = Writer::open(path, o.sync);
+  if (!writer) fail(writer.status());
+  DatabasePtr counter;  // opened at the first count, once the deliveries are in
+  DrainJournal j;
+  j.writer = writer->get();
+  j.path = path;
+  j.finished = [&]() -> long {
+    if (!counter) {
+      auto reader = open_journal_for_read(path);
+      if (!reader) fail(reader.status());
+      counter = std::move(*reader);
+    }
+    SQLite::Statement q(*counter,
+                        "SELECT count(*) FROM webhooks WHERE state IN ('delivered','failed')");
+    q.executeStep();
+    return q.getColumn(0).getInt64();
+  };
+  Run r = drain_journal(j, n, url, o);
+  r.start_rss_kib = start_rss;
   const Writer::Stats ws = (*writer)->stats();
   r.commits = ws.commits;
   r.commit_ms = ws.commits ? ws.commit_seconds_total * 1000 / static_cast<double>(ws.commits) : 0;
-  if (o.backing_off > 0) {
-    const double cpu0 = cpu_seconds();
-    const auto t1 = Clock::now();
-    std::this_thread::sleep_for(std::chrono::seconds(3));
-    r.idle_cpu = (cpu_seconds() - cpu0) / since(t1);
-  }
-  (*d)->stop(1000);
+  return r;
+}
+
+// The drain on the PostgreSQL journal at `uri` (prefilled): a PgWriter, the dispatcher's
+// reader by open_pg_reader, no leases (this relay owns the agent). Nothing requeues inflight
+// rows at start on this journal (a lease taken does, per agent): the backlog is all queued.
+Run drain_pg(const std::string& uri, long n, const std::string& url, const Options& o) {
+  const long start_rss = rss_kib();
+  auto writer = PgWriter::open(uri);
+  if (!writer) fail(writer.status());
+  auto counter = PgConnection::connect(uri);
+  if (!counter) fail(counter.status());
+  DrainJournal j;
+  j.writer = writer->get();
+  j.open_reader = [uri] { return open_pg_reader(uri); };
+  j.finished = [&]() -> long {
+    auto rows =
+        (*counter)->query("SELECT count(*) FROM webhooks WHERE state IN ('delivered', 'failed')");
+    if (!rows) fail(rows.status());
+    return std::stol(*(*rows)[0][0]);
+  };
+  Run r = drain_journal(j, n, url, o);
+  r.start_rss_kib = start_rss;
+  r.commits = (*writer)->stats().commits;
   return r;
 }
 
@@ -355,9 +585,9 @@ int chains(const Options& given, const std::string& dir, const std::string& self
     if (!o.rows.empty() && std::find(o.rows.begin(), o.rows.end(), name) == o.rows.end()) continue;
     std::string path = dir + "/journal-chains.db";
     for (auto suffix : {"", "-wal", "-shm", ".lock"}) fs::remove(path + suffix);
-    pid_t child =
-        spawn({self, "--prefill", path, std::to_string(row.n), "0", std::to_string(row.events)},
-              dir + "/prefill.out");
+    pid_t child = spawn(
+        {self, "--prefill", path, std::to_string(row.n), "0", std::to_string(row.events), "1"},
+        dir + "/prefill.out");
     int st = 0;
     waitpid(child, &st, 0);
     o.ordering = row.ordering;
@@ -381,6 +611,90 @@ int chains(const Options& given, const std::string& dir, const std::string& self
   return 0;
 }
 
+// The --backends table (see the top of the file).
+int backends(const Options& given, const std::string& dir, const std::string& self) {
+  Options o = given;
+  if (!o.sync_given) o.sync = SyncLevel::kFull;
+  if (!o.sizes_given) o.sizes = {50'000};
+  o.backing_off = 0;
+  o.ordering = Ordering::kEvent;
+  testing::PgCluster cluster(o.pg_fsync);
+  if (!cluster.error().empty()) {
+    std::printf("PostgreSQL could not start: %s\n", cluster.error().c_str());
+    return 1;
+  }
+  const std::string pg_version = cluster.psql("SHOW server_version");
+  int port = free_port();
+  pid_t server = start_target("nginx", dir, port);
+  if (!wait_for_port(port)) {
+    std::printf("nginx could not start (see %s)\n", dir.c_str());
+    stop(server);
+    return 1;
+  }
+  const std::string url = "http://127.0.0.1:" + std::to_string(port) + "/apia_callback";
+  const std::string lite_name =
+      std::string("SQLite, sync = ") + (o.sync == SyncLevel::kFull ? "full" : "normal");
+  const std::string pg_name = "PostgreSQL " + pg_version.substr(0, pg_version.find(' ')) +
+                              (o.pg_fsync ? ", fsync on" : ", fsync OFF");
+  std::printf(
+      "dispatch_bench --backends: nginx answering 204, max_inflight=%d format=%s, ~1 KiB "
+      "webhooks in alerts of four, ordering=event; load average %s\n",
+      o.max_inflight, o.format == AgentFormat::kIa ? "ia" : "raw", load_average().c_str());
+  if (!o.pg_fsync) std::printf("PostgreSQL WITHOUT fsync (--pg-no-fsync): not durable\n");
+  std::printf(
+      "| run | journal | webhooks | drained/s | first delivery (ms) | commits per webhook | "
+      "dispatcher reads per webhook | dispatcher thread in reads | writer thread in the "
+      "dispatcher's ops | CPU per webhook, this process (us) | load (1 min) | PostgreSQL / "
+      "SQLite |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::fflush(stdout);
+  auto row = [&](int run, const std::string& name, long n, const Run& r, const std::string& ratio) {
+    double load[1] = {-1};
+    if (getloadavg(load, 1) < 1) load[0] = -1;
+    std::printf(
+        "| %d | %s | %ld | %.0f | %.1f | %.2f | %.2f | %.0f%% | %.0f%% | %.0f | %.2f | %s |%s\n",
+        run, name.c_str(), n, r.rate, r.first_ms,
+        static_cast<double>(r.commits) / static_cast<double>(n), r.reads_per_webhook,
+        r.read_share * 100, r.op_share * 100, r.cpu_us, load[0], ratio.c_str(),
+        r.journaled < n || r.failed || r.retries ? "  (not all delivered!)" : "");
+    std::fflush(stdout);
+  };
+  std::vector<std::vector<double>> ratios(o.sizes.size());
+  for (int run = 1; run <= o.repeat; ++run) {
+    for (std::size_t k = 0; k < o.sizes.size(); ++k) {
+      const long n = o.sizes[k];
+      const std::string path = dir + "/journal-backends.db";
+      for (auto suffix : {"", "-wal", "-shm", ".lock"}) fs::remove(path + suffix);
+      pid_t child =
+          spawn({self, "--prefill", path, std::to_string(n), "0", "0", "1"}, dir + "/prefill.out");
+      int st = 0;
+      waitpid(child, &st, 0);
+      const Run lite = drain(path, n, url, o);
+      for (auto suffix : {"", "-wal", "-shm", ".lock"}) fs::remove(path + suffix);
+      row(run, lite_name, n, lite, "");
+
+      const std::string db = "drain_" + std::to_string(run) + "_" + std::to_string(n);
+      if (std::string e = cluster.create_database(db); !e.empty()) fail(Status::io_error(e));
+      if (Status s = prefill_pg(cluster, db, n, 0, true); !s) fail(s);
+      const Run pg = drain_pg(cluster.uri(db), n, url, o);
+      // Each run on a database of its own, dropped after it: the next starts as this one did.
+      if (std::string out = cluster.psql("DROP DATABASE " + db); out.rfind("ERROR: ", 0) == 0)
+        std::fprintf(stderr, "dispatch_bench: %s\n", out.c_str());
+      char ratio[32];
+      std::snprintf(ratio, sizeof ratio, "%.2f", pg.rate / lite.rate);
+      row(run, pg_name, n, pg, ratio);
+      ratios[k].push_back(pg.rate / lite.rate);
+    }
+  }
+  for (std::size_t k = 0; k < o.sizes.size(); ++k) {
+    std::vector<double>& v = ratios[k];
+    std::sort(v.begin(), v.end());
+    std::printf("%ld webhooks: PostgreSQL / SQLite, median of %zu: %.2f\n", o.sizes[k], v.size(),
+                v[v.size() / 2]);
+  }
+  stop(server);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -398,7 +712,8 @@ int main(int argc, char** argv) {
       std::string path = next();
       long n = std::stol(next());
       long backing_off = std::stol(next());
-      prefill(path, n, backing_off, std::stol(next()));
+      long events = std::stol(next());
+      prefill(path, n, backing_off, events, next() == "1");
       return 0;
     } else if (arg == "--sizes") {
       o.sizes_given = true;
@@ -413,6 +728,16 @@ int main(int argc, char** argv) {
       o.sync_given = true;
     } else if (arg == "--chains") {
       o.chains = true;
+    } else if (arg == "--backends") {
+      o.backends = true;
+    } else if (arg == "--repeat") {
+      o.repeat = std::stoi(next());
+      if (o.repeat < 1) {
+        std::cerr << "dispatch_bench: --repeat must be at least 1\n";
+        return 2;
+      }
+    } else if (arg == "--pg-no-fsync") {
+      o.pg_fsync = false;
     } else if (arg == "--rows") {
       std::stringstream ss(next());
       std::string r;
@@ -432,7 +757,9 @@ int main(int argc, char** argv) {
       std::cerr << "usage: dispatch_bench [--sizes N,N] [--max-inflight N] [--sync normal|full] "
                    "[--format ia|raw] [--targets sink,nginx] [--backing-off N] [--dir DIR]\n"
                    "       dispatch_bench --chains [--sizes 5000,20000] [--max-inflight N] "
-                   "[--sync normal|full] [--rows 1,10,100,1000,none]\n";
+                   "[--sync normal|full] [--rows 1,10,100,1000,none]\n"
+                   "       dispatch_bench --backends [--sizes 50000] [--repeat N] [--pg-no-fsync] "
+                   "[--max-inflight N] [--sync normal|full] [--format ia|raw]\n";
       return arg == "--help" ? 0 : 2;
     }
   }
@@ -442,8 +769,8 @@ int main(int argc, char** argv) {
           : o.dir;
   fs::create_directories(dir);
   const std::string self = fs::read_symlink("/proc/self/exe");
-  if (o.chains) {
-    int rc = chains(o, dir, self);
+  if (o.chains || o.backends) {
+    int rc = o.chains ? chains(o, dir, self) : backends(o, dir, self);
     fs::remove_all(dir);
     return rc;
   }
@@ -466,9 +793,9 @@ int main(int argc, char** argv) {
       std::string path = dir + "/journal-" + target + "-" + std::to_string(n) + ".db";
       for (auto suffix : {"", "-wal", "-shm", ".lock"}) fs::remove(path + suffix);
       auto t = Clock::now();
-      pid_t child =
-          spawn({self, "--prefill", path, std::to_string(n), std::to_string(o.backing_off), "0"},
-                dir + "/prefill.out");
+      pid_t child = spawn(
+          {self, "--prefill", path, std::to_string(n), std::to_string(o.backing_off), "0", "0"},
+          dir + "/prefill.out");
       int st = 0;
       waitpid(child, &st, 0);
       double prefill_s = since(t);
