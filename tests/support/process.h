@@ -49,6 +49,9 @@ struct CommandResult {
 CommandResult run(std::vector<std::string> argv, const std::string& stdin_data = "",
                   const std::map<std::string, std::string>& env = {});
 
+// The non-empty lines of `text` (a command's output, a psql answer).
+std::vector<std::string> lines_of(const std::string& text);
+
 // A port that was free a moment ago on 127.0.0.1.
 int free_port();
 // True once something accepts TCP connections on 127.0.0.1:port.

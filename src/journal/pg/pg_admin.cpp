@@ -39,19 +39,8 @@ Json text_or_null(const std::optional<std::string>& text) {
   return text ? Json(*text) : Json(nullptr);
 }
 
-// A text[] literal for $n::text[]: every element quoted, quotes and backslashes escaped.
 std::string text_array(const std::vector<std::string>& items) {
-  std::string out = "{";
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    if (i) out += ',';
-    out += '"';
-    for (char c : items[i]) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  return out + "}";
+  return pg_text_array(items);
 }
 
 // A read-only snapshot for the reads of one document, rolled back when it goes (nothing to

@@ -115,6 +115,20 @@ Status PgConnection::failure(const pg_result* r) {
   return Status::io_error(message);
 }
 
+std::string pg_text_array(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i) out += ',';
+    out += '"';
+    for (char c : items[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
 struct PgConnection::Executed {
   ResultPtr result;
 };

@@ -91,6 +91,9 @@ Status pg_verify_migrations(PgConnection& db, std::vector<std::string>* pending 
 // Idempotency-Key, or feed message) is stored once: the second waits for the first's commit
 // and gets it as a duplicate.
 std::unique_ptr<JournalBackend> pg_backend(PgConnection& db);
+// A text[] literal for a parameter `$n::text[]`: every element quoted, quotes and backslashes
+// escaped.
+std::string pg_text_array(const std::vector<std::string>& items);
 // A connection of its own to the PostgreSQL journal, for reads only (read(); a write fails),
 // one thread at a time: the dispatcher's reader, the feed's.
 Result<std::unique_ptr<JournalBackend>> open_pg_reader(const std::string& conninfo);

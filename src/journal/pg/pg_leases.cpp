@@ -10,20 +10,10 @@
 namespace iarelay {
 namespace {
 
-// A text[] literal for ANY($1::text[]): every element quoted, quotes and backslashes escaped.
+// The agents as a text[] literal, in byte order (the order rows are locked in).
 std::string text_array(std::vector<std::string> items) {
   std::sort(items.begin(), items.end());
-  std::string out = "{";
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    if (i) out += ',';
-    out += '"';
-    for (char c : items[i]) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  return out + "}";
+  return pg_text_array(items);
 }
 
 std::string ttl_text(Millis ttl) {

@@ -30,14 +30,6 @@ constexpr const char* kPassword = "S3cret-Pw-of-the-journal";
 constexpr const char* kOwner = "relay-east/4242/x1";
 constexpr Millis kMinute = 60'000;
 
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty()) out.push_back(line);
-  return out;
-}
-
 class PgCli : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -39,14 +39,6 @@ constexpr int kEvents = 20;
 constexpr int kLeaseMs = 2000;
 const char* const kAgents[] = {"a1", "a2"};
 
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty()) out.push_back(line);
-  return out;
-}
-
 std::vector<std::string> split(const std::string& line, char sep) {
   std::vector<std::string> out;
   std::string field;
