@@ -142,9 +142,11 @@ struct Agent {
   Millis claim_retry_at = 0;  // steady time before which no claim is made (one failed)
   // A claim's or outcome's commit was lost with its connection and may have landed: webhooks
   // of the agent may be inflight in the journal that this process does not hold. No claim is
-  // made until nothing of the agent is in hand; then its inflight webhooks go back to the
-  // queue (requeue_orphans), each an orphan.
+  // made, and nothing of its queue is failed over or rerouted, until nothing of the agent is
+  // in hand; then its inflight webhooks go back to the queue (requeue_orphans), each an
+  // orphan.
   bool orphans_possible = false;
+  std::int64_t orphan_epoch = 0;  // the lease of the lost commit: the requeue's fence
   bool orphan_requeue_pending = false;
   std::size_t calls = 0;                      // HTTP calls in flight
   std::unordered_set<std::int64_t> streak;    // backed off during the current failure run
@@ -320,7 +322,7 @@ class DispatcherImpl final : public Dispatcher {
   void release(Agent& a, const InHand& item);
   void continue_chain(Agent& a, const InHand& done, QueuedWebhook next);
   void start_ready(Agent& a);
-  void note_lost_commit(Agent& a, const Status& s);
+  void note_lost_commit(Agent& a, const Status& s, std::int64_t epoch);
   void requeue_orphans(Agent& a, std::int64_t epoch);
 
   // --- http_call.cpp: calls ---

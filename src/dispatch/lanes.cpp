@@ -22,6 +22,14 @@ namespace iarelay::dispatch_internal {
 
 void DispatcherImpl::schedule(Agent& a, Millis now, Millis steady) {
   start_ready(a);
+  if (a.orphans_possible) {
+    // Before anything else, removed or not, held or not (the fence is the epoch of the lost
+    // commit): once nothing of the agent is in hand, its inflight webhooks go back.
+    if (steady >= a.claim_retry_at && !a.orphan_requeue_pending && a.in_hand.empty() &&
+        a.claiming == 0 && a.calls == 0 && a.ready.empty())
+      requeue_orphans(a, a.orphan_epoch);
+    return;
+  }
   if (a.removed || !a.usable) return;
   const std::optional<std::int64_t> epoch = owned(a);
   if (!epoch) return;  // another relay delivers to it (or its lease lapsed): nothing claimed
@@ -31,12 +39,6 @@ void DispatcherImpl::schedule(Agent& a, Millis now, Millis steady) {
   // A claim's commit failed (a full disk): the next waits like any failed write, instead of
   // being made again at once, in a loop, for as long as the journal cannot be written.
   if (steady < a.claim_retry_at) return;
-  if (a.orphans_possible) {
-    if (!a.orphan_requeue_pending && a.in_hand.empty() && a.claiming == 0 && a.calls == 0 &&
-        a.ready.empty())
-      requeue_orphans(a, *epoch);
-    return;
-  }
   std::size_t free =
       a.health.may_start(a.calls + a.claiming + a.ready.size(),
                          static_cast<size_t>(std::max(a.cfg.max_inflight, 1)), steady);
@@ -295,7 +297,7 @@ void DispatcherImpl::on_claimed(const std::string& agent_id, std::vector<InHand>
   if (!s) {
     spdlog::warn("claiming {} webhooks for {} failed: {}", items.size(), agent_id, s.message());
     a.claim_retry_at = steady_millis() + kWriteRetryDelay;
-    note_lost_commit(a, s);
+    note_lost_commit(a, s, items.front().epoch);
   }
   std::vector<InHand> give_back;
   for (size_t i = 0; i < items.size(); ++i) {
@@ -318,9 +320,11 @@ void DispatcherImpl::on_claimed(const std::string& agent_id, std::vector<InHand>
 // to queued with the attempt not counted. Keys and seqs are released only once that is
 // journaled: should the write fail, the rows stay inflight and in hand (nothing later of
 // their alerts goes first) and the write is made again shortly, as outcomes are.
-void DispatcherImpl::note_lost_commit(Agent& a, const Status& s) {
-  if (s.kind() == StatusKind::kUnavailable && ctx_.writer->failed_commits_may_have_landed())
+void DispatcherImpl::note_lost_commit(Agent& a, const Status& s, std::int64_t epoch) {
+  if (s.kind() == StatusKind::kUnavailable && ctx_.writer->failed_commits_may_have_landed()) {
     a.orphans_possible = true;
+    a.orphan_epoch = epoch;
+  }
 }
 
 void DispatcherImpl::requeue_orphans(Agent& a, std::int64_t epoch) {

@@ -219,7 +219,7 @@ void DispatcherImpl::submit_outcomes(std::vector<PendingOutcome> outcomes) {
             spdlog::warn("journaling {} outcomes failed: {}; retrying", batch->size(), s.message());
             for (auto& o : *batch) {
               // The commit may have landed, a chain step's claim of the next webhook with it.
-              note_lost_commit(*agents_.at(o.agent_id), s);
+              note_lost_commit(*agents_.at(o.agent_id), s, o.item.epoch);
               o.retry_at = steady_millis() + kWriteRetryDelay;
               write_retries_.push_back(std::move(o));
             }

@@ -90,6 +90,7 @@ void DispatcherImpl::sweep_held(Millis steady) {
 // available agent hosting their service.
 void DispatcherImpl::sweep_failover(Agent& a, Millis steady) {
   if (a.failover_pending || a.removed || a.health.state() == AgentHealth::State::kUp) return;
+  if (a.orphans_possible) return;  // they go back to its queue first (schedule)
   const std::optional<std::int64_t> epoch = owned(a);
   if (!epoch) return;  // its owner knows whether it is down
   // An alert left behind because a webhook of it was in hand is looked at again as soon as
@@ -173,6 +174,9 @@ void DispatcherImpl::sweep_retired(Millis steady) {
     std::int64_t& cursor = retired_cursors_[agent];
     const Agent* busy = nullptr;  // a removed agent still finishing what it has in hand
     if (auto it = agents_.find(agent); it != agents_.end()) busy = it->second.get();
+    // Inflight webhooks of it may be orphans (a commit lost unseen): nothing of its queue
+    // moves before they are back in it, or a later webhook of their alert would go first.
+    if (busy && busy->orphans_possible) continue;
     std::unordered_set<std::string>& skipped = retired_skipped_[agent];
     if (cursor == 0) skipped.clear();  // a new pass
     for (;;) {

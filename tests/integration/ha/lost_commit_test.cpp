@@ -28,8 +28,10 @@ using namespace std::chrono_literals;
 
 // Five webhooks of one alert; the proxy loses the answer of the first claim's COMMIT
 // (`at_first_call` false), or of the first COMMIT after the agent's first call: the outcome of
-// the first webhook, which claims the second in the same transaction (a chain step).
-void lose_a_commit_and_deliver_in_order(bool at_first_call) {
+// the first webhook, which claims the second in the same transaction (a chain step). With
+// `then_pause`, agent a is paused by an operator as soon as the claim's answer is lost: its
+// queue fails over to agent b, and the orphan must go with it, first.
+void lose_a_commit_and_deliver_in_order(bool at_first_call, bool then_pause = false) {
   PgCluster cluster;
   ASSERT_EQ(cluster.error(), "");
   ASSERT_EQ(cluster.create_database("journal"), "");
@@ -49,9 +51,11 @@ void lose_a_commit_and_deliver_in_order(bool at_first_call) {
   const int agent_port = agent.bind_to_any_port("127.0.0.1");
   std::thread serving([&] { agent.listen_after_bind(); });
   TempDir dir;
-  write_file(dir.file("relay.conf"), "journal = " + uri + "\n[agent.a]\ncallback = " +
-                                         "http://127.0.0.1:" + std::to_string(agent_port) +
-                                         "/apia_callback\nservices = svc\nformat = raw\n");
+  const std::string callback =
+      "http://127.0.0.1:" + std::to_string(agent_port) + "/apia_callback\nservices = svc\n";
+  write_file(dir.file("relay.conf"), "journal = " + uri + "\n[agent.a]\ncallback = " + callback +
+                                         "format = raw\n[agent.b]\ncallback = " + callback +
+                                         "format = raw\n");
   auto config = load_config(dir.file("relay.conf"));
   ASSERT_TRUE(config.is_ok()) << config.status().message();
 
@@ -87,6 +91,13 @@ void lose_a_commit_and_deliver_in_order(bool at_first_call) {
   auto dispatcher = Dispatcher::start(ctx);
   ASSERT_TRUE(dispatcher.is_ok()) << dispatcher.status().message();
 
+  if (then_pause) {
+    ASSERT_TRUE(wait_until([&] { return proxy->cuts() == 1; }, 10s));
+    EXPECT_EQ(cluster.psql("INSERT INTO agents VALUES ('a', 'paused', '2026-12-01T00:00:00.000Z', "
+                           "'maintenance', NULL) ON CONFLICT (id) DO UPDATE SET state = 'paused'",
+                           "journal"),
+              "");
+  }
   auto delivered = [&] {
     return cluster.psql("SELECT count(*) FROM webhooks WHERE state = 'delivered'", "journal");
   };
@@ -112,6 +123,10 @@ TEST(LostCommit, AClaimWhoseCommitLandedUnseenIsDeliveredAndKeepsItsAlertsOrder)
 
 TEST(LostCommit, AChainStepWhoseCommitLandedUnseenIsDeliveredAndKeepsItsAlertsOrder) {
   lose_a_commit_and_deliver_in_order(true);
+}
+
+TEST(LostCommit, AFailoverWaitsForTheOrphansOfItsAgent) {
+  lose_a_commit_and_deliver_in_order(false, /*then_pause=*/true);
 }
 
 }  // namespace
