@@ -214,7 +214,15 @@ class TwoRelays : public ::testing::Test {
     EXPECT_EQ(missing, 0);
     EXPECT_EQ(out_of_order, 0);
     EXPECT_EQ(deliveries.size(), seq.size());  // nothing delivered that was not stored
-    EXPECT_LE(duplicates, max_duplicates);
+    // Only a call whose outcome never reached the journal (each outcome is journaled with its
+    // attempt row) can be made again: the calls in flight, and those whose outcome was being
+    // committed, at the kill or the stop.
+    const auto attempts_out = lines_of(cluster_.psql("SELECT count(*) FROM attempts", "journal"));
+    const long attempts = attempts_out.empty() ? 0 : std::stol(attempts_out[0]);
+    const long unjournaled = calls - attempts;
+    std::cout << "[ info ] " << what << ": calls whose outcome was not journaled=" << unjournaled
+              << "\n";
+    EXPECT_LE(duplicates, std::max<long>(max_duplicates, unjournaled));
   }
 
   // Milliseconds from now until sink i records an answer it had not recorded by now (polls).
@@ -297,12 +305,15 @@ TEST_F(SlowAgents, AnOwnerStoppedPastItsLeaseWritesNoOutcomeWhenItWakes) {
   ASSERT_TRUE(wait_until([&] { return accepted().size() > 300; }, 30s));
   relays_[0]->signal(SIGSTOP);
   const std::string stopped_owner = owners()["a1"];
+  // Taken once the lease expired, or, when the relay froze inside a fenced transaction (its
+  // lease row locked), once the server ended that session (idle_in_transaction_session_timeout,
+  // 5 s): a taker skips a locked row.
   ASSERT_TRUE(wait_until(
       [&] {
         auto o = owners();
         return o.size() == 2 && o["a1"] != stopped_owner && o["a2"] != stopped_owner;
       },
-      std::chrono::milliseconds(kLeaseMs + 3000)))
+      std::chrono::milliseconds(kLeaseMs + 8000)))
       << "the other relay did not take the agents";
   std::this_thread::sleep_for(1s);  // the new owner's calls under way
   relays_[0]->signal(SIGCONT);
