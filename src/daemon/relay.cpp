@@ -100,6 +100,13 @@ Result<std::set<std::string>> signing_agents(const Config& config) {
   return out;
 }
 
+// The identifiers of the configured agents (the leases a relay holds).
+std::vector<std::string> agent_ids(const Config& config) {
+  std::vector<std::string> ids;
+  for (const auto& a : config.agents) ids.push_back(a.id);
+  return ids;
+}
+
 }  // namespace
 
 Status check_agent_secrets(const Config& config) {
@@ -175,11 +182,10 @@ Status Relay::open_postgresql() {
   char tail[16];
   std::snprintf(tail, sizeof tail, "%08x", random());
   relay_id_ = std::string(host) + "/" + std::to_string(::getpid()) + "/" + tail;
-  std::vector<std::string> agents;
-  for (const auto& a : config_.agents) agents.push_back(a.id);
-  auto leases = PgLeaseKeeper::start(conninfo, relay_id_, config_.lease, std::move(agents), [this] {
-    if (dispatcher_ready_) dispatcher_->wake(false);
-  });
+  auto leases =
+      PgLeaseKeeper::start(conninfo, relay_id_, config_.lease, agent_ids(config_), [this] {
+        if (dispatcher_ready_) dispatcher_->wake(false);
+      });
   if (!leases) return leases.status();
   leases_ = std::move(*leases);
   spdlog::info("relay {} on a shared PostgreSQL journal: delivering to {} of {} agents (lease {})",
@@ -410,12 +416,8 @@ Status Relay::reload(const ConfigOverrides& overrides) {
           a.id, agent_secret_env(a.handle));
   signing_agents_ = std::move(*signing);
   directory_->reconfigure(config_.agents, config_.services);
-  if (leases_) {
-    // Leases for the agents configured now: a new one is taken, a removed one let lapse.
-    std::vector<std::string> ids;
-    for (const auto& a : config_.agents) ids.push_back(a.id);
-    leases_->set_agents(std::move(ids));
-  }
+  // Leases for the agents configured now: a new one is taken, a removed one let lapse.
+  if (leases_) leases_->set_agents(agent_ids(config_));
   if (dispatcher_) dispatcher_->reconfigured();
   warn_if_no_agents();
   spdlog::info("reloaded {}: {} agents, {} services", file, config_.agents.size(),
