@@ -6,7 +6,8 @@
 #   tools/sanitize.sh thread     # TSan: the journal, intake and dispatch tests only (CI), the
 #                                # ones labelled `threaded` (the writer, listener, poller and
 #                                # dispatcher threads), with the programs they start
-# Sets everything up first (tools/setup.sh installs the packages and builds build/).
+# Sets everything up first (tools/setup.sh installs the packages and builds build/). The
+# benchmarks are not built here (-DIARELAY_BENCH=OFF): no test runs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sanitizers=${1:-address,undefined}
@@ -14,7 +15,7 @@ shift || true
 tools/setup.sh >/dev/null
 dir=build-${sanitizers//,/-}
 cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DIARELAY_SANITIZE="$sanitizers" >/dev/null
+  -DIARELAY_SANITIZE="$sanitizers" -DIARELAY_BENCH=OFF >/dev/null
 if [[ $sanitizers == thread ]]; then
   cmake --build "$dir" --target journal_tests intake_unit_tests intake_integration_tests \
     dispatch_unit_tests dispatch_integration_tests
