@@ -29,10 +29,8 @@ void claim_next_of_alert(JournalTx& tx, Chain& c) {
   // The alert's next webhook after the finished one (event index), near the head of the queue
   // (one further in is left to the dispatcher's own walk), with no earlier webhook of the alert
   // still queued (a resend, a release: that one goes first, found by the dispatcher's walk).
-  auto found = tx.next_queued_of_event(c.agent_id, c.event_id, c.after_seq);
-  if (!found || tx.queued_ahead(c.agent_id, found->seq, kChainWalk) >= kChainWalk ||
-      tx.queued_of_event_ahead(c.agent_id, c.event_id, found->seq))
-    return;
+  auto found = tx.next_of_alert_near_head(c.agent_id, c.event_id, c.after_seq, kChainWalk);
+  if (!found) return;
   QueuedWebhook& next = *found;
   if (next.next_attempt_at && *next.next_attempt_at > c.now) return;  // backing off
   if (!c.all_kinds && std::find(c.kinds.begin(), c.kinds.end(), next.type) == c.kinds.end()) return;

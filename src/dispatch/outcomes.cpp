@@ -161,10 +161,9 @@ void DispatcherImpl::finish(Agent& a, InHand item, const CallOutcome& outcome,
     // write (the taker requeued the webhook and delivers it again).
     *fenced = !lease_holds(tx, leases, agent, epoch);
     if (*fenced) return;
-    if (attempt) tx.record_attempt(*attempt);
     const bool moved =
-        tx.transition(id, WebhookState::kInflight, to,
-                      alert_move && !move_alert_tail(tx, *alert_move) ? alert_move->stay : f);
+        tx.record_outcome(attempt.get(), id, WebhookState::kInflight, to,
+                          alert_move && !move_alert_tail(tx, *alert_move) ? alert_move->stay : f);
     if (chain) {
       chain->claimed = false;
       if (moved) try_chain_step(tx, *chain);

@@ -65,6 +65,14 @@ class JournalTx {
   // As requeue_inflight, for the webhooks assigned to `agent` only.
   virtual int requeue_inflight_of(std::string_view agent) = 0;
   virtual void record_attempt(const AttemptRecord& a) = 0;
+  // A call's outcome: its attempt row (`attempt`, null when no call was made) and the webhook's
+  // transition, as record_attempt then transition. PostgreSQL: one statement (one round trip
+  // per outcome).
+  virtual bool record_outcome(const AttemptRecord* attempt, std::string_view id, WebhookState from,
+                              WebhookState to, const TransitionFields& fields) {
+    if (attempt) record_attempt(*attempt);
+    return transition(id, from, to, fields);
+  }
   virtual std::optional<AgentRow> load_agent(std::string_view id) = 0;
   virtual bool set_agent_state(std::string_view id, std::string_view state,
                                std::optional<std::string> reason,
@@ -110,6 +118,19 @@ class JournalTx {
   virtual int queued_ahead(std::string_view agent, std::int64_t before_seq, int limit) = 0;
   virtual bool queued_of_event_ahead(std::string_view agent, std::string_view event_id,
                                      std::int64_t before_seq) = 0;
+  // The chain step's read: the alert's next queued webhook on `agent` after `after_seq`, when
+  // fewer than `walk` webhooks are queued ahead of it and none of them is of the alert
+  // (next_queued_of_event, queued_ahead and queued_of_event_ahead together). PostgreSQL: one
+  // statement.
+  virtual std::optional<QueuedWebhook> next_of_alert_near_head(std::string_view agent,
+                                                               std::string_view event_id,
+                                                               std::int64_t after_seq, int walk) {
+    auto found = next_queued_of_event(agent, event_id, after_seq);
+    if (!found || queued_ahead(agent, found->seq, walk) >= walk ||
+        queued_of_event_ahead(agent, event_id, found->seq))
+      return std::nullopt;
+    return found;
+  }
   virtual std::optional<bool> queued_of_event_within(std::string_view agent,
                                                      std::string_view event_id,
                                                      std::int64_t before_seq, int limit) = 0;

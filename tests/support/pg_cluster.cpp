@@ -35,30 +35,35 @@ std::string failure(const std::string& what, const CommandResult& r) {
 
 }  // namespace
 
-PgCluster::PgCluster(bool fsync) : fsync_(fsync) {
+bool PgCluster::make_dir() {
   bin_dir_ = server_bin_dir();
   if (bin_dir_.empty()) {
     error_ = "no PostgreSQL server under /usr/lib/postgresql (tools/setup.sh installs it)";
-    return;
+    return false;
   }
   char tmpl[] = "/tmp/iarelay-pg-XXXXXX";
   if (!mkdtemp(tmpl)) {
     error_ = "mkdtemp failed";
-    return;
+    return false;
   }
   dir_ = tmpl;
   if (geteuid() == 0) {
     const passwd* pw = getpwnam("postgres");
     if (!pw) {
       error_ = "running as root and there is no postgres user to run PostgreSQL as";
-      return;
+      return false;
     }
     as_postgres_ = true;
     if (chown(dir_.c_str(), pw->pw_uid, pw->pw_gid) != 0) {
       error_ = "chown of " + dir_ + " failed";
-      return;
+      return false;
     }
   }
+  return true;
+}
+
+PgCluster::PgCluster(bool fsync) : fsync_(fsync) {
+  if (!make_dir()) return;
   // initdb (about 2 s) once per machine and server version: a template directory made by the
   // first test that needs it (into a directory of its own, then renamed: a test running
   // beside it never sees half of one), copied for each cluster (a fraction of a second).
@@ -84,6 +89,39 @@ PgCluster::PgCluster(bool fsync) : fsync_(fsync) {
   }
   port_ = free_port();
   error_ = start();
+}
+
+PgCluster::PgCluster(StandbyOf of) : fsync_(of.primary.fsync_) {
+  if (!make_dir()) return;
+  // The initdb template's pg_hba.conf trusts replication connections on loopback.
+  auto r = run({"/bin/sh", "-c",
+                as_owner(bin_dir_ + "/pg_basebackup") + " -d '" + of.primary.uri() + "' -D " +
+                    dir_ + "/data -R -X stream --no-sync"});
+  if (r.exit_code != 0) {
+    error_ = failure("pg_basebackup", r);
+    return;
+  }
+  port_ = free_port();
+  if (error_ = start(); !error_.empty()) return;
+  // Synchronous: the primary answers a COMMIT once this standby has it on disk.
+  std::string out =
+      of.primary.psql("ALTER SYSTEM SET synchronous_standby_names = '*'; SELECT pg_reload_conf()");
+  if (out.rfind("ERROR", 0) == 0) {
+    error_ = "setting synchronous_standby_names: " + out;
+    return;
+  }
+  for (int i = 0; i < 300; ++i) {
+    if (of.primary.psql("SELECT sync_state FROM pg_stat_replication") == "sync") return;
+    usleep(100 * 1000);
+  }
+  error_ = "the standby did not become the primary's synchronous standby within 30 s: " +
+           of.primary.psql("SELECT application_name, state, sync_state FROM pg_stat_replication");
+}
+
+std::string PgCluster::promote() {
+  auto r = run(
+      {"/bin/sh", "-c", as_owner(bin_dir_ + "/pg_ctl") + " -D " + dir_ + "/data -w -t 60 promote"});
+  return r.exit_code == 0 ? "" : failure("pg_ctl promote", r);
 }
 
 PgCluster::~PgCluster() {

@@ -13,6 +13,13 @@ class PgCluster {
  public:
   // fsync off by default (tests of behaviour, not of durability): a faster start and commits.
   explicit PgCluster(bool fsync = false);
+  // A streaming standby of `primary` (pg_basebackup -R), started on a port of its own; made the
+  // primary's synchronous standby (synchronous_standby_names), so that a COMMIT the primary
+  // answers is on both. error() says why not.
+  struct StandbyOf {
+    PgCluster& primary;
+  };
+  explicit PgCluster(StandbyOf of);
   ~PgCluster();
   PgCluster(const PgCluster&) = delete;
   PgCluster& operator=(const PgCluster&) = delete;
@@ -30,8 +37,12 @@ class PgCluster {
   // pg_ctl stop -m MODE ("fast", "immediate"), and start again on the same port.
   std::string stop(const std::string& mode = "fast");
   std::string start();
+  // pg_ctl promote (a standby becomes a primary that takes writes); waits for it.
+  std::string promote();
 
  private:
+  // A private directory (owned by `postgres` when run by root), in dir_; false with error_ set.
+  bool make_dir();
   std::string as_owner(const std::string& program) const;
   std::string dir_, bin_dir_;
   int port_ = 0;

@@ -26,11 +26,6 @@ std::string one_line(const char* message) {
   return m;
 }
 
-struct ResultDeleter {
-  void operator()(PGresult* r) const { PQclear(r); }
-};
-using ResultPtr = std::unique_ptr<PGresult, ResultDeleter>;
-
 }  // namespace
 
 namespace {
@@ -88,11 +83,20 @@ Result<std::unique_ptr<PgConnection>> PgConnection::connect(const std::string& c
   return out;
 }
 
+void PgConnection::ResultDeleter::operator()(pg_result* r) const {
+  PQclear(r);
+}
+
 PgConnection::~PgConnection() {
   PQfinish(conn_);
 }
 
 Status PgConnection::exec(const std::string& sql) {
+  // A ROLLBACK undoes whatever the deferred commands would do; anything else comes after them.
+  if (sql == "ROLLBACK")
+    deferred_.clear();
+  else if (Status s = flush(); !s)
+    return s;
   ResultPtr r(PQexec(conn_, sql.c_str()));
   ExecStatusType st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
   if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return Status::ok();
@@ -143,11 +147,91 @@ Result<PgConnection::Executed> PgConnection::execute(const std::string& sql, con
     lengths.push_back(p.value ? static_cast<int>(p.value->size()) : 0);
     formats.push_back(p.binary ? 1 : 0);
   }
-  ResultPtr r(PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr,
-                           values.data(), lengths.data(), formats.data(), binary_results ? 1 : 0));
+  auto name = prepared(sql, static_cast<int>(values.size()));
+  if (!name) return name.status();
+  const int n = static_cast<int>(values.size()), results = binary_results ? 1 : 0;
+  if (!deferred_.empty()) {
+    auto r = pipeline([&] {
+      return (name->empty() ? PQsendQueryParams(conn_, sql.c_str(), n, nullptr, values.data(),
+                                                lengths.data(), formats.data(), results)
+                            : PQsendQueryPrepared(conn_, name->c_str(), n, values.data(),
+                                                  lengths.data(), formats.data(), results)) == 1;
+    });
+    if (!r) return r.status();
+    return Executed{std::move(*r)};
+  }
+  ResultPtr r(name->empty() ? PQexecParams(conn_, sql.c_str(), n, nullptr, values.data(),
+                                           lengths.data(), formats.data(), results)
+                            : PQexecPrepared(conn_, name->c_str(), n, values.data(), lengths.data(),
+                                             formats.data(), results));
   ExecStatusType st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return failure(r.get());
   return Executed{std::move(r)};
+}
+
+void PgConnection::defer(std::string sql) {
+  deferred_.push_back(std::move(sql));
+}
+
+Status PgConnection::flush() {
+  if (deferred_.empty()) return Status::ok();
+  auto r = pipeline(nullptr);
+  return r ? Status::ok() : r.status();
+}
+
+// The deferred commands, then the statement `send_main` sends (none when null), in one
+// pipeline: one round trip. The first failure among them is returned (a statement after a
+// failed one is not run: PGRES_PIPELINE_ABORTED). A pipeline that could not be sent or read
+// whole leaves the connection in a state nothing else can use: Unavailable, so that its owner
+// connects again.
+Result<PgConnection::ResultPtr> PgConnection::pipeline(const std::function<bool()>& send_main) {
+  const std::vector<std::string> ahead = std::move(deferred_);
+  deferred_.clear();
+  auto broken = [&] {
+    return Status::unavailable("postgresql: " + one_line(PQerrorMessage(conn_)) +
+                               " (in a pipeline of " + std::to_string(ahead.size() + 1) +
+                               " statements)");
+  };
+  if (PQenterPipelineMode(conn_) != 1) return broken();
+  bool sent = true;
+  for (const std::string& c : ahead)
+    sent =
+        sent && PQsendQueryParams(conn_, c.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
+  if (send_main) sent = sent && send_main();
+  if (!sent || PQpipelineSync(conn_) != 1) return broken();
+  Status first_failure;
+  ResultPtr main_result;
+  const std::size_t queries = ahead.size() + (send_main ? 1 : 0);
+  for (std::size_t i = 0; i < queries; ++i) {
+    ResultPtr r(PQgetResult(conn_));
+    if (!r) return broken();
+    while (PGresult* more = PQgetResult(conn_)) PQclear(more);  // up to this query's end
+    const ExecStatusType st = PQresultStatus(r.get());
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && first_failure)
+      first_failure = st == PGRES_PIPELINE_ABORTED
+                          ? Status::io_error("postgresql: not run, a statement before it failed")
+                          : failure(r.get());
+    if (send_main && i + 1 == queries) main_result = std::move(r);
+  }
+  ResultPtr sync(PQgetResult(conn_));
+  if (!sync || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC || PQexitPipelineMode(conn_) != 1)
+    return broken();
+  if (!first_failure) return first_failure;
+  return main_result;
+}
+
+Result<std::string> PgConnection::prepared(const std::string& sql, int n_params) {
+  // More texts than the journal has statements: some caller builds its SQL (an operator's
+  // filter); those run unprepared rather than fill the server's memory.
+  constexpr std::size_t kMaxStatements = 256;
+  if (auto it = statements_.find(sql); it != statements_.end()) return it->second;
+  if (statements_.size() >= kMaxStatements) return std::string();
+  std::string name = "iarelay_" + std::to_string(statements_.size());
+  // Prepared outside any transaction's fate: a prepared statement outlives a rollback.
+  ResultPtr r(PQprepare(conn_, name.c_str(), sql.c_str(), n_params, nullptr));
+  if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK) return failure(r.get());
+  statements_.emplace(sql, name);
+  return name;
 }
 
 Result<std::vector<PgRow>> PgConnection::query(const std::string& sql, const PgParams& params,
@@ -178,6 +262,7 @@ bool PgConnection::in_failed_transaction() const {
 }
 
 Result<std::string> PgConnection::command_tag(const std::string& sql) {
+  if (Status s = flush(); !s) return s;
   ResultPtr r(PQexec(conn_, sql.c_str()));
   ExecStatusType st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return failure(r.get());

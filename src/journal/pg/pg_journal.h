@@ -6,10 +6,12 @@
 // prints the connection string. Connections are not thread-safe: each thread owns its own.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "common/status.h"
@@ -60,18 +62,38 @@ class PgConnection {
   // Runs a statement without parameters and returns its command tag ("COMMIT", "ROLLBACK").
   Result<std::string> command_tag(const std::string& sql);
   // Whether the open transaction had a statement fail (the server then refuses all but
-  // ROLLBACK, and answers COMMIT with ROLLBACK).
+  // ROLLBACK, and answers COMMIT with ROLLBACK). Not yet known of deferred commands: flush()
+  // first.
   bool in_failed_transaction() const;
+  // A command without parameters or rows (SAVEPOINT, RELEASE SAVEPOINT) sent ahead of the
+  // next statement, in one round trip with it (libpq's pipeline mode); its failure is that
+  // statement's. exec("ROLLBACK") drops what is deferred; exec, command_tag and flush send it.
+  void defer(std::string sql);
+  // Sends the deferred commands now; the first failure among them.
+  Status flush();
 
  private:
   explicit PgConnection(pg_conn* conn) : conn_(conn) {}
   struct Executed;
+  struct ResultDeleter {
+    void operator()(pg_result* r) const;
+  };
+  using ResultPtr = std::unique_ptr<pg_result, ResultDeleter>;
+  Result<ResultPtr> pipeline(const std::function<bool()>& send_main);
+  std::vector<std::string> deferred_;
   // The Status of a failed statement: Unavailable when the connection is gone or the server
   // takes no writes (read-only, out of disk), Conflict for a deadlock or
   // serialization failure (may run again), IoError otherwise.
   Status failure(const pg_result* r);
   Result<Executed> execute(const std::string& sql, const PgParams& params, bool binary_results);
+  // The name of `sql` prepared on this connection, preparing it at its first use; empty when
+  // the cache is full (the statement then runs unprepared).
+  Result<std::string> prepared(const std::string& sql, int n_params);
   pg_conn* conn_;
+  // The journal's statements are a fixed set of texts: each is parsed and planned once per
+  // connection instead of at every call (parse and plan were most of the writer's server time
+  // in a drain, docs/benchmarks.md).
+  std::unordered_map<std::string, std::string> statements_;
 };
 
 // migrations/postgresql/NNNN_*.sql, embedded at build time.

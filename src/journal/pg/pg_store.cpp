@@ -182,6 +182,24 @@ class PgTx final : public JournalTx {
   bool transition(std::string_view id, WebhookState from, WebhookState to,
                   const TransitionFields& f) override {
     PgParams p;
+    const std::string sql = transition_sql(id, from, to, f, p);
+    return must(db_.command(sql, p)) == 1;
+  }
+
+  // One statement: the attempt row inserted by a data-modifying WITH, the transition its main
+  // statement (both or neither, as any statement).
+  bool record_outcome(const AttemptRecord* a, std::string_view id, WebhookState from,
+                      WebhookState to, const TransitionFields& f) override {
+    if (!a) return transition(id, from, to, f);
+    PgParams p = attempt_params(*a);
+    const std::string sql = std::string("WITH attempt AS (") + kInsertAttempt + ") " +
+                            transition_sql(id, from, to, f, p);
+    return must(db_.command(sql, p)) == 1;
+  }
+
+  // The UPDATE of a transition, its parameters appended to `p` (numbered after those in it).
+  static std::string transition_sql(std::string_view id, WebhookState from, WebhookState to,
+                                    const TransitionFields& f, PgParams& p) {
     auto param = [&p](PgValue v) {
       p.push_back(std::move(v));
       return "$" + std::to_string(p.size());
@@ -204,7 +222,7 @@ class PgTx final : public JournalTx {
     if (f.last_error) sql += ", last_error = " + param(*f.last_error);
     sql += " WHERE id = " + param(std::string(id));
     sql += " AND state = " + param(std::string(to_string(from)));
-    return must(db_.command(sql, p)) == 1;
+    return sql;
   }
 
   // On a journal several relays share, a relay starting up takes back only the calls of
@@ -223,14 +241,24 @@ class PgTx final : public JournalTx {
         {std::string(agent)})));
   }
 
+  static constexpr const char* kInsertAttempt =
+      "INSERT INTO attempts (webhook_id, attempt, agent, started_at, duration_ms, http_status, "
+      "error, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+  static PgParams attempt_params(const AttemptRecord& a) {
+    return {
+        a.webhook_id,
+        std::to_string(a.attempt),
+        a.agent,
+        format_time(a.started_at),
+        std::to_string(a.duration_ms),
+        a.http_status ? std::optional<std::string>(std::to_string(*a.http_status)) : std::nullopt,
+        a.error,
+        a.outcome};
+  }
+
   void record_attempt(const AttemptRecord& a) override {
-    must(db_.command(
-        "INSERT INTO attempts (webhook_id, attempt, agent, started_at, duration_ms, http_status, "
-        "error, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        {a.webhook_id, std::to_string(a.attempt), a.agent, format_time(a.started_at),
-         std::to_string(a.duration_ms),
-         a.http_status ? std::optional<std::string>(std::to_string(*a.http_status)) : std::nullopt,
-         a.error, a.outcome}));
+    must(db_.command(kInsertAttempt, attempt_params(a)));
   }
 
   std::optional<AgentRow> load_agent(std::string_view id) override {
@@ -353,6 +381,23 @@ class PgTx final : public JournalTx {
     return queued_webhook(rows[0]);
   }
 
+  // One statement for the three reads: the next webhook of the alert (event index), then the
+  // queue ahead of it (queue index), both bounded.
+  std::optional<QueuedWebhook> next_of_alert_near_head(std::string_view agent,
+                                                       std::string_view event_id,
+                                                       std::int64_t after_seq, int walk) override {
+    auto rows = must(db_.query(
+        std::string("SELECT ") + kQueuedColumns + " FROM (SELECT " + kQueuedColumns +
+            " FROM webhooks WHERE event_id = $1 AND seq > $2 AND assigned_agent = $3 AND state = "
+            "'queued' ORDER BY seq LIMIT 1) n WHERE (SELECT count(*) FROM (SELECT 1 FROM webhooks "
+            "w WHERE w.assigned_agent = $3 AND w.state = 'queued' AND w.seq < n.seq LIMIT $4) "
+            "ahead) < $4 AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.assigned_agent = $3 AND "
+            "w.state = 'queued' AND w.seq < n.seq AND w.event_id = $1)",
+        {std::string(event_id), number(after_seq), std::string(agent), number(walk)}));
+    if (rows.empty()) return std::nullopt;
+    return queued_webhook(rows[0]);
+  }
+
   int queued_ahead(std::string_view agent, std::int64_t before_seq, int limit) override {
     auto rows = must(db_.query(
         "SELECT count(*) FROM (SELECT 1 FROM webhooks WHERE assigned_agent = $1 AND state = "
@@ -454,7 +499,9 @@ class PgTx final : public JournalTx {
   }
 
   Status in_savepoint(const std::function<void()>& fn) override {
-    must(db_.command("SAVEPOINT step"));
+    // Sent with the savepoint's first statement, and the RELEASE with the transaction's next
+    // one: the chain step of each outcome costs no round trips of its own.
+    db_.defer("SAVEPOINT step");
     // Locks taken inside the savepoint (the turn to take seqs: lock_seq_order) go with it when
     // it is rolled back: taken again by the transaction's next insert.
     const bool seq_order_locked = seq_order_locked_;
@@ -473,7 +520,7 @@ class PgTx final : public JournalTx {
       must(db_.command("ROLLBACK TO SAVEPOINT step"));
       seq_order_locked_ = seq_order_locked;
     }
-    must(db_.command("RELEASE SAVEPOINT step"));
+    db_.defer("RELEASE SAVEPOINT step");
     return out;
   }
 
@@ -587,6 +634,12 @@ class PgBackend final : public JournalBackend {
 
   Status transact_once(const std::function<void(JournalTx&)>& op) {
     if (Status s = begin_and_run("BEGIN ISOLATION LEVEL READ COMMITTED", op); !s) return s;
+    // What the operation deferred (a savepoint's release) first: a COMMIT after a failed one
+    // would never run, leaving the transaction open and failed.
+    if (Status s = db_.flush(); !s) {
+      (void)db_.exec("ROLLBACK");
+      return s;
+    }
     // A statement failed and the operation caught it and went on: PostgreSQL has aborted the
     // whole transaction (SQLite undoes that statement alone). Nothing of it is stored: never
     // reported as committed.

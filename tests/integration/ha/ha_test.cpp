@@ -84,9 +84,10 @@ class TwoRelays : public ::testing::Test {
   // Relay r's configuration file, with the first `agents` agents and the top-level lines `top`;
   // returns its path.
   std::string write_config(int r, int agents, const std::string& top = "") {
-    std::string conf = top + "journal = " + cluster_.uri("journal") +
-                       "\nlog_level = info\nlease = " + std::to_string(kLeaseMs) +
-                       "ms\n[listen]\naddress = 127.0.0.1:" + std::to_string(ports_[r]) + "\n";
+    std::string conf =
+        top + "journal = " + (journal_uri_.empty() ? cluster_.uri("journal") : journal_uri_) +
+        "\nlog_level = info\nlease = " + std::to_string(kLeaseMs) +
+        "ms\n[listen]\naddress = 127.0.0.1:" + std::to_string(ports_[r]) + "\n";
     for (int i = 0; i < agents; ++i)
       conf += std::string("[agent.") + kAgents[i] +
               "]\ncallback = http://127.0.0.1:" + std::to_string(sink_ports_[i]) +
@@ -103,7 +104,7 @@ class TwoRelays : public ::testing::Test {
   // Agent -> owner of its live lease, as the journal says.
   std::map<std::string, std::string> owners() {
     std::map<std::string, std::string> out;
-    for (const auto& line : lines_of(cluster_.psql(
+    for (const auto& line : lines_of(db_->psql(
              "SELECT agent, owner FROM agent_leases WHERE expires_at > now()", "journal"))) {
       auto f = split(line, '|');
       if (f.size() == 2) out[f[0]] = f[1];
@@ -169,8 +170,7 @@ class TwoRelays : public ::testing::Test {
     const std::set<std::string> ids = accepted();
     EXPECT_GE(ids.size(), at_least);
     auto delivered = [&] {
-      auto out =
-          cluster_.psql("SELECT count(*) FROM webhooks WHERE state = 'delivered'", "journal");
+      auto out = db_->psql("SELECT count(*) FROM webhooks WHERE state = 'delivered'", "journal");
       return out.empty() || out[0] == 'E' ? 0L : std::stol(out);
     };
     const auto deadline = Clock::now() + 300s;
@@ -178,8 +178,8 @@ class TwoRelays : public ::testing::Test {
       std::this_thread::sleep_for(100ms);
     std::map<std::string, long> seq;
     std::map<std::string, std::string> event;
-    for (const auto& line : lines_of(cluster_.psql(
-             "SELECT id, seq, event_id, state FROM webhooks ORDER BY seq", "journal"))) {
+    for (const auto& line : lines_of(
+             db_->psql("SELECT id, seq, event_id, state FROM webhooks ORDER BY seq", "journal"))) {
       auto f = split(line, '|');
       ASSERT_EQ(f.size(), 4u) << line;
       seq[f[0]] = std::stol(f[1]);
@@ -217,7 +217,7 @@ class TwoRelays : public ::testing::Test {
     // Only a call whose outcome never reached the journal (each outcome is journaled with its
     // attempt row) can be made again: the calls in flight, and those whose outcome was being
     // committed, at the kill or the stop.
-    const auto attempts_out = lines_of(cluster_.psql("SELECT count(*) FROM attempts", "journal"));
+    const auto attempts_out = lines_of(db_->psql("SELECT count(*) FROM attempts", "journal"));
     const long attempts = attempts_out.empty() ? 0 : std::stol(attempts_out[0]);
     const long unjournaled = calls - attempts;
     std::cout << "[ info ] " << what << ": calls whose outcome was not journaled=" << unjournaled
@@ -237,6 +237,8 @@ class TwoRelays : public ::testing::Test {
   }
 
   PgCluster cluster_;
+  PgCluster* db_ = &cluster_;  // the server that takes writes, which the checks read
+  std::string journal_uri_;    // the relays' journal, when not cluster_'s database
   TempDir dir_;
   std::string latency_ = "0ms";
   int sink_ports_[2] = {0, 0};
@@ -288,6 +290,46 @@ TEST_F(TwoRelays, Kill9OfTheOwnerLosesNothingAndTheOtherDeliversWithinTheLease) 
   EXPECT_EQ(relays_[1]->wait(), 0);
 }
 
+// The primary is killed (pg_ctl stop -m immediate) mid-stream and its synchronous standby
+// promoted; the relays follow through their multi-host connection string
+// (target_session_attrs=read-write) and lose nothing the primary acknowledged: a COMMIT it
+// answered was on the standby too.
+TEST_F(TwoRelays, APromotedSynchronousStandbyTakesOverAndNothingAcknowledgedIsLost) {
+  PgCluster standby(PgCluster::StandbyOf{cluster_});
+  ASSERT_EQ(standby.error(), "");
+  journal_uri_ = "postgresql://iarelay@127.0.0.1:" + std::to_string(cluster_.port()) +
+                 ",127.0.0.1:" + std::to_string(standby.port()) +
+                 "/journal?target_session_attrs=read-write&connect_timeout=2";
+  start_relay(0);
+  ASSERT_TRUE(wait_until([&] { return owners().size() == 2; }, 10s));
+  start_relay(1);
+  start_sending();
+  ASSERT_TRUE(wait_until([&] { return accepted().size() > 300; }, 30s));
+  const auto killed = Clock::now();
+  ASSERT_EQ(cluster_.stop("immediate"), "");
+  // What the primary acknowledged by now is all that any sender was told (the relays answer
+  // 202 after the COMMIT).
+  const std::size_t accepted_at_kill = accepted().size();
+  ASSERT_EQ(standby.promote(), "");
+  db_ = &standby;
+  const auto promoted = Clock::now();
+  const int before[2] = {delivered_at_sink(0), delivered_at_sink(1)};
+  long resumed = ms_until_sink_grows(0, before[0], 30s);
+  std::cout << "[ info ] primary killed, standby promoted "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(promoted - killed).count()
+            << " ms later; agent a1 delivered again " << resumed << " ms after the promotion\n";
+  EXPECT_GE(resumed, 0);
+  ASSERT_TRUE(wait_until([&] { return accepted().size() > accepted_at_kill + 100; }, 30s))
+      << "intake did not take webhooks again\n"
+      << read_file(err_file(0));
+  stop_sending();
+  expect_all_delivered_in_order(2 * kMaxInflight, "primary killed, standby promoted");
+  for (int r = 0; r < 2; ++r) {
+    relays_[r]->signal(SIGTERM);
+    EXPECT_EQ(relays_[r]->wait(), 0) << read_file(err_file(r));
+  }
+}
+
 // The owner is stopped (SIGSTOP) with calls in flight for longer than its lease; the other
 // relay takes the agents and delivers their webhooks again; the owner wakes up (SIGCONT) to
 // its calls' answers and must write none of those outcomes (fenced): the journal holds fewer
@@ -322,7 +364,7 @@ TEST_F(SlowAgents, AnOwnerStoppedPastItsLeaseWritesNoOutcomeWhenItWakes) {
   expect_all_delivered_in_order(2 * kMaxInflight, "SIGSTOP past the lease");
   int calls = 0;
   for (int i = 0; i < 2; ++i) calls += static_cast<int>(lines_of(read_file(sink_file(i))).size());
-  const long attempts = std::stol(cluster_.psql("SELECT count(*) FROM attempts", "journal"));
+  const long attempts = std::stol(db_->psql("SELECT count(*) FROM attempts", "journal"));
   const std::string log = read_file(err_file(0));
   std::size_t fenced = 0;
   for (std::size_t at = log.find("another relay took the agent"); at != std::string::npos;

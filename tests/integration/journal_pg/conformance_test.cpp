@@ -496,6 +496,21 @@ TEST_P(ConformanceReads, TheChainStepsChecksFindTheAlertsQueuedWebhooksAroundASe
     EXPECT_TRUE(j.queued_of_event_ahead("a1", "ev-2", seq_["01R6"]));
     EXPECT_FALSE(j.queued_of_event_ahead("a1", "ev-3", seq_["01R6"]));
 
+    // The three together, as the chain step asks (PostgreSQL: one statement).
+    auto near = j.next_of_alert_near_head("a1", "ev-2", 0, 10);
+    ASSERT_TRUE(near);
+    EXPECT_EQ(near->id, "01R2");
+    EXPECT_EQ(near->seq, seq_["01R2"]);
+    EXPECT_EQ(near->event_id, "ev-2");
+    EXPECT_EQ(near->received_at, kT0);
+    EXPECT_FALSE(j.next_of_alert_near_head("a1", "ev-2", 0, 1))
+        << "01R1 is queued ahead of 01R2: not fewer than the walk";
+    EXPECT_FALSE(j.next_of_alert_near_head("a1", "ev-1", seq_["01R1"], 10))
+        << "01R3 has 01R1 of its alert queued ahead of it";
+    EXPECT_FALSE(j.next_of_alert_near_head("a1", "ev-2", seq_["01R2"], 10)) << "01R7 is held";
+    EXPECT_FALSE(j.next_of_alert_near_head("a1", "ev-1", seq_["01R6"], 10));
+    EXPECT_EQ(j.next_of_alert_near_head("a2", "ev-1", 0, 10)->id, "01R4");
+
     EXPECT_EQ(j.queued_of_event_within("a1", "ev-2", seq_["01R6"], 10), true);
     EXPECT_EQ(j.queued_of_event_within("a1", "ev-9", seq_["01R6"], 4), false);
     EXPECT_EQ(j.queued_of_event_within("a1", "ev-9", seq_["01R6"], 3), std::nullopt)
@@ -720,6 +735,43 @@ TEST_P(Conformance, ATransitionSettingAndIncrementingAttemptsIsOneOutcome) {
   });
   EXPECT_TRUE(s) << s.message();
   EXPECT_TRUE(moved);
+}
+
+// A call's outcome in one operation: the attempt row and the transition both, or, when the
+// webhook is not in the state it leaves, the attempt row alone (as record_attempt then
+// transition do); without a call, the transition alone.
+TEST_P(Conformance, AnOutcomeRecordsItsAttemptAndItsTransition) {
+  insert(webhook("01O1"));
+  insert(webhook("01O2"));
+  AttemptRecord a;
+  a.webhook_id = "01O1";
+  a.attempt = 1;
+  a.agent = "a1";
+  a.started_at = 1700000000000;
+  a.duration_ms = 12;
+  a.http_status = 204;
+  a.outcome = "delivered";
+  TransitionFields f;
+  f.last_status = std::optional<int>(204);
+  bool moved = false, stale = true, bare = false;
+  Status s = backend_->transact([&](JournalTx& j) {
+    moved = j.record_outcome(&a, "01O1", WebhookState::kQueued, WebhookState::kDelivered, f);
+    AttemptRecord again = a;
+    again.attempt = 2;
+    stale = j.record_outcome(&again, "01O1", WebhookState::kQueued, WebhookState::kFailed, f);
+    bare = j.record_outcome(nullptr, "01O2", WebhookState::kQueued, WebhookState::kFailed, {});
+  });
+  ASSERT_TRUE(s) << s.message();
+  EXPECT_TRUE(moved);
+  EXPECT_FALSE(stale) << "01O1 had left queued";
+  EXPECT_TRUE(bare);
+  EXPECT_EQ(scalar("SELECT state FROM webhooks WHERE id = '01O1'"), "delivered");
+  EXPECT_EQ(scalar("SELECT last_status FROM webhooks WHERE id = '01O1'"), "204");
+  EXPECT_EQ(scalar("SELECT state FROM webhooks WHERE id = '01O2'"), "failed");
+  EXPECT_EQ(scalar("SELECT count(*) FROM attempts"), "2");
+  EXPECT_EQ(scalar("SELECT count(*) FROM attempts WHERE webhook_id = '01O1' AND http_status = "
+                   "204 AND outcome = 'delivered' AND duration_ms = 12"),
+            "2");
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::Values("sqlite", "postgresql"),
