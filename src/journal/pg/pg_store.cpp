@@ -382,7 +382,9 @@ class PgTx final : public JournalTx {
   }
 
   // One statement for the three reads: the next webhook of the alert (event index), then the
-  // queue ahead of it (queue index), both bounded.
+  // queue ahead of it (queue index) and the alert's webhooks before it (event index), each
+  // bounded. Subqueries rather than NOT EXISTS: an anti join was planned as a bitmap of every
+  // queued row (webhooks_state), a subquery takes the event index with n.seq as its bound.
   std::optional<QueuedWebhook> next_of_alert_near_head(std::string_view agent,
                                                        std::string_view event_id,
                                                        std::int64_t after_seq, int walk) override {
@@ -391,8 +393,10 @@ class PgTx final : public JournalTx {
             " FROM webhooks WHERE event_id = $1 AND seq > $2 AND assigned_agent = $3 AND state = "
             "'queued' ORDER BY seq LIMIT 1) n WHERE (SELECT count(*) FROM (SELECT 1 FROM webhooks "
             "w WHERE w.assigned_agent = $3 AND w.state = 'queued' AND w.seq < n.seq LIMIT $4) "
-            "ahead) < $4 AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.assigned_agent = $3 AND "
-            "w.state = 'queued' AND w.seq < n.seq AND w.event_id = $1)",
+            "ahead) < $4 AND (SELECT count(*) FROM (SELECT 1 FROM webhooks w WHERE w.event_id = $1 "
+            "AND w.seq < n.seq AND w.assigned_agent = $3 AND w.state = 'queued' LIMIT 1) earlier) "
+            "= "
+            "0",
         {std::string(event_id), number(after_seq), std::string(agent), number(walk)}));
     if (rows.empty()) return std::nullopt;
     return queued_webhook(rows[0]);
