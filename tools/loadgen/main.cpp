@@ -1,7 +1,7 @@
-// iarelay-loadgen (README.md, "What is here"): posts realistic webhooks to an iarelayd intake over
-// --concurrency keep-alive connections (libcurl multi, one thread), retries each until 2xx, records
-// every accepted id (flushed line by line), shows progress on stderr and prints a summary on
-// stdout.
+// iarelay-loadgen (README.md, "What is here"): posts realistic webhooks to one or several iarelayd
+// intakes over --concurrency keep-alive connections (one thread), retries each until 2xx (on the
+// next relay when there are several), records every accepted id (flushed line by line), shows
+// progress on stderr and prints a summary on stdout.
 #include <curl/curl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -54,7 +54,10 @@ void on_signal(int) {
 enum class Auth { kBearer, kBasic, kQuery };
 
 struct Options {
-  std::string url, service, agent, token, record;
+  // Each relay's base URL (--url, repeatable), without trailing slashes: all http:// or all
+  // https://.
+  std::vector<std::string> urls;
+  std::string service, agent, token, record;
   Auth auth = Auth::kBearer;
   std::string user = "xmatters";  // HTTP Basic's user name
   std::uint64_t count = 1000;
@@ -65,11 +68,13 @@ struct Options {
   GeneratorOptions gen;
 };
 
-// Counters shared by the workers.
+// Counters shared by the sender and the progress thread.
 struct Totals {
+  explicit Totals(size_t urls) : accepted_by(urls) {}
   std::atomic<std::uint64_t> started{0};   // webhooks taken by a worker
   std::atomic<std::uint64_t> requests{0};  // HTTP requests made (including retries)
   std::atomic<std::uint64_t> accepted{0};
+  std::vector<std::atomic<std::uint64_t>> accepted_by;  // per --url, in the order given
   std::atomic<std::uint64_t> duplicates{0};
   std::atomic<std::uint64_t> retried{0};
   std::atomic<std::uint64_t> failed{0};
@@ -144,28 +149,33 @@ class Sender {
     if (!multi_) return false;
     epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
     if (epoll_ < 0) return false;
-    curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS, static_cast<long>(o_.concurrency));
+    // Room for a keep-alive connection from every slot to every relay.
+    curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS,
+                      static_cast<long>(o_.concurrency) * static_cast<long>(o_.urls.size()));
     // libcurl tells which sockets to watch and when to call it back; epoll watches them, so a
     // wake-up costs one event, not a pass over every connection.
     curl_multi_setopt(multi_, CURLMOPT_SOCKETFUNCTION, on_socket);
     curl_multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);
     curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, on_timer);
     curl_multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
+    // The path and query every relay is sent, after its base URL.
     CURL* probe = curl_easy_init();
     char* service = curl_easy_escape(probe, o_.service.c_str(), 0);
-    url_ = o_.url + "/v1/webhooks/" + service;
+    std::string path = std::string("/v1/webhooks/") + service;
     curl_free(service);
     if (!o_.agent.empty()) {
       char* agent = curl_easy_escape(probe, o_.agent.c_str(), 0);
-      url_ += std::string("?agent=") + agent;
+      path += std::string("?agent=") + agent;
       curl_free(agent);
     }
     if (o_.auth == Auth::kQuery && !o_.token.empty()) {
       char* token = curl_easy_escape(probe, o_.token.c_str(), 0);
-      url_ += std::string(o_.agent.empty() ? "?" : "&") + "token=" + token;
+      path += std::string(o_.agent.empty() ? "?" : "&") + "token=" + token;
       curl_free(token);
     }
     curl_easy_cleanup(probe);
+    targets_.resize(o_.urls.size());
+    for (size_t i = 0; i < targets_.size(); ++i) targets_[i].url = o_.urls[i] + path;
     // The same header on every request, by either path (raw sockets or libcurl).
     if (!o_.token.empty() && o_.auth == Auth::kBearer)
       authorization_ = "Authorization: Bearer " + o_.token;
@@ -173,11 +183,16 @@ class Sender {
       authorization_ = "Authorization: Basic " + iarelay::base64_encode(o_.user + ":" + o_.token);
     // The target as it goes out, the token (--auth query) redacted.
     static const char* const kAuthNames[] = {"bearer", "basic", "query"};
-    std::cerr << "iarelay-loadgen: POST " << iarelay::redact_token_param(url_) << " ("
-              << (o_.token.empty() ? "no token"
-                                   : std::string("--auth ") + kAuthNames[static_cast<int>(o_.auth)])
-              << ")\n";
-    if (url_.rfind("http://", 0) == 0 && !setup_raw()) return false;
+    for (const Target& target : targets_)
+      std::cerr << "iarelay-loadgen: POST " << iarelay::redact_token_param(target.url) << " ("
+                << (o_.token.empty()
+                        ? "no token"
+                        : std::string("--auth ") + kAuthNames[static_cast<int>(o_.auth)])
+                << ")\n";
+    // main() has made sure that either every URL is http:// or none is.
+    raw_ = targets_.front().url.rfind("http://", 0) == 0;
+    for (Target& target : targets_)
+      if (raw_ && !setup_raw(target)) return false;
     std::uint64_t slots =
         std::min<std::uint64_t>(o_.concurrency, std::max<std::uint64_t>(o_.count, 1));
     slots_.resize(slots);
@@ -200,6 +215,16 @@ class Sender {
   std::vector<double>& latencies_ms() { return latencies_ms_; }
 
  private:
+  // One relay (--url) and where its requests go.
+  struct Target {
+    std::string url;  // the request URL, with the token when --auth query: never shown
+    // Plain http:// only (see setup_raw): the request target, the Host header and the address.
+    std::string path, host_header;
+    sockaddr_storage addr{};
+    socklen_t addr_len = 0;
+    int family = AF_INET;
+  };
+
   struct Slot {
     CURL* easy = nullptr;
     curl_slist* headers = nullptr;
@@ -212,9 +237,12 @@ class Sender {
     Generated g;
     std::uint32_t seq_in_event = 0;
     int attempt = 0;
+    size_t target = 0;  // the relay (index in targets_) of the current attempt
     double backoff = 0.05;
-    // Plain http:// only (see send_raw): the connection and the request/response bytes.
+    // Plain http:// only (see send_raw): the connection, to targets_[fd_target], and the
+    // request/response bytes.
     int fd = -1;
+    size_t fd_target = 0;
     bool connecting = false, want_out = false;
     std::string out, in;
     size_t out_off = 0;
@@ -222,7 +250,7 @@ class Sender {
 
   void configure(Slot& slot) {
     CURL* c = slot.easy;
-    curl_easy_setopt(c, CURLOPT_URL, url_.c_str());
+    curl_easy_setopt(c, CURLOPT_URL, targets_.front().url.c_str());
     curl_easy_setopt(c, CURLOPT_PRIVATE, &slot);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
@@ -262,11 +290,11 @@ class Sender {
   // webhook and no per-request epoll_ctl, where libcurl adds socket re-registrations and poll()
   // calls that cost more CPU than the relay's own intake on a 2-core machine. https:// still
   // goes through libcurl.
-  bool setup_raw() {
-    std::string rest = url_.substr(7);
+  bool setup_raw(Target& target) {
+    std::string rest = target.url.substr(7);
     size_t slash = rest.find('/');
     std::string authority = rest.substr(0, slash);
-    target_ = slash == std::string::npos ? "/" : rest.substr(slash);
+    target.path = slash == std::string::npos ? "/" : rest.substr(slash);
     std::string host = authority, port = "80";
     if (!authority.empty() && authority.front() == '[') {
       size_t close = authority.find(']');
@@ -285,12 +313,11 @@ class Sender {
                 << "\n";
       return false;
     }
-    std::memcpy(&addr_, found->ai_addr, found->ai_addrlen);
-    addr_len_ = found->ai_addrlen;
-    family_ = found->ai_family;
+    std::memcpy(&target.addr, found->ai_addr, found->ai_addrlen);
+    target.addr_len = found->ai_addrlen;
+    target.family = found->ai_family;
     ::freeaddrinfo(found);
-    host_header_ = authority;
-    raw_ = true;
+    target.host_header = authority;
     return true;
   }
 
@@ -312,10 +339,11 @@ class Sender {
   }
 
   void send_raw(Slot& slot) {
+    const Target& target = targets_[slot.target];
     const std::string& body = slot.g.body;
     slot.out.clear();
     slot.out +=
-        "POST " + target_ + " HTTP/1.1\r\nHost: " + host_header_ +
+        "POST " + target.path + " HTTP/1.1\r\nHost: " + target.host_header +
         "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
         "\r\n";
     if (!authorization_.empty()) slot.out += authorization_ + "\r\n";
@@ -325,9 +353,12 @@ class Sender {
     slot.out += body;
     slot.out_off = 0;
     slot.in.clear();
+    // A slot keeps a connection to one relay: an attempt bound for another one reconnects.
+    if (slot.fd >= 0 && slot.fd_target != slot.target) close_raw(slot);
     if (slot.fd < 0) {
-      slot.fd = ::socket(family_, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      slot.fd = ::socket(target.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
       if (slot.fd < 0) return fail_raw(slot, std::string("socket: ") + std::strerror(errno));
+      slot.fd_target = slot.target;
       int one = 1;
       ::setsockopt(slot.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       epoll_event ev{};
@@ -335,7 +366,8 @@ class Sender {
       ev.data.u64 = static_cast<std::uint64_t>(&slot - slots_.data());
       ::epoll_ctl(epoll_, EPOLL_CTL_ADD, slot.fd, &ev);
       slot.want_out = true;
-      if (::connect(slot.fd, reinterpret_cast<sockaddr*>(&addr_), addr_len_) != 0) {
+      if (::connect(slot.fd, reinterpret_cast<const sockaddr*>(&target.addr), target.addr_len) !=
+          0) {
         if (errno != EINPROGRESS)
           return fail_raw(slot, std::string("connect: ") + std::strerror(errno));
         slot.connecting = true;
@@ -532,8 +564,14 @@ class Sender {
     slot.response.clear();
     slot.retry_after = -1;
     ++slot.attempt;
+    // The first attempt goes to relay n % K, each retry to the next one (same Idempotency-Key),
+    // so the webhooks of a relay that fails are taken by the others.
+    slot.target = static_cast<size_t>((slot.n + static_cast<std::uint64_t>(slot.attempt) - 1) %
+                                      targets_.size());
     slot.sent_at = Clock::now();
     if (raw_) return send_raw(slot);
+    if (targets_.size() > 1)
+      curl_easy_setopt(slot.easy, CURLOPT_URL, targets_[slot.target].url.c_str());
     curl_multi_add_handle(multi_, slot.easy);
   }
 
@@ -590,6 +628,7 @@ class Sender {
                                     std::chrono::system_clock::now().time_since_epoch())
                                     .count();
     totals_.accepted.fetch_add(1);
+    totals_.accepted_by[slot.target].fetch_add(1);
     auto reply = nlohmann::json::parse(slot.response, nullptr, false);
     bool duplicate = reply.is_object() && reply.value("duplicate", false);
     if (duplicate) totals_.duplicates.fetch_add(1);
@@ -608,6 +647,7 @@ class Sender {
         {"status", status},
         {"attempts", slot.attempt},
         {"accepted_at_us", accepted_at_us},
+        {"url", iarelay::redact_token_param(o_.urls[slot.target])},
     };
     recorder_.write(line.dump());
   }
@@ -624,18 +664,14 @@ class Sender {
   Clock::time_point start_;
   std::vector<std::uint32_t> event_seq_;
   std::mt19937_64 rng_;
-  std::string run_id_;         // distinguishes this run's Idempotency-Keys from earlier runs'
-  std::string url_;            // with the token when --auth query: never shown
-  std::string authorization_;  // the Authorization header line, or ""
+  std::string run_id_;           // distinguishes this run's Idempotency-Keys from earlier runs'
+  std::vector<Target> targets_;  // one per --url, in the order given
+  std::string authorization_;    // the Authorization header line, or ""
   CURLM* multi_ = nullptr;
   int epoll_ = -1;
   Clock::time_point timer_at_ = Clock::time_point::max();  // when libcurl wants a call
   bool raw_ = false;        // plain http://: our own sockets, not libcurl
   bool completed_ = false;  // an attempt ended since the loop last started webhooks
-  std::string target_, host_header_;
-  sockaddr_storage addr_{};
-  socklen_t addr_len_ = 0;
-  int family_ = AF_INET;
   std::vector<Slot> slots_;
   std::uint64_t next_ = 0;
   int shown_ = 0;
@@ -669,14 +705,20 @@ int main(int argc, char** argv) {
   Options o;
   std::string types, dialect, token_file, auth;
   po::options_description desc(
-      "Usage: iarelay-loadgen --url URL --service S [options]\n\n"
+      "Usage: iarelay-loadgen --url URL [--url URL2 ...] --service S [options]\n\n"
       "Sends realistic xMatters webhooks to an iarelayd intake (POST URL/v1/webhooks/S), "
       "retrying each until it is accepted (2xx). Prints progress on stderr each second and a "
       "summary on stdout. Exit 0 when every webhook was accepted, 1 otherwise, 2 on bad usage.\n\n"
+      "With several --url (relays sharing one journal or database), webhook n goes first to "
+      "the (n mod K)-th of the K URLs and each retry to the next URL, with the same "
+      "Idempotency-Key, so the webhooks of a relay that fails are taken by the others; the "
+      "summary's accepted_by says how many each URL accepted.\n\n"
       "Options");
   desc.add_options()("help", "show this help and exit")("version", "show the version and exit")(
-      "url", po::value(&o.url), "base URL of the relay, e.g. http://127.0.0.1:8080")(
-      "service", po::value(&o.service), "integration service (hpnnmi or applications|hpnnmi)")(
+      "url", po::value(&o.urls),
+      "base URL of the relay, e.g. http://127.0.0.1:8080; repeat it for several relays (all "
+      "http:// or all https://)")("service", po::value(&o.service),
+                                  "integration service (hpnnmi or applications|hpnnmi)")(
       "agent", po::value(&o.agent),
       "agent identifier to address (?agent=), e.g. host/10.0.0.1:8081")(
       "count", po::value(&o.count)->default_value(1000), "webhooks to send")(
@@ -702,7 +744,8 @@ int main(int argc, char** argv) {
       "record", po::value(&o.record),
       "append one JSON line per accepted webhook to this file: id, n, event, type, dialect, "
       "seq_in_event, service, agent, state, duplicate, status, attempts, accepted_at_us (wall "
-      "clock, microseconds since the epoch, when the 2xx answer was complete)")(
+      "clock, microseconds since the epoch, when the 2xx answer was complete), url (the --url "
+      "that accepted it)")(
       "no-idempotency-key",
       "do not send an Idempotency-Key (by default each webhook carries one, so a retry after "
       "a lost answer is stored once)")(
@@ -711,9 +754,18 @@ int main(int argc, char** argv) {
   po::variables_map vm;
   if (auto done = iarelay::tools::parse_options(argc, argv, desc, vm, "iarelay-loadgen"))
     return *done;
-  if (o.url.empty()) return usage_error("--url is required");
+  if (o.urls.empty()) return usage_error("--url is required");
   if (o.service.empty()) return usage_error("--service is required");
-  while (!o.url.empty() && o.url.back() == '/') o.url.pop_back();
+  for (auto& url : o.urls) {
+    while (!url.empty() && url.back() == '/') url.pop_back();
+    if (url.empty()) return usage_error("--url is empty");
+  }
+  // Plain http:// goes over the loadgen's own sockets, anything else through libcurl: one path
+  // per run keeps the sender simple.
+  auto plain = [](const std::string& url) { return url.rfind("http://", 0) == 0; };
+  if (std::any_of(o.urls.begin(), o.urls.end(), plain) &&
+      !std::all_of(o.urls.begin(), o.urls.end(), plain))
+    return usage_error("--url: give all http:// or all https:// URLs, not a mix");
   if (o.concurrency < 1 || o.concurrency > 1024)
     return usage_error("--concurrency must be between 1 and 1024");
   if (o.rate < 0) return usage_error("--rate must be >= 0");
@@ -756,10 +808,18 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   PayloadGenerator generator(o.gen);
-  Totals totals;
+  Totals totals(o.urls.size());
   auto start = Clock::now();
   Sender sender(o, generator, totals, recorder, start);
   std::atomic<bool> done{false};
+  // "accepted_by: URL=N URL=N", a token in a URL redacted.
+  auto accepted_by = [&] {
+    std::string out = "accepted_by:";
+    for (size_t i = 0; i < o.urls.size(); ++i)
+      out += " " + iarelay::redact_token_param(o.urls[i]) + "=" +
+             std::to_string(totals.accepted_by[i].load());
+    return out;
+  };
   std::thread progress([&] {
     std::uint64_t last = 0;
     auto tick = start;
@@ -769,12 +829,14 @@ int main(int argc, char** argv) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       if (done.load()) break;
       std::uint64_t acc = totals.accepted.load();
-      std::fprintf(stderr, "[%5.0fs] accepted %llu/%llu  retried %llu  failed %llu  %llu/s\n",
+      // With one relay the split says nothing the line does not.
+      std::string split = o.urls.size() > 1 ? "  " + accepted_by() : "";
+      std::fprintf(stderr, "[%5.0fs] accepted %llu/%llu  retried %llu  failed %llu  %llu/s%s\n",
                    std::chrono::duration<double>(Clock::now() - start).count(),
                    static_cast<unsigned long long>(acc), static_cast<unsigned long long>(o.count),
                    static_cast<unsigned long long>(totals.retried.load()),
                    static_cast<unsigned long long>(totals.failed.load()),
-                   static_cast<unsigned long long>(acc - last));
+                   static_cast<unsigned long long>(acc - last), split.c_str());
       last = acc;
     }
   });
@@ -793,6 +855,7 @@ int main(int argc, char** argv) {
   std::printf("sent: %llu\n", static_cast<unsigned long long>(totals.started.load()));
   std::printf("requests: %llu\n", static_cast<unsigned long long>(totals.requests.load()));
   std::printf("accepted: %llu\n", static_cast<unsigned long long>(accepted));
+  std::printf("%s\n", accepted_by().c_str());
   std::printf("duplicates: %llu\n", static_cast<unsigned long long>(totals.duplicates.load()));
   std::printf("retried: %llu\n", static_cast<unsigned long long>(totals.retried.load()));
   std::printf("failed: %llu\n", static_cast<unsigned long long>(totals.failed.load()));
