@@ -55,7 +55,20 @@ std::string connection_error(const std::string& conninfo, const char* message) {
 }  // namespace
 
 Result<std::unique_ptr<PgConnection>> PgConnection::connect(const std::string& conninfo) {
-  PGconn* conn = PQconnectdb(conninfo.c_str());
+  // TCP keepalives and a user timeout unless the connection string sets its own (it comes
+  // after them, so its values win): a server whose host vanished without closing the
+  // connection (a lost host, a partition) fails the statement waiting on it within about 30 s
+  // instead of the kernel's many minutes of retransmissions, and its owner connects again (to
+  // the promoted standby, with a multi-host string). Not used over a Unix socket.
+  const char* const keywords[] = {"keepalives",
+                                  "keepalives_idle",
+                                  "keepalives_interval",
+                                  "keepalives_count",
+                                  "tcp_user_timeout",
+                                  "dbname",
+                                  nullptr};
+  const char* const values[] = {"1", "10", "5", "3", "30000", conninfo.c_str(), nullptr};
+  PGconn* conn = PQconnectdbParams(keywords, values, 1);
   if (!conn) return Status::unavailable("postgresql: out of memory");
   if (PQstatus(conn) != CONNECTION_OK) {
     Status s =
@@ -116,6 +129,9 @@ Status PgConnection::failure(const pg_result* r) {
   // that takes them).
   if (state && (std::string_view(state) == "25006" || std::string_view(state) == "53100"))
     return Status::unavailable(message);
+  // A prepared statement the server no longer has (a pooler between, a DISCARD ALL): a new
+  // connection prepares them again.
+  if (state && std::string_view(state) == "26000") return Status::unavailable(message);
   return Status::io_error(message);
 }
 
@@ -225,7 +241,13 @@ Result<std::string> PgConnection::prepared(const std::string& sql, int n_params)
   // filter); those run unprepared rather than fill the server's memory.
   constexpr std::size_t kMaxStatements = 256;
   if (auto it = statements_.find(sql); it != statements_.end()) return it->second;
-  if (statements_.size() >= kMaxStatements) return std::string();
+  // A statement of more parameters is built for a batch (a multi-row INSERT): its text changes
+  // with the batch's size, and preparing each size would fill the cache.
+  constexpr int kMaxPreparedParams = 32;
+  if (statements_.size() >= kMaxStatements || n_params > kMaxPreparedParams) return std::string();
+  // The deferred commands (a SAVEPOINT) first: a statement that fails to prepare fails inside
+  // the savepoint, which a ROLLBACK TO can then undo.
+  if (Status s = flush(); !s) return s;
   std::string name = "iarelay_" + std::to_string(statements_.size());
   // Prepared outside any transaction's fate: a prepared statement outlives a rollback.
   ResultPtr r(PQprepare(conn_, name.c_str(), sql.c_str(), n_params, nullptr));
@@ -255,6 +277,15 @@ Result<std::vector<PgRow>> PgConnection::query(const std::string& sql, const PgP
     rows.push_back(std::move(row));
   }
   return rows;
+}
+
+std::string PgConnection::option(const std::string& keyword) const {
+  std::string out;
+  PQconninfoOption* options = PQconninfo(conn_);
+  for (PQconninfoOption* o = options; o && o->keyword; ++o)
+    if (keyword == o->keyword && o->val) out = o->val;
+  PQconninfoFree(options);
+  return out;
 }
 
 bool PgConnection::in_failed_transaction() const {

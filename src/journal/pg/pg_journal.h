@@ -51,6 +51,9 @@ class PgConnection {
   PgConnection& operator=(const PgConnection&) = delete;
 
   pg_conn* handle() { return conn_; }
+  // The value of a connection option in effect (libpq's keyword: "keepalives_idle"), "" when
+  // unset.
+  std::string option(const std::string& keyword) const;
   // Runs one or more statements without parameters.
   Status exec(const std::string& sql);
   // Runs one statement with parameters ($1, $2, ...) and returns its rows: as text, or with

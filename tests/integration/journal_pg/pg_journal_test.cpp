@@ -263,6 +263,128 @@ TEST_F(PgJournal, QueueReadsTakeTheQueueIndexWhateverTheStatisticsSay) {
   }
 }
 
+// A server whose host vanished never closes its connections: TCP keepalives and a user
+// timeout fail the relay's waiting statement within about 30 s, so that it connects again.
+// The connection string's own values win.
+TEST_F(PgJournal, ConnectionsUseTcpKeepalivesUnlessTheConnectionStringSaysOtherwise) {
+  auto db = connect();
+  ASSERT_TRUE(db);
+  EXPECT_EQ(db->option("keepalives"), "1");
+  EXPECT_EQ(db->option("keepalives_idle"), "10");
+  EXPECT_EQ(db->option("keepalives_interval"), "5");
+  EXPECT_EQ(db->option("keepalives_count"), "3");
+  EXPECT_EQ(db->option("tcp_user_timeout"), "30000");
+  auto own = PgConnection::connect(cluster_.uri() + "?keepalives_idle=42&tcp_user_timeout=0");
+  ASSERT_TRUE(own) << own.status().message();
+  EXPECT_EQ((*own)->option("keepalives_idle"), "42");
+  EXPECT_EQ((*own)->option("tcp_user_timeout"), "0");
+  EXPECT_EQ((*own)->option("keepalives_count"), "3");
+  EXPECT_EQ((*own)->option("port"), std::to_string(cluster_.port()));
+}
+
+// Review: statistics an ANALYZE took before migration 0003 (a backlog all queued) stayed in
+// use after SET STATISTICS 0, for good; 0003 drops them.
+TEST_F(PgJournal, StatisticsTakenBeforeMigration0003AreDropped) {
+  auto db = connect();
+  ASSERT_TRUE(db);
+  ASSERT_TRUE(pg_migrate(*db));
+  ASSERT_EQ(pg_migrations().back().name, "0003_queue_plans");
+  // A journal as 0002 left it, analyzed while its backlog was all queued; then 0003 again.
+  ASSERT_EQ(cluster_.psql("ALTER TABLE webhooks ALTER COLUMN state SET STATISTICS -1; INSERT INTO "
+                          "webhooks (id, source, received_at, service, type, state, "
+                          "assigned_agent, event_id, payload) SELECT 'w' || i, 'direct', 't', "
+                          "'s', 'status', 'queued', 'a1', 'e' || (i / 4), '{}' FROM "
+                          "generate_series(1, 50000) i"),
+            "");
+  ASSERT_EQ(cluster_.psql("ANALYZE webhooks"), "");
+  ASSERT_EQ(cluster_.psql(
+                "SELECT count(*) FROM pg_stats WHERE tablename = 'webhooks' AND attname = 'state'"),
+            "1");
+  ASSERT_TRUE(db->exec(pg_migrations().back().sql));
+  ASSERT_EQ(cluster_.psql("UPDATE webhooks SET state = 'delivered' WHERE seq <= 45000"), "");
+  ASSERT_EQ(cluster_.psql("ANALYZE webhooks"), "");
+  EXPECT_EQ(cluster_.psql(
+                "SELECT count(*) FROM pg_stats WHERE tablename = 'webhooks' AND attname = 'state'"),
+            "0");
+  const std::string plan = cluster_.psql(
+      "EXPLAIN SELECT count(*) FROM (SELECT 1 FROM webhooks WHERE assigned_agent = 'a1' AND state "
+      "= 'queued' AND seq < 45100 LIMIT 256) ahead");
+  EXPECT_NE(plan.find("webhooks_queue"), std::string::npos) << plan;
+  EXPECT_EQ(plan.find("webhooks_pkey"), std::string::npos) << plan;
+}
+
+// Review: a deferred SAVEPOINT went to the server after the PREPARE of the savepoint's first
+// statement; a statement failing to prepare then aborted the whole transaction, beyond what
+// ROLLBACK TO could undo.
+TEST_F(PgJournal, AStatementFailingToPrepareInsideASavepointIsUndoneByRollingBackToIt) {
+  auto db = connect();
+  ASSERT_TRUE(db);
+  ASSERT_TRUE(pg_migrate(*db));
+  ASSERT_TRUE(db->exec("BEGIN"));
+  ASSERT_TRUE(
+      db->command("INSERT INTO agents (id, state, state_since) VALUES ($1, 'up', 't')", {"kept"}));
+  db->defer("SAVEPOINT step");
+  EXPECT_FALSE(db->query("SELECT nope FROM agents WHERE id = $1", {"a"}));
+  auto undone = db->command("ROLLBACK TO SAVEPOINT step");
+  ASSERT_TRUE(undone) << undone.status().message();
+  EXPECT_FALSE(db->in_failed_transaction());
+  ASSERT_TRUE(db->exec("COMMIT"));
+  EXPECT_EQ(cluster_.psql("SELECT id FROM agents"), "kept");
+}
+
+// Review: every size of a batch of inserts was a text of its own, prepared and kept: 256 of
+// them filled the cache, and the journal's own statements first used afterwards ran
+// unprepared. A statement built for a batch (more than 32 parameters) is not prepared.
+TEST_F(PgJournal, BatchesOfEverySizeLeaveTheJournalsStatementsPrepared) {
+  auto db = connect();
+  ASSERT_TRUE(db);
+  ASSERT_TRUE(pg_migrate(*db));
+  auto backend = pg_backend(*db);
+  int n = 0;
+  for (int size = 1; size <= 300; ++size) {
+    std::vector<NewWebhook> batch;
+    for (int i = 0; i < size; ++i) {
+      NewWebhook w;
+      w.id = "w" + std::to_string(++n);
+      w.received_at = 1764547200000;
+      w.service = "s";
+      w.type = "status";
+      w.event_id = "e";
+      w.assigned_agent = "a1";
+      w.payload = "{}";
+      batch.push_back(std::move(w));
+    }
+    ASSERT_TRUE(backend->transact([&](JournalTx& tx) { tx.insert_webhooks(batch); }));
+  }
+  AttemptRecord a;
+  a.webhook_id = "w1";
+  a.attempt = 1;
+  a.agent = "a1";
+  a.outcome = "delivered";
+  ASSERT_TRUE(backend->transact([&](JournalTx& tx) {
+    EXPECT_TRUE(tx.record_outcome(&a, "w1", WebhookState::kQueued, WebhookState::kDelivered, {}));
+  }));
+  auto prepared = db->query(
+      "SELECT count(*) FILTER (WHERE statement LIKE 'WITH attempt AS%'), count(*) FROM "
+      "pg_prepared_statements");
+  ASSERT_TRUE(prepared) << prepared.status().message();
+  EXPECT_EQ((*prepared)[0][0], "1");
+  EXPECT_LT(std::stoi(*(*prepared)[0][1]), 50);
+}
+
+// Review: a server that no longer has the connection's prepared statements (a pooler between,
+// a DISCARD ALL) failed every statement as an I/O error, and nothing connected again.
+TEST_F(PgJournal, APreparedStatementTheServerLostMakesTheConnectionUnavailable) {
+  auto db = connect();
+  ASSERT_TRUE(db);
+  const std::string read = "SELECT $1::text";
+  ASSERT_TRUE(db->query(read, {"x"}));
+  ASSERT_TRUE(db->exec("DEALLOCATE ALL"));
+  auto again = db->query(read, {"x"});
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.status().kind(), StatusKind::kUnavailable) << again.status().message();
+}
+
 // The journal's statements are prepared once per connection: one prepared inside a
 // transaction that rolled back is still there to run afterwards, and a failing statement
 // leaves the next one of the same text runnable.
