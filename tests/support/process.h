@@ -49,6 +49,10 @@ struct CommandResult {
 CommandResult run(std::vector<std::string> argv, const std::string& stdin_data = "",
                   const std::map<std::string, std::string>& env = {});
 
+// A self-signed certificate for 127.0.0.1 (openssl), written to `cert` with its key to `key`
+// (PEM); what openssl said when it failed, else "".
+std::string make_self_signed_cert(const std::string& cert, const std::string& key);
+
 // The non-empty lines of `text` (a command's output, a psql answer).
 std::vector<std::string> lines_of(const std::string& text);
 

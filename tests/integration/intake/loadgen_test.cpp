@@ -286,11 +286,7 @@ TEST(Loadgen, AllWebhooksGoToTheLiveRelayWhenTheOtherIsDown) {
 TEST(Loadgen, OverHttpsAFailedAttemptGoesToTheNextUrl) {
   if (!have_binaries()) GTEST_SKIP() << "iarelay-loadgen not built";
   testing::TempDir dir;
-  auto gen =
-      testing::run({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
-                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1",
-                    "-keyout", dir.file("key.pem"), "-out", dir.file("cert.pem")});
-  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  ASSERT_EQ(testing::make_self_signed_cert(dir.file("cert.pem"), dir.file("key.pem")), "");
   testing::InProcessRelay first(dir.file("first.db")), second(dir.file("second.db"));
   auto https = [](int port) { return "https://127.0.0.1:" + std::to_string(port); };
   const std::string a = https(first.start_server(0, "", 1 << 20, dir.file("cert.pem"),
