@@ -8,7 +8,9 @@
 #                                # dispatcher threads), with the programs they start
 # Sets everything up first (tools/setup.sh installs the packages and builds build/). The
 # benchmarks are not built here (-DIARELAY_BENCH=OFF): no test runs them. Line tables only
-# (-g1): a report's stack still names each file and line, and the build takes less time.
+# (-g1): a report's stack still names each file and line, and the build takes less time. -O1,
+# as ASan's documentation advises: GCC compiles the Beast listener with ASan+UBSan in 141 s at
+# -O1 against 204 s at -O2 (37 s without sanitizers), and the builds, not the tests, fill CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sanitizers=${1:-address,undefined}
@@ -16,7 +18,7 @@ shift || true
 tools/setup.sh >/dev/null
 dir=build-${sanitizers//,/-}
 cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
   -DIARELAY_SANITIZE="$sanitizers" -DIARELAY_BENCH=OFF >/dev/null
 if [[ $sanitizers == thread ]]; then
   cmake --build "$dir" --target journal_tests intake_unit_tests intake_integration_tests \
