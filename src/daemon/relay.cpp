@@ -22,8 +22,10 @@
 #include "dispatch/signature.h"
 #include "intake/poller.h"
 #include "intake/server.h"
+#include "journal/backend.h"
 #include "journal/journal.h"
 #include "journal/maintenance.h"
+#include "journal/pg/pg_admin.h"
 #include "journal/pg/pg_journal.h"
 #include "journal/pg/pg_lease_keeper.h"
 #include "journal/pg/pg_writer.h"
@@ -191,6 +193,14 @@ Status Relay::open_postgresql() {
   spdlog::info("relay {} on a shared PostgreSQL journal: delivering to {} of {} agents (lease {})",
                relay_id_, held_count(), config_.agents.size(), format_duration(config_.lease));
   return Status::ok();
+}
+
+// One read of the journal on a connection of its own (the scrape's thread, not the
+// dispatcher's): SQLite's read-only connection or a PostgreSQL session, opened for it.
+Status Relay::read_journal(const std::function<void(JournalTx&)>& op) {
+  auto reader = open_reader_();
+  if (!reader) return reader.status();
+  return (*reader)->read(op);
 }
 
 std::size_t Relay::held_count() const {
@@ -425,29 +435,19 @@ Status Relay::reload(const ConfigOverrides& overrides) {
   return Status::ok();
 }
 
-// The PostgreSQL journal's document (the queue report of status_json is SQLite's so far): which
-// relay owns which agent.
+// The PostgreSQL journal's document: `iarelay status`'s (pg_admin.h: the queue report and every
+// agent's lease), with this relay's identifier, and which leases are its own.
 std::string Relay::pg_status_json() {
-  nlohmann::json doc;
-  doc["journal"] = {{"backend", "postgresql"}};
-  doc["relay_id"] = relay_id_;
   auto db = PgConnection::connect(config_.journal);
-  if (!db) {
-    doc["error"] = "journal unreadable: " + db.status().message();
-    return doc.dump();
-  }
-  auto leases = all_leases(**db);
-  if (!leases) {
-    doc["error"] = "leases unreadable: " + leases.status().message();
-    return doc.dump();
-  }
-  nlohmann::json rows = nlohmann::json::array();
-  for (const Lease& l : *leases)
-    rows.push_back({{"agent", l.agent},
-                    {"owner", l.owner},
-                    {"epoch", l.epoch},
-                    {"this_relay", l.owner == relay_id_}});
-  doc["leases"] = std::move(rows);
+  if (!db) return nlohmann::json{{"error", "journal unreadable: " + db.status().message()}}.dump();
+  std::unique_lock lock(config_mu_);
+  auto text = iarelay::pg_status_json(**db, &config_, journal_for_display(config_.journal));
+  lock.unlock();
+  if (!text)
+    return nlohmann::json{{"error", "journal unreadable: " + text.status().message()}}.dump();
+  nlohmann::json doc = nlohmann::json::parse(*text);
+  doc["relay_id"] = relay_id_;
+  for (auto& lease : doc["leases"]) lease["this_relay"] = lease["owner"] == relay_id_;
   return doc.dump();
 }
 
@@ -491,14 +491,9 @@ void Relay::register_collectors() {
              {{"version", IARELAY_VERSION}, {"sqlite", sqlite3_libversion()}})
       .set(1);
   metrics_.add_collector([](std::string& out) { out += render_process_metrics(); });
-  // Failed, discarded and held webhooks wait for an operator: no retry will deliver them. A count
-  // of an index range per state (the backlog's size), run at most every 5 s, and less often when a
-  // big backlog makes it slow.
-  if (!sqlite_writer_) {
-    // PostgreSQL: the agents this relay delivers to (the journal's queue gauges are SQLite's
-    // so far).
+  // PostgreSQL: the agents this relay delivers to.
+  if (leases_)
     metrics_.add_collector([this](std::string& out) {
-      if (!leases_) return;
       out +=
           "# HELP iarelay_agent_lease_held 1 while this relay holds the agent's delivery "
           "lease (PostgreSQL journal)\n# TYPE iarelay_agent_lease_held gauge\n";
@@ -507,73 +502,64 @@ void Relay::register_collectors() {
         out += "iarelay_agent_lease_held" + Metrics::render_labels({{"agent", a.id}}) + " " +
                (leases_->held(a.id) ? "1" : "0") + "\n";
     });
-    return;
-  }
+  // Failed, discarded and held webhooks wait for an operator: no retry will deliver them. A count
+  // of an index range per state (the backlog's size), run at most every 5 s, and less often when a
+  // big backlog makes it slow. Journal-wide: on PostgreSQL every relay reports the same figures.
   metrics_.add_collector(throttled_collector(
       [this]() -> std::string {
-        auto reader = open_journal_for_read(config_.journal);
-        if (!reader) return "";
-        try {
-          OperatorBacklog b = operator_backlog(**reader);
-          return "# HELP iarelay_webhooks_waiting_for_operator Failed and discarded webhooks: no "
-                 "retry will deliver them; iarelay resend (or purge) does. Held webhooks: an "
-                 "operator held them; iarelay release (or delete) ends that\n"
-                 "# TYPE iarelay_webhooks_waiting_for_operator gauge\n"
-                 "iarelay_webhooks_waiting_for_operator{state=\"failed\"} " +
-                 std::to_string(b.failed) +
-                 "\niarelay_webhooks_waiting_for_operator{state=\"discarded\"} " +
-                 std::to_string(b.discarded) +
-                 "\niarelay_webhooks_waiting_for_operator{state=\"held\"} " +
-                 std::to_string(b.held) + "\n";
-        } catch (const std::exception& e) {
-          spdlog::warn("metrics: failed/discarded/held count failed: {}", e.what());
+        OperatorBacklog b;
+        if (Status s = read_journal([&](JournalTx& tx) { b = tx.operator_backlog(); }); !s) {
+          spdlog::warn("metrics: failed/discarded/held count failed: {}", s.message());
           return "";
         }
+        return "# HELP iarelay_webhooks_waiting_for_operator Failed and discarded webhooks: no "
+               "retry will deliver them; iarelay resend (or purge) does. Held webhooks: an "
+               "operator held them; iarelay release (or delete) ends that\n"
+               "# TYPE iarelay_webhooks_waiting_for_operator gauge\n"
+               "iarelay_webhooks_waiting_for_operator{state=\"failed\"} " +
+               std::to_string(b.failed) +
+               "\niarelay_webhooks_waiting_for_operator{state=\"discarded\"} " +
+               std::to_string(b.discarded) +
+               "\niarelay_webhooks_waiting_for_operator{state=\"held\"} " + std::to_string(b.held) +
+               "\n";
       },
       std::chrono::seconds(5)));
   // Queue depth and oldest age per agent and state, read from the journal at scrape time (an
   // index range scan of the queue, not of the whole table).
   metrics_.add_collector([this](std::string& out) {
-    auto reader = open_journal_for_read(config_.journal);
-    if (!reader) return;
-    try {
-      SQLite::Statement q(**reader,
-                          "SELECT coalesce(assigned_agent,''), state, count(*), min(received_at) "
-                          "FROM webhooks WHERE state IN ('queued','inflight') GROUP BY 1, 2");
-      std::string depth =
-          "# HELP iarelay_queue_depth Webhooks waiting or in flight, per agent and state "
-          "(agent \"\": held for any agent of its service)\n# TYPE iarelay_queue_depth gauge\n";
-      std::string age =
-          "# HELP iarelay_queue_oldest_age_seconds Age of the oldest webhook per agent and "
-          "state\n# TYPE iarelay_queue_oldest_age_seconds gauge\n";
-      std::string unconfigured =
-          "# HELP iarelay_queue_unconfigured Queued webhooks assigned to an agent the "
-          "configuration does not have (a retired agent, or an identifier nobody configured)\n"
-          "# TYPE iarelay_queue_unconfigured gauge\n";
-      std::set<std::string> configured;
-      {
-        std::lock_guard lock(config_mu_);
-        for (const auto& a : config_.agents) configured.insert(a.id);
-      }
-      Millis now = now_millis();
-      while (q.executeStep()) {
-        std::string labels = Metrics::render_labels(
-            {{"agent", q.getColumn(0).getString()}, {"state", q.getColumn(1).getString()}});
-        depth +=
-            "iarelay_queue_depth" + labels + " " + std::to_string(q.getColumn(2).getInt64()) + "\n";
-        auto oldest = parse_time(q.getColumn(3).getString(), now);
-        double seconds = oldest ? static_cast<double>(now - *oldest) / 1000.0 : 0.0;
-        age += "iarelay_queue_oldest_age_seconds" + labels + " " + std::to_string(seconds) + "\n";
-        std::string agent = q.getColumn(0).getString();
-        if (!agent.empty() && !configured.count(agent) && q.getColumn(1).getString() == "queued")
-          unconfigured += "iarelay_queue_unconfigured" +
-                          Metrics::render_labels({{"agent", agent}}) + " " +
-                          std::to_string(q.getColumn(2).getInt64()) + "\n";
-      }
-      out += depth + age + unconfigured;
-    } catch (const std::exception& e) {
-      spdlog::warn("metrics: queue depth query failed: {}", e.what());
+    std::vector<QueueDepth> rows;
+    if (Status s = read_journal([&](JournalTx& tx) { rows = tx.queue_depths(); }); !s) {
+      spdlog::warn("metrics: queue depth query failed: {}", s.message());
+      return;
     }
+    std::string depth =
+        "# HELP iarelay_queue_depth Webhooks waiting or in flight, per agent and state "
+        "(agent \"\": held for any agent of its service)\n# TYPE iarelay_queue_depth gauge\n";
+    std::string age =
+        "# HELP iarelay_queue_oldest_age_seconds Age of the oldest webhook per agent and "
+        "state\n# TYPE iarelay_queue_oldest_age_seconds gauge\n";
+    std::string unconfigured =
+        "# HELP iarelay_queue_unconfigured Queued webhooks assigned to an agent the "
+        "configuration does not have (a retired agent, or an identifier nobody configured)\n"
+        "# TYPE iarelay_queue_unconfigured gauge\n";
+    std::set<std::string> configured;
+    {
+      std::lock_guard lock(config_mu_);
+      for (const auto& a : config_.agents) configured.insert(a.id);
+    }
+    const Millis now = now_millis();
+    for (const QueueDepth& q : rows) {
+      std::string labels = Metrics::render_labels({{"agent", q.agent}, {"state", q.state}});
+      depth += "iarelay_queue_depth" + labels + " " + std::to_string(q.webhooks) + "\n";
+      double seconds =
+          q.oldest_received_at ? static_cast<double>(now - q.oldest_received_at) / 1000.0 : 0.0;
+      age += "iarelay_queue_oldest_age_seconds" + labels + " " + std::to_string(seconds) + "\n";
+      if (!q.agent.empty() && !configured.count(q.agent) && q.state == "queued")
+        unconfigured += "iarelay_queue_unconfigured" +
+                        Metrics::render_labels({{"agent", q.agent}}) + " " +
+                        std::to_string(q.webhooks) + "\n";
+    }
+    out += depth + age + unconfigured;
   });
   metrics_.add_collector([this](std::string& out) {
     if (!sqlite_writer_) return;

@@ -25,6 +25,7 @@ class AgentDirectory;
 class DaemonLock;
 class Dispatcher;
 class JournalBackend;
+class JournalTx;
 class JournalWriter;
 class PgLeaseKeeper;
 class Poller;
@@ -77,6 +78,7 @@ class Relay {
  private:
   Status open_sqlite();
   Status open_postgresql();
+  Status read_journal(const std::function<void(JournalTx&)>& op);
   std::size_t held_count() const;
   std::string status_document();
   std::string pg_status_json();

@@ -142,6 +142,10 @@ class JournalTx {
   virtual std::vector<FeedMessage> feed_after_bounded(std::int64_t after, int max,
                                                       std::size_t max_bytes) = 0;
   virtual std::int64_t newest_seq() = 0;
+  // The queue gauges of /metrics (store.h), journal-wide: on PostgreSQL every relay reports
+  // the same figures.
+  virtual std::vector<QueueDepth> queue_depths() = 0;
+  virtual OperatorBacklog operator_backlog() = 0;
   // A number that changes whenever another connection commits (SQLite's PRAGMA data_version),
   // so a reader can skip work when nothing changed; nullopt when the backend has none (read
   // again each time).

@@ -6,6 +6,7 @@
 #include "journal/backend.h"
 #include "journal/journal.h"
 #include "journal/statement_cache.h"
+#include "journal/status_report.h"
 
 namespace iarelay {
 namespace {
@@ -108,6 +109,8 @@ class SqliteTx final : public JournalTx {
     return iarelay::feed_after_bounded(db_, after, max, max_bytes);
   }
   std::int64_t newest_seq() override { return iarelay::newest_seq(db_); }
+  std::vector<QueueDepth> queue_depths() override { return iarelay::queue_depths(db_); }
+  OperatorBacklog operator_backlog() override { return iarelay::operator_backlog(db_); }
   std::optional<std::int64_t> data_version() override {
     auto q = cached_statement(db_, "PRAGMA data_version");
     std::optional<std::int64_t> v;

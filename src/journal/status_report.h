@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "journal/store.h"
+
 namespace SQLite {
 class Database;
 }
@@ -61,12 +63,7 @@ inline constexpr std::string_view kCursorRewindAction = "cursor_rewind";
 std::string status_json(SQLite::Database& reader, const Config* config,
                         const std::string& journal_path);
 
-// Webhooks no retry will deliver: `failed` and `discarded` rows wait for an operator (`iarelay
-// resend`, or `purge`). Counted as one range of the covering index webhooks_state (state,
-// received_at) per state, so the cost is the backlog's size, never the delivered history's.
-struct OperatorBacklog {
-  std::int64_t failed = 0, discarded = 0, held = 0;
-};
+// The operator's backlog (store.h's OperatorBacklog), counted on SQLite.
 OperatorBacklog operator_backlog(SQLite::Database& reader);
 // The query operator_backlog runs (tests check its plan).
 extern const char* const kOperatorBacklogSql;

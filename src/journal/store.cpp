@@ -590,6 +590,18 @@ std::int64_t newest_seq(SQLite::Database& db) {
       .getInt64();
 }
 
+std::vector<QueueDepth> queue_depths(SQLite::Database& db) {
+  // The queue index (assigned_agent, state, seq): a range of the backlog, not of the history.
+  SQLite::Statement q(db,
+                      "SELECT coalesce(assigned_agent,''), state, count(*), min(received_at) "
+                      "FROM webhooks WHERE state IN ('queued','inflight') GROUP BY 1, 2");
+  std::vector<QueueDepth> out;
+  while (q.executeStep())
+    out.push_back({q.getColumn(0).getString(), q.getColumn(1).getString(),
+                   q.getColumn(2).getInt64(), opt_time(q.getColumn(3)).value_or(0)});
+  return out;
+}
+
 void rewind_cursor(SQLite::Database& db, std::string_view name, std::int64_t seq) {
   auto s = cached_statement(db,
                             "INSERT INTO cursors (name, seq, updated_at) VALUES (?1,?2,?3) "

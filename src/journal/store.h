@@ -117,6 +117,24 @@ bool set_agent_state(SQLite::Database& db, std::string_view id, std::string_view
                      std::optional<std::string> reason, std::optional<Millis> paused_until,
                      bool unless_paused);
 
+// --- the queue gauges (/metrics) --------------------------------------------------------------
+// Webhooks of one agent ("": assigned to none, waiting for any agent of their service) in one
+// state, queued or inflight, with the oldest one's received_at.
+struct QueueDepth {
+  std::string agent;
+  std::string state;
+  std::int64_t webhooks = 0;
+  Millis oldest_received_at = 0;
+};
+std::vector<QueueDepth> queue_depths(SQLite::Database& db);
+// Webhooks no retry will deliver: `failed` and `discarded` rows wait for an operator (`iarelay
+// resend`, or `purge`), `held` ones for `iarelay release`. Counted as one range of the index
+// webhooks_state (state, received_at) per state, so the cost is the backlog's size, never the
+// delivered history's (status_report.h's operator_backlog on SQLite).
+struct OperatorBacklog {
+  std::int64_t failed = 0, discarded = 0, held = 0;
+};
+
 // --- cursors, consumers, audit --------------------------------------------------------------
 std::int64_t load_cursor(SQLite::Database& db, std::string_view name);  // 0 if none
 void save_cursor(SQLite::Database& db, std::string_view name, std::int64_t seq);

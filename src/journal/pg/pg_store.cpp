@@ -493,6 +493,30 @@ class PgTx final : public JournalTx {
     return out;
   }
 
+  std::vector<QueueDepth> queue_depths() override {
+    // One query per state, so that each reads its partial index (the backlog, not the
+    // history), whatever the planner guesses of the states.
+    auto rows = must(db_.query(
+        "SELECT coalesce(assigned_agent, ''), 'queued', count(*), min(received_at) FROM webhooks "
+        "WHERE state = 'queued' GROUP BY assigned_agent UNION ALL SELECT coalesce(assigned_agent, "
+        "''), 'inflight', count(*), min(received_at) FROM webhooks WHERE state = 'inflight' GROUP "
+        "BY assigned_agent"));
+    std::vector<QueueDepth> out;
+    for (const PgRow& r : rows)
+      out.push_back({*r[0], *r[1], std::stoll(*r[2]), parse_opt_time(r[3]).value_or(0)});
+    return out;
+  }
+
+  OperatorBacklog operator_backlog() override {
+    auto rows = must(db_.query(
+        "SELECT state, count(*) FROM webhooks WHERE state IN ('failed', 'discarded', 'held') "
+        "GROUP BY state"));
+    OperatorBacklog b;
+    for (const PgRow& r : rows)
+      (*r[0] == "failed" ? b.failed : *r[0] == "held" ? b.held : b.discarded) = std::stoll(*r[1]);
+    return b;
+  }
+
   std::int64_t newest_seq() override {
     // The largest seq ever handed out (a sequence's value is not rolled back), else the
     // largest stored: as SQLite's AUTOINCREMENT record.

@@ -522,5 +522,69 @@ TEST_F(SlowAgents, ARelayWithoutTheAgentLeavesTheOwnersQueueAlone) {
   }
 }
 
+// Either relay's /metrics and /v1/status report the shared journal's queues (journal-wide: the
+// same figures from both), and the status says which relay owns which agent.
+TEST_F(TwoRelays, EitherRelaysMetricsAndStatusReportTheSharedQueues) {
+  start_relay(0);
+  start_relay(1);
+  ASSERT_TRUE(wait_until([&] { return owners().size() == 2; }, 10s));
+  db_->psql("UPDATE agents SET state = 'paused' WHERE id = 'a2'", "journal");
+  std::this_thread::sleep_for(1s);  // the owner reads the agents table every 250 ms
+  httplib::Client client("127.0.0.1", ports_[0]);
+  for (int n = 0; n < 3; ++n) {
+    auto res = client.Post("/v1/webhooks/svc?agent=a2&type=status",
+                           R"({"eventIdentifier": 5, "n": )" + std::to_string(n) + "}",
+                           "application/json");
+    ASSERT_TRUE(res && res->status == 202);
+  }
+  db_->psql("UPDATE webhooks SET state = 'failed' WHERE seq = (SELECT min(seq) FROM webhooks)",
+            "journal");
+  const auto owners_now = owners();
+  for (int r = 0; r < 2; ++r) {
+    httplib::Client c("127.0.0.1", ports_[r]);
+    std::string metrics;
+    // The operator's backlog is counted at most every 5 s: the first scrape may predate it.
+    EXPECT_TRUE(wait_until(
+        [&] {
+          auto m = c.Get("/metrics");
+          metrics = m ? m->body : "";
+          return metrics.find("iarelay_webhooks_waiting_for_operator{state=\"failed\"} 1") !=
+                 std::string::npos;
+        },
+        10s))
+        << "relay " << r << ":\n"
+        << metrics;
+    EXPECT_NE(metrics.find("iarelay_queue_depth{agent=\"a2\",state=\"queued\"} 2"),
+              std::string::npos)
+        << "relay " << r << ":\n"
+        << metrics;
+    EXPECT_NE(metrics.find("iarelay_queue_oldest_age_seconds{agent=\"a2\",state=\"queued\"}"),
+              std::string::npos);
+    auto st = c.Get("/v1/status");
+    ASSERT_TRUE(st && st->status == 200) << "relay " << r;
+    const Json doc = Json::parse(st->body);
+    EXPECT_EQ(doc["totals"]["queued"], 2) << doc.dump();
+    EXPECT_EQ(doc["totals"]["failed"], 1) << doc.dump();
+    bool listed = false;
+    for (const auto& a : doc["agents"])
+      if (a["id"] == "a2") {
+        listed = true;
+        EXPECT_EQ(a["state"], "paused");
+        EXPECT_EQ(a["queued"], 2);
+      }
+    EXPECT_TRUE(listed) << doc.dump();
+    const std::string me = doc["relay_id"].get<std::string>();
+    ASSERT_EQ(doc["leases"].size(), 2u) << doc.dump();
+    for (const auto& l : doc["leases"]) {
+      EXPECT_EQ(l["owner"], owners_now.at(l["agent"].get<std::string>()));
+      EXPECT_EQ(l["this_relay"], l["owner"] == me) << doc.dump();
+    }
+  }
+  for (int r = 0; r < 2; ++r) {
+    relays_[r]->signal(SIGTERM);
+    EXPECT_EQ(relays_[r]->wait(), 0) << read_file(err_file(r));
+  }
+}
+
 }  // namespace
 }  // namespace iarelay::testing

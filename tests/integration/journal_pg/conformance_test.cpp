@@ -537,6 +537,36 @@ TEST_P(ConformanceReads, AgentsWithQueuedWebhooksAndHeldOnesAreFoundByIndex) {
   read([](JournalTx& j) { EXPECT_FALSE(j.any_held_webhook()); });
 }
 
+// The queue gauges of /metrics: per agent and state (queued, inflight), how many and the oldest;
+// the webhooks waiting for an operator by state.
+TEST_P(ConformanceReads, QueueDepthsAndTheOperatorsBacklogCountEachAgentAndState) {
+  NewWebhook any = webhook("01RA");
+  any.assigned_agent = std::nullopt;  // any agent of its service
+  insert(any);
+  tx([](JournalTx& j) {
+    ASSERT_TRUE(j.transition("01R8", WebhookState::kQueued, WebhookState::kInflight));
+    ASSERT_TRUE(j.transition("01R8", WebhookState::kInflight, WebhookState::kFailed));
+    ASSERT_TRUE(j.transition("01R9", WebhookState::kQueued, WebhookState::kDiscarded));
+  });
+  read([](JournalTx& j) {
+    std::map<std::pair<std::string, std::string>, std::int64_t> depth;
+    for (const QueueDepth& q : j.queue_depths()) {
+      EXPECT_EQ(q.oldest_received_at, kT0) << q.agent << " " << q.state;
+      EXPECT_TRUE(depth.emplace(std::make_pair(q.agent, q.state), q.webhooks).second)
+          << q.agent << " " << q.state << " twice";
+    }
+    using Key = std::pair<std::string, std::string>;
+    EXPECT_EQ(depth, (std::map<Key, std::int64_t>{{{"", "queued"}, 1},
+                                                  {{"a1", "inflight"}, 1},
+                                                  {{"a1", "queued"}, 4},
+                                                  {{"a2", "queued"}, 1}}));
+    OperatorBacklog b = j.operator_backlog();
+    EXPECT_EQ(b.failed, 1);
+    EXPECT_EQ(b.discarded, 1);
+    EXPECT_EQ(b.held, 1);
+  });
+}
+
 TEST_P(ConformanceReads, AgentsComeInByteOrderWithTheirStates) {
   tx([](JournalTx& j) {
     j.set_agent_state("b-agent", "down", std::string("503"), std::nullopt, false);
