@@ -60,14 +60,24 @@ Result<std::unique_ptr<PgConnection>> PgConnection::connect(const std::string& c
   // connection (a lost host, a partition) fails the statement waiting on it within about 30 s
   // instead of the kernel's many minutes of retransmissions, and its owner connects again (to
   // the promoted standby, with a multi-host string). Not used over a Unix socket.
+  //
+  // Likewise a statement and a lock wait are limited (kStatementTimeout, kLockTimeout) unless
+  // the string's `options` (or PGOPTIONS, which comes after ours) says otherwise: a statement
+  // stuck behind an operator's lock or a runaway plan fails, and is retried, logged and
+  // counted, instead of stopping the writer, the dispatcher or a lease renewal without a word.
+  std::string options = std::string("-c statement_timeout=") + std::to_string(kStatementTimeout) +
+                        " -c lock_timeout=" + std::to_string(kLockTimeout);
+  if (const char* env = std::getenv("PGOPTIONS")) options += std::string(" ") + env;
   const char* const keywords[] = {"keepalives",
                                   "keepalives_idle",
                                   "keepalives_interval",
                                   "keepalives_count",
                                   "tcp_user_timeout",
+                                  "options",
                                   "dbname",
                                   nullptr};
-  const char* const values[] = {"1", "10", "5", "3", "30000", conninfo.c_str(), nullptr};
+  const char* const values[] = {"1",    "10", "5", "3", "30000", options.c_str(), conninfo.c_str(),
+                                nullptr};
   PGconn* conn = PQconnectdbParams(keywords, values, 1);
   if (!conn) return Status::unavailable("postgresql: out of memory");
   if (PQstatus(conn) != CONNECTION_OK) {
@@ -349,6 +359,10 @@ Status pg_migrate(PgConnection& db, std::vector<std::string>* applied) {
       (void)db.exec("ROLLBACK");
       return s;
     };
+    // A migration may rewrite a table, and waits for another relay's (kMigrationLock) for as
+    // long as that takes: no statement or lock limit in its transaction.
+    if (Status s = db.exec("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0"); !s)
+      return fail(s);
     if (Status s = db.exec(kMigrationLock); !s) return fail(s);
     // Verified under the lock: another relay may have migrated meanwhile.
     if (Status s = pg_verify_migrations(db); !s) return fail(s);

@@ -42,6 +42,12 @@ struct PgValue {
 };
 using PgParams = std::vector<PgValue>;
 
+// The limits of every statement and lock wait on a connection (statement_timeout,
+// lock_timeout), unless its connection string's `options` or PGOPTIONS set their own; a
+// migration runs without them.
+inline constexpr Millis kStatementTimeout = 60'000;
+inline constexpr Millis kLockTimeout = 10'000;
+
 class PgConnection {
  public:
   // Fails (Unavailable) with libpq's message, which names the host but not the password.

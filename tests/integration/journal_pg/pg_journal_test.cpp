@@ -282,6 +282,40 @@ TEST_F(PgJournal, ConnectionsUseTcpKeepalivesUnlessTheConnectionStringSaysOtherw
   EXPECT_EQ((*own)->option("port"), std::to_string(cluster_.port()));
 }
 
+// A statement stuck behind a lock, or running away, fails instead of stopping its relay without
+// a word: every connection has a statement and a lock limit, unless its string sets `options`.
+TEST_F(PgJournal, StatementsAndLockWaitsAreLimitedUnlessTheConnectionStringSaysOtherwise) {
+  auto db = connect();
+  ASSERT_TRUE(db);
+  auto show = [](PgConnection& c, const std::string& setting) {
+    auto rows = c.query("SHOW " + setting);
+    return rows && rows->size() == 1 ? rows->front()[0].value_or("") : "error";
+  };
+  EXPECT_EQ(show(*db, "statement_timeout"), "1min");
+  EXPECT_EQ(show(*db, "lock_timeout"), "10s");
+  auto own = PgConnection::connect(cluster_.uri() + "?options=-c%20statement_timeout%3D5s");
+  ASSERT_TRUE(own) << own.status().message();
+  EXPECT_EQ(show(**own, "statement_timeout"), "5s");
+  EXPECT_EQ(show(**own, "lock_timeout"), "0") << "the string's options replace ours whole";
+}
+
+// A relay starting while another migrates waits for it however long that takes: no lock limit
+// in a migration's transaction.
+TEST_F(PgJournal, AMigrationWaitsForAnotherRelaysMigrationPastTheLockLimit) {
+  auto other = connect();
+  ASSERT_TRUE(other);
+  ASSERT_TRUE(other->exec("BEGIN; SELECT pg_advisory_xact_lock(7304201515)"));
+  auto db = PgConnection::connect(cluster_.uri() + "?options=-c%20lock_timeout%3D100");
+  ASSERT_TRUE(db) << db.status().message();
+  std::thread commit([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(800));
+    EXPECT_TRUE(other->exec("COMMIT"));
+  });
+  Status s = pg_migrate(**db);
+  commit.join();
+  EXPECT_TRUE(s) << s.message();
+}
+
 // Review: statistics an ANALYZE took before migration 0003 (a backlog all queued) stayed in
 // use after SET STATISTICS 0, for good; 0003 drops them.
 TEST_F(PgJournal, StatisticsTakenBeforeMigration0003AreDropped) {
