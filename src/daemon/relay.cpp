@@ -28,6 +28,7 @@
 #include "journal/pg/pg_admin.h"
 #include "journal/pg/pg_journal.h"
 #include "journal/pg/pg_lease_keeper.h"
+#include "journal/pg/pg_notifier.h"
 #include "journal/pg/pg_writer.h"
 #include "journal/routing.h"
 #include "journal/status_report.h"
@@ -173,8 +174,16 @@ Status Relay::open_sqlite() {
 // at start (other relays' calls): each agent's inflight webhooks go back to the queue when a
 // relay takes its lease (pg_leases.h), this one included.
 Status Relay::open_postgresql() {
+  // Wake-ups between relays (a hint: the dispatcher polls anyway): another relay queued
+  // webhooks, perhaps for an agent this one delivers to; this one announces its own.
+  auto notifier = PgNotifier::start(config_.journal, [this] {
+    if (dispatcher_ready_) dispatcher_->wake(true);
+  });
+  if (!notifier) return notifier.status();
+  notifier_ = std::move(*notifier);
   auto writer = PgWriter::open(config_.journal);
   if (!writer) return writer.status();
+  (*writer)->set_insert_listener([n = notifier_.get()] { n->announce(); });
   writer_ = std::move(*writer);
   std::string conninfo = config_.journal;
   open_reader_ = [conninfo] { return open_pg_reader(conninfo); };
@@ -360,6 +369,7 @@ void Relay::stop() {
   // here, so no callback can run into a destroyed one, however long a commit took.
   writer_.reset();
   sqlite_writer_ = nullptr;
+  notifier_.reset();  // its last wake-up of the dispatcher is over
   // Every write of the dispatcher is done: its agents go to another relay at once, and what it
   // left inflight is put back by whoever takes them.
   if (leases_) leases_->release_all();
@@ -491,6 +501,17 @@ void Relay::register_collectors() {
              {{"version", IARELAY_VERSION}, {"sqlite", sqlite3_libversion()}})
       .set(1);
   metrics_.add_collector([](std::string& out) { out += render_process_metrics(); });
+  if (notifier_)
+    metrics_.add_collector([this](std::string& out) {
+      out +=
+          "# HELP iarelay_relay_notifications_total NOTIFYs on the PostgreSQL journal: sent "
+          "(this relay queued webhooks) and heard (another relay did; the dispatcher woke)\n"
+          "# TYPE iarelay_relay_notifications_total counter\n"
+          "iarelay_relay_notifications_total{direction=\"sent\"} " +
+          std::to_string(notifier_->sent()) +
+          "\niarelay_relay_notifications_total{direction=\"heard\"} " +
+          std::to_string(notifier_->heard()) + "\n";
+    });
   // PostgreSQL: the agents this relay delivers to.
   if (leases_)
     metrics_.add_collector([this](std::string& out) {

@@ -28,6 +28,7 @@ class JournalBackend;
 class JournalTx;
 class JournalWriter;
 class PgLeaseKeeper;
+class PgNotifier;
 class Poller;
 class Server;
 class Writer;
@@ -103,6 +104,7 @@ class Relay {
   Writer* sqlite_writer_ = nullptr;
   // Opens a read connection of its own (any thread; the feed's, the poller's, the start's).
   std::function<Result<std::unique_ptr<JournalBackend>>()> open_reader_;
+  std::unique_ptr<PgNotifier> notifier_;       // PostgreSQL: wake-ups between relays
   std::unique_ptr<PgLeaseKeeper> leases_;      // PostgreSQL: this relay's agent leases
   std::string relay_id_;                       // PostgreSQL: its owner name in the lease rows
   std::atomic<bool> dispatcher_ready_{false};  // the lease keeper may wake the dispatcher

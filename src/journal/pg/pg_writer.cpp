@@ -129,14 +129,17 @@ void PgWriter::run_loop() {
       }
     }
     Status s = run_batch(batch);
-    bool loud = false, appends_only = true;
-    for (const auto& p : batch)
+    bool loud = false, appends_only = true, inserted = false;
+    for (const auto& p : batch) {
+      inserted = inserted || p.inserts;
       if (!p.quiet) {
         loud = true;
         appends_only = appends_only && p.inserts;
       }
+    }
     for (auto& p : batch) p.tell(s);
     if (s && loud && listener_) listener_(appends_only);
+    if (s && inserted && insert_listener_) insert_listener_();
   }
 }
 

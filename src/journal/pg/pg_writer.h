@@ -57,6 +57,11 @@ class PgWriter final : public JournalWriter {
   Status wait_durable() override { return Status::ok(); }
   bool healthy() const override { return healthy_.load(); }
   void set_commit_listener(std::function<void(bool appends_only)> listener) override;
+  // Called on the writer's thread after each commit that inserted webhooks, once their
+  // submitters were told (the relay announces them to the other relays: pg_notifier.h).
+  void set_insert_listener(std::function<void()> listener) {
+    insert_listener_ = std::move(listener);
+  }
   bool failed_commits_may_have_landed() const override { return true; }
   // Submits and waits until durable.
   Status run(Op op);
@@ -98,8 +103,9 @@ class PgWriter final : public JournalWriter {
   std::deque<Pending> pending_;
   bool stopping_ = false;
   Stats stats_;
-  std::function<void(bool)> listener_;  // set before the first submit
-  std::atomic<bool> healthy_{true};     // the last batch committed (or failed by one operation)
+  std::function<void(bool)> listener_;     // set before the first submit
+  std::function<void()> insert_listener_;  // set before the first submit
+  std::atomic<bool> healthy_{true};        // the last batch committed (or failed by one operation)
   std::thread thread_;
 };
 

@@ -9,6 +9,7 @@
 #include <httplib.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -516,6 +517,56 @@ TEST_F(SlowAgents, ARelayWithoutTheAgentLeavesTheOwnersQueueAlone) {
   EXPECT_EQ(log.find("rerouted"), std::string::npos) << log;
   expect_all_delivered_in_order(0, "a relay without the agent", 20);
   EXPECT_EQ(delivered_at_sink(1), 0) << "a2 was given webhooks routed to a1";
+  for (int r = 0; r < 2; ++r) {
+    relays_[r]->signal(SIGTERM);
+    EXPECT_EQ(relays_[r]->wait(), 0) << read_file(err_file(r));
+  }
+}
+
+// The value of `series` (a metric's name and labels, exactly) in /metrics of the relay on
+// `port`; -1 when absent.
+double metric(const std::string& series, int port) {
+  httplib::Client c("127.0.0.1", port);
+  auto m = c.Get("/metrics");
+  if (!m) return -1;
+  std::istringstream in(m->body);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+  return -1;
+}
+
+// Webhooks taken in by the relay that does not deliver to their agent: it announces them
+// (NOTIFY, after its COMMIT), the owner hears it and walks its queue at once. Prints how long
+// each took from the 202 to the agent (the owner also polls every 250 ms: a hint only).
+TEST_F(TwoRelays, TheOwnerHearsOfWebhooksAnotherRelayQueued) {
+  start_relay(0);
+  ASSERT_TRUE(wait_until([&] { return owners().size() == 2; }, 10s));
+  start_relay(1);
+  const std::string heard = "iarelay_relay_notifications_total{direction=\"heard\"}";
+  const std::string sent = "iarelay_relay_notifications_total{direction=\"sent\"}";
+  const double heard_before = metric(heard, ports_[0]);
+  ASSERT_GE(heard_before, 0) << "relay 0 has no notification counter";
+  httplib::Client client("127.0.0.1", ports_[1]);
+  std::vector<long> ms;
+  for (int n = 0; n < 10; ++n) {
+    const int before = delivered_at_sink(0);
+    const auto start = Clock::now();
+    auto res = client.Post("/v1/webhooks/svc?agent=a1&type=status",
+                           R"({"eventIdentifier": 3, "n": )" + std::to_string(n) + "}",
+                           "application/json");
+    ASSERT_TRUE(res && res->status == 202);
+    while (delivered_at_sink(0) <= before && Clock::now() - start < 10s)
+      std::this_thread::sleep_for(1ms);
+    ms.push_back(
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count());
+    std::this_thread::sleep_for(100ms);
+  }
+  std::sort(ms.begin(), ms.end());
+  std::cout << "[ info ] 202 at relay 1 to the agent through relay 0: median " << ms[5]
+            << " ms, max " << ms.back() << " ms\n";
+  EXPECT_GE(metric(sent, ports_[1]), 1);
+  EXPECT_TRUE(wait_until([&] { return metric(heard, ports_[0]) >= heard_before + 1; }, 5s))
+      << "relay 0 heard no notification";
   for (int r = 0; r < 2; ++r) {
     relays_[r]->signal(SIGTERM);
     EXPECT_EQ(relays_[r]->wait(), 0) << read_file(err_file(r));
