@@ -1,5 +1,6 @@
 // `iarelay` on a PostgreSQL journal: connecting (migrations checked), status's document, sql in
-// a read-only transaction, agent pause/resume and resend with their audit rows. A running
+// a read-only transaction, agent pause/resume and resend with their audit rows; list, show,
+// the queue commands and purge open their connection here and call journal/pg/pg_admin.h. A running
 // relay's dispatcher reads the agents table and its queues again every 250 ms, so it applies
 // what these write without being told.
 #include "pg_commands.h"
@@ -27,7 +28,7 @@ constexpr Millis kSqlTimeout = 60'000;
 // a LOCK TABLE (which a read-only transaction allows) queues every relay behind it meanwhile.
 constexpr Millis kSqlLockWait = 1'000;
 
-constexpr const char* kOnPostgresql[] = {"status", "sql", "agent", "resend"};
+constexpr const char* kOnPostgresql[] = {"status", "sql", "agent", "resend", "list", "show"};
 
 // Type OIDs of pg_type (fixed by PostgreSQL, the same in every version).
 constexpr unsigned kBoolOid = 16, kByteaOid = 17, kInt8Oid = 20, kInt2Oid = 21, kInt4Oid = 23,
@@ -127,9 +128,19 @@ bool runs_on_postgresql(const std::string& command) {
 
 std::string not_on_postgresql(const Context& ctx) {
   return "'" + ctx.command + "' is not available on a PostgreSQL journal yet (journal " +
-         shown(ctx) +
-         "); there iarelay runs status, sql, agent list|pause|resume and resend "
+         shown(ctx) + ")" +
+         "; there iarelay runs status, sql, agent list|pause|resume, resend, list and show "
          "(docs/high-availability.md)";
+}
+
+Result<std::unique_ptr<PgConnection>> pg_connect(const Context& ctx) {
+  return connect(ctx, true);
+}
+
+std::string pg_failure(const Context& ctx, const Status& status) {
+  if (status.kind() == StatusKind::kInvalidArgument || status.kind() == StatusKind::kNotFound)
+    return status.message();
+  return "journal " + shown(ctx) + ": " + status.message();
 }
 
 Result<std::string> pg_status_document(const Context& ctx) {

@@ -1,5 +1,5 @@
-// The operator's reads of the PostgreSQL journal: status_report.cpp's document in PostgreSQL's
-// SQL, and `iarelay sql`'s read-only transaction (the changes: pg_maintenance.cpp).
+// The operator's reads and changes of the PostgreSQL journal: status_report.cpp's document and
+// maintenance.cpp's resend in PostgreSQL's SQL, and `iarelay sql`'s read-only transaction.
 // Text order: the database's collation need not be byte order (the tests' clusters use ICU),
 // so lists the SQLite journal returns in byte order are sorted here (std::map, std::sort).
 #include "journal/pg/pg_admin.h"
@@ -467,45 +467,114 @@ Result<std::vector<std::string>> pg_resolve_webhook_refs(PgConnection& db,
   return out;
 }
 
-Result<std::vector<WebhookRow>> pg_select_webhooks(PgConnection& db, const WebhookFilter& f) {
-  Where w;
+Status pg_for_each_webhook(PgConnection& db, const WebhookFilter& f,
+                           const std::function<bool(const WebhookRow&)>& fn) {
+  // Pages of this many rows by seq (keyset): a large journal is never all in memory, and each
+  // page costs its own size. One snapshot for all of them, as SQLite's one statement sees one.
+  constexpr std::int64_t kPage = 500;
+  Where base;
   if (!f.states.empty()) {
     std::vector<std::string> names;
     for (auto s : f.states) names.emplace_back(to_string(s));
-    w.sql += " AND state = ANY(" + w.param(text_array(names)) + "::text[])";
+    base.sql += " AND state = ANY(" + base.param(text_array(names)) + "::text[])";
   }
-  add_filters(w, f);
-  if (!f.ids.empty()) w.sql += " AND id = ANY(" + w.param(text_array(f.ids)) + "::text[])";
-  std::string sql =
-      "SELECT seq, id, source, source_id, received_at, service, agent, type, event_id, state, "
-      "assigned_agent, attempts, next_attempt_at, delivered_at, last_status, last_error FROM "
-      "webhooks WHERE true" +
-      w.sql + (f.oldest_first ? " ORDER BY seq" : " ORDER BY seq DESC");
-  if (f.limit) sql += " LIMIT " + std::to_string(*f.limit);
-  auto rows = db.query(sql, w.params);
-  if (!rows) return rows.status();
+  add_filters(base, f);
+  if (!f.ids.empty()) base.sql += " AND id = ANY(" + base.param(text_array(f.ids)) + "::text[])";
+  ReadSnapshot snapshot(db);
+  if (Status s = snapshot.begin(); !s) return s;
+  std::optional<std::int64_t> cursor;  // the last seq returned
+  std::int64_t left = f.limit.value_or(-1);
+  while (left != 0) {
+    Where w = base;
+    if (cursor)
+      w.sql += (f.oldest_first ? " AND seq > " : " AND seq < ") + w.param(std::to_string(*cursor)) +
+               "::bigint";
+    const std::int64_t page = left < 0 ? kPage : std::min(left, kPage);
+    auto rows = db.query(std::string("SELECT ") + kWebhookColumns + " FROM webhooks WHERE true" +
+                             w.sql + (f.oldest_first ? " ORDER BY seq" : " ORDER BY seq DESC") +
+                             " LIMIT " + std::to_string(page),
+                         w.params);
+    if (!rows) return rows.status();
+    for (const PgRow& r : *rows) {
+      WebhookRow row = webhook_row(r);
+      cursor = row.seq;
+      if (!fn(row)) return Status::ok();
+    }
+    if (left > 0) left -= static_cast<std::int64_t>(rows->size());
+    if (static_cast<std::int64_t>(rows->size()) < page) break;
+  }
+  return Status::ok();
+}
+
+Result<std::vector<WebhookRow>> pg_select_webhooks(PgConnection& db, const WebhookFilter& f) {
   std::vector<WebhookRow> out;
-  out.reserve(rows->size());
-  for (const PgRow& r : *rows) {
-    WebhookRow row;
-    row.seq = integer(r[0]);
-    row.id = *r[1];
-    row.source = *r[2];
-    row.source_id = r[3];
-    row.received_at = *r[4];
-    row.service = *r[5];
-    row.agent = r[6];
-    row.type = *r[7];
-    row.event_id = r[8];
-    row.state = *r[9];
-    row.assigned_agent = r[10];
-    row.attempts = static_cast<int>(integer(r[11]));
-    row.next_attempt_at = r[12];
-    row.delivered_at = r[13];
-    if (r[14]) row.last_status = static_cast<int>(integer(r[14]));
-    row.last_error = r[15];
-    out.push_back(std::move(row));
-  }
+  Status s = pg_for_each_webhook(db, f, [&](const WebhookRow& r) {
+    out.push_back(r);
+    return true;
+  });
+  if (!s) return s;
+  return out;
+}
+
+Result<std::optional<WebhookDetail>> pg_webhook_detail(PgConnection& db, const std::string& id,
+                                                       const Config* config) {
+  std::optional<WebhookDetail> out;
+  Status s = pg_backend(db)->read([&](JournalTx& tx) {
+    auto rows = must(
+        db.query(std::string("SELECT ") + kWebhookColumns + " FROM webhooks WHERE id = $1", {id}));
+    if (rows.empty()) return;
+    WebhookDetail d;
+    d.row = webhook_row(rows[0]);
+    // The payload's bytes (a BYTEA), as SQLite's TEXT column holds them.
+    d.row.payload = tx.load_payload(id);
+    const WebhookRow& r = d.row;
+    for (const PgRow& a : must(db.query(
+             "SELECT a.at, a.actor, a.action, coalesce(a.filter, '') FROM audit_webhooks l JOIN "
+             "audit a ON a.id = l.audit_id WHERE l.webhook_id = $1 ORDER BY a.id",
+             {id})))
+      d.operator_actions.push_back({*a[0], *a[1], *a[2], *a[3]});
+    for (const PgRow& a : must(db.query(
+             "SELECT attempt, agent, started_at, duration_ms, http_status, error, outcome FROM "
+             "attempts WHERE webhook_id = $1 ORDER BY id",
+             {id}))) {
+      WebhookAttempt at;
+      at.attempt = integer(a[0]);
+      at.agent = *a[1];
+      at.started_at = *a[2];
+      if (a[3]) at.duration_ms = integer(a[3]);
+      if (a[4]) at.http_status = integer(a[4]);
+      at.error = a[5];
+      at.outcome = *a[6];
+      d.attempts.push_back(std::move(at));
+    }
+    if (r.assigned_agent) d.agent = tx.load_agent(*r.assigned_agent);
+    // What it waits behind (only a queued or held webhook waits): as `iarelay show` on SQLite,
+    // the newest earlier webhook still to be delivered by its agent (or by any) of its alert,
+    // or of its agent with ordering = fifo, or of its alert held on any agent of its service.
+    const AgentConfig* configured =
+        config && r.assigned_agent ? config->find_agent(*r.assigned_agent) : nullptr;
+    const Ordering ordering = configured ? configured->ordering : Ordering::kEvent;
+    if ((r.state == "queued" || r.state == "held") && ordering != Ordering::kNone &&
+        (r.event_id || ordering == Ordering::kFifo)) {
+      Where w;
+      const std::string seq = w.param(std::to_string(r.seq));
+      const std::string agent = w.param(r.assigned_agent);
+      std::string sql = "SELECT id, seq, state FROM webhooks WHERE seq < " + seq +
+                        "::bigint AND ((state IN "
+                        "('queued', 'inflight', 'held') AND (assigned_agent IS NOT DISTINCT FROM " +
+                        agent + " OR assigned_agent IS NULL))";
+      if (ordering == Ordering::kFifo)
+        sql += ")";
+      else
+        sql += " OR (state = 'held' AND service = " + w.param(r.service) +
+               ")) AND event_id = " + w.param(*r.event_id);
+      auto ahead = must(db.query(sql + " ORDER BY seq DESC LIMIT 1", w.params));
+      if (!ahead.empty())
+        d.ahead = EarlierWebhook{*ahead[0][0], integer(ahead[0][1]), *ahead[0][2]};
+    }
+    out = std::move(d);
+  });
+  if (!s) return s;
   return out;
 }
 

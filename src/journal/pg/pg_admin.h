@@ -1,7 +1,9 @@
 // The operator's reads and changes of the PostgreSQL journal, for `iarelay` (the SQLite side is
-// status_report.h and maintenance.h): the status document with the agents' leases, one query
-// in a read-only transaction, and the audited resend. Each function takes an open, migrated
-// connection (one thread at a time) and returns a Status: nothing here throws.
+// status_report.h, store.h and maintenance.h): the status document with the agents' leases,
+// one query in a read-only transaction, list and show, and the audited changes of
+// maintenance.h (resend; pg_maintenance.cpp). Each
+// function takes an open, migrated connection (one thread at a time) and returns a Status: nothing
+// here throws.
 #pragma once
 
 #include <cstdint>
@@ -64,9 +66,20 @@ Result<bool> pg_agent_known(PgConnection& db, const std::string& id);
 Result<std::vector<std::string>> pg_resolve_webhook_refs(PgConnection& db,
                                                          const std::vector<std::string>& refs);
 
-// The webhooks matching `filter` (states, agent, service, type, event, since, until, ids,
-// limit, oldest_first as for_each_webhook), without payloads.
+// for_each_webhook (store.h) on PostgreSQL: the webhooks matching `filter` (states, agent,
+// service, type, event, since, until, ids, limit, oldest_first), without payloads, streamed to
+// `fn` (stop early by returning false) in pages by seq, all read from one REPEATABLE READ READ
+// ONLY snapshot: memory is a page's, whatever the journal holds.
+Status pg_for_each_webhook(PgConnection& db, const WebhookFilter& filter,
+                           const std::function<bool(const WebhookRow&)>& fn);
+// The same rows in a vector (for a bounded selection: give filter.limit).
 Result<std::vector<WebhookRow>> pg_select_webhooks(PgConnection& db, const WebhookFilter& filter);
+
+// Webhook `id` as `iarelay show` prints it (store.h's WebhookDetail), read from one snapshot;
+// nullopt when there is none. `config` (may be null) gives the ordering of its agent, which
+// decides what it waits behind (the default: its alert's earlier webhooks).
+Result<std::optional<WebhookDetail>> pg_webhook_detail(PgConnection& db, const std::string& id,
+                                                       const Config* config);
 
 // resend (maintenance.h) on PostgreSQL, with the same selection, refusals, batches (each in a
 // transaction of its own, through JournalTx::transition), dry run and audit: one row of action

@@ -13,7 +13,12 @@
 #include <sstream>
 #include <thread>
 
+#include <SQLiteCpp/SQLiteCpp.h>
+
 #include "journal/backend.h"
+#include "journal/journal.h"
+#include "journal/maintenance.h"
+#include "journal/pg/pg_admin.h"
 #include "journal/pg/pg_journal.h"
 #include "journal/pg/pg_leases.h"
 #include "support/pg_cluster.h"
@@ -29,6 +34,7 @@ using namespace std::chrono_literals;
 constexpr const char* kPassword = "S3cret-Pw-of-the-journal";
 constexpr const char* kOwner = "relay-east/4242/x1";
 constexpr Millis kMinute = 60'000;
+constexpr Millis kHour = 60 * kMinute;
 
 class PgCli : public ::testing::Test {
  protected:
@@ -42,31 +48,61 @@ class PgCli : public ::testing::Test {
     // postgresql://iarelay@127.0.0.1:PORT/journal with a password after the user.
     uri_ = cluster_.uri("journal");
     uri_.insert(uri_.find('@'), std::string(":") + kPassword);
+    // The same rows go to a SQLite journal too, so that a test can compare the tool's output on
+    // both backends.
+    sqlite_path_ = dir_.file("journal.db");
+    auto s = open_journal_for_write(sqlite_path_, SyncLevel::kNormal);
+    ASSERT_TRUE(s) << s.status().message();
+    sqlite_ = std::move(*s);
+    ASSERT_TRUE(migrate(*sqlite_));
   }
 
-  // A webhook of service svc, received `age` ago, as the relay would have stored it.
-  void add(const std::string& id, WebhookState state, std::optional<std::string> agent, Millis age,
-           int attempts = 0) {
+  // Runs `op` in a transaction on the PostgreSQL journal and on the SQLite one.
+  void both(const std::function<void(JournalTx&)>& op) {
+    Status p = pg_backend(*db_)->transact(op);
+    ASSERT_TRUE(p) << p.message();
+    Status s = sqlite_backend(*sqlite_)->transact(op);
+    ASSERT_TRUE(s) << s.message();
+  }
+
+  // A webhook as the relay would have stored it, received `age` ago (on both journals).
+  void add_webhook(const std::string& id, WebhookState state, std::optional<std::string> agent,
+                   Millis age, const std::string& event, const std::string& service = "svc",
+                   const std::string& type = "status", int attempts = 0,
+                   std::optional<Millis> next_attempt_at = std::nullopt) {
     NewWebhook w;
     w.id = id;
     w.received_at = now_millis() - age;
-    w.service = "svc";
-    w.type = "status";
-    w.event_id = "E-" + id;
+    w.service = service;
+    w.type = type;
+    w.event_id = event;
     w.state = state;
     w.assigned_agent = agent;
-    w.payload = R"({"eventIdentifier":"E-)" + id + R"(","status":"ACTIVE"})";
-    Status s = pg_backend(*db_)->transact([&](JournalTx& tx) {
+    w.payload = R"({"eventIdentifier":")" + event + R"(","status":"ACTIVE"})";
+    both([&](JournalTx& tx) {
       tx.insert_webhook(w);
-      if (attempts > 0) {
+      if (attempts > 0 || next_attempt_at) {
         TransitionFields f;
         f.attempts = attempts;
         f.last_status = std::optional<int>(503);
         f.last_error = std::optional<std::string>("busy");
+        if (next_attempt_at) f.next_attempt_at = std::optional<Millis>(*next_attempt_at);
         tx.transition(id, state, state, f);
       }
     });
-    ASSERT_TRUE(s) << s.message();
+  }
+  // A webhook of service svc and alert E-<id>.
+  void add(const std::string& id, WebhookState state, std::optional<std::string> agent, Millis age,
+           int attempts = 0) {
+    add_webhook(id, state, agent, age, "E-" + id, "svc", "status", attempts);
+  }
+  void add_attempt(const std::string& id, int attempt, const std::string& agent, Millis started_at,
+                   std::optional<int> status, const std::string& outcome) {
+    both([&](JournalTx& tx) {
+      tx.record_attempt(
+          {id, attempt, agent, started_at, 40, status,
+           status && *status < 300 ? std::nullopt : std::optional<std::string>("busy"), outcome});
+    });
   }
 
   // The sample: a1 has one queued and one failed webhook and a live lease of kOwner; a2 a
@@ -94,12 +130,63 @@ class PgCli : public ::testing::Test {
     return r;
   }
 
+  // The same command on the SQLite journal holding the same rows.
+  CommandResult on_sqlite(std::vector<std::string> args) {
+    args.insert(args.begin(), {bin("iarelay"), "--journal", sqlite_path_});
+    return run(args);
+  }
+  // Runs `args` on both journals and expects the same exit code, output and errors.
+  CommandResult same_on_both(const std::vector<std::string>& args) {
+    CommandResult pg = iarelay(args);
+    CommandResult lite = on_sqlite(args);
+    std::string shown;
+    for (const auto& a : args) shown += a + " ";
+    EXPECT_EQ(pg.exit_code, lite.exit_code) << shown << "\n" << pg.err << "\n" << lite.err;
+    EXPECT_EQ(pg.out, lite.out) << shown;
+    EXPECT_EQ(pg.err, lite.err) << shown;
+    return pg;
+  }
+
   std::string psql(const std::string& sql) { return cluster_.psql(sql, "journal"); }
+  // A query's rows on the SQLite journal as psql prints them: columns joined by |, one row a
+  // line, NULL empty.
+  std::string sqlite_rows(const std::string& sql) {
+    SQLite::Statement q(*sqlite_, sql);
+    std::string out;
+    while (q.executeStep()) {
+      if (!out.empty()) out += "\n";
+      for (int i = 0; i < q.getColumnCount(); ++i)
+        out += (i ? "|" : "") + (q.getColumn(i).isNull() ? "" : q.getColumn(i).getString());
+    }
+    return out;
+  }
+  // The same query's rows on both journals (SQL both understand), expected equal.
+  std::string same_rows(const std::string& sql) {
+    const std::string pg = psql(sql);
+    EXPECT_EQ(pg, sqlite_rows(sql)) << sql;
+    return pg;
+  }
+  // What the commands leave behind, compared: every webhook's state and fields, the attempts,
+  // the audit rows (but their time; `audit_details` false: nor their details, which hold the
+  // times each run resolved) and which webhooks each is linked to.
+  void expect_same_journals(bool audit_details = true) {
+    same_rows(
+        "SELECT seq, id, state, assigned_agent, attempts, next_attempt_at, delivered_at FROM "
+        "webhooks ORDER BY seq");
+    same_rows("SELECT webhook_id, attempt, outcome FROM attempts ORDER BY id");
+    same_rows(audit_details ? "SELECT action, filter, affected, detail FROM audit ORDER BY id"
+                            : "SELECT action, filter, affected FROM audit ORDER BY id");
+    same_rows(
+        "SELECT a.action, l.webhook_id FROM audit_webhooks l JOIN audit a ON a.id = l.audit_id "
+        "ORDER BY a.id, l.webhook_id");
+  }
 
   PgCluster cluster_;
   TempDir dir_;
   std::unique_ptr<PgConnection> db_;
   std::string uri_;
+  std::string sqlite_path_;
+  DatabasePtr sqlite_;
 };
 
 TEST_F(PgCli, StatusShowsQueuesAgentsAndWhichRelayOwnsEachAgent) {
@@ -305,13 +392,153 @@ TEST_F(PgCli, ResendMovesAFailedWebhookBackToQueuedWithAnAuditRow) {
   EXPECT_EQ(psql("SELECT state FROM webhooks WHERE id = 'd1'"), "delivered");
 }
 
+// --- list and show -------------------------------------------------------------------------------
+
+TEST_F(PgCli, ListPrintsWhatItPrintsOnSqliteInEveryFormatAndFilter) {
+  add("q1", WebhookState::kQueued, "a1", 30 * kMinute);
+  add("f1", WebhookState::kFailed, "a1", 20 * kMinute, 25);
+  add("d1", WebhookState::kDelivered, "a2", 10 * kMinute);
+  add("x1", WebhookState::kDiscarded, std::nullopt, 5 * kMinute);
+  add_webhook("r1", WebhookState::kQueued, std::nullopt, 3 * kMinute, "E-q1", "remedy", "response");
+  add_webhook("i1", WebhookState::kInflight, "a2", 2 * kMinute, "E-i1", "svc", "deliveryStatus");
+  // A last_error with a comma and a quote (CSV quoting), and a next attempt.
+  add_webhook("b1", WebhookState::kQueued, "a1", 90 * kMinute, "E-b1", "svc", "status", 3,
+              now_millis() + kMinute);
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"list"},
+           {"list", "--format", "json"},
+           {"list", "--format", "csv"},
+           {"list", "--state", "failed,discarded"},
+           {"list", "--state", "queued", "--state", "inflight", "--format", "json"},
+           {"list", "--agent", "a1", "--format", "csv"},
+           {"list", "--service", "remedy"},
+           {"list", "--type", "deliveryStatus", "--format", "json"},
+           {"list", "--event", "E-q1"},
+           {"list", "--since", "-15m", "--format", "json"},
+           {"list", "--since", "-25m", "--until", "-4m"},
+           {"list", "--limit", "2", "--format", "json"},
+           {"list", "--state", "held"},   // none: "no webhooks match" on stderr
+           {"list", "--state", "bogus"},  // a usage error, as on SQLite
+           {"list", "--limit", "-3"}}) {
+    CommandResult r = same_on_both(args);
+    if (args.size() == 1) {
+      EXPECT_EQ(r.exit_code, 0) << r.err;
+      EXPECT_EQ(lines_of(r.out).size(), 8u) << r.out;  // header and 7 rows
+    }
+  }
+  // The JSON keys, spelled out: every field but the payload.
+  auto json = iarelay({"list", "--format", "json", "--state", "failed"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  const Json rows = Json::parse(json.out);
+  ASSERT_EQ(rows.size(), 1u);
+  std::vector<std::string> keys;
+  for (const auto& [key, value] : rows[0].items()) keys.push_back(key);
+  std::sort(keys.begin(), keys.end());
+  EXPECT_EQ(keys, (std::vector<std::string>{"agent", "assigned_agent", "attempts", "delivered_at",
+                                            "event_id", "id", "last_error", "last_status",
+                                            "next_attempt_at", "received_at", "seq", "service",
+                                            "source", "source_id", "state", "type"}));
+  EXPECT_EQ(rows[0]["attempts"], 25);
+  EXPECT_EQ(rows[0]["last_status"], 503);
+}
+
+// More rows than one page of the PostgreSQL reads (500): every one is listed, newest first, and
+// the table stops at 50 with the note on stderr, as on SQLite.
+TEST_F(PgCli, ListPagesThroughALargeJournalAsSqliteListsIt) {
+  std::vector<NewWebhook> batch;
+  const Millis now = now_millis();
+  for (int i = 0; i < 1'203; ++i) {
+    NewWebhook w;
+    w.id = "bulk" + std::to_string(10'000 + i);
+    w.received_at = now - 2 * kMinute + i;
+    w.service = "svc";
+    w.type = "status";
+    w.event_id = "E-" + std::to_string(i % 7);
+    w.state = i % 3 == 0 ? WebhookState::kDelivered : WebhookState::kQueued;
+    w.assigned_agent = "a1";
+    w.payload = "{}";
+    batch.push_back(std::move(w));
+  }
+  both([&](JournalTx& tx) { tx.insert_webhooks(batch); });
+  CommandResult table = same_on_both({"list"});
+  EXPECT_EQ(lines_of(table.out).size(), 51u);
+  EXPECT_NE(table.err.find("--limit N or --limit 0"), std::string::npos) << table.err;
+  CommandResult all = same_on_both({"list", "--limit", "0", "--format", "csv"});
+  EXPECT_EQ(lines_of(all.out).size(), 1'204u);
+  same_on_both({"list", "--limit", "777", "--state", "queued", "--format", "csv"});
+  same_on_both({"list", "--limit", "501", "--event", "E-3", "--format", "json"});
+}
+
+TEST_F(PgCli, ShowPrintsFieldsAttemptsAndWhoResentItAsOnSqlite) {
+  const Millis now = now_millis();
+  add("f1", WebhookState::kFailed, "a1", 20 * kMinute, 25);
+  add_attempt("f1", 24, "a1", now - 19 * kMinute, 503, "retry");
+  add_attempt("f1", 25, "a1", now - 18 * kMinute, 503, "failed");
+  same_on_both({"show", "f1"});
+  same_on_both({"show", "f1", "--format", "json"});
+  // Resent on both by the tool, then delivered: a second series of attempts, marked with who
+  // resent it and when (the audit row's time is each journal's own).
+  ASSERT_EQ(iarelay({"resend", "f1"}).exit_code, 0);
+  ASSERT_EQ(on_sqlite({"resend", "f1"}).exit_code, 0);
+  add_attempt("f1", 1, "a1", now + kMinute, 204, "delivered");
+  auto pg = iarelay({"show", "f1", "--format", "json"});
+  auto lite = on_sqlite({"show", "f1", "--format", "json"});
+  ASSERT_EQ(pg.exit_code, 0) << pg.err;
+  ASSERT_EQ(lite.exit_code, 0) << lite.err;
+  Json pg_doc = Json::parse(pg.out);
+  Json lite_doc = Json::parse(lite.out);
+  ASSERT_EQ(pg_doc["operator_actions"].size(), 1u) << pg.out;
+  EXPECT_EQ(pg_doc["operator_actions"][0]["action"], "resend");
+  EXPECT_EQ(pg_doc["operator_actions"][0]["command"], "resend f1");
+  EXPECT_EQ(pg_doc["operator_actions"][0]["starts_series"], 2);
+  ASSERT_EQ(pg_doc["delivery_attempts"].size(), 3u);
+  EXPECT_EQ(pg_doc["delivery_attempts"][2]["series"], 2);
+  EXPECT_EQ(pg_doc["delivery_attempts"][2]["http_status"], 204);
+  const std::string pg_at = pg_doc["operator_actions"][0]["at"];
+  const std::string lite_at = lite_doc["operator_actions"][0]["at"];
+  pg_doc["operator_actions"][0]["at"] = lite_at;
+  EXPECT_EQ(pg_doc, lite_doc);
+  auto pg_table = iarelay({"show", "f1"});
+  auto lite_table = on_sqlite({"show", "f1"});
+  ASSERT_EQ(pg_table.exit_code, 0) << pg_table.err;
+  for (std::size_t at; (at = pg_table.out.find(pg_at)) != std::string::npos;)
+    pg_table.out.replace(at, pg_at.size(), lite_at);
+  EXPECT_EQ(pg_table.out, lite_table.out);
+  EXPECT_NE(pg_table.out.find("series 2: resent at " + lite_at), std::string::npos) << pg_table.out;
+
+  // Why a queued webhook waits: behind an earlier webhook of its alert, its agent down.
+  add_webhook("e1", WebhookState::kQueued, "a1", 9 * kMinute, "E-shared");
+  add_webhook("e2", WebhookState::kQueued, "a1", 8 * kMinute, "E-shared");
+  add_webhook("h1", WebhookState::kHeld, "a2", 7 * kMinute, "E-held");
+  add_webhook("h2", WebhookState::kQueued, "a1", 6 * kMinute, "E-held");
+  same_on_both({"show", "e2", "--format", "json"});
+  same_on_both({"show", "h2"});
+  // With a configuration whose agent a1 delivers in one sequence (fifo).
+  const std::string conf = dir_.file("fifo.conf");
+  write_file(conf,
+             "[agent.east]\nid = a1\ncallback = http://127.0.0.1:9/cb\nservices = "
+             "svc\nordering = fifo\n");
+  CommandResult fifo = same_on_both({"--config", conf, "show", "h2", "--format", "json"});
+  EXPECT_NE(fifo.out.find("behind webhook e2"), std::string::npos) << fifo.out;
+  EXPECT_NE(fifo.out.find("ordering = fifo"), std::string::npos) << fifo.out;
+  CommandResult shown = iarelay({"show", "e2", "--format", "json"});
+  EXPECT_NE(shown.out.find("behind webhook e1"), std::string::npos) << shown.out;
+  // By seq and by prefix; unknown and ambiguous names, as on SQLite.
+  CommandResult by_seq =
+      same_on_both({"show", psql("SELECT seq FROM webhooks WHERE id = 'e2'"), "--format", "json"});
+  EXPECT_EQ(Json::parse(by_seq.out)["id"], "e2");
+  same_on_both({"show", "h"});
+  CommandResult unknown = same_on_both({"show", "nope"});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.err.find("no webhook has the id, id prefix or seq 'nope'"), std::string::npos)
+      << unknown.err;
+}
+
 TEST_F(PgCli, EveryOtherCommandNamesItselfAsNotAvailableOnPostgresqlYet) {
   const std::filesystem::path cwd = std::filesystem::current_path();
   std::filesystem::current_path(dir_.path());
   for (const auto& args :
-       std::vector<std::vector<std::string>>{{"list"},
-                                             {"show", "q1"},
-                                             {"retry", "q1"},
+       std::vector<std::vector<std::string>>{{"retry", "q1"},
                                              {"hold", "q1"},
                                              {"release", "q1"},
                                              {"delete", "q1", "--force"},
