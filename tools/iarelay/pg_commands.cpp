@@ -28,7 +28,8 @@ constexpr Millis kSqlTimeout = 60'000;
 // a LOCK TABLE (which a read-only transaction allows) queues every relay behind it meanwhile.
 constexpr Millis kSqlLockWait = 1'000;
 
-constexpr const char* kOnPostgresql[] = {"status", "sql", "agent", "resend", "list", "show"};
+constexpr const char* kOnPostgresql[] = {"status", "sql",   "agent", "resend",  "list",
+                                         "show",   "retry", "hold",  "release", "delete"};
 
 // Type OIDs of pg_type (fixed by PostgreSQL, the same in every version).
 constexpr unsigned kBoolOid = 16, kByteaOid = 17, kInt8Oid = 20, kInt2Oid = 21, kInt4Oid = 23,
@@ -129,8 +130,8 @@ bool runs_on_postgresql(const std::string& command) {
 std::string not_on_postgresql(const Context& ctx) {
   return "'" + ctx.command + "' is not available on a PostgreSQL journal yet (journal " +
          shown(ctx) + ")" +
-         "; there iarelay runs status, sql, agent list|pause|resume, resend, list and show "
-         "(docs/high-availability.md)";
+         "; there iarelay runs status, sql, agent list|pause|resume, resend, list, show, retry, "
+         "hold, release and delete (docs/high-availability.md)";
 }
 
 Result<std::unique_ptr<PgConnection>> pg_connect(const Context& ctx) {

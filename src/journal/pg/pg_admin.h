@@ -1,9 +1,9 @@
 // The operator's reads and changes of the PostgreSQL journal, for `iarelay` (the SQLite side is
 // status_report.h, store.h and maintenance.h): the status document with the agents' leases,
 // one query in a read-only transaction, list and show, and the audited changes of
-// maintenance.h (resend; pg_maintenance.cpp). Each
-// function takes an open, migrated connection (one thread at a time) and returns a Status: nothing
-// here throws.
+// maintenance.h (resend, retry, hold, release, delete; pg_maintenance.cpp). Each
+// function takes an open, migrated connection (one thread at a time) and returns a Status:
+// nothing here throws.
 #pragma once
 
 #include <cstdint>
@@ -88,5 +88,19 @@ Result<std::optional<WebhookDetail>> pg_webhook_detail(PgConnection& db, const s
 Result<std::int64_t> pg_resend(PgConnection& db, const WebhookFilter& filter,
                                const std::optional<std::string>& to_agent,
                                const MaintenanceOptions& options = {});
+
+// change_webhooks (maintenance.h) on PostgreSQL: retry, hold, release or delete, with the
+// same selection, refusals (every id must exist and be in a state `op` applies to; delete's
+// refusal of stored rows a feed consumer lacks unless options.force), dry run and audit. Each
+// batch runs in a transaction of its own: its rows are read by seq after the last one (only
+// those there when the command began) and changed one by one in seq order (so their row locks
+// are taken in the order every batch takes them, and a batch and a relay never wait on each
+// other in a cycle) through guarded statements (JournalTx::transition, a DELETE ... AND state =
+// the one read): a row a relay moved meanwhile is skipped. Deleting a webhook deletes its attempts
+// and its audit_webhooks links too (there are no foreign keys to do it), then links it to this
+// command's audit row, which keeps the ids a delete took.
+Result<std::int64_t> pg_change_webhooks(PgConnection& db, QueueOp op, const WebhookFilter& filter,
+                                        Millis now, const MaintenanceOptions& options = {},
+                                        const std::function<void(const WebhookRow&)>& each = {});
 
 }  // namespace iarelay

@@ -1,5 +1,6 @@
-// maintenance.cpp's changes in PostgreSQL's SQL, for `iarelay`: resend, in batches, each a
-// transaction of its own through the JournalBackend seam, audited as on SQLite.
+// maintenance.cpp's changes in PostgreSQL's SQL, for `iarelay` and (purge) the relay's
+// retention: resend, the queue commands (retry, hold, release, delete), in
+// batches, each a transaction of its own through the JournalBackend seam, audited as on SQLite.
 #include <algorithm>
 #include <map>
 #include <memory>
@@ -51,6 +52,16 @@ class AuditRow {
     must(db_.command(
         "INSERT INTO audit_webhooks (webhook_id, audit_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         {webhook_id, std::to_string(*id)}));
+  }
+  // link() for several webhooks in one statement.
+  void link_all(JournalTx& tx, std::optional<std::int64_t>& id, std::int64_t affected_so_far,
+                const std::vector<std::string>& webhook_ids) {
+    if (info_.actor.empty() || webhook_ids.empty()) return;
+    if (!id) update(tx, id, affected_so_far);
+    must(db_.command(
+        "INSERT INTO audit_webhooks (webhook_id, audit_id) SELECT unnest($1::text[]), $2 ON "
+        "CONFLICT DO NOTHING",
+        {pg_text_array(webhook_ids), std::to_string(*id)}));
   }
 
  private:
@@ -220,6 +231,247 @@ Result<std::int64_t> pg_resend(PgConnection& db, const WebhookFilter& filter,
       first = false;
       if (fetched > 0 && options.progress) options.progress(total);
       if (fetched < static_cast<std::size_t>(batch)) break;
+    }
+  }
+  return total;
+}
+
+namespace {
+
+std::string states_text(const std::vector<WebhookState>& states) {
+  std::string out;
+  for (auto s : states) out += (out.empty() ? "" : ", ") + std::string(to_string(s));
+  return out;
+}
+
+std::vector<FeedConsumerAck> feed_consumers(PgConnection& db) {
+  std::vector<FeedConsumerAck> out;
+  // In byte order of the names, as SQLite lists them (whatever the database's collation).
+  for (const PgRow& r :
+       must(db.query("SELECT name, acked_seq FROM consumers ORDER BY name COLLATE \"C\"")))
+    out.push_back({*r[0], integer(r[1])});
+  return out;
+}
+
+// Stored rows are deleted only up to what every consumer has acknowledged (none when no
+// consumer is known: min() over no rows is NULL, and seq <= NULL is never true).
+constexpr const char* kAcknowledgedByAll = " AND seq <= (SELECT min(acked_seq) FROM consumers)";
+
+// Applies `op` to one row (read in state `r.state`) through its guarded statement, in `tx`;
+// whether it changed. A delete takes the row's attempts and audit_webhooks links with it.
+bool apply_op(PgConnection& db, JournalTx& tx, QueueOp op, const WebhookRow& r) {
+  auto state = parse_state(r.state);
+  if (!state) return false;
+  TransitionFields f;
+  switch (op) {
+    case QueueOp::kRetry:
+      f.next_attempt_at = std::optional<Millis>();
+      return tx.transition(r.id, WebhookState::kQueued, WebhookState::kQueued, f);
+    case QueueOp::kHold:
+      return tx.transition(r.id, WebhookState::kQueued, WebhookState::kHeld);
+    case QueueOp::kRelease:
+      return tx.transition(r.id, WebhookState::kHeld, WebhookState::kQueued);
+    case QueueOp::kDelete:
+      break;
+  }
+  if (must(db.command("DELETE FROM webhooks WHERE id = $1 AND state = $2", {r.id, r.state})) != 1)
+    return false;
+  must(db.command("DELETE FROM attempts WHERE webhook_id = $1", {r.id}));
+  must(db.command("DELETE FROM audit_webhooks WHERE webhook_id = $1", {r.id}));
+  return true;
+}
+
+}  // namespace
+
+Result<std::int64_t> pg_change_webhooks(PgConnection& db, QueueOp op, const WebhookFilter& filter,
+                                        Millis now, const MaintenanceOptions& options,
+                                        const std::function<void(const WebhookRow&)>& each) {
+  const std::string name(queue_op_name(op));
+  const std::vector<WebhookState> allowed = queue_op_states(op);
+  auto applies = [&](WebhookState s) {
+    return std::find(allowed.begin(), allowed.end(), s) != allowed.end();
+  };
+  std::vector<WebhookState> states = filter.states;
+  if (filter.ids.empty()) {
+    if (states.empty() && op == QueueOp::kDelete)
+      return Status::invalid_argument("delete needs webhook ids or --state (" +
+                                      states_text(allowed) + ")");
+    for (auto s : states)
+      if (!applies(s))
+        return Status::invalid_argument(name + " applies to " + states_text(allowed) +
+                                        " webhooks, not " + std::string(to_string(s)));
+    if (states.empty()) states = allowed;
+    std::sort(states.begin(), states.end());
+    states.erase(std::unique(states.begin(), states.end()), states.end());
+  }
+  const int batch = std::max(1, options.batch_size);
+  auto backend = pg_backend(db);
+  AuditRow audit(db, options.audit, name);
+  std::optional<std::int64_t> audit_id;  // as committed
+  std::int64_t total = 0;                // as committed
+
+  // Applies op to `rows` (in seq order: the order their row locks are taken) in a transaction
+  // of its own, or (dry run) counts them. `each` is called once the batch has committed: the
+  // transaction may run again after a deadlock.
+  auto run_batch = [&](const std::vector<WebhookRow>& rows, bool first) -> Status {
+    if (options.dry_run) {
+      for (const auto& r : rows)
+        if (each) each(r);
+      total += static_cast<std::int64_t>(rows.size());
+      return Status::ok();
+    }
+    std::optional<std::int64_t> id;
+    std::vector<const WebhookRow*> changed;
+    Status s = backend->transact([&](JournalTx& tx) {
+      id = audit_id;
+      changed.clear();
+      std::vector<std::string> ids;
+      for (const auto& r : rows)
+        if (apply_op(db, tx, op, r)) {
+          changed.push_back(&r);
+          ids.push_back(r.id);
+        }
+      const auto n = static_cast<std::int64_t>(changed.size());
+      // The audit row even when nothing changed: the operator's action is recorded. After a
+      // delete too (the row's older links went with it): the audit keeps the ids a delete took.
+      if (n > 0 || first) audit.update(tx, id, total + n);
+      audit.link_all(tx, id, total + n, ids);
+    });
+    if (!s) return s;
+    audit_id = id;
+    total += static_cast<std::int64_t>(changed.size());
+    if (each)
+      for (const WebhookRow* r : changed) each(*r);
+    return Status::ok();
+  };
+
+  if (!filter.ids.empty()) {
+    auto found = db.query(
+        std::string("SELECT ") + kWebhookColumns + " FROM webhooks WHERE id = ANY($1::text[])",
+        {pg_text_array(filter.ids)});
+    if (!found) return found.status();
+    std::map<std::string, WebhookRow> by_id;
+    for (const PgRow& r : *found) {
+      WebhookRow row = webhook_row(r);
+      by_id.emplace(row.id, std::move(row));
+    }
+    std::vector<WebhookRow> rows;
+    std::vector<std::string> problems;
+    std::optional<std::vector<FeedConsumerAck>> consumers;
+    bool unacknowledged = false;
+    for (const auto& id : filter.ids) {
+      auto it = by_id.find(id);
+      if (it == by_id.end()) {
+        problems.push_back(id + " not found");
+        continue;
+      }
+      const WebhookRow& r = it->second;
+      auto s = parse_state(r.state);
+      if (!s || !applies(*s)) {
+        problems.push_back(id + " is " + queue_op_refusal(op, r.state));
+        continue;
+      }
+      // A stored row is kept for the feed: as purge, delete leaves one a consumer lacks.
+      if (op == QueueOp::kDelete && *s == WebhookState::kStored && !options.force) {
+        if (!consumers) {
+          try {
+            consumers = feed_consumers(db);
+          } catch (const JournalError& e) {
+            return e.status();
+          }
+        }
+        std::string lacking = consumers_lacking(*consumers, r.seq);
+        if (!lacking.empty()) {
+          problems.push_back(id + " is stored and not acknowledged by every feed consumer (" +
+                             lacking + ")");
+          unacknowledged = true;
+          continue;
+        }
+      }
+      if (std::none_of(rows.begin(), rows.end(), [&](auto& x) { return x.id == r.id; }))
+        rows.push_back(r);
+    }
+    if (!problems.empty()) {
+      std::string msg = "cannot " + name + " (nothing changed): ";
+      for (std::size_t i = 0; i < problems.size() && i < 5; ++i)
+        msg += (i ? "; " : "") + problems[i];
+      if (problems.size() > 5) msg += "; and " + std::to_string(problems.size() - 5) + " more";
+      if (unacknowledged) msg += kUnacknowledgedStoredHint;
+      return Status::invalid_argument(msg);
+    }
+    // A dry run lists them in the order given; a change takes their row locks by seq.
+    if (!options.dry_run)
+      std::sort(rows.begin(), rows.end(), [](auto& a, auto& b) { return a.seq < b.seq; });
+    for (std::size_t pos = 0; pos < rows.size(); pos += static_cast<std::size_t>(batch)) {
+      std::vector<WebhookRow> part(
+          rows.begin() + static_cast<long>(pos),
+          rows.begin() + static_cast<long>(std::min(rows.size(), pos + batch)));
+      if (Status s = run_batch(part, pos == 0); !s) return s;
+      if (options.progress) options.progress(total);
+    }
+    return total;
+  }
+
+  // The webhooks that matched when the command began: batches stop at the newest seq then.
+  Where base;
+  add_filters(base, filter);
+  {
+    auto newest = db.query("SELECT coalesce(max(seq), 0) FROM webhooks");
+    if (!newest) return newest.status();
+    base.sql += " AND seq <= " + base.param(*(*newest)[0][0]) + "::bigint";
+  }
+  // Stored rows a feed consumer lacks: refused as a whole, before anything changes.
+  if (op == QueueOp::kDelete && !options.force &&
+      std::count(states.begin(), states.end(), WebhookState::kStored) > 0) {
+    auto n = db.query(
+        "SELECT count(*), max(seq) FROM webhooks WHERE state = 'stored' AND seq > "
+        "coalesce((SELECT min(acked_seq) FROM consumers), 0)" +
+            base.sql,
+        base.params);
+    if (!n) return n.status();
+    const std::int64_t count = integer((*n)[0][0]);
+    const std::int64_t newest = integer((*n)[0][1]);
+    if (count > 0) {
+      std::vector<FeedConsumerAck> consumers;
+      try {
+        consumers = feed_consumers(db);
+      } catch (const JournalError& e) {
+        return e.status();
+      }
+      return Status::invalid_argument(
+          "refusing to delete " + std::to_string(count) + " stored webhook" +
+          (count == 1 ? "" : "s") + " not acknowledged by every feed consumer (" +
+          consumers_lacking(consumers, newest) + "); nothing changed" + kUnacknowledgedStoredHint);
+    }
+  }
+  if (op == QueueOp::kRetry) base.sql += " AND next_attempt_at > " + base.param(format_time(now));
+
+  bool first = true;
+  for (WebhookState state : states) {
+    // The check above ran before; a stored row that arrived since is not taken either.
+    const bool acknowledged_only =
+        op == QueueOp::kDelete && state == WebhookState::kStored && !options.force;
+    std::int64_t cursor = 0;  // keyset by seq: each batch costs its own size
+    for (;;) {
+      Where w = base;
+      const std::string sql =
+          std::string("SELECT ") + kWebhookColumns +
+          " FROM webhooks WHERE state = " + w.param(std::string(to_string(state))) + " AND seq > " +
+          w.param(std::to_string(cursor)) + "::bigint" + w.sql +
+          (acknowledged_only ? kAcknowledgedByAll : "") + " ORDER BY seq LIMIT " +
+          std::to_string(batch);
+      auto read = db.query(sql, w.params);
+      if (!read) return read.status();
+      std::vector<WebhookRow> rows;
+      rows.reserve(read->size());
+      for (const PgRow& r : *read) rows.push_back(webhook_row(r));
+      if (!rows.empty()) cursor = rows.back().seq;
+      // Each row changes through a guarded statement in its batch's transaction: one a relay
+      // moved since this read is left as it is.
+      if (Status s = run_batch(rows, first); !s) return s;
+      first = false;
+      if (!rows.empty() && options.progress) options.progress(total);
+      if (rows.size() < static_cast<std::size_t>(batch)) break;
     }
   }
   return total;

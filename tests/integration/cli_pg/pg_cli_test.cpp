@@ -534,15 +534,107 @@ TEST_F(PgCli, ShowPrintsFieldsAttemptsAndWhoResentItAsOnSqlite) {
       << unknown.err;
 }
 
+// --- retry, hold, release, delete ----------------------------------------------------------------
+
+TEST_F(PgCli, HoldReleaseAndRetryChangeWhatTheyDoOnSqliteWithTheSameAuditRows) {
+  add("q1", WebhookState::kQueued, "a1", 30 * kMinute);
+  add_webhook("b1", WebhookState::kQueued, "a1", 25 * kMinute, "E-b1", "svc", "status", 3,
+              now_millis() + kHour);
+  add_webhook("b2", WebhookState::kQueued, "a2", 24 * kMinute, "E-b2", "svc", "status", 2,
+              now_millis() + kHour);
+  add("f1", WebhookState::kFailed, "a1", 20 * kMinute, 25);
+  add("i1", WebhookState::kInflight, "a1", 15 * kMinute);
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"retry", "b1", "--dry-run"},
+           {"retry", "b1"},
+           {"retry", "q1", "i1", "f1"},  // refused: none of them waits; nothing changes
+           {"retry", "--all", "--dry-run"},
+           {"retry", "--agent", "a2"},
+           {"hold", "q1", "--dry-run"},
+           {"hold", "q1"},
+           {"hold", "q1"},  // held already
+           {"hold", "i1"},  // a call is under way
+           {"release", "f1"},
+           {"release", "--all"},
+           {"hold", "--agent", "a1"},
+           {"hold", "nope"},
+           {"release", "q1", "b1"},
+           {"hold", "--state", "failed"}}) {
+    same_on_both(args);
+  }
+  expect_same_journals();
+  EXPECT_EQ(psql("SELECT action, filter, affected, detail FROM audit ORDER BY id"),
+            "retry|retry b1|1|ids=b1\nretry|retry --agent a2|1|agent=a2\nhold|hold q1|1|ids=q1\n"
+            "release|release --all|1|\nhold|hold --agent a1|2|agent=a1\nrelease|release q1 "
+            "b1|2|ids=q1,b1");
+  EXPECT_EQ(psql("SELECT state, next_attempt_at IS NULL FROM webhooks WHERE id IN ('q1', 'b1', "
+                 "'b2') ORDER BY seq"),
+            "queued|t\nqueued|t\nqueued|t");
+  // Every row changed is linked to its audit row (show's "changed by hand").
+  EXPECT_EQ(psql("SELECT count(*) FROM audit_webhooks WHERE webhook_id = 'q1'"), "4");
+  auto shown = iarelay({"show", "q1", "--format", "json"});
+  EXPECT_EQ(Json::parse(shown.out)["operator_actions"].size(), 4u) << shown.out;
+}
+
+TEST_F(PgCli, DeleteTakesAttemptsAlongAndRefusesWhatSqliteRefuses) {
+  const Millis now = now_millis();
+  add("q1", WebhookState::kQueued, "a1", 30 * kMinute);
+  add("f1", WebhookState::kFailed, "a1", 20 * kMinute, 25);
+  add_attempt("f1", 25, "a1", now - 19 * kMinute, 503, "failed");
+  add("f2", WebhookState::kFailed, "a2", 19 * kMinute, 25);
+  add_attempt("f2", 25, "a2", now - 18 * kMinute, 503, "failed");
+  add("i1", WebhookState::kInflight, "a1", 15 * kMinute);
+  add("s1", WebhookState::kStored, std::nullopt, 12 * kMinute);
+  add("s2", WebhookState::kStored, std::nullopt, 11 * kMinute);
+  ASSERT_EQ(iarelay({"resend", "f2"}).exit_code, 0);  // an audit link that goes with f2
+  ASSERT_EQ(on_sqlite({"resend", "f2"}).exit_code, 0);
+  both([&](JournalTx& tx) {
+    TransitionFields f;
+    tx.transition("f2", WebhookState::kQueued, WebhookState::kFailed, f);
+  });
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"delete", "q1"},             // lists, deletes nothing without --force
+           {"delete", "i1", "--force"},  // a call is under way
+           {"delete", "s1", "--force"},  // stored: no feed consumer acknowledged it
+           {"delete", "--state", "stored", "--force"},
+           {"delete", "--state", "failed", "--force", "--dry-run"},
+           {"delete", "nope", "--force"},
+           {"delete", "q1", "--force"},
+           {"delete", "--state", "failed", "--agent", "a2", "--force"},
+           {"delete", "--agent", "a1"},  // by filter without --state: a usage error
+           {"delete", "f1", "--force"}}) {
+    same_on_both(args);
+  }
+  expect_same_journals();
+  EXPECT_EQ(psql("SELECT id FROM webhooks ORDER BY seq"), "i1\ns1\ns2");
+  EXPECT_EQ(psql("SELECT count(*) FROM attempts"), "0");
+  // The audit keeps the ids a delete took; f2's link to its resend went with it.
+  EXPECT_EQ(psql("SELECT a.action, a.affected, l.webhook_id FROM audit a JOIN audit_webhooks l ON "
+                 "l.audit_id = a.id WHERE a.action = 'delete' ORDER BY a.id"),
+            "delete|1|q1\ndelete|1|f2\ndelete|1|f1");
+  EXPECT_EQ(psql("SELECT count(*) FROM audit_webhooks l JOIN audit a ON a.id = l.audit_id WHERE "
+                 "a.action = 'resend'"),
+            "0");
+  // Once a consumer has acknowledged s1 (not s2), s1 goes and s2 is refused.
+  both([&](JournalTx& tx) {
+    tx.ack_consumer("inner-1", std::stoll(psql("SELECT seq FROM webhooks WHERE id = 's1'")));
+  });
+  CommandResult lacking = same_on_both({"delete", "s2", "--force"});
+  EXPECT_EQ(lacking.exit_code, 1);
+  EXPECT_NE(lacking.err.find("consumer 'inner-1' has acknowledged up to seq"), std::string::npos)
+      << lacking.err;
+  same_on_both({"delete", "--state", "stored", "--force"});
+  same_on_both({"delete", "s1", "--force"});
+  same_on_both({"delete", "s2", "--force", "--force-unacknowledged"});
+  expect_same_journals();
+  EXPECT_EQ(psql("SELECT id FROM webhooks"), "i1");
+}
+
 TEST_F(PgCli, EveryOtherCommandNamesItselfAsNotAvailableOnPostgresqlYet) {
   const std::filesystem::path cwd = std::filesystem::current_path();
   std::filesystem::current_path(dir_.path());
   for (const auto& args :
-       std::vector<std::vector<std::string>>{{"retry", "q1"},
-                                             {"hold", "q1"},
-                                             {"release", "q1"},
-                                             {"delete", "q1", "--force"},
-                                             {"move", "--from", "a1", "--to", "a2"},
+       std::vector<std::vector<std::string>>{{"move", "--from", "a1", "--to", "a2"},
                                              {"purge", "--before", "-1d"},
                                              {"migrate"},
                                              {"check"}}) {
