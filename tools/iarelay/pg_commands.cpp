@@ -28,8 +28,8 @@ constexpr Millis kSqlTimeout = 60'000;
 // a LOCK TABLE (which a read-only transaction allows) queues every relay behind it meanwhile.
 constexpr Millis kSqlLockWait = 1'000;
 
-constexpr const char* kOnPostgresql[] = {"status", "sql",   "agent", "resend",  "list",
-                                         "show",   "retry", "hold",  "release", "delete"};
+constexpr const char* kOnPostgresql[] = {"status", "sql",  "agent",   "resend", "list", "show",
+                                         "retry",  "hold", "release", "delete", "purge"};
 
 // Type OIDs of pg_type (fixed by PostgreSQL, the same in every version).
 constexpr unsigned kBoolOid = 16, kByteaOid = 17, kInt8Oid = 20, kInt2Oid = 21, kInt4Oid = 23,
@@ -128,10 +128,18 @@ bool runs_on_postgresql(const std::string& command) {
 }
 
 std::string not_on_postgresql(const Context& ctx) {
-  return "'" + ctx.command + "' is not available on a PostgreSQL journal yet (journal " +
-         shown(ctx) + ")" +
-         "; there iarelay runs status, sql, agent list|pause|resume, resend, list, show, retry, "
-         "hold, release and delete (docs/high-availability.md)";
+  const std::string where = "(journal " + shown(ctx) + ")";
+  if (ctx.command == "migrate")
+    return "'migrate' does not run on a PostgreSQL journal " + where +
+           ": iarelayd applies the PostgreSQL migrations itself when it starts on it (under an "
+           "advisory lock, so relays starting together migrate it once); start a relay";
+  if (ctx.command == "check")
+    return "'check' does not run on a PostgreSQL journal " + where +
+           ": PostgreSQL checks its own pages (data checksums); check tables and indexes with "
+           "the amcheck extension (pg_amcheck), and the configuration with iarelayd --check";
+  return "'" + ctx.command + "' is not available on a PostgreSQL journal yet " + where +
+         "; there iarelay runs every command but move, migrate and check "
+         "(docs/high-availability.md)";
 }
 
 Result<std::unique_ptr<PgConnection>> pg_connect(const Context& ctx) {

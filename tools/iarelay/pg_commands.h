@@ -1,10 +1,9 @@
 // The commands of `iarelay` on a PostgreSQL journal (`--journal postgresql://...`, or a
-// configuration whose journal is one; docs/high-availability.md): status, sql, agent
-// list|pause|resume, resend, list, show, retry, hold, release and delete. Each SQLite command
-// parses and checks its arguments as always, then opens the journal here (pg_connect) where it
-// would open the journal file, or hands the whole command over (status, sql, agent, resend); the
-// output is the SQLite command's. The journal is shown only as journal_for_display shows it: never
-// a password.
+// configuration whose journal is one; docs/high-availability.md): every command but move, migrate
+// and check. Each SQLite command parses and checks its arguments as always, then opens the journal
+// here (pg_connect) where it would open the journal file, or hands the whole command over (status,
+// sql, agent, resend); the output is the SQLite command's. The journal is shown only as
+// journal_for_display shows it: never a password.
 #pragma once
 
 #include <optional>

@@ -1,7 +1,7 @@
 // The operator's reads and changes of the PostgreSQL journal, for `iarelay` (the SQLite side is
 // status_report.h, store.h and maintenance.h): the status document with the agents' leases,
 // one query in a read-only transaction, list and show, and the audited changes of
-// maintenance.h (resend, retry, hold, release, delete; pg_maintenance.cpp). Each
+// maintenance.h (resend, retry, hold, release, delete, purge; pg_maintenance.cpp). Each
 // function takes an open, migrated connection (one thread at a time) and returns a Status:
 // nothing here throws.
 #pragma once
@@ -102,5 +102,24 @@ Result<std::int64_t> pg_resend(PgConnection& db, const WebhookFilter& filter,
 Result<std::int64_t> pg_change_webhooks(PgConnection& db, QueueOp op, const WebhookFilter& filter,
                                         Millis now, const MaintenanceOptions& options = {},
                                         const std::function<void(const WebhookRow&)>& each = {});
+
+// purge_webhooks (maintenance.h) on PostgreSQL, with exactly its contract: deletes the
+// webhooks in `states` (empty: delivered; queued, inflight or held refused, InvalidArgument,
+// before anything is read) received before `before`, with their attempts and audit_webhooks
+// links; a `stored` row only once every feed consumer has acknowledged its seq (none without
+// a consumer row) unless options.force; such rows are skipped (see
+// pg_unacknowledged_stored). Batches by seq, each in a transaction of its own, its rows locked
+// in seq order and deleted only if still in the state read; audit row (action "purge") written
+// in the first batch and kept current, none without options.audit.actor; dry run counts.
+// Returns the rows deleted (dry run: that would be). Safe beside running relays: they never
+// change a row in these states.
+Result<std::int64_t> pg_purge_webhooks(PgConnection& db, Millis before,
+                                       const std::vector<WebhookState>& states,
+                                       const MaintenanceOptions& options = {});
+
+// unacknowledged_stored (maintenance.h) on PostgreSQL: per feed consumer, the stored rows
+// received before `before` it has not acknowledged; `total` the rows purge would keep.
+Result<std::vector<UnacknowledgedStored>> pg_unacknowledged_stored(PgConnection& db, Millis before,
+                                                                   std::int64_t* total = nullptr);
 
 }  // namespace iarelay

@@ -1,5 +1,5 @@
 // maintenance.cpp's changes in PostgreSQL's SQL, for `iarelay` and (purge) the relay's
-// retention: resend, the queue commands (retry, hold, release, delete), in
+// retention: resend, the queue commands (retry, hold, release, delete) and purge, in
 // batches, each a transaction of its own through the JournalBackend seam, audited as on SQLite.
 #include <algorithm>
 #include <map>
@@ -475,6 +475,127 @@ Result<std::int64_t> pg_change_webhooks(PgConnection& db, QueueOp op, const Webh
     }
   }
   return total;
+}
+
+Result<std::int64_t> pg_purge_webhooks(PgConnection& db, Millis before,
+                                       const std::vector<WebhookState>& states_in,
+                                       const MaintenanceOptions& options) {
+  std::vector<WebhookState> states = states_in;
+  if (states.empty()) states.push_back(WebhookState::kDelivered);
+  for (auto s : states)
+    if (s == WebhookState::kQueued || s == WebhookState::kInflight || s == WebhookState::kHeld)
+      return Status::invalid_argument("purge never deletes " + std::string(to_string(s)) +
+                                      " webhooks (they are still to be delivered; iarelay "
+                                      "delete ID --force deletes one)");
+  std::sort(states.begin(), states.end());
+  states.erase(std::unique(states.begin(), states.end()), states.end());
+  const int batch = std::max(1, options.batch_size);
+  const std::string before_text = format_time(before);
+  if (options.dry_run) {
+    std::int64_t total = 0;
+    for (auto s : states) {
+      auto n = db.query(
+          std::string("SELECT count(*) FROM webhooks WHERE state = $1 AND received_at < $2") +
+              (s == WebhookState::kStored && !options.force ? kAcknowledgedByAll : ""),
+          {std::string(to_string(s)), before_text});
+      if (!n) return n.status();
+      total += integer((*n)[0][0]);
+    }
+    return total;
+  }
+  auto backend = pg_backend(db);
+  AuditRow audit(db, options.audit, "purge");
+  std::optional<std::int64_t> audit_id;  // as committed
+  std::int64_t total = 0;                // as committed
+  bool first = true;
+  for (auto state : states) {
+    const std::string state_text(to_string(state));
+    const std::string acknowledged =
+        state == WebhookState::kStored && !options.force ? kAcknowledgedByAll : "";
+    std::int64_t cursor = 0;  // keyset by seq
+    for (;;) {
+      std::optional<std::int64_t> id;
+      std::int64_t deleted = 0;
+      std::size_t fetched = 0;
+      std::int64_t next = cursor;
+      Status s = backend->transact([&](JournalTx& tx) {
+        id = audit_id;
+        next = cursor;
+        deleted = 0;
+        auto rows = must(db.query(
+            "SELECT seq FROM webhooks WHERE state = $1 AND received_at < $2 AND seq > $3::bigint" +
+                acknowledged + " ORDER BY seq LIMIT " + std::to_string(batch),
+            {state_text, before_text, std::to_string(cursor)}));
+        fetched = rows.size();
+        if (!rows.empty()) {
+          next = integer(rows.back()[0]);
+          std::vector<std::string> seqs;
+          for (const PgRow& r : rows) seqs.push_back(*r[0]);
+          // Locked in seq order first, then deleted if still in the state read: a row that left
+          // it meanwhile is skipped.
+          auto gone = must(
+              db.query("DELETE FROM webhooks WHERE seq IN (SELECT seq FROM webhooks WHERE seq = "
+                       "ANY($1::bigint[]) ORDER BY seq FOR UPDATE) AND state = $2 RETURNING id",
+                       {pg_text_array(seqs), state_text}));
+          deleted = static_cast<std::int64_t>(gone.size());
+          if (!gone.empty()) {
+            std::vector<std::string> ids;
+            for (const PgRow& r : gone) ids.push_back(*r[0]);
+            // No foreign keys: their attempts and audit links go with them here.
+            must(db.command("DELETE FROM attempts WHERE webhook_id = ANY($1::text[])",
+                            {pg_text_array(ids)}));
+            must(db.command("DELETE FROM audit_webhooks WHERE webhook_id = ANY($1::text[])",
+                            {pg_text_array(ids)}));
+          }
+        }
+        if (deleted > 0 || first) audit.update(tx, id, total + deleted);
+      });
+      if (!s) return s;
+      audit_id = id;
+      total += deleted;
+      cursor = next;
+      first = false;
+      if (fetched > 0 && options.progress) options.progress(total);
+      if (fetched < static_cast<std::size_t>(batch)) break;
+    }
+  }
+  return total;
+}
+
+Result<std::vector<UnacknowledgedStored>> pg_unacknowledged_stored(PgConnection& db, Millis before,
+                                                                   std::int64_t* total) {
+  const std::string before_text = format_time(before);
+  std::vector<FeedConsumerAck> consumers;
+  try {
+    consumers = feed_consumers(db);
+  } catch (const JournalError& e) {
+    return e.status();
+  }
+  std::vector<UnacknowledgedStored> out;
+  std::int64_t kept = 0;
+  for (const auto& c : consumers) {
+    auto n = db.query(
+        "SELECT count(*) FROM webhooks WHERE state = 'stored' AND received_at < $1 AND seq > "
+        "$2::bigint",
+        {before_text, std::to_string(c.acked_seq)});
+    if (!n) return n.status();
+    UnacknowledgedStored u;
+    u.consumer = c.name;
+    u.acked_seq = c.acked_seq;
+    u.rows = integer((*n)[0][0]);
+    kept = std::max(kept, u.rows);  // the least advanced consumer holds back the most
+    if (u.rows > 0) out.push_back(std::move(u));
+  }
+  if (consumers.empty()) {
+    auto n = db.query("SELECT count(*) FROM webhooks WHERE state = 'stored' AND received_at < $1",
+                      {before_text});
+    if (!n) return n.status();
+    UnacknowledgedStored u;
+    u.rows = kept = integer((*n)[0][0]);
+    if (u.rows > 0) out.push_back(std::move(u));
+  }
+  if (total) *total = kept;
+  return out;
 }
 
 }  // namespace iarelay

@@ -630,14 +630,129 @@ TEST_F(PgCli, DeleteTakesAttemptsAlongAndRefusesWhatSqliteRefuses) {
   EXPECT_EQ(psql("SELECT id FROM webhooks"), "i1");
 }
 
+// --- purge ---------------------------------------------------------------------------------------
+
+TEST_F(PgCli, PurgeDeletesOldFinishedWebhooksWithTheirAttemptsAsOnSqlite) {
+  const Millis now = now_millis();
+  add("d1", WebhookState::kDelivered, "a1", 3 * kHour);
+  add_attempt("d1", 1, "a1", now - 3 * kHour, 204, "delivered");
+  add("d2", WebhookState::kDelivered, "a1", 2 * kHour);
+  add_attempt("d2", 1, "a1", now - 2 * kHour, 204, "delivered");
+  add("d3", WebhookState::kDelivered, "a1", 10 * kMinute);
+  add("f1", WebhookState::kFailed, "a1", 2 * kHour, 25);
+  add("q1", WebhookState::kQueued, "a1", 5 * kHour);
+  add("s1", WebhookState::kStored, std::nullopt, 4 * kHour);
+  // A replay of d2 and its delivery again: an audit link that goes with it.
+  ASSERT_EQ(iarelay({"resend", "d2"}).exit_code, 0);
+  ASSERT_EQ(on_sqlite({"resend", "d2"}).exit_code, 0);
+  both([&](JournalTx& tx) {
+    tx.transition("d2", WebhookState::kQueued, WebhookState::kDelivered, {});
+  });
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"purge", "--before", "-1h", "--dry-run"},
+           {"purge", "--before", "-1h", "--state", "stored", "--dry-run"},
+           {"purge", "--before", "-1h", "--state", "stored"},  // no consumer has it: refused
+           {"purge", "--before", "-1h", "--state", "queued"},  // never: a usage error
+           {"purge", "--before", "yesterday"},
+           {"purge", "--before", "-1h"},
+           {"purge", "--before", "-1h", "--state", "failed,delivered"},
+           {"purge", "--before", "-1h", "--state", "stored", "--force"}}) {
+    CommandResult pg = iarelay(args);
+    CommandResult lite = on_sqlite(args);
+    // The times printed are each run's own "-1h": compare without them.
+    auto timeless = [](std::string text) {
+      for (std::size_t at; (at = text.find("before 20")) != std::string::npos;)
+        text.replace(at, 31, "before T");
+      return text;
+    };
+    EXPECT_EQ(pg.exit_code, lite.exit_code) << args.back() << pg.err << lite.err;
+    EXPECT_EQ(timeless(pg.out), timeless(lite.out)) << args.back();
+    EXPECT_EQ(pg.err, lite.err) << args.back();
+  }
+  EXPECT_EQ(psql("SELECT id FROM webhooks ORDER BY seq"), "d3\nq1");
+  EXPECT_EQ(psql("SELECT count(*) FROM attempts"), "0");
+  EXPECT_EQ(psql("SELECT count(*) FROM audit_webhooks"), "0");
+  expect_same_journals(false);
+  const std::string audit = psql(
+      "SELECT action, affected, filter FROM audit WHERE action = "
+      "'purge' ORDER BY id");
+  EXPECT_EQ(audit,
+            "purge|2|purge --before -1h\npurge|1|purge --before -1h --state failed,delivered\n"
+            "purge|1|purge --before -1h --state stored --force")
+      << audit;
+}
+
+// pg_purge_webhooks is what the relays' retention calls: purge_webhooks's contract, in batches.
+TEST_F(PgCli, PgPurgeWebhooksKeepsPurgeWebhooksContractBatchByBatch) {
+  for (int i = 0; i < 7; ++i) add("old" + std::to_string(i), WebhookState::kDelivered, "a1", kHour);
+  add("new", WebhookState::kDelivered, "a1", kMinute);
+  add("s1", WebhookState::kStored, std::nullopt, kHour);
+  add("s2", WebhookState::kStored, std::nullopt, kHour);
+  add("q1", WebhookState::kQueued, "a1", kHour);
+  both([&](JournalTx& tx) {
+    tx.ack_consumer("inner-1", std::stoll(psql("SELECT seq FROM webhooks WHERE id = 's1'")));
+  });
+  const Millis before = now_millis() - 30 * kMinute;
+  MaintenanceOptions options;
+  options.batch_size = 3;
+  // Refused before anything is read.
+  for (auto state : {WebhookState::kQueued, WebhookState::kInflight, WebhookState::kHeld}) {
+    auto refused = pg_purge_webhooks(*db_, before, {WebhookState::kDelivered, state}, options);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.status().kind(), StatusKind::kInvalidArgument);
+    EXPECT_EQ(refused.status().message(),
+              purge_webhooks(*sqlite_, before, {state}, options).status().message());
+  }
+  options.dry_run = true;
+  auto would = pg_purge_webhooks(*db_, before, {}, options);
+  ASSERT_TRUE(would) << would.status().message();
+  EXPECT_EQ(*would, 7);
+  auto would_stored = pg_purge_webhooks(*db_, before, {WebhookState::kStored}, options);
+  ASSERT_TRUE(would_stored);
+  EXPECT_EQ(*would_stored, 1);  // s1 only: s2 is not acknowledged
+  options.dry_run = false;
+  std::vector<std::int64_t> progress;
+  options.progress = [&](std::int64_t done) { progress.push_back(done); };
+  options.audit = {"iarelayd", "retain_delivered", "before=T"};
+  auto done =
+      pg_purge_webhooks(*db_, before, {WebhookState::kDelivered, WebhookState::kStored}, options);
+  ASSERT_TRUE(done) << done.status().message();
+  EXPECT_EQ(*done, 8);
+  EXPECT_EQ(progress, (std::vector<std::int64_t>{1, 4, 7, 8}));  // stored first, as on SQLite
+  // One audit row, kept current batch by batch.
+  EXPECT_EQ(psql("SELECT actor, action, filter, affected, detail FROM audit"),
+            "iarelayd|purge|retain_delivered|8|before=T");
+  options.progress = {};
+  auto sqlite_done =
+      purge_webhooks(*sqlite_, before, {WebhookState::kDelivered, WebhookState::kStored}, options);
+  ASSERT_TRUE(sqlite_done);
+  EXPECT_EQ(*sqlite_done, *done);
+  expect_same_journals();
+  // Without an actor no audit row; nothing left to purge.
+  options.audit = {};
+  auto again = pg_purge_webhooks(*db_, before, {}, options);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(*again, 0);
+  EXPECT_EQ(psql("SELECT count(*) FROM audit"), "1");
+  // unacknowledged_stored's figures.
+  std::int64_t pg_total = -1, lite_total = -2;
+  auto pg_lacking = pg_unacknowledged_stored(*db_, before, &pg_total);
+  auto lite_lacking = unacknowledged_stored(*sqlite_, before, &lite_total);
+  ASSERT_TRUE(pg_lacking);
+  ASSERT_TRUE(lite_lacking);
+  EXPECT_EQ(pg_total, 1);
+  EXPECT_EQ(pg_total, lite_total);
+  ASSERT_EQ(pg_lacking->size(), 1u);
+  EXPECT_EQ((*pg_lacking)[0].consumer, "inner-1");
+  EXPECT_EQ((*pg_lacking)[0].rows, 1);
+  EXPECT_EQ((*pg_lacking)[0].acked_seq, (*lite_lacking)[0].acked_seq);
+}
+
 TEST_F(PgCli, EveryOtherCommandNamesItselfAsNotAvailableOnPostgresqlYet) {
   const std::filesystem::path cwd = std::filesystem::current_path();
   std::filesystem::current_path(dir_.path());
   for (const auto& args :
-       std::vector<std::vector<std::string>>{{"move", "--from", "a1", "--to", "a2"},
-                                             {"purge", "--before", "-1d"},
-                                             {"migrate"},
-                                             {"check"}}) {
+       std::vector<std::vector<std::string>>{{"move", "--from", "a1", "--to", "a2"}}) {
     auto r = iarelay(args);
     EXPECT_EQ(r.exit_code, 2) << args[0] << ": " << r.err;
     EXPECT_NE(r.err.find("iarelay " + args[0] + ": '" + args[0] +
@@ -649,6 +764,37 @@ TEST_F(PgCli, EveryOtherCommandNamesItselfAsNotAvailableOnPostgresqlYet) {
   }
   // Help still works, and nothing was made of the connection string as a path.
   EXPECT_EQ(iarelay({"list", "--help"}).exit_code, 0);
+  EXPECT_FALSE(std::filesystem::exists(dir_.path() + "/postgresql:"));
+  std::filesystem::current_path(cwd);
+}
+
+// --- what stays refused --------------------------------------------------------------------------
+
+TEST_F(PgCli, MigrateAndCheckSayWhyTheyDoNotRunOnPostgresql) {
+  const std::filesystem::path cwd = std::filesystem::current_path();
+  std::filesystem::current_path(dir_.path());
+  auto migrate = iarelay({"migrate"});
+  EXPECT_EQ(migrate.exit_code, 2) << migrate.err;
+  EXPECT_NE(migrate.err.find("iarelay migrate: 'migrate' does not run on a PostgreSQL journal"),
+            std::string::npos)
+      << migrate.err;
+  EXPECT_NE(migrate.err.find("iarelayd applies the PostgreSQL migrations itself when it starts"),
+            std::string::npos)
+      << migrate.err;
+  auto check = iarelay({"check"});
+  EXPECT_EQ(check.exit_code, 2) << check.err;
+  EXPECT_NE(check.err.find("iarelay check: 'check' does not run on a PostgreSQL journal"),
+            std::string::npos)
+      << check.err;
+  EXPECT_NE(check.err.find("PostgreSQL checks its own pages"), std::string::npos) << check.err;
+  EXPECT_NE(check.err.find("amcheck"), std::string::npos) << check.err;
+  for (const auto* r : {&migrate, &check}) {
+    EXPECT_EQ(r->err.find("yet"), std::string::npos) << r->err;
+    EXPECT_NE(r->err.find("iarelay:***@"), std::string::npos) << r->err;
+    EXPECT_EQ(std::count(r->err.begin(), r->err.end(), '\n'), 1) << r->err;
+  }
+  // Help still works, and nothing was made of the connection string as a path.
+  EXPECT_EQ(iarelay({"migrate", "--help"}).exit_code, 0);
   EXPECT_FALSE(std::filesystem::exists(dir_.path() + "/postgresql:"));
   std::filesystem::current_path(cwd);
 }
