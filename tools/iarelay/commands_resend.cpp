@@ -210,16 +210,34 @@ int cmd_move(Context& ctx) {
   const bool dry_run = vm.count("dry-run") > 0;
   const bool force = vm.count("force") > 0;
 
-  auto reader = open_for_read(ctx);
-  if (!reader) return fail(ctx, reader.status().message());
+  // SQLite: the checks on a read-only connection, the move on one opened for writing after
+  // them. PostgreSQL: one connection for both.
+  const bool postgresql = is_postgresql_journal(ctx.journal);
+  std::unique_ptr<PgConnection> pg;
+  DatabasePtr sqlite;
+  if (postgresql) {
+    auto c = pg_connect(ctx);
+    if (!c) return fail(ctx, c.status().message());
+    pg = std::move(*c);
+  } else {
+    auto c = open_for_read(ctx);
+    if (!c) return fail(ctx, c.status().message());
+    sqlite = std::move(*c);
+  }
+  auto failure = [&](const Status& s) {
+    return fail(ctx, postgresql ? pg_failure(ctx, s) : s.message());
+  };
+  auto agent_named = [&](const std::string& name) {
+    return postgresql ? pg_resolve_agent(ctx, *pg, name) : resolve_agent(ctx, *sqlite, name);
+  };
   MoveFrom from;
   from.stored = vm.count("stored") > 0;
   if (vm.count("from")) {
-    auto agent = resolve_agent(ctx, **reader, vm["from"].as<std::string>());
+    auto agent = agent_named(vm["from"].as<std::string>());
     if (!agent) return fail(ctx, "--from: " + agent.status().message());
     from.agent = *agent;
   }
-  auto to = resolve_agent(ctx, **reader, vm["to"].as<std::string>());
+  auto to = agent_named(vm["to"].as<std::string>());
   if (!to) return fail(ctx, "--to: " + to.status().message());
   if (ctx.config && !ctx.config->find_agent(*to))
     return fail(ctx, "--to: agent " + *to + " is not in " + ctx.config->file +
@@ -238,23 +256,30 @@ int cmd_move(Context& ctx) {
     std::string rest = resend_detail(shown, std::nullopt);
     if (!rest.empty()) detail += " " + rest;
   }
+  auto move = [&](const MaintenanceOptions& o) {
+    return postgresql ? pg_move_webhooks(*pg, from, *to, *filter, o)
+                      : move_webhooks(*sqlite, from, *to, *filter, o);
+  };
   if (dry_run) {
     MaintenanceOptions check;
     check.dry_run = true;
-    auto would = move_webhooks(**reader, from, *to, *filter, check);
-    if (!would) return fail(ctx, would.status().message());
+    auto would = move(check);
+    if (!would) return failure(would.status());
     std::cout << "would move " << rows_text(*would) << " to " << *to
               << " (dry run: nothing changed)\n";
     return kExitOk;
   }
-  reader->reset();
-  auto db = open_for_write(ctx);
-  if (!db) return fail(ctx, db.status().message());
+  if (!postgresql) {
+    sqlite.reset();
+    auto db = open_for_write(ctx);
+    if (!db) return fail(ctx, db.status().message());
+    sqlite = std::move(*db);
+  }
   MaintenanceOptions run;
   run.progress = progress_printer("move");
   run.audit = {actor(), audit_filter(ctx), detail};
-  auto done = move_webhooks(**db, from, *to, *filter, run);
-  if (!done) return fail(ctx, done.status().message());
+  auto done = move(run);
+  if (!done) return failure(done.status());
   std::cout << "moved " << rows_text(*done) << " to " << *to << "\n";
   return kExitOk;
 }

@@ -29,7 +29,7 @@ constexpr Millis kSqlTimeout = 60'000;
 constexpr Millis kSqlLockWait = 1'000;
 
 constexpr const char* kOnPostgresql[] = {"status", "sql",  "agent",   "resend", "list", "show",
-                                         "retry",  "hold", "release", "delete", "purge"};
+                                         "retry",  "hold", "release", "delete", "move", "purge"};
 
 // Type OIDs of pg_type (fixed by PostgreSQL, the same in every version).
 constexpr unsigned kBoolOid = 16, kByteaOid = 17, kInt8Oid = 20, kInt2Oid = 21, kInt4Oid = 23,
@@ -138,12 +138,16 @@ std::string not_on_postgresql(const Context& ctx) {
            ": PostgreSQL checks its own pages (data checksums); check tables and indexes with "
            "the amcheck extension (pg_amcheck), and the configuration with iarelayd --check";
   return "'" + ctx.command + "' is not available on a PostgreSQL journal yet " + where +
-         "; there iarelay runs every command but move, migrate and check "
-         "(docs/high-availability.md)";
+         "; there iarelay runs every command but migrate and check (docs/high-availability.md)";
 }
 
 Result<std::unique_ptr<PgConnection>> pg_connect(const Context& ctx) {
   return connect(ctx, true);
+}
+
+Result<std::string> pg_resolve_agent(const Context& ctx, PgConnection& db,
+                                     const std::string& name) {
+  return resolve_agent(ctx, db, name);
 }
 
 std::string pg_failure(const Context& ctx, const Status& status) {

@@ -1,9 +1,9 @@
 // The commands of `iarelay` on a PostgreSQL journal (`--journal postgresql://...`, or a
-// configuration whose journal is one; docs/high-availability.md): every command but move, migrate
-// and check. Each SQLite command parses and checks its arguments as always, then opens the journal
-// here (pg_connect) where it would open the journal file, or hands the whole command over (status,
-// sql, agent, resend); the output is the SQLite command's. The journal is shown only as
-// journal_for_display shows it: never a password.
+// configuration whose journal is one; docs/high-availability.md): every command but migrate
+// and check. Each SQLite command parses and checks its arguments as always, then opens the
+// journal here (pg_connect) where it would open the journal file, or hands the whole command
+// over (status, sql, agent, resend); the output is the SQLite command's. The journal is shown
+// only as journal_for_display shows it: never a password.
 #pragma once
 
 #include <optional>
@@ -29,6 +29,8 @@ Result<std::unique_ptr<PgConnection>> pg_connect(const Context& ctx);
 // NotFound: a webhook id, a state) as it is, as on SQLite; anything else (the server's error)
 // after "journal URL-without-password: ".
 std::string pg_failure(const Context& ctx, const Status& status);
+// An agent named by identifier or configuration handle, as resolve_agent (cli.h) on SQLite.
+Result<std::string> pg_resolve_agent(const Context& ctx, PgConnection& db, const std::string& name);
 
 // The status document (status_report.h's keys, plus "leases": which relay owns which agent).
 Result<std::string> pg_status_document(const Context& ctx);

@@ -1,7 +1,7 @@
 // The operator's reads and changes of the PostgreSQL journal, for `iarelay` (the SQLite side is
 // status_report.h, store.h and maintenance.h): the status document with the agents' leases,
 // one query in a read-only transaction, list and show, and the audited changes of
-// maintenance.h (resend, retry, hold, release, delete, purge; pg_maintenance.cpp). Each
+// maintenance.h (resend, retry, hold, release, delete, move, purge; pg_maintenance.cpp). Each
 // function takes an open, migrated connection (one thread at a time) and returns a Status:
 // nothing here throws.
 #pragma once
@@ -102,6 +102,17 @@ Result<std::int64_t> pg_resend(PgConnection& db, const WebhookFilter& filter,
 Result<std::int64_t> pg_change_webhooks(PgConnection& db, QueueOp op, const WebhookFilter& filter,
                                         Millis now, const MaintenanceOptions& options = {},
                                         const std::function<void(const WebhookRow&)>& each = {});
+
+// move_webhooks (maintenance.h) on PostgreSQL, with the same selection (from an agent's queue,
+// the unassigned queue, or stored rows, acknowledged ones only with include_acknowledged), the
+// same refusal (InvalidArgument, nothing changes) while a selected webhook's alert has a
+// webhook inflight where they wait, and audit (action "move"). Batches by seq, each a
+// transaction of its own changing its rows through JournalTx::transition in seq order: a
+// webhook a relay moved meanwhile is skipped; each keeps its seq, so an alert's webhooks keep
+// their order in the new queue.
+Result<std::int64_t> pg_move_webhooks(PgConnection& db, const MoveFrom& from, const std::string& to,
+                                      const WebhookFilter& filter,
+                                      const MaintenanceOptions& options = {});
 
 // purge_webhooks (maintenance.h) on PostgreSQL, with exactly its contract: deletes the
 // webhooks in `states` (empty: delivered; queued, inflight or held refused, InvalidArgument,

@@ -1,5 +1,5 @@
 // maintenance.cpp's changes in PostgreSQL's SQL, for `iarelay` and (purge) the relay's
-// retention: resend, the queue commands (retry, hold, release, delete) and purge, in
+// retention: resend, the queue commands (retry, hold, release, delete), move and purge, in
 // batches, each a transaction of its own through the JournalBackend seam, audited as on SQLite.
 #include <algorithm>
 #include <map>
@@ -473,6 +473,103 @@ Result<std::int64_t> pg_change_webhooks(PgConnection& db, QueueOp op, const Webh
       if (!rows.empty() && options.progress) options.progress(total);
       if (rows.size() < static_cast<std::size_t>(batch)) break;
     }
+  }
+  return total;
+}
+
+Result<std::int64_t> pg_move_webhooks(PgConnection& db, const MoveFrom& from, const std::string& to,
+                                      const WebhookFilter& filter,
+                                      const MaintenanceOptions& options) {
+  if (to.empty()) return Status::invalid_argument("move needs an agent to move to");
+  if (from.agent && *from.agent == to)
+    return Status::invalid_argument("--from and --to name the same agent (" + to + ")");
+  WebhookFilter f;  // only these filters apply
+  f.service = filter.service;
+  f.type = filter.type;
+  f.event = filter.event;
+  f.since = filter.since;
+  f.until = filter.until;
+  const WebhookState state = from.stored ? WebhookState::kStored : WebhookState::kQueued;
+  // Where they wait. Stored rows a feed consumer has acknowledged went downstream already:
+  // moving them would deliver them twice (unless the caller insists).
+  Where base;
+  if (from.stored)
+    base.sql = from.include_acknowledged ? "state = 'stored'"
+                                         : "state = 'stored' AND seq > coalesce((SELECT "
+                                           "max(acked_seq) FROM consumers), 0)";
+  else if (from.agent)
+    base.sql = "assigned_agent = " + base.param(*from.agent) + " AND state = 'queued'";
+  else
+    base.sql = "assigned_agent IS NULL AND state = 'queued'";
+  add_filters(base, f);
+  TransitionFields fields;
+  fields.assigned_agent = std::optional<std::string>(to);
+  fields.next_attempt_at = std::optional<Millis>();
+  if (from.stored) fields.attempts = 0;
+  const int batch = std::max(1, options.batch_size);
+
+  // An inflight webhook of a selected alert where they wait: moving its successors would let
+  // them overtake it. Checked once before anything changes (the operator pauses the agent
+  // first; a relay claims only from unpaused agents).
+  if (!from.stored) {
+    auto n = db.query("SELECT count(*) FROM webhooks w WHERE " + base.sql +
+                          " AND w.event_id IS NOT NULL AND EXISTS (SELECT 1 FROM webhooks i "
+                          "WHERE i.event_id = w.event_id AND i.state = 'inflight' AND "
+                          "i.assigned_agent IS NOT DISTINCT FROM w.assigned_agent)",
+                      base.params);
+    if (!n) return n.status();
+    if (const std::int64_t count = integer((*n)[0][0]); count > 0)
+      return Status::invalid_argument(
+          std::to_string(count) +
+          " of these webhooks belong to alerts with a webhook inflight on " +
+          (from.agent ? *from.agent : std::string("the held queue")) +
+          "; moving them could overtake it. Pause the agent (iarelay agent pause), wait until "
+          "its inflight count is 0 (iarelay status), then move");
+  }
+  auto backend = pg_backend(db);
+  AuditRow audit(db, options.audit, "move");
+  std::optional<std::int64_t> audit_id;  // as committed
+  std::int64_t total = 0;                // as committed
+  std::int64_t cursor = 0;               // keyset by seq: arrival order, each batch its own size
+  bool first = true;
+  for (;;) {
+    Where w = base;
+    const std::string sql = "SELECT id, seq FROM webhooks WHERE " + w.sql + " AND seq > " +
+                            w.param(std::to_string(cursor)) + "::bigint ORDER BY seq LIMIT " +
+                            std::to_string(batch);
+    std::size_t fetched = 0;
+    if (options.dry_run) {
+      auto rows = db.query(sql, w.params);
+      if (!rows) return rows.status();
+      fetched = rows->size();
+      if (fetched > 0) cursor = integer(rows->back()[1]);
+      total += static_cast<std::int64_t>(fetched);
+    } else {
+      std::optional<std::int64_t> id;
+      std::int64_t changed = 0;
+      std::int64_t next = cursor;
+      Status s = backend->transact([&](JournalTx& tx) {
+        id = audit_id;
+        changed = 0;
+        next = cursor;
+        auto rows = must(db.query(sql, w.params));
+        fetched = rows.size();
+        // In seq order: each row keeps its seq, so an alert's webhooks keep their order in the
+        // new queue, and the row locks are taken in the order every batch takes them.
+        for (const PgRow& r : rows) {
+          next = integer(r[1]);
+          if (tx.transition(*r[0], state, WebhookState::kQueued, fields)) ++changed;
+        }
+        if (changed > 0 || first) audit.update(tx, id, total + changed);
+      });
+      if (!s) return s;
+      audit_id = id;
+      total += changed;
+      cursor = next;
+      first = false;
+    }
+    if (fetched > 0 && options.progress) options.progress(total);
+    if (fetched < static_cast<std::size_t>(batch)) break;
   }
   return total;
 }

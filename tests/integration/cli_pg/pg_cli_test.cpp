@@ -748,24 +748,58 @@ TEST_F(PgCli, PgPurgeWebhooksKeepsPurgeWebhooksContractBatchByBatch) {
   EXPECT_EQ((*pg_lacking)[0].acked_seq, (*lite_lacking)[0].acked_seq);
 }
 
-TEST_F(PgCli, EveryOtherCommandNamesItselfAsNotAvailableOnPostgresqlYet) {
-  const std::filesystem::path cwd = std::filesystem::current_path();
-  std::filesystem::current_path(dir_.path());
-  for (const auto& args :
-       std::vector<std::vector<std::string>>{{"move", "--from", "a1", "--to", "a2"}}) {
-    auto r = iarelay(args);
-    EXPECT_EQ(r.exit_code, 2) << args[0] << ": " << r.err;
-    EXPECT_NE(r.err.find("iarelay " + args[0] + ": '" + args[0] +
-                         "' is not available on a PostgreSQL journal yet"),
-              std::string::npos)
-        << r.err;
-    EXPECT_NE(r.err.find("iarelay:***@"), std::string::npos) << r.err;
-    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+// --- move ----------------------------------------------------------------------------------------
+
+TEST_F(PgCli, MoveTakesAQueueToAnotherAgentAsOnSqliteAndWaitsForAnInflightOne) {
+  add_webhook("q1", WebhookState::kQueued, "a1", 30 * kMinute, "E-1");
+  add_webhook("i1", WebhookState::kInflight, "a1", 29 * kMinute, "E-2");
+  add_webhook("q2", WebhookState::kQueued, "a1", 28 * kMinute, "E-1");
+  add_webhook("q3", WebhookState::kQueued, "a1", 27 * kMinute, "E-2", "svc", "status", 4,
+              now_millis() + kHour);
+  add_webhook("o1", WebhookState::kQueued, "a3", 26 * kMinute, "E-3");
+  add_webhook("h1", WebhookState::kQueued, std::nullopt, 25 * kMinute, "E-4");
+  add_webhook("s1", WebhookState::kStored, std::nullopt, 24 * kMinute, "E-5");
+  add_webhook("s2", WebhookState::kStored, std::nullopt, 23 * kMinute, "E-6");
+  add_webhook("d1", WebhookState::kDelivered, "a2", 22 * kMinute, "E-7");
+  both([&](JournalTx& tx) {
+    tx.ack_consumer("inner-1", std::stoll(psql("SELECT seq FROM webhooks WHERE id = 's1'")));
+  });
+  // i1 of alert E-2 is inflight on a1: q3 would overtake it on a2.
+  CommandResult refused = same_on_both({"move", "--from", "a1", "--to", "a2"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("1 of these webhooks belong to alerts with a webhook inflight on a1"),
+            std::string::npos)
+      << refused.err;
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"move", "--from", "a1", "--to", "a2", "--event", "E-1", "--dry-run"},
+           {"move", "--from", "a1", "--to", "a2", "--event", "E-1"},
+           {"move", "--from", "a1", "--to", "a1"},
+           {"move", "--from", "a3", "--to", "nobody"},
+           {"move", "--from", "a3"},
+           {"move", "--held", "--to", "a2"},
+           {"move", "--stored", "--to", "a2", "--dry-run"},
+           {"move", "--stored", "--to", "a2"},  // s2: s1 went downstream already
+           {"move", "--stored", "--to", "a3", "--force"}}) {
+    same_on_both(args);
   }
-  // Help still works, and nothing was made of the connection string as a path.
-  EXPECT_EQ(iarelay({"list", "--help"}).exit_code, 0);
-  EXPECT_FALSE(std::filesystem::exists(dir_.path() + "/postgresql:"));
-  std::filesystem::current_path(cwd);
+  expect_same_journals();
+  EXPECT_EQ(psql("SELECT id, assigned_agent, state, attempts FROM webhooks WHERE assigned_agent "
+                 "= 'a2' ORDER BY seq"),
+            "q1|a2|queued|0\nq2|a2|queued|0\nh1|a2|queued|0\ns2|a2|queued|0\nd1|a2|delivered|0");
+  EXPECT_EQ(psql("SELECT action, filter, affected, detail FROM audit ORDER BY id"),
+            "move|move --from a1 --to a2 --event E-1|2|from=a1 to=a2 event=E-1\n"
+            "move|move --held --to a2|1|from=held to=a2\nmove|move --stored --to a2|1|from=stored "
+            "to=a2\nmove|move --stored --to a3 --force|1|from=stored to=a3 force");
+  // Once i1's outcome is in, the rest of a1's queue moves.
+  both([&](JournalTx& tx) {
+    tx.transition("i1", WebhookState::kInflight, WebhookState::kDelivered, {});
+  });
+  CommandResult rest = same_on_both({"move", "--from", "a1", "--to", "a2"});
+  EXPECT_EQ(rest.out, "moved 1 webhook to a2\n");
+  EXPECT_EQ(psql("SELECT assigned_agent, next_attempt_at IS NULL, attempts FROM webhooks WHERE "
+                 "id = 'q3'"),
+            "a2|t|4");
+  expect_same_journals();
 }
 
 // --- what stays refused --------------------------------------------------------------------------
