@@ -312,6 +312,14 @@ TEST_F(PgCli, ASelectOnlyRoleMadeAsDocumentedOnlyReads) {
   EXPECT_EQ(iarelay({"sql", "SELECT * FROM later_table"}, reader).exit_code, 0);
   auto status = iarelay({"status"}, reader);
   EXPECT_EQ(status.exit_code, 0) << status.err;
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"list"}, {"show", "f1"}, {"hold", "q1", "--dry-run"}}) {
+    auto r = iarelay(args, reader);
+    EXPECT_EQ(r.exit_code, 0) << args[0] << ": " << r.err;
+  }
+  auto hold = iarelay({"hold", "q1"}, reader);
+  EXPECT_EQ(hold.exit_code, 1);
+  EXPECT_NE(hold.err.find("permission denied"), std::string::npos) << hold.err;
   auto lock = iarelay({"sql", "LOCK TABLE webhooks IN ACCESS EXCLUSIVE MODE"}, reader);
   EXPECT_EQ(lock.exit_code, 1);
   EXPECT_NE(lock.err.find("refused: postgresql: ERROR: permission denied"), std::string::npos)
