@@ -1,8 +1,8 @@
 // `iarelay` on a PostgreSQL journal: connecting (migrations checked), status's document, sql in
 // a read-only transaction, agent pause/resume and resend with their audit rows; list, show,
-// the queue commands and purge open their connection here and call journal/pg/pg_admin.h. A running
-// relay's dispatcher reads the agents table and its queues again every 250 ms, so it applies
-// what these write without being told.
+// the queue commands, move and purge open their connection here (pg_connect) and call
+// journal/pg/pg_admin.h. A running relay's dispatcher reads the agents table and its queues
+// again every 250 ms, so it applies what these write without being told.
 #include "pg_commands.h"
 
 #include <cerrno>
