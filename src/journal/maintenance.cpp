@@ -621,47 +621,6 @@ std::string states_text(const std::vector<WebhookState>& states) {
   return out;
 }
 
-// Why `op` does not apply to a webhook in `state`, for messages.
-std::string refusal(QueueOp op, const std::string& state) {
-  if (state == "inflight")
-    return "inflight: a call is under way (wait for its outcome; iarelay show says it)";
-  switch (op) {
-    case QueueOp::kRetry:
-      return state == "held" ? "held (iarelay release it first)" : state + " (not waiting)";
-    case QueueOp::kHold:
-      return state == "held" ? "held already" : state + " (only queued webhooks can be held)";
-    case QueueOp::kRelease:
-      return state + " (not held)";
-    case QueueOp::kDelete:
-      break;
-  }
-  return state;
-}
-
-struct ConsumerAck {
-  std::string name;
-  std::int64_t acked_seq = 0;
-};
-std::vector<ConsumerAck> feed_consumers(SQLite::Database& db) {
-  std::vector<ConsumerAck> out;
-  SQLite::Statement q(db, "SELECT name, acked_seq FROM consumers ORDER BY name");
-  while (q.executeStep()) out.push_back({q.getColumn(0).getString(), q.getColumn(1).getInt64()});
-  return out;
-}
-// Which feed consumers have not acknowledged `seq` (empty: every one has), for messages.
-std::string lacking_text(const std::vector<ConsumerAck>& consumers, std::int64_t seq) {
-  if (consumers.empty()) return "no feed consumer has acknowledged any (none is known)";
-  std::string out;
-  for (const auto& c : consumers)
-    if (c.acked_seq < seq)
-      out += (out.empty() ? "" : ", ") + std::string("consumer '") + c.name +
-             "' has acknowledged up to seq " + std::to_string(c.acked_seq);
-  return out;
-}
-constexpr const char* kUnacknowledgedHint =
-    ". Once every consumer has them, 'iarelay purge --state stored --before T' deletes them; "
-    "--force-unacknowledged deletes them anyway (the consumers never get them)";
-
 // Applies `op` to one row through its guarded statement; whether it changed.
 bool apply_op(SQLite::Database& db, QueueOp op, const WebhookRow& r) {
   auto state = parse_state(r.state);
@@ -681,6 +640,45 @@ bool apply_op(SQLite::Database& db, QueueOp op, const WebhookRow& r) {
   return delete_webhook(db, r.id, *state);
 }
 
+}  // namespace
+
+std::string queue_op_refusal(QueueOp op, const std::string& state) {
+  if (state == "inflight")
+    return "inflight: a call is under way (wait for its outcome; iarelay show says it)";
+  switch (op) {
+    case QueueOp::kRetry:
+      return state == "held" ? "held (iarelay release it first)" : state + " (not waiting)";
+    case QueueOp::kHold:
+      return state == "held" ? "held already" : state + " (only queued webhooks can be held)";
+    case QueueOp::kRelease:
+      return state + " (not held)";
+    case QueueOp::kDelete:
+      break;
+  }
+  return state;
+}
+
+std::string consumers_lacking(const std::vector<FeedConsumerAck>& consumers, std::int64_t seq) {
+  if (consumers.empty()) return "no feed consumer has acknowledged any (none is known)";
+  std::string out;
+  for (const auto& c : consumers)
+    if (c.acked_seq < seq)
+      out += (out.empty() ? "" : ", ") + std::string("consumer '") + c.name +
+             "' has acknowledged up to seq " + std::to_string(c.acked_seq);
+  return out;
+}
+
+const char* const kUnacknowledgedStoredHint =
+    ". Once every consumer has them, 'iarelay purge --state stored --before T' deletes them; "
+    "--force-unacknowledged deletes them anyway (the consumers never get them)";
+
+namespace {
+std::vector<FeedConsumerAck> feed_consumers(SQLite::Database& db) {
+  std::vector<FeedConsumerAck> out;
+  SQLite::Statement q(db, "SELECT name, acked_seq FROM consumers ORDER BY name");
+  while (q.executeStep()) out.push_back({q.getColumn(0).getString(), q.getColumn(1).getInt64()});
+  return out;
+}
 }  // namespace
 
 Result<std::int64_t> change_webhooks(SQLite::Database& db, QueueOp op, const WebhookFilter& filter,
@@ -734,7 +732,7 @@ Result<std::int64_t> change_webhooks(SQLite::Database& db, QueueOp op, const Web
     if (!filter.ids.empty()) {
       std::vector<WebhookRow> rows;
       std::vector<std::string> problems;
-      std::optional<std::vector<ConsumerAck>> consumers;
+      std::optional<std::vector<FeedConsumerAck>> consumers;
       bool unacknowledged = false;
       {
         // Reset after each row: a statement left on a row keeps its read transaction open, and
@@ -755,13 +753,13 @@ Result<std::int64_t> change_webhooks(SQLite::Database& db, QueueOp op, const Web
           WebhookRow& r = *row;
           auto s = parse_state(r.state);
           if (!s || !applies(*s)) {
-            problems.push_back(id + " is " + refusal(op, r.state));
+            problems.push_back(id + " is " + queue_op_refusal(op, r.state));
             continue;
           }
           // A stored row is kept for the feed: as purge, delete leaves one a consumer lacks.
           if (op == QueueOp::kDelete && *s == WebhookState::kStored && !options.force) {
             if (!consumers) consumers = feed_consumers(db);
-            std::string lacking = lacking_text(*consumers, r.seq);
+            std::string lacking = consumers_lacking(*consumers, r.seq);
             if (!lacking.empty()) {
               problems.push_back(id + " is stored and not acknowledged by every feed consumer (" +
                                  lacking + ")");
@@ -777,7 +775,7 @@ Result<std::int64_t> change_webhooks(SQLite::Database& db, QueueOp op, const Web
         std::string msg = "cannot " + name + " (nothing changed): ";
         for (size_t i = 0; i < problems.size() && i < 5; ++i) msg += (i ? "; " : "") + problems[i];
         if (problems.size() > 5) msg += "; and " + std::to_string(problems.size() - 5) + " more";
-        if (unacknowledged) msg += kUnacknowledgedHint;
+        if (unacknowledged) msg += kUnacknowledgedStoredHint;
         return Status::invalid_argument(msg);
       }
       for (size_t pos = 0; pos < rows.size(); pos += static_cast<size_t>(batch)) {
@@ -808,10 +806,11 @@ Result<std::int64_t> change_webhooks(SQLite::Database& db, QueueOp op, const Web
       const std::int64_t newest = q.getColumn(1).isNull() ? 0 : q.getColumn(1).getInt64();
       q.reset();
       if (n > 0)
-        return Status::invalid_argument(
-            "refusing to delete " + std::to_string(n) + " stored webhook" + (n == 1 ? "" : "s") +
-            " not acknowledged by every feed consumer (" +
-            lacking_text(feed_consumers(db), newest) + "); nothing changed" + kUnacknowledgedHint);
+        return Status::invalid_argument("refusing to delete " + std::to_string(n) +
+                                        " stored webhook" + (n == 1 ? "" : "s") +
+                                        " not acknowledged by every feed consumer (" +
+                                        consumers_lacking(feed_consumers(db), newest) +
+                                        "); nothing changed" + kUnacknowledgedStoredHint);
     }
     if (op == QueueOp::kRetry) {
       x.sql += " AND next_attempt_at>?";

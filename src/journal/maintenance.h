@@ -107,6 +107,20 @@ enum class QueueOp {
 std::string_view queue_op_name(QueueOp op);  // "retry", "hold", ... (the audit action)
 // The states `op` applies to, and why it refuses the others (for messages and --help).
 std::vector<WebhookState> queue_op_states(QueueOp op);
+// Why `op` does not apply to a webhook in `state` ("held (iarelay release it first)"), as the
+// refusals of change_webhooks word it on either backend.
+std::string queue_op_refusal(QueueOp op, const std::string& state);
+
+// A feed consumer's acknowledgement (a row of `consumers`).
+struct FeedConsumerAck {
+  std::string name;
+  std::int64_t acked_seq = 0;
+};
+// Which of `consumers` have not acknowledged `seq`, for messages (empty: every one has; with
+// no consumer at all, says that none is known).
+std::string consumers_lacking(const std::vector<FeedConsumerAck>& consumers, std::int64_t seq);
+// The end of delete's refusal of stored rows a consumer lacks: what to do instead.
+extern const char* const kUnacknowledgedStoredHint;
 
 // Applies `op` to `filter.ids` (then every id must exist and be in a state `op` applies to,
 // else InvalidArgument naming them and nothing changes) or to every webhook matching the

@@ -236,6 +236,32 @@ struct WebhookRow {
   std::optional<std::string> last_error;
   std::optional<std::string> payload;  // only when asked for
 };
+// What `iarelay show` reads of one webhook besides its row, on either backend: who changed it
+// by hand (audit_webhooks joined to audit, oldest first), its attempts in the order recorded,
+// its agent's row, and the webhook it waits behind (queued or held: the newest earlier one of
+// its alert, or of its agent with ordering = fifo, still to be delivered).
+struct OperatorAction {
+  std::string at, actor, action, command;  // command: the audit row's filter
+};
+struct WebhookAttempt {
+  std::int64_t attempt = 0;
+  std::string agent, started_at;
+  std::optional<std::int64_t> duration_ms, http_status;
+  std::optional<std::string> error;
+  std::string outcome;
+};
+struct EarlierWebhook {
+  std::string id;
+  std::int64_t seq = 0;
+  std::string state;
+};
+struct WebhookDetail {
+  WebhookRow row;  // with its payload
+  std::vector<OperatorAction> operator_actions;
+  std::vector<WebhookAttempt> attempts;
+  std::optional<AgentRow> agent;        // of assigned_agent, when it has a row
+  std::optional<EarlierWebhook> ahead;  // what it waits behind, if anything
+};
 // The columns read_webhook_row() reads, in order, for a SELECT list ("NULL" in place of the
 // payload).
 extern const char* const kWebhookRowColumns;

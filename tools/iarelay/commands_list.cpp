@@ -1,4 +1,5 @@
-// `iarelay list` (webhooks by filter, newest first) and `iarelay show` (one webhook in full).
+// `iarelay list` (webhooks by filter, newest first) and `iarelay show` (one webhook in full), on
+// a SQLite journal or (journal/pg/pg_admin.h) a PostgreSQL one: the same output from either.
 #include <SQLiteCpp/SQLiteCpp.h>
 
 #include <iostream>
@@ -8,6 +9,8 @@
 #include "common/payload.h"
 #include "common/time.h"
 #include "journal/maintenance.h"
+#include "journal/pg/pg_admin.h"
+#include "pg_commands.h"
 
 namespace iarelay::cli {
 namespace {
@@ -87,32 +90,86 @@ std::optional<WebhookRow> load_webhook(SQLite::Database& db, const std::string& 
   return out;
 }
 
-// An operator's change of this webhook (audit_webhooks joined to audit), oldest first.
-struct HandChange {
-  std::string at, actor, action, command;
-};
-std::vector<HandChange> hand_changes(SQLite::Database& db, const std::string& id) {
-  std::vector<HandChange> out;
-  SQLite::Statement q(db,
-                      "SELECT a.at, a.actor, a.action, coalesce(a.filter, '') FROM audit_webhooks "
-                      "l JOIN audit a ON a.id = l.audit_id WHERE l.webhook_id=? ORDER BY a.id");
-  q.bind(1, id);
-  while (q.executeStep())
-    out.push_back({q.getColumn(0).getString(), q.getColumn(1).getString(),
-                   q.getColumn(2).getString(), q.getColumn(3).getString()});
-  return out;
+// What show prints of webhook `id` (store.h's WebhookDetail), from the SQLite journal.
+std::optional<WebhookDetail> sqlite_detail(const Context& ctx, SQLite::Database& db,
+                                           const std::string& id) {
+  auto row = load_webhook(db, id);
+  if (!row) return std::nullopt;
+  WebhookDetail d;
+  d.row = std::move(*row);
+  const WebhookRow& r = d.row;
+  // An operator's changes of this webhook (audit_webhooks joined to audit), oldest first.
+  SQLite::Statement changes(
+      db,
+      "SELECT a.at, a.actor, a.action, coalesce(a.filter, '') FROM audit_webhooks l JOIN audit a "
+      "ON a.id = l.audit_id WHERE l.webhook_id=? ORDER BY a.id");
+  changes.bind(1, id);
+  while (changes.executeStep())
+    d.operator_actions.push_back(
+        {changes.getColumn(0).getString(), changes.getColumn(1).getString(),
+         changes.getColumn(2).getString(), changes.getColumn(3).getString()});
+  SQLite::Statement attempts(db,
+                             "SELECT attempt, agent, started_at, duration_ms, http_status, error, "
+                             "outcome FROM attempts WHERE webhook_id=? ORDER BY id");
+  attempts.bind(1, id);
+  while (attempts.executeStep()) {
+    auto number = [&](int i) -> std::optional<std::int64_t> {
+      const SQLite::Column c = attempts.getColumn(i);
+      if (c.isNull()) return std::nullopt;
+      return c.getInt64();
+    };
+    WebhookAttempt a;
+    a.attempt = attempts.getColumn(0).getInt64();
+    a.agent = attempts.getColumn(1).getString();
+    a.started_at = attempts.getColumn(2).getString();
+    a.duration_ms = number(3);
+    a.http_status = number(4);
+    if (!attempts.getColumn(5).isNull()) a.error = attempts.getColumn(5).getString();
+    a.outcome = attempts.getColumn(6).getString();
+    d.attempts.push_back(std::move(a));
+  }
+  if (r.assigned_agent) d.agent = load_agent(db, *r.assigned_agent);
+  // Delivered one at a time per alert (ordering = event, the default): an earlier webhook of
+  // its alert still to be delivered by the same agent goes first, and so does one of its
+  // alert held by an operator on any agent of its service.
+  const AgentConfig* configured =
+      ctx.config && r.assigned_agent ? ctx.config->find_agent(*r.assigned_agent) : nullptr;
+  Ordering ordering = configured ? configured->ordering : Ordering::kEvent;
+  if ((r.state == "queued" || r.state == "held") && ordering != Ordering::kNone &&
+      (r.event_id || ordering == Ordering::kFifo)) {
+    std::string sql =
+        "SELECT id, seq, state FROM webhooks WHERE seq<?1 AND ((state IN ('queued','inflight',"
+        "'held') AND (assigned_agent IS ?2 OR assigned_agent IS NULL))";
+    sql += ordering == Ordering::kFifo ? ") AND ?3 IS ?3 AND ?4 IS ?4"
+                                       : " OR (state='held' AND service=?4)) AND event_id=?3";
+    sql += " ORDER BY seq DESC LIMIT 1";
+    SQLite::Statement q(db, sql);
+    q.bind(1, r.seq);
+    if (r.assigned_agent)
+      q.bind(2, *r.assigned_agent);
+    else
+      q.bind(2);
+    if (r.event_id)
+      q.bind(3, *r.event_id);
+    else
+      q.bind(3);
+    q.bind(4, r.service);
+    if (q.executeStep())
+      d.ahead = EarlierWebhook{q.getColumn(0).getString(), q.getColumn(1).getInt64(),
+                               q.getColumn(2).getString()};
+  }
+  return d;
 }
 
 // Why a queued or held webhook is not being sent now, one reason per entry (empty for other
-// states). Read from the agents table, the configuration when given, and its alert's rows.
-std::vector<std::string> waiting_reasons(const Context& ctx, SQLite::Database& db,
-                                         const WebhookRow& r,
-                                         const std::vector<HandChange>& changes, Millis now) {
+// states). From its agent's row, the configuration when given, and what it waits behind.
+std::vector<std::string> waiting_reasons(const Context& ctx, const WebhookDetail& d, Millis now) {
+  const WebhookRow& r = d.row;
   std::vector<std::string> out;
   if (r.state != "queued" && r.state != "held") return out;
   if (r.state == "held") {
-    const HandChange* hold = nullptr;
-    for (const auto& c : changes)
+    const OperatorAction* hold = nullptr;
+    for (const auto& c : d.operator_actions)
       if (c.action == "hold") hold = &c;
     out.push_back(std::string("held by an operator") +
                   (hold ? " (" + hold->actor + " at " + hold->at + ")" : "") +
@@ -129,7 +186,7 @@ std::vector<std::string> waiting_reasons(const Context& ctx, SQLite::Database& d
                   ctx.config->file + ": it waits for one ('iarelay move --from " +
                   *r.assigned_agent + " --to B' moves it)");
   } else {
-    auto agent = load_agent(db, *r.assigned_agent);
+    const auto& agent = d.agent;
     if (agent && agent->state == "paused") {
       std::string text = "agent " + *r.assigned_agent + " paused since " + agent->state_since;
       text += agent->paused_until ? " until " + format_time(*agent->paused_until)
@@ -158,35 +215,13 @@ std::vector<std::string> waiting_reasons(const Context& ctx, SQLite::Database& d
                     (r.last_error ? " (" + *r.last_error + ")" : std::string()) +
                     "; 'iarelay retry " + r.id + "' makes it due now");
   }
-  // Delivered one at a time per alert (ordering = event, the default): an earlier webhook of
-  // its alert still to be delivered by the same agent goes first, and so does one of its
-  // alert held by an operator on any agent of its service.
-  Ordering ordering = configured ? configured->ordering : Ordering::kEvent;
-  if (ordering != Ordering::kNone && (r.event_id || ordering == Ordering::kFifo)) {
-    std::string sql =
-        "SELECT id, seq, state FROM webhooks WHERE seq<?1 AND ((state IN ('queued','inflight',"
-        "'held') AND (assigned_agent IS ?2 OR assigned_agent IS NULL))";
-    sql += ordering == Ordering::kFifo ? ") AND ?3 IS ?3 AND ?4 IS ?4"
-                                       : " OR (state='held' AND service=?4)) AND event_id=?3";
-    sql += " ORDER BY seq DESC LIMIT 1";
-    SQLite::Statement q(db, sql);
-    q.bind(1, r.seq);
-    if (r.assigned_agent)
-      q.bind(2, *r.assigned_agent);
-    else
-      q.bind(2);
-    if (r.event_id)
-      q.bind(3, *r.event_id);
-    else
-      q.bind(3);
-    q.bind(4, r.service);
-    if (q.executeStep())
-      out.push_back("behind webhook " + q.getColumn(0).getString() + " (seq " +
-                    std::to_string(q.getColumn(1).getInt64()) + ", " + q.getColumn(2).getString() +
-                    ") of " +
-                    (ordering == Ordering::kFifo ? std::string("its agent (ordering = fifo)")
-                                                 : "its alert " + *r.event_id) +
-                    ": delivered in arrival order");
+  if (d.ahead) {
+    Ordering ordering = configured ? configured->ordering : Ordering::kEvent;
+    out.push_back("behind webhook " + d.ahead->id + " (seq " + std::to_string(d.ahead->seq) + ", " +
+                  d.ahead->state + ") of " +
+                  (ordering == Ordering::kFifo ? std::string("its agent (ordering = fifo)")
+                                               : "its alert " + r.event_id.value_or("")) +
+                  ": delivered in arrival order");
   }
   if (out.empty() && r.state == "queued") out.push_back("due now: the daemon sends it next");
   return out;
@@ -210,20 +245,39 @@ int cmd_list(Context& ctx) {
     filter->limit = kDefaultTableLimit + 1;
     truncated_table = true;
   }
-  auto db = open_for_read(ctx);
-  if (!db) return fail(ctx, db.status().message());
+  const bool postgresql = is_postgresql_journal(ctx.journal);
+  std::unique_ptr<PgConnection> pg;
+  DatabasePtr db;
+  if (postgresql) {
+    auto c = pg_connect(ctx);
+    if (!c) return fail(ctx, c.status().message());
+    pg = std::move(*c);
+  } else {
+    auto c = open_for_read(ctx);
+    if (!c) return fail(ctx, c.status().message());
+    db = std::move(*c);
+  }
 
   bool table = *format == Format::kTable;
   RowWriter out(std::cout, *format, table ? kTableColumns : kAllColumns);
   bool more = false;
-  for_each_webhook(**db, *filter, false, [&](const WebhookRow& r) {
+  auto each = [&](const WebhookRow& r) {
     if (truncated_table && out.rows() == static_cast<std::size_t>(kDefaultTableLimit)) {
       more = true;
       return false;
     }
     out.row(table ? table_values(r) : all_values(r));
     return true;
-  });
+  };
+  if (postgresql) {
+    Status s = pg_for_each_webhook(*pg, *filter, each);
+    if (!s) {
+      out.finish();
+      return fail(ctx, pg_failure(ctx, s));
+    }
+  } else {
+    for_each_webhook(*db, *filter, false, each);
+  }
   out.finish();
   if (table && out.rows() == 0) std::cerr << "no webhooks match\n";
   if (more)
@@ -242,18 +296,34 @@ int cmd_show(Context& ctx) {
   if (auto code = parse_args(ctx, kShowHelp, options, positional, vm)) return *code;
   auto format = format_from(vm, "table|json");
   if (!format) return usage_error(ctx, format.status().message());
-  auto db = open_for_read(ctx);
-  if (!db) return fail(ctx, db.status().message());
-  auto ids = resolve_webhook_refs(**db, {vm["id"].as<std::string>()});
-  if (!ids) return fail(ctx, ids.status().message());
-  auto row = load_webhook(**db, ids->front());
-  if (!row) return fail(ctx, "webhook " + ids->front() + " was deleted meanwhile");
+  const std::string ref = vm["id"].as<std::string>();
+  std::optional<WebhookDetail> detail;
+  std::string id;
+  if (is_postgresql_journal(ctx.journal)) {
+    auto pg = pg_connect(ctx);
+    if (!pg) return fail(ctx, pg.status().message());
+    auto ids = pg_resolve_webhook_refs(**pg, {ref});
+    if (!ids) return fail(ctx, pg_failure(ctx, ids.status()));
+    id = ids->front();
+    auto d = pg_webhook_detail(**pg, id, ctx.config ? &*ctx.config : nullptr);
+    if (!d) return fail(ctx, pg_failure(ctx, d.status()));
+    detail = std::move(*d);
+  } else {
+    auto db = open_for_read(ctx);
+    if (!db) return fail(ctx, db.status().message());
+    auto ids = resolve_webhook_refs(**db, {ref});
+    if (!ids) return fail(ctx, ids.status().message());
+    id = ids->front();
+    detail = sqlite_detail(ctx, **db, id);
+  }
+  if (!detail) return fail(ctx, "webhook " + id + " was deleted meanwhile");
+  const WebhookRow* row = &detail->row;
   const Millis now = now_millis();
-  const auto changes = hand_changes(**db, row->id);
-  const auto waiting = waiting_reasons(ctx, **db, *row, changes, now);
+  const auto& changes = detail->operator_actions;
+  const auto waiting = waiting_reasons(ctx, *detail, now);
   // Each resend starts a series of attempts; an attempt belongs to the series of the last
   // resend before it.
-  std::vector<const HandChange*> resends;
+  std::vector<const OperatorAction*> resends;
   for (const auto& c : changes)
     if (c.action == "resend") resends.push_back(&c);
   auto series_of = [&](const std::string& started_at) {
@@ -264,25 +334,16 @@ int cmd_show(Context& ctx) {
   };
 
   Json attempts = Json::array();
-  SQLite::Statement q(**db,
-                      "SELECT attempt, agent, started_at, duration_ms, http_status, error, outcome "
-                      "FROM attempts WHERE webhook_id=? ORDER BY id");
-  q.bind(1, row->id);
-  while (q.executeStep()) {
-    auto col = [&](int i) -> Json {
-      const SQLite::Column c = q.getColumn(i);
-      if (c.isNull()) return nullptr;
-      if (c.isInteger()) return c.getInt64();
-      return c.getString();
-    };
-    attempts.push_back({{"series", series_of(q.getColumn(2).getString())},
-                        {"attempt", col(0)},
-                        {"agent", col(1)},
-                        {"started_at", col(2)},
-                        {"duration_ms", col(3)},
-                        {"http_status", col(4)},
-                        {"error", col(5)},
-                        {"outcome", col(6)}});
+  for (const WebhookAttempt& a : detail->attempts) {
+    auto number = [](const std::optional<std::int64_t>& v) { return v ? Json(*v) : Json(nullptr); };
+    attempts.push_back({{"series", series_of(a.started_at)},
+                        {"attempt", a.attempt},
+                        {"agent", a.agent},
+                        {"started_at", a.started_at},
+                        {"duration_ms", number(a.duration_ms)},
+                        {"http_status", number(a.http_status)},
+                        {"error", opt(a.error)},
+                        {"outcome", a.outcome}});
   }
 
   // Where its agent's calls go ({domain} and {service} filled in), from the configuration.

@@ -1,7 +1,8 @@
 // `iarelay retry`, `hold`, `release` and `delete`: the queue commands modelled on Postfix
-// (postqueue -i, postsuper -h, -H, -d), over change_webhooks() in journal/maintenance.h:
-// guarded per row, batched, audited with the command line. A running iarelayd sees the change
-// within a second (it rereads its queues when the journal's data_version moves).
+// (postqueue -i, postsuper -h, -H, -d), over change_webhooks() in journal/maintenance.h (on
+// PostgreSQL pg_change_webhooks(), journal/pg/pg_admin.h): guarded per row, batched, audited
+// with the command line. A running iarelayd sees the change within a second (it rereads its
+// queues when the journal's data_version moves; on PostgreSQL every 250 ms).
 #include <SQLiteCpp/SQLiteCpp.h>
 
 #include <iostream>
@@ -10,6 +11,8 @@
 #include "commands.h"
 #include "common/time.h"
 #include "journal/maintenance.h"
+#include "journal/pg/pg_admin.h"
+#include "pg_commands.h"
 
 namespace iarelay::cli {
 namespace {
@@ -107,11 +110,33 @@ int queue_command(Context& ctx, QueueOp op, const CommandHelp& help) {
   if (force_unacknowledged && !vm.count("force"))
     return usage_error(ctx, "--force-unacknowledged goes with --force");
 
-  auto reader = open_for_read(ctx);
-  if (!reader) return fail(ctx, reader.status().message());
+  // SQLite: the checks on a read-only connection, the change on one opened for writing after
+  // them. PostgreSQL: one connection; the checks read, the change's transactions write.
+  const bool postgresql = is_postgresql_journal(ctx.journal);
+  std::unique_ptr<PgConnection> pg;
+  DatabasePtr sqlite;
+  if (postgresql) {
+    auto c = pg_connect(ctx);
+    if (!c) return fail(ctx, c.status().message());
+    pg = std::move(*c);
+  } else {
+    auto c = open_for_read(ctx);
+    if (!c) return fail(ctx, c.status().message());
+    sqlite = std::move(*c);
+  }
+  auto failure = [&](const Status& s) {
+    return fail(ctx, postgresql ? pg_failure(ctx, s) : s.message());
+  };
+  auto change = [&](const MaintenanceOptions& o,
+                    const std::function<void(const WebhookRow&)>& each) {
+    return postgresql ? pg_change_webhooks(*pg, op, *filter, now, o, each)
+                      : change_webhooks(*sqlite, op, *filter, now, o, each);
+  };
   if (vm.count("id")) {
-    auto ids = resolve_webhook_refs(**reader, vm["id"].as<std::vector<std::string>>());
-    if (!ids) return fail(ctx, ids.status().message());
+    const auto refs = vm["id"].as<std::vector<std::string>>();
+    auto ids =
+        postgresql ? pg_resolve_webhook_refs(*pg, refs) : resolve_webhook_refs(*sqlite, refs);
+    if (!ids) return failure(ids.status());
     filter->ids = std::move(*ids);
   }
   // Everything that can be refused is refused on the read-only connection first (a dry run
@@ -123,13 +148,13 @@ int queue_command(Context& ctx, QueueOp op, const CommandHelp& help) {
     RowWriter out(std::cout, Format::kTable,
                   {"seq", "id", "state", "agent", "event_id", "received_at", "next_attempt_at"});
     std::int64_t listed = 0;
-    auto would = change_webhooks(**reader, op, *filter, now, check, [&](const WebhookRow& r) {
+    auto would = change(check, [&](const WebhookRow& r) {
       if (!dry_run || static_cast<std::size_t>(listed++) >= kListedRows) return;
       Json agent = r.assigned_agent ? Json(*r.assigned_agent) : Json(nullptr);
       out.row({r.seq, r.id, r.state, agent, r.event_id ? Json(*r.event_id) : Json(nullptr),
                r.received_at, r.next_attempt_at ? Json(*r.next_attempt_at) : Json(nullptr)});
     });
-    if (!would) return fail(ctx, would.status().message());
+    if (!would) return failure(would.status());
     if (dry_run) {
       out.finish();
       if (static_cast<std::size_t>(*would) > kListedRows)
@@ -139,10 +164,12 @@ int queue_command(Context& ctx, QueueOp op, const CommandHelp& help) {
       return kExitOk;
     }
   }
-  reader->reset();
-
-  auto db = open_for_write(ctx);
-  if (!db) return fail(ctx, db.status().message());
+  if (!postgresql) {
+    sqlite.reset();
+    auto db = open_for_write(ctx);
+    if (!db) return fail(ctx, db.status().message());
+    sqlite = std::move(*db);
+  }
   MaintenanceOptions run;
   run.force = force_unacknowledged;
   run.audit = {
@@ -150,8 +177,8 @@ int queue_command(Context& ctx, QueueOp op, const CommandHelp& help) {
       selection_detail(*filter) +
           (force_unacknowledged ? " force-unacknowledged (stored webhooks a feed consumer lacked)"
                                 : "")};
-  auto done = change_webhooks(**db, op, *filter, now, run);
-  if (!done) return fail(ctx, done.status().message());
+  auto done = change(run, {});
+  if (!done) return failure(done.status());
   const char* past = op == QueueOp::kRetry     ? "made due now"
                      : op == QueueOp::kHold    ? "held"
                      : op == QueueOp::kRelease ? "released"

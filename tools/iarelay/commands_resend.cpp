@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "common/time.h"
 #include "journal/maintenance.h"
+#include "journal/pg/pg_admin.h"
 #include "pg_commands.h"
 
 namespace iarelay::cli {
@@ -209,16 +210,34 @@ int cmd_move(Context& ctx) {
   const bool dry_run = vm.count("dry-run") > 0;
   const bool force = vm.count("force") > 0;
 
-  auto reader = open_for_read(ctx);
-  if (!reader) return fail(ctx, reader.status().message());
+  // SQLite: the checks on a read-only connection, the move on one opened for writing after
+  // them. PostgreSQL: one connection for both.
+  const bool postgresql = is_postgresql_journal(ctx.journal);
+  std::unique_ptr<PgConnection> pg;
+  DatabasePtr sqlite;
+  if (postgresql) {
+    auto c = pg_connect(ctx);
+    if (!c) return fail(ctx, c.status().message());
+    pg = std::move(*c);
+  } else {
+    auto c = open_for_read(ctx);
+    if (!c) return fail(ctx, c.status().message());
+    sqlite = std::move(*c);
+  }
+  auto failure = [&](const Status& s) {
+    return fail(ctx, postgresql ? pg_failure(ctx, s) : s.message());
+  };
+  auto agent_named = [&](const std::string& name) {
+    return postgresql ? pg_resolve_agent(ctx, *pg, name) : resolve_agent(ctx, *sqlite, name);
+  };
   MoveFrom from;
   from.stored = vm.count("stored") > 0;
   if (vm.count("from")) {
-    auto agent = resolve_agent(ctx, **reader, vm["from"].as<std::string>());
+    auto agent = agent_named(vm["from"].as<std::string>());
     if (!agent) return fail(ctx, "--from: " + agent.status().message());
     from.agent = *agent;
   }
-  auto to = resolve_agent(ctx, **reader, vm["to"].as<std::string>());
+  auto to = agent_named(vm["to"].as<std::string>());
   if (!to) return fail(ctx, "--to: " + to.status().message());
   if (ctx.config && !ctx.config->find_agent(*to))
     return fail(ctx, "--to: agent " + *to + " is not in " + ctx.config->file +
@@ -237,23 +256,30 @@ int cmd_move(Context& ctx) {
     std::string rest = resend_detail(shown, std::nullopt);
     if (!rest.empty()) detail += " " + rest;
   }
+  auto move = [&](const MaintenanceOptions& o) {
+    return postgresql ? pg_move_webhooks(*pg, from, *to, *filter, o)
+                      : move_webhooks(*sqlite, from, *to, *filter, o);
+  };
   if (dry_run) {
     MaintenanceOptions check;
     check.dry_run = true;
-    auto would = move_webhooks(**reader, from, *to, *filter, check);
-    if (!would) return fail(ctx, would.status().message());
+    auto would = move(check);
+    if (!would) return failure(would.status());
     std::cout << "would move " << rows_text(*would) << " to " << *to
               << " (dry run: nothing changed)\n";
     return kExitOk;
   }
-  reader->reset();
-  auto db = open_for_write(ctx);
-  if (!db) return fail(ctx, db.status().message());
+  if (!postgresql) {
+    sqlite.reset();
+    auto db = open_for_write(ctx);
+    if (!db) return fail(ctx, db.status().message());
+    sqlite = std::move(*db);
+  }
   MaintenanceOptions run;
   run.progress = progress_printer("move");
   run.audit = {actor(), audit_filter(ctx), detail};
-  auto done = move_webhooks(**db, from, *to, *filter, run);
-  if (!done) return fail(ctx, done.status().message());
+  auto done = move(run);
+  if (!done) return failure(done.status());
   std::cout << "moved " << rows_text(*done) << " to " << *to << "\n";
   return kExitOk;
 }
@@ -284,24 +310,44 @@ int cmd_purge(Context& ctx) {
   const bool dry_run = vm.count("dry-run") > 0;
   const bool force = vm.count("force") > 0;
 
-  auto reader = open_for_read(ctx);
-  if (!reader) return fail(ctx, reader.status().message());
+  // SQLite: the checks on a read-only connection, the purge on one opened for writing after
+  // them. PostgreSQL: one connection for both.
+  const bool postgresql = is_postgresql_journal(ctx.journal);
+  std::unique_ptr<PgConnection> pg;
+  DatabasePtr sqlite;
+  if (postgresql) {
+    auto c = pg_connect(ctx);
+    if (!c) return fail(ctx, c.status().message());
+    pg = std::move(*c);
+  } else {
+    auto c = open_for_read(ctx);
+    if (!c) return fail(ctx, c.status().message());
+    sqlite = std::move(*c);
+  }
+  auto failure = [&](const Status& s) {
+    return fail(ctx, postgresql ? pg_failure(ctx, s) : s.message());
+  };
+  auto purge = [&](const MaintenanceOptions& o) {
+    return postgresql ? pg_purge_webhooks(*pg, *before, states, o)
+                      : purge_webhooks(*sqlite, *before, states, o);
+  };
   // A stored row is kept for the feed's consumers; deleting one they have not acknowledged
   // loses it for them. Checked before anything changes (acks only grow meanwhile, and rows
   // stored meanwhile are newer than T).
   std::int64_t unacknowledged = 0;
   std::string lagging;
   if (std::find(states.begin(), states.end(), WebhookState::kStored) != states.end()) {
-    auto found = unacknowledged_stored(**reader, *before, &unacknowledged);
-    if (!found) return fail(ctx, found.status().message());
+    auto found = postgresql ? pg_unacknowledged_stored(*pg, *before, &unacknowledged)
+                            : unacknowledged_stored(*sqlite, *before, &unacknowledged);
+    if (!found) return failure(found.status());
     lagging = unacknowledged_text(*found);
   }
   if (dry_run) {
     MaintenanceOptions count;
     count.dry_run = true;
     count.force = force;
-    auto would = purge_webhooks(**reader, *before, states, count);
-    if (!would) return fail(ctx, would.status().message());
+    auto would = purge(count);
+    if (!would) return failure(would.status());
     std::cout << "would purge " << rows_text(*would) << " received before " << format_time(*before)
               << " (dry run: nothing changed)\n";
     if (unacknowledged > 0 && !force)
@@ -315,9 +361,12 @@ int cmd_purge(Context& ctx) {
                          " stored for the feed and not acknowledged by every consumer: " + lagging +
                          ". Nothing was deleted; wait for the consumers, give an earlier --before, "
                          "or add --force to delete them anyway");
-  reader->reset();
-  auto db = open_for_write(ctx);
-  if (!db) return fail(ctx, db.status().message());
+  if (!postgresql) {
+    sqlite.reset();
+    auto db = open_for_write(ctx);
+    if (!db) return fail(ctx, db.status().message());
+    sqlite = std::move(*db);
+  }
   MaintenanceOptions run;
   run.progress = progress_printer("purge");
   run.force = force;
@@ -328,8 +377,8 @@ int cmd_purge(Context& ctx) {
     detail +=
         " force: " + std::to_string(unacknowledged) + " unacknowledged stored (" + lagging + ")";
   run.audit = {actor(), audit_filter(ctx), detail};
-  auto done = purge_webhooks(**db, *before, states, run);
-  if (!done) return fail(ctx, done.status().message());
+  auto done = purge(run);
+  if (!done) return failure(done.status());
   std::cout << "purged " << rows_text(*done) << " received before " << format_time(*before) << "\n";
   return kExitOk;
 }

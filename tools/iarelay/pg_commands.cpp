@@ -1,7 +1,8 @@
 // `iarelay` on a PostgreSQL journal: connecting (migrations checked), status's document, sql in
-// a read-only transaction, agent pause/resume and resend with their audit rows. A running
-// relay's dispatcher reads the agents table and its queues again every 250 ms, so it applies
-// what these write without being told.
+// a read-only transaction, agent pause/resume and resend with their audit rows; list, show,
+// the queue commands, move and purge open their connection here (pg_connect) and call
+// journal/pg/pg_admin.h. A running relay's dispatcher reads the agents table and its queues
+// again every 250 ms, so it applies what these write without being told.
 #include "pg_commands.h"
 
 #include <cerrno>
@@ -27,7 +28,8 @@ constexpr Millis kSqlTimeout = 60'000;
 // a LOCK TABLE (which a read-only transaction allows) queues every relay behind it meanwhile.
 constexpr Millis kSqlLockWait = 1'000;
 
-constexpr const char* kOnPostgresql[] = {"status", "sql", "agent", "resend"};
+constexpr const char* kOnPostgresql[] = {"status", "sql",  "agent",   "resend", "list", "show",
+                                         "retry",  "hold", "release", "delete", "move", "purge"};
 
 // Type OIDs of pg_type (fixed by PostgreSQL, the same in every version).
 constexpr unsigned kBoolOid = 16, kByteaOid = 17, kInt8Oid = 20, kInt2Oid = 21, kInt4Oid = 23,
@@ -126,10 +128,32 @@ bool runs_on_postgresql(const std::string& command) {
 }
 
 std::string not_on_postgresql(const Context& ctx) {
-  return "'" + ctx.command + "' is not available on a PostgreSQL journal yet (journal " +
-         shown(ctx) +
-         "); there iarelay runs status, sql, agent list|pause|resume and resend "
-         "(docs/high-availability.md)";
+  const std::string where = "(journal " + shown(ctx) + ")";
+  if (ctx.command == "migrate")
+    return "'migrate' does not run on a PostgreSQL journal " + where +
+           ": iarelayd applies the PostgreSQL migrations itself when it starts on it (under an "
+           "advisory lock, so relays starting together migrate it once); start a relay";
+  if (ctx.command == "check")
+    return "'check' does not run on a PostgreSQL journal " + where +
+           ": PostgreSQL checks its own pages (data checksums); check tables and indexes with "
+           "the amcheck extension (pg_amcheck), and the configuration with iarelayd --check";
+  return "'" + ctx.command + "' is not available on a PostgreSQL journal yet " + where +
+         "; there iarelay runs every command but migrate and check (docs/high-availability.md)";
+}
+
+Result<std::unique_ptr<PgConnection>> pg_connect(const Context& ctx) {
+  return connect(ctx, true);
+}
+
+Result<std::string> pg_resolve_agent(const Context& ctx, PgConnection& db,
+                                     const std::string& name) {
+  return resolve_agent(ctx, db, name);
+}
+
+std::string pg_failure(const Context& ctx, const Status& status) {
+  if (status.kind() == StatusKind::kInvalidArgument || status.kind() == StatusKind::kNotFound)
+    return status.message();
+  return "journal " + shown(ctx) + ": " + status.message();
 }
 
 Result<std::string> pg_status_document(const Context& ctx) {

@@ -1,8 +1,9 @@
 // The commands of `iarelay` on a PostgreSQL journal (`--journal postgresql://...`, or a
-// configuration whose journal is one; docs/high-availability.md): status, sql, agent
-// list|pause|resume and resend. Each SQLite command parses and checks its arguments as always,
-// then hands over here where it would open the journal file; the output is the SQLite
-// command's. The journal is shown only as journal_for_display shows it: never a password.
+// configuration whose journal is one; docs/high-availability.md): every command but migrate
+// and check. Each SQLite command parses and checks its arguments as always, then opens the
+// journal here (pg_connect) where it would open the journal file, or hands the whole command
+// over (status, sql, agent, resend); the output is the SQLite command's. The journal is shown
+// only as journal_for_display shows it: never a password.
 #pragma once
 
 #include <optional>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "cli.h"
+#include "journal/pg/pg_journal.h"
 #include "journal/store.h"
 #include "output.h"
 
@@ -17,8 +19,18 @@ namespace iarelay::cli {
 
 // Whether `command` (a name of main's table) runs on a PostgreSQL journal.
 bool runs_on_postgresql(const std::string& command);
-// The usage error for one that does not: names it and the commands that do.
+// The usage error for one that does not: names it, why, and what to use instead.
 std::string not_on_postgresql(const Context& ctx);
+
+// A connection to the journal with exactly this build's migrations applied (a relay applies
+// them when it starts); otherwise the error, naming the journal.
+Result<std::unique_ptr<PgConnection>> pg_connect(const Context& ctx);
+// A journal function's failure as the command reports it: a refusal (InvalidArgument,
+// NotFound: a webhook id, a state) as it is, as on SQLite; anything else (the server's error)
+// after "journal URL-without-password: ".
+std::string pg_failure(const Context& ctx, const Status& status);
+// An agent named by identifier or configuration handle, as resolve_agent (cli.h) on SQLite.
+Result<std::string> pg_resolve_agent(const Context& ctx, PgConnection& db, const std::string& name);
 
 // The status document (status_report.h's keys, plus "leases": which relay owns which agent).
 Result<std::string> pg_status_document(const Context& ctx);

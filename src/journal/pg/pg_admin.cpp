@@ -16,24 +16,16 @@
 
 #include "common/config.h"
 #include "journal/backend.h"
+#include "journal/pg/pg_sql_parts.h"
 #include "journal/status_report.h"
 
 namespace iarelay {
 namespace {
 
+using namespace pg_parts;
 using Json = nlohmann::ordered_json;
 
 constexpr Millis kHourMs = 3'600'000;
-
-template <typename T>
-T must(Result<T> r) {
-  if (!r) throw JournalError(r.status());
-  return std::move(*r);
-}
-
-std::int64_t integer(const std::optional<std::string>& text) {
-  return text ? std::stoll(*text) : 0;
-}
 
 Json text_or_null(const std::optional<std::string>& text) {
   return text ? Json(*text) : Json(nullptr);
@@ -41,51 +33,6 @@ Json text_or_null(const std::optional<std::string>& text) {
 
 std::string text_array(const std::vector<std::string>& items) {
   return pg_text_array(items);
-}
-
-// A read-only snapshot for the reads of one document, rolled back when it goes (nothing to
-// keep, and a failed read leaves nothing open).
-class ReadSnapshot {
- public:
-  explicit ReadSnapshot(PgConnection& db) : db_(db) {}
-  ~ReadSnapshot() {
-    // Ignored: a failure here means the connection is gone, and the transaction with it.
-    if (open_) (void)db_.exec("ROLLBACK");
-  }
-  ReadSnapshot(const ReadSnapshot&) = delete;
-  ReadSnapshot& operator=(const ReadSnapshot&) = delete;
-  Status begin(const std::string& sql) {
-    Status s = db_.exec(sql);
-    open_ = s.is_ok();
-    return s;
-  }
-
- private:
-  PgConnection& db_;
-  bool open_ = false;
-};
-
-// A statement's WHERE clauses and their parameters, numbered as they are added.
-struct Where {
-  std::string sql;  // " AND ..." clauses
-  PgParams params;
-  std::string param(PgValue v) {
-    params.push_back(std::move(v));
-    return "$" + std::to_string(params.size());
-  }
-};
-
-// The filter's agent, service, type, event, since and until as maintenance.cpp's extra_filter.
-void add_filters(Where& w, const WebhookFilter& f) {
-  if (f.agent) {
-    const std::string p = w.param(*f.agent);
-    w.sql += " AND (agent = " + p + " OR assigned_agent = " + p + ")";
-  }
-  if (f.service) w.sql += " AND service = " + w.param(*f.service);
-  if (f.type) w.sql += " AND type = " + w.param(*f.type);
-  if (f.event) w.sql += " AND event_id = " + w.param(*f.event);
-  if (f.since) w.sql += " AND received_at >= " + w.param(format_time(*f.since));
-  if (f.until) w.sql += " AND received_at < " + w.param(format_time(*f.until));
 }
 
 // --- the status document ----------------------------------------------------------------------
@@ -520,256 +467,115 @@ Result<std::vector<std::string>> pg_resolve_webhook_refs(PgConnection& db,
   return out;
 }
 
-Result<std::vector<WebhookRow>> pg_select_webhooks(PgConnection& db, const WebhookFilter& f) {
-  Where w;
+Status pg_for_each_webhook(PgConnection& db, const WebhookFilter& f,
+                           const std::function<bool(const WebhookRow&)>& fn) {
+  // Pages of this many rows by seq (keyset): a large journal is never all in memory, and each
+  // page costs its own size. One snapshot for all of them, as SQLite's one statement sees one.
+  constexpr std::int64_t kPage = 500;
+  Where base;
   if (!f.states.empty()) {
     std::vector<std::string> names;
     for (auto s : f.states) names.emplace_back(to_string(s));
-    w.sql += " AND state = ANY(" + w.param(text_array(names)) + "::text[])";
+    base.sql += " AND state = ANY(" + base.param(text_array(names)) + "::text[])";
   }
-  add_filters(w, f);
-  if (!f.ids.empty()) w.sql += " AND id = ANY(" + w.param(text_array(f.ids)) + "::text[])";
-  std::string sql =
-      "SELECT seq, id, source, source_id, received_at, service, agent, type, event_id, state, "
-      "assigned_agent, attempts, next_attempt_at, delivered_at, last_status, last_error FROM "
-      "webhooks WHERE true" +
-      w.sql + (f.oldest_first ? " ORDER BY seq" : " ORDER BY seq DESC");
-  if (f.limit) sql += " LIMIT " + std::to_string(*f.limit);
-  auto rows = db.query(sql, w.params);
-  if (!rows) return rows.status();
+  add_filters(base, f);
+  if (!f.ids.empty()) base.sql += " AND id = ANY(" + base.param(text_array(f.ids)) + "::text[])";
+  ReadSnapshot snapshot(db);
+  if (Status s = snapshot.begin(); !s) return s;
+  std::optional<std::int64_t> cursor;  // the last seq returned
+  std::int64_t left = f.limit.value_or(-1);
+  while (left != 0) {
+    Where w = base;
+    if (cursor)
+      w.sql += (f.oldest_first ? " AND seq > " : " AND seq < ") + w.param(std::to_string(*cursor)) +
+               "::bigint";
+    const std::int64_t page = left < 0 ? kPage : std::min(left, kPage);
+    auto rows = db.query(std::string("SELECT ") + kWebhookColumns + " FROM webhooks WHERE true" +
+                             w.sql + (f.oldest_first ? " ORDER BY seq" : " ORDER BY seq DESC") +
+                             " LIMIT " + std::to_string(page),
+                         w.params);
+    if (!rows) return rows.status();
+    for (const PgRow& r : *rows) {
+      WebhookRow row = webhook_row(r);
+      cursor = row.seq;
+      if (!fn(row)) return Status::ok();
+    }
+    if (left > 0) left -= static_cast<std::int64_t>(rows->size());
+    if (static_cast<std::int64_t>(rows->size()) < page) break;
+  }
+  return Status::ok();
+}
+
+Result<std::vector<WebhookRow>> pg_select_webhooks(PgConnection& db, const WebhookFilter& f) {
   std::vector<WebhookRow> out;
-  out.reserve(rows->size());
-  for (const PgRow& r : *rows) {
-    WebhookRow row;
-    row.seq = integer(r[0]);
-    row.id = *r[1];
-    row.source = *r[2];
-    row.source_id = r[3];
-    row.received_at = *r[4];
-    row.service = *r[5];
-    row.agent = r[6];
-    row.type = *r[7];
-    row.event_id = r[8];
-    row.state = *r[9];
-    row.assigned_agent = r[10];
-    row.attempts = static_cast<int>(integer(r[11]));
-    row.next_attempt_at = r[12];
-    row.delivered_at = r[13];
-    if (r[14]) row.last_status = static_cast<int>(integer(r[14]));
-    row.last_error = r[15];
-    out.push_back(std::move(row));
-  }
+  Status s = pg_for_each_webhook(db, f, [&](const WebhookRow& r) {
+    out.push_back(r);
+    return true;
+  });
+  if (!s) return s;
   return out;
 }
 
-namespace {
-
-bool resendable(WebhookState s) {
-  return s == WebhookState::kFailed || s == WebhookState::kDiscarded ||
-         s == WebhookState::kDelivered;
-}
-
-struct Candidate {
-  std::string id;
-  WebhookState state;
-};
-
-// The audit row of one command (maintenance.cpp's AuditRow): written in the first batch that
-// changes something (or, for a selection by filter, in the first batch at all), kept current
-// after; `id` is the caller's copy, committed with its transaction.
-class AuditRow {
- public:
-  AuditRow(PgConnection& db, const AuditInfo& info) : db_(db), info_(info) {}
-  void update(JournalTx& tx, std::optional<std::int64_t>& id, std::int64_t affected) {
-    if (info_.actor.empty()) return;
-    if (!id) {
-      tx.add_audit(info_.actor, "resend", info_.filter, affected, info_.detail);
-      // The identity value this session's INSERT just took (the transaction's own).
-      auto rows = must(db_.query("SELECT currval(pg_get_serial_sequence('audit', 'id'))"));
-      id = integer(rows[0][0]);
-      return;
+Result<std::optional<WebhookDetail>> pg_webhook_detail(PgConnection& db, const std::string& id,
+                                                       const Config* config) {
+  std::optional<WebhookDetail> out;
+  Status s = pg_backend(db)->read([&](JournalTx& tx) {
+    auto rows = must(
+        db.query(std::string("SELECT ") + kWebhookColumns + " FROM webhooks WHERE id = $1", {id}));
+    if (rows.empty()) return;
+    WebhookDetail d;
+    d.row = webhook_row(rows[0]);
+    // The payload's bytes (a BYTEA), as SQLite's TEXT column holds them.
+    d.row.payload = tx.load_payload(id);
+    const WebhookRow& r = d.row;
+    for (const PgRow& a : must(db.query(
+             "SELECT a.at, a.actor, a.action, coalesce(a.filter, '') FROM audit_webhooks l JOIN "
+             "audit a ON a.id = l.audit_id WHERE l.webhook_id = $1 ORDER BY a.id",
+             {id})))
+      d.operator_actions.push_back({*a[0], *a[1], *a[2], *a[3]});
+    for (const PgRow& a : must(db.query(
+             "SELECT attempt, agent, started_at, duration_ms, http_status, error, outcome FROM "
+             "attempts WHERE webhook_id = $1 ORDER BY id",
+             {id}))) {
+      WebhookAttempt at;
+      at.attempt = integer(a[0]);
+      at.agent = *a[1];
+      at.started_at = *a[2];
+      if (a[3]) at.duration_ms = integer(a[3]);
+      if (a[4]) at.http_status = integer(a[4]);
+      at.error = a[5];
+      at.outcome = *a[6];
+      d.attempts.push_back(std::move(at));
     }
-    must(db_.command("UPDATE audit SET affected = $1 WHERE id = $2",
-                     {std::to_string(affected), std::to_string(*id)}));
-  }
-  void link(JournalTx& tx, std::optional<std::int64_t>& id, std::int64_t affected_so_far,
-            const std::string& webhook_id) {
-    if (info_.actor.empty()) return;
-    if (!id) update(tx, id, affected_so_far);
-    must(db_.command(
-        "INSERT INTO audit_webhooks (webhook_id, audit_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        {webhook_id, std::to_string(*id)}));
-  }
-
- private:
-  PgConnection& db_;
-  const AuditInfo& info_;
-};
-
-Result<std::vector<Candidate>> check_ids(PgConnection& db, const std::vector<std::string>& ids) {
-  auto rows =
-      db.query("SELECT id, state FROM webhooks WHERE id = ANY($1::text[])", {text_array(ids)});
-  if (!rows) return rows.status();
-  std::map<std::string, std::string> states;
-  for (const PgRow& r : *rows) states[*r[0]] = *r[1];
-  std::vector<Candidate> found;
-  std::vector<std::string> problems;
-  for (const auto& id : ids) {
-    auto it = states.find(id);
-    if (it == states.end()) {
-      problems.push_back(id + " not found");
-      continue;
+    if (r.assigned_agent) d.agent = tx.load_agent(*r.assigned_agent);
+    // What it waits behind (only a queued or held webhook waits): as `iarelay show` on SQLite,
+    // the newest earlier webhook still to be delivered by its agent (or by any) of its alert,
+    // or of its agent with ordering = fifo, or of its alert held on any agent of its service.
+    const AgentConfig* configured =
+        config && r.assigned_agent ? config->find_agent(*r.assigned_agent) : nullptr;
+    const Ordering ordering = configured ? configured->ordering : Ordering::kEvent;
+    if ((r.state == "queued" || r.state == "held") && ordering != Ordering::kNone &&
+        (r.event_id || ordering == Ordering::kFifo)) {
+      Where w;
+      const std::string seq = w.param(std::to_string(r.seq));
+      const std::string agent = w.param(r.assigned_agent);
+      std::string sql = "SELECT id, seq, state FROM webhooks WHERE seq < " + seq +
+                        "::bigint AND ((state IN "
+                        "('queued', 'inflight', 'held') AND (assigned_agent IS NOT DISTINCT FROM " +
+                        agent + " OR assigned_agent IS NULL))";
+      if (ordering == Ordering::kFifo)
+        sql += ")";
+      else
+        sql += " OR (state = 'held' AND service = " + w.param(r.service) +
+               ")) AND event_id = " + w.param(*r.event_id);
+      auto ahead = must(db.query(sql + " ORDER BY seq DESC LIMIT 1", w.params));
+      if (!ahead.empty())
+        d.ahead = EarlierWebhook{*ahead[0][0], integer(ahead[0][1]), *ahead[0][2]};
     }
-    auto s = parse_state(it->second);
-    if (!s || !resendable(*s)) {
-      problems.push_back(id + " is " + it->second);
-      continue;
-    }
-    found.push_back({id, *s});
-  }
-  if (!problems.empty()) {
-    std::string msg = "cannot resend (only failed, discarded or delivered webhooks can be): ";
-    for (std::size_t i = 0; i < problems.size() && i < 5; ++i) msg += (i ? ", " : "") + problems[i];
-    if (problems.size() > 5) msg += ", and " + std::to_string(problems.size() - 5) + " more";
-    return Status::invalid_argument(msg);
-  }
-  std::sort(found.begin(), found.end(), [](auto& a, auto& b) { return a.id < b.id; });
-  found.erase(
-      std::unique(found.begin(), found.end(), [](auto& a, auto& b) { return a.id == b.id; }),
-      found.end());
-  return found;
-}
-
-}  // namespace
-
-Result<std::int64_t> pg_resend(PgConnection& db, const WebhookFilter& filter,
-                               const std::optional<std::string>& to_agent,
-                               const MaintenanceOptions& options) {
-  const int batch = std::max(1, options.batch_size);
-  if (filter.ids.empty()) {
-    if (filter.states.empty())
-      return Status::invalid_argument(
-          "resend needs webhook ids or a state (failed, discarded or delivered)");
-    for (auto s : filter.states)
-      if (!resendable(s))
-        return Status::invalid_argument("cannot resend webhooks in state '" +
-                                        std::string(to_string(s)) +
-                                        "' (only failed, discarded or delivered)");
-  }
-  if (to_agent && to_agent->empty()) return Status::invalid_argument("empty agent for --to-agent");
-  TransitionFields fields;
-  fields.attempts = 0;
-  fields.next_attempt_at = std::optional<Millis>();
-  fields.clear_delivered_at = true;
-  if (to_agent) fields.assigned_agent = std::optional<std::string>(*to_agent);
-
-  auto backend = pg_backend(db);
-  AuditRow audit(db, options.audit);
-  std::optional<std::int64_t> audit_id;  // as committed
-  std::int64_t total = 0;                // as committed
-
-  if (!filter.ids.empty()) {
-    auto checked = check_ids(db, filter.ids);
-    if (!checked) return checked.status();
-    if (options.dry_run) return static_cast<std::int64_t>(checked->size());
-    const auto& rows = *checked;
-    std::size_t pos = 0;
-    do {
-      const std::size_t end = std::min(rows.size(), pos + static_cast<std::size_t>(batch));
-      // Set inside the transaction (which may run again on a deadlock), kept once committed.
-      std::optional<std::int64_t> id;
-      std::int64_t changed = 0;
-      Status s = backend->transact([&](JournalTx& tx) {
-        id = audit_id;
-        changed = 0;
-        for (std::size_t i = pos; i < end; ++i)
-          if (tx.transition(rows[i].id, rows[i].state, WebhookState::kQueued, fields)) {
-            audit.link(tx, id, total + changed, rows[i].id);
-            ++changed;
-          }
-        audit.update(tx, id, total + changed);
-      });
-      if (!s) return s;
-      audit_id = id;
-      total += changed;
-      pos = end;
-      if (options.progress) options.progress(total);
-    } while (pos < rows.size());
-    return total;
-  }
-
-  // The webhooks that matched when the command began: batches stop at the newest seq then.
-  Where base;
-  add_filters(base, filter);
-  {
-    auto newest = db.query("SELECT coalesce(max(seq), 0) FROM webhooks");
-    if (!newest) return newest.status();
-    base.sql += " AND seq <= " + base.param(*(*newest)[0][0]);
-  }
-  std::vector<WebhookState> states = filter.states;
-  std::sort(states.begin(), states.end());
-  states.erase(std::unique(states.begin(), states.end()), states.end());
-
-  if (options.dry_run) {
-    std::vector<std::string> names;
-    for (auto s : states) names.emplace_back(to_string(s));
-    Where w = base;
-    const std::string in_states = w.param(text_array(names));
-    auto n = db.query(
-        "SELECT count(*) FROM webhooks WHERE state = ANY(" + in_states + "::text[])" + w.sql,
-        w.params);
-    if (!n) return n.status();
-    total = integer((*n)[0][0]);
-    if (total > 0 && options.progress) options.progress(total);
-    return total;
-  }
-
-  bool first = true;
-  for (WebhookState state : states) {
-    // Keyset cursor over (received_at, seq): each batch costs its own size.
-    std::string cursor_time;
-    std::int64_t cursor_seq = 0;
-    for (;;) {
-      std::optional<std::int64_t> id;
-      std::int64_t changed = 0;
-      std::size_t fetched = 0;
-      std::string next_time;
-      std::int64_t next_seq = 0;
-      Status s = backend->transact([&](JournalTx& tx) {
-        id = audit_id;
-        changed = 0;
-        next_time = cursor_time;
-        next_seq = cursor_seq;
-        Where w = base;
-        const std::string sql = "SELECT id, seq, received_at FROM webhooks WHERE state = " +
-                                w.param(std::string(to_string(state))) +
-                                " AND (received_at, seq) > (" + w.param(cursor_time) + ", " +
-                                w.param(std::to_string(cursor_seq)) + "::bigint)" + w.sql +
-                                " ORDER BY received_at, seq LIMIT " + std::to_string(batch);
-        auto rows = must(db.query(sql, w.params));
-        fetched = rows.size();
-        for (const PgRow& r : rows) {
-          next_seq = integer(r[1]);
-          next_time = *r[2];
-          if (tx.transition(*r[0], state, WebhookState::kQueued, fields)) {
-            audit.link(tx, id, total + changed, *r[0]);
-            ++changed;
-          }
-        }
-        // The audit row even when nothing matched: the operator's action is recorded.
-        if (changed > 0 || first) audit.update(tx, id, total + changed);
-      });
-      if (!s) return s;
-      audit_id = id;
-      total += changed;
-      cursor_time = next_time;
-      cursor_seq = next_seq;
-      first = false;
-      if (fetched > 0 && options.progress) options.progress(total);
-      if (fetched < static_cast<std::size_t>(batch)) break;
-    }
-  }
-  return total;
+    out = std::move(d);
+  });
+  if (!s) return s;
+  return out;
 }
 
 }  // namespace iarelay

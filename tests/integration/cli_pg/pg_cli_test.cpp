@@ -13,7 +13,12 @@
 #include <sstream>
 #include <thread>
 
+#include <SQLiteCpp/SQLiteCpp.h>
+
 #include "journal/backend.h"
+#include "journal/journal.h"
+#include "journal/maintenance.h"
+#include "journal/pg/pg_admin.h"
 #include "journal/pg/pg_journal.h"
 #include "journal/pg/pg_leases.h"
 #include "support/pg_cluster.h"
@@ -29,6 +34,7 @@ using namespace std::chrono_literals;
 constexpr const char* kPassword = "S3cret-Pw-of-the-journal";
 constexpr const char* kOwner = "relay-east/4242/x1";
 constexpr Millis kMinute = 60'000;
+constexpr Millis kHour = 60 * kMinute;
 
 class PgCli : public ::testing::Test {
  protected:
@@ -42,31 +48,61 @@ class PgCli : public ::testing::Test {
     // postgresql://iarelay@127.0.0.1:PORT/journal with a password after the user.
     uri_ = cluster_.uri("journal");
     uri_.insert(uri_.find('@'), std::string(":") + kPassword);
+    // The same rows go to a SQLite journal too, so that a test can compare the tool's output on
+    // both backends.
+    sqlite_path_ = dir_.file("journal.db");
+    auto s = open_journal_for_write(sqlite_path_, SyncLevel::kNormal);
+    ASSERT_TRUE(s) << s.status().message();
+    sqlite_ = std::move(*s);
+    ASSERT_TRUE(migrate(*sqlite_));
   }
 
-  // A webhook of service svc, received `age` ago, as the relay would have stored it.
-  void add(const std::string& id, WebhookState state, std::optional<std::string> agent, Millis age,
-           int attempts = 0) {
+  // Runs `op` in a transaction on the PostgreSQL journal and on the SQLite one.
+  void both(const std::function<void(JournalTx&)>& op) {
+    Status p = pg_backend(*db_)->transact(op);
+    ASSERT_TRUE(p) << p.message();
+    Status s = sqlite_backend(*sqlite_)->transact(op);
+    ASSERT_TRUE(s) << s.message();
+  }
+
+  // A webhook as the relay would have stored it, received `age` ago (on both journals).
+  void add_webhook(const std::string& id, WebhookState state, std::optional<std::string> agent,
+                   Millis age, const std::string& event, const std::string& service = "svc",
+                   const std::string& type = "status", int attempts = 0,
+                   std::optional<Millis> next_attempt_at = std::nullopt) {
     NewWebhook w;
     w.id = id;
     w.received_at = now_millis() - age;
-    w.service = "svc";
-    w.type = "status";
-    w.event_id = "E-" + id;
+    w.service = service;
+    w.type = type;
+    w.event_id = event;
     w.state = state;
     w.assigned_agent = agent;
-    w.payload = R"({"eventIdentifier":"E-)" + id + R"(","status":"ACTIVE"})";
-    Status s = pg_backend(*db_)->transact([&](JournalTx& tx) {
+    w.payload = R"({"eventIdentifier":")" + event + R"(","status":"ACTIVE"})";
+    both([&](JournalTx& tx) {
       tx.insert_webhook(w);
-      if (attempts > 0) {
+      if (attempts > 0 || next_attempt_at) {
         TransitionFields f;
         f.attempts = attempts;
         f.last_status = std::optional<int>(503);
         f.last_error = std::optional<std::string>("busy");
+        if (next_attempt_at) f.next_attempt_at = std::optional<Millis>(*next_attempt_at);
         tx.transition(id, state, state, f);
       }
     });
-    ASSERT_TRUE(s) << s.message();
+  }
+  // A webhook of service svc and alert E-<id>.
+  void add(const std::string& id, WebhookState state, std::optional<std::string> agent, Millis age,
+           int attempts = 0) {
+    add_webhook(id, state, agent, age, "E-" + id, "svc", "status", attempts);
+  }
+  void add_attempt(const std::string& id, int attempt, const std::string& agent, Millis started_at,
+                   std::optional<int> status, const std::string& outcome) {
+    both([&](JournalTx& tx) {
+      tx.record_attempt(
+          {id, attempt, agent, started_at, 40, status,
+           status && *status < 300 ? std::nullopt : std::optional<std::string>("busy"), outcome});
+    });
   }
 
   // The sample: a1 has one queued and one failed webhook and a live lease of kOwner; a2 a
@@ -94,12 +130,63 @@ class PgCli : public ::testing::Test {
     return r;
   }
 
+  // The same command on the SQLite journal holding the same rows.
+  CommandResult on_sqlite(std::vector<std::string> args) {
+    args.insert(args.begin(), {bin("iarelay"), "--journal", sqlite_path_});
+    return run(args);
+  }
+  // Runs `args` on both journals and expects the same exit code, output and errors.
+  CommandResult same_on_both(const std::vector<std::string>& args) {
+    CommandResult pg = iarelay(args);
+    CommandResult lite = on_sqlite(args);
+    std::string shown;
+    for (const auto& a : args) shown += a + " ";
+    EXPECT_EQ(pg.exit_code, lite.exit_code) << shown << "\n" << pg.err << "\n" << lite.err;
+    EXPECT_EQ(pg.out, lite.out) << shown;
+    EXPECT_EQ(pg.err, lite.err) << shown;
+    return pg;
+  }
+
   std::string psql(const std::string& sql) { return cluster_.psql(sql, "journal"); }
+  // A query's rows on the SQLite journal as psql prints them: columns joined by |, one row a
+  // line, NULL empty.
+  std::string sqlite_rows(const std::string& sql) {
+    SQLite::Statement q(*sqlite_, sql);
+    std::string out;
+    while (q.executeStep()) {
+      if (!out.empty()) out += "\n";
+      for (int i = 0; i < q.getColumnCount(); ++i)
+        out += (i ? "|" : "") + (q.getColumn(i).isNull() ? "" : q.getColumn(i).getString());
+    }
+    return out;
+  }
+  // The same query's rows on both journals (SQL both understand), expected equal.
+  std::string same_rows(const std::string& sql) {
+    const std::string pg = psql(sql);
+    EXPECT_EQ(pg, sqlite_rows(sql)) << sql;
+    return pg;
+  }
+  // What the commands leave behind, compared: every webhook's state and fields, the attempts,
+  // the audit rows (but their time; `audit_details` false: nor their details, which hold the
+  // times each run resolved) and which webhooks each is linked to.
+  void expect_same_journals(bool audit_details = true) {
+    same_rows(
+        "SELECT seq, id, state, assigned_agent, attempts, next_attempt_at, delivered_at FROM "
+        "webhooks ORDER BY seq");
+    same_rows("SELECT webhook_id, attempt, outcome FROM attempts ORDER BY id");
+    same_rows(audit_details ? "SELECT action, filter, affected, detail FROM audit ORDER BY id"
+                            : "SELECT action, filter, affected FROM audit ORDER BY id");
+    same_rows(
+        "SELECT a.action, l.webhook_id FROM audit_webhooks l JOIN audit a ON a.id = l.audit_id "
+        "ORDER BY a.id, l.webhook_id");
+  }
 
   PgCluster cluster_;
   TempDir dir_;
   std::unique_ptr<PgConnection> db_;
   std::string uri_;
+  std::string sqlite_path_;
+  DatabasePtr sqlite_;
 };
 
 TEST_F(PgCli, StatusShowsQueuesAgentsAndWhichRelayOwnsEachAgent) {
@@ -225,6 +312,14 @@ TEST_F(PgCli, ASelectOnlyRoleMadeAsDocumentedOnlyReads) {
   EXPECT_EQ(iarelay({"sql", "SELECT * FROM later_table"}, reader).exit_code, 0);
   auto status = iarelay({"status"}, reader);
   EXPECT_EQ(status.exit_code, 0) << status.err;
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"list"}, {"show", "f1"}, {"hold", "q1", "--dry-run"}}) {
+    auto r = iarelay(args, reader);
+    EXPECT_EQ(r.exit_code, 0) << args[0] << ": " << r.err;
+  }
+  auto hold = iarelay({"hold", "q1"}, reader);
+  EXPECT_EQ(hold.exit_code, 1);
+  EXPECT_NE(hold.err.find("permission denied"), std::string::npos) << hold.err;
   auto lock = iarelay({"sql", "LOCK TABLE webhooks IN ACCESS EXCLUSIVE MODE"}, reader);
   EXPECT_EQ(lock.exit_code, 1);
   EXPECT_NE(lock.err.find("refused: postgresql: ERROR: permission denied"), std::string::npos)
@@ -305,31 +400,443 @@ TEST_F(PgCli, ResendMovesAFailedWebhookBackToQueuedWithAnAuditRow) {
   EXPECT_EQ(psql("SELECT state FROM webhooks WHERE id = 'd1'"), "delivered");
 }
 
-TEST_F(PgCli, EveryOtherCommandNamesItselfAsNotAvailableOnPostgresqlYet) {
+// --- list and show -------------------------------------------------------------------------------
+
+TEST_F(PgCli, ListPrintsWhatItPrintsOnSqliteInEveryFormatAndFilter) {
+  add("q1", WebhookState::kQueued, "a1", 30 * kMinute);
+  add("f1", WebhookState::kFailed, "a1", 20 * kMinute, 25);
+  add("d1", WebhookState::kDelivered, "a2", 10 * kMinute);
+  add("x1", WebhookState::kDiscarded, std::nullopt, 5 * kMinute);
+  add_webhook("r1", WebhookState::kQueued, std::nullopt, 3 * kMinute, "E-q1", "remedy", "response");
+  add_webhook("i1", WebhookState::kInflight, "a2", 2 * kMinute, "E-i1", "svc", "deliveryStatus");
+  // A last_error with a comma and a quote (CSV quoting), and a next attempt.
+  add_webhook("b1", WebhookState::kQueued, "a1", 90 * kMinute, "E-b1", "svc", "status", 3,
+              now_millis() + kMinute);
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"list"},
+           {"list", "--format", "json"},
+           {"list", "--format", "csv"},
+           {"list", "--state", "failed,discarded"},
+           {"list", "--state", "queued", "--state", "inflight", "--format", "json"},
+           {"list", "--agent", "a1", "--format", "csv"},
+           {"list", "--service", "remedy"},
+           {"list", "--type", "deliveryStatus", "--format", "json"},
+           {"list", "--event", "E-q1"},
+           {"list", "--since", "-15m", "--format", "json"},
+           {"list", "--since", "-25m", "--until", "-4m"},
+           {"list", "--limit", "2", "--format", "json"},
+           {"list", "--state", "held"},   // none: "no webhooks match" on stderr
+           {"list", "--state", "bogus"},  // a usage error, as on SQLite
+           {"list", "--limit", "-3"}}) {
+    CommandResult r = same_on_both(args);
+    if (args.size() == 1) {
+      EXPECT_EQ(r.exit_code, 0) << r.err;
+      EXPECT_EQ(lines_of(r.out).size(), 8u) << r.out;  // header and 7 rows
+    }
+  }
+  // The JSON keys, spelled out: every field but the payload.
+  auto json = iarelay({"list", "--format", "json", "--state", "failed"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  const Json rows = Json::parse(json.out);
+  ASSERT_EQ(rows.size(), 1u);
+  std::vector<std::string> keys;
+  for (const auto& [key, value] : rows[0].items()) keys.push_back(key);
+  std::sort(keys.begin(), keys.end());
+  EXPECT_EQ(keys, (std::vector<std::string>{"agent", "assigned_agent", "attempts", "delivered_at",
+                                            "event_id", "id", "last_error", "last_status",
+                                            "next_attempt_at", "received_at", "seq", "service",
+                                            "source", "source_id", "state", "type"}));
+  EXPECT_EQ(rows[0]["attempts"], 25);
+  EXPECT_EQ(rows[0]["last_status"], 503);
+}
+
+// More rows than one page of the PostgreSQL reads (500): every one is listed, newest first, and
+// the table stops at 50 with the note on stderr, as on SQLite.
+TEST_F(PgCli, ListPagesThroughALargeJournalAsSqliteListsIt) {
+  std::vector<NewWebhook> batch;
+  const Millis now = now_millis();
+  for (int i = 0; i < 1'203; ++i) {
+    NewWebhook w;
+    w.id = "bulk" + std::to_string(10'000 + i);
+    w.received_at = now - 2 * kMinute + i;
+    w.service = "svc";
+    w.type = "status";
+    w.event_id = "E-" + std::to_string(i % 7);
+    w.state = i % 3 == 0 ? WebhookState::kDelivered : WebhookState::kQueued;
+    w.assigned_agent = "a1";
+    w.payload = "{}";
+    batch.push_back(std::move(w));
+  }
+  both([&](JournalTx& tx) { tx.insert_webhooks(batch); });
+  CommandResult table = same_on_both({"list"});
+  EXPECT_EQ(lines_of(table.out).size(), 51u);
+  EXPECT_NE(table.err.find("--limit N or --limit 0"), std::string::npos) << table.err;
+  CommandResult all = same_on_both({"list", "--limit", "0", "--format", "csv"});
+  EXPECT_EQ(lines_of(all.out).size(), 1'204u);
+  same_on_both({"list", "--limit", "777", "--state", "queued", "--format", "csv"});
+  same_on_both({"list", "--limit", "501", "--event", "E-3", "--format", "json"});
+}
+
+TEST_F(PgCli, ShowPrintsFieldsAttemptsAndWhoResentItAsOnSqlite) {
+  const Millis now = now_millis();
+  add("f1", WebhookState::kFailed, "a1", 20 * kMinute, 25);
+  add_attempt("f1", 24, "a1", now - 19 * kMinute, 503, "retry");
+  add_attempt("f1", 25, "a1", now - 18 * kMinute, 503, "failed");
+  same_on_both({"show", "f1"});
+  same_on_both({"show", "f1", "--format", "json"});
+  // Resent on both by the tool, then delivered: a second series of attempts, marked with who
+  // resent it and when (the audit row's time is each journal's own).
+  ASSERT_EQ(iarelay({"resend", "f1"}).exit_code, 0);
+  ASSERT_EQ(on_sqlite({"resend", "f1"}).exit_code, 0);
+  add_attempt("f1", 1, "a1", now + kMinute, 204, "delivered");
+  auto pg = iarelay({"show", "f1", "--format", "json"});
+  auto lite = on_sqlite({"show", "f1", "--format", "json"});
+  ASSERT_EQ(pg.exit_code, 0) << pg.err;
+  ASSERT_EQ(lite.exit_code, 0) << lite.err;
+  Json pg_doc = Json::parse(pg.out);
+  Json lite_doc = Json::parse(lite.out);
+  ASSERT_EQ(pg_doc["operator_actions"].size(), 1u) << pg.out;
+  EXPECT_EQ(pg_doc["operator_actions"][0]["action"], "resend");
+  EXPECT_EQ(pg_doc["operator_actions"][0]["command"], "resend f1");
+  EXPECT_EQ(pg_doc["operator_actions"][0]["starts_series"], 2);
+  ASSERT_EQ(pg_doc["delivery_attempts"].size(), 3u);
+  EXPECT_EQ(pg_doc["delivery_attempts"][2]["series"], 2);
+  EXPECT_EQ(pg_doc["delivery_attempts"][2]["http_status"], 204);
+  const std::string pg_at = pg_doc["operator_actions"][0]["at"];
+  const std::string lite_at = lite_doc["operator_actions"][0]["at"];
+  pg_doc["operator_actions"][0]["at"] = lite_at;
+  EXPECT_EQ(pg_doc, lite_doc);
+  auto pg_table = iarelay({"show", "f1"});
+  auto lite_table = on_sqlite({"show", "f1"});
+  ASSERT_EQ(pg_table.exit_code, 0) << pg_table.err;
+  for (std::size_t at; (at = pg_table.out.find(pg_at)) != std::string::npos;)
+    pg_table.out.replace(at, pg_at.size(), lite_at);
+  EXPECT_EQ(pg_table.out, lite_table.out);
+  EXPECT_NE(pg_table.out.find("series 2: resent at " + lite_at), std::string::npos) << pg_table.out;
+
+  // Why a queued webhook waits: behind an earlier webhook of its alert, its agent down.
+  add_webhook("e1", WebhookState::kQueued, "a1", 9 * kMinute, "E-shared");
+  add_webhook("e2", WebhookState::kQueued, "a1", 8 * kMinute, "E-shared");
+  add_webhook("h1", WebhookState::kHeld, "a2", 7 * kMinute, "E-held");
+  add_webhook("h2", WebhookState::kQueued, "a1", 6 * kMinute, "E-held");
+  same_on_both({"show", "e2", "--format", "json"});
+  same_on_both({"show", "h2"});
+  // With a configuration whose agent a1 delivers in one sequence (fifo).
+  const std::string conf = dir_.file("fifo.conf");
+  write_file(conf,
+             "[agent.east]\nid = a1\ncallback = http://127.0.0.1:9/cb\nservices = "
+             "svc\nordering = fifo\n");
+  CommandResult fifo = same_on_both({"--config", conf, "show", "h2", "--format", "json"});
+  EXPECT_NE(fifo.out.find("behind webhook e2"), std::string::npos) << fifo.out;
+  EXPECT_NE(fifo.out.find("ordering = fifo"), std::string::npos) << fifo.out;
+  CommandResult shown = iarelay({"show", "e2", "--format", "json"});
+  EXPECT_NE(shown.out.find("behind webhook e1"), std::string::npos) << shown.out;
+  // By seq and by prefix; unknown and ambiguous names, as on SQLite.
+  CommandResult by_seq =
+      same_on_both({"show", psql("SELECT seq FROM webhooks WHERE id = 'e2'"), "--format", "json"});
+  EXPECT_EQ(Json::parse(by_seq.out)["id"], "e2");
+  same_on_both({"show", "h"});
+  CommandResult unknown = same_on_both({"show", "nope"});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.err.find("no webhook has the id, id prefix or seq 'nope'"), std::string::npos)
+      << unknown.err;
+}
+
+// --- retry, hold, release, delete ----------------------------------------------------------------
+
+TEST_F(PgCli, HoldReleaseAndRetryChangeWhatTheyDoOnSqliteWithTheSameAuditRows) {
+  add("q1", WebhookState::kQueued, "a1", 30 * kMinute);
+  add_webhook("b1", WebhookState::kQueued, "a1", 25 * kMinute, "E-b1", "svc", "status", 3,
+              now_millis() + kHour);
+  add_webhook("b2", WebhookState::kQueued, "a2", 24 * kMinute, "E-b2", "svc", "status", 2,
+              now_millis() + kHour);
+  add("f1", WebhookState::kFailed, "a1", 20 * kMinute, 25);
+  add("i1", WebhookState::kInflight, "a1", 15 * kMinute);
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"retry", "b1", "--dry-run"},
+           {"retry", "b1"},
+           {"retry", "q1", "i1", "f1"},  // refused: none of them waits; nothing changes
+           {"retry", "--all", "--dry-run"},
+           {"retry", "--agent", "a2"},
+           {"hold", "q1", "--dry-run"},
+           {"hold", "q1"},
+           {"hold", "q1"},  // held already
+           {"hold", "i1"},  // a call is under way
+           {"release", "f1"},
+           {"release", "--all"},
+           {"hold", "--agent", "a1"},
+           {"hold", "nope"},
+           {"release", "q1", "b1"},
+           {"hold", "--state", "failed"}}) {
+    same_on_both(args);
+  }
+  expect_same_journals();
+  EXPECT_EQ(psql("SELECT action, filter, affected, detail FROM audit ORDER BY id"),
+            "retry|retry b1|1|ids=b1\nretry|retry --agent a2|1|agent=a2\nhold|hold q1|1|ids=q1\n"
+            "release|release --all|1|\nhold|hold --agent a1|2|agent=a1\nrelease|release q1 "
+            "b1|2|ids=q1,b1");
+  EXPECT_EQ(psql("SELECT state, next_attempt_at IS NULL FROM webhooks WHERE id IN ('q1', 'b1', "
+                 "'b2') ORDER BY seq"),
+            "queued|t\nqueued|t\nqueued|t");
+  // Every row changed is linked to its audit row (show's "changed by hand").
+  EXPECT_EQ(psql("SELECT count(*) FROM audit_webhooks WHERE webhook_id = 'q1'"), "4");
+  auto shown = iarelay({"show", "q1", "--format", "json"});
+  EXPECT_EQ(Json::parse(shown.out)["operator_actions"].size(), 4u) << shown.out;
+}
+
+TEST_F(PgCli, DeleteTakesAttemptsAlongAndRefusesWhatSqliteRefuses) {
+  const Millis now = now_millis();
+  add("q1", WebhookState::kQueued, "a1", 30 * kMinute);
+  add("f1", WebhookState::kFailed, "a1", 20 * kMinute, 25);
+  add_attempt("f1", 25, "a1", now - 19 * kMinute, 503, "failed");
+  add("f2", WebhookState::kFailed, "a2", 19 * kMinute, 25);
+  add_attempt("f2", 25, "a2", now - 18 * kMinute, 503, "failed");
+  add("i1", WebhookState::kInflight, "a1", 15 * kMinute);
+  add("s1", WebhookState::kStored, std::nullopt, 12 * kMinute);
+  add("s2", WebhookState::kStored, std::nullopt, 11 * kMinute);
+  ASSERT_EQ(iarelay({"resend", "f2"}).exit_code, 0);  // an audit link that goes with f2
+  ASSERT_EQ(on_sqlite({"resend", "f2"}).exit_code, 0);
+  both([&](JournalTx& tx) {
+    TransitionFields f;
+    tx.transition("f2", WebhookState::kQueued, WebhookState::kFailed, f);
+  });
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"delete", "q1"},             // lists, deletes nothing without --force
+           {"delete", "i1", "--force"},  // a call is under way
+           {"delete", "s1", "--force"},  // stored: no feed consumer acknowledged it
+           {"delete", "--state", "stored", "--force"},
+           {"delete", "--state", "failed", "--force", "--dry-run"},
+           {"delete", "nope", "--force"},
+           {"delete", "q1", "--force"},
+           {"delete", "--state", "failed", "--agent", "a2", "--force"},
+           {"delete", "--agent", "a1"},  // by filter without --state: a usage error
+           {"delete", "f1", "--force"}}) {
+    same_on_both(args);
+  }
+  expect_same_journals();
+  EXPECT_EQ(psql("SELECT id FROM webhooks ORDER BY seq"), "i1\ns1\ns2");
+  EXPECT_EQ(psql("SELECT count(*) FROM attempts"), "0");
+  // The audit keeps the ids a delete took; f2's link to its resend went with it.
+  EXPECT_EQ(psql("SELECT a.action, a.affected, l.webhook_id FROM audit a JOIN audit_webhooks l ON "
+                 "l.audit_id = a.id WHERE a.action = 'delete' ORDER BY a.id"),
+            "delete|1|q1\ndelete|1|f2\ndelete|1|f1");
+  EXPECT_EQ(psql("SELECT count(*) FROM audit_webhooks l JOIN audit a ON a.id = l.audit_id WHERE "
+                 "a.action = 'resend'"),
+            "0");
+  // Once a consumer has acknowledged s1 (not s2), s1 goes and s2 is refused.
+  both([&](JournalTx& tx) {
+    tx.ack_consumer("inner-1", std::stoll(psql("SELECT seq FROM webhooks WHERE id = 's1'")));
+  });
+  CommandResult lacking = same_on_both({"delete", "s2", "--force"});
+  EXPECT_EQ(lacking.exit_code, 1);
+  EXPECT_NE(lacking.err.find("consumer 'inner-1' has acknowledged up to seq"), std::string::npos)
+      << lacking.err;
+  same_on_both({"delete", "--state", "stored", "--force"});
+  same_on_both({"delete", "s1", "--force"});
+  same_on_both({"delete", "s2", "--force", "--force-unacknowledged"});
+  expect_same_journals();
+  EXPECT_EQ(psql("SELECT id FROM webhooks"), "i1");
+}
+
+// --- purge ---------------------------------------------------------------------------------------
+
+TEST_F(PgCli, PurgeDeletesOldFinishedWebhooksWithTheirAttemptsAsOnSqlite) {
+  const Millis now = now_millis();
+  add("d1", WebhookState::kDelivered, "a1", 3 * kHour);
+  add_attempt("d1", 1, "a1", now - 3 * kHour, 204, "delivered");
+  add("d2", WebhookState::kDelivered, "a1", 2 * kHour);
+  add_attempt("d2", 1, "a1", now - 2 * kHour, 204, "delivered");
+  add("d3", WebhookState::kDelivered, "a1", 10 * kMinute);
+  add("f1", WebhookState::kFailed, "a1", 2 * kHour, 25);
+  add("q1", WebhookState::kQueued, "a1", 5 * kHour);
+  add("s1", WebhookState::kStored, std::nullopt, 4 * kHour);
+  // A replay of d2 and its delivery again: an audit link that goes with it.
+  ASSERT_EQ(iarelay({"resend", "d2"}).exit_code, 0);
+  ASSERT_EQ(on_sqlite({"resend", "d2"}).exit_code, 0);
+  both([&](JournalTx& tx) {
+    tx.transition("d2", WebhookState::kQueued, WebhookState::kDelivered, {});
+  });
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"purge", "--before", "-1h", "--dry-run"},
+           {"purge", "--before", "-1h", "--state", "stored", "--dry-run"},
+           {"purge", "--before", "-1h", "--state", "stored"},  // no consumer has it: refused
+           {"purge", "--before", "-1h", "--state", "queued"},  // never: a usage error
+           {"purge", "--before", "yesterday"},
+           {"purge", "--before", "-1h"},
+           {"purge", "--before", "-1h", "--state", "failed,delivered"},
+           {"purge", "--before", "-1h", "--state", "stored", "--force"}}) {
+    CommandResult pg = iarelay(args);
+    CommandResult lite = on_sqlite(args);
+    // The times printed are each run's own "-1h": compare without them.
+    auto timeless = [](std::string text) {
+      for (std::size_t at; (at = text.find("before 20")) != std::string::npos;)
+        text.replace(at, 31, "before T");
+      return text;
+    };
+    EXPECT_EQ(pg.exit_code, lite.exit_code) << args.back() << pg.err << lite.err;
+    EXPECT_EQ(timeless(pg.out), timeless(lite.out)) << args.back();
+    EXPECT_EQ(pg.err, lite.err) << args.back();
+  }
+  EXPECT_EQ(psql("SELECT id FROM webhooks ORDER BY seq"), "d3\nq1");
+  EXPECT_EQ(psql("SELECT count(*) FROM attempts"), "0");
+  EXPECT_EQ(psql("SELECT count(*) FROM audit_webhooks"), "0");
+  expect_same_journals(false);
+  const std::string audit = psql(
+      "SELECT action, affected, filter FROM audit WHERE action = "
+      "'purge' ORDER BY id");
+  EXPECT_EQ(audit,
+            "purge|2|purge --before -1h\npurge|1|purge --before -1h --state failed,delivered\n"
+            "purge|1|purge --before -1h --state stored --force")
+      << audit;
+}
+
+// pg_purge_webhooks is what the relays' retention calls: purge_webhooks's contract, in batches.
+TEST_F(PgCli, PgPurgeWebhooksKeepsPurgeWebhooksContractBatchByBatch) {
+  for (int i = 0; i < 7; ++i) add("old" + std::to_string(i), WebhookState::kDelivered, "a1", kHour);
+  add("new", WebhookState::kDelivered, "a1", kMinute);
+  add("s1", WebhookState::kStored, std::nullopt, kHour);
+  add("s2", WebhookState::kStored, std::nullopt, kHour);
+  add("q1", WebhookState::kQueued, "a1", kHour);
+  both([&](JournalTx& tx) {
+    tx.ack_consumer("inner-1", std::stoll(psql("SELECT seq FROM webhooks WHERE id = 's1'")));
+  });
+  const Millis before = now_millis() - 30 * kMinute;
+  MaintenanceOptions options;
+  options.batch_size = 3;
+  // Refused before anything is read.
+  for (auto state : {WebhookState::kQueued, WebhookState::kInflight, WebhookState::kHeld}) {
+    auto refused = pg_purge_webhooks(*db_, before, {WebhookState::kDelivered, state}, options);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.status().kind(), StatusKind::kInvalidArgument);
+    EXPECT_EQ(refused.status().message(),
+              purge_webhooks(*sqlite_, before, {state}, options).status().message());
+  }
+  options.dry_run = true;
+  auto would = pg_purge_webhooks(*db_, before, {}, options);
+  ASSERT_TRUE(would) << would.status().message();
+  EXPECT_EQ(*would, 7);
+  auto would_stored = pg_purge_webhooks(*db_, before, {WebhookState::kStored}, options);
+  ASSERT_TRUE(would_stored);
+  EXPECT_EQ(*would_stored, 1);  // s1 only: s2 is not acknowledged
+  options.dry_run = false;
+  std::vector<std::int64_t> progress;
+  options.progress = [&](std::int64_t done) { progress.push_back(done); };
+  options.audit = {"iarelayd", "retain_delivered", "before=T"};
+  auto done =
+      pg_purge_webhooks(*db_, before, {WebhookState::kDelivered, WebhookState::kStored}, options);
+  ASSERT_TRUE(done) << done.status().message();
+  EXPECT_EQ(*done, 8);
+  EXPECT_EQ(progress, (std::vector<std::int64_t>{1, 4, 7, 8}));  // stored first, as on SQLite
+  // One audit row, kept current batch by batch.
+  EXPECT_EQ(psql("SELECT actor, action, filter, affected, detail FROM audit"),
+            "iarelayd|purge|retain_delivered|8|before=T");
+  options.progress = {};
+  auto sqlite_done =
+      purge_webhooks(*sqlite_, before, {WebhookState::kDelivered, WebhookState::kStored}, options);
+  ASSERT_TRUE(sqlite_done);
+  EXPECT_EQ(*sqlite_done, *done);
+  expect_same_journals();
+  // Without an actor no audit row; nothing left to purge.
+  options.audit = {};
+  auto again = pg_purge_webhooks(*db_, before, {}, options);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(*again, 0);
+  EXPECT_EQ(psql("SELECT count(*) FROM audit"), "1");
+  // unacknowledged_stored's figures.
+  std::int64_t pg_total = -1, lite_total = -2;
+  auto pg_lacking = pg_unacknowledged_stored(*db_, before, &pg_total);
+  auto lite_lacking = unacknowledged_stored(*sqlite_, before, &lite_total);
+  ASSERT_TRUE(pg_lacking);
+  ASSERT_TRUE(lite_lacking);
+  EXPECT_EQ(pg_total, 1);
+  EXPECT_EQ(pg_total, lite_total);
+  ASSERT_EQ(pg_lacking->size(), 1u);
+  EXPECT_EQ((*pg_lacking)[0].consumer, "inner-1");
+  EXPECT_EQ((*pg_lacking)[0].rows, 1);
+  EXPECT_EQ((*pg_lacking)[0].acked_seq, (*lite_lacking)[0].acked_seq);
+}
+
+// --- move ----------------------------------------------------------------------------------------
+
+TEST_F(PgCli, MoveTakesAQueueToAnotherAgentAsOnSqliteAndWaitsForAnInflightOne) {
+  add_webhook("q1", WebhookState::kQueued, "a1", 30 * kMinute, "E-1");
+  add_webhook("i1", WebhookState::kInflight, "a1", 29 * kMinute, "E-2");
+  add_webhook("q2", WebhookState::kQueued, "a1", 28 * kMinute, "E-1");
+  add_webhook("q3", WebhookState::kQueued, "a1", 27 * kMinute, "E-2", "svc", "status", 4,
+              now_millis() + kHour);
+  add_webhook("o1", WebhookState::kQueued, "a3", 26 * kMinute, "E-3");
+  add_webhook("h1", WebhookState::kQueued, std::nullopt, 25 * kMinute, "E-4");
+  add_webhook("s1", WebhookState::kStored, std::nullopt, 24 * kMinute, "E-5");
+  add_webhook("s2", WebhookState::kStored, std::nullopt, 23 * kMinute, "E-6");
+  add_webhook("d1", WebhookState::kDelivered, "a2", 22 * kMinute, "E-7");
+  both([&](JournalTx& tx) {
+    tx.ack_consumer("inner-1", std::stoll(psql("SELECT seq FROM webhooks WHERE id = 's1'")));
+  });
+  // i1 of alert E-2 is inflight on a1: q3 would overtake it on a2.
+  CommandResult refused = same_on_both({"move", "--from", "a1", "--to", "a2"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("1 of these webhooks belong to alerts with a webhook inflight on a1"),
+            std::string::npos)
+      << refused.err;
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"move", "--from", "a1", "--to", "a2", "--event", "E-1", "--dry-run"},
+           {"move", "--from", "a1", "--to", "a2", "--event", "E-1"},
+           {"move", "--from", "a1", "--to", "a1"},
+           {"move", "--from", "a3", "--to", "nobody"},
+           {"move", "--from", "a3"},
+           {"move", "--held", "--to", "a2"},
+           {"move", "--stored", "--to", "a2", "--dry-run"},
+           {"move", "--stored", "--to", "a2"},  // s2: s1 went downstream already
+           {"move", "--stored", "--to", "a3", "--force"}}) {
+    same_on_both(args);
+  }
+  expect_same_journals();
+  EXPECT_EQ(psql("SELECT id, assigned_agent, state, attempts FROM webhooks WHERE assigned_agent "
+                 "= 'a2' ORDER BY seq"),
+            "q1|a2|queued|0\nq2|a2|queued|0\nh1|a2|queued|0\ns2|a2|queued|0\nd1|a2|delivered|0");
+  EXPECT_EQ(psql("SELECT action, filter, affected, detail FROM audit ORDER BY id"),
+            "move|move --from a1 --to a2 --event E-1|2|from=a1 to=a2 event=E-1\n"
+            "move|move --held --to a2|1|from=held to=a2\nmove|move --stored --to a2|1|from=stored "
+            "to=a2\nmove|move --stored --to a3 --force|1|from=stored to=a3 force");
+  // Once i1's outcome is in, the rest of a1's queue moves.
+  both([&](JournalTx& tx) {
+    tx.transition("i1", WebhookState::kInflight, WebhookState::kDelivered, {});
+  });
+  CommandResult rest = same_on_both({"move", "--from", "a1", "--to", "a2"});
+  EXPECT_EQ(rest.out, "moved 1 webhook to a2\n");
+  EXPECT_EQ(psql("SELECT assigned_agent, next_attempt_at IS NULL, attempts FROM webhooks WHERE "
+                 "id = 'q3'"),
+            "a2|t|4");
+  expect_same_journals();
+}
+
+// --- what stays refused --------------------------------------------------------------------------
+
+TEST_F(PgCli, MigrateAndCheckSayWhyTheyDoNotRunOnPostgresql) {
   const std::filesystem::path cwd = std::filesystem::current_path();
   std::filesystem::current_path(dir_.path());
-  for (const auto& args :
-       std::vector<std::vector<std::string>>{{"list"},
-                                             {"show", "q1"},
-                                             {"retry", "q1"},
-                                             {"hold", "q1"},
-                                             {"release", "q1"},
-                                             {"delete", "q1", "--force"},
-                                             {"move", "--from", "a1", "--to", "a2"},
-                                             {"purge", "--before", "-1d"},
-                                             {"migrate"},
-                                             {"check"}}) {
-    auto r = iarelay(args);
-    EXPECT_EQ(r.exit_code, 2) << args[0] << ": " << r.err;
-    EXPECT_NE(r.err.find("iarelay " + args[0] + ": '" + args[0] +
-                         "' is not available on a PostgreSQL journal yet"),
-              std::string::npos)
-        << r.err;
-    EXPECT_NE(r.err.find("iarelay:***@"), std::string::npos) << r.err;
-    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  auto migrate = iarelay({"migrate"});
+  EXPECT_EQ(migrate.exit_code, 2) << migrate.err;
+  EXPECT_NE(migrate.err.find("iarelay migrate: 'migrate' does not run on a PostgreSQL journal"),
+            std::string::npos)
+      << migrate.err;
+  EXPECT_NE(migrate.err.find("iarelayd applies the PostgreSQL migrations itself when it starts"),
+            std::string::npos)
+      << migrate.err;
+  auto check = iarelay({"check"});
+  EXPECT_EQ(check.exit_code, 2) << check.err;
+  EXPECT_NE(check.err.find("iarelay check: 'check' does not run on a PostgreSQL journal"),
+            std::string::npos)
+      << check.err;
+  EXPECT_NE(check.err.find("PostgreSQL checks its own pages"), std::string::npos) << check.err;
+  EXPECT_NE(check.err.find("amcheck"), std::string::npos) << check.err;
+  for (const auto* r : {&migrate, &check}) {
+    EXPECT_EQ(r->err.find("yet"), std::string::npos) << r->err;
+    EXPECT_NE(r->err.find("iarelay:***@"), std::string::npos) << r->err;
+    EXPECT_EQ(std::count(r->err.begin(), r->err.end(), '\n'), 1) << r->err;
   }
   // Help still works, and nothing was made of the connection string as a path.
-  EXPECT_EQ(iarelay({"list", "--help"}).exit_code, 0);
+  EXPECT_EQ(iarelay({"migrate", "--help"}).exit_code, 0);
   EXPECT_FALSE(std::filesystem::exists(dir_.path() + "/postgresql:"));
   std::filesystem::current_path(cwd);
 }
