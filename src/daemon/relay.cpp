@@ -323,12 +323,7 @@ Status Relay::start() {
     spdlog::info("polling {} as consumer '{}'", config_.upstream->url, config_.upstream->consumer);
   }
 
-  if (sqlite_writer_)
-    janitor_ = std::thread([this] { janitor_loop(); });
-  else if (config_.retain_delivered > 0)
-    spdlog::warn(
-        "retain_delivered is not applied on a PostgreSQL journal yet "
-        "(docs/high-availability.md): delete old delivered rows with SQL meanwhile");
+  janitor_ = std::thread([this] { janitor_loop(); });
   warn_if_no_agents();
   spdlog::info("iarelayd {} started: journal {} (sync={}), {} agents{}", IARELAY_VERSION,
                journal_for_display(config_.journal),
@@ -369,11 +364,13 @@ void Relay::stop() {
   // here, so no callback can run into a destroyed one, however long a commit took.
   writer_.reset();
   sqlite_writer_ = nullptr;
-  notifier_.reset();  // its last wake-up of the dispatcher is over
   // Every write of the dispatcher is done: its agents go to another relay at once, and what it
   // left inflight is put back by whoever takes them.
   if (leases_) leases_->release_all();
   leases_.reset();
+  // After the leases: its thread may be waiting for a connection. Its last wake-up of the
+  // dispatcher is over once it is gone.
+  notifier_.reset();
   poller_.reset();
   server_.reset();
   dispatcher_.reset();
@@ -450,9 +447,13 @@ Status Relay::reload(const ConfigOverrides& overrides) {
 std::string Relay::pg_status_json() {
   auto db = PgConnection::connect(config_.journal);
   if (!db) return nlohmann::json{{"error", "journal unreadable: " + db.status().message()}}.dump();
-  std::unique_lock lock(config_mu_);
-  auto text = iarelay::pg_status_json(**db, &config_, journal_for_display(config_.journal));
-  lock.unlock();
+  Config config;
+  {
+    std::lock_guard lock(config_mu_);
+    config = config_;
+  }
+  // Not under config_mu_: a reload waits for no journal query.
+  auto text = iarelay::pg_status_json(**db, &config, journal_for_display(config.journal));
   if (!text)
     return nlohmann::json{{"error", "journal unreadable: " + text.status().message()}}.dump();
   nlohmann::json doc = nlohmann::json::parse(*text);
@@ -612,6 +613,7 @@ void Relay::janitor_loop() {
   // for its whole life (opened at the first pass) and small transactions (purge_webhooks
   // batches), like `iarelay purge` would, so intake and dispatch commits interleave with it.
   DatabasePtr db;
+  std::unique_ptr<PgConnection> pg;
   std::unique_lock lock(janitor_mu_);
   for (auto wait = std::chrono::seconds(2); !stopping_; wait = std::chrono::seconds(60)) {
     janitor_cv_.wait_for(lock, wait, [&] { return stopping_; });
@@ -623,9 +625,71 @@ void Relay::janitor_loop() {
     }
     if (keep <= 0) continue;
     lock.unlock();
-    purge_expired(db, now_millis() - keep, format_duration(keep));
+    if (sqlite_writer_)
+      purge_expired(db, now_millis() - keep, format_duration(keep));
+    else
+      purge_expired_pg(pg, now_millis() - keep, format_duration(keep));
     lock.lock();
   }
+}
+
+namespace {
+constexpr const char* kRetentionWhat =
+    "retention: delivered, and stored acknowledged by every consumer, older than ";
+}  // namespace
+
+// As purge_expired, on the shared PostgreSQL journal: the relay that gets the retention lock
+// (a session advisory lock of its own key, tried, not waited for) purges; the others skip this
+// pass. Inserts never wait for it (their lock is another key).
+void Relay::purge_expired_pg(std::unique_ptr<PgConnection>& db, Millis before,
+                             const std::string& age) {
+  try {
+    purge_expired_pg_once(db, before, age);
+  } catch (const std::exception& e) {
+    spdlog::warn("retention: {}", e.what());
+    db.reset();  // its session and lock end: opened again at the next pass
+  }
+}
+
+void Relay::purge_expired_pg_once(std::unique_ptr<PgConnection>& db, Millis before,
+                                  const std::string& age) {
+  if (!db) {
+    auto opened = PgConnection::connect(config_.journal);
+    if (!opened) {
+      spdlog::warn("retention: {}", opened.status().message());
+      return;
+    }
+    db = std::move(*opened);
+  }
+  auto failed = [&](const Status& s) {
+    spdlog::warn("retention: {}", s.message());
+    if (s.kind() == StatusKind::kUnavailable) db.reset();
+  };
+  const std::string key = std::to_string(kRetentionLockKey);
+  auto mine = db->query("SELECT pg_try_advisory_lock(" + key + ")");
+  if (!mine) return failed(mine.status());
+  if ((*mine)[0][0] != "t") return;  // another relay is purging
+  auto probe = db->query(
+      "SELECT 1 FROM webhooks WHERE state = 'delivered' AND received_at < $1 UNION ALL "
+      "SELECT 1 FROM webhooks WHERE state = 'stored' AND received_at < $1 AND seq <= "
+      "(SELECT min(acked_seq) FROM consumers) LIMIT 1",
+      {format_time(before)});
+  if (!probe) {
+    failed(probe.status());
+  } else if (!probe->empty()) {
+    MaintenanceOptions options;
+    options.audit.actor = "iarelayd";
+    options.audit.filter = kRetentionWhat + age;
+    auto purged =
+        pg_purge_webhooks(*db, before, {WebhookState::kDelivered, WebhookState::kStored}, options);
+    if (!purged)
+      failed(purged.status());
+    else
+      spdlog::info("retention: purged {} delivered or acknowledged stored webhooks older than {}",
+                   *purged, age);
+  }
+  if (db)
+    if (Status s = db->exec("SELECT pg_advisory_unlock(" + key + ")"); !s) failed(s);
 }
 
 void Relay::purge_expired(DatabasePtr& db, Millis before, const std::string& age) {
@@ -650,8 +714,7 @@ void Relay::purge_expired(DatabasePtr& db, Millis before, const std::string& age
     probe.reset();
     MaintenanceOptions options;
     options.audit.actor = "iarelayd";
-    options.audit.filter =
-        "retention: delivered, and stored acknowledged by every consumer, older than " + age;
+    options.audit.filter = kRetentionWhat + age;
     auto purged =
         purge_webhooks(*db, before, {WebhookState::kDelivered, WebhookState::kStored}, options);
     if (!purged)

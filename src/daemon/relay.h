@@ -29,6 +29,7 @@ class JournalTx;
 class JournalWriter;
 class PgLeaseKeeper;
 class PgNotifier;
+class PgConnection;
 class Poller;
 class Server;
 class Writer;
@@ -86,6 +87,9 @@ class Relay {
   void janitor_loop();
   // One retention pass on the janitor's connection `db` (opened when null, dropped on error).
   void purge_expired(DatabasePtr& db, Millis before, const std::string& age);
+  void purge_expired_pg(std::unique_ptr<PgConnection>& db, Millis before, const std::string& age);
+  void purge_expired_pg_once(std::unique_ptr<PgConnection>& db, Millis before,
+                             const std::string& age);
   void register_collectors();
   // The start's and each reload's warning when a delivering relay has no agent.
   void warn_if_no_agents();

@@ -16,7 +16,8 @@ extern const std::vector<Migration>& pg_migrations_table();
 namespace {
 
 // Serializes migrations of relays starting together on one database (any constant of ours).
-constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7304201515)";
+const std::string kMigrationLock =
+    "SELECT pg_advisory_xact_lock(" + std::to_string(kMigrationLockKey) + ")";
 
 std::string one_line(const char* message) {
   std::string m = message ? message : "";
@@ -61,6 +62,9 @@ Result<std::unique_ptr<PgConnection>> PgConnection::connect(const std::string& c
   // instead of the kernel's many minutes of retransmissions, and its owner connects again (to
   // the promoted standby, with a multi-host string). Not used over a Unix socket.
   //
+  // A host that does not answer at all is given up after connect_timeout (10 s; per host of a
+  // multi-host string), not the kernel's two minutes of SYN retries.
+  //
   // Likewise a statement and a lock wait are limited (kStatementTimeout, kLockTimeout) unless
   // the string's `options` (or PGOPTIONS, which comes after ours) says otherwise: a statement
   // stuck behind an operator's lock or a runaway plan fails, and is retried, logged and
@@ -68,16 +72,11 @@ Result<std::unique_ptr<PgConnection>> PgConnection::connect(const std::string& c
   std::string options = std::string("-c statement_timeout=") + std::to_string(kStatementTimeout) +
                         " -c lock_timeout=" + std::to_string(kLockTimeout);
   if (const char* env = std::getenv("PGOPTIONS")) options += std::string(" ") + env;
-  const char* const keywords[] = {"keepalives",
-                                  "keepalives_idle",
-                                  "keepalives_interval",
-                                  "keepalives_count",
-                                  "tcp_user_timeout",
-                                  "options",
-                                  "dbname",
-                                  nullptr};
-  const char* const values[] = {"1",    "10", "5", "3", "30000", options.c_str(), conninfo.c_str(),
-                                nullptr};
+  const char* const keywords[] = {"keepalives",       "keepalives_idle",  "keepalives_interval",
+                                  "keepalives_count", "tcp_user_timeout", "connect_timeout",
+                                  "options",          "dbname",           nullptr};
+  const char* const values[] = {
+      "1", "10", "5", "3", "30000", "10", options.c_str(), conninfo.c_str(), nullptr};
   PGconn* conn = PQconnectdbParams(keywords, values, 1);
   if (!conn) return Status::unavailable("postgresql: out of memory");
   if (PQstatus(conn) != CONNECTION_OK) {

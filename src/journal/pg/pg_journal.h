@@ -48,6 +48,13 @@ using PgParams = std::vector<PgValue>;
 inline constexpr Millis kStatementTimeout = 60'000;
 inline constexpr Millis kLockTimeout = 10'000;
 
+// The journal's advisory locks, one key each (a session lock and a transaction lock of one key
+// are one lock to PostgreSQL): migrations (pg_migrate), the turn to take seqs
+// (JournalTx::lock_seq_order: every inserting transaction), retention (one relay at a time).
+inline constexpr long long kMigrationLockKey = 7304201515;
+inline constexpr long long kSeqOrderLockKey = 7304201516;
+inline constexpr long long kRetentionLockKey = 7304201517;
+
 class PgConnection {
  public:
   // Fails (Unavailable) with libpq's message, which names the host but not the password.

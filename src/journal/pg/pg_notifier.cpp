@@ -7,6 +7,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "common/time.h"
 #include "journal/pg/pg_journal.h"
 
 namespace iarelay {
@@ -44,6 +45,7 @@ void PgNotifier::announce() {
 }
 
 Status PgNotifier::connect() {
+  ++connects_;
   auto db = PgConnection::connect(conninfo_);
   if (!db) return db.status();
   if (Status s = (*db)->exec(std::string("LISTEN ") + kChannel); !s) return s;
@@ -70,14 +72,27 @@ bool PgNotifier::take_notifications() {
 void PgNotifier::run() {
   while (!stopping_) {
     if (!db_) {
-      pollfd wake{wake_fd_, POLLIN, 0};
-      (void)::poll(&wake, 1, kReconnectAfterMs);  // until the stop, or time to try again
+      // A second between attempts, whatever is announced meanwhile (the announcement waits:
+      // it is sent once connected).
+      const Millis until = steady_millis() + kReconnectAfterMs;
+      for (Millis left = kReconnectAfterMs; left > 0 && !stopping_;
+           left = until - steady_millis()) {
+        pollfd wake{wake_fd_, POLLIN, 0};
+        if (::poll(&wake, 1, static_cast<int>(left)) > 0) {
+          std::uint64_t count;
+          (void)!::read(wake_fd_, &count, sizeof count);
+        }
+      }
       if (stopping_) return;
       if (Status s = connect(); !s) {
         spdlog::debug("notifications: {} (relays still poll)", s.message());
         continue;
       }
       spdlog::info("notifications: listening again");
+      if (announce_) {  // announced while it could not: sent now
+        const std::uint64_t one = 1;
+        (void)!::write(wake_fd_, &one, sizeof one);
+      }
     }
     pollfd fds[2] = {{PQsocket(db_->handle()), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
     if (::poll(fds, 2, -1) < 0) continue;  // EINTR

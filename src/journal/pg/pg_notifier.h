@@ -39,6 +39,8 @@ class PgNotifier {
   // Notifications sent, and other sessions' notifications heard, since start (metrics).
   std::uint64_t sent() const { return sent_; }
   std::uint64_t heard() const { return heard_count_; }
+  // Connections tried (the first included); while the server refuses, one a second.
+  std::uint64_t connects() const { return connects_; }
 
  private:
   PgNotifier(std::string conninfo, std::function<void()> heard);
@@ -53,7 +55,7 @@ class PgNotifier {
   int wake_fd_ = -1;                  // eventfd: an announcement, or the stop
   std::atomic<bool> announce_{false};
   std::atomic<bool> stopping_{false};
-  std::atomic<std::uint64_t> sent_{0}, heard_count_{0};
+  std::atomic<std::uint64_t> sent_{0}, heard_count_{0}, connects_{0};
   std::thread thread_;
 };
 

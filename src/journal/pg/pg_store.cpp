@@ -600,7 +600,9 @@ class PgTx final : public JournalTx {
 
   void lock_seq_order() override {
     if (seq_order_locked_) return;
-    must(db_.query("SELECT pg_advisory_xact_lock(7304201516)"));
+    static const std::string lock =
+        "SELECT pg_advisory_xact_lock(" + std::to_string(kSeqOrderLockKey) + ")";
+    must(db_.query(lock));
     seq_order_locked_ = true;
   }
 

@@ -573,6 +573,46 @@ TEST_F(TwoRelays, TheOwnerHearsOfWebhooksAnotherRelayQueued) {
   }
 }
 
+// retain_delivered on PostgreSQL: delivered webhooks older than it go, with their attempts, in
+// one purge (one relay at a time: an advisory lock) with its audit row; the others stay.
+TEST_F(TwoRelays, RetentionPurgesOldDeliveredWebhooksWithTheirAttempts) {
+  start_relay(0, 2, "retain_delivered = 1d\n");
+  // Before its first pass (2 s after its start).
+  auto row = [](const std::string& id, const std::string& state, const std::string& at) {
+    return "('" + id + "', 'direct', '" + at + "', 'svc', 'status', '" + state +
+           "', 'a1', 'ev', '\\x7b7d')";
+  };
+  const std::string old_at = "2020-01-01T00:00:00.000Z", now_at = "2099-01-01T00:00:00.000Z";
+  ASSERT_EQ(
+      db_->psql("INSERT INTO webhooks (id, source, received_at, service, type, state, "
+                "assigned_agent, event_id, payload) VALUES " +
+                    row("old1", "delivered", old_at) + ", " + row("old2", "delivered", old_at) +
+                    ", " + row("new1", "delivered", now_at) + ", " +
+                    row("fail1", "failed", old_at) +
+                    "; INSERT INTO attempts (webhook_id, attempt, agent, started_at, "
+                    "outcome) VALUES ('old1', 1, 'a1', '" +
+                    old_at + "', 'delivered'), ('new1', 1, 'a1', '" + now_at + "', 'delivered')",
+                "journal"),
+      "");
+  start_relay(1, 2, "retain_delivered = 1d\n");
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return db_->psql("SELECT count(*) FROM webhooks WHERE id LIKE 'old%'", "journal") == "0";
+      },
+      10s))
+      << read_file(err_file(0));
+  EXPECT_EQ(db_->psql("SELECT string_agg(id, ',' ORDER BY id) FROM webhooks", "journal"),
+            "fail1,new1");
+  EXPECT_EQ(db_->psql("SELECT string_agg(webhook_id, ',') FROM attempts", "journal"), "new1");
+  std::this_thread::sleep_for(3s);  // both relays' first passes are over
+  EXPECT_EQ(db_->psql("SELECT actor || '|' || action || '|' || affected FROM audit", "journal"),
+            "iarelayd|purge|2");
+  for (int r = 0; r < 2; ++r) {
+    relays_[r]->signal(SIGTERM);
+    EXPECT_EQ(relays_[r]->wait(), 0) << read_file(err_file(r));
+  }
+}
+
 // Either relay's /metrics and /v1/status report the shared journal's queues (journal-wide: the
 // same figures from both), and the status says which relay owns which agent.
 TEST_F(TwoRelays, EitherRelaysMetricsAndStatusReportTheSharedQueues) {

@@ -304,7 +304,8 @@ TEST_F(PgJournal, StatementsAndLockWaitsAreLimitedUnlessTheConnectionStringSaysO
 TEST_F(PgJournal, AMigrationWaitsForAnotherRelaysMigrationPastTheLockLimit) {
   auto other = connect();
   ASSERT_TRUE(other);
-  ASSERT_TRUE(other->exec("BEGIN; SELECT pg_advisory_xact_lock(7304201515)"));
+  ASSERT_TRUE(other->exec("BEGIN; SELECT pg_advisory_xact_lock(" +
+                          std::to_string(kMigrationLockKey) + ")"));
   auto db = PgConnection::connect(cluster_.uri() + "?options=-c%20lock_timeout%3D100");
   ASSERT_TRUE(db) << db.status().message();
   std::thread commit([&] {

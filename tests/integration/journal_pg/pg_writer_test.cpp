@@ -9,9 +9,11 @@
 #include <thread>
 
 #include "journal/pg/pg_journal.h"
+#include "journal/pg/pg_notifier.h"
 #include "journal/pg/pg_writer.h"
 
 #include "support/pg_cluster.h"
+#include "support/process.h"
 
 namespace iarelay::testing {
 namespace {
@@ -185,6 +187,51 @@ TEST_F(PgWriterTest, AWebhookToldStoredSurvivesACrashWhateverTheDatabasesCommitS
   ASSERT_EQ(cluster_.start(), "");
   EXPECT_EQ(told, 50);
   EXPECT_EQ(count_rows(), std::to_string(told)) << "webhooks told stored were lost";
+}
+
+// Review: retention's lock (a relay purging holds it for the whole purge) was the key every
+// inserting transaction takes in turn, so intake stopped on every relay while one purged.
+TEST_F(PgWriterTest, InsertsDoNotWaitForARelayHoldingTheRetentionLock) {
+  auto purging = PgConnection::connect(cluster_.uri());
+  ASSERT_TRUE(purging);
+  auto writer = PgWriter::open(cluster_.uri() + "?options=-c%20lock_timeout%3D500");
+  ASSERT_TRUE(writer) << writer.status().message();
+  auto held =
+      (*purging)->query("SELECT pg_try_advisory_lock(" + std::to_string(kRetentionLockKey) + ")");
+  ASSERT_TRUE(held && (*held)[0][0] == "t");
+  Status s = (*writer)->run([](JournalTx& j) { j.insert_webhook(webhook("01RETAIN")); });
+  EXPECT_TRUE(s) << s.message();
+  EXPECT_EQ(count_rows(), "1");
+}
+
+// Review: while the server refused its connection, each announcement made the notifier try
+// again at once (a core at 100%, a connection storm); it tries once a second, and sends what
+// was announced meanwhile once connected.
+TEST_F(PgWriterTest, TheNotifierTriesOnceASecondWhileTheServerIsDownThenAnnounces) {
+  std::atomic<int> heard{0};
+  auto notifier = PgNotifier::start(cluster_.uri(), [&] { ++heard; });
+  ASSERT_TRUE(notifier);
+  auto other = PgNotifier::start(cluster_.uri(), [] {});
+  ASSERT_TRUE(other);
+  ASSERT_EQ(cluster_.stop("immediate"), "");
+  const auto start = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - start < std::chrono::milliseconds(2500)) {
+    (*notifier)->announce();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_LE((*notifier)->connects(), 5u) << "tried again at every announcement";
+  EXPECT_EQ((*notifier)->sent(), 0u);
+  ASSERT_EQ(cluster_.start(), "");
+  EXPECT_TRUE(wait_until([&] { return (*notifier)->sent() >= 1; }, std::chrono::seconds(10)))
+      << "what was announced while down was never sent";
+  // The other one may be listening again only after that: announced until it hears one.
+  EXPECT_TRUE(wait_until(
+      [&] {
+        (*notifier)->announce();
+        return (*other)->heard() >= 1;
+      },
+      std::chrono::seconds(10)));
+  EXPECT_EQ(heard.load(), 0) << "heard its own notification";
 }
 
 TEST_F(PgWriterTest, AServerRestartFailsTheBatchInFlightAndTheNextOneReconnects) {
