@@ -37,10 +37,10 @@ void claim_next_of_alert(JournalTx& tx, Chain& c) {
   if (!batch.any_held) batch.any_held = tx.any_held_webhook();
   const bool any_held = *batch.any_held;
   if (any_held && tx.held_before(c.agent_id, c.event_id, next.service, next.seq)) return;
-  TransitionFields f;
-  f.assigned_agent = std::optional<std::string>(c.agent_id);
-  f.increment_attempts = true;
-  if (!tx.transition(next.id, WebhookState::kQueued, WebhookState::kInflight, f)) return;
+  // The reads above on a shared journal may straddle an operator's hold or release (and
+  // `any_held` is the batch's first answer): the claim checks the alert's earlier webhooks
+  // again, in its own statement.
+  if (!tx.claim_next_of_alert(next, c.agent_id, c.event_id)) return;
   c.claimed = true;
   c.next = std::move(next);
 }

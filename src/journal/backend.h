@@ -131,6 +131,20 @@ class JournalTx {
       return std::nullopt;
     return found;
   }
+  // The chain step's claim of `w`, the next webhook of alert `event_id` on `agent` (queued ->
+  // inflight, assigned to `agent`, an attempt counted): only while no earlier webhook of the
+  // alert is queued on `agent` or held for its service. SQLite: transition() (its one writer
+  // commits nothing between the chain step's reads and its claim). PostgreSQL: checked in the
+  // claiming statement, one snapshot, so an operator's hold or release committed between the
+  // chain step's reads cannot let the later webhook go first.
+  virtual bool claim_next_of_alert(const QueuedWebhook& w, std::string_view agent,
+                                   std::string_view event_id) {
+    (void)event_id;
+    TransitionFields f;
+    f.assigned_agent = std::optional<std::string>(std::string(agent));
+    f.increment_attempts = true;
+    return transition(w.id, WebhookState::kQueued, WebhookState::kInflight, f);
+  }
   virtual std::optional<bool> queued_of_event_within(std::string_view agent,
                                                      std::string_view event_id,
                                                      std::int64_t before_seq, int limit) = 0;

@@ -245,18 +245,11 @@ int cmd_list(Context& ctx) {
     filter->limit = kDefaultTableLimit + 1;
     truncated_table = true;
   }
-  const bool postgresql = is_postgresql_journal(ctx.journal);
-  std::unique_ptr<PgConnection> pg;
-  DatabasePtr db;
-  if (postgresql) {
-    auto c = pg_connect(ctx);
-    if (!c) return fail(ctx, c.status().message());
-    pg = std::move(*c);
-  } else {
-    auto c = open_for_read(ctx);
-    if (!c) return fail(ctx, c.status().message());
-    db = std::move(*c);
-  }
+  auto journal = open_command_journal(ctx);
+  if (!journal) return fail(ctx, journal.status().message());
+  const bool postgresql = journal->pg != nullptr;
+  std::unique_ptr<PgConnection> pg = std::move(journal->pg);
+  DatabasePtr db = std::move(journal->sqlite);
 
   bool table = *format == Format::kTable;
   RowWriter out(std::cout, *format, table ? kTableColumns : kAllColumns);

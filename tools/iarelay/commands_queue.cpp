@@ -112,18 +112,11 @@ int queue_command(Context& ctx, QueueOp op, const CommandHelp& help) {
 
   // SQLite: the checks on a read-only connection, the change on one opened for writing after
   // them. PostgreSQL: one connection; the checks read, the change's transactions write.
-  const bool postgresql = is_postgresql_journal(ctx.journal);
-  std::unique_ptr<PgConnection> pg;
-  DatabasePtr sqlite;
-  if (postgresql) {
-    auto c = pg_connect(ctx);
-    if (!c) return fail(ctx, c.status().message());
-    pg = std::move(*c);
-  } else {
-    auto c = open_for_read(ctx);
-    if (!c) return fail(ctx, c.status().message());
-    sqlite = std::move(*c);
-  }
+  auto journal = open_command_journal(ctx);
+  if (!journal) return fail(ctx, journal.status().message());
+  const bool postgresql = journal->pg != nullptr;
+  std::unique_ptr<PgConnection> pg = std::move(journal->pg);
+  DatabasePtr sqlite = std::move(journal->sqlite);
   auto failure = [&](const Status& s) {
     return fail(ctx, postgresql ? pg_failure(ctx, s) : s.message());
   };

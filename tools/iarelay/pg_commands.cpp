@@ -5,6 +5,8 @@
 // again every 250 ms, so it applies what these write without being told.
 #include "pg_commands.h"
 
+#include <SQLiteCpp/SQLiteCpp.h>
+
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -143,6 +145,20 @@ std::string not_on_postgresql(const Context& ctx) {
 
 Result<std::unique_ptr<PgConnection>> pg_connect(const Context& ctx) {
   return connect(ctx, true);
+}
+
+Result<CommandJournal> open_command_journal(const Context& ctx) {
+  CommandJournal out;
+  if (is_postgresql_journal(ctx.journal)) {
+    auto c = pg_connect(ctx);
+    if (!c) return c.status();
+    out.pg = std::move(*c);
+  } else {
+    auto c = open_for_read(ctx);
+    if (!c) return c.status();
+    out.sqlite = std::move(*c);
+  }
+  return out;
 }
 
 Result<std::string> pg_resolve_agent(const Context& ctx, PgConnection& db,

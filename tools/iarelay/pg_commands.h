@@ -25,6 +25,14 @@ std::string not_on_postgresql(const Context& ctx);
 // A connection to the journal with exactly this build's migrations applied (a relay applies
 // them when it starts); otherwise the error, naming the journal.
 Result<std::unique_ptr<PgConnection>> pg_connect(const Context& ctx);
+// The journal a command reads first and then, perhaps, changes: on PostgreSQL one connection
+// (pg_connect) for both; on SQLite a read-only connection (open_for_read), the command opening
+// one for writing after its checks. Exactly one of the two is set.
+struct CommandJournal {
+  std::unique_ptr<PgConnection> pg;
+  DatabasePtr sqlite;
+};
+Result<CommandJournal> open_command_journal(const Context& ctx);
 // A journal function's failure as the command reports it: a refusal (InvalidArgument,
 // NotFound: a webhook id, a state) as it is, as on SQLite; anything else (the server's error)
 // after "journal URL-without-password: ".

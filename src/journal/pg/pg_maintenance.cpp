@@ -552,7 +552,11 @@ Result<std::int64_t> pg_move_webhooks(PgConnection& db, const MoveFrom& from, co
         id = audit_id;
         changed = 0;
         next = cursor;
-        auto rows = must(db.query(sql, w.params));
+        // Locked as read (FOR UPDATE makes PostgreSQL test the selection again on a row a
+        // relay changed meanwhile): a webhook a relay's failover moved to another agent after
+        // this batch was chosen is no longer where it waited, and stays where it went (its
+        // alert's earlier webhook may be inflight there).
+        auto rows = must(db.query(sql + " FOR UPDATE", w.params));
         fetched = rows.size();
         // In seq order: each row keeps its seq, so an alert's webhooks keep their order in the
         // new queue, and the row locks are taken in the order every batch takes them.

@@ -186,6 +186,25 @@ class PgTx final : public JournalTx {
     return must(db_.command(sql, p)) == 1;
   }
 
+  bool claim_next_of_alert(const QueuedWebhook& w, std::string_view agent,
+                           std::string_view event_id) override {
+    TransitionFields f;
+    f.assigned_agent = std::optional<std::string>(std::string(agent));
+    f.increment_attempts = true;
+    PgParams p;
+    std::string sql = transition_sql(w.id, WebhookState::kQueued, WebhookState::kInflight, f, p);
+    auto param = [&p](PgValue v) {
+      p.push_back(std::move(v));
+      return "$" + std::to_string(p.size());
+    };
+    // The event index; the same earlier webhooks as next_of_alert_near_head and held_before.
+    sql += " AND NOT EXISTS (SELECT 1 FROM webhooks e WHERE e.event_id = " +
+           param(std::string(event_id)) + " AND e.seq < " + param(number(w.seq)) +
+           " AND ((e.state = 'queued' AND e.assigned_agent = " + param(std::string(agent)) +
+           ") OR (e.state = 'held' AND e.service = " + param(w.service) + ")))";
+    return must(db_.command(sql, p)) == 1;
+  }
+
   // One statement: the attempt row inserted by a data-modifying WITH, the transition its main
   // statement (both or neither, as any statement).
   bool record_outcome(const AttemptRecord* a, std::string_view id, WebhookState from,

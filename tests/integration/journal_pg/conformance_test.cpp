@@ -837,6 +837,49 @@ TEST_P(PgConcurrency, TwoRelaysInsertingOneWebhookStoreItOnce) {
   EXPECT_EQ(queue_ids("a1"), std::vector<std::string>{"01K1"});
 }
 
+// Review: an operator's release or hold committed between the chain step's reads (the alert's
+// next queued webhook, whether one is held before it, the batch's "any held") let the later
+// webhook be claimed and sent before the earlier one. The claim checks again, in one statement.
+TEST_P(PgConcurrency, AnOperatorsReleaseOrHoldBetweenTheChainStepsReadsDoesNotReorderTheAlert) {
+  auto other = connect();
+  ASSERT_TRUE(other);
+  auto second = pg_backend(*other);
+  const std::int64_t a = insert(webhook("01CA")).seq;
+  insert(webhook("01CB"));
+  insert(webhook("01CC"));
+  tx([](JournalTx& j) {
+    ASSERT_TRUE(j.transition("01CA", WebhookState::kQueued, WebhookState::kInflight));
+    ASSERT_TRUE(j.transition("01CB", WebhookState::kQueued, WebhookState::kHeld));
+  });
+  auto by_operator = [&](WebhookState from, WebhookState to) {
+    Status s = second->transact([&](JournalTx& j) { ASSERT_TRUE(j.transition("01CB", from, to)); });
+    ASSERT_TRUE(s) << s.message();
+  };
+  // Released between the read of the next webhook and the check for a held one.
+  Status s = backend_->transact([&](JournalTx& j) {
+    auto next = j.next_of_alert_near_head("a1", "ev-1", a, 256);
+    ASSERT_TRUE(next);
+    ASSERT_EQ(next->id, "01CC");
+    by_operator(WebhookState::kHeld, WebhookState::kQueued);
+    EXPECT_FALSE(j.held_before("a1", "ev-1", next->service, next->seq));
+    EXPECT_FALSE(j.claim_next_of_alert(*next, "a1", "ev-1"))
+        << "01CC claimed while 01CB, before it, is queued";
+  });
+  ASSERT_TRUE(s) << s.message();
+  // Held after the batch found nothing held, before the next webhook was read.
+  s = backend_->transact([&](JournalTx& j) {
+    EXPECT_FALSE(j.any_held_webhook());
+    by_operator(WebhookState::kQueued, WebhookState::kHeld);
+    auto next = j.next_of_alert_near_head("a1", "ev-1", a, 256);
+    ASSERT_TRUE(next);
+    ASSERT_EQ(next->id, "01CC");
+    EXPECT_FALSE(j.claim_next_of_alert(*next, "a1", "ev-1"))
+        << "01CC claimed while 01CB, before it, is held";
+  });
+  ASSERT_TRUE(s) << s.message();
+  EXPECT_EQ(queue_ids("a1"), (std::vector<std::string>{"01CC"}));
+}
+
 // Two relays take webhooks of one alert at once. A seq is handed out at INSERT: if the second
 // relay's commit (seq 2) became visible while the first's (seq 1) was still open, a dispatcher
 // would send 2 before 1, and a feed consumer whose cursor passed 2 would never read 1. Seqs
