@@ -274,6 +274,7 @@ TEST_F(PgJournal, ConnectionsUseTcpKeepalivesUnlessTheConnectionStringSaysOtherw
   EXPECT_EQ(db->option("keepalives_interval"), "5");
   EXPECT_EQ(db->option("keepalives_count"), "3");
   EXPECT_EQ(db->option("tcp_user_timeout"), "30000");
+  EXPECT_EQ(db->option("connect_timeout"), "10");
   auto own = PgConnection::connect(cluster_.uri() + "?keepalives_idle=42&tcp_user_timeout=0");
   ASSERT_TRUE(own) << own.status().message();
   EXPECT_EQ((*own)->option("keepalives_idle"), "42");
