@@ -960,7 +960,10 @@ TEST(Dispatch, AlertChainsKeepOrderWhileTheAgentFailsThenSucceeds) {
 // chain; the rest of the chain fails over to the second agent, in order, nothing lost.
 TEST(Dispatch, AlertChainFailsOverToTheNextAgentInOrder) {
   testing::TempDir dir;
-  Sink first_sink(dir, "first");
+  // 5 ms a call: the chain (one call at a time) takes at least 750 ms on the first agent, so it
+  // is still going when that agent goes away (without it, a fast chain delivered all 150 before
+  // the stop under a loaded suite, and nothing was left to fail over).
+  Sink first_sink(dir, "first", {"--latency=5ms"});
   Sink second_sink(dir, "second");
   Relay relay(dir);
   auto first = agent("first", first_sink.url());
