@@ -14,45 +14,88 @@ namespace {
 // that records an outcome, looking for the next webhook of the same alert.
 constexpr int kChainWalk = 256;
 
-// Writer thread, inside the outcome's transaction, after the finished webhook is delivered.
-void claim_next_of_alert(JournalTx& tx, Chain& c) {
-  c.claimed = false;
-  ChainBatch own;
-  ChainBatch& batch = c.batch ? *c.batch : own;
+// Writer thread, inside the outcomes' transaction, after the finished webhooks are delivered.
+void claim_next_of_alerts(JournalTx& tx, const std::vector<Chain*>& chains) {
   // An operator's pause committed since the dispatcher last looked: nothing more is sent.
-  auto paused = batch.paused.find(c.agent_id);
-  if (paused == batch.paused.end()) {
-    auto row = tx.load_agent(c.agent_id);
-    paused = batch.paused.emplace(c.agent_id, row && row->state == "paused").first;
+  std::map<std::string, bool, std::less<>> paused;
+  std::vector<Chain*> live;
+  std::vector<AlertStep> steps;
+  for (Chain* c : chains) {
+    auto it = paused.find(c->agent_id);
+    if (it == paused.end()) {
+      auto row = tx.load_agent(c->agent_id);
+      it = paused.emplace(c->agent_id, row && row->state == "paused").first;
+    }
+    if (it->second) continue;
+    live.push_back(c);
+    steps.push_back({c->agent_id, c->event_id, c->after_seq});
   }
-  if (paused->second) return;
-  // The alert's next webhook after the finished one (event index), near the head of the queue
+  if (steps.empty()) return;
+  // Each alert's next webhook after the finished one (event index), near the head of the queue
   // (one further in is left to the dispatcher's own walk), with no earlier webhook of the alert
   // still queued (a resend, a release: that one goes first, found by the dispatcher's walk).
-  auto found = tx.next_of_alert_near_head(c.agent_id, c.event_id, c.after_seq, kChainWalk);
-  if (!found) return;
-  QueuedWebhook& next = *found;
-  if (next.next_attempt_at && *next.next_attempt_at > c.now) return;  // backing off
-  if (!c.all_kinds && std::find(c.kinds.begin(), c.kinds.end(), next.type) == c.kinds.end()) return;
-  if (!batch.any_held) batch.any_held = tx.any_held_webhook();
-  const bool any_held = *batch.any_held;
-  if (any_held && tx.held_before(c.agent_id, c.event_id, next.service, next.seq)) return;
+  const auto found = tx.next_of_alerts_near_head(steps, kChainWalk);
+  std::optional<bool> any_held;
+  std::vector<AlertStep> claims;
+  std::vector<const QueuedWebhook*> next;
+  std::vector<Chain*> claiming;
+  for (std::size_t i = 0; i < live.size(); ++i) {
+    if (!found[i]) continue;
+    const QueuedWebhook& n = *found[i];
+    const Chain& c = *live[i];
+    if (n.next_attempt_at && *n.next_attempt_at > c.now) continue;  // backing off
+    if (!c.all_kinds && std::find(c.kinds.begin(), c.kinds.end(), n.type) == c.kinds.end())
+      continue;
+    if (!any_held) any_held = tx.any_held_webhook();
+    if (*any_held && tx.held_before(c.agent_id, c.event_id, n.service, n.seq)) continue;
+    claims.push_back(steps[i]);
+    next.push_back(&n);
+    claiming.push_back(live[i]);
+  }
+  if (claims.empty()) return;
   // The reads above on a shared journal may straddle an operator's hold or release (and
-  // `any_held` is the batch's first answer): the claim checks the alert's earlier webhooks
+  // `any_held` is the batch's first answer): each claim checks the alert's earlier webhooks
   // again, in its own statement.
-  if (!tx.claim_next_of_alert(next, c.agent_id, c.event_id)) return;
-  c.claimed = true;
-  c.next = std::move(next);
+  const auto claimed = tx.claim_next_of_alerts(claims, next);
+  for (std::size_t j = 0; j < claiming.size(); ++j) {
+    if (!claimed[j]) continue;
+    claiming[j]->claimed = true;
+    claiming[j]->next = *next[j];
+  }
 }
 
 }  // namespace
 
-void try_chain_step(JournalTx& tx, Chain& c) {
-  Status s = tx.in_savepoint([&] { claim_next_of_alert(tx, c); });
+void try_chain_steps(JournalTx& tx, const std::vector<Chain*>& chains) {
+  for (Chain* c : chains) c->claimed = false;
+  if (chains.empty()) return;
+  Status s = tx.in_savepoint([&] { claim_next_of_alerts(tx, chains); });
   if (!s) {
-    c.claimed = false;
-    spdlog::debug("chain step for agent {} skipped: {}", c.agent_id, s.message());
+    for (Chain* c : chains) c->claimed = false;
+    spdlog::debug("chain steps of {} outcomes skipped: {}", chains.size(), s.message());
   }
+}
+
+bool OutcomeBatch::lease_holds(const std::string& agent, std::int64_t epoch,
+                               const std::function<bool()>& fence) {
+  auto key = std::make_pair(agent, epoch);
+  auto it = fences_.find(key);
+  if (it == fences_.end()) it = fences_.emplace(std::move(key), fence()).first;
+  return it->second;
+}
+
+void OutcomeBatch::stage(OutcomeWrite w, std::shared_ptr<Chain> chain) {
+  if (chain) chain->claimed = false;
+  writes_.push_back(std::move(w));
+  chains_.push_back(std::move(chain));
+}
+
+void OutcomeBatch::write(JournalTx& tx) {
+  const std::vector<bool> moved = tx.record_outcomes(writes_);
+  std::vector<Chain*> delivered;
+  for (std::size_t i = 0; i < chains_.size(); ++i)
+    if (chains_[i] && moved[i]) delivered.push_back(chains_[i].get());
+  try_chain_steps(tx, delivered);
 }
 
 bool move_alert_tail(JournalTx& tx, const AlertMove& m) {

@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/config.h"
@@ -29,14 +30,6 @@ namespace iarelay::dispatch_internal {
 // for the agent (no candidates, nothing changed since a walk that found everything), so an
 // alert that keeps receiving webhooks never holds a slot while others wait. Anything else: no
 // claim; the key is released and the queue walked as before.
-// What the chain steps of one batch of outcomes (one writer operation: nothing else writes
-// between them) read once: whether each agent is paused, whether any webhook is held. Only
-// queued, inflight and final states change within the batch.
-struct ChainBatch {
-  std::map<std::string, bool, std::less<>> paused;
-  std::optional<bool> any_held;
-};
-
 struct Chain {
   std::string agent_id;
   std::string key;             // the alert's ordering key (event ordering)
@@ -48,14 +41,36 @@ struct Chain {
   std::vector<std::string> kinds;
   bool all_kinds = false;
   // Set on the writer thread by each run of the op (a failed write runs it again).
-  std::shared_ptr<ChainBatch> batch;  // the reads of the batch's last run
   bool claimed = false;
   QueuedWebhook next;  // as read before its claim (attempts not yet counted)
 };
 
-// The chain step under a savepoint of its own: whatever goes wrong there (a journal an operator
-// changed, say) leaves the outcome to be journaled as it would be without it, never fails it.
-void try_chain_step(JournalTx& tx, Chain& c);
+// The outcomes of one loop turn, in one writer operation: each outcome's op checks its lease
+// and stages its write here; write() then records them all (JournalTx::record_outcomes) and
+// takes the chain steps of those delivered together (on PostgreSQL: a round trip for the
+// outcomes, one for the chain steps' reads, one for their claims, whatever the batch's size).
+// Nothing else writes between them: the outcomes are of different webhooks, the chain steps of
+// different alerts.
+class OutcomeBatch {
+ public:
+  // Whether `agent`'s lease is still at `epoch` (`fence` asks the journal): asked once per
+  // agent and epoch in the batch (the journal's answer holds until the transaction ends).
+  bool lease_holds(const std::string& agent, std::int64_t epoch,
+                   const std::function<bool()>& fence);
+  // The outcome, and the chain step to take should it move (`chain` null: none).
+  void stage(OutcomeWrite w, std::shared_ptr<Chain> chain);
+  void write(JournalTx& tx);
+
+ private:
+  std::map<std::pair<std::string, std::int64_t>, bool> fences_;
+  std::vector<OutcomeWrite> writes_;
+  std::vector<std::shared_ptr<Chain>> chains_;
+};
+
+// The chain steps of delivered webhooks (of different alerts), under one savepoint: whatever
+// goes wrong there (a journal an operator changed, say) leaves the outcomes to be journaled as
+// they would be without them, never fails them; no step then claims.
+void try_chain_steps(JournalTx& tx, const std::vector<Chain*>& chains);
 
 // A webhook of an alert failing over to another agent after a retryable failure (finish):
 // the alert's later webhooks queued on this agent go along (see move_alert_tail).

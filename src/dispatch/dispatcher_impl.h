@@ -117,6 +117,12 @@ inline bool lease_holds(JournalTx& tx, const AgentLeases* leases, const std::str
                         std::int64_t epoch) {
   return !leases || tx.fence(agent, leases->owner(), epoch);
 }
+// As lease_holds, asked once per agent and epoch of a batch of outcomes.
+inline bool lease_holds(JournalTx& tx, const AgentLeases* leases, OutcomeBatch& batch,
+                        const std::string& agent, std::int64_t epoch) {
+  return !leases ||
+         batch.lease_holds(agent, epoch, [&] { return tx.fence(agent, leases->owner(), epoch); });
+}
 
 struct Call;  // http_call.h
 
@@ -209,7 +215,9 @@ class DispatcherImpl final : public Dispatcher {
     Millis retry_at;  // steady time
     std::string agent_id;
     InHand item;
-    std::shared_ptr<JournalWriter::TxOp> op;
+    // Run in the loop turn's writer operation: writes at once, or stages its outcome in the
+    // batch (OutcomeBatch).
+    std::shared_ptr<std::function<void(JournalTx&, OutcomeBatch&)>> op;
     std::string target;
     std::shared_ptr<Chain> chain;  // set: the op may claim the next webhook of the alert
     // Set by the op when the agent's lease moved on (lease_holds): nothing was written, and

@@ -247,9 +247,10 @@ void DispatcherImpl::discard_not_taken(Agent& a, InHand item) {
   f.last_error = std::optional<std::string>(truncate(reason, 1000));
   f.next_attempt_at = std::optional<Millis>();
   const std::string id = item.w.id;
-  auto op = std::make_shared<JournalWriter::TxOp>(
-      [id, agent = a.cfg.id, f, epoch = item.epoch, leases = ctx_.leases](JournalTx& tx) {
-        if (!lease_holds(tx, leases, agent, epoch))
+  auto op = std::make_shared<std::function<void(JournalTx&, OutcomeBatch&)>>(
+      [id, agent = a.cfg.id, f, epoch = item.epoch, leases = ctx_.leases](JournalTx& tx,
+                                                                          OutcomeBatch& b) {
+        if (!lease_holds(tx, leases, b, agent, epoch))
           return;  // the relay that took the agent decides
         // Only while it is still this agent's: moved meanwhile (iarelay move, a failover) to an
         // agent that may take its type, it is that agent's to decide.
@@ -274,13 +275,15 @@ void DispatcherImpl::claim(Agent& a, std::vector<InHand> batch) {
         std::fill(claimed->begin(), claimed->end(), false);
         // All of one epoch (schedule). The agent taken by another relay: nothing claimed.
         if (!lease_holds(tx, leases, agent_id, items->front().epoch)) return;
+        std::vector<OutcomeWrite> claims(items->size());
         for (size_t i = 0; i < items->size(); ++i) {
-          TransitionFields f;
-          f.assigned_agent = std::optional<std::string>(agent_id);
-          f.increment_attempts = true;
-          (*claimed)[i] =
-              tx.transition((*items)[i].w.id, WebhookState::kQueued, WebhookState::kInflight, f);
+          claims[i].id = (*items)[i].w.id;
+          claims[i].from = WebhookState::kQueued;
+          claims[i].to = WebhookState::kInflight;
+          claims[i].fields.assigned_agent = std::optional<std::string>(agent_id);
+          claims[i].fields.increment_attempts = true;
         }
+        *claimed = tx.record_outcomes(claims);
       },
       [this, items, claimed, agent_id, mailbox = mailbox_](const Status& s) {
         mailbox->post([this, items, claimed, agent_id, s] {

@@ -153,22 +153,23 @@ void DispatcherImpl::finish(Agent& a, InHand item, const CallOutcome& outcome,
     alert_move->stay.next_attempt_at = std::optional<Millis>(d.next_attempt_at);
   }
   auto fenced = std::make_shared<bool>(false);
-  auto op = std::make_shared<JournalWriter::TxOp>([attempt, id, to, f, chain, alert_move, fenced,
-                                                   agent = a.cfg.id, epoch = item.epoch,
-                                                   leases = ctx_.leases](JournalTx& tx) {
-    if (chain) chain->claimed = false;
-    // Another relay took the agent since the claim: its outcome is not this relay's to
-    // write (the taker requeued the webhook and delivers it again).
-    *fenced = !lease_holds(tx, leases, agent, epoch);
-    if (*fenced) return;
-    const bool moved =
-        tx.record_outcome(attempt.get(), id, WebhookState::kInflight, to,
-                          alert_move && !move_alert_tail(tx, *alert_move) ? alert_move->stay : f);
-    if (chain) {
-      chain->claimed = false;
-      if (moved) try_chain_step(tx, *chain);
-    }
-  });
+  auto op = std::make_shared<std::function<void(JournalTx&, OutcomeBatch&)>>(
+      [attempt, id, to, f, chain, alert_move, fenced, agent = a.cfg.id, epoch = item.epoch,
+       leases = ctx_.leases](JournalTx& tx, OutcomeBatch& b) {
+        if (chain) chain->claimed = false;
+        // Another relay took the agent since the claim: its outcome is not this relay's to
+        // write (the taker requeued the webhook and delivers it again).
+        *fenced = !lease_holds(tx, leases, b, agent, epoch);
+        if (*fenced) return;
+        OutcomeWrite w;
+        if (attempt) w.attempt = *attempt;
+        w.id = id;
+        w.from = WebhookState::kInflight;
+        w.to = to;
+        w.fields = alert_move && !move_alert_tail(tx, *alert_move) ? alert_move->stay : f;
+        // The chain step once the outcome is written, should the webhook have moved.
+        b.stage(std::move(w), chain);
+      });
   pending_outcomes_.push_back({0, a.cfg.id, std::move(item), std::move(op), std::move(target),
                                std::move(chain), std::move(fenced)});
 }
@@ -202,11 +203,9 @@ void DispatcherImpl::submit_outcomes(std::vector<PendingOutcome> outcomes) {
   ctx_.writer->submit_quiet_tx(
       [batch](JournalTx& tx) {
         // Afresh at each run: a failed write runs the op again, maybe with another batch.
-        auto reads = std::make_shared<ChainBatch>();
-        for (auto& o : *batch) {
-          if (o.chain) o.chain->batch = reads;
-          (*o.op)(tx);
-        }
+        OutcomeBatch staged;
+        for (auto& o : *batch) (*o.op)(tx, staged);
+        staged.write(tx);
       },
       [this, batch, mailbox = mailbox_](const Status& s) {
         mailbox->post([this, batch, s] {

@@ -46,6 +46,22 @@ struct TailRow {
   WebhookState state = WebhookState::kQueued;
 };
 
+// One outcome of a batch (JournalTx::record_outcomes): record_outcome's arguments.
+struct OutcomeWrite {
+  std::optional<AttemptRecord> attempt;  // none: no call was made
+  std::string id;
+  WebhookState from = WebhookState::kInflight;
+  WebhookState to = WebhookState::kDelivered;
+  TransitionFields fields;
+};
+
+// One chain step of a batch (JournalTx::next_of_alerts_near_head): the alert `event_id` on
+// `agent` after the webhook of `after_seq`.
+struct AlertStep {
+  std::string agent, event_id;
+  std::int64_t after_seq = 0;
+};
+
 // The operations of one transaction. Semantics as the functions of store.h of the same names.
 class JournalTx {
  public:
@@ -72,6 +88,16 @@ class JournalTx {
                               WebhookState to, const TransitionFields& fields) {
     if (attempt) record_attempt(*attempt);
     return transition(id, from, to, fields);
+  }
+  // record_outcome of each, in order: whether each moved. For outcomes that do not depend on
+  // each other (a loop turn's: no two of one webhook). PostgreSQL: one round trip.
+  virtual std::vector<bool> record_outcomes(const std::vector<OutcomeWrite>& batch) {
+    std::vector<bool> out;
+    out.reserve(batch.size());
+    for (const OutcomeWrite& o : batch)
+      out.push_back(
+          record_outcome(o.attempt ? &*o.attempt : nullptr, o.id, o.from, o.to, o.fields));
+    return out;
   }
   virtual std::optional<AgentRow> load_agent(std::string_view id) = 0;
   virtual bool set_agent_state(std::string_view id, std::string_view state,
@@ -131,6 +157,15 @@ class JournalTx {
       return std::nullopt;
     return found;
   }
+  // next_of_alert_near_head of each step (of different alerts). PostgreSQL: one round trip.
+  virtual std::vector<std::optional<QueuedWebhook>> next_of_alerts_near_head(
+      const std::vector<AlertStep>& steps, int walk) {
+    std::vector<std::optional<QueuedWebhook>> out;
+    out.reserve(steps.size());
+    for (const AlertStep& s : steps)
+      out.push_back(next_of_alert_near_head(s.agent, s.event_id, s.after_seq, walk));
+    return out;
+  }
   // The chain step's claim of `w`, the next webhook of alert `event_id` on `agent` (queued ->
   // inflight, assigned to `agent`, an attempt counted): only while no earlier webhook of the
   // alert is queued on `agent` or held for its service. SQLite: transition() (its one writer
@@ -144,6 +179,16 @@ class JournalTx {
     f.assigned_agent = std::optional<std::string>(std::string(agent));
     f.increment_attempts = true;
     return transition(w.id, WebhookState::kQueued, WebhookState::kInflight, f);
+  }
+  // claim_next_of_alert of each (step i claims `next[i]`): whether each was claimed.
+  // PostgreSQL: one round trip.
+  virtual std::vector<bool> claim_next_of_alerts(const std::vector<AlertStep>& steps,
+                                                 const std::vector<const QueuedWebhook*>& next) {
+    std::vector<bool> out;
+    out.reserve(steps.size());
+    for (std::size_t i = 0; i < steps.size(); ++i)
+      out.push_back(claim_next_of_alert(*next[i], steps[i].agent, steps[i].event_id));
+    return out;
   }
   virtual std::optional<bool> queued_of_event_within(std::string_view agent,
                                                      std::string_view event_id,

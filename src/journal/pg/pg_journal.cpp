@@ -114,11 +114,14 @@ PgConnection::~PgConnection() {
 }
 
 Status PgConnection::exec(const std::string& sql) {
-  // A ROLLBACK undoes whatever the deferred commands would do; anything else comes after them.
-  if (sql == "ROLLBACK")
+  // A ROLLBACK undoes whatever the deferred commands would do (a BEGIN not sent yet: nothing
+  // to roll back); anything else comes after them.
+  if (sql == "ROLLBACK") {
     deferred_.clear();
-  else if (Status s = flush(); !s)
+    if (PQtransactionStatus(conn_) == PQTRANS_IDLE) return Status::ok();
+  } else if (Status s = flush(); !s) {
     return s;
+  }
   ResultPtr r(PQexec(conn_, sql.c_str()));
   ExecStatusType st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
   if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return Status::ok();
@@ -158,40 +161,99 @@ std::string pg_text_array(const std::vector<std::string>& items) {
   return out + "}";
 }
 
+namespace {
+
+std::vector<PgRow> rows_of(const pg_result* r) {
+  std::vector<PgRow> rows;
+  const int n = PQntuples(r), cols = PQnfields(r);
+  rows.reserve(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    PgRow row;
+    row.reserve(static_cast<std::size_t>(cols));
+    for (int c = 0; c < cols; ++c) {
+      if (PQgetisnull(r, i, c))
+        row.emplace_back(std::nullopt);
+      else
+        row.emplace_back(
+            std::string(PQgetvalue(r, i, c), static_cast<std::size_t>(PQgetlength(r, i, c))));
+    }
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+// A statement's parameters as libpq takes them.
+struct Args {
+  std::vector<const char*> values;
+  std::vector<int> lengths, formats;
+  explicit Args(const PgParams& params) {
+    values.reserve(params.size());
+    for (const auto& p : params) {
+      values.push_back(p.value ? p.value->c_str() : nullptr);
+      lengths.push_back(p.value ? static_cast<int>(p.value->size()) : 0);
+      formats.push_back(p.binary ? 1 : 0);
+    }
+  }
+};
+
+}  // namespace
+
 struct PgConnection::Executed {
   ResultPtr result;
 };
 
+bool PgConnection::send(const std::string& sql, const std::string& name, const PgParams& params,
+                        bool binary_results) {
+  const Args a(params);
+  const int n = static_cast<int>(params.size()), results = binary_results ? 1 : 0;
+  return (name.empty() ? PQsendQueryParams(conn_, sql.c_str(), n, nullptr, a.values.data(),
+                                           a.lengths.data(), a.formats.data(), results)
+                       : PQsendQueryPrepared(conn_, name.c_str(), n, a.values.data(),
+                                             a.lengths.data(), a.formats.data(), results)) == 1;
+}
+
 Result<PgConnection::Executed> PgConnection::execute(const std::string& sql, const PgParams& params,
                                                      bool binary_results) {
-  std::vector<const char*> values;
-  std::vector<int> lengths, formats;
-  values.reserve(params.size());
-  for (const auto& p : params) {
-    values.push_back(p.value ? p.value->c_str() : nullptr);
-    lengths.push_back(p.value ? static_cast<int>(p.value->size()) : 0);
-    formats.push_back(p.binary ? 1 : 0);
-  }
-  auto name = prepared(sql, static_cast<int>(values.size()));
+  auto name = prepared(sql, static_cast<int>(params.size()));
   if (!name) return name.status();
-  const int n = static_cast<int>(values.size()), results = binary_results ? 1 : 0;
   if (!deferred_.empty()) {
-    auto r = pipeline([&] {
-      return (name->empty() ? PQsendQueryParams(conn_, sql.c_str(), n, nullptr, values.data(),
-                                                lengths.data(), formats.data(), results)
-                            : PQsendQueryPrepared(conn_, name->c_str(), n, values.data(),
-                                                  lengths.data(), formats.data(), results)) == 1;
-    });
+    auto r = pipeline([&] { return send(sql, *name, params, binary_results); }, 1);
     if (!r) return r.status();
-    return Executed{std::move(*r)};
+    return Executed{std::move(r->front())};
   }
-  ResultPtr r(name->empty() ? PQexecParams(conn_, sql.c_str(), n, nullptr, values.data(),
-                                           lengths.data(), formats.data(), results)
-                            : PQexecPrepared(conn_, name->c_str(), n, values.data(), lengths.data(),
-                                             formats.data(), results));
+  const Args a(params);
+  const int n = static_cast<int>(params.size()), results = binary_results ? 1 : 0;
+  ResultPtr r(name->empty() ? PQexecParams(conn_, sql.c_str(), n, nullptr, a.values.data(),
+                                           a.lengths.data(), a.formats.data(), results)
+                            : PQexecPrepared(conn_, name->c_str(), n, a.values.data(),
+                                             a.lengths.data(), a.formats.data(), results));
   ExecStatusType st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return failure(r.get());
   return Executed{std::move(r)};
+}
+
+Result<std::vector<PgOutput>> PgConnection::run_all(const std::vector<PgStatement>& statements) {
+  std::vector<PgOutput> out;
+  if (statements.empty()) return out;
+  std::vector<std::string> names;
+  names.reserve(statements.size());
+  for (const PgStatement& st : statements) {
+    auto name = prepared(st.sql, static_cast<int>(st.params.size()));
+    if (!name) return name.status();
+    names.push_back(std::move(*name));
+  }
+  auto results = pipeline(
+      [&] {
+        for (std::size_t i = 0; i < statements.size(); ++i)
+          if (!send(statements[i].sql, names[i], statements[i].params, false)) return false;
+        return true;
+      },
+      statements.size());
+  if (!results) return results.status();
+  out.reserve(results->size());
+  for (const ResultPtr& r : *results)
+    out.push_back({rows_of(r.get()), std::atol(PQcmdTuples(r.get()))});
+  return out;
 }
 
 void PgConnection::defer(std::string sql) {
@@ -200,7 +262,7 @@ void PgConnection::defer(std::string sql) {
 
 Status PgConnection::flush() {
   if (deferred_.empty()) return Status::ok();
-  auto r = pipeline(nullptr);
+  auto r = pipeline(nullptr, 0);
   return r ? Status::ok() : r.status();
 }
 
@@ -209,12 +271,13 @@ Status PgConnection::flush() {
 // failed one is not run: PGRES_PIPELINE_ABORTED). A pipeline that could not be sent or read
 // whole leaves the connection in a state nothing else can use: Unavailable, so that its owner
 // connects again.
-Result<PgConnection::ResultPtr> PgConnection::pipeline(const std::function<bool()>& send_main) {
+Result<std::vector<PgConnection::ResultPtr>> PgConnection::pipeline(
+    const std::function<bool()>& send_mains, std::size_t mains) {
   const std::vector<std::string> ahead = std::move(deferred_);
   deferred_.clear();
   auto broken = [&] {
     return Status::unavailable("postgresql: " + one_line(PQerrorMessage(conn_)) +
-                               " (in a pipeline of " + std::to_string(ahead.size() + 1) +
+                               " (in a pipeline of " + std::to_string(ahead.size() + mains) +
                                " statements)");
   };
   if (PQenterPipelineMode(conn_) != 1) return broken();
@@ -222,11 +285,12 @@ Result<PgConnection::ResultPtr> PgConnection::pipeline(const std::function<bool(
   for (const std::string& c : ahead)
     sent =
         sent && PQsendQueryParams(conn_, c.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
-  if (send_main) sent = sent && send_main();
+  if (send_mains) sent = sent && send_mains();
   if (!sent || PQpipelineSync(conn_) != 1) return broken();
   Status first_failure;
-  ResultPtr main_result;
-  const std::size_t queries = ahead.size() + (send_main ? 1 : 0);
+  std::vector<ResultPtr> main_results;
+  main_results.reserve(mains);
+  const std::size_t queries = ahead.size() + mains;
   for (std::size_t i = 0; i < queries; ++i) {
     ResultPtr r(PQgetResult(conn_));
     if (!r) return broken();
@@ -236,13 +300,13 @@ Result<PgConnection::ResultPtr> PgConnection::pipeline(const std::function<bool(
       first_failure = st == PGRES_PIPELINE_ABORTED
                           ? Status::io_error("postgresql: not run, a statement before it failed")
                           : failure(r.get());
-    if (send_main && i + 1 == queries) main_result = std::move(r);
+    if (i >= ahead.size()) main_results.push_back(std::move(r));
   }
   ResultPtr sync(PQgetResult(conn_));
   if (!sync || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC || PQexitPipelineMode(conn_) != 1)
     return broken();
   if (!first_failure) return first_failure;
-  return main_result;
+  return main_results;
 }
 
 Result<std::string> PgConnection::prepared(const std::string& sql, int n_params) {
@@ -269,23 +333,7 @@ Result<std::vector<PgRow>> PgConnection::query(const std::string& sql, const PgP
                                                bool binary_results) {
   auto done = execute(sql, params, binary_results);
   if (!done) return done.status();
-  PGresult* r = done->result.get();
-  std::vector<PgRow> rows;
-  const int n = PQntuples(r), cols = PQnfields(r);
-  rows.reserve(static_cast<std::size_t>(n));
-  for (int i = 0; i < n; ++i) {
-    PgRow row;
-    row.reserve(static_cast<std::size_t>(cols));
-    for (int c = 0; c < cols; ++c) {
-      if (PQgetisnull(r, i, c))
-        row.emplace_back(std::nullopt);
-      else
-        row.emplace_back(
-            std::string(PQgetvalue(r, i, c), static_cast<std::size_t>(PQgetlength(r, i, c))));
-    }
-    rows.push_back(std::move(row));
-  }
-  return rows;
+  return rows_of(done->result.get());
 }
 
 std::string PgConnection::option(const std::string& keyword) const {

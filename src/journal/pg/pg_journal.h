@@ -42,6 +42,16 @@ struct PgValue {
 };
 using PgParams = std::vector<PgValue>;
 
+// One statement of PgConnection::run_all, and what it returned.
+struct PgStatement {
+  std::string sql;
+  PgParams params;
+};
+struct PgOutput {
+  std::vector<PgRow> rows;
+  long changed = 0;  // rows an INSERT, UPDATE or DELETE changed
+};
+
 // The limits of every statement and lock wait on a connection (statement_timeout,
 // lock_timeout), unless its connection string's `options` or PGOPTIONS set their own; a
 // migration runs without them.
@@ -87,6 +97,11 @@ class PgConnection {
   void defer(std::string sql);
   // Sends the deferred commands now; the first failure among them.
   Status flush();
+  // Runs the statements in order in one round trip (after the deferred commands: libpq's
+  // pipeline mode), each on its own as query() and command() would: their outputs, or the
+  // first failure (the statements after it are not run). For statements that do not depend on
+  // each other's results: a batch's outcomes.
+  Result<std::vector<PgOutput>> run_all(const std::vector<PgStatement>& statements);
 
  private:
   explicit PgConnection(pg_conn* conn) : conn_(conn) {}
@@ -95,7 +110,13 @@ class PgConnection {
     void operator()(pg_result* r) const;
   };
   using ResultPtr = std::unique_ptr<pg_result, ResultDeleter>;
-  Result<ResultPtr> pipeline(const std::function<bool()>& send_main);
+  // The deferred commands, then `mains` statements that `send_mains` sends, in one round trip:
+  // the results of those statements.
+  Result<std::vector<ResultPtr>> pipeline(const std::function<bool()>& send_mains,
+                                          std::size_t mains);
+  // Sends one statement with its parameters (prepared: `name` not empty) without waiting.
+  bool send(const std::string& sql, const std::string& name, const PgParams& params,
+            bool binary_results);
   std::vector<std::string> deferred_;
   // The Status of a failed statement: Unavailable when the connection is gone or the server
   // takes no writes (read-only, out of disk), Conflict for a deadlock or

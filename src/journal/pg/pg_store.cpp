@@ -188,6 +188,21 @@ class PgTx final : public JournalTx {
 
   bool claim_next_of_alert(const QueuedWebhook& w, std::string_view agent,
                            std::string_view event_id) override {
+    PgStatement st = claim_statement(w, agent, event_id);
+    return must(db_.command(st.sql, st.params)) == 1;
+  }
+
+  std::vector<bool> claim_next_of_alerts(const std::vector<AlertStep>& steps,
+                                         const std::vector<const QueuedWebhook*>& next) override {
+    std::vector<PgStatement> all;
+    all.reserve(steps.size());
+    for (std::size_t i = 0; i < steps.size(); ++i)
+      all.push_back(claim_statement(*next[i], steps[i].agent, steps[i].event_id));
+    return changed_one(all);
+  }
+
+  static PgStatement claim_statement(const QueuedWebhook& w, std::string_view agent,
+                                     std::string_view event_id) {
     TransitionFields f;
     f.assigned_agent = std::optional<std::string>(std::string(agent));
     f.increment_attempts = true;
@@ -202,18 +217,47 @@ class PgTx final : public JournalTx {
            param(std::string(event_id)) + " AND e.seq < " + param(number(w.seq)) +
            " AND ((e.state = 'queued' AND e.assigned_agent = " + param(std::string(agent)) +
            ") OR (e.state = 'held' AND e.service = " + param(w.service) + ")))";
-    return must(db_.command(sql, p)) == 1;
+    return {std::move(sql), std::move(p)};
   }
 
   // One statement: the attempt row inserted by a data-modifying WITH, the transition its main
   // statement (both or neither, as any statement).
   bool record_outcome(const AttemptRecord* a, std::string_view id, WebhookState from,
                       WebhookState to, const TransitionFields& f) override {
-    if (!a) return transition(id, from, to, f);
-    PgParams p = attempt_params(*a);
-    const std::string sql = std::string("WITH attempt AS (") + kInsertAttempt + ") " +
-                            transition_sql(id, from, to, f, p);
-    return must(db_.command(sql, p)) == 1;
+    PgStatement st = outcome_statement(a, id, from, to, f);
+    return must(db_.command(st.sql, st.params)) == 1;
+  }
+
+  std::vector<bool> record_outcomes(const std::vector<OutcomeWrite>& batch) override {
+    std::vector<PgStatement> all;
+    all.reserve(batch.size());
+    for (const OutcomeWrite& o : batch)
+      all.push_back(
+          outcome_statement(o.attempt ? &*o.attempt : nullptr, o.id, o.from, o.to, o.fields));
+    return changed_one(all);
+  }
+
+  static PgStatement outcome_statement(const AttemptRecord* a, std::string_view id,
+                                       WebhookState from, WebhookState to,
+                                       const TransitionFields& f) {
+    PgParams p;
+    if (!a) {
+      std::string sql = transition_sql(id, from, to, f, p);
+      return {std::move(sql), std::move(p)};
+    }
+    p = attempt_params(*a);
+    std::string sql = std::string("WITH attempt AS (") + kInsertAttempt + ") " +
+                      transition_sql(id, from, to, f, p);
+    return {std::move(sql), std::move(p)};
+  }
+
+  // Runs the statements in one round trip: whether each changed one row.
+  std::vector<bool> changed_one(const std::vector<PgStatement>& all) {
+    auto outputs = must(db_.run_all(all));
+    std::vector<bool> out;
+    out.reserve(outputs.size());
+    for (const PgOutput& o : outputs) out.push_back(o.changed == 1);
+    return out;
   }
 
   // The UPDATE of a transition, its parameters appended to `p` (numbered after those in it).
@@ -407,18 +451,36 @@ class PgTx final : public JournalTx {
   std::optional<QueuedWebhook> next_of_alert_near_head(std::string_view agent,
                                                        std::string_view event_id,
                                                        std::int64_t after_seq, int walk) override {
-    auto rows = must(db_.query(
-        std::string("SELECT ") + kQueuedColumns + " FROM (SELECT " + kQueuedColumns +
-            " FROM webhooks WHERE event_id = $1 AND seq > $2 AND assigned_agent = $3 AND state = "
-            "'queued' ORDER BY seq LIMIT 1) n WHERE (SELECT count(*) FROM (SELECT 1 FROM webhooks "
-            "w WHERE w.assigned_agent = $3 AND w.state = 'queued' AND w.seq < n.seq LIMIT $4) "
-            "ahead) < $4 AND (SELECT count(*) FROM (SELECT 1 FROM webhooks w WHERE w.event_id = $1 "
-            "AND w.seq < n.seq AND w.assigned_agent = $3 AND w.state = 'queued' LIMIT 1) earlier) "
-            "= "
-            "0",
-        {std::string(event_id), number(after_seq), std::string(agent), number(walk)}));
+    PgStatement st =
+        next_of_alert_statement({std::string(agent), std::string(event_id), after_seq}, walk);
+    auto rows = must(db_.query(st.sql, st.params));
     if (rows.empty()) return std::nullopt;
     return queued_webhook(rows[0]);
+  }
+
+  std::vector<std::optional<QueuedWebhook>> next_of_alerts_near_head(
+      const std::vector<AlertStep>& steps, int walk) override {
+    std::vector<PgStatement> all;
+    all.reserve(steps.size());
+    for (const AlertStep& s : steps) all.push_back(next_of_alert_statement(s, walk));
+    auto outputs = must(db_.run_all(all));
+    std::vector<std::optional<QueuedWebhook>> out;
+    out.reserve(outputs.size());
+    for (const PgOutput& o : outputs)
+      out.push_back(o.rows.empty() ? std::nullopt
+                                   : std::optional<QueuedWebhook>(queued_webhook(o.rows[0])));
+    return out;
+  }
+
+  static PgStatement next_of_alert_statement(const AlertStep& s, int walk) {
+    return {std::string("SELECT ") + kQueuedColumns + " FROM (SELECT " + kQueuedColumns +
+                " FROM webhooks WHERE event_id = $1 AND seq > $2 AND assigned_agent = $3 AND "
+                "state = 'queued' ORDER BY seq LIMIT 1) n WHERE (SELECT count(*) FROM (SELECT 1 "
+                "FROM webhooks w WHERE w.assigned_agent = $3 AND w.state = 'queued' AND w.seq < "
+                "n.seq LIMIT $4) ahead) < $4 AND (SELECT count(*) FROM (SELECT 1 FROM webhooks w "
+                "WHERE w.event_id = $1 AND w.seq < n.seq AND w.assigned_agent = $3 AND w.state = "
+                "'queued' LIMIT 1) earlier) = 0",
+            {s.event_id, number(s.after_seq), s.agent, number(walk)}};
   }
 
   int queued_ahead(std::string_view agent, std::int64_t before_seq, int limit) override {
@@ -667,7 +729,8 @@ class PgBackend final : public JournalBackend {
   // BEGINs with `begin` and runs `op`. Ok: the transaction is open, for the caller to end.
   // When `op` throws, the transaction is rolled back and the error returned.
   Status begin_and_run(const char* begin, const std::function<void(JournalTx&)>& op) {
-    if (Status s = db_.exec(begin); !s) return s;
+    // Sent with the transaction's first statement, in one round trip with it.
+    db_.defer(begin);
     try {
       PgTx tx(db_);
       op(tx);
@@ -717,6 +780,19 @@ class PgReader final : public JournalBackend {
     return Status::invalid_argument("a journal reader cannot write");
   }
   Status read(const std::function<void(JournalTx&)>& op) override { return backend_.read(op); }
+  // Each statement on its own, outside a transaction (its connection takes no writes): one
+  // round trip for a single read, not three.
+  Status read_each(const std::function<void(JournalTx&)>& op) override {
+    try {
+      PgTx tx(*db_);
+      op(tx);
+      return Status::ok();
+    } catch (const JournalError& e) {
+      return e.status();
+    } catch (const std::exception& e) {
+      return Status::io_error(e.what());
+    }
+  }
 
  private:
   std::unique_ptr<PgConnection> db_;
@@ -732,6 +808,8 @@ std::unique_ptr<JournalBackend> pg_backend(PgConnection& db) {
 Result<std::unique_ptr<JournalBackend>> open_pg_reader(const std::string& conninfo) {
   auto db = PgConnection::connect(conninfo);
   if (!db) return db.status();
+  // read_each runs outside a transaction: a write fails there too.
+  if (Status s = (*db)->exec("SET default_transaction_read_only = on"); !s) return s;
   return std::unique_ptr<JournalBackend>(new PgReader(std::move(*db)));
 }
 
