@@ -129,7 +129,9 @@ Status PgConnection::exec(const std::string& sql) {
 }
 
 Status PgConnection::failure(const pg_result* r) {
-  std::string message = "postgresql: " + one_line(PQerrorMessage(conn_));
+  // The statement's own message: in a pipeline, the connection's is not (it may be empty).
+  const char* own = r ? PQresultErrorMessage(r) : nullptr;
+  std::string message = "postgresql: " + one_line(own && *own ? own : PQerrorMessage(conn_));
   if (PQstatus(conn_) != CONNECTION_OK) return Status::unavailable(message);
   // A deadlock or serialization failure: the transaction may run again (transact does).
   const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;

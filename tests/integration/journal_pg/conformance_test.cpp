@@ -699,6 +699,59 @@ TEST_P(ConformanceReads, ReadEachReadsAndCannotWrite) {
   EXPECT_EQ(scalar("SELECT count(*) FROM webhooks WHERE id = '01RX'"), "0");
 }
 
+// The chain steps of a loop turn's outcomes, asked together (PostgreSQL: one pipeline each for
+// the reads and the claims): the answers of the single operations, in the order asked.
+TEST_P(ConformanceReads, TheChainStepsOfABatchAreEachStepInTurn) {
+  const std::vector<AlertStep> steps = {{"a1", "ev-2", 0},
+                                        {"a1", "ev-1", seq_["01R1"]},
+                                        {"a2", "ev-1", 0},
+                                        {"a1", "ev-2", seq_["01R2"]},
+                                        {"a1", "ev-1", 0}};
+  read([&](JournalTx& j) {
+    auto found = j.next_of_alerts_near_head(steps, 10);
+    ASSERT_EQ(found.size(), steps.size());
+    for (std::size_t i = 0; i < steps.size(); ++i) {
+      auto one =
+          j.next_of_alert_near_head(steps[i].agent, steps[i].event_id, steps[i].after_seq, 10);
+      EXPECT_EQ(found[i].has_value(), one.has_value()) << "step " << i;
+      if (found[i] && one) {
+        EXPECT_EQ(found[i]->id, one->id) << "step " << i;
+        EXPECT_EQ(found[i]->seq, one->seq) << "step " << i;
+        EXPECT_EQ(found[i]->received_at, kT0) << "step " << i;
+      }
+    }
+    ASSERT_TRUE(found[0] && found[2] && found[4]);
+    EXPECT_EQ(found[0]->id, "01R2");
+    EXPECT_FALSE(found[1]) << "01R3 has 01R1 of its alert queued ahead of it";
+    EXPECT_EQ(found[2]->id, "01R4");
+    EXPECT_FALSE(found[3]) << "01R7 is held";
+    EXPECT_EQ(found[4]->id, "01R1");
+    EXPECT_TRUE(j.next_of_alerts_near_head({}, 10).empty());
+  });
+  // Claims: 01R2 and 01R4 are queued, their alerts' first; 01R5 is inflight already.
+  QueuedWebhook r2, r4, r5;
+  read([&](JournalTx& j) {
+    r2 = *j.next_queued_of_event("a1", "ev-2", 0);
+    r4 = *j.next_queued_of_event("a2", "ev-1", 0);
+  });
+  r5 = r2;
+  r5.id = "01R5";
+  r5.seq = seq_["01R5"];
+  r5.event_id = "ev-3";
+  std::vector<bool> claimed;
+  tx([&](JournalTx& j) {
+    claimed = j.claim_next_of_alerts({{"a1", "ev-2", 0}, {"a1", "ev-3", 0}, {"a2", "ev-1", 0}},
+                                     {&r2, &r5, &r4});
+  });
+  EXPECT_EQ(claimed, (std::vector<bool>{true, false, true}));
+  EXPECT_EQ(scalar("SELECT state || ' ' || attempts FROM webhooks WHERE id = '01R2'"),
+            "inflight 1");
+  EXPECT_EQ(scalar("SELECT state || ' ' || attempts FROM webhooks WHERE id = '01R4'"),
+            "inflight 1");
+  EXPECT_EQ(scalar("SELECT state || ' ' || attempts FROM webhooks WHERE id = '01R5'"),
+            "inflight 0");
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, ConformanceReads, ::testing::Values("sqlite", "postgresql"),
                          backend_name);
 
@@ -802,6 +855,82 @@ TEST_P(Conformance, AnOutcomeRecordsItsAttemptAndItsTransition) {
   EXPECT_EQ(scalar("SELECT count(*) FROM attempts WHERE webhook_id = '01O1' AND http_status = "
                    "204 AND outcome = 'delivered' AND duration_ms = 12"),
             "2");
+}
+
+// A loop turn's outcomes in one call (PostgreSQL: one pipeline): each as record_outcome would
+// write it, told in the order given; a stale one (its webhook no longer in the state it leaves)
+// moves nothing and the others still do.
+TEST_P(Conformance, ABatchOfOutcomesIsEachOutcomeInTurn) {
+  for (const char* id : {"01B1", "01B2", "01B3", "01B4"}) insert(webhook(id));
+  tx([](JournalTx& j) {
+    ASSERT_TRUE(j.transition("01B1", WebhookState::kQueued, WebhookState::kInflight));
+    ASSERT_TRUE(j.transition("01B2", WebhookState::kQueued, WebhookState::kInflight));
+    ASSERT_TRUE(j.transition("01B4", WebhookState::kQueued, WebhookState::kInflight));
+  });
+  std::vector<OutcomeWrite> batch(4);
+  batch[0].attempt = AttemptRecord{};
+  batch[0].attempt->webhook_id = "01B1";
+  batch[0].attempt->attempt = 1;
+  batch[0].attempt->agent = "a1";
+  batch[0].attempt->http_status = 204;
+  batch[0].attempt->outcome = "delivered";
+  batch[0].id = "01B1";
+  batch[0].fields.last_status = std::optional<int>(204);
+  batch[1].attempt = batch[0].attempt;
+  batch[1].attempt->webhook_id = "01B2";
+  batch[1].attempt->http_status = 503;
+  batch[1].attempt->outcome = "retry";
+  batch[1].id = "01B2";
+  batch[1].to = WebhookState::kQueued;
+  batch[1].fields.next_attempt_at = std::optional<Millis>(kT0 + 5000);
+  batch[1].fields.assigned_agent = std::optional<std::string>("a2");
+  batch[2].id = "01B3";  // queued, not inflight: stale
+  batch[3].id = "01B4";  // no call made: the transition alone
+  batch[3].to = WebhookState::kFailed;
+  batch[3].fields.last_error = std::optional<std::string>("gone");
+  std::vector<bool> moved;
+  tx([&](JournalTx& j) { moved = j.record_outcomes(batch); });
+  EXPECT_EQ(moved, (std::vector<bool>{true, true, false, true}));
+  EXPECT_EQ(scalar("SELECT state || ' ' || last_status FROM webhooks WHERE id = '01B1'"),
+            "delivered 204");
+  EXPECT_EQ(scalar("SELECT state || ' ' || assigned_agent FROM webhooks WHERE id = '01B2'"),
+            "queued a2");
+  EXPECT_EQ(scalar("SELECT state FROM webhooks WHERE id = '01B3'"), "queued");
+  EXPECT_EQ(scalar("SELECT state || ' ' || last_error FROM webhooks WHERE id = '01B4'"),
+            "failed gone");
+  EXPECT_EQ(scalar("SELECT count(*) FROM attempts"), "2");
+  EXPECT_EQ(scalar("SELECT count(*) FROM attempts WHERE webhook_id = '01B2' AND http_status = 503 "
+                   "AND outcome = 'retry'"),
+            "1");
+  tx([&](JournalTx& j) { EXPECT_TRUE(j.record_outcomes({}).empty()); });
+}
+
+// A batch whose write fails part-way leaves nothing of it, the statements before the failed one
+// included; the backend goes on.
+TEST_P(Conformance, ABatchOfOutcomesThatFailsPartWayLeavesNothing) {
+  insert(webhook("01F1"));
+  insert(webhook("01F2"));
+  std::vector<OutcomeWrite> batch(3);
+  batch[0].id = "01F1";
+  batch[0].from = WebhookState::kQueued;
+  batch[1].attempt = AttemptRecord{};
+  batch[1].attempt->webhook_id = "01F2";
+  batch[1].attempt->attempt = 1;
+  batch[1].attempt->agent = "a1";
+  batch[1].attempt->outcome = "no-such-outcome";  // refused by the table's check
+  batch[1].id = "01F2";
+  batch[1].from = WebhookState::kQueued;
+  batch[2].id = "01F2";
+  batch[2].from = WebhookState::kQueued;
+  batch[2].to = WebhookState::kFailed;
+  EXPECT_FALSE(backend_->transact([&](JournalTx& j) { j.record_outcomes(batch); }));
+  EXPECT_EQ(queue_ids("a1"), (std::vector<std::string>{"01F1", "01F2"}));
+  EXPECT_EQ(scalar("SELECT count(*) FROM attempts"), "0");
+  batch[1].attempt->outcome = "delivered";
+  std::vector<bool> moved;
+  tx([&](JournalTx& j) { moved = j.record_outcomes(batch); });
+  EXPECT_EQ(moved, (std::vector<bool>{true, true, false})) << "01F2 left queued at [1]";
+  EXPECT_TRUE(queue_ids("a1").empty());
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::Values("sqlite", "postgresql"),
@@ -952,6 +1081,33 @@ TEST_P(PgConcurrency, TwoRelaysInsertingOneWebhookStoreItOnceWhateverTheDatabase
   auto [s2, out] = later.get();
   EXPECT_TRUE(s2) << s2.message();
   EXPECT_TRUE(out.duplicate);
+}
+
+// The dispatcher's reader reads a call's payload with read_each: on PostgreSQL each statement
+// outside a transaction (one round trip), so it sees what other relays committed since the
+// op began; its connection takes no writes there either.
+TEST_P(PgConcurrency, TheDispatchersReaderReadsEachStatementOutsideATransactionAndCannotWrite) {
+  auto reader = open_pg_reader(cluster_->uri(database_));
+  ASSERT_TRUE(reader) << reader.status().message();
+  insert(webhook("01E1"));
+  bool first = false, second = false;
+  Status s = (*reader)->read_each([&](JournalTx& j) {
+    first = j.locate("01E1").has_value();
+    insert(webhook("01E2"));  // committed by another connection meanwhile
+    second = j.locate("01E2").has_value();
+  });
+  ASSERT_TRUE(s) << s.message();
+  EXPECT_TRUE(first);
+  EXPECT_TRUE(second) << "read_each read a snapshot taken before the other connection's commit";
+  EXPECT_FALSE((*reader)->read_each([](JournalTx& j) { j.insert_webhook(webhook("01EW")); }));
+  EXPECT_EQ(scalar("SELECT count(*) FROM webhooks WHERE id = '01EW'"), "0");
+  // And the reader goes on, with read() and read_each() alike, and a read of nothing.
+  EXPECT_TRUE((*reader)->read([](JournalTx&) {}));
+  std::size_t queued = 0;
+  EXPECT_TRUE((*reader)->read([&](JournalTx& j) { queued = j.scan_queue("a1", 0, 10).size(); }));
+  EXPECT_EQ(queued, 2u);
+  EXPECT_TRUE((*reader)->read_each([&](JournalTx& j) { first = j.locate("01E1").has_value(); }));
+  EXPECT_TRUE(first);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, PgConcurrency, ::testing::Values("postgresql"), backend_name);

@@ -31,6 +31,45 @@ class PgJournal : public ::testing::Test {
   PgCluster cluster_;
 };
 
+// run_all: statements sent together, each answered in order as query() and command() would
+// answer it alone; the first failure fails them all (in one implicit transaction outside a
+// BEGIN, as libpq's pipeline runs them), and the connection goes on.
+TEST_F(PgJournal, StatementsRunTogetherAnswerInOrderAndStopAtTheFirstFailure) {
+  auto db = connect();
+  ASSERT_TRUE(db);
+  ASSERT_TRUE(db->exec("CREATE TABLE t (n int PRIMARY KEY)"));
+  auto out = db->run_all({{"INSERT INTO t VALUES ($1) RETURNING n", {"1"}},
+                          {"SELECT count(*) FROM t", {}},
+                          {"INSERT INTO t VALUES ($1), ($2)", {"2", "3"}},
+                          {"UPDATE t SET n = n WHERE n > $1", {"5"}}});
+  ASSERT_TRUE(out) << out.status().message();
+  ASSERT_EQ(out->size(), 4u);
+  EXPECT_EQ((*out)[0].rows, (std::vector<PgRow>{{"1"}}));
+  EXPECT_EQ((*out)[1].rows, (std::vector<PgRow>{{"1"}}));
+  EXPECT_EQ((*out)[2].changed, 2);
+  EXPECT_EQ((*out)[3].changed, 0);
+  auto failed = db->run_all({{"INSERT INTO t VALUES ($1)", {"4"}},
+                             {"INSERT INTO t VALUES ($1)", {"1"}},
+                             {"INSERT INTO t VALUES ($1)", {"5"}}});
+  ASSERT_FALSE(failed);
+  EXPECT_NE(failed.status().message().find("duplicate key"), std::string::npos)
+      << failed.status().message();
+  EXPECT_EQ(cluster_.psql("SELECT string_agg(n::text, ',' ORDER BY n) FROM t"), "1,2,3");
+  // Inside a transaction, under a savepoint sent ahead of them: rolled back to it, the
+  // transaction goes on and commits.
+  ASSERT_TRUE(db->exec("BEGIN"));
+  db->defer("SAVEPOINT s");
+  EXPECT_FALSE(
+      db->run_all({{"INSERT INTO t VALUES ($1)", {"6"}}, {"INSERT INTO t VALUES ($1)", {"2"}}}));
+  ASSERT_TRUE(db->command("ROLLBACK TO SAVEPOINT s"));
+  ASSERT_TRUE(db->run_all({{"INSERT INTO t VALUES ($1)", {"7"}}}));
+  ASSERT_TRUE(db->exec("COMMIT"));
+  EXPECT_EQ(cluster_.psql("SELECT string_agg(n::text, ',' ORDER BY n) FROM t"), "1,2,3,7");
+  auto none = db->run_all({});
+  ASSERT_TRUE(none);
+  EXPECT_TRUE(none->empty());
+}
+
 TEST_F(PgJournal, MigratesAnEmptyDatabaseOnceAndRecordsEachChecksum) {
   auto db = connect();
   ASSERT_TRUE(db);
