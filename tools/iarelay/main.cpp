@@ -56,8 +56,7 @@ void print_usage(std::ostream& out) {
          "  --config FILE   read the journal path and agents from this configuration\n"
          "  --journal PATH  the journal file (default: the configuration's, else "
          "var/journal.db),\n"
-         "                  or a PostgreSQL journal's postgresql://... connection string: there\n"
-         "                  every command but migrate and check runs\n"
+         "                  or a PostgreSQL journal's postgresql://... connection string\n"
          "                  (docs/high-availability.md)\n"
          "  --help          this help; 'iarelay COMMAND --help' for a command's\n"
          "  --version       print the version\n\n"
@@ -160,9 +159,6 @@ int run(int argc, char** argv) {
   if (vm.count("journal")) ctx.journal = vm["journal"].as<std::string>();
   if (ctx.journal.empty()) return usage_error(ctx, "--journal: empty path");
   const bool postgresql = is_postgresql_journal(ctx.journal);
-  // Refused before anything else: a connection string is no file to open or to create.
-  if (postgresql && !wants_help && !runs_on_postgresql(name))
-    return usage_error(ctx, not_on_postgresql(ctx));
   // A PostgreSQL journal has no file whose owner to become.
   if (!wants_help && !postgresql) {
     std::vector<std::string> command_line{"iarelay"};

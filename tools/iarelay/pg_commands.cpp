@@ -30,8 +30,6 @@ constexpr Millis kSqlTimeout = 60'000;
 // a LOCK TABLE (which a read-only transaction allows) queues every relay behind it meanwhile.
 constexpr Millis kSqlLockWait = 1'000;
 
-constexpr const char* kOnPostgresql[] = {"status", "sql",  "agent",   "resend", "list", "show",
-                                         "retry",  "hold", "release", "delete", "move", "purge"};
 
 // Type OIDs of pg_type (fixed by PostgreSQL, the same in every version).
 constexpr unsigned kBoolOid = 16, kByteaOid = 17, kInt8Oid = 20, kInt2Oid = 21, kInt4Oid = 23,
@@ -123,24 +121,40 @@ std::string sql_failure(const Status& s, const std::string& sqlstate) {
 
 }  // namespace
 
-bool runs_on_postgresql(const std::string& command) {
-  for (const char* c : kOnPostgresql)
-    if (command == c) return true;
-  return false;
+int pg_migrate_command(const Context& ctx) {
+  auto db = connect(ctx, false);
+  if (!db) return fail(ctx, db.status().message());
+  // Under the advisory lock the relays take when they start: migrated once, whoever runs.
+  std::vector<std::string> applied;
+  if (Status s = pg_migrate(**db, &applied); !s)
+    return fail(ctx, "journal " + shown(ctx) + ": " + s.message());
+  for (const auto& m : applied) std::cout << "applied " << m << "\n";
+  std::cout << "journal " << shown(ctx) << " is up to date (" << pg_migrations().size()
+            << " migrations, " << applied.size() << " applied now)\n";
+  return kExitOk;
 }
 
-std::string not_on_postgresql(const Context& ctx) {
-  const std::string where = "(journal " + shown(ctx) + ")";
-  if (ctx.command == "migrate")
-    return "'migrate' does not run on a PostgreSQL journal " + where +
-           ": iarelayd applies the PostgreSQL migrations itself when it starts on it (under an "
-           "advisory lock, so relays starting together migrate it once); start a relay";
-  if (ctx.command == "check")
-    return "'check' does not run on a PostgreSQL journal " + where +
-           ": PostgreSQL checks its own pages (data checksums); check tables and indexes with "
-           "the amcheck extension (pg_amcheck), and the configuration with iarelayd --check";
-  return "'" + ctx.command + "' is not available on a PostgreSQL journal yet " + where +
-         "; there iarelay runs every command but migrate and check (docs/high-availability.md)";
+void pg_check(const Context& ctx, const std::function<void(const std::string&)>& problem) {
+  auto db = connect(ctx, false);
+  if (!db) return problem(db.status().message());
+  std::vector<std::string> pending;
+  if (Status s = pg_verify_migrations(**db, &pending); !s)
+    return problem("journal " + shown(ctx) + ": " + s.message());
+  if (!pending.empty())
+    return problem("journal " + shown(ctx) + " needs migration " + pending.front() +
+                   " (run iarelay migrate, or start a relay: it applies them)");
+  auto counts = (*db)->query(
+      "SELECT (SELECT count(*) FROM webhooks), (SELECT count(*) FROM agent_leases WHERE epoch > 0 "
+      "AND expires_at > now()), (SELECT count(DISTINCT owner) FROM agent_leases WHERE epoch > 0 "
+      "AND expires_at > now())");
+  if (!counts) return problem("journal " + shown(ctx) + ": " + counts.status().message());
+  const PgRow& row = counts->front();
+  // PostgreSQL checks its own pages (data checksums, when the cluster has them); amcheck
+  // checks tables and indexes, with the privileges it asks for.
+  std::cout << "journal " << shown(ctx) << ": ok (" << pg_migrations().size()
+            << " migrations applied, " << *row[0] << " webhooks, " << *row[1]
+            << " agents leased by " << *row[2]
+            << " live relays; tables and indexes: check with pg_amcheck)\n";
 }
 
 Result<std::unique_ptr<PgConnection>> pg_connect(const Context& ctx) {

@@ -1,11 +1,12 @@
 // The commands of `iarelay` on a PostgreSQL journal (`--journal postgresql://...`, or a
-// configuration whose journal is one; docs/high-availability.md): every command but migrate
-// and check. Each SQLite command parses and checks its arguments as always, then opens the
+// configuration whose journal is one; docs/high-availability.md): every command. Each SQLite
+// command parses and checks its arguments as always, then opens the
 // journal here (pg_connect) where it would open the journal file, or hands the whole command
 // over (status, sql, agent, resend); the output is the SQLite command's. The journal is shown
 // only as journal_for_display shows it: never a password.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,10 +18,12 @@
 
 namespace iarelay::cli {
 
-// Whether `command` (a name of main's table) runs on a PostgreSQL journal.
-bool runs_on_postgresql(const std::string& command);
-// The usage error for one that does not: names it, why, and what to use instead.
-std::string not_on_postgresql(const Context& ctx);
+// `migrate`: applies the migrations this build has and the journal lacks (as a relay does when
+// it starts, under the same lock), printing what it applied.
+int pg_migrate_command(const Context& ctx);
+// `check`'s look at the journal: its migrations against this build's; each problem is told to
+// `problem` (one line), and what is fine printed.
+void pg_check(const Context& ctx, const std::function<void(const std::string&)>& problem);
 
 // A connection to the journal with exactly this build's migrations applied (a relay applies
 // them when it starts); otherwise the error, naming the journal.

@@ -810,32 +810,72 @@ TEST_F(PgCli, MoveTakesAQueueToAnotherAgentAsOnSqliteAndWaitsForAnInflightOne) {
   expect_same_journals();
 }
 
-// --- what stays refused --------------------------------------------------------------------------
+// --- migrate and check ---------------------------------------------------------------------------
 
-TEST_F(PgCli, MigrateAndCheckSayWhyTheyDoNotRunOnPostgresql) {
+// `migrate` on a new database applies every migration (as a relay does at start), then none;
+// `check` says the journal is fine, and names what is wrong when it is not. Each names the
+// journal without its password, and makes nothing of the connection string as a path.
+TEST_F(PgCli, MigrateAppliesWhatTheDatabaseLacksAndCheckSaysWhatIsWrong) {
   const std::filesystem::path cwd = std::filesystem::current_path();
   std::filesystem::current_path(dir_.path());
-  auto migrate = iarelay({"migrate"});
-  EXPECT_EQ(migrate.exit_code, 2) << migrate.err;
-  EXPECT_NE(migrate.err.find("iarelay migrate: 'migrate' does not run on a PostgreSQL journal"),
+  ASSERT_EQ(cluster_.create_database("fresh"), "");
+  std::string fresh = cluster_.uri("fresh");
+  fresh.insert(fresh.find('@'), std::string(":") + kPassword);
+  const std::string n = std::to_string(pg_migrations().size());
+  auto first = iarelay({"migrate"}, fresh);
+  EXPECT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_EQ(std::count(first.out.begin(), first.out.end(), '\n'), pg_migrations().size() + 1)
+      << first.out;
+  EXPECT_NE(first.out.find("applied " + pg_migrations().front().name + "\n"), std::string::npos)
+      << first.out;
+  EXPECT_NE(first.out.find("/fresh is up to date (" + n + " migrations, " + n + " applied now)"),
             std::string::npos)
-      << migrate.err;
-  EXPECT_NE(migrate.err.find("iarelayd applies the PostgreSQL migrations itself when it starts"),
+      << first.out;
+  EXPECT_NE(first.out.find("iarelay:***@"), std::string::npos) << first.out;
+  EXPECT_EQ(cluster_.psql("SELECT count(*) FROM schema_migrations", "fresh"), n);
+  auto again = iarelay({"migrate"}, fresh);
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find("is up to date (" + n + " migrations, 0 applied now)"),
             std::string::npos)
-      << migrate.err;
-  auto check = iarelay({"check"});
-  EXPECT_EQ(check.exit_code, 2) << check.err;
-  EXPECT_NE(check.err.find("iarelay check: 'check' does not run on a PostgreSQL journal"),
+      << again.out;
+
+  add_sample();
+  auto fine = iarelay({"check"});
+  EXPECT_EQ(fine.exit_code, 0) << fine.err;
+  EXPECT_NE(fine.out.find("/journal: ok (" + n +
+                          " migrations applied, 4 webhooks, 1 agents leased by 1 live relays"),
             std::string::npos)
-      << check.err;
-  EXPECT_NE(check.err.find("PostgreSQL checks its own pages"), std::string::npos) << check.err;
-  EXPECT_NE(check.err.find("amcheck"), std::string::npos) << check.err;
-  for (const auto* r : {&migrate, &check}) {
-    EXPECT_EQ(r->err.find("yet"), std::string::npos) << r->err;
-    EXPECT_NE(r->err.find("iarelay:***@"), std::string::npos) << r->err;
+      << fine.out;
+  // A migration the journal lacks: named, with what to do.
+  ASSERT_EQ(cluster_.psql("DELETE FROM schema_migrations WHERE version = (SELECT max(version) "
+                          "FROM schema_migrations)",
+                          "fresh"),
+            "");
+  auto behind = iarelay({"check"}, fresh);
+  EXPECT_EQ(behind.exit_code, 1) << behind.out;
+  EXPECT_NE(
+      behind.err.find("needs migration " + pg_migrations().back().name + " (run iarelay migrate"),
+      std::string::npos)
+      << behind.err;
+  // A migration whose text changed since it was applied: refused by both.
+  ASSERT_EQ(psql("UPDATE schema_migrations SET checksum = 'x' WHERE version = 1"), "");
+  auto changed = iarelay({"check"});
+  EXPECT_EQ(changed.exit_code, 1) << changed.out;
+  EXPECT_NE(changed.err.find("checksum"), std::string::npos) << changed.err;
+  auto refused = iarelay({"migrate"});
+  EXPECT_EQ(refused.exit_code, 1) << refused.out;
+  EXPECT_NE(refused.err.find("checksum"), std::string::npos) << refused.err;
+  // No server there.
+  std::string gone = uri_;
+  gone.replace(gone.find(std::to_string(cluster_.port())), std::to_string(cluster_.port()).size(),
+               "1");
+  auto unreachable = iarelay({"check"}, gone);
+  EXPECT_EQ(unreachable.exit_code, 1) << unreachable.out;
+  EXPECT_NE(unreachable.err.find("journal postgresql://iarelay:***@127.0.0.1:1/journal"),
+            std::string::npos)
+      << unreachable.err;
+  for (const auto* r : {&behind, &changed, &refused, &unreachable})
     EXPECT_EQ(std::count(r->err.begin(), r->err.end(), '\n'), 1) << r->err;
-  }
-  // Help still works, and nothing was made of the connection string as a path.
   EXPECT_EQ(iarelay({"migrate", "--help"}).exit_code, 0);
   EXPECT_FALSE(std::filesystem::exists(dir_.path() + "/postgresql:"));
   std::filesystem::current_path(cwd);
