@@ -68,6 +68,15 @@ TEST_F(PgJournal, StatementsRunTogetherAnswerInOrderAndStopAtTheFirstFailure) {
   auto none = db->run_all({});
   ASSERT_TRUE(none);
   EXPECT_TRUE(none->empty());
+  // Review: many statements whose answers fill the socket's buffers before they are all sent
+  // (libpq reads while it waits to send, so neither side waits on the other for ever).
+  std::vector<PgStatement> many(20'000, {"SELECT repeat('x', 1000), $1::int", {"0"}});
+  for (std::size_t i = 0; i < many.size(); ++i) many[i].params[0] = std::to_string(i);
+  auto answered = db->run_all(many);
+  ASSERT_TRUE(answered) << answered.status().message();
+  ASSERT_EQ(answered->size(), many.size());
+  EXPECT_EQ(*answered->back().rows[0][1], "19999");
+  EXPECT_EQ(answered->back().rows[0][0]->size(), 1000u);
 }
 
 TEST_F(PgJournal, MigratesAnEmptyDatabaseOnceAndRecordsEachChecksum) {
