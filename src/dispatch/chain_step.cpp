@@ -70,9 +70,20 @@ void try_chain_steps(JournalTx& tx, const std::vector<Chain*>& chains) {
   for (Chain* c : chains) c->claimed = false;
   if (chains.empty()) return;
   Status s = tx.in_savepoint([&] { claim_next_of_alerts(tx, chains); });
-  if (!s) {
-    for (Chain* c : chains) c->claimed = false;
-    spdlog::debug("chain steps of {} outcomes skipped: {}", chains.size(), s.message());
+  if (s) return;
+  for (Chain* c : chains) c->claimed = false;
+  if (chains.size() == 1) {
+    spdlog::debug("chain step for agent {} skipped: {}", chains[0]->agent_id, s.message());
+    return;
+  }
+  // One step failed them all (a row another session holds past lock_timeout, say): each again
+  // on its own, so that only the one that fails is skipped.
+  for (Chain* c : chains) {
+    Status one = tx.in_savepoint([&] { claim_next_of_alerts(tx, {c}); });
+    if (!one) {
+      c->claimed = false;
+      spdlog::debug("chain step for agent {} skipped: {}", c->agent_id, one.message());
+    }
   }
 }
 

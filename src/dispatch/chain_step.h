@@ -69,7 +69,8 @@ class OutcomeBatch {
 
 // The chain steps of delivered webhooks (of different alerts), under one savepoint: whatever
 // goes wrong there (a journal an operator changed, say) leaves the outcomes to be journaled as
-// they would be without them, never fails them; no step then claims.
+// they would be without them, never fails them. When it fails, each step runs again under a
+// savepoint of its own: only those that fail alone claim nothing.
 void try_chain_steps(JournalTx& tx, const std::vector<Chain*>& chains);
 
 // A webhook of an alert failing over to another agent after a retryable failure (finish):
