@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <set>
 
 namespace iarelay::dispatch_internal {
 namespace {
@@ -116,6 +117,26 @@ bool move_alert_tail(JournalTx& tx, const AlertMove& m) {
       return false;
   tx.reassign_alert_tail(m.from, m.to, m.event_id, m.after_seq);
   return true;
+}
+
+int move_queued(JournalTx& tx, const std::optional<std::string>& from,
+                const std::vector<QueuedMove>& moves) {
+  std::set<std::string, std::less<>> stayed;  // alerts with a webhook left where it was
+  int moved = 0;
+  for (const QueuedMove& m : moves) {
+    if (!m.alert.empty() && stayed.count(m.alert)) continue;
+    auto place = tx.locate(m.id);
+    TransitionFields f;
+    f.assigned_agent = std::optional<std::string>(m.to);
+    f.next_attempt_at = std::optional<Millis>();
+    if (place && place->state == WebhookState::kQueued && place->assigned_agent == from &&
+        tx.transition(m.id, WebhookState::kQueued, WebhookState::kQueued, f)) {
+      ++moved;
+    } else if (!m.alert.empty()) {
+      stayed.insert(m.alert);
+    }
+  }
+  return moved;
 }
 
 }  // namespace iarelay::dispatch_internal

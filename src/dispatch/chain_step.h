@@ -91,4 +91,20 @@ struct AlertMove {
 // the alert's later ones went on `to`).
 bool move_alert_tail(JournalTx& tx, const AlertMove& m);
 
+// One webhook a sweep moves (queued -> queued on another agent), as the sweep read it.
+struct QueuedMove {
+  std::string id;
+  std::string to;
+  std::string alert;  // its alert's ordering key under event ordering, else empty
+};
+
+// Writer thread: moves each webhook to its agent, only while it is still queued where the sweep
+// saw it (`from`: assigned there; nullopt: held for its service); another relay's sweep, an
+// operator's move or hold, or a claim may have got there first. Once a webhook of an alert
+// stays, the alert's later ones of the batch stay too: moved alone they would go ahead of it
+// on the other agent (an operator's hold committed since the sweep read it, say). Returns how
+// many moved.
+int move_queued(JournalTx& tx, const std::optional<std::string>& from,
+                const std::vector<QueuedMove>& moves);
+
 }  // namespace iarelay::dispatch_internal

@@ -211,9 +211,10 @@ void DispatcherImpl::loop() {
       guarded("journal retries", [&] { retry_failed_writes(steady); });
       read_step(held_gate_, "held webhooks", [&] { sweep_held(steady); });
       read_step(retired_gate_, "retired agents' queues", [&] { sweep_retired(steady); });
-      for (auto& [id, a] : agents_) {
-        read_step(a->failover_gate, "failover", [&] { sweep_failover(*a, steady); });
-        guarded("scheduling", [&] { schedule(*a, now, steady); });
+      for (auto& entry : agents_) {
+        Agent& a = *entry.second;  // not a structured binding: clang 14 cannot capture one
+        read_step(a.failover_gate, "failover", [&] { sweep_failover(a, steady); });
+        guarded("scheduling", [&] { schedule(a, now, steady); });
       }
     }
     int running = 0;

@@ -312,8 +312,7 @@ class DispatcherImpl final : public Dispatcher {
   // Assigns each webhook (id → agent) queued at `from` (nullopt: held for any agent) to its
   // agent; a failover's (from an agent) only while this relay holds `from` at `epoch`.
   void submit_moves(std::optional<std::string> from, std::int64_t epoch,
-                    std::vector<std::pair<std::string, std::string>> moves,
-                    std::function<void()> after);
+                    std::vector<QueuedMove> moves, std::function<void()> after);
 
   // --- lanes.cpp: scheduling and claims ---
   void schedule(Agent& a, Millis now, Millis steady);

@@ -73,13 +73,13 @@ void DispatcherImpl::sweep_held(Millis steady) {
   last_held_sweep_ = steady;
   auto rows = journal().scan_queue(std::nullopt, held_cursor_, kScanPage);
   held_cursor_ = rows.size() == static_cast<size_t>(kScanPage) ? rows.back().seq : 0;
-  if (held_cursor_) held_dirty_ = true;                    // more pages: continue on the next turn
-  std::vector<std::pair<std::string, std::string>> moves;  // id → agent
+  if (held_cursor_) held_dirty_ = true;  // more pages: continue on the next turn
+  std::vector<QueuedMove> moves;
   for (const auto& r : rows) {
     // An agent that takes its type first; else any (which discards it with the reason).
     auto target = ctx_.directory->available_agent_for(r.service, "", r.type);
     if (!target) target = ctx_.directory->available_agent_for(r.service);
-    if (target) moves.emplace_back(r.id, *target);
+    if (target) moves.push_back({r.id, *target, ""});
   }
   if (moves.empty()) return;
   held_pending_ = true;
@@ -100,7 +100,7 @@ void DispatcherImpl::sweep_failover(Agent& a, Millis steady) {
     return;
   last_failover_sweep_[a.cfg.id] = steady;
   a.failover_recheck = false;
-  std::vector<std::pair<std::string, std::string>> moves;
+  std::vector<QueuedMove> moves;
   std::size_t walked = 0;
   std::int64_t cursor = a.failover_cursor;
   // A webhook behind a held one of its alert stays with it: moved alone, it would wait on
@@ -131,7 +131,9 @@ void DispatcherImpl::sweep_failover(Agent& a, Millis steady) {
       // there, where this agent would deliver it once back).
       if (auto target = ctx_.directory->available_agent_for(r.service, a.cfg.id,
                                                             a.cfg.takes(r.type) ? r.type : ""))
-        moves.emplace_back(r.id, *target);
+        moves.push_back({r.id, *target,
+                         a.keys_ordering == Ordering::kEvent ? ordering_key(Ordering::kEvent, r)
+                                                             : std::string()});
     }
     walked += rows.size();
     if (rows.size() < static_cast<size_t>(kScanPage)) {
@@ -267,35 +269,23 @@ void DispatcherImpl::submit_reroutes(std::vector<Reroute> reroutes,
       });
 }
 
-// queued → queued with a new assigned agent, one writer op for the batch.
+// queued → queued with a new assigned agent, one writer op for the batch (move_queued).
 void DispatcherImpl::submit_moves(std::optional<std::string> from, std::int64_t epoch,
-                                  std::vector<std::pair<std::string, std::string>> moves,
-                                  std::function<void()> after) {
+                                  std::vector<QueuedMove> moves, std::function<void()> after) {
   ++outstanding_;
-  auto shared =
-      std::make_shared<std::vector<std::pair<std::string, std::string>>>(std::move(moves));
+  auto shared = std::make_shared<std::vector<QueuedMove>>(std::move(moves));
   ctx_.writer->submit_tx(
       [shared, from, epoch, leases = ctx_.leases](JournalTx& tx) {
         // A failover's moves only while this relay still delivers to the agent they leave.
         if (from && !lease_holds(tx, leases, *from, epoch)) return;
-        for (const auto& [id, agent] : *shared) {
-          // Only from where the sweep saw it: another relay's sweep, an operator's move or a
-          // claim may have got there first since this relay read it.
-          auto place = tx.locate(id);
-          if (!place || place->state != WebhookState::kQueued || place->assigned_agent != from)
-            continue;
-          TransitionFields f;
-          f.assigned_agent = std::optional<std::string>(agent);
-          f.next_attempt_at = std::optional<Millis>();
-          tx.transition(id, WebhookState::kQueued, WebhookState::kQueued, f);
-        }
+        move_queued(tx, from, *shared);
       },
       [this, shared, after = std::move(after), mailbox = mailbox_](const Status& s) {
         mailbox->post([this, shared, after, s] {
           --outstanding_;
           if (!s) spdlog::warn("reassigning {} webhooks failed: {}", shared->size(), s.message());
-          for (const auto& [id, agent] : *shared)
-            if (auto it = agents_.find(agent); it != agents_.end()) it->second->dirty = true;
+          for (const QueuedMove& m : *shared)
+            if (auto it = agents_.find(m.to); it != agents_.end()) it->second->dirty = true;
           after();
         });
       });
