@@ -125,16 +125,10 @@ int move_queued(JournalTx& tx, const std::optional<std::string>& from,
   int moved = 0;
   for (const QueuedMove& m : moves) {
     if (!m.alert.empty() && stayed.count(m.alert)) continue;
-    auto place = tx.locate(m.id);
-    TransitionFields f;
-    f.assigned_agent = std::optional<std::string>(m.to);
-    f.next_attempt_at = std::optional<Millis>();
-    if (place && place->state == WebhookState::kQueued && place->assigned_agent == from &&
-        tx.transition(m.id, WebhookState::kQueued, WebhookState::kQueued, f)) {
+    if (tx.reassign_queued(m.id, from, m.to))
       ++moved;
-    } else if (!m.alert.empty()) {
+    else if (!m.alert.empty())
       stayed.insert(m.alert);
-    }
   }
   return moved;
 }

@@ -79,7 +79,8 @@ void DispatcherImpl::sweep_held(Millis steady) {
     // An agent that takes its type first; else any (which discards it with the reason).
     auto target = ctx_.directory->available_agent_for(r.service, "", r.type);
     if (!target) target = ctx_.directory->available_agent_for(r.service);
-    if (target) moves.push_back({r.id, *target, ""});
+    // An alert together: one of its webhooks held since this read keeps its later ones here.
+    if (target) moves.push_back({r.id, *target, ordering_key(Ordering::kEvent, r)});
   }
   if (moves.empty()) return;
   held_pending_ = true;
@@ -110,30 +111,45 @@ void DispatcherImpl::sweep_failover(Agent& a, Millis steady) {
     auto rows = journal().scan_queue(a.cfg.id, cursor, kScanPage);
     for (const auto& r : rows) {
       cursor = r.seq;
-      if (r.agent || a.in_hand.count(r.seq)) continue;
+      if (a.in_hand.count(r.seq)) continue;
       // A webhook of an alert with one in hand (a chain step's claim waiting to be given
       // back, say) stays: moved, it could be sent before the one in hand.
       // The walk is paged over loop turns: an alert skipped once stays skipped for the rest
       // of the pass (its key may be released before a later page), so nothing of it is
       // moved ahead of the webhook left behind; the next pass moves them in order.
+      std::string key;
       if (a.keys_ordering == Ordering::kEvent) {
-        std::string key = ordering_key(Ordering::kEvent, r);
+        key = ordering_key(Ordering::kEvent, r);
         if (a.busy_keys.count(key) || a.failover_skipped.count(key)) {
           a.failover_skipped.insert(std::move(key));
           a.failover_recheck = true;
           continue;
         }
       }
-      if (any_held && !r.event_id.empty() &&
-          journal().held_before(a.cfg.id, r.event_id, r.service, r.seq))
+      // One that stays here (asked for this agent by identifier, behind a held one of its
+      // alert, or of a type no other agent takes) keeps its alert's later ones here too, as a
+      // retried webhook's failover does (move_alert_tail): moved, they would go ahead of it.
+      auto stays = [&] {
+        if (!key.empty()) a.failover_skipped.insert(key);
+      };
+      if (r.agent) {
+        stays();
         continue;
+      }
+      if (any_held && !r.event_id.empty() &&
+          journal().held_before(a.cfg.id, r.event_id, r.service, r.seq)) {
+        stays();
+        continue;
+      }
       // Only to an agent that takes its type, if this one does (else it would be discarded
       // there, where this agent would deliver it once back).
-      if (auto target = ctx_.directory->available_agent_for(r.service, a.cfg.id,
-                                                            a.cfg.takes(r.type) ? r.type : ""))
-        moves.push_back({r.id, *target,
-                         a.keys_ordering == Ordering::kEvent ? ordering_key(Ordering::kEvent, r)
-                                                             : std::string()});
+      auto target = ctx_.directory->available_agent_for(r.service, a.cfg.id,
+                                                        a.cfg.takes(r.type) ? r.type : "");
+      if (!target) {
+        stays();
+        continue;
+      }
+      moves.push_back({r.id, *target, std::move(key)});
     }
     walked += rows.size();
     if (rows.size() < static_cast<size_t>(kScanPage)) {

@@ -219,6 +219,11 @@ class JournalTx {
   // The webhooks of alert `event_id` with seq > after_seq assigned to `agent`, queued or held.
   virtual std::vector<TailRow> alert_tail(std::string_view agent, std::string_view event_id,
                                           std::int64_t after_seq) = 0;
+  // Assigns queued webhook `id` to `to`, due now, only while it is assigned to `from` (nullopt:
+  // none, held for its service): checked in the same statement, so an operator's move or
+  // another relay's committed meanwhile is never overwritten. Whether it moved.
+  virtual bool reassign_queued(std::string_view id, const std::optional<std::string>& from,
+                               std::string_view to) = 0;
   // Assigns those of them that are queued to `to`; returns how many.
   virtual int reassign_alert_tail(std::string_view from, std::string_view to,
                                   std::string_view event_id, std::int64_t after_seq) = 0;

@@ -161,6 +161,22 @@ class SqliteTx final : public JournalTx {
     return out;
   }
 
+  bool reassign_queued(std::string_view id, const std::optional<std::string>& from,
+                       std::string_view to) override {
+    auto u = cached_statement(db_,
+                              "UPDATE webhooks SET assigned_agent=?, next_attempt_at=NULL WHERE "
+                              "id=? AND state='queued' AND assigned_agent IS ?");
+    u->bind(1, std::string(to));
+    u->bind(2, std::string(id));
+    if (from)
+      u->bind(3, *from);
+    else
+      u->bind(3);
+    const bool moved = u->exec() == 1;
+    u->reset();
+    return moved;
+  }
+
   int reassign_alert_tail(std::string_view from, std::string_view to, std::string_view event_id,
                           std::int64_t after_seq) override {
     auto u = cached_statement(db_,

@@ -651,6 +651,14 @@ class PgTx final : public JournalTx {
     return out;
   }
 
+  bool reassign_queued(std::string_view id, const std::optional<std::string>& from,
+                       std::string_view to) override {
+    return must(db_.command("UPDATE webhooks SET assigned_agent = $1, next_attempt_at = NULL "
+                            "WHERE id = $2 AND state = 'queued' AND assigned_agent IS NOT "
+                            "DISTINCT FROM $3",
+                            {std::string(to), std::string(id), from})) == 1;
+  }
+
   int reassign_alert_tail(std::string_view from, std::string_view to, std::string_view event_id,
                           std::int64_t after_seq) override {
     return static_cast<int>(must(db_.command(

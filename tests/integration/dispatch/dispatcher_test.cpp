@@ -507,6 +507,40 @@ TEST(Dispatch, HeldWebhookKeepsItsAlertWaitingAfterFailover) {
   EXPECT_EQ(recs[1], w2);
 }
 
+// Review (fifteenth session): a webhook that stays on its paused agent because it asks for that
+// agent by identifier kept nothing of its alert there: the failover moved the alert's later
+// webhook (no identifier) to the other agent, which sent it first. Now the alert stays
+// together, as a retried webhook's failover keeps it (Review14b): both go, in order, on resume.
+TEST(Review15, AFailoverLeavesAnAlertWithItsWebhookThatAsksForTheAgent) {
+  testing::TempDir dir;
+  Sink sink(dir, "sink");
+  Relay relay(dir);
+  std::string pinned = relay.insert_raw("first", "status", R"({"eventIdentifier": 9, "n": 1})",
+                                        "svc", std::string("first"), std::string("9"));
+  std::string later = relay.insert_raw("first", "status", R"({"eventIdentifier": 9, "n": 2})",
+                                       "svc", std::nullopt, std::string("9"));
+  std::string other = relay.insert_raw("first", "status", R"({"eventIdentifier": 10, "n": 1})",
+                                       "svc", std::nullopt, std::string("10"));
+  ASSERT_TRUE(relay.write([&](SQLite::Database& db) {
+    set_agent_state(db, "first", "paused", std::string("maintenance"), std::nullopt, false);
+  }));
+  relay.start({agent("first", sink.url()), agent("second", sink.url())});
+  // The other alert fails over; the pinned one's alert waits for "first".
+  ASSERT_TRUE(wait_until([&] { return relay.row(other).state == "delivered"; }, 10s));
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(relay.row(later).state, "queued");
+  EXPECT_EQ(relay.row(later).assigned_agent, "first") << "moved ahead of the pinned webhook";
+  ASSERT_TRUE(relay.write([&](SQLite::Database& db) {
+    set_agent_state(db, "first", "up", std::nullopt, std::nullopt, false);
+  }));
+  ASSERT_TRUE(wait_until([&] { return relay.count("delivered") == 3; }, 10s));
+  auto recs = first_deliveries(sink.records());
+  ASSERT_EQ(recs.size(), 3u);
+  EXPECT_EQ(recs[0], other);
+  EXPECT_EQ(recs[1], pinned);
+  EXPECT_EQ(recs[2], later);
+}
+
 // The later webhook of a held one's alert, moved by an operator to another agent of the
 // service, still waits there until the hold ends.
 TEST(Dispatch, HeldWebhookKeepsItsAlertWaitingOnTheAgentALaterOneWasMovedTo) {

@@ -7,8 +7,10 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dispatch/chain_step.h"
@@ -141,6 +143,98 @@ TEST(MoveQueued, AnAlertWithAWebhookHeldSinceTheSweepReadItStaysTogether) {
     EXPECT_EQ(x->state, WebhookState::kHeld);
     EXPECT_EQ(y->assigned_agent, "a1") << "Y went ahead of X, held on a1, to a2";
     EXPECT_EQ(z->assigned_agent, "a2");
+  }
+}
+
+// Review (fifteenth session): an operator's move committed between a sweep's read of a webhook
+// and its UPDATE (which waited for the operator's row lock) was overwritten: the UPDATE checked
+// the state only, so the webhook went where the sweep meant while the alert's later one stayed
+// where the operator put it. The move now checks the agent in the same statement.
+TEST(MoveQueued, AnOperatorsMoveCommittedMeanwhileIsNotOverwritten) {
+  PgCluster cluster;
+  ASSERT_EQ(cluster.error(), "");
+  ASSERT_EQ(cluster.create_database("journal"), "");
+  auto db = PgConnection::connect(cluster.uri("journal"));
+  ASSERT_TRUE(db) << db.status().message();
+  ASSERT_TRUE(pg_migrate(**db));
+  auto journal = pg_backend(**db);
+  ASSERT_TRUE(journal->transact([](JournalTx& tx) {
+    tx.insert_webhook(webhook("X", "ev-E"));
+    tx.insert_webhook(webhook("Y", "ev-E"));
+  }));
+  // The operator's move of both to a3, not yet committed.
+  auto other = PgConnection::connect(cluster.uri("journal"));
+  ASSERT_TRUE(other) << other.status().message();
+  ASSERT_TRUE((*other)->exec("BEGIN"));
+  ASSERT_TRUE((*other)->command("UPDATE webhooks SET assigned_agent = 'a3'"));
+  int moved = -1;
+  std::thread sweep([&] {
+    Status s = journal->transact([&](JournalTx& tx) {
+      moved = dispatch_internal::move_queued(tx, "a1", {{"X", "a2", "ev-E"}, {"Y", "a2", "ev-E"}});
+    });
+    EXPECT_TRUE(s) << s.message();
+  });
+  // The sweep's transaction waits for the operator's row lock on X; then the operator commits.
+  for (int i = 0; i < 100; ++i) {
+    auto waiting = cluster.psql(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'", "journal");
+    if (waiting == "1") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE((*other)->exec("COMMIT"));
+  sweep.join();
+  EXPECT_EQ(moved, 0);
+  auto rows = (*db)->query(
+      "SELECT string_agg(id || ' ' || assigned_agent, ', ' ORDER BY seq) FROM webhooks");
+  ASSERT_TRUE(rows) << rows.status().message();
+  EXPECT_EQ(*(*rows)[0][0], "X a3, Y a3") << "the operator's move of X was overwritten";
+}
+
+// The held sweep's moves (from no agent: webhooks held for their service) keep an alert
+// together too.
+TEST(MoveQueued, WebhooksHeldForTheirServiceMoveOnlyWhileStillHeldForIt) {
+  PgCluster cluster;
+  ASSERT_EQ(cluster.error(), "");
+  ASSERT_EQ(cluster.create_database("journal"), "");
+  auto pg = PgConnection::connect(cluster.uri("journal"));
+  ASSERT_TRUE(pg) << pg.status().message();
+  ASSERT_TRUE(pg_migrate(**pg));
+  TempDir dir;
+  auto lite = open_journal_for_write(dir.file("journal.db"), SyncLevel::kNormal);
+  ASSERT_TRUE(lite) << lite.status().message();
+  ASSERT_TRUE(migrate(**lite));
+  std::vector<std::unique_ptr<JournalBackend>> journals;
+  journals.push_back(pg_backend(**pg));
+  journals.push_back(sqlite_backend(**lite));
+  for (auto& journal : journals) {
+    ASSERT_TRUE(journal->transact([](JournalTx& tx) {
+      for (const char* id : {"X", "Y", "Z", "W"}) {
+        NewWebhook w = webhook(id, std::string(id) == "Z" ? "ev-F" : "ev-E");
+        w.assigned_agent = std::nullopt;
+        if (std::string(id) == "W") w.assigned_agent = "a1";
+        tx.insert_webhook(w);
+      }
+    }));
+    ASSERT_TRUE(journal->transact([](JournalTx& tx) {
+      ASSERT_TRUE(tx.transition("X", WebhookState::kQueued, WebhookState::kHeld));
+    }));
+    int moved = -1;
+    ASSERT_TRUE(journal->transact([&](JournalTx& tx) {
+      moved = dispatch_internal::move_queued(
+          tx, std::nullopt,
+          {{"X", "a2", "ev-E"}, {"Z", "a2", "ev-F"}, {"Y", "a2", "ev-E"}, {"W", "a2", "ev-W"}});
+    }));
+    EXPECT_EQ(moved, 1) << "only Z: X is held, Y is behind it, W is a1's";
+    std::optional<WebhookPlace> y, z, w;
+    ASSERT_TRUE(journal->read([&](JournalTx& tx) {
+      y = tx.locate("Y");
+      z = tx.locate("Z");
+      w = tx.locate("W");
+    }));
+    ASSERT_TRUE(y && z && w);
+    EXPECT_FALSE(y->assigned_agent);
+    EXPECT_EQ(z->assigned_agent, "a2");
+    EXPECT_EQ(w->assigned_agent, "a1");
   }
 }
 
