@@ -905,6 +905,38 @@ TEST_P(Conformance, ABatchOfOutcomesIsEachOutcomeInTurn) {
   tx([&](JournalTx& j) { EXPECT_TRUE(j.record_outcomes({}).empty()); });
 }
 
+// A sweep's move: only from the agent the webhook is on (none: held for its service), only while
+// queued; due at once where it goes.
+TEST_P(Conformance, AQueuedWebhookIsReassignedOnlyFromWhereItIs) {
+  insert(webhook("01G1"));
+  NewWebhook unassigned = webhook("01G2");
+  unassigned.assigned_agent = std::nullopt;
+  insert(unassigned);
+  insert(webhook("01G3"));
+  TransitionFields later;
+  later.next_attempt_at = std::optional<Millis>(kT0 + 60'000);
+  tx([&](JournalTx& j) {
+    ASSERT_TRUE(j.transition("01G1", WebhookState::kQueued, WebhookState::kQueued, later));
+    ASSERT_TRUE(j.transition("01G3", WebhookState::kQueued, WebhookState::kHeld));
+  });
+  std::vector<bool> moved;
+  tx([&](JournalTx& j) {
+    moved = {j.reassign_queued("01G1", std::string("a2"), "a3"),
+             j.reassign_queued("01G1", std::nullopt, "a3"),
+             j.reassign_queued("01G2", std::string("a1"), "a3"),
+             j.reassign_queued("01G3", std::string("a1"), "a3"),
+             j.reassign_queued("01G1", std::string("a1"), "a3"),
+             j.reassign_queued("01G2", std::nullopt, "a2")};
+  });
+  EXPECT_EQ(moved, (std::vector<bool>{false, false, false, false, true, true}));
+  EXPECT_EQ(scalar("SELECT assigned_agent FROM webhooks WHERE id = '01G1'"), "a3");
+  EXPECT_EQ(scalar("SELECT count(*) FROM webhooks WHERE id = '01G1' AND next_attempt_at IS NULL"),
+            "1");
+  EXPECT_EQ(scalar("SELECT assigned_agent FROM webhooks WHERE id = '01G2'"), "a2");
+  EXPECT_EQ(scalar("SELECT assigned_agent || ' ' || state FROM webhooks WHERE id = '01G3'"),
+            "a1 held");
+}
+
 // A batch whose write fails part-way leaves nothing of it, the statements before the failed one
 // included; the backend goes on.
 TEST_P(Conformance, ABatchOfOutcomesThatFailsPartWayLeavesNothing) {
