@@ -39,6 +39,29 @@ NewWebhook webhook(const std::string& id, const std::string& event) {
   return w;
 }
 
+// A PostgreSQL journal (a throwaway cluster) and a SQLite one, each migrated.
+struct BothJournals {
+  PgCluster cluster;
+  TempDir dir;
+  std::unique_ptr<PgConnection> pg;
+  DatabasePtr lite;
+  std::vector<std::unique_ptr<JournalBackend>> journals;
+  void open() {
+    ASSERT_EQ(cluster.error(), "");
+    ASSERT_EQ(cluster.create_database("journal"), "");
+    auto c = PgConnection::connect(cluster.uri("journal"));
+    ASSERT_TRUE(c) << c.status().message();
+    pg = std::move(*c);
+    ASSERT_TRUE(pg_migrate(*pg));
+    auto l = open_journal_for_write(dir.file("journal.db"), SyncLevel::kNormal);
+    ASSERT_TRUE(l) << l.status().message();
+    lite = std::move(*l);
+    ASSERT_TRUE(migrate(*lite));
+    journals.push_back(pg_backend(*pg));
+    journals.push_back(sqlite_backend(*lite));
+  }
+};
+
 // Review (fifteenth session): a row of one alert locked by another session past lock_timeout
 // (an operator's move holding its batch, another relay) cost the other alerts of the turn their
 // chain step too.
@@ -103,20 +126,9 @@ TEST(PgChainSteps, AStepThatFailsAloneLeavesTheOtherStepsOfItsTurnTheirClaims) {
 // alert's later ones: released, it would go on one agent while they went on the other. On both
 // backends (the operator's tool is another process on SQLite too).
 TEST(MoveQueued, AnAlertWithAWebhookHeldSinceTheSweepReadItStaysTogether) {
-  PgCluster cluster;
-  ASSERT_EQ(cluster.error(), "");
-  ASSERT_EQ(cluster.create_database("journal"), "");
-  auto pg = PgConnection::connect(cluster.uri("journal"));
-  ASSERT_TRUE(pg) << pg.status().message();
-  ASSERT_TRUE(pg_migrate(**pg));
-  TempDir dir;
-  auto lite = open_journal_for_write(dir.file("journal.db"), SyncLevel::kNormal);
-  ASSERT_TRUE(lite) << lite.status().message();
-  ASSERT_TRUE(migrate(**lite));
-  std::vector<std::unique_ptr<JournalBackend>> journals;
-  journals.push_back(pg_backend(**pg));
-  journals.push_back(sqlite_backend(**lite));
-  for (auto& journal : journals) {
+  BothJournals both;
+  ASSERT_NO_FATAL_FAILURE(both.open());
+  for (auto& journal : both.journals) {
     ASSERT_TRUE(journal->transact([](JournalTx& tx) {
       for (const auto& [id, event] : std::vector<std::pair<std::string, std::string>>{
                {"X", "ev-E"}, {"Z", "ev-F"}, {"Y", "ev-E"}})
@@ -193,20 +205,9 @@ TEST(MoveQueued, AnOperatorsMoveCommittedMeanwhileIsNotOverwritten) {
 // The held sweep's moves (from no agent: webhooks held for their service) keep an alert
 // together too.
 TEST(MoveQueued, WebhooksHeldForTheirServiceMoveOnlyWhileStillHeldForIt) {
-  PgCluster cluster;
-  ASSERT_EQ(cluster.error(), "");
-  ASSERT_EQ(cluster.create_database("journal"), "");
-  auto pg = PgConnection::connect(cluster.uri("journal"));
-  ASSERT_TRUE(pg) << pg.status().message();
-  ASSERT_TRUE(pg_migrate(**pg));
-  TempDir dir;
-  auto lite = open_journal_for_write(dir.file("journal.db"), SyncLevel::kNormal);
-  ASSERT_TRUE(lite) << lite.status().message();
-  ASSERT_TRUE(migrate(**lite));
-  std::vector<std::unique_ptr<JournalBackend>> journals;
-  journals.push_back(pg_backend(**pg));
-  journals.push_back(sqlite_backend(**lite));
-  for (auto& journal : journals) {
+  BothJournals both;
+  ASSERT_NO_FATAL_FAILURE(both.open());
+  for (auto& journal : both.journals) {
     ASSERT_TRUE(journal->transact([](JournalTx& tx) {
       for (const char* id : {"X", "Y", "Z", "W"}) {
         NewWebhook w = webhook(id, std::string(id) == "Z" ? "ev-F" : "ev-E");
