@@ -30,7 +30,6 @@ constexpr Millis kSqlTimeout = 60'000;
 // a LOCK TABLE (which a read-only transaction allows) queues every relay behind it meanwhile.
 constexpr Millis kSqlLockWait = 1'000;
 
-
 // Type OIDs of pg_type (fixed by PostgreSQL, the same in every version).
 constexpr unsigned kBoolOid = 16, kByteaOid = 17, kInt8Oid = 20, kInt2Oid = 21, kInt4Oid = 23,
                    kOidOid = 26, kFloat4Oid = 700, kFloat8Oid = 701, kNumericOid = 1700;
