@@ -72,7 +72,7 @@ void try_chain_steps(JournalTx& tx, const std::vector<Chain*>& chains) {
   if (chains.empty()) return;
   Status s = tx.in_savepoint([&] { claim_next_of_alerts(tx, chains); });
   if (s) return;
-  for (Chain* c : chains) c->claimed = false;
+  // A step's flag is set only once every claim of the savepoint returned: none is set here.
   if (chains.size() == 1) {
     spdlog::debug("chain step for agent {} skipped: {}", chains[0]->agent_id, s.message());
     return;
@@ -81,10 +81,7 @@ void try_chain_steps(JournalTx& tx, const std::vector<Chain*>& chains) {
   // on its own, so that only the one that fails is skipped.
   for (Chain* c : chains) {
     Status one = tx.in_savepoint([&] { claim_next_of_alerts(tx, {c}); });
-    if (!one) {
-      c->claimed = false;
-      spdlog::debug("chain step for agent {} skipped: {}", c->agent_id, one.message());
-    }
+    if (!one) spdlog::debug("chain step for agent {} skipped: {}", c->agent_id, one.message());
   }
 }
 
@@ -97,7 +94,6 @@ bool OutcomeBatch::lease_holds(const std::string& agent, std::int64_t epoch,
 }
 
 void OutcomeBatch::stage(OutcomeWrite w, std::shared_ptr<Chain> chain) {
-  if (chain) chain->claimed = false;
   writes_.push_back(std::move(w));
   chains_.push_back(std::move(chain));
 }

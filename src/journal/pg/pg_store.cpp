@@ -473,14 +473,15 @@ class PgTx final : public JournalTx {
   }
 
   static PgStatement next_of_alert_statement(const AlertStep& s, int walk) {
-    return {std::string("SELECT ") + kQueuedColumns + " FROM (SELECT " + kQueuedColumns +
-                " FROM webhooks WHERE event_id = $1 AND seq > $2 AND assigned_agent = $3 AND "
-                "state = 'queued' ORDER BY seq LIMIT 1) n WHERE (SELECT count(*) FROM (SELECT 1 "
-                "FROM webhooks w WHERE w.assigned_agent = $3 AND w.state = 'queued' AND w.seq < "
-                "n.seq LIMIT $4) ahead) < $4 AND (SELECT count(*) FROM (SELECT 1 FROM webhooks w "
-                "WHERE w.event_id = $1 AND w.seq < n.seq AND w.assigned_agent = $3 AND w.state = "
-                "'queued' LIMIT 1) earlier) = 0",
-            {s.event_id, number(s.after_seq), s.agent, number(walk)}};
+    // Built once: one per chain step of every batch.
+    static const std::string sql =
+        std::string("SELECT ") + kQueuedColumns + " FROM (SELECT " + kQueuedColumns +
+        " FROM webhooks WHERE event_id = $1 AND seq > $2 AND assigned_agent = $3 AND state = "
+        "'queued' ORDER BY seq LIMIT 1) n WHERE (SELECT count(*) FROM (SELECT 1 FROM webhooks w "
+        "WHERE w.assigned_agent = $3 AND w.state = 'queued' AND w.seq < n.seq LIMIT $4) ahead) < "
+        "$4 AND (SELECT count(*) FROM (SELECT 1 FROM webhooks w WHERE w.event_id = $1 AND w.seq < "
+        "n.seq AND w.assigned_agent = $3 AND w.state = 'queued' LIMIT 1) earlier) = 0";
+    return {sql, {s.event_id, number(s.after_seq), s.agent, number(walk)}};
   }
 
   int queued_ahead(std::string_view agent, std::int64_t before_seq, int limit) override {
